@@ -1,0 +1,59 @@
+"""Gymnasium view of one TopicRec user: `gymnasium.make("slatectl/TopicRec-focused_topdown-v0")`.
+
+The batched core runs with B = 1. Observation = the slate shown and its clicks (Box spaces); action = a
+slate of K item ids (−1 lets the env's oracle fill a position). Each `reset(seed=s)` starts a new user:
+user id = number of resets since the env's seed was set, so a seeded env replays the same users.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from slatectl.sim.config import env_names
+from slatectl.sim.factory import make_env
+
+
+class TopicRecGymEnv(gym.Env):
+    metadata = {"render_modes": []}
+
+    def __init__(self, env_name: str, item_embeddings: str | Path | None = None):
+        self.sim = make_env(env_name, item_embeddings)
+        cfg = self.sim.config
+        self.observation_space = spaces.Dict({
+            "slate": spaces.Box(0, cfg.num_items - 1, shape=(cfg.slate_size,), dtype=np.int64),
+            "clicks": spaces.Box(0, 1, shape=(cfg.slate_size,), dtype=np.int64),
+        })
+        self.action_space = spaces.Box(-1, cfg.num_items - 1, shape=(cfg.slate_size,), dtype=np.int64)
+        self._seed = 0
+        self._next_user = 0
+
+    def _obs(self, observation) -> dict[str, np.ndarray]:
+        return {"slate": observation.slate[0].numpy().copy(), "clicks": observation.clicks[0].numpy().copy()}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self._seed, self._next_user = int(seed), 0
+        observation = self.sim.reset(torch.tensor([self._next_user]), self._seed)
+        self._next_user += 1
+        return self._obs(observation), {"user_state": self.sim.user[0].numpy().copy()}
+
+    def step(self, action):
+        slate = torch.as_tensor(np.asarray(action, dtype=np.int64)).reshape(1, -1)
+        if slate.shape[1] != self.sim.config.slate_size or bool((slate >= self.sim.config.num_items).any()) or bool((slate < -1).any()):
+            raise ValueError(f"action must be {self.sim.config.slate_size} item ids in [-1, {self.sim.config.num_items - 1}]")
+        result = self.sim.step(slate)
+        info = {"user_state": result.user_state[0].numpy(), "bored": result.bored[0].numpy()}
+        return self._obs(result.observation), float(result.reward[0]), bool(result.done), False, info
+
+
+def register_gym_envs() -> None:
+    for name in env_names():
+        env_id = f"slatectl/TopicRec-{name}-v0"
+        if env_id not in gym.envs.registry:
+            gym.register(id=env_id, entry_point=TopicRecGymEnv, kwargs={"env_name": name})

@@ -1,0 +1,67 @@
+"""Run a policy for many episodes, batched over users, and summarise the returns."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from slatectl.sim.policies import SlatePolicy
+from slatectl.sim.topicrec import TopicRec
+
+
+@dataclass
+class RolloutStats:
+    returns: torch.Tensor  # (episodes,) float64
+    seconds: float
+
+    @property
+    def episodes(self) -> int:
+        return int(self.returns.numel())
+
+    @property
+    def mean(self) -> float:
+        return float(self.returns.mean())
+
+    @property
+    def std(self) -> float:
+        return float(self.returns.std(unbiased=True)) if self.episodes > 1 else 0.0
+
+    @property
+    def sem(self) -> float:
+        return self.std / math.sqrt(self.episodes) if self.episodes > 1 else float("nan")
+
+
+def run_episodes(env: TopicRec, policy: SlatePolicy, user_ids: torch.Tensor, seed: int) -> torch.Tensor:
+    """One batch of full episodes for the given users; returns their (B,) returns."""
+    env.reset(user_ids, seed)
+    policy.reset(user_ids, seed)
+    total = torch.zeros(user_ids.shape[0], dtype=torch.float64)
+    done = False
+    while not done:
+        result = env.step(policy.act(env))
+        total += result.reward
+        done = result.done
+    return total
+
+
+def rollout(
+    env: TopicRec, policy: SlatePolicy, episodes: int, seed: int, batch_size: int = 1024,
+    on_batch: Callable[[int, torch.Tensor], None] | None = None,
+) -> RolloutStats:
+    """Episodes 0 … episodes−1 (user id = episode index) in batches; `on_batch(done_so_far, returns)`."""
+    if episodes < 1 or batch_size < 1:
+        raise ValueError("episodes and batch size must be >= 1")
+    torch.set_grad_enabled(False)
+    returns = []
+    start = time.perf_counter()
+    for first in range(0, episodes, batch_size):
+        ids = torch.arange(first, min(first + batch_size, episodes))
+        batch_returns = run_episodes(env, policy, ids, seed)
+        returns.append(batch_returns)
+        if on_batch is not None:
+            on_batch(first + ids.numel(), batch_returns)
+    return RolloutStats(returns=torch.cat(returns), seconds=time.perf_counter() - start)

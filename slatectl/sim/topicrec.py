@@ -1,0 +1,220 @@
+"""TopicRec, batched: B independent simulated users stepped together with tensor operations.
+
+Follows shared/spec/simulator.md exactly, including the reference quirks it names (reset clicks enter the
+topic log without timestamps; the short-term topic is updated from a rank index). Every random draw comes
+from a `CounterRNG` keyed by (seed, user id), so a user's trajectory depends only on the seed and its id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from slatectl.sim.click_model import click_probabilities, examination_propensities, relevance
+from slatectl.sim.config import EnvConfig
+from slatectl.sim.embeddings import item_topics
+from slatectl.sim.rng import CounterRNG
+
+# Stream ids of the simulator's own draws (policies use other streams).
+USER_STREAM = 0
+# Counter layout within the user stream: a block of DRAWS_PER_STEP counters per step t (reset is t = 0).
+DRAWS_PER_STEP = 64
+_ORACLE_BLOCK = 512
+_RESET_NORMALS, _RESET_WEIGHTS, _RESET_CLICKS, _RESET_SHORT_TERM = 0, 20, 30, 40
+
+
+@dataclass
+class Observation:
+    slate: torch.Tensor  # (B, K) int64: the slate shown (oracle positions already filled)
+    clicks: torch.Tensor  # (B, K) int64 in {0, 1}
+
+
+@dataclass
+class StepResult:
+    observation: Observation
+    reward: torch.Tensor  # (B,) float32: number of clicks
+    done: bool  # all users of a batch share t, so done is common
+    user_state: torch.Tensor  # (B, D) hidden: user embedding after drift
+    bored: torch.Tensor  # (B, T) hidden: topics bored during this step
+
+
+def normalise_user(u: torch.Tensor, num_topics: int) -> torch.Tensor:
+    """Divide by the sum over topics of the per-topic chunk L2 norms (the spec's normalisation)."""
+    chunks = u.view(u.shape[0], num_topics, -1)
+    return u / (chunks * chunks).sum(dim=-1).sqrt().sum(dim=-1, keepdim=True)
+
+
+class TopicRec:
+    """B users in lockstep: `reset(user_ids, seed)` then `step(slates)` H times."""
+
+    def __init__(self, config: EnvConfig, item_embeddings: torch.Tensor):
+        n, d = item_embeddings.shape
+        if (n, d) != (config.num_items, config.embedding_dim):
+            raise ValueError(f"item table is {n}×{d}; config wants {config.num_items}×{config.embedding_dim}")
+        self.config = config
+        self.item_embeddings = item_embeddings.float().contiguous()
+        self.item_topics = item_topics(self.item_embeddings, config.num_topics)
+        self.max_score = float(self.item_embeddings.norm(dim=1).max())
+        self.propensities = examination_propensities(config.click_model, config.slate_size)
+        chunk_norms = self.item_embeddings.view(n, config.num_topics, config.topic_size).norm(dim=-1)
+        # Reset slate: per topic (in topic order) the item with the largest chunk norm in that topic.
+        self.initial_slate = chunk_norms.argmax(dim=0)[: config.slate_size]
+        self.t = 0
+        self._batch = 0
+
+    # ----------------------------------------------------------------- helpers
+    @property
+    def batch_size(self) -> int:
+        return self._batch
+
+    def masked_user(self) -> torch.Tensor:
+        """ũ: bored topics' chunks zeroed, short-term topic's chunk × boost (not re-normalised)."""
+        cfg = self.config
+        chunk_scale = (~self.bored).float()
+        if cfg.short_term_boost != 1.0:
+            boost = torch.ones_like(chunk_scale)
+            boost.scatter_(1, self.short_term[:, None], cfg.short_term_boost)
+            chunk_scale = chunk_scale * boost
+        return (self.user.view(-1, cfg.num_topics, cfg.topic_size) * chunk_scale[..., None]).view(self.user.shape)
+
+    def item_scores(self, masked_user: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N) ⟨e_i, ũ⟩ / max_score for every item."""
+        u = self.masked_user() if masked_user is None else masked_user
+        return (u @ self.item_embeddings.T) / self.max_score
+
+    def relevances(self) -> torch.Tensor:
+        """(B, N) current true relevance of every item (privileged: used by SlateQ and analysis)."""
+        return relevance(self.item_scores(), self.config.offset, self.config.slope)
+
+    def oracle_slate(self, masked_user: torch.Tensor | None = None) -> torch.Tensor:
+        """Top-K items by current ⟨e_i, ũ⟩, sorted descending.
+
+        Computed in blocks of users so each block's B×N score matrix stays in cache (the full matrix
+        at B = 16k is 64 MB, and writing then re-reading it costs more than the arithmetic); the
+        division by max_score is skipped because it does not change the ranking.
+        """
+        u = self.masked_user() if masked_user is None else masked_user
+        table_t = self.item_embeddings.T.contiguous()
+        k = self.config.slate_size
+        blocks = [(u[i : i + _ORACLE_BLOCK] @ table_t).topk(k, dim=1).indices for i in range(0, u.shape[0], _ORACLE_BLOCK)]
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+
+    def _click(self, slate: torch.Tensor, masked_user: torch.Tensor, counter: int) -> torch.Tensor:
+        cfg = self.config
+        slate_vectors = torch.nn.functional.embedding(slate, self.item_embeddings)
+        slate_scores = torch.einsum("bkd,bd->bk", slate_vectors, masked_user) / self.max_score
+        probs = click_probabilities(
+            relevance(slate_scores, cfg.offset, cfg.slope), self.item_topics[slate], self.propensities,
+            cfg.num_topics, cfg.diversity_threshold, cfg.diversity_penalty,
+        )
+        return (self.rng.uniform(counter, cfg.slate_size) < probs).to(torch.int64)
+
+    def _append_clicked_topics(self, clicks: torch.Tensor, topics: torch.Tensor, stamp: int | None) -> None:
+        """Append clicked topics (rank order) to the topic log, and `stamp` per click to the timestamp log.
+
+        Logs are right-aligned (B, L) arrays with a per-user length; appending c entries shifts left by c.
+        """
+        L = self.config.recent_items_maxlen
+        n_clicks = clicks.sum(dim=1)
+        # Clicked topics compacted to the front in rank order; unclicked ranks go to a spare column.
+        K = clicks.shape[1]
+        destination = torch.where(clicks.bool(), clicks.cumsum(dim=1) - 1, K)
+        new_topics = torch.zeros(clicks.shape[0], K + 1, dtype=topics.dtype).scatter_(1, destination, topics)[:, :K]
+        idx = n_clicks[:, None] + torch.arange(L)[None, :]
+        self.topic_log = torch.cat([self.topic_log, new_topics], dim=1).gather(1, idx)
+        self.topic_len = torch.clamp(self.topic_len + n_clicks, max=L)
+        if stamp is not None:
+            stamps = torch.full_like(new_topics, stamp)
+            self.time_log = torch.cat([self.time_log, stamps], dim=1).gather(1, idx)
+            self.time_len = torch.clamp(self.time_len + n_clicks, max=L)
+
+    # ----------------------------------------------------------------- API
+    def reset(self, user_ids: torch.Tensor, seed: int) -> Observation:
+        cfg = self.config
+        user_ids = torch.as_tensor(user_ids, dtype=torch.int64).reshape(-1)
+        B, T, S = user_ids.shape[0], cfg.num_topics, cfg.topic_size
+        self._batch = B
+        self.rng = CounterRNG(seed, USER_STREAM, user_ids)
+        u0 = torch.clamp(0.4 * self.rng.normal(_RESET_NORMALS, T * S), -1.0, 1.0).abs().view(B, T, S)
+        weights = self.rng.uniform(_RESET_WEIGHTS, T) ** 3
+        weights = weights / weights.sum(dim=1, keepdim=True)
+        self.user = normalise_user((u0 * weights[..., None]).view(B, T * S), T)
+
+        self.bored = torch.zeros(B, T, dtype=torch.bool)
+        self.bored_timeout = torch.full((B, T), cfg.bored_timeout, dtype=torch.int64)
+        L = cfg.recent_items_maxlen
+        self.topic_log = torch.zeros(B, L, dtype=torch.int64)
+        self.time_log = torch.zeros(B, L, dtype=torch.int64)
+        self.topic_len = torch.zeros(B, dtype=torch.int64)
+        self.time_len = torch.zeros(B, dtype=torch.int64)
+        self.t = 0
+
+        slate = self.initial_slate.expand(B, -1).clone()
+        clicks = self._click(slate, self.user, _RESET_CLICKS)
+        topics = self.item_topics[slate]
+        # Quirk kept for fidelity: reset clicks enter the topic log but not the timestamp log.
+        self._append_clicked_topics(clicks, topics, stamp=None)
+        any_click = clicks.any(dim=1)
+        last_rank = (clicks * torch.arange(1, cfg.slate_size + 1)).argmax(dim=1)
+        random_topic = self.rng.integers(_RESET_SHORT_TERM, 1, T)[:, 0]
+        self.short_term = torch.where(any_click, topics.gather(1, last_rank[:, None])[:, 0], random_topic)
+        return Observation(slate=slate, clicks=clicks)
+
+    def _update_boredom(self) -> None:
+        cfg = self.config
+        timeout = torch.where(self.bored, self.bored_timeout - 1, self.bored_timeout)
+        self.bored = self.bored & (timeout > 0)
+        self.bored_timeout = torch.where(self.bored, timeout, torch.full_like(timeout, cfg.bored_timeout))
+        L = cfg.recent_items_maxlen
+        valid = torch.arange(L)[None, :] >= (L - self.topic_len)[:, None]
+        counts = torch.zeros(self._batch, cfg.num_topics, dtype=torch.int64)
+        counts.scatter_add_(1, self.topic_log, valid.to(torch.int64))
+        self.bored = self.bored | (counts >= cfg.boredom_threshold)
+
+    def step(self, slate: torch.Tensor) -> StepResult:
+        cfg = self.config
+        if self.t >= cfg.episode_length:
+            raise RuntimeError("episode is over; call reset()")
+        slate = torch.as_tensor(slate, dtype=torch.int64)
+        if slate.shape != (self._batch, cfg.slate_size):
+            raise ValueError(f"slate must have shape ({self._batch}, {cfg.slate_size}), got {tuple(slate.shape)}")
+        self.t += 1
+        t = self.t
+        self._update_boredom()
+        masked = self.masked_user()
+        oracle_positions = slate < 0
+        if bool(oracle_positions.any()):
+            slate = torch.where(oracle_positions, self.oracle_slate(masked), slate)
+        clicks = self._click(slate, masked, t * DRAWS_PER_STEP)
+        topics = self.item_topics[slate]
+
+        self._append_clicked_topics(clicks, topics, stamp=t)
+        expired = ((self.time_log < t - cfg.boredom_moving_window)
+                   & (torch.arange(cfg.recent_items_maxlen)[None, :] >= (cfg.recent_items_maxlen - self.time_len)[:, None])).sum(dim=1)
+        self.time_len = self.time_len - expired
+        self.topic_len = self.topic_len - expired
+
+        # Drift towards each clicked item, in rank order, renormalising after each. Only the users who
+        # clicked at a rank are touched (a few percent of them), which keeps this loop cheap at large B.
+        omega = cfg.omega
+        for rank in range(cfg.slate_size):
+            users = torch.nonzero(clicks[:, rank]).flatten()
+            if users.numel() == 0:
+                continue
+            drifted = omega * self.user[users] + (1.0 - omega) * self.item_embeddings[slate[users, rank]]
+            self.user[users] = normalise_user(drifted, cfg.num_topics)
+
+        # Quirk kept for fidelity: the new short-term topic is topic(rank index of the last click).
+        n_clicks = clicks.sum(dim=1)
+        last_rank = (clicks * torch.arange(1, cfg.slate_size + 1)).argmax(dim=1)
+        short_term_bored = self.bored.gather(1, self.short_term[:, None])[:, 0]
+        self.short_term = torch.where(short_term_bored & (n_clicks > 0), self.item_topics[last_rank], self.short_term)
+
+        return StepResult(
+            observation=Observation(slate=slate, clicks=clicks),
+            reward=n_clicks.to(torch.float32),
+            done=t >= cfg.episode_length,
+            user_state=self.user.clone(),
+            bored=self.bored.clone(),
+        )

@@ -1,0 +1,63 @@
+"""`slatectl env ...` through Typer's CliRunner: output contract and exit codes."""
+
+import json
+
+import numpy as np
+from typer.testing import CliRunner
+
+from slatectl.cli import app
+
+runner = CliRunner()
+
+
+def test_env_list_json_has_the_six_envs():
+    result = runner.invoke(app, ["env", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    envs = json.loads(result.stdout)
+    assert [e["name"] for e in envs] == ["focused_topdown", "focused_mix", "focused_divpen",
+                                         "diffuse_topdown", "diffuse_mix", "diffuse_divpen"]
+    assert {e["name"]: e["diversity_penalty"] for e in envs}["diffuse_divpen"] == 3.0
+
+
+def test_env_show_and_rollout_json():
+    shown = json.loads(runner.invoke(app, ["env", "show", "focused_mix", "--json"]).stdout)
+    assert shown["click_model"] == "mixPBM" and shown["offset"] == 0.28
+    result = runner.invoke(app, ["env", "rollout", "focused_topdown", "--policy", "random", "--episodes", "50", "--seed", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert set(doc) == {"env", "policy", "episodes", "seed", "mean_return", "std_return", "sem_return", "user_steps_per_s"}
+    assert doc["episodes"] == 50 and 15 < doc["mean_return"] < 55
+
+
+def test_rollout_with_embeddings_file(tmp_path):
+    table = np.random.default_rng(0).random((1000, 20)).astype(np.float32)
+    table /= np.linalg.norm(table, axis=1, keepdims=True)
+    path = tmp_path / "table.npy"
+    np.save(path, table)
+    result = runner.invoke(app, ["env", "rollout", "focused_topdown", "--policy", "oracle", "--episodes", "8", "--item-embeddings", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+
+
+def test_bad_input_exits_2_with_a_message_and_no_traceback(tmp_path):
+    bad_table = tmp_path / "bad.npy"
+    np.save(bad_table, np.zeros((10, 3), dtype=np.float32))
+    cases = [
+        (["env", "show", "nowhere"], "unknown environment"),
+        (["env", "rollout", "nowhere", "--policy", "random"], "unknown environment"),
+        (["env", "rollout", "focused_topdown", "--policy", "greedy"], "unknown policy"),
+        (["env", "rollout", "focused_topdown", "--policy", "random", "--episodes", "0"], "--episodes"),
+        (["env", "rollout", "focused_topdown", "--policy", "random", "--batch", "-3"], "--batch"),
+        (["env", "rollout", "focused_topdown", "--policy", "random", "--item-embeddings", str(bad_table)], "expected a 1000×20"),
+        (["env", "rollout", "focused_topdown", "--policy", "random", "--item-embeddings", str(tmp_path / "missing.npy")], "does not exist"),
+        (["env", "rollout", "focused_topdown", "--policy", "random", "--episodes", "many"], "--episodes"),
+    ]
+    for args, fragment in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert fragment in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and "slatectl" in result.stdout
