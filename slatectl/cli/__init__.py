@@ -14,6 +14,7 @@ import typer
 
 from slatectl import __version__
 from slatectl.cli import env_cmd
+from slatectl.cli import ckpt_cmd, inspect_cmd, registry_cmd  # registry commands
 from slatectl.cli.common import set_settings
 from slatectl.settings import Settings
 
@@ -45,6 +46,9 @@ def _global_options(
 
 
 app.add_typer(env_cmd.app, name="env")
+app.add_typer(ckpt_cmd.app, name="ckpt")
+app.add_typer(inspect_cmd.app, name="inspect")
+app.add_typer(registry_cmd.app, name="registry")
 
 # One line per command group; each group lives in its own module under slatectl/cli/.
 

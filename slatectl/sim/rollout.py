@@ -35,6 +35,7 @@ class RolloutStats:
         return self.std / math.sqrt(self.episodes) if self.episodes > 1 else float("nan")
 
 
+@torch.no_grad()
 def run_episodes(env: TopicRec, policy: SlatePolicy, user_ids: torch.Tensor, seed: int) -> torch.Tensor:
     """One batch of full episodes for the given users; returns their (B,) returns."""
     env.reset(user_ids, seed)
@@ -55,7 +56,6 @@ def rollout(
     """Episodes 0 … episodes−1 (user id = episode index) in batches; `on_batch(done_so_far, returns)`."""
     if episodes < 1 or batch_size < 1:
         raise ValueError("episodes and batch size must be >= 1")
-    torch.set_grad_enabled(False)
     returns = []
     start = time.perf_counter()
     for first in range(0, episodes, batch_size):
@@ -65,3 +65,16 @@ def rollout(
         if on_batch is not None:
             on_batch(first + ids.numel(), batch_returns)
     return RolloutStats(returns=torch.cat(returns), seconds=time.perf_counter() - start)
+
+
+#: Users of the random-policy reference return: the validation users of training (configs/training.yaml
+#: val_seed), so "share of the random return" compares like with like.
+RANDOM_RETURN_SEED = 1_000_003
+
+
+def random_return(env_name: str, episodes: int = 1000) -> float:
+    """Mean return of the uniform random slate policy on `env_name` (used to suggest `medium`)."""
+    from slatectl.sim.factory import make_env
+    from slatectl.sim.policies import RandomSlatePolicy
+
+    return rollout(make_env(env_name), RandomSlatePolicy(), episodes, RANDOM_RETURN_SEED, batch_size=episodes).mean

@@ -1,0 +1,146 @@
+"""Agent checkpoints: stored file first, then its row, so a row always has a complete, hashed file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from sqlmodel import select
+
+from registry.db import serialize_on
+from registry.models import Checkpoint, Promotion
+from registry.runs import _get_run, check_finite
+from slatectl.errors import BadInput, JobFailed
+from storage import StoredFile
+
+CHECKPOINT_KIND = "checkpoint"
+STORE_LOCK = "store"  # writers hold it shared, `verify --fix` exclusively (PostgreSQL; SQLite serialises anyway)
+
+
+class CheckpointOps:
+    def register_checkpoint(self, run_id: int, step: int, state_dict: Mapping[str, Any], *,
+                            val_return_mean: float, val_return_std: float, val_episodes: int,
+                            episodes: int | None = None, env_steps: int | None = None) -> Checkpoint:
+        """Store `state_dict` and record it for (run, step) with its validation return.
+
+        Updates the run's `best` (highest validation return, earliest step on ties) and `last` (highest
+        step) flags in the same transaction as the insert.
+        """
+        val_return_mean = check_finite("val_return_mean", val_return_mean)
+        val_return_std = check_finite("val_return_std", val_return_std)
+        if int(step) < 0 or int(val_episodes) < 1:
+            raise BadInput(f"a checkpoint needs step >= 0 and val_episodes >= 1 (got {step}, {val_episodes}).")
+        with self.read() as session:
+            _get_run(session, run_id)
+            _refuse_duplicate_step(session, run_id, step)
+        stored = self.store.put_state_dict(CHECKPOINT_KIND, state_dict)
+        values = dict(step=int(step), episodes=episodes, env_steps=env_steps, val_return_mean=val_return_mean,
+                      val_return_std=val_return_std, val_episodes=int(val_episodes))
+        return self._insert_stored(stored, lambda session: self._insert_checkpoint(session, run_id, stored, values))
+
+    def _insert_stored(self, stored: StoredFile, insert):
+        """Insert the row for a freshly stored file; if that fails before COMMIT, remove the file again.
+
+        A failure during COMMIT is ambiguous (the connection may drop after the server committed), so the
+        file stays: an orphan file is harmless and reported by `verify`; a row without its file is not.
+        """
+        reached_commit = False
+        try:
+            with self.write() as session:
+                serialize_on(session, STORE_LOCK, shared=True)
+                # `registry verify --fix` may have judged the file an orphan before this row existed.
+                if not self.store.exists(stored.key, stored.size):
+                    raise JobFailed(f"the stored file {stored.key} disappeared before it was registered "
+                                    "(was `registry verify --fix` running?); run the step again.")
+                row = insert(session)
+                reached_commit = True
+            return row
+        except BaseException:
+            if not reached_commit:
+                self.store.remove(stored.key)
+            raise
+
+    def _insert_checkpoint(self, session, run_id: int, stored: StoredFile, values: dict) -> Checkpoint:
+        serialize_on(session, f"run:{run_id}")
+        run = _get_run(session, run_id)
+        _refuse_duplicate_step(session, run_id, values["step"])
+        checkpoint = Checkpoint(run_id=run_id, env=run.env, agent=run.agent, storage_key=stored.key,
+                                size=stored.size, sha256=stored.sha256, **values)
+        best = session.exec(select(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.is_best)).first()
+        if best is None or (checkpoint.val_return_mean, -checkpoint.step) > (best.val_return_mean, -best.step):
+            if best is not None:
+                best.is_best = False
+                session.add(best)
+            checkpoint.is_best = True
+        last = session.exec(select(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.is_last)).first()
+        if last is None or checkpoint.step > last.step:
+            if last is not None:
+                last.is_last = False
+                session.add(last)
+            checkpoint.is_last = True
+        session.add(checkpoint)
+        session.flush()
+        return checkpoint
+
+    def record_test_return(self, checkpoint_id: int, mean: float, std: float, episodes: int) -> Checkpoint:
+        """Fill in the test return measured after training (the only later change to a checkpoint)."""
+        mean, std = check_finite("test return mean", mean), check_finite("test return std", std)
+        with self.write() as session:
+            checkpoint = _get_checkpoint(session, checkpoint_id)
+            checkpoint.test_return_mean, checkpoint.test_return_std = mean, std
+            checkpoint.test_episodes = int(episodes)
+            session.add(checkpoint)
+        return checkpoint
+
+    def get_checkpoint(self, checkpoint_id: int) -> Checkpoint:
+        with self.read() as session:
+            return _get_checkpoint(session, checkpoint_id)
+
+    def list_checkpoints(self, env: str | None = None, agent: str | None = None, run_id: int | None = None,
+                         quality: str | None = None) -> list[Checkpoint]:
+        """Checkpoints in (env, run, step) order; `quality` keeps those currently promoted for it."""
+        query = select(Checkpoint).order_by(Checkpoint.env, Checkpoint.run_id, Checkpoint.step)
+        if env:
+            query = query.where(Checkpoint.env == env)
+        if agent:
+            query = query.where(Checkpoint.agent == agent)
+        if run_id is not None:
+            query = query.where(Checkpoint.run_id == run_id)
+        if quality:
+            from registry.promotions import check_quality
+
+            check_quality(quality, allow_random=True)
+            query = query.join(Promotion, Promotion.checkpoint_id == Checkpoint.id).where(
+                Promotion.quality == quality, Promotion.active)
+        with self.read() as session:
+            return list(session.exec(query))
+
+    def checkpoint_envs(self) -> list[str]:
+        with self.read() as session:
+            return sorted(set(session.exec(select(Checkpoint.env).distinct())))
+
+    def load_checkpoint_state(self, checkpoint_id: int, map_location: str = "cpu") -> dict[str, Any]:
+        """The state dict, after checking the file's size and SHA-256 against the registry."""
+        checkpoint = self.get_checkpoint(checkpoint_id)
+        return self.store.load_state_dict(checkpoint.storage_key, checkpoint.size, checkpoint.sha256,
+                                          what=f"file of checkpoint {checkpoint_id}", map_location=map_location)
+
+    def checkpoint_path(self, checkpoint_id: int) -> Path:
+        """The checkpoint's file, verified; for tools that need a path rather than a state dict."""
+        checkpoint = self.get_checkpoint(checkpoint_id)
+        return self.store.check(checkpoint.storage_key, checkpoint.size, checkpoint.sha256,
+                                what=f"file of checkpoint {checkpoint_id}")
+
+
+def _get_checkpoint(session, checkpoint_id: int) -> Checkpoint:
+    checkpoint = session.get(Checkpoint, checkpoint_id)
+    if checkpoint is None:
+        raise BadInput(f"there is no checkpoint {checkpoint_id} in the registry; `slatectl ckpt list` shows them.")
+    return checkpoint
+
+
+def _refuse_duplicate_step(session, run_id: int, step: int) -> None:
+    existing = session.exec(select(Checkpoint.id).where(Checkpoint.run_id == run_id, Checkpoint.step == step)).first()
+    if existing is not None:
+        raise BadInput(f"run {run_id} already has checkpoint {existing} at step {step}; steps are saved once.")
+

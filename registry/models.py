@@ -1,0 +1,173 @@
+"""The registry's tables. Rows describing stored files are written once; only the flags that summarise
+a run (best/last), a checkpoint's later test return, a run's end, and a promotion's supersession change.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, UniqueConstraint, text
+from sqlmodel import Field, SQLModel
+
+QUALITIES = ("random", "medium", "expert")
+# `random` is produced by the uniform random slate policy, so there is no checkpoint to promote for it.
+PROMOTABLE_QUALITIES = ("medium", "expert")
+RUN_STATUSES = ("running", "finished", "failed")
+DATASET_FORMATS = ("npz", "minari")
+
+_AUTOINCREMENT = {"sqlite_autoincrement": True}  # ids are never reused, even after a failed insert
+
+
+def utcnow() -> datetime:
+    """Naive UTC: SQLite keeps no time zone, so every timestamp is stored as UTC without one."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _json(default_factory):
+    return Field(default_factory=default_factory, sa_column=Column(JSON, nullable=False))
+
+
+def _timestamp(nullable: bool = False):
+    # Explicitly without time zone: PostgreSQL would otherwise read naive values in the server's zone.
+    if nullable:
+        return Field(default=None, sa_type=DateTime(timezone=False))
+    return Field(default_factory=utcnow, sa_type=DateTime(timezone=False))
+
+
+def _size():
+    return Field(sa_type=BigInteger)  # files can exceed 2 GiB, PostgreSQL's INTEGER
+
+
+class SchemaVersion(SQLModel, table=True):
+    __tablename__ = "schema_version"
+
+    version: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    applied_at: datetime = _timestamp()
+
+
+class Run(SQLModel, table=True):
+    __tablename__ = "runs"
+    __table_args__ = _AUTOINCREMENT
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    agent: str = Field(index=True)
+    env: str = Field(index=True)
+    seed: int
+    config: dict[str, Any] = _json(dict)
+    config_hash: str = Field(index=True)
+    code_version: str
+    command: str
+    inputs: list[int] = _json(list)  # artifact ids the run was built on (GeMS, MF embeddings, …)
+    status: str = Field(default="running", index=True)
+    error: Optional[str] = None
+    started_at: datetime = _timestamp()
+    finished_at: Optional[datetime] = _timestamp(nullable=True)
+
+
+class Validation(SQLModel, table=True):
+    """A validation result at a step, whether or not a checkpoint was saved there (learning curve)."""
+
+    __tablename__ = "validations"
+    __table_args__ = (UniqueConstraint("run_id", "step"), _AUTOINCREMENT)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="runs.id", index=True)
+    step: int
+    return_mean: float
+    return_std: float
+    episodes: int
+    created_at: datetime = _timestamp()
+
+
+class Checkpoint(SQLModel, table=True):
+    __tablename__ = "checkpoints"
+    __table_args__ = (UniqueConstraint("run_id", "step"), _AUTOINCREMENT)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="runs.id", index=True)
+    env: str = Field(index=True)
+    agent: str = Field(index=True)
+    step: int
+    episodes: Optional[int] = None
+    env_steps: Optional[int] = None
+    val_return_mean: float
+    val_return_std: float
+    val_episodes: int
+    test_return_mean: Optional[float] = None
+    test_return_std: Optional[float] = None
+    test_episodes: Optional[int] = None
+    is_best: bool = Field(default=False, index=True)
+    is_last: bool = Field(default=False)
+    storage_key: str = Field(unique=True)
+    size: int = _size()
+    sha256: str
+    created_at: datetime = _timestamp()
+
+
+class Artifact(SQLModel, table=True):
+    """Any stored pipeline product that is not an agent checkpoint: logged data, GeMS, MF, rollouts."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = _AUTOINCREMENT
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    kind: str = Field(index=True)
+    env: Optional[str] = Field(default=None, index=True)
+    config: dict[str, Any] = _json(dict)
+    config_hash: str = Field(index=True)
+    metrics: dict[str, Any] = _json(dict)
+    parents: list[int] = _json(list)
+    run_id: Optional[int] = Field(default=None, foreign_key="runs.id")
+    storage_key: str = Field(unique=True)
+    size: int = _size()
+    sha256: str
+    created_at: datetime = _timestamp()
+
+
+class Promotion(SQLModel, table=True):
+    __tablename__ = "promotions"
+    __table_args__ = (
+        # The database itself refuses a second active promotion for an (env, quality).
+        Index("uq_promotions_one_active", "env", "quality", unique=True,
+              sqlite_where=text("active"), postgresql_where=text("active")),
+        _AUTOINCREMENT,
+    )
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    env: str = Field(index=True)
+    quality: str = Field(index=True)
+    checkpoint_id: int = Field(foreign_key="checkpoints.id", index=True)
+    note: Optional[str] = None
+    promoted_by: str
+    promoted_at: datetime = _timestamp()
+    active: bool = True
+    superseded_by: Optional[int] = Field(default=None, foreign_key="promotions.id")
+
+
+class Dataset(SQLModel, table=True):
+    __tablename__ = "datasets"
+    __table_args__ = _AUTOINCREMENT
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    env: str = Field(index=True)
+    quality: str = Field(index=True)
+    policy: str  # "random", or the agent whose checkpoint acted
+    checkpoint_id: Optional[int] = Field(default=None, foreign_key="checkpoints.id")
+    promotion_id: Optional[int] = Field(default=None, foreign_key="promotions.id")
+    episodes: int
+    transitions: int
+    return_mean: float
+    return_std: float
+    format: str
+    seed: int
+    storage_key: str = Field(unique=True)
+    size: int = _size()
+    sha256: str
+    created_at: datetime = _timestamp()
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column("metadata", JSON, nullable=False))
+
+
+TABLES = [model.__table__ for model in (SchemaVersion, Run, Validation, Checkpoint, Artifact, Promotion, Dataset)]
+# Tables whose rows point at files in the store, with the noun used in messages.
+FILE_TABLES = ((Checkpoint, "checkpoint"), (Artifact, "artifact"), (Dataset, "dataset"))

@@ -1,0 +1,59 @@
+"""The learning-curve figure of `slatectl inspect run --plot`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from registry.models import Checkpoint, Promotion, Run, Validation
+
+
+def plot_learning_curve(run: Run, checkpoints: list[Checkpoint], validations: list[Validation],
+                        promotions: list[Promotion], path: Path) -> Path:
+    """Validation return vs step (± std), saved checkpoints as markers, the best starred, and every
+    checkpoint ever promoted labelled with its quality (active promotions in bold)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    points = {v.step: (v.return_mean, v.return_std) for v in validations}
+    for checkpoint in checkpoints:  # checkpoint steps were validated too, even without a separate point
+        points.setdefault(checkpoint.step, (checkpoint.val_return_mean, checkpoint.val_return_std))
+    steps = sorted(points)
+    means = [points[s][0] for s in steps]
+    stds = [points[s][1] for s in steps]
+
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    if steps:
+        axes.plot(steps, means, color="tab:blue", label="validation return")
+        axes.fill_between(steps, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
+                          color="tab:blue", alpha=0.15, linewidth=0)
+    if checkpoints:
+        axes.scatter([c.step for c in checkpoints], [c.val_return_mean for c in checkpoints], color="tab:orange",
+                     zorder=3, label="saved checkpoint")
+    for checkpoint in checkpoints:
+        if checkpoint.is_best:
+            axes.scatter([checkpoint.step], [checkpoint.val_return_mean], marker="*", s=250, color="gold",
+                         edgecolors="black", zorder=4, label="best")
+    by_id = {c.id: c for c in checkpoints}
+    for promotion in promotions:
+        checkpoint = by_id.get(promotion.checkpoint_id)
+        if checkpoint is None:
+            continue
+        label = f"{promotion.quality} #{promotion.id}" + ("" if promotion.active else " (superseded)")
+        axes.annotate(label, (checkpoint.step, checkpoint.val_return_mean), textcoords="offset points",
+                      xytext=(0, 12), ha="center", fontsize=8, fontweight="bold" if promotion.active else "normal",
+                      color="black" if promotion.active else "gray",
+                      arrowprops={"arrowstyle": "-", "color": "gray"})
+    axes.set_xlabel("training step")
+    axes.set_ylabel("validation return (clicks per episode)")
+    axes.set_title(f"run {run.id}: {run.agent} on {run.env} (seed {run.seed})")
+    axes.grid(alpha=0.3)
+    if steps or checkpoints:
+        axes.legend(loc="lower right")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

@@ -1,0 +1,146 @@
+"""`slatectl inspect`: the registry at a glance, one run's learning curve, one dataset's lineage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from registry import open_registry
+from registry.plots import plot_learning_curve
+from registry.records import checkpoint_record, dataset_record, iso, promotion_record, run_record, validation_record
+from slatectl.cli.ckpt_cmd import active_qualities, checkpoint_table
+from slatectl.cli.common import console, get_settings, print_json
+
+app = typer.Typer()  # help comes from the overview callback's docstring
+
+
+@app.callback(invoke_without_command=True)
+def overview(
+    ctx: typer.Context,
+    limit: int = typer.Option(10, "--limit", help="How many recent runs and datasets to list."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Look at the registry: an overview of runs, checkpoints, promotions and datasets; `inspect run`
+    shows a run's learning curve, `inspect dataset` a dataset's lineage.
+
+    Example: slatectl inspect --limit 20
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    settings = get_settings()
+    with open_registry(settings) as reg:
+        view = reg.overview(limit=limit)
+        url, schema = reg.url, reg.schema_version
+    if as_json:
+        print_json({
+            "registry": {"url": url, "home": str(settings.home), "schema_version": schema},
+            "counts": view.counts,
+            "runs": [{**run_record(s.run), "checkpoints": s.checkpoints, "best_val_return": s.best_val_return,
+                      "last_step": s.last_step} for s in view.runs],
+            "promotions": [{**promotion_record(p), "agent": c.agent, "step": c.step, "val_return": c.val_return_mean}
+                           for p, c in view.active_promotions],
+            "datasets": [dataset_record(d) for d in view.datasets],
+        })
+        return
+    console.print(f"Registry {url} (schema v{schema}); artifacts in {settings.artifacts_dir}")
+    console.print("  ".join(f"{name}: {count}" for name, count in view.counts.items()))
+    if view.runs:
+        runs = Table(title=f"recent runs (latest {limit})")
+        for column in ("id", "agent", "env", "seed", "status", "checkpoints", "best val", "last step", "started (UTC)"):
+            runs.add_column(column)
+        for s in view.runs:
+            runs.add_row(str(s.run.id), s.run.agent, s.run.env, str(s.run.seed), s.run.status, str(s.checkpoints),
+                         "" if s.best_val_return is None else f"{s.best_val_return:.2f}",
+                         "" if s.last_step is None else f"{s.last_step:,}", iso(s.run.started_at))
+        console.print(runs)
+    if view.active_promotions:
+        promotions = Table(title="active promotions")
+        for column in ("env", "quality", "checkpoint", "agent", "step", "val return", "promoted (UTC)", "by"):
+            promotions.add_column(column)
+        for p, c in view.active_promotions:
+            promotions.add_row(p.env, p.quality, str(c.id), c.agent, f"{c.step:,}", f"{c.val_return_mean:.2f}",
+                               iso(p.promoted_at), p.promoted_by)
+        console.print(promotions)
+    if view.datasets:
+        datasets = Table(title=f"recent datasets (latest {limit})")
+        for column in ("id", "env", "quality", "policy", "checkpoint", "episodes", "transitions", "mean return", "format"):
+            datasets.add_column(column)
+        for d in view.datasets:
+            datasets.add_row(str(d.id), d.env, d.quality, d.policy, "" if d.checkpoint_id is None else str(d.checkpoint_id),
+                             f"{d.episodes:,}", f"{d.transitions:,}", f"{d.return_mean:.2f}", d.format)
+        console.print(datasets)
+    if not any(view.counts.values()):
+        console.print("The registry is empty. Start with `slatectl train AGENT --env ENV --save-every N`.")
+
+
+@app.command("run")
+def inspect_run(
+    run_id: int = typer.Argument(..., metavar="RUN_ID", help="Run id (see `slatectl inspect`)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the learning curve to this PNG file."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """One run: its config, checkpoints and validation curve; --plot draws validation return vs step with
+    saved checkpoints, the best one and promotions marked.
+
+    Example: slatectl inspect run 3 --plot run3.png
+    """
+    with open_registry(get_settings()) as reg:
+        run = reg.get_run(run_id)
+        checkpoints = reg.list_checkpoints(run_id=run_id)
+        validations = reg.validations(run_id)
+        ids = {c.id for c in checkpoints}
+        promotions = [p for p in reg.promotion_history(env=run.env) if p.checkpoint_id in ids]
+        promoted = active_qualities(reg)
+    if plot is not None:
+        plot_learning_curve(run, checkpoints, validations, promotions, plot)
+    if as_json:
+        print_json({**run_record(run), "checkpoints": [checkpoint_record(c, promoted.get(c.id)) for c in checkpoints],
+                    "validations": [validation_record(v) for v in validations],
+                    "promotions": [promotion_record(p) for p in promotions],
+                    "plot": None if plot is None else str(plot)})
+        return
+    table = Table(title=f"run {run.id}", show_header=False)
+    for key, value in run_record(run).items():
+        if key != "config":
+            table.add_row(key, "" if value is None else str(value))
+    table.add_row("config", ", ".join(f"{k}={v}" for k, v in sorted(run.config.items())))
+    console.print(table)
+    if checkpoints:
+        console.print(checkpoint_table(checkpoints, promoted, f"checkpoints of run {run.id}"))
+    else:
+        console.print("No checkpoints registered for this run.")
+    if plot is not None:
+        console.print(f"Learning curve written to {plot}")
+
+
+@app.command("dataset")
+def inspect_dataset(
+    dataset_id: int = typer.Argument(..., metavar="DATASET_ID", help="Dataset id (see `slatectl inspect`)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """One dataset: episodes, transitions, return statistics, file, and its lineage back to the run and
+    the pretrained inputs it came from.
+
+    Example: slatectl inspect dataset 4 --json
+    """
+    with open_registry(get_settings()) as reg:
+        dataset = reg.get_dataset(dataset_id)
+        lineage = reg.dataset_lineage(dataset_id)
+        path = reg.store.path_for(dataset.storage_key)
+    record = {**dataset_record(dataset), "path": str(path)}
+    if as_json:
+        print_json({**record, "lineage": [{"kind": n.kind, "id": n.id, "label": n.label, **n.details} for n in lineage]})
+        return
+    table = Table(title=f"dataset {dataset_id}", show_header=False)
+    for key, value in record.items():
+        table.add_row(key, "" if value is None else str(value))
+    console.print(table)
+    tree = Table(title="lineage (newest first)")
+    for column in ("kind", "id", "what"):
+        tree.add_column(column)
+    for node in lineage:
+        tree.add_row(node.kind, str(node.id), node.label)
+    console.print(tree)

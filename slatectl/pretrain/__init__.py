@@ -1,0 +1,32 @@
+"""Pretraining on logged data: the GeMS slate VAE and BPR matrix-factorisation item embeddings.
+
+See docs/algorithms.md §2–3. Library code only: registering artifacts and the CLI live elsewhere.
+Modules: `gems` (the model), `gems_train` (GeMSConfig, train_gems; imports Lightning), `mf` (MFConfig,
+BPRMatrixFactorization, train_mf). Names are re-exported lazily so that importing the model for RL does
+not pull in Lightning.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "GeMS": "gems",
+    "gaussian_kl_to_standard_normal": "gems",
+    "GeMSConfig": "gems_train",
+    "build_gems": "gems_train",
+    "reconstruction_scores": "gems_train",
+    "train_gems": "gems_train",
+    "BPRMatrixFactorization": "mf",
+    "MFConfig": "mf",
+    "train_mf": "mf",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -1,0 +1,155 @@
+"""GeMS: the slate VAE whose latent space SAC+GeMS acts in (docs/algorithms.md §2).
+
+The module holds the model only (encoder, decoder, loss, ranking, action bounds); training lives in
+`gems_train.py`. Shapes: slates (B, K) item ids, clicks (B, K) in {0, 1}, z (B, d).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ReparamNoise = Literal["variance", "std"]
+
+# Hidden sizes of the reference model; not configurable there either.
+ENCODER_HIDDEN = (512, 256)
+DECODER_HIDDEN = (256, 512)
+
+
+def gaussian_kl_to_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)), averaged over batch *and* latent dims.
+
+    The reference averages over latent dims instead of summing; that average is what λ_KL = 1.0 was
+    tuned against, so we keep it.
+    """
+    return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0).mean()
+
+
+class GeMS(nn.Module):
+    """Slate VAE: q(z | slate, clicks) and p(slate, clicks | z) with a fixed N(0, I) prior.
+
+    reparam_noise: "variance" reproduces the reference sampler z = mu + eps * exp(logvar) (noise scaled by
+    the variance); "std" is the textbook z = mu + eps * exp(logvar / 2). The reference's SAC+GeMS
+    results come from latent spaces trained with the former, hence the default (see docs §2).
+    """
+
+    def __init__(
+        self,
+        num_items: int = 1000,
+        slate_size: int = 10,
+        item_dim: int = 20,
+        latent_dim: int = 32,
+        reparam_noise: ReparamNoise = "variance",
+    ) -> None:
+        super().__init__()
+        if reparam_noise not in ("variance", "std"):
+            raise ValueError(f"reparam_noise must be 'variance' or 'std', got {reparam_noise!r}")
+        self.num_items = num_items
+        self.slate_size = slate_size
+        self.item_dim = item_dim
+        self.latent_dim = latent_dim
+        self.reparam_noise: ReparamNoise = reparam_noise
+
+        # nn.Embedding initialises N(0, 1): the reference's "scratch" item table.
+        self.item_embeddings = nn.Embedding(num_items, item_dim)
+        enc_in = slate_size * (item_dim + 1)
+        self.encoder = nn.Sequential(
+            nn.Linear(enc_in, ENCODER_HIDDEN[0]),
+            nn.ReLU(),
+            nn.Linear(ENCODER_HIDDEN[0], ENCODER_HIDDEN[1]),
+            nn.ReLU(),
+            nn.Linear(ENCODER_HIDDEN[1], 2 * latent_dim),
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(latent_dim, DECODER_HIDDEN[0]),
+            nn.ReLU(),
+            nn.Linear(DECODER_HIDDEN[0], DECODER_HIDDEN[1]),
+            nn.ReLU(),
+        )
+        self.slate_head = nn.Linear(DECODER_HIDDEN[1], slate_size * item_dim)
+        self.click_head = nn.Linear(DECODER_HIDDEN[1], slate_size)
+
+    # -- model --------------------------------------------------------------------------------------
+
+    def encode(self, slates: Tensor, clicks: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, K) items, (B, K) clicks -> (mu, logvar), each (B, d). Compact dtypes (int16 ids, uint8
+        clicks) are accepted and widened here."""
+        emb = self.item_embeddings(slates.long()).flatten(1)  # (B, K*D), slot-major
+        x = torch.cat([emb, clicks.to(emb.dtype)], dim=1)
+        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        return mu, logvar
+
+    def decode(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """z (B, d) -> item logits (B, K, N) and click logits (B, K)."""
+        h = self.decoder(z)
+        slot_queries = self.slate_head(h).view(-1, self.slate_size, self.item_dim)
+        # Detached: the reconstruction loss must not move the item table (the reference learns the
+        # table only through the encoder). Forward values are unaffected.
+        item_logits = slot_queries @ self.item_embeddings.weight.detach().T
+        return item_logits, self.click_head(h)
+
+    def sample_latent(self, mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+        noise_scale = logvar.exp() if self.reparam_noise == "variance" else (0.5 * logvar).exp()
+        return mu + eps * noise_scale
+
+    @torch.no_grad()
+    def rank(self, z: Tensor) -> Tensor:
+        """Deterministic decoding used in RL: the argmax item of each slot (duplicates possible)."""
+        item_logits, _ = self.decode(z)
+        return item_logits.argmax(dim=-1)
+
+    # -- objective ----------------------------------------------------------------------------------
+
+    def loss(
+        self,
+        slates: Tensor,
+        clicks: Tensor,
+        lambda_click: float = 0.5,
+        lambda_KL: float = 1.0,
+        sample: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """Negative ELBO of docs §2 eq. (1): CE + λ_click·BCE + λ_KL·KL, every term a mean.
+
+        sample=False decodes from z = mu (the reference's validation loss).
+        """
+        mu, logvar = self.encode(slates, clicks)
+        z = self.sample_latent(mu, logvar, generator) if sample else mu
+        item_logits, click_logits = self.decode(z)
+        slate_ce = F.cross_entropy(item_logits.reshape(-1, self.num_items), slates.reshape(-1).long())
+        click_bce = F.binary_cross_entropy_with_logits(click_logits, clicks.to(click_logits.dtype))
+        kl = gaussian_kl_to_standard_normal(mu, logvar)
+        total = slate_ce + lambda_click * click_bce + lambda_KL * kl
+        return {"total": total, "slate_ce": slate_ce, "click_bce": click_bce, "kl": kl}
+
+    # -- use inside RL ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def action_bounds(self, slates: Tensor, clicks: Tensor, chunk_size: int = 10_000) -> tuple[Tensor, Tensor]:
+        """Box of the aggregated posterior: per latent dim, [min(mu - sigma), max(mu + sigma)].
+
+        Returns (center, scale) with scale = (high - low) / 2 and center = low + scale, so that
+        center + scale * tanh(u) spans exactly the box. sigma = exp(logvar / 2) whatever the training
+        noise was (the reference does the same). Encodes in chunks to bound memory.
+        """
+        if slates.shape[0] == 0:
+            raise ValueError("action_bounds needs at least one slate")
+        was_training = self.training
+        self.eval()
+        low = torch.full((self.latent_dim,), float("inf"))
+        high = torch.full((self.latent_dim,), float("-inf"))
+        device = self.item_embeddings.weight.device
+        for start in range(0, slates.shape[0], chunk_size):
+            mu, logvar = self.encode(
+                slates[start : start + chunk_size].to(device), clicks[start : start + chunk_size].to(device)
+            )
+            sigma = (0.5 * logvar).exp()
+            low = torch.minimum(low, (mu - sigma).min(dim=0).values.cpu())
+            high = torch.maximum(high, (mu + sigma).max(dim=0).values.cpu())
+        self.train(was_training)
+        scale = (high - low) / 2
+        return low + scale, scale

@@ -1,0 +1,257 @@
+"""BPR matrix factorisation on logged clicks: item embeddings for SAC+TopK (MF) (docs/algorithms.md §3).
+
+Each logged episode is a user; every click (episode, item) is a positive; negatives are uniform items.
+The first `val_fraction` of the episodes are validation users. They are unseen by training, so they are
+*folded in*: a validation user's vector is the mean item embedding of its clicks in the first half of
+its episode, and it is scored on its second-half clicks against fixed uniform negatives. The
+reference's validation bugs (training during validation, user-id collisions, batch×batch scores) are
+deliberately not reproduced.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from slatectl.pretrain.data import check_logged_pair, num_validation
+
+
+@dataclass(frozen=True)
+class MFConfig:
+    """Defaults = the reference train_MF.yml / train_MF.py (seed 2022 there; pass it to train_mf)."""
+
+    embedding_dim: int = 20
+    num_items: int = 1000
+    val_fraction: float = 0.1
+    batch_size: int = 256
+    lr: float = 1e-4
+    num_neg_samples: int = 1
+    weight_decay: float = 0.0
+    patience: int = 3  # evaluations without improvement before stopping
+    eval_every_batches: int = 1000
+    max_epochs: int = 100  # safety cap; the reference stops only by patience
+    max_batches: int | None = None  # cap on optimiser steps (small runs, tests)
+
+    def __post_init__(self) -> None:
+        for name in ("embedding_dim", "num_items", "batch_size", "num_neg_samples", "patience", "eval_every_batches", "max_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_batches is not None and self.max_batches < 1:
+            raise ValueError(f"max_batches must be >= 1 or None, got {self.max_batches}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError("lr must be > 0 and weight_decay >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def bpr_loss(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
+    """Mean of -log σ(s_pos - s_neg) (Rendle et al. 2009), over positives and their negatives.
+
+    pos_scores (B,), neg_scores (B, n_neg). log-sigmoid instead of the reference's log(σ + 1e-7): the
+    same value without underflow."""
+    return -F.logsigmoid(pos_scores.unsqueeze(1) - neg_scores).mean()
+
+
+def ranking_auc(pos_scores: Tensor, neg_scores: Tensor) -> float:
+    """Share of (positive, negative) pairs ranked correctly; ties count one half."""
+    diff = pos_scores.unsqueeze(1) - neg_scores
+    return ((diff > 0).float() + 0.5 * (diff == 0).float()).mean().item()
+
+
+class BPRMatrixFactorization(nn.Module):
+    """Dot-product MF: score(u, i) = <user_u, item_i>; both tables Xavier-uniform initialised."""
+
+    def __init__(self, num_users: int, num_items: int = 1000, embedding_dim: int = 20) -> None:
+        super().__init__()
+        self.user_embeddings = nn.Embedding(num_users, embedding_dim)
+        self.item_embeddings = nn.Embedding(num_items, embedding_dim)
+        nn.init.xavier_uniform_(self.user_embeddings.weight)
+        nn.init.xavier_uniform_(self.item_embeddings.weight)
+
+    def score(self, users: Tensor, items: Tensor) -> Tensor:
+        """users (B,), items (B,) or (B, n) -> scores of the same shape as items."""
+        u = self.user_embeddings(users)
+        v = self.item_embeddings(items)
+        if items.ndim == 2:
+            return torch.einsum("bd,bnd->bn", u, v)
+        return (u * v).sum(-1)
+
+    def loss(self, users: Tensor, positives: Tensor, negatives: Tensor) -> Tensor:
+        return bpr_loss(self.score(users, positives), self.score(users, negatives))
+
+
+# -- data ---------------------------------------------------------------------------------------------
+
+
+def click_positives(slates: Tensor, clicks: Tensor) -> tuple[Tensor, Tensor]:
+    """(E, H, K) logged episodes -> (episode index, clicked item) for every click, in log order."""
+    episode, step, slot = clicks.nonzero(as_tuple=True)
+    return episode, slates[episode, step, slot].long()
+
+
+@dataclass(frozen=True)
+class FoldInPairs:
+    """Validation users folded in from their first-half clicks, scored on their second-half clicks."""
+
+    history_user: Tensor  # (n_hist,) validation-user index of each first-half click
+    history_item: Tensor  # (n_hist,)
+    num_users: int
+    target_user: Tensor  # (n_pairs,) validation-user index of each held-out positive
+    target_item: Tensor  # (n_pairs,)
+    negative_item: Tensor  # (n_pairs, n_neg)
+
+    def __len__(self) -> int:
+        return int(self.target_item.shape[0])
+
+
+def fold_in_pairs(slates: Tensor, clicks: Tensor, num_items: int, num_neg: int, generator: torch.Generator) -> FoldInPairs:
+    """Build validation pairs from (E_val, H, K) episodes; users without clicks in either half are dropped."""
+    half = slates.shape[1] // 2
+    hist_user, hist_item = click_positives(slates[:, :half], clicks[:, :half])
+    tgt_user, tgt_item = click_positives(slates[:, half:], clicks[:, half:])
+    has_history = torch.zeros(slates.shape[0], dtype=torch.bool)
+    has_history[hist_user] = True
+    keep = has_history[tgt_user]
+    tgt_user, tgt_item = tgt_user[keep], tgt_item[keep]
+    negatives = torch.randint(num_items, (tgt_item.shape[0], num_neg), generator=generator)
+    return FoldInPairs(hist_user, hist_item, slates.shape[0], tgt_user, tgt_item, negatives)
+
+
+@torch.no_grad()
+def fold_in_evaluate(item_table: Tensor, pairs: FoldInPairs) -> dict[str, float]:
+    """BPR loss and AUC of held-out clicks vs negatives, users = mean of their history items."""
+    dim = item_table.shape[1]
+    sums = torch.zeros(pairs.num_users, dim).index_add_(0, pairs.history_user, item_table[pairs.history_item])
+    counts = torch.bincount(pairs.history_user, minlength=pairs.num_users).clamp(min=1).unsqueeze(1)
+    users = (sums / counts)[pairs.target_user]
+    pos = (users * item_table[pairs.target_item]).sum(-1)
+    neg = torch.einsum("bd,bnd->bn", users, item_table[pairs.negative_item])
+    return {"loss": bpr_loss(pos, neg).item(), "auc": ranking_auc(pos, neg)}
+
+
+# -- training -----------------------------------------------------------------------------------------
+
+
+def train_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int) -> tuple[Tensor, dict[str, Any]]:
+    """Train BPR-MF on (E, H, K) logged episodes; return the item table (num_items, dim) with the best
+    validation loss, and metrics.
+
+    Evaluation every `eval_every_batches` steps and once more at the end of training; stop after
+    `patience` evaluations without improvement. Without validation users the final table is returned.
+    """
+    # Gradients on whatever global grad mode the caller left (simulator rollouts switch it off).
+    with torch.enable_grad():
+        return _train_mf(slates, clicks, config, seed)
+
+
+def _train_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int) -> tuple[Tensor, dict[str, Any]]:
+    check_logged_pair(slates, clicks, ndim=(3,))
+    if slates.numel() and int(slates.max()) >= config.num_items:
+        raise ValueError(f"item id {int(slates.max())} >= num_items {config.num_items}")
+    n_val = num_validation(slates.shape[0], config.val_fraction)
+    generator = torch.Generator().manual_seed(seed)
+    pairs = fold_in_pairs(slates[:n_val], clicks[:n_val], config.num_items, config.num_neg_samples, generator)
+    train_user, train_item = click_positives(slates[n_val:], clicks[n_val:])
+    if train_item.numel() == 0:
+        raise ValueError("no clicks in the training episodes: nothing to learn from")
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BPRMatrixFactorization(slates.shape[0] - n_val, config.num_items, config.embedding_dim)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+    state = _EarlyStopping(config.patience)
+    window = _RunningMean()  # training loss since the last evaluation
+    batch, epoch = 0, 0
+    max_batches = config.max_batches if config.max_batches is not None else math.inf
+
+    def evaluate() -> None:
+        scores = fold_in_evaluate(model.item_embeddings.weight.detach(), pairs)
+        state.update(batch, scores, window.pop(), model)
+
+    while epoch < config.max_epochs and batch < max_batches and not state.stop:
+        order = torch.randperm(train_item.shape[0], generator=generator)
+        for start in range(0, order.shape[0], config.batch_size):
+            rows = order[start : start + config.batch_size]
+            negatives = torch.randint(config.num_items, (rows.shape[0], config.num_neg_samples), generator=generator)
+            loss = model.loss(train_user[rows], train_item[rows], negatives)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            batch += 1
+            window.add(loss.item())
+            if batch % config.eval_every_batches == 0 and len(pairs):
+                evaluate()
+            if state.stop or batch >= max_batches:
+                break
+        epoch += 1
+    # Evaluate the final weights too, so a run cut by max_batches/max_epochs between two evaluation
+    # points still chooses among all the weights it produced.
+    if len(pairs) and state.last_batch != batch:
+        evaluate()
+
+    final_train_loss = state.history[-1]["train_loss"] if state.history else window.pop()
+    table = state.best_table if state.best_table is not None else model.item_embeddings.weight.detach().clone()
+    metrics: dict[str, Any] = {
+        "batches": batch,
+        "epochs_started": epoch,
+        "stopped_early": state.stop,
+        "best_batch": state.best_batch,
+        "val_loss": state.best_loss if len(pairs) else math.nan,
+        "val_auc": fold_in_evaluate(table, pairs)["auc"] if len(pairs) else math.nan,
+        "train_loss": final_train_loss,
+        "n_train_users": slates.shape[0] - n_val,
+        "n_train_positives": int(train_item.shape[0]),
+        "n_val_users": n_val,
+        "n_val_pairs": len(pairs),
+        "history": state.history,
+    }
+    return table, metrics
+
+
+class _RunningMean:
+    def __init__(self) -> None:
+        self.total, self.count = 0.0, 0
+
+    def add(self, value: float) -> None:
+        self.total += value
+        self.count += 1
+
+    def pop(self) -> float:
+        mean = self.total / self.count if self.count else math.nan
+        self.total, self.count = 0.0, 0
+        return mean
+
+
+class _EarlyStopping:
+    """Keeps the item table of the best validation loss; stops after `patience` non-improvements."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.best_loss = math.inf
+        self.best_batch = 0
+        self.best_table: Tensor | None = None
+        self.bad_evaluations = 0
+        self.last_batch = -1
+        self.history: list[dict[str, float]] = []
+        self.stop = False
+
+    def update(self, batch: int, scores: dict[str, float], train_loss: float, model: BPRMatrixFactorization) -> None:
+        self.last_batch = batch
+        self.history.append(
+            {"batch": float(batch), "train_loss": train_loss, "val_loss": scores["loss"], "val_auc": scores["auc"]}
+        )
+        if scores["loss"] < self.best_loss:
+            self.best_loss, self.best_batch, self.bad_evaluations = scores["loss"], batch, 0
+            self.best_table = model.item_embeddings.weight.detach().clone()
+        else:
+            self.bad_evaluations += 1
+            self.stop = self.bad_evaluations >= self.patience

@@ -1,0 +1,9 @@
+"""Content store for artifact files: atomic writes under store-chosen names, verified reads.
+
+The registry records each file's key, size and SHA-256; nothing outside this package builds a path.
+"""
+
+from storage.errors import CorruptFile, MissingFile, StorageError
+from storage.store import ArtifactStore, StoredFile
+
+__all__ = ["ArtifactStore", "StoredFile", "StorageError", "MissingFile", "CorruptFile"]

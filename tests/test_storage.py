@@ -1,0 +1,133 @@
+"""The artifact store: atomic writes under store-chosen names, verified reads, safe loading."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import uuid
+
+import pytest
+import torch
+
+from storage import ArtifactStore, CorruptFile, MissingFile, StorageError
+from storage import atomic
+
+
+@pytest.fixture
+def store(tmp_path):
+    return ArtifactStore(tmp_path / "artifacts")
+
+
+def test_put_bytes_records_key_size_and_sha256(store):
+    data = b"logged slates" * 100
+    stored = store.put_bytes("logged-data", data, suffix=".npz")
+    path = store.path_for(stored.key)
+    assert path.parent == store.root / "logged-data" and path.suffix == ".npz"
+    assert path.read_bytes() == data
+    assert (stored.size, stored.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    assert store.read_verified(stored.key, stored.size, stored.sha256) == data
+
+
+def test_same_content_twice_gets_two_files_and_never_overwrites(store):
+    first = store.put_bytes("gems", b"same")
+    second = store.put_bytes("gems", b"same")
+    assert first.key != second.key
+    assert sorted(store.iter_keys()) == sorted([first.key, second.key])
+
+
+def test_existing_final_name_is_never_replaced(store, monkeypatch):
+    fixed = uuid.UUID(int=7)
+    monkeypatch.setattr("storage.store.uuid.uuid4", lambda: fixed)
+    original = store.put_bytes("gems", b"original")
+    with pytest.raises(FileExistsError):
+        store.put_bytes("gems", b"intruder")
+    assert store.path_for(original.key).read_bytes() == b"original"
+    assert list(store.iter_keys()) == [original.key]  # no temp file left behind
+
+
+def test_failed_write_leaves_no_file(store, monkeypatch):
+    def broken_replace(*_args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(atomic.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        store.put_bytes("mf", b"embeddings")
+    assert list(store.iter_keys()) == []
+
+
+def test_put_file_copies_and_keeps_suffix(store, tmp_path):
+    source = tmp_path / "data.npz"
+    source.write_bytes(os.urandom(3_000_000))
+    stored = store.put_file("dataset", source)
+    assert stored.key.endswith(".npz")
+    assert store.path_for(stored.key).read_bytes() == source.read_bytes()
+    assert stored.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
+    with pytest.raises(MissingFile):
+        store.put_file("dataset", tmp_path / "absent.npz")
+
+
+def test_state_dict_round_trip(store):
+    state = {"layer.weight": torch.randn(4, 3), "layer.bias": torch.zeros(4)}
+    stored = store.put_state_dict("checkpoint", state)
+    loaded = store.load_state_dict(stored.key, stored.size, stored.sha256)
+    assert loaded.keys() == state.keys()
+    assert all(torch.equal(loaded[k], state[k]) for k in state)
+
+
+def test_corrupted_truncated_and_missing_files_are_refused(store):
+    stored = store.put_state_dict("checkpoint", {"w": torch.arange(100.0)})
+    path = store.path_for(stored.key)
+    original = path.read_bytes()
+
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 0xFF
+    path.write_bytes(bytes(flipped))
+    with pytest.raises(CorruptFile, match="SHA-256"):
+        store.load_state_dict(stored.key, stored.size, stored.sha256)
+    with pytest.raises(CorruptFile, match="SHA-256"):
+        store.read_verified(stored.key, stored.size, stored.sha256)
+
+    path.write_bytes(original[:-10])
+    with pytest.raises(CorruptFile, match="bytes"):
+        store.check(stored.key, stored.size, stored.sha256)
+
+    path.unlink()
+    with pytest.raises(MissingFile, match="missing"):
+        store.load_state_dict(stored.key, stored.size, stored.sha256)
+
+
+class NotAStateDict:
+    pass
+
+
+def test_state_dict_load_refuses_arbitrary_pickles(store):
+    buffer = io.BytesIO()
+    torch.save({"payload": NotAStateDict()}, buffer)
+    stored = store.put_bytes("checkpoint", buffer.getvalue(), suffix=".pt")
+    with pytest.raises(CorruptFile, match="not a plain tensor state dict"):
+        store.load_state_dict(stored.key, stored.size, stored.sha256)
+
+
+@pytest.mark.parametrize("key", ["../escape", "/etc/passwd", "checkpoint/../../x", "checkpoint", "Checkpoint/a.pt",
+                                 "checkpoint/.hidden", "a/b/c"])
+def test_keys_not_made_by_the_store_are_rejected(store, key):
+    with pytest.raises(StorageError):
+        store.path_for(key)
+
+
+@pytest.mark.parametrize("kind", ["", "../x", "UPPER", "a/b", ".tmp"])
+def test_bad_kinds_are_rejected(store, kind):
+    with pytest.raises(StorageError):
+        store.put_bytes(kind, b"x")
+
+
+def test_temp_files_of_unfinished_writes_are_visible(store):
+    kept = store.put_bytes("gems", b"done")
+    leftover = store.root / "gems" / f"{atomic.TEMP_PREFIX}abc.bin"
+    leftover.write_bytes(b"half")
+    keys = list(store.iter_keys())
+    assert set(keys) == {kept.key, "gems/.tmp-abc.bin"}
+    assert store.is_temp("gems/.tmp-abc.bin") and not store.is_temp(kept.key)
+    store.remove("gems/.tmp-abc.bin")
+    assert list(store.iter_keys()) == [kept.key]
