@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from slatectl import __version__
-from slatectl.cli import env_cmd
+from slatectl.cli import env_cmd, pretrain_cmd, train_cmd
 from slatectl.cli import ckpt_cmd, inspect_cmd, registry_cmd  # registry commands
 from slatectl.cli.common import set_settings
 from slatectl.settings import Settings
@@ -49,6 +49,9 @@ app.add_typer(env_cmd.app, name="env")
 app.add_typer(ckpt_cmd.app, name="ckpt")
 app.add_typer(inspect_cmd.app, name="inspect")
 app.add_typer(registry_cmd.app, name="registry")
+app.add_typer(pretrain_cmd.data_app, name="data")
+app.add_typer(pretrain_cmd.pretrain_app, name="pretrain")
+app.command("train")(train_cmd.train)
 
 # One line per command group; each group lives in its own module under slatectl/cli/.
 

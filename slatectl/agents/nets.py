@@ -1,0 +1,83 @@
+"""Small building blocks shared by the agents: MLPs, Polyak averaging, random slates, params checks."""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from slatectl.errors import BadInput
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
+    """in → (Linear → ReLU) per hidden size → Linear → out (the reference's `hidden_layers_*` nets)."""
+    layers: list[nn.Module] = []
+    last = in_dim
+    for width in hidden:
+        layers += [nn.Linear(last, width), nn.ReLU()]
+        last = width
+    layers.append(nn.Linear(last, out_dim))
+    return nn.Sequential(*layers)
+
+
+@torch.no_grad()
+def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """target ← τ·online + (1 − τ)·target, parameter by parameter (one fused foreach call)."""
+    target_params = list(target.parameters())
+    online_params = list(online.parameters())
+    torch._foreach_lerp_(target_params, online_params, tau)
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A deep copy with gradients off (target networks)."""
+    import copy
+
+    clone = copy.deepcopy(module)
+    for p in clone.parameters():
+        p.requires_grad_(False)
+    return clone
+
+
+def random_slates(batch: int, num_items: int, slate_size: int, device: torch.device | str) -> torch.Tensor:
+    """(B, K) items drawn i.i.d. uniformly (duplicates possible), as the reference's random slates."""
+    return torch.randint(0, num_items, (batch, slate_size), device=device)
+
+
+def first_click_index(clicks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(…, K) clicks → (rank of the first click (…), whether the slate has a click (…))."""
+    has_click = clicks.sum(dim=-1) > 0
+    # argmax returns the first maximal index; ranks without a click give 0 and are masked by has_click.
+    return clicks.argmax(dim=-1), has_click
+
+
+def check_params(prefix: str, checks: Iterable[tuple[bool, str]]) -> None:
+    """Raise BadInput listing every failed (condition, message) pair."""
+    problems = [message for ok, message in checks if not ok]
+    if problems:
+        raise BadInput(f"invalid {prefix} parameters: " + "; ".join(problems) + ".")
+
+
+def common_checks(params) -> list[tuple[bool, str]]:
+    """Checks shared by every agent's params dataclass (fields that exist on it)."""
+    checks: list[tuple[bool, str]] = []
+    p = params
+    checks.append((p.capacity >= 1, f"capacity must be >= 1 episode (got {p.capacity})"))
+    checks.append((p.batch_size >= 1, f"batch_size must be >= 1 episode (got {p.batch_size})"))
+    checks.append((p.batch_size <= p.capacity, f"batch_size ({p.batch_size}) must not exceed capacity ({p.capacity})"))
+    checks.append((0.0 <= p.gamma <= 1.0, f"gamma must lie in [0, 1] (got {p.gamma})"))
+    checks.append((p.belief_state_dim >= 1, f"belief_state_dim must be >= 1 (got {p.belief_state_dim})"))
+    checks.append((p.item_embedd_dim >= 1, f"item_embedd_dim must be >= 1 (got {p.item_embedd_dim})"))
+    for name in ("q_lr", "pi_lr", "alpha_lr"):
+        if hasattr(p, name):
+            checks.append((getattr(p, name) > 0, f"{name} must be > 0 (got {getattr(p, name)})"))
+    if hasattr(p, "tau"):
+        checks.append((0.0 < p.tau <= 1.0, f"tau must lie in (0, 1] (got {p.tau})"))
+    if hasattr(p, "target_update_frequency"):
+        checks.append((p.target_update_frequency >= 1,
+                       f"target_update_frequency must be >= 1 (got {p.target_update_frequency})"))
+    for name in ("hidden_qnet", "hidden_pinet"):
+        if hasattr(p, name):
+            widths = getattr(p, name)
+            checks.append((all(w >= 1 for w in widths), f"{name} widths must be >= 1 (got {list(widths)})"))
+    return checks

@@ -1,0 +1,133 @@
+"""The resolved configuration of one training run: defaults from configs/, then --config, then --set.
+
+Sections (and `--set` prefixes): `training.*` (the loop, configs/training.yaml), `agent.*` (the agent's
+hyper-parameters, configs/agents/<agent>.yaml), `logged.*`, `gems.*`, `mf.*` (pretraining inputs,
+configs/pretrain.yaml and the pretraining modules' defaults). The resolved config is stored with the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from slatectl.agents import AGENTS
+from slatectl.config_tools import apply_overrides, build_config, config_hash, load_yaml_file, merge
+from slatectl.errors import BadInput
+from slatectl.pretrain.gems_train import GeMSConfig
+from slatectl.pretrain.logged import LoggedDataConfig
+from slatectl.pretrain.mf import MFConfig
+from slatectl.sim.config import load_env_config
+
+MF_SEED = 2022  # reference train_MF seed
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    max_steps: int = 100_000
+    random_steps: int = 2000
+    val_every: int = 1000
+    val_episodes: int = 200
+    test_episodes: int = 500
+    seed: int = 58407201
+    save_every: int = 0
+    parallel_episodes: int = 1
+    random_phase_batch: int = 200
+    val_seed: int = 1_000_003
+    test_seed: int = 2_000_003
+    device: str = "cpu"
+
+    def validate(self) -> None:
+        problems = []
+        for name in ("max_steps", "val_every", "val_episodes", "test_episodes", "parallel_episodes", "random_phase_batch"):
+            if getattr(self, name) < 1:
+                problems.append(f"training.{name} must be >= 1 (got {getattr(self, name)})")
+        if self.random_steps < 0 or self.save_every < 0:
+            problems.append("training.random_steps and training.save_every must be >= 0")
+        if self.device not in ("cpu", "cuda"):
+            problems.append(f"training.device must be cpu or cuda (got {self.device!r})")
+        if len({self.seed, self.val_seed, self.test_seed}) < 3:
+            problems.append("training.seed, training.val_seed and training.test_seed must differ (validation and test users are distinct from training users)")
+        if problems:
+            raise BadInput("; ".join(problems) + ".")
+
+    def save_steps(self) -> list[int]:
+        """Steps at which a checkpoint is saved: N, 2N, … and always the final step."""
+        steps = list(range(self.save_every, self.max_steps + 1, self.save_every)) if self.save_every else []
+        return sorted(set(steps) | {self.max_steps})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    agent_name: str
+    env: str
+    training: TrainingConfig
+    agent: Any  # the agent's params dataclass (AGENTS[agent_name].params_cls)
+    logged: LoggedDataConfig = field(default_factory=LoggedDataConfig)
+    gems: GeMSConfig = field(default_factory=GeMSConfig)
+    mf: MFConfig = field(default_factory=MFConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"agent_name": self.agent_name, "env": self.env, "training": asdict(self.training),
+                "agent": asdict(self.agent), "logged": asdict(self.logged), "gems": asdict(self.gems), "mf": asdict(self.mf)}
+
+    @property
+    def hash(self) -> str:
+        return config_hash(self.to_dict())
+
+
+def _configs_file(*parts: str) -> dict[str, Any]:
+    return yaml.safe_load(resources.files("configs").joinpath(*parts).read_text()) or {}
+
+
+def pretrain_defaults() -> dict[str, dict[str, Any]]:
+    """The `logged`, `gems` and `mf` sections of configs/pretrain.yaml."""
+    pretrain = _configs_file("pretrain.yaml")
+    return {name: pretrain.get(name, {}) for name in ("logged", "gems", "mf")}
+
+
+def default_config_dict(agent_name: str) -> dict[str, Any]:
+    if agent_name not in AGENTS:
+        raise BadInput(f"unknown agent {agent_name!r}. Known agents: {', '.join(AGENTS)}.")
+    return {"training": _configs_file("training.yaml"), "agent": _configs_file("agents", f"{agent_name}.yaml"),
+            **pretrain_defaults()}
+
+
+def resolve_run_config(agent_name: str, env: str, config_file: Path | None = None, overrides: list[str] | None = None,
+                       cli_training: dict[str, Any] | None = None) -> RunConfig:
+    """Defaults ← --config FILE ← --set key=value ← explicit CLI flags (--steps, --save-every, --seed, --device)."""
+    load_env_config(env)  # unknown env → BadInput now, not after building inputs
+    data = default_config_dict(agent_name)
+    if config_file is not None:
+        data = merge(data, load_yaml_file(config_file))
+    data = apply_overrides(data, overrides or [])
+    for key, value in (cli_training or {}).items():
+        if value is not None:
+            data.setdefault("training", {})[key] = value
+    unknown = sorted(set(data) - {"training", "agent", "logged", "gems", "mf"})
+    if unknown:
+        raise BadInput(f"unknown config section(s) {', '.join(unknown)}. Sections: training, agent, logged, gems, mf.")
+    return RunConfig(
+        agent_name=agent_name,
+        env=env,
+        training=build_config(TrainingConfig, data["training"], "training."),
+        agent=build_config(AGENTS[agent_name].params_cls, data["agent"], "agent."),
+        logged=build_config(LoggedDataConfig, data["logged"], "logged."),
+        gems=build_config(GeMSConfig, data["gems"], "gems."),
+        mf=build_config(MFConfig, data["mf"], "mf."),
+    )
+
+
+def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Rebuild a stored resolved config (for --resume)."""
+    return RunConfig(
+        agent_name=data["agent_name"], env=data["env"],
+        training=build_config(TrainingConfig, data["training"], "training."),
+        agent=build_config(AGENTS[data["agent_name"]].params_cls, data["agent"], "agent."),
+        logged=build_config(LoggedDataConfig, data["logged"], "logged."),
+        gems=build_config(GeMSConfig, data["gems"], "gems."),
+        mf=build_config(MFConfig, data["mf"], "mf."),
+    )

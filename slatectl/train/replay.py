@@ -1,0 +1,70 @@
+"""Replay of whole episodes (the reference's trajectory deque): FIFO with a capacity in episodes.
+
+Stored as preallocated tensors (a ring) rather than a deque of objects so sampling a batch is one gather
+and the whole buffer can be saved for `--resume` as plain tensors (loadable with weights_only=True).
+Item ids are kept as int16 and clicks as uint8 (a full 10,000-episode buffer is ~250 MB instead of
+~400 MB); `rec_slates` is not stored because it equals `slates[:, 1:]`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from slatectl.agents.base import EpisodeBatch
+
+_FIELDS = ("slates", "clicks", "actions", "rewards", "user_states")
+_STORED_DTYPES = {"slates": torch.int16, "clicks": torch.uint8}
+_SAMPLED_DTYPES = {"slates": torch.int64, "clicks": torch.float32}
+
+
+class EpisodeReplay:
+    def __init__(self, capacity: int, batch_size: int):
+        if capacity < 1 or batch_size < 1:
+            raise ValueError("capacity and batch size must be >= 1")
+        self.capacity = capacity
+        self.batch_size = batch_size
+        self.storage: dict[str, torch.Tensor] | None = None
+        self.size = 0
+        self.next_slot = 0
+
+    def add(self, episodes: EpisodeBatch) -> None:
+        """Append E episodes, evicting the oldest beyond capacity."""
+        n = episodes.episodes
+        if self.storage is None:
+            self.storage = {f: torch.zeros((self.capacity, *getattr(episodes, f).shape[1:]),
+                                           dtype=_STORED_DTYPES.get(f, getattr(episodes, f).dtype)) for f in _FIELDS}
+        slots = (self.next_slot + torch.arange(n)) % self.capacity
+        for f in _FIELDS:
+            self.storage[f][slots] = getattr(episodes, f).detach().to("cpu", self.storage[f].dtype)
+        self.next_slot = int((self.next_slot + n) % self.capacity)
+        self.size = min(self.size + n, self.capacity)
+
+    @property
+    def ready(self) -> bool:
+        return self.size >= self.batch_size
+
+    def sample(self, generator: torch.Generator | None = None) -> EpisodeBatch:
+        """batch_size distinct episodes, uniformly without replacement (reference: random.sample)."""
+        if not self.ready:
+            raise RuntimeError("not enough episodes in the replay")
+        index = torch.randperm(self.size, generator=generator)[: self.batch_size]
+        fields = {f: self.storage[f][index].to(_SAMPLED_DTYPES.get(f, self.storage[f].dtype)) for f in _FIELDS}
+        return EpisodeBatch(rec_slates=fields["slates"][:, 1:], **fields)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state = {"size": torch.tensor(self.size), "next_slot": torch.tensor(self.next_slot)}
+        if self.storage is not None:
+            state.update({f"storage.{f}": t[: self.size] if self.size < self.capacity else t for f, t in self.storage.items()})
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.size = int(state["size"])
+        self.next_slot = int(state["next_slot"])
+        self.storage = None
+        if self.size:
+            self.storage = {}
+            for f in _FIELDS:
+                saved = state[f"storage.{f}"]
+                full = torch.zeros((self.capacity, *saved.shape[1:]), dtype=saved.dtype)
+                full[: saved.shape[0]] = saved
+                self.storage[f] = full
