@@ -60,6 +60,7 @@ def main() -> None:
         agent.update(batch, lambda loss: loss.backward())
         times.append(time.perf_counter() - start)
     print(f"| SAC+GeMS updates/s (batch 20 episodes = 2,000 transitions, median of {args.updates}) | {1 / statistics.median(times):,.1f} |")
+    collect_rates = {}
     for parallel in (int(p) for p in args.parallel.split(",")):
         rounds = max(1, args.episodes // parallel)
         start = time.perf_counter()
@@ -67,10 +68,12 @@ def main() -> None:
             play_episodes(env, agent, torch.arange(r * parallel, (r + 1) * parallel), seed=2, mode="explore")
         elapsed = time.perf_counter() - start
         steps = rounds * parallel * env.config.episode_length
+        collect_rates[parallel] = steps / elapsed
         print(f"| env steps/s collecting with the SAC+GeMS policy, {parallel} episode(s) at once | {steps / elapsed:,.0f} |")
     per_update = statistics.median(times)
-    print(f"| estimated training steps/s at parallel_episodes=1 (1 episode + 1 update) | "
-          f"{1 / (per_update + 100 / max(1.0, steps / elapsed)):,.2f} |")
+    for parallel, rate in collect_rates.items():
+        print(f"| estimated training steps/s at parallel_episodes={parallel} (1 episode + 1 update each) | "
+              f"{1 / (per_update + env.config.episode_length / rate):,.2f} |")
 
 
 if __name__ == "__main__":

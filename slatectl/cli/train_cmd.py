@@ -77,7 +77,7 @@ def _train_one(settings: Settings, agent: str, env: str, config_file: Optional[P
 
 def train(
     agent: str = typer.Argument(..., help=f"Agent: {' | '.join(AGENTS)}."),
-    env: str = typer.Option(..., "--env", help="Environment, or `all` for the six one after another."),
+    env: Optional[str] = typer.Option(None, "--env", help="Environment, or `all` for the six one after another (not needed with --resume)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (episodes, each followed by one update) [default: 100000]."),
     save_every: Optional[int] = typer.Option(None, "--save-every", help="Save and register a checkpoint every N steps (and at the end)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Training seed [default: 58407201]."),
@@ -98,6 +98,8 @@ def train(
             result = Trainer.resume(registry, resume, RichReporter(f"run {resume}"), logs_dir=settings.home / "logs")
         render_result(result)
         return
+    if env is None:
+        raise BadInput("--env is required (an environment name or `all`); see `slatectl env list`.")
     if agent not in AGENTS:
         raise BadInput(f"unknown agent {agent!r}. Known agents: {', '.join(AGENTS)}.")
     if jobs < 1:
