@@ -77,6 +77,10 @@ class Agent(nn.Module):
         """
         raise NotImplementedError
 
+    def belief_state(self) -> torch.Tensor:
+        """(B, S) the online belief state the agent acts on now (stored in collected datasets)."""
+        raise NotImplementedError
+
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Named optimizers, saved with resume state and restored on `--resume`."""
         raise NotImplementedError

@@ -154,6 +154,9 @@ class SACAgent(Agent):
         if self.online_critic_belief:
             self.critic_belief.reset(first)
 
+    def belief_state(self) -> torch.Tensor:
+        return self.actor_belief.state
+
     @torch.no_grad()
     def observe(self, observation: Observation) -> None:
         self.actor_belief.step(observation)

@@ -119,6 +119,9 @@ class SlateQ(Agent):
     def begin_episodes(self, first: Observation) -> None:
         self.belief.reset(first)
 
+    def belief_state(self) -> torch.Tensor:
+        return self.belief.state
+
     @torch.no_grad()
     def observe(self, observation: Observation) -> None:
         self.belief.step(observation)

@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from slatectl import __version__
-from slatectl.cli import env_cmd, pretrain_cmd, train_cmd
+from slatectl.cli import env_cmd, collect_cmd, pretrain_cmd, train_cmd
 from slatectl.cli import ckpt_cmd, inspect_cmd, registry_cmd  # registry commands
 from slatectl.cli.common import set_settings
 from slatectl.settings import Settings
@@ -52,6 +52,7 @@ app.add_typer(registry_cmd.app, name="registry")
 app.add_typer(pretrain_cmd.data_app, name="data")
 app.add_typer(pretrain_cmd.pretrain_app, name="pretrain")
 app.command("train")(train_cmd.train)
+app.command("collect")(collect_cmd.collect)
 
 # One line per command group; each group lives in its own module under slatectl/cli/.
 

@@ -1,0 +1,60 @@
+"""`slatectl collect --quality Q`: a D4RL-style dataset from the checkpoint promoted for (env, quality)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from registry import open_registry
+from slatectl.cli.common import console, err_console, get_settings, print_json
+from slatectl.errors import BadInput
+from slatectl.collect.collector import CollectRequest, collect_dataset
+from slatectl.sim.config import env_names, load_env_config
+
+
+def collect(
+    quality: str = typer.Option(..., "--quality", help="random | medium | expert"),
+    env: str = typer.Option("all", "--env", help="Environment, or `all`: every env with a checkpoint promoted for the quality (all six for random) [default: all]."),
+    episodes: int = typer.Option(10_000, "--episodes", help="Episodes (users) to collect [default: 10000 = 1M transitions]."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the collected users."),
+    fmt: str = typer.Option("npz", "--format", help="npz (minari: not yet available)."),
+    batch: int = typer.Option(1000, "--batch", help="Users simulated at once."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Collect a dataset with the checkpoint promoted for (env, quality); the last stdout line is its id.
+
+    Example: slatectl collect --quality medium --env diffuse_topdown --episodes 1000
+    """
+    CollectRequest(env, quality, episodes, seed, fmt, batch).validate()
+    results = []
+    with open_registry(get_settings()) as registry:
+        if env != "all":
+            envs = [load_env_config(env).name]
+        elif quality == "random":
+            envs = env_names()
+        else:
+            envs = [name for name in env_names() if registry.active_promotion(name, quality) is not None]
+            if not envs:
+                raise BadInput(f"no checkpoint is promoted as {quality} for any environment; choose one with "
+                               f"`slatectl ckpt promote --quality {quality} --env ENV`.")
+        requests = [CollectRequest(name, quality, episodes, seed, fmt, batch) for name in envs]
+        for request in requests:
+            with Progress(TextColumn(f"[bold]{request.env}/{quality}"), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("return {task.fields[ret]:.1f}"), TimeElapsedColumn(),
+                          console=err_console, transient=as_json) as progress:
+                task = progress.add_task("collect", total=episodes, ret=0.0)
+                dataset = collect_dataset(registry, request,
+                                          on_batch=lambda done, ret: progress.update(task, completed=done, ret=ret))
+            results.append({"id": dataset.id, "env": dataset.env, "quality": dataset.quality,
+                            "checkpoint_id": dataset.checkpoint_id, "episodes": dataset.episodes,
+                            "transitions": dataset.transitions, "mean_return": dataset.return_mean,
+                            "path": str(registry.dataset_path(dataset.id))})
+    if as_json:
+        print_json(results)
+        return
+    for r in results:
+        console.print(f"dataset {r['id']}: {r['env']} / {r['quality']}, {r['episodes']:,} episodes, "
+                      f"{r['transitions']:,} transitions, mean return {r['mean_return']:.2f} (checkpoint {r['checkpoint_id']})")
+    typer.echo(results[-1]["id"])

@@ -1,0 +1,1 @@
+"""Offline datasets from promoted checkpoints (the end of the pipeline)."""

@@ -1,0 +1,173 @@
+"""Collect a D4RL-style dataset for (env, quality) from the checkpoint promoted for it.
+
+The agent is rebuilt only from registered things: the checkpoint's file (SHA-256 checked, weights only)
+and the pretrained inputs its run recorded (GeMS / MF artifacts by id). Users 0 … N−1 of the given seed,
+simulated `batch_size` at a time with the greedy (evaluation) policy, so a dataset's return matches the
+checkpoint's validation return within noise, and the same seed gives the same file.
+
+Arrays (T = N·H transitions, episode-major):
+  observations/slate, observations/clicks   (T, K)  the observation o_t the agent acted on
+  observations/belief                       (T, S)  the agent's belief state at t (zeros for `random`)
+  actions/slate (T, K), actions/latent (T, A)        the slate recommended; the raw (latent) action
+  rewards (T,), terminals (T,), timeouts (T,)        clicks; 1 on each episode's last step (done = 1 as
+                                                     in the reference; episodes end only at H, so
+                                                     timeouts stay 0)
+  episode_returns (N,)
+  infos/user_state (T, D), infos/bored (T, Topics)   hidden user state before / during step t
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from registry import Dataset, Registry
+from slatectl import __version__
+from slatectl.agents import AGENTS
+from slatectl.agents.base import Agent
+from slatectl.collect.npz import write_npz
+from slatectl.errors import BadInput
+from slatectl.sim.factory import make_env
+from slatectl.sim.policies import RandomSlatePolicy
+from slatectl.sim.topicrec import TopicRec
+from slatectl.train import inputs as pretrained
+from slatectl.train.config import run_config_from_dict
+from slatectl.train.episodes import play_episodes
+
+QUALITIES = ("random", "medium", "expert")
+
+
+@dataclass(frozen=True)
+class CollectRequest:
+    env: str
+    quality: str
+    episodes: int = 10_000
+    seed: int = 0
+    format: str = "npz"
+    batch_size: int = 1000
+
+    def validate(self) -> None:
+        if self.quality not in QUALITIES:
+            raise BadInput(f"unknown quality {self.quality!r}; choose one of {', '.join(QUALITIES)}.")
+        if self.episodes < 1 or self.batch_size < 1:
+            raise BadInput("--episodes and the batch size must be >= 1.")
+        if self.format not in ("npz", "minari"):
+            raise BadInput(f"unknown format {self.format!r}; choose npz or minari.")
+        if self.format == "minari":
+            raise BadInput("--format minari is not available yet; use --format npz.")
+
+
+def agent_for_checkpoint(registry: Registry, checkpoint_id: int) -> tuple[TopicRec, Agent, dict]:
+    """Rebuild the checkpoint's env and agent from registered artifacts only (hashes checked)."""
+    checkpoint = registry.get_checkpoint(checkpoint_id)
+    run = registry.get_run(checkpoint.run_id)
+    config = run_config_from_dict(run.config)
+    env = make_env(config.env)
+    inputs: dict = {}
+    for artifact_id in run.inputs:
+        artifact = registry.get_artifact(artifact_id)
+        if artifact.kind == pretrained.GEMS_KIND:
+            inputs["gems"], inputs["gems_bounds"] = pretrained.load_gems(registry, artifact)
+        elif artifact.kind == pretrained.MF_KIND:
+            inputs["mf"] = pretrained.load_mf(registry, artifact)
+    agent = AGENTS[config.agent_name].build(config.agent, env, inputs)
+    agent.load_state_dict(registry.load_checkpoint_state(checkpoint_id))
+    agent.eval()
+    return env, agent, {"run_id": run.id, "agent": config.agent_name, "config_hash": run.config_hash,
+                        "step": checkpoint.step, "val_return": checkpoint.val_return_mean}
+
+
+class _RandomAgent(Agent):
+    """The uniform random slate policy behind the Agent interface (no belief, no action vector)."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.policy, self.seed = RandomSlatePolicy(), seed
+
+    def begin_episodes(self, first) -> None:
+        self._batch = first.slate.shape[0]
+
+    def start_users(self, user_ids: torch.Tensor) -> None:
+        self.policy.reset(user_ids, self.seed)
+
+    def act(self, env, mode):
+        return self.policy.act(env), torch.zeros(env.batch_size, 0)
+
+    def observe(self, observation) -> None:
+        pass
+
+    def belief_state(self) -> torch.Tensor:
+        return torch.zeros(self._batch, 0)
+
+
+def collect_dataset(registry: Registry, request: CollectRequest,
+                    on_batch: Callable[[int, float], None] | None = None) -> Dataset:
+    request.validate()
+    promotion = checkpoint = None
+    lineage: dict = {}
+    if request.quality == "random":
+        env, agent = make_env(request.env), _RandomAgent(request.seed)
+    else:
+        promotion, checkpoint = registry.promoted_checkpoint(request.env, request.quality)
+        env, agent, lineage = agent_for_checkpoint(registry, checkpoint.id)
+
+    parts: dict[str, list[np.ndarray]] = {}
+    for first in range(0, request.episodes, request.batch_size):
+        ids = torch.arange(first, min(first + request.batch_size, request.episodes))
+        if isinstance(agent, _RandomAgent):
+            agent.start_users(ids)
+        record: dict[str, torch.Tensor] = {}
+        batch = play_episodes(env, agent, ids, request.seed, "greedy", record=record)
+        for name, array in _transitions(batch, record).items():
+            parts.setdefault(name, []).append(array)
+        if on_batch is not None:
+            on_batch(first + ids.numel(), float(batch.rewards.sum(dim=1).mean()))
+    arrays = {name: np.concatenate(chunks) for name, chunks in parts.items()}
+    returns = arrays["episode_returns"]
+    metadata = {"env": request.env, "quality": request.quality, "seed": request.seed, "episodes": request.episodes,
+                "slatectl_version": __version__, "checkpoint_id": checkpoint.id if checkpoint else None,
+                "promotion_id": promotion.id if promotion else None, "policy": "random" if checkpoint is None else None,
+                **lineage}
+    arrays["metadata_json"] = np.frombuffer(json.dumps(metadata, sort_keys=True).encode(), dtype=np.uint8)
+    with tempfile.TemporaryDirectory(dir=_scratch_dir(registry)) as scratch:
+        path = Path(scratch) / "dataset.npz"
+        write_npz(path, arrays)
+        return registry.register_dataset(
+            request.env, request.quality, path, episodes=request.episodes, transitions=int(arrays["rewards"].shape[0]),
+            return_mean=float(returns.mean()), return_std=float(returns.std(ddof=1)) if returns.size > 1 else 0.0,
+            format="npz", seed=request.seed, checkpoint_id=checkpoint.id if checkpoint else None,
+            promotion_id=promotion.id if promotion else None, policy="random" if checkpoint is None else None,
+            metadata=metadata)
+
+
+def _scratch_dir(registry: Registry) -> str:
+    """A scratch folder beside (not inside) the artifact store, so `registry verify` never sees it."""
+    scratch = Path(registry.store.root).parent / "scratch"
+    scratch.mkdir(parents=True, exist_ok=True)
+    return str(scratch)
+
+
+def _transitions(batch, record) -> dict[str, np.ndarray]:
+    E, H = batch.rewards.shape
+    flat = lambda t: t.reshape(E * H, *t.shape[2:]).numpy()  # noqa: E731
+    terminals = np.zeros((E, H), dtype=np.uint8)
+    terminals[:, -1] = 1
+    return {
+        "observations/slate": flat(batch.slates[:, :H].to(torch.int16)),
+        "observations/clicks": flat(batch.clicks[:, :H].to(torch.uint8)),
+        "observations/belief": flat(record["beliefs"].float()),
+        "actions/slate": flat(batch.rec_slates.to(torch.int16)),
+        "actions/latent": flat(batch.actions.float()),
+        "rewards": flat(batch.rewards.float()),
+        "terminals": terminals.reshape(-1),
+        "timeouts": np.zeros(E * H, dtype=np.uint8),
+        "episode_returns": batch.rewards.sum(dim=1).double().numpy(),
+        "infos/user_state": flat(batch.user_states[:, :H].float()),
+        "infos/bored": flat(record["bored"]),
+    }

@@ -1,0 +1,109 @@
+"""Collection from promoted checkpoints: determinism, returns, ordering, refusals, and the user's 3 commands."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from registry import open_registry
+from slatectl.cli import app
+from slatectl.collect.collector import CollectRequest, collect_dataset
+from slatectl.errors import BadInput
+from slatectl.settings import Settings
+from slatectl.train.config import resolve_run_config
+from slatectl.train.loop import Trainer
+
+SMALL = ["training.random_steps=10", "training.val_every=10", "training.val_episodes=100", "training.test_episodes=10",
+         "agent.batch_size=4", "agent.capacity=50"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    settings = Settings.resolve(home=tmp_path_factory.mktemp("collect") / "home")
+    config = resolve_run_config("sac-topk-ideal", "focused_topdown", overrides=SMALL,
+                                cli_training={"max_steps": 20, "save_every": 10})
+    with open_registry(settings) as registry:
+        run_id = Trainer(registry, config).run(command="test").run_id
+        checkpoints = registry.list_checkpoints(run_id=run_id)
+        best = next(c for c in checkpoints if c.is_best)
+        other = next(c for c in checkpoints if not c.is_best)
+        registry.promote_checkpoint("focused_topdown", "expert", best.id)
+        registry.promote_checkpoint("focused_topdown", "medium", other.id)
+    return settings, best, other
+
+
+def _load(registry, dataset):
+    with np.load(registry.dataset_path(dataset.id)) as data:
+        return {k: data[k] for k in data.files}
+
+
+def test_same_seed_gives_identical_files_and_consistent_arrays(trained):
+    settings, best, _ = trained
+    with open_registry(settings) as registry:
+        a = collect_dataset(registry, CollectRequest("focused_topdown", "expert", episodes=30, seed=5, batch_size=16))
+        b = collect_dataset(registry, CollectRequest("focused_topdown", "expert", episodes=30, seed=5, batch_size=30))
+        c = collect_dataset(registry, CollectRequest("focused_topdown", "expert", episodes=30, seed=6))
+        arrays = _load(registry, a)
+    assert a.sha256 == b.sha256 != c.sha256
+    assert arrays["rewards"].shape == (3000,) and arrays["observations/slate"].shape == (3000, 10)
+    assert arrays["observations/belief"].shape == (3000, 20) and arrays["actions/latent"].shape == (3000, 20)
+    np.testing.assert_allclose(arrays["rewards"].reshape(30, 100).sum(axis=1), arrays["episode_returns"])
+
+    # the observation at t+1 is the slate recommended at t
+    np.testing.assert_array_equal(arrays["observations/slate"].reshape(30, 100, 10)[:, 1:], arrays["actions/slate"].reshape(30, 100, 10)[:, :-1])
+    assert arrays["terminals"].reshape(30, 100)[:, -1].all() and arrays["terminals"].sum() == 30
+    metadata = json.loads(arrays["metadata_json"].tobytes())
+    assert metadata["checkpoint_id"] == best.id and metadata["quality"] == "expert"
+
+
+def test_returns_match_validation_and_order_random_medium_expert(trained):
+    settings, best, other = trained
+    with open_registry(settings) as registry:
+        datasets = {q: collect_dataset(registry, CollectRequest("focused_topdown", q, episodes=200, seed=1, batch_size=200))
+                    for q in ("random", "medium", "expert")}
+    expert, medium, random_ = datasets["expert"], datasets["medium"], datasets["random"]
+    # different users than validation: 4 standard errors of the difference of two means
+    tolerance = 4 * math.sqrt(expert.return_std**2 / 200 + best.val_return_std**2 / best.val_episodes)
+    assert abs(expert.return_mean - best.val_return_mean) <= tolerance
+    noise = 4 * math.sqrt(expert.return_std**2 / 200 + medium.return_std**2 / 200)
+    assert random_.return_mean + noise < medium.return_mean <= expert.return_mean + noise
+
+
+def test_missing_promotion_and_corrupted_checkpoint_are_refused(trained, tmp_path):
+    settings, best, _ = trained
+    with open_registry(settings) as registry:
+        with pytest.raises(BadInput, match="no checkpoint is promoted as medium for diffuse_mix"):
+            collect_dataset(registry, CollectRequest("diffuse_mix", "medium", episodes=5))
+        before = len(registry.list_datasets())
+        path = registry.checkpoint_path(best.id)
+        original = path.read_bytes()
+        path.write_bytes(original[:-10] + b"0123456789")
+        try:
+            result = CliRunner().invoke(app, ["--home", str(settings.home), "collect", "--quality", "expert",
+                                              "--env", "focused_topdown", "--episodes", "5"])
+            assert result.exit_code == 2, result.output
+            assert "sha" in result.output.lower() or "corrupt" in result.output.lower(), result.output
+            assert len(registry.list_datasets()) == before
+        finally:
+            path.write_bytes(original)
+
+
+def test_the_users_three_commands_end_to_end(tmp_path):
+    runner = CliRunner()
+    home = ["--home", str(tmp_path / "home")]
+    small = ["--set", "logged.episodes=300", "--set", "gems.max_epochs=1", "--set", "gems.max_slates=5000",
+             "--set", "training.val_episodes=20", "--set", "training.test_episodes=20", "--set", "training.random_steps=40"]
+    trained = runner.invoke(app, home + ["train", "sac-gems", "--env", "diffuse_topdown", "--steps", "60", "--save-every", "30", *small])
+    assert trained.exit_code == 0, trained.output
+    promoted = runner.invoke(app, home + ["ckpt", "promote", "--quality", "medium", "--yes"])
+    assert promoted.exit_code == 0, promoted.output
+    collected = runner.invoke(app, home + ["collect", "--quality", "medium", "--episodes", "100"])
+    assert collected.exit_code == 0, collected.output
+    dataset_id = collected.stdout.strip().splitlines()[-1]
+    shown = runner.invoke(app, home + ["inspect", "dataset", dataset_id, "--json"])
+    assert shown.exit_code == 0, shown.output
+    doc = json.loads(shown.stdout)
+    kinds = json.dumps(doc)
+    assert "gems" in kinds and "logged-data" in kinds and "checkpoint" in kinds, doc
