@@ -84,3 +84,20 @@ class Agent(nn.Module):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Named optimizers, saved with resume state and restored on `--resume`."""
         raise NotImplementedError
+
+
+class SingleBeliefAgent(Agent):
+    """An agent acting on one GRU belief, `self.belief` (SlateQ: the critic's; REINFORCE: the actor's)."""
+
+    belief: nn.Module
+
+    @torch.no_grad()
+    def begin_episodes(self, first: Observation) -> None:
+        self.belief.reset(first)
+
+    def belief_state(self) -> torch.Tensor:
+        return self.belief.state
+
+    @torch.no_grad()
+    def observe(self, observation: Observation) -> None:
+        self.belief.step(observation)

@@ -32,11 +32,11 @@ from typing import Callable
 
 import torch
 
-from slatectl.agents.base import ActMode, Agent, EpisodeBatch
+from slatectl.agents.base import ActMode, EpisodeBatch, SingleBeliefAgent
 from slatectl.agents.belief import GRUBelief
 from slatectl.agents.nets import check_params, common_checks, first_click_index, mlp, random_slates
 from slatectl.agents.sac import default_backward
-from slatectl.sim.topicrec import Observation, TopicRec
+from slatectl.sim.topicrec import TopicRec
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def discounted_returns(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
     return rewards @ weights
 
 
-class ReinforceSoftmax(Agent):
+class ReinforceSoftmax(SingleBeliefAgent):
     updates_during_random_phase = True
 
     def __init__(self, params: ReinforceParams, num_items: int, slate_size: int):
@@ -78,17 +78,6 @@ class ReinforceSoftmax(Agent):
         self.belief = GRUBelief(num_items, params.item_embedd_dim, slate_size, params.belief_state_dim)
         self.policy = mlp(params.belief_state_dim, params.hidden_pinet, num_items)
         self.optimizer = torch.optim.Adam([*self.policy.parameters(), *self.belief.parameters()], lr=params.pi_lr)
-
-    @torch.no_grad()
-    def begin_episodes(self, first: Observation) -> None:
-        self.belief.reset(first)
-
-    def belief_state(self) -> torch.Tensor:
-        return self.belief.state
-
-    @torch.no_grad()
-    def observe(self, observation: Observation) -> None:
-        self.belief.step(observation)
 
     @torch.no_grad()
     def act(self, env: TopicRec, mode: ActMode) -> tuple[torch.Tensor, torch.Tensor]:

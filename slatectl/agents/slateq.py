@@ -44,12 +44,12 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from slatectl.agents.base import ActMode, Agent, EpisodeBatch
+from slatectl.agents.base import ActMode, EpisodeBatch, SingleBeliefAgent
 from slatectl.agents.belief import GRUBelief
 from slatectl.agents.nets import check_params, common_checks, first_click_index, frozen_copy, mlp, polyak_update, random_slates
 from slatectl.agents.sac import default_backward
 from slatectl.sim.click_model import relevance
-from slatectl.sim.topicrec import Observation, TopicRec
+from slatectl.sim.topicrec import TopicRec
 
 ACT_RELEVANCES = ("masked", "reference-slice", "unmasked")
 
@@ -79,7 +79,7 @@ class SlateQParams:
         ])
 
 
-class SlateQ(Agent):
+class SlateQ(SingleBeliefAgent):
     def __init__(self, params: SlateQParams, env: TopicRec):
         super().__init__()
         cfg = env.config
@@ -115,17 +115,6 @@ class SlateQ(Agent):
         return p.epsilon_end + (1.0 - p.epsilon_end) * math.exp(-int(self.step) / p.epsilon_decay)
 
     # -- acting -------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def begin_episodes(self, first: Observation) -> None:
-        self.belief.reset(first)
-
-    def belief_state(self) -> torch.Tensor:
-        return self.belief.state
-
-    @torch.no_grad()
-    def observe(self, observation: Observation) -> None:
-        self.belief.step(observation)
-
     def acting_relevances(self, env: TopicRec) -> torch.Tensor:
         """(B, N) relevances the agent ranks with (privileged read of the simulator, see quirk b)."""
         mode = self.params.act_relevance
