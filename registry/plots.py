@@ -57,3 +57,30 @@ def plot_learning_curve(run: Run, checkpoints: list[Checkpoint], validations: li
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def plot_return_histogram(returns, title: str, path: Path, reference: dict[str, float] | None = None) -> Path:
+    """Histogram of per-episode returns, with the mean and optional reference returns as vertical lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    returns = np.asarray(returns, dtype=float)
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    bins = min(60, max(10, int(np.sqrt(returns.size))))
+    axes.hist(returns, bins=bins, color="tab:blue", alpha=0.8)
+    axes.axvline(returns.mean(), color="black", linestyle="--", label=f"mean {returns.mean():.1f}")
+    for (label, value), color in zip((reference or {}).items(), ("tab:red", "tab:green", "tab:purple")):
+        axes.axvline(value, color=color, linestyle=":", label=f"{label} {value:.1f}")
+    axes.set_xlabel("episode return (clicks per 100-step episode)")
+    axes.set_ylabel("episodes")
+    axes.set_title(title)
+    axes.legend()
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

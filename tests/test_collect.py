@@ -91,19 +91,73 @@ def test_missing_promotion_and_corrupted_checkpoint_are_refused(trained, tmp_pat
 
 
 def test_the_users_three_commands_end_to_end(tmp_path):
+    """mission.md's three commands with the issue's step counts; only the pretraining inputs are shrunk
+    (the reference GeMS pretraining alone takes hours on a CPU)."""
     runner = CliRunner()
     home = ["--home", str(tmp_path / "home")]
-    small = ["--set", "logged.episodes=300", "--set", "gems.max_epochs=1", "--set", "gems.max_slates=5000",
-             "--set", "training.val_episodes=20", "--set", "training.test_episodes=20", "--set", "training.random_steps=40"]
-    trained = runner.invoke(app, home + ["train", "sac-gems", "--env", "diffuse_topdown", "--steps", "60", "--save-every", "30", *small])
+    small_inputs = ["--set", "logged.episodes=300", "--set", "gems.max_epochs=1", "--set", "gems.max_slates=5000"]
+    trained = runner.invoke(app, home + ["train", "sac-gems", "--env", "diffuse_topdown", "--steps", "2000",
+                                         "--save-every", "1000", *small_inputs])
     assert trained.exit_code == 0, trained.output
+    listed = runner.invoke(app, home + ["ckpt", "list", "--env", "diffuse_topdown", "--json"])
+    assert sorted(c["step"] for c in json.loads(listed.stdout)) == [1000, 2000], listed.output
     promoted = runner.invoke(app, home + ["ckpt", "promote", "--quality", "medium", "--yes"])
     assert promoted.exit_code == 0, promoted.output
-    collected = runner.invoke(app, home + ["collect", "--quality", "medium", "--episodes", "100"])
+    collected = runner.invoke(app, home + ["collect", "--quality", "medium", "--episodes", "1000"])
     assert collected.exit_code == 0, collected.output
     dataset_id = collected.stdout.strip().splitlines()[-1]
-    shown = runner.invoke(app, home + ["inspect", "dataset", dataset_id, "--json"])
+    histogram = tmp_path / "returns.png"
+    shown = runner.invoke(app, home + ["inspect", "dataset", dataset_id, "--json", "--plot", str(histogram)])
     assert shown.exit_code == 0, shown.output
     doc = json.loads(shown.stdout)
-    kinds = json.dumps(doc)
-    assert "gems" in kinds and "logged-data" in kinds and "checkpoint" in kinds, doc
+    kinds = [node["kind"] for node in doc["lineage"]]
+    labels = " | ".join(node["label"] for node in doc["lineage"])
+    assert kinds[:4] == ["dataset", "promotion", "checkpoint", "run"] and kinds.count("artifact") == 2, kinds
+    assert "gems" in labels and "logged-data" in labels, labels
+    assert doc["episodes"] == 1000 and doc["transitions"] == 100_000
+    returns = doc["returns"]
+    assert returns["min"] <= returns["p25"] <= returns["median"] <= returns["p75"] <= returns["max"]
+    assert returns["mean"] == pytest.approx(doc["mean_return"])
+    assert histogram.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = runner.invoke(app, home + ["inspect", "dataset", dataset_id])
+    assert "lineage" in table.stdout and "median" in table.stdout, table.output
+
+
+def test_minari_export_loads_with_minari_and_matches_the_npz(trained, tmp_path, monkeypatch):
+    minari = pytest.importorskip("minari")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    settings, best, _ = trained
+    with open_registry(settings) as registry:
+        npz = collect_dataset(registry, CollectRequest("focused_topdown", "medium", episodes=12, seed=9, batch_size=5))
+        first = collect_dataset(registry, CollectRequest("focused_topdown", "medium", episodes=12, seed=9, format="minari"))
+        second = collect_dataset(registry, CollectRequest("focused_topdown", "random", episodes=3, format="minari"))
+        arrays = _load(registry, npz)
+        random_return = registry.policy_return("focused_topdown", "random")[0]
+        report = registry.verify()
+        assert report.problems == [] and report.orphans == []
+    assert first.format == "minari" and first.meta["minari"]["dataset_id"] == "slatectl/focused_topdown/medium-v1"
+    assert second.meta["minari"]["dataset_id"] == "slatectl/focused_topdown/random-v1"
+
+    dataset = minari.load_dataset("slatectl/focused_topdown/medium-v1")
+    assert dataset.total_episodes == 12 and dataset.total_steps == 1200
+    episodes = list(dataset.iterate_episodes())
+    rewards = np.concatenate([e.rewards for e in episodes])
+    np.testing.assert_allclose(rewards, arrays["rewards"])
+    np.testing.assert_array_equal(np.concatenate([e.actions["slate"] for e in episodes]), arrays["actions/slate"])
+    np.testing.assert_allclose(np.concatenate([e.actions["latent"] for e in episodes]), arrays["actions/latent"], rtol=1e-6)
+    ep = episodes[0]
+    assert ep.observations["slate"].shape == (101, 10) and ep.observations["belief"].shape == (101, 20)
+    np.testing.assert_array_equal(ep.observations["slate"][1:], ep.actions["slate"])
+    assert ep.terminations[-1] and not ep.terminations[:-1].any() and not ep.truncations.any()
+    assert ep.infos["user_state"].shape == (101, 20) and ep.infos["bored"].shape[0] == 101
+
+    # ref_min = the random policy's return, ref_max = the expert checkpoint's (test) return
+    expert_return = best.test_return_mean if best.test_return_mean is not None else best.val_return_mean
+    assert dataset.storage.metadata["ref_min_score"] == pytest.approx(random_return)
+    assert dataset.storage.metadata["ref_max_score"] == pytest.approx(expert_return)
+    normalized = minari.get_normalized_score(dataset, np.array([random_return, expert_return]))
+    np.testing.assert_allclose(normalized, [0.0, 1.0])
+    assert dataset.spec.env_spec.id == "slatectl/TopicRec-focused_topdown-v0"
+    env = dataset.recover_environment()
+    observation, _ = env.reset(seed=0)
+    assert observation["slate"].shape == (10,)

@@ -19,13 +19,14 @@ def collect(
     env: str = typer.Option("all", "--env", help="Environment, or `all`: every env with a checkpoint promoted for the quality (all six for random) [default: all]."),
     episodes: int = typer.Option(10_000, "--episodes", help="Episodes (users) to collect [default: 10000 = 1M transitions]."),
     seed: int = typer.Option(0, "--seed", help="Seed of the collected users."),
-    fmt: str = typer.Option("npz", "--format", help="npz (minari: not yet available)."),
+    fmt: str = typer.Option("npz", "--format", help="npz (one registered file), or minari: also a Minari dataset (HDF5) in $MINARI_DATASETS_PATH [default: npz]."),
     batch: int = typer.Option(1000, "--batch", help="Users simulated at once."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Collect a dataset with the checkpoint promoted for (env, quality); the last stdout line is its id.
 
     Example: slatectl collect --quality medium --env diffuse_topdown --episodes 1000
+    Example: slatectl collect --quality expert --env focused_topdown --format minari
     """
     CollectRequest(env, quality, episodes, seed, fmt, batch).validate()
     results = []
@@ -50,11 +51,14 @@ def collect(
             results.append({"id": dataset.id, "env": dataset.env, "quality": dataset.quality,
                             "checkpoint_id": dataset.checkpoint_id, "episodes": dataset.episodes,
                             "transitions": dataset.transitions, "mean_return": dataset.return_mean,
-                            "path": str(registry.dataset_path(dataset.id))})
+                            "path": str(registry.dataset_path(dataset.id)), "format": dataset.format,
+                            "minari_dataset_id": (dataset.meta.get("minari") or {}).get("dataset_id")})
     if as_json:
         print_json(results)
         return
     for r in results:
         console.print(f"dataset {r['id']}: {r['env']} / {r['quality']}, {r['episodes']:,} episodes, "
                       f"{r['transitions']:,} transitions, mean return {r['mean_return']:.2f} (checkpoint {r['checkpoint_id']})")
+        if r["minari_dataset_id"]:
+            console.print(f"  Minari: minari.load_dataset({r['minari_dataset_id']!r})")
     typer.echo(results[-1]["id"])

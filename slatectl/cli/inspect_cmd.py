@@ -9,10 +9,11 @@ import typer
 from rich.table import Table
 
 from registry import open_registry
-from registry.plots import plot_learning_curve
+from registry.plots import plot_learning_curve, plot_return_histogram
 from registry.records import checkpoint_record, dataset_record, iso, promotion_record, run_record, validation_record
 from slatectl.cli.ckpt_cmd import active_qualities, checkpoint_table
 from slatectl.cli.common import console, get_settings, print_json
+from slatectl.collect.reader import episode_returns, return_summary
 
 app = typer.Typer()  # help comes from the overview callback's docstring
 
@@ -119,24 +120,35 @@ def inspect_run(
 @app.command("dataset")
 def inspect_dataset(
     dataset_id: int = typer.Argument(..., metavar="DATASET_ID", help="Dataset id (see `slatectl inspect`)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a histogram of episode returns to this PNG file."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """One dataset: episodes, transitions, return statistics, file, and its lineage back to the run and
-    the pretrained inputs it came from.
+    """One dataset: episodes, transitions, return mean/std/percentiles (read from its hash-checked file),
+    its lineage back to the run and the pretrained inputs it came from; --plot draws the return histogram.
 
-    Example: slatectl inspect dataset 4 --json
+    Example: slatectl inspect dataset 4 --plot returns.png
     """
     with open_registry(get_settings()) as reg:
         dataset = reg.get_dataset(dataset_id)
         lineage = reg.dataset_lineage(dataset_id)
-        path = reg.store.path_for(dataset.storage_key)
-    record = {**dataset_record(dataset), "path": str(path)}
+        path = reg.dataset_path(dataset_id)
+        random_return = reg.policy_return(dataset.env, "random")
+    returns = episode_returns(path, dataset.format)
+    summary = return_summary(returns)
+    record = {**dataset_record(dataset), "path": str(path), "returns": summary}
+    if plot is not None:
+        reference = {"random policy": random_return[0]} if random_return is not None else {}
+        plot_return_histogram(returns, f"dataset {dataset.id}: {dataset.env} / {dataset.quality} "
+                                       f"({dataset.episodes:,} episodes)", plot, reference)
     if as_json:
-        print_json({**record, "lineage": [{"kind": n.kind, "id": n.id, "label": n.label, **n.details} for n in lineage]})
+        print_json({**record, "plot": None if plot is None else str(plot),
+                    "lineage": [{"kind": n.kind, "id": n.id, "label": n.label, **n.details} for n in lineage]})
         return
     table = Table(title=f"dataset {dataset_id}", show_header=False)
     for key, value in record.items():
-        table.add_row(key, "" if value is None else str(value))
+        if key != "returns":
+            table.add_row(key, "" if value is None else str(value))
+    table.add_row("returns", "  ".join(f"{k} {v:.2f}" for k, v in summary.items()))
     console.print(table)
     tree = Table(title="lineage (newest first)")
     for column in ("kind", "id", "what"):
@@ -144,3 +156,5 @@ def inspect_dataset(
     for node in lineage:
         tree.add_row(node.kind, str(node.id), node.label)
     console.print(tree)
+    if plot is not None:
+        console.print(f"Return histogram written to {plot}")

@@ -13,12 +13,14 @@ Arrays (T = N·H transitions, episode-major):
                                                      in the reference; episodes end only at H, so
                                                      timeouts stay 0)
   episode_returns (N,)
+  final/clicks (N, K), final/user_state (N, D)       the observation after each episode's last step
   infos/user_state (T, D), infos/bored (T, Topics)   hidden user state before / during step t
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +29,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from registry import Dataset, Registry
+from registry import Dataset, Registry, resolve_random_return
 from slatectl import __version__
 from slatectl.agents import AGENTS
 from slatectl.agents.base import Agent
+from slatectl.collect.minari_export import export_minari
 from slatectl.collect.npz import write_npz
 from slatectl.errors import BadInput
 from slatectl.sim.factory import make_env
@@ -59,8 +62,6 @@ class CollectRequest:
             raise BadInput("--episodes and the batch size must be >= 1.")
         if self.format not in ("npz", "minari"):
             raise BadInput(f"unknown format {self.format!r}; choose npz or minari.")
-        if self.format == "minari":
-            raise BadInput("--format minari is not available yet; use --format npz.")
 
 
 def agent_for_checkpoint(registry: Registry, checkpoint_id: int) -> tuple[TopicRec, Agent, dict]:
@@ -136,14 +137,51 @@ def collect_dataset(registry: Registry, request: CollectRequest,
                 **lineage}
     arrays["metadata_json"] = np.frombuffer(json.dumps(metadata, sort_keys=True).encode(), dtype=np.uint8)
     with tempfile.TemporaryDirectory(dir=_scratch_dir(registry)) as scratch:
-        path = Path(scratch) / "dataset.npz"
-        write_npz(path, arrays)
-        return registry.register_dataset(
-            request.env, request.quality, path, episodes=request.episodes, transitions=int(arrays["rewards"].shape[0]),
-            return_mean=float(returns.mean()), return_std=float(returns.std(ddof=1)) if returns.size > 1 else 0.0,
-            format="npz", seed=request.seed, checkpoint_id=checkpoint.id if checkpoint else None,
-            promotion_id=promotion.id if promotion else None, policy="random" if checkpoint is None else None,
-            metadata=metadata)
+        if request.format == "minari":
+            export = _export_minari(registry, request, env, arrays, metadata, checkpoint, Path(scratch))
+            metadata["minari"] = {"dataset_id": export.dataset_id, "path": str(export.path),
+                                  "ref_min_score": export.ref_min_score, "ref_max_score": export.ref_max_score}
+            path = export.path / "data" / "main_data.hdf5"
+        else:
+            path = Path(scratch) / "dataset.npz"
+            write_npz(path, arrays)
+        try:
+            return registry.register_dataset(
+                request.env, request.quality, path, episodes=request.episodes, transitions=int(arrays["rewards"].shape[0]),
+                return_mean=float(returns.mean()), return_std=float(returns.std(ddof=1)) if returns.size > 1 else 0.0,
+                format=request.format, seed=request.seed, checkpoint_id=checkpoint.id if checkpoint else None,
+                promotion_id=promotion.id if promotion else None, policy="random" if checkpoint is None else None,
+                metadata=metadata)
+        except BaseException:
+            if request.format == "minari":  # the registry row is the commit point: no row, no export
+                shutil.rmtree(export.path, ignore_errors=True)
+            raise
+
+
+def reference_scores(registry: Registry, env: str, checkpoint=None, quality: str = "") -> tuple[float | None, float | None]:
+    """(ref_min, ref_max) for score normalisation: the random policy's return and the expert checkpoint's
+    (its test return when it has one, else its validation return); (None, None) with no expert promoted."""
+    if quality == "expert" and checkpoint is not None:
+        expert = checkpoint
+    else:
+        try:
+            _, expert = registry.promoted_checkpoint(env, "expert")
+        except BadInput:
+            return None, None
+    ref_max = expert.test_return_mean if expert.test_return_mean is not None else expert.val_return_mean
+    return resolve_random_return(registry, env).value, ref_max
+
+
+def _export_minari(registry, request, env, arrays, metadata, checkpoint, scratch: Path):
+    ref_min, ref_max = reference_scores(registry, request.env, checkpoint, request.quality)
+    source = (f"checkpoint {checkpoint.id} (run {metadata.get('run_id')}, {metadata.get('agent')}, step {checkpoint.step})"
+              if checkpoint is not None else "the uniform random slate policy")
+    return export_minari(
+        arrays, env_cfg=env.config, quality=request.quality, episodes=request.episodes, seed=request.seed,
+        scratch=scratch, algorithm=metadata.get("agent") or "random",
+        description=(f"slatectl {request.quality} dataset for TopicRec {request.env}: {request.episodes} episodes "
+                     f"of {source}, users 0..{request.episodes - 1} of seed {request.seed}."),
+        ref_min_score=ref_min, ref_max_score=ref_max)
 
 
 def _scratch_dir(registry: Registry) -> str:
@@ -168,6 +206,8 @@ def _transitions(batch, record) -> dict[str, np.ndarray]:
         "terminals": terminals.reshape(-1),
         "timeouts": np.zeros(E * H, dtype=np.uint8),
         "episode_returns": batch.rewards.sum(dim=1).double().numpy(),
+        "final/clicks": batch.clicks[:, H].to(torch.uint8).numpy(),
+        "final/user_state": batch.user_states[:, H].float().numpy(),
         "infos/user_state": flat(batch.user_states[:, :H].float()),
         "infos/bored": flat(record["bored"]),
     }

@@ -52,8 +52,13 @@ class TopicRecGymEnv(gym.Env):
         return self._obs(result.observation), float(result.reward[0]), bool(result.done), False, info
 
 
+def gym_env_id(env_name: str) -> str:
+    return f"slatectl/TopicRec-{env_name}-v0"
+
+
 def register_gym_envs() -> None:
     for name in env_names():
-        env_id = f"slatectl/TopicRec-{name}-v0"
+        env_id = gym_env_id(name)
         if env_id not in gym.envs.registry:
-            gym.register(id=env_id, entry_point=TopicRecGymEnv, kwargs={"env_name": name})
+            # A string entry point keeps the spec JSON-serialisable (Minari stores it with datasets).
+            gym.register(id=env_id, entry_point="slatectl.sim.gym_env:TopicRecGymEnv", kwargs={"env_name": name})
