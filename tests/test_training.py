@@ -126,3 +126,25 @@ def test_cli_train_then_ckpt_list(tmp_path):
     assert bad.exit_code == 2 and "agent.nope" in bad.output
     bad_env = runner.invoke(app, ["--home", home, "train", "sac-topk-ideal", "--env", "mars"])
     assert bad_env.exit_code == 2 and "unknown environment" in bad_env.output
+
+
+def test_metrics_go_to_csv_and_tensorboard(tmp_path):
+    settings = Settings.resolve(home=tmp_path / "home")
+    config = resolve_run_config("sac-topk-ideal", "focused_mix", overrides=_small("sac-topk-ideal"),
+                                cli_training={"max_steps": 30, "save_every": 15})
+    logs = tmp_path / "logs"
+    with open_registry(settings) as registry:
+        run_id = Trainer(registry, config, logs_dir=logs).run(command="test").run_id
+    import csv
+
+    rows = list(csv.DictReader((logs / f"run-{run_id}.csv").open()))
+    assert [int(r["step"]) for r in rows if r["val_return"]] == [10, 15, 20, 30]
+    assert any(r["critic_loss"] for r in rows)  # updates start after the 10 random steps
+
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    events = event_accumulator.EventAccumulator(str(logs / "tensorboard" / f"run-{run_id}"))
+    events.Reload()
+    assert {"episode_return", "val_return", "critic_loss"} <= set(events.Tags()["scalars"])
+    val = events.Scalars("val_return")
+    assert [e.step for e in val] == [10, 15, 20, 30]
+    assert [e.value for e in val] == pytest.approx([float(r["val_return"]) for r in rows if r["val_return"]], rel=1e-5)

@@ -20,7 +20,7 @@ def collect(
     episodes: int = typer.Option(10_000, "--episodes", help="Episodes (users) to collect [default: 10000 = 1M transitions]."),
     seed: int = typer.Option(0, "--seed", help="Seed of the collected users."),
     fmt: str = typer.Option("npz", "--format", help="npz (one registered file), or minari: also a Minari dataset (HDF5) in $MINARI_DATASETS_PATH [default: npz]."),
-    batch: int = typer.Option(1000, "--batch", help="Users simulated at once."),
+    batch: int = typer.Option(5000, "--batch", help="Users simulated at once (memory grows with it) [default: 5000]."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Collect a dataset with the checkpoint promoted for (env, quality); the last stdout line is its id.

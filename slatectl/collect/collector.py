@@ -53,7 +53,7 @@ class CollectRequest:
     episodes: int = 10_000
     seed: int = 0
     format: str = "npz"
-    batch_size: int = 1000
+    batch_size: int = 5000
 
     def validate(self) -> None:
         if self.quality not in QUALITIES:

@@ -97,10 +97,18 @@ class GeMS(nn.Module):
         return mu + eps * noise_scale
 
     @torch.no_grad()
-    def rank(self, z: Tensor) -> Tensor:
-        """Deterministic decoding used in RL: the argmax item of each slot (duplicates possible)."""
-        item_logits, _ = self.decode(z)
-        return item_logits.argmax(dim=-1)
+    def rank(self, z: Tensor, chunk_rows: int = 2048) -> Tensor:
+        """Deterministic decoding used in RL: the argmax item of each slot (duplicates possible).
+
+        Same result as `decode(z)[0].argmax(-1)` (first maximal item on ties), computed in chunks of
+        slot queries so the (rows × N) score block stays in cache: the argmax over N = 1000 items, not
+        the matrix product, dominates collection time on a CPU (see BENCHMARKS.md)."""
+        queries = self.slate_head(self.decoder(z)).reshape(-1, self.item_dim)
+        table_t = self.item_embeddings.weight.T.contiguous()
+        ranks = torch.empty(queries.shape[0], dtype=torch.int64, device=queries.device)
+        for start in range(0, queries.shape[0], chunk_rows):
+            ranks[start:start + chunk_rows] = (queries[start:start + chunk_rows] @ table_t).max(dim=-1).indices
+        return ranks.view(z.shape[0], self.slate_size)
 
     # -- objective ----------------------------------------------------------------------------------
 

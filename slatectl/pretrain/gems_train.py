@@ -24,6 +24,7 @@ from slatectl.pretrain.data import check_logged_pair, num_validation
 from slatectl.pretrain.gems import GeMS
 
 ProgressCallback = Callable[[dict[str, float]], None]
+BatchCallback = Callable[[int, int, int], None]  # (epoch, batches done in it, batches per epoch)
 
 
 @dataclass(frozen=True)
@@ -154,8 +155,10 @@ def reconstruction_scores(model: GeMS, slates: Tensor, clicks: Tensor) -> dict[s
 class GeMSLightning(pl.LightningModule):
     """Lightning wrapper: one optimiser step per batch of slates; tracks the best validation epoch."""
 
-    def __init__(self, model: GeMS, config: GeMSConfig, progress_callback: ProgressCallback | None = None) -> None:
+    def __init__(self, model: GeMS, config: GeMSConfig, progress_callback: ProgressCallback | None = None,
+                 batch_callback: BatchCallback | None = None) -> None:
         super().__init__()
+        self.batch_callback = batch_callback
         self.model = model
         self.config = config
         self.progress_callback = progress_callback
@@ -178,6 +181,10 @@ class GeMSLightning(pl.LightningModule):
         self._train_sum = self._train_sum.to(losses["total"].device) + losses["total"].detach() * slates.shape[0]
         self._train_count += slates.shape[0]
         return losses["total"]
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.batch_callback is not None:
+            self.batch_callback(self.current_epoch, batch_idx + 1, int(self.trainer.num_training_batches))
 
     def on_validation_epoch_start(self) -> None:
         self._val = _ValidationTotals()
@@ -233,6 +240,7 @@ def train_gems(
     config: GeMSConfig,
     seed: int,
     progress_callback: ProgressCallback | None = None,
+    batch_callback: BatchCallback | None = None,
 ) -> tuple[GeMS, dict[str, Any]]:
     """Train GeMS on logged slates; return the best-validation model (CPU, eval mode) and metrics.
 
@@ -246,7 +254,7 @@ def train_gems(
     with torch.random.fork_rng(devices=[]), _quiet_lightning(), torch.enable_grad():
         torch.manual_seed(seed)
         model = build_gems(config, slate_size)
-        module = GeMSLightning(model, config, progress_callback)
+        module = GeMSLightning(model, config, progress_callback, batch_callback)
         shuffle_gen = torch.Generator().manual_seed(seed)
         train_loader = _loader(train_slates, train_clicks, config.batch_size, config.shuffle, shuffle_gen)
         val_loader = (

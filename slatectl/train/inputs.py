@@ -7,6 +7,7 @@ same settings reuses it. Lineage: logged data ← env; GeMS and MF ← logged da
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import asdict
 from typing import Any, Callable
 
@@ -56,15 +57,47 @@ def ensure_gems(registry: Registry, env: TopicRec, logged: Artifact, config: GeM
     found = registry.find_artifact(GEMS_KIND, env.config.name, config=identity)
     if found is not None:
         return found
-    say(f"pretraining GeMS for {env.config.name} (latent dim {config.latent_dim}, {config.max_epochs} epochs, seed {seed})")
     data = load_logged_data(registry, logged)
-    model, metrics = train_gems(data.slates.long(), data.clicks.float(), config, seed, progress_callback=progress)
+    slates = data.slates.numel() // data.slates.shape[-1]
+    if config.max_slates is not None:
+        slates = min(slates, config.max_slates)
+    say(f"pretraining GeMS for {env.config.name} (latent dim {config.latent_dim}, {config.max_epochs} epochs over "
+        f"{slates:,} logged slates, seed {seed}); progress is reported every quarter epoch")
+    reports = _GeMSProgress(config.max_epochs, say)
+    model, metrics = train_gems(data.slates.long(), data.clicks.float(), config, seed,
+                                progress_callback=progress or reports.epoch_done, batch_callback=reports.batch_done)
     bounds_slates = data.slates[:BOUNDS_EPISODES].long().flatten(0, 1)
     bounds_clicks = data.clicks[:BOUNDS_EPISODES].float().flatten(0, 1)
     center, scale = model.action_bounds(bounds_slates, bounds_clicks)
     state = {"model": model.state_dict(), "action_center": center, "action_scale": scale}
     return registry.register_artifact(GEMS_KIND, env.config.name, state, config=identity,
                                       metrics=_jsonable(metrics), parents=[logged.id])
+
+
+class _GeMSProgress:
+    """Plain progress lines for a long pretraining (hours at the reference size on a CPU), with an ETA."""
+
+    def __init__(self, epochs: int, say: Say):
+        self.epochs, self.say = epochs, say
+        self.started = time.perf_counter()
+
+    def batch_done(self, epoch: int, done: int, total: int) -> None:
+        quarter = max(total // 4, 1)
+        if done % quarter or done == total:
+            return
+        fraction = (epoch + done / total) / self.epochs
+        elapsed = time.perf_counter() - self.started
+        self.say(f"GeMS epoch {epoch + 1}/{self.epochs}: {done:,}/{total:,} batches; "
+                 f"{_duration(elapsed)} elapsed, about {_duration(elapsed / fraction - elapsed)} left")
+
+    def epoch_done(self, row: dict[str, float]) -> None:
+        self.say(f"GeMS epoch {int(row['epoch']) + 1}/{self.epochs} done: train loss {row['train_loss']:.4f}, "
+                 f"validation loss {row['val_loss']:.4f} ({_duration(time.perf_counter() - self.started)} elapsed)")
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min {int(seconds % 60):02d} s"
 
 
 def load_gems(registry: Registry, artifact: Artifact):

@@ -285,12 +285,16 @@ class Trainer:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         path = self.logs_dir / f"run-{run_id}.csv"
         self._log_file = path.open("a" if append else "w", newline="")
-        return _CsvLog(self._log_file, write_header=not append or path.stat().st_size == 0)
+        self._tensorboard = _tensorboard_writer(self.logs_dir / "tensorboard" / f"run-{run_id}")
+        return _CsvLog(self._log_file, write_header=not append or path.stat().st_size == 0, tensorboard=self._tensorboard)
 
     def _close_log(self) -> None:
         if getattr(self, "_log_file", None) is not None:
             self._log_file.close()
             self._log_file = None
+        if getattr(self, "_tensorboard", None) is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
 
 
 def _evaluate(env: TopicRec, agent: Agent, episodes: int, seed: int, device) -> tuple[float, float]:
@@ -318,17 +322,31 @@ class _NullWriter:
         pass
 
 
+def _tensorboard_writer(folder: Path):
+    """A TensorBoard writer when the `tensorboard` package is installed; None otherwise (CSV only)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(folder))
+
+
 class _CsvLog:
-    """Metrics per logged step; columns grow as new metric names appear (header written once)."""
+    """Metrics per logged step, in a CSV with fixed columns (and TensorBoard scalars when available)."""
 
     COLUMNS = ["step", "episode_return", "val_return", "critic_loss", "actor_loss", "alpha", "loss"]
 
-    def __init__(self, handle, write_header: bool):
+    def __init__(self, handle, write_header: bool, tensorboard=None):
         self.writer = csv.DictWriter(handle, fieldnames=self.COLUMNS, extrasaction="ignore")
         self.handle = handle
+        self.tensorboard = tensorboard
         if write_header:
             self.writer.writeheader()
 
     def writerow(self, row: dict[str, Any]) -> None:
         self.writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) and math.isfinite(v) else v) for k, v in row.items()})
         self.handle.flush()
+        if self.tensorboard is not None:
+            for name, value in row.items():
+                if name != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+                    self.tensorboard.add_scalar(name, value, global_step=int(row["step"]))
