@@ -86,6 +86,12 @@ def test_missing_promotion_and_corrupted_checkpoint_are_refused(trained, tmp_pat
             assert result.exit_code == 2, result.output
             assert "sha" in result.output.lower() or "corrupt" in result.output.lower(), result.output
             assert len(registry.list_datasets()) == before
+            path.unlink()
+            missing = CliRunner().invoke(app, ["--home", str(settings.home), "collect", "--quality", "expert",
+                                               "--env", "focused_topdown", "--episodes", "5", "--format", "minari"])
+            assert missing.exit_code == 2, missing.output
+            assert "missing" in missing.output.lower() or "not found" in missing.output.lower(), missing.output
+            assert len(registry.list_datasets()) == before
         finally:
             path.write_bytes(original)
 

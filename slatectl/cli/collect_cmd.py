@@ -16,16 +16,17 @@ from slatectl.sim.config import env_names, load_env_config
 
 def collect(
     quality: str = typer.Option(..., "--quality", help="random | medium | expert"),
-    env: str = typer.Option("all", "--env", help="Environment, or `all`: every env with a checkpoint promoted for the quality (all six for random) [default: all]."),
-    episodes: int = typer.Option(10_000, "--episodes", help="Episodes (users) to collect [default: 10000 = 1M transitions]."),
+    env: str = typer.Option("all", "--env", help="Environment, or `all`: every env with a checkpoint promoted for the quality (all six for random)."),
+    episodes: int = typer.Option(10_000, "--episodes", help="Episodes (users) to collect (10000 = 1M transitions)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the collected users."),
-    fmt: str = typer.Option("npz", "--format", help="npz (one registered file), or minari: also a Minari dataset (HDF5) in $MINARI_DATASETS_PATH [default: npz]."),
-    batch: int = typer.Option(5000, "--batch", help="Users simulated at once (memory grows with it) [default: 5000]."),
+    fmt: str = typer.Option("npz", "--format", help="npz (one registered file) or minari (a Minari HDF5 dataset in $MINARI_DATASETS_PATH, its file also registered)."),
+    batch: int = typer.Option(5000, "--batch", help="Users simulated at once (memory grows with it)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Collect a dataset with the checkpoint promoted for (env, quality); the last stdout line is its id.
 
     Example: slatectl collect --quality medium --env diffuse_topdown --episodes 1000
+
     Example: slatectl collect --quality expert --env focused_topdown --format minari
     """
     CollectRequest(env, quality, episodes, seed, fmt, batch).validate()
