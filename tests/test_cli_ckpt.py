@@ -175,7 +175,10 @@ def test_inspect_overview_run_and_dataset(populated, tmp_path):
     doc = json.loads(shown.stdout)
     assert (doc["episodes"], doc["transitions"], doc["mean_return"]) == (4, 400, 13.0)
     assert [n["kind"] for n in doc["lineage"]] == ["dataset", "promotion", "checkpoint", "run"]
+    assert doc["returns"].startswith("not available")  # the payload is not an npz: say so, don't crash
     assert invoke(populated, "inspect", "dataset", str(dataset.id)).exit_code == 0
+    unplottable = invoke(populated, "inspect", "dataset", str(dataset.id), "--plot", str(tmp_path / "h.png"))
+    assert unplottable.exit_code == 2 and "cannot plot" in unplottable.output and not (tmp_path / "h.png").exists()
     assert invoke(populated, "inspect", "dataset", "77").exit_code == 2
 
 

@@ -13,7 +13,8 @@ from registry.plots import plot_learning_curve, plot_return_histogram
 from registry.records import checkpoint_record, dataset_record, iso, promotion_record, run_record, validation_record
 from slatectl.cli.ckpt_cmd import active_qualities, checkpoint_table
 from slatectl.cli.common import console, get_settings, print_json
-from slatectl.collect.reader import episode_returns, return_summary
+from slatectl.collect.reader import UnreadableDataset, episode_returns, return_summary
+from slatectl.errors import BadInput
 
 app = typer.Typer()  # help comes from the overview callback's docstring
 
@@ -133,8 +134,13 @@ def inspect_dataset(
         lineage = reg.dataset_lineage(dataset_id)
         path = reg.dataset_path(dataset_id)
         random_return = reg.policy_return(dataset.env, "random")
-    returns = episode_returns(path, dataset.format)
-    summary = return_summary(returns)
+    try:
+        returns = episode_returns(path, dataset.format)
+        summary: dict | str = return_summary(returns)
+    except UnreadableDataset as exc:
+        if plot is not None:
+            raise BadInput(f"cannot plot dataset {dataset_id}: {exc}") from exc
+        summary = f"not available: {exc}"
     record = {**dataset_record(dataset), "path": str(path), "returns": summary}
     if plot is not None:
         reference = {"random policy": random_return[0]} if random_return is not None else {}
@@ -148,7 +154,7 @@ def inspect_dataset(
     for key, value in record.items():
         if key != "returns":
             table.add_row(key, "" if value is None else str(value))
-    table.add_row("returns", "  ".join(f"{k} {v:.2f}" for k, v in summary.items()))
+    table.add_row("returns", summary if isinstance(summary, str) else "  ".join(f"{k} {v:.2f}" for k, v in summary.items()))
     console.print(table)
     tree = Table(title="lineage (newest first)")
     for column in ("kind", "id", "what"):

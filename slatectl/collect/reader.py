@@ -7,8 +7,19 @@ from pathlib import Path
 import numpy as np
 
 
+class UnreadableDataset(ValueError):
+    """The file is registered and intact but is not a dataset slatectl can read (e.g. registered by hand)."""
+
+
 def episode_returns(path: Path, format: str) -> np.ndarray:
-    """Per-episode returns, in episode order."""
+    """Per-episode returns, in episode order; UnreadableDataset if the file holds none."""
+    try:
+        return _episode_returns(path, format)
+    except (ValueError, OSError, KeyError) as exc:
+        raise UnreadableDataset(f"{path.name} holds no readable episode returns ({type(exc).__name__}: {exc})") from exc
+
+
+def _episode_returns(path: Path, format: str) -> np.ndarray:
     if format == "npz":
         with np.load(path, allow_pickle=False) as data:
             return np.asarray(data["episode_returns"], dtype=np.float64)
