@@ -153,6 +153,7 @@ def test_minari_export_loads_with_minari_and_matches_the_npz(trained, tmp_path, 
     np.testing.assert_allclose(np.concatenate([e.actions["latent"] for e in episodes]), arrays["actions/latent"], rtol=1e-6)
     ep = episodes[0]
     assert ep.observations["slate"].shape == (101, 10) and ep.observations["belief"].shape == (101, 20)
+    assert ep.observations["slate"].dtype == np.int16 and ep.observations["clicks"].dtype == np.int8
     np.testing.assert_array_equal(ep.observations["slate"][1:], ep.actions["slate"])
     assert ep.terminations[-1] and not ep.terminations[:-1].any() and not ep.truncations.any()
     assert ep.infos["user_state"].shape == (101, 20) and ep.infos["bored"].shape[0] == 101

@@ -1,7 +1,7 @@
 """Export a collected dataset as a Minari dataset (HDF5 backend), loadable with `minari.load_dataset`.
 
 Layout per episode (Minari keeps H + 1 observations, H actions/rewards):
-  observations: {"slate", "clicks"} (the env's gymnasium observation) plus "belief" (the belief state
+  observations: {"slate" int16, "clicks" int8} (the env's gymnasium observation) plus "belief" (the belief state
                 the agent acted on; the last row repeats the belief at H−1, which no action used)
   actions:      the slate of item ids; agents with a latent action (SAC+GeMS, SAC+TopK, SAC+WkNN) store
                 {"slate", "latent"}
@@ -78,11 +78,12 @@ def _spaces(env_cfg, belief_dim: int, latent_dim: int):
     from gymnasium import spaces
 
     K, N = env_cfg.slate_size, env_cfg.num_items
-    observation = {"slate": spaces.Box(0, N - 1, shape=(K,), dtype=np.int64),
-                   "clicks": spaces.Box(0, 1, shape=(K,), dtype=np.int64)}
+    # Compact integer types (as in the npz): the gymnasium env's int64 would make the file ~1.6× larger.
+    observation = {"slate": spaces.Box(0, N - 1, shape=(K,), dtype=np.int16),
+                   "clicks": spaces.Box(0, 1, shape=(K,), dtype=np.int8)}
     if belief_dim:
         observation["belief"] = spaces.Box(-np.inf, np.inf, shape=(belief_dim,), dtype=np.float32)
-    slate = spaces.Box(-1, N - 1, shape=(K,), dtype=np.int64)
+    slate = spaces.Box(-1, N - 1, shape=(K,), dtype=np.int16)
     action = spaces.Dict({"slate": slate, "latent": spaces.Box(-np.inf, np.inf, shape=(latent_dim,), dtype=np.float32)}) \
         if latent_dim else slate
     return spaces.Dict(observation), action
@@ -96,10 +97,10 @@ def _episode_buffers(arrays: dict[str, np.ndarray], episodes: int, horizon: int,
         a = a.reshape(episodes, horizon, *a.shape[1:])
         return a.astype(dtype) if dtype is not None else a
 
-    obs_slate, obs_clicks = per_episode("observations/slate", np.int64), per_episode("observations/clicks", np.int64)
-    final_slate, final_clicks = per_episode("actions/slate", np.int64), arrays["final/clicks"].astype(np.int64)
+    obs_slate, obs_clicks = per_episode("observations/slate", np.int16), per_episode("observations/clicks", np.int8)
+    final_slate, final_clicks = per_episode("actions/slate", np.int16), arrays["final/clicks"].astype(np.int8)
     belief = per_episode("observations/belief", np.float32)
-    act_slate, latent = per_episode("actions/slate", np.int64), per_episode("actions/latent", np.float32)
+    act_slate, latent = per_episode("actions/slate", np.int16), per_episode("actions/latent", np.float32)
     rewards = per_episode("rewards", np.float64)
     user_state, final_user = per_episode("infos/user_state", np.float32), arrays["final/user_state"].astype(np.float32)
     bored = per_episode("infos/bored", np.bool_)
