@@ -1,4 +1,4 @@
-"""The learning-curve figure of `slatectl inspect run --plot`."""
+"""Figures of `slatectl inspect run --plot` (learning curve) and `inspect dataset --plot` (returns)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,6 @@ def plot_learning_curve(run: Run, checkpoints: list[Checkpoint], validations: li
                         promotions: list[Promotion], path: Path) -> Path:
     """Validation return vs step (± std), saved checkpoints as markers, the best starred, and every
     checkpoint ever promoted labelled with its quality (active promotions in bold)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
-
     points = {v.step: (v.return_mean, v.return_std) for v in validations}
     for checkpoint in checkpoints:  # checkpoint steps were validated too, even without a separate point
         points.setdefault(checkpoint.step, (checkpoint.val_return_mean, checkpoint.val_return_std))
@@ -23,7 +18,7 @@ def plot_learning_curve(run: Run, checkpoints: list[Checkpoint], validations: li
     means = [points[s][0] for s in steps]
     stds = [points[s][1] for s in steps]
 
-    figure, axes = plt.subplots(figsize=(8, 4.5))
+    figure, axes = _new_figure()
     if steps:
         axes.plot(steps, means, color="tab:blue", label="validation return")
         axes.fill_between(steps, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
@@ -51,24 +46,15 @@ def plot_learning_curve(run: Run, checkpoints: list[Checkpoint], validations: li
     axes.grid(alpha=0.3)
     if steps or checkpoints:
         axes.legend(loc="lower right")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def plot_return_histogram(returns, title: str, path: Path, reference: dict[str, float] | None = None) -> Path:
     """Histogram of per-episode returns, with the mean and optional reference returns as vertical lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
     returns = np.asarray(returns, dtype=float)
-    figure, axes = plt.subplots(figsize=(8, 4.5))
+    figure, axes = _new_figure()
     bins = min(60, max(10, int(np.sqrt(returns.size))))
     axes.hist(returns, bins=bins, color="tab:blue", alpha=0.8)
     axes.axvline(returns.mean(), color="black", linestyle="--", label=f"mean {returns.mean():.1f}")
@@ -78,9 +64,24 @@ def plot_return_histogram(returns, title: str, path: Path, reference: dict[str, 
     axes.set_ylabel("episodes")
     axes.set_title(title)
     axes.legend()
-    figure.tight_layout()
+    return _save(figure, path)
+
+
+def _new_figure():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(8, 4.5))
+
+
+def _save(figure, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path

@@ -7,6 +7,7 @@ see a partial file under a final name, and an existing final name is never repla
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable, TypeVar
@@ -47,3 +48,31 @@ def write_atomically(final: Path, write: Callable[[BinaryIO], T]) -> T:
         raise
     fsync_dir(directory)
     return result
+
+
+def install_tree(source: Path, final: Path) -> None:
+    """Copy the folder `source` to `final` so that `final` appears complete and durable or not at all.
+
+    The copy goes to a temp sibling of `final` (same filesystem), every file and folder in it is fsynced,
+    then one rename puts it in place. An existing `final` is never replaced.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists():
+        raise FileExistsError(f"refusing to overwrite {final}")
+    staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=TEMP_PREFIX))
+    try:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+        for path in sorted(staging.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if path.is_file():
+                with open(path, "rb") as handle:
+                    os.fsync(handle.fileno())
+            else:
+                fsync_dir(path)
+        fsync_dir(staging)
+        if final.exists():
+            raise FileExistsError(f"refusing to overwrite {final}")
+        os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    fsync_dir(final.parent)

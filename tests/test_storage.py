@@ -131,3 +131,21 @@ def test_temp_files_of_unfinished_writes_are_visible(store):
     assert store.is_temp("gems/.tmp-abc.bin") and not store.is_temp(kept.key)
     store.remove("gems/.tmp-abc.bin")
     assert list(store.iter_keys()) == [kept.key]
+
+
+def test_install_tree_copies_a_folder_whole_and_never_replaces_one(tmp_path):
+    from storage.atomic import TEMP_PREFIX, install_tree
+
+    source = tmp_path / "built"
+    (source / "data").mkdir(parents=True)
+    (source / "data" / "main.hdf5").write_bytes(b"x" * 1000)
+    (source / "metadata.json").write_text("{}")
+    final = tmp_path / "root" / "ns" / "ds-v1"
+    install_tree(source, final)
+    assert (final / "data" / "main.hdf5").read_bytes() == b"x" * 1000 and (final / "metadata.json").read_text() == "{}"
+
+    (source / "metadata.json").write_text('{"changed": true}')
+    with pytest.raises(FileExistsError):
+        install_tree(source, final)
+    assert (final / "metadata.json").read_text() == "{}"
+    assert not [p for p in final.parent.iterdir() if p.name.startswith(TEMP_PREFIX)]

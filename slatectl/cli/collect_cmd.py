@@ -52,7 +52,7 @@ def collect(
             results.append({"id": dataset.id, "env": dataset.env, "quality": dataset.quality,
                             "checkpoint_id": dataset.checkpoint_id, "episodes": dataset.episodes,
                             "transitions": dataset.transitions, "mean_return": dataset.return_mean,
-                            "path": str(registry.dataset_path(dataset.id)), "format": dataset.format,
+                            "path": str(registry.store.path_for(dataset.storage_key)), "format": dataset.format,
                             "minari_dataset_id": (dataset.meta.get("minari") or {}).get("dataset_id")})
     if as_json:
         print_json(results)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 from slatectl import __version__
 from slatectl.errors import BadInput
 from slatectl.sim.gym_env import gym_env_id
+from storage.atomic import install_tree
 
 
 @dataclass(frozen=True)
@@ -144,16 +144,9 @@ def export_minari(arrays: dict[str, np.ndarray], *, env_cfg, quality: str, episo
             algorithm_name=algorithm, author="slatectl", description=description,
             code_permalink=f"slatectl {__version__}", data_format="hdf5",
             requirements=[f"slatectl=={__version__}"], **scores)
-    built = build_root / dataset_id
     target = root / dataset_id
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        raise BadInput(f"a Minari dataset {dataset_id} appeared in {root} while collecting; nothing was written.")
-    staging = target.parent / f".{target.name}.partial-{os.getpid()}"
-    shutil.copytree(built, staging)  # scratch may be on another filesystem; the final rename is atomic
-    for file in staging.rglob("*"):
-        if file.is_file():
-            with open(file, "rb") as fh:
-                os.fsync(fh.fileno())
-    os.rename(staging, target)
+    try:
+        install_tree(build_root / dataset_id, target)
+    except FileExistsError as exc:
+        raise BadInput(f"a Minari dataset {dataset_id} appeared in {root} while collecting; nothing was written.") from exc
     return MinariExport(dataset_id, target, scores.get("ref_min_score"), scores.get("ref_max_score"))

@@ -82,10 +82,14 @@ class GeMS(nn.Module):
         mu, logvar = self.encoder(x).chunk(2, dim=1)
         return mu, logvar
 
+    def _slot_queries(self, h: Tensor) -> Tensor:
+        """Decoder trunk output (B, hidden) -> one query vector per slot (B, K, item_dim)."""
+        return self.slate_head(h).view(-1, self.slate_size, self.item_dim)
+
     def decode(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """z (B, d) -> item logits (B, K, N) and click logits (B, K)."""
         h = self.decoder(z)
-        slot_queries = self.slate_head(h).view(-1, self.slate_size, self.item_dim)
+        slot_queries = self._slot_queries(h)
         # Detached: the reconstruction loss must not move the item table (the reference learns the
         # table only through the encoder). Forward values are unaffected.
         item_logits = slot_queries @ self.item_embeddings.weight.detach().T
@@ -103,7 +107,7 @@ class GeMS(nn.Module):
         Same result as `decode(z)[0].argmax(-1)` (first maximal item on ties), computed in chunks of
         slot queries so the (rows × N) score block stays in cache: the argmax over N = 1000 items, not
         the matrix product, dominates collection time on a CPU (see BENCHMARKS.md)."""
-        queries = self.slate_head(self.decoder(z)).reshape(-1, self.item_dim)
+        queries = self._slot_queries(self.decoder(z)).reshape(-1, self.item_dim)
         table_t = self.item_embeddings.weight.T.contiguous()
         ranks = torch.empty(queries.shape[0], dtype=torch.int64, device=queries.device)
         for start in range(0, queries.shape[0], chunk_rows):
