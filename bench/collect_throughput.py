@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from registry import open_registry
+from slatectl.registry import open_registry
 from slatectl.collect.collector import CollectRequest, collect_dataset
 from slatectl.settings import Settings
 from slatectl.train.config import resolve_run_config

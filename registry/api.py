@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from registry.artifacts import ArtifactOps
-from registry.checkpoints import CheckpointOps
-from registry.core import RegistryCore
-from registry.datasets import DatasetOps
-from registry.overview import OverviewOps
-from registry.promotions import PromotionOps
-from registry.runs import RunOps
-from registry.suggest import SuggestOps
-from registry.verify import VerifyOps
+from slatectl.registry.artifacts import ArtifactOps
+from slatectl.registry.checkpoints import CheckpointOps
+from slatectl.registry.core import RegistryCore
+from slatectl.registry.datasets import DatasetOps
+from slatectl.registry.overview import OverviewOps
+from slatectl.registry.promotions import PromotionOps
+from slatectl.registry.runs import RunOps
+from slatectl.registry.suggest import SuggestOps
+from slatectl.registry.verify import VerifyOps
 from slatectl.settings import Settings
-from storage import ArtifactStore
+from slatectl.storage import ArtifactStore
 
 
 class Registry(RunOps, CheckpointOps, ArtifactOps, PromotionOps, SuggestOps, DatasetOps, VerifyOps, OverviewOps,

@@ -9,10 +9,10 @@ from typing import Any, Mapping, Sequence
 
 from sqlmodel import select
 
-from registry.hashing import canonical_json, config_hash as hash_config
-from registry.models import Artifact, Run
+from slatectl.registry.hashing import canonical_json, config_hash as hash_config
+from slatectl.registry.models import Artifact, Run
 from slatectl.errors import BadInput
-from storage import StoredFile
+from slatectl.storage import StoredFile
 
 ROLLOUT_KIND = "rollout"  # a fixed policy's return on an env (e.g. the random policy, for `promote`)
 

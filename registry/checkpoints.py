@@ -7,11 +7,11 @@ from typing import Any, Mapping
 
 from sqlmodel import select
 
-from registry.db import serialize_on
-from registry.models import Checkpoint, Promotion
-from registry.runs import _get_run, check_finite
+from slatectl.registry.db import serialize_on
+from slatectl.registry.models import Checkpoint, Promotion
+from slatectl.registry.runs import _get_run, check_finite
 from slatectl.errors import BadInput, JobFailed
-from storage import StoredFile
+from slatectl.storage import StoredFile
 
 CHECKPOINT_KIND = "checkpoint"
 STORE_LOCK = "store"  # writers hold it shared, `verify --fix` exclusively (PostgreSQL; SQLite serialises anyway)
@@ -107,7 +107,7 @@ class CheckpointOps:
         if run_id is not None:
             query = query.where(Checkpoint.run_id == run_id)
         if quality:
-            from registry.promotions import check_quality
+            from slatectl.registry.promotions import check_quality
 
             check_quality(quality, allow_random=True)
             query = query.join(Promotion, Promotion.checkpoint_id == Checkpoint.id).where(

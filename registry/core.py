@@ -8,8 +8,8 @@ from typing import Iterator
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from registry.db import database_errors, display_url, ensure_schema, make_engine, parse_url, writer
-from storage import ArtifactStore
+from slatectl.registry.db import database_errors, display_url, ensure_schema, make_engine, parse_url, writer
+from slatectl.storage import ArtifactStore
 
 
 class RegistryCore:

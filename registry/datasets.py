@@ -8,10 +8,10 @@ from typing import Any, Mapping
 
 from sqlmodel import select
 
-from registry.checkpoints import _get_checkpoint
-from registry.hashing import canonical_json
-from registry.models import DATASET_FORMATS, QUALITIES, Artifact, Dataset, Promotion, Run
-from registry.runs import check_finite
+from slatectl.registry.checkpoints import _get_checkpoint
+from slatectl.registry.hashing import canonical_json
+from slatectl.registry.models import DATASET_FORMATS, QUALITIES, Artifact, Dataset, Promotion, Run
+from slatectl.registry.runs import check_finite
 from slatectl.errors import BadInput
 
 DATASET_KIND = "dataset"

@@ -18,7 +18,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
-from registry.models import TABLES, SchemaVersion, utcnow
+from slatectl.registry.models import TABLES, SchemaVersion, utcnow
 from slatectl.errors import BadInput
 
 SCHEMA_VERSION = 1

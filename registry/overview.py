@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sqlmodel import func, select
 
-from registry.models import Artifact, Checkpoint, Dataset, Promotion, Run
+from slatectl.registry.models import Artifact, Checkpoint, Dataset, Promotion, Run
 
 
 @dataclass

@@ -10,9 +10,9 @@ import getpass
 
 from sqlmodel import select
 
-from registry.checkpoints import _get_checkpoint
-from registry.db import serialize_on
-from registry.models import PROMOTABLE_QUALITIES, QUALITIES, Checkpoint, Promotion
+from slatectl.registry.checkpoints import _get_checkpoint
+from slatectl.registry.db import serialize_on
+from slatectl.registry.models import PROMOTABLE_QUALITIES, QUALITIES, Checkpoint, Promotion
 from slatectl.errors import BadInput
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from registry.models import Artifact, Checkpoint, Dataset, Promotion, Run, Validation
+from slatectl.registry.models import Artifact, Checkpoint, Dataset, Promotion, Run, Validation
 
 
 def iso(moment: datetime | None) -> str | None:

@@ -11,8 +11,8 @@ from typing import Any, Mapping, Sequence
 
 from sqlmodel import select
 
-from registry.hashing import canonical_json, config_hash
-from registry.models import RUN_STATUSES, Artifact, Run, Validation, utcnow
+from slatectl.registry.hashing import canonical_json, config_hash
+from slatectl.registry.models import RUN_STATUSES, Artifact, Run, Validation, utcnow
 from slatectl.errors import BadInput
 
 

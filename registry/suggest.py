@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from registry.models import Checkpoint
-from registry.promotions import check_quality
+from slatectl.registry.models import Checkpoint
+from slatectl.registry.promotions import check_quality
 from slatectl.errors import BadInput, SlatectlError
 
 RandomReturnFn = Callable[[str], float]

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 from sqlmodel import select
 
-from registry.checkpoints import STORE_LOCK
-from registry.db import serialize_on
-from registry.models import FILE_TABLES
-from storage.hashing import sha256_file
+from slatectl.registry.checkpoints import STORE_LOCK
+from slatectl.registry.db import serialize_on
+from slatectl.registry.models import FILE_TABLES
+from slatectl.storage.hashing import sha256_file
 
 # A temp file younger than this may belong to a write still in progress; it is reported, not removed.
 TEMP_GRACE_S = 15 * 60

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Mapping
 
-from storage.atomic import TEMP_PREFIX, fsync_dir, write_atomically
-from storage.errors import CorruptFile, MissingFile, StorageError
-from storage.hashing import copy_and_hash, sha256_bytes, sha256_file
+from slatectl.storage.atomic import TEMP_PREFIX, fsync_dir, write_atomically
+from slatectl.storage.errors import CorruptFile, MissingFile, StorageError
+from slatectl.storage.hashing import copy_and_hash, sha256_bytes, sha256_file
 
 _KIND = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _SUFFIX = re.compile(r"^(\.[A-Za-z0-9]{1,12}){0,2}$")

@@ -20,7 +20,7 @@ def sqlite_settings(tmp_path) -> Settings:
 
 @pytest.fixture(scope="session")
 def postgres_server():
-    from registry.testing import PostgresUnavailable, throwaway_postgres
+    from postgres_server import PostgresUnavailable, throwaway_postgres
 
     server = throwaway_postgres()
     try:
@@ -41,7 +41,7 @@ def registry_settings(request, tmp_path) -> Settings:
 
 @pytest.fixture
 def reg(registry_settings):
-    from registry import open_registry
+    from slatectl.registry import open_registry
 
     with open_registry(registry_settings) as opened:
         yield opened

@@ -109,7 +109,7 @@ def trainable(agent) -> dict[str, torch.Tensor]:
 def test_registry_keys_and_yaml_defaults():
     assert list(AGENTS) == NAMES
     for name, spec in AGENTS.items():
-        data = yaml.safe_load(resources.files("configs").joinpath("agents", f"{name}.yaml").read_text())
+        data = yaml.safe_load(resources.files("slatectl.configs").joinpath("agents", f"{name}.yaml").read_text())
         params = build_config(spec.params_cls, data)
         assert params == spec.params_cls(), name  # the YAML holds exactly the defaults
         assert {f.name for f in dataclasses.fields(spec.params_cls)} == set(data), name

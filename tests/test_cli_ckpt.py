@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from registry import open_registry
+from slatectl.registry import open_registry
 from slatectl.cli import app, ckpt_cmd
 
 runner = CliRunner()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from registry import open_registry
+from slatectl.registry import open_registry
 from slatectl.cli import app
 from slatectl.collect.collector import CollectRequest, collect_dataset
 from slatectl.errors import BadInput

@@ -16,7 +16,7 @@ import math
 import pytest
 import torch
 
-from registry import open_registry
+from slatectl.registry import open_registry
 from slatectl.collect.collector import agent_for_checkpoint
 from slatectl.settings import Settings
 from slatectl.sim.factory import make_env

@@ -11,11 +11,11 @@ import torch
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from registry import Promotion, SCHEMA_VERSION, config_hash, open_registry
-from registry.models import SchemaVersion
+from slatectl.registry import Promotion, SCHEMA_VERSION, config_hash, open_registry
+from slatectl.registry.models import SchemaVersion
 from slatectl.errors import BadInput, JobFailed
 from slatectl.settings import Settings
-from storage import CorruptFile, MissingFile
+from slatectl.storage import CorruptFile, MissingFile
 
 
 def tiny_state(value: float = 0.0) -> dict[str, torch.Tensor]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from registry import open_registry
+from slatectl.registry import open_registry
 from slatectl.settings import Settings
 
 WRITERS = 6
@@ -69,7 +69,7 @@ def test_six_processes_registering_at_once_lose_nothing(reg, registry_settings):
 def _die_while_registering(home: str, url: str, run_id: int, how: str, ready) -> None:
     import torch
 
-    from registry.api import Registry
+    from slatectl.registry.api import Registry
 
     original_insert = Registry._insert_checkpoint
 

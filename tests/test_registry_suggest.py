@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registry import Checkpoint, resolve_random_return, suggest_from
+from slatectl.registry import Checkpoint, resolve_random_return, suggest_from
 from slatectl.errors import BadInput
 
 

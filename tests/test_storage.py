@@ -10,8 +10,8 @@ import uuid
 import pytest
 import torch
 
-from storage import ArtifactStore, CorruptFile, MissingFile, StorageError
-from storage import atomic
+from slatectl.storage import ArtifactStore, CorruptFile, MissingFile, StorageError
+from slatectl.storage import atomic
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def test_same_content_twice_gets_two_files_and_never_overwrites(store):
 
 def test_existing_final_name_is_never_replaced(store, monkeypatch):
     fixed = uuid.UUID(int=7)
-    monkeypatch.setattr("storage.store.uuid.uuid4", lambda: fixed)
+    monkeypatch.setattr("slatectl.storage.store.uuid.uuid4", lambda: fixed)
     original = store.put_bytes("gems", b"original")
     with pytest.raises(FileExistsError):
         store.put_bytes("gems", b"intruder")
@@ -134,7 +134,7 @@ def test_temp_files_of_unfinished_writes_are_visible(store):
 
 
 def test_install_tree_copies_a_folder_whole_and_never_replaces_one(tmp_path):
-    from storage.atomic import TEMP_PREFIX, install_tree
+    from slatectl.storage.atomic import TEMP_PREFIX, install_tree
 
     source = tmp_path / "built"
     (source / "data").mkdir(parents=True)

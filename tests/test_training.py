@@ -6,7 +6,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from registry import open_registry
+from slatectl.registry import open_registry
 from slatectl.agents import AGENTS
 from slatectl.cli import app
 from slatectl.errors import BadInput

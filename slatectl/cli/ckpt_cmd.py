@@ -8,9 +8,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from registry import Checkpoint, Registry, check_quality, open_registry
-from registry.records import checkpoint_record, iso, promotion_record, run_record
-from registry.suggest import RandomReturnFn, Suggestion, compute_random_return
+from slatectl.registry import Checkpoint, Registry, check_quality, open_registry
+from slatectl.registry.records import checkpoint_record, iso, promotion_record, run_record
+from slatectl.registry.suggest import RandomReturnFn, Suggestion, compute_random_return
 from slatectl.cli.common import console, get_settings, print_json
 from slatectl.errors import BadInput
 

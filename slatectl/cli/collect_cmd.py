@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from registry import open_registry
+from slatectl.registry import open_registry
 from slatectl.cli.common import console, err_console, get_settings, print_json
 from slatectl.errors import BadInput
 from slatectl.collect.collector import CollectRequest, collect_dataset

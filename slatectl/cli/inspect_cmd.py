@@ -8,9 +8,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from registry import open_registry
-from registry.plots import plot_learning_curve, plot_return_histogram
-from registry.records import checkpoint_record, dataset_record, iso, promotion_record, run_record, validation_record
+from slatectl.registry import open_registry
+from slatectl.cli.plots import plot_learning_curve, plot_return_histogram
+from slatectl.registry.records import checkpoint_record, dataset_record, iso, promotion_record, run_record, validation_record
 from slatectl.cli.ckpt_cmd import active_qualities, checkpoint_table
 from slatectl.cli.common import console, get_settings, print_json
 from slatectl.collect.reader import UnreadableDataset, episode_returns, return_summary

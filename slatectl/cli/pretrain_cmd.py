@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from registry import open_registry
+from slatectl.registry import open_registry
 from slatectl.cli.common import console, err_console, get_settings
 from slatectl.config_tools import apply_overrides, build_config
 from slatectl.pretrain.gems_train import GeMSConfig

@@ -7,7 +7,7 @@ from dataclasses import asdict
 import typer
 from rich.table import Table
 
-from registry import open_registry
+from slatectl.registry import open_registry
 from slatectl.cli.common import console, err_console, get_settings, print_json
 from slatectl.errors import BadInput
 

@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from registry import open_registry
+from slatectl.registry import open_registry
 from slatectl.agents import AGENTS
 from slatectl.cli.common import console, err_console, get_settings
 from slatectl.errors import BadInput

@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from registry import Dataset, Registry, resolve_random_return
+from slatectl.registry import Dataset, Registry, resolve_random_return
 from slatectl import __version__
 from slatectl.agents import AGENTS
 from slatectl.agents.base import Agent

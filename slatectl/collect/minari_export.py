@@ -29,7 +29,7 @@ import numpy as np
 from slatectl import __version__
 from slatectl.errors import BadInput
 from slatectl.sim.gym_env import gym_env_id
-from storage.atomic import install_tree
+from slatectl.storage.atomic import install_tree
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ def _validated(cfg: EnvConfig) -> EnvConfig:
 
 
 def _env_dir():
-    return resources.files("configs").joinpath("envs")
+    return resources.files("slatectl.configs").joinpath("envs")
 
 
 def env_names() -> list[str]:

@@ -80,7 +80,7 @@ class RunConfig:
 
 
 def _configs_file(*parts: str) -> dict[str, Any]:
-    return yaml.safe_load(resources.files("configs").joinpath(*parts).read_text()) or {}
+    return yaml.safe_load(resources.files("slatectl.configs").joinpath(*parts).read_text()) or {}
 
 
 def pretrain_defaults() -> dict[str, dict[str, Any]]:

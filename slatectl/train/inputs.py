@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import torch
 
-from registry import Artifact, Registry
+from slatectl.registry import Artifact, Registry
 from slatectl.pretrain.gems_train import GeMSConfig, build_gems, train_gems
 from slatectl.pretrain.logged import LoggedData, LoggedDataConfig, generate_logged_data
 from slatectl.pretrain.mf import MFConfig, train_mf

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import torch
 from lightning_fabric import Fabric
 
-from registry import Artifact, Checkpoint, Registry
+from slatectl.registry import Artifact, Checkpoint, Registry
 from slatectl.agents import AGENTS
 from slatectl.agents.base import Agent
 from slatectl.errors import BadInput

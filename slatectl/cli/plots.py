@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from registry.models import Checkpoint, Promotion, Run, Validation
+from slatectl.registry.models import Checkpoint, Promotion, Run, Validation
 
 
 def plot_learning_curve(run: Run, checkpoints: list[Checkpoint], validations: list[Validation],
