@@ -1,8 +1,8 @@
 """The `slatectl` command line: thin commands that parse, call library functions and render.
 
 Each command group lives in its own module and is mounted here. Library errors (`slatectl.errors`)
-print a one-paragraph message on stderr and exit 2 (bad input) or 1 (job failed); a traceback is shown
-only with `--debug` or SLATECTL_DEBUG=1.
+print a one-paragraph message on stderr and exit 2 (bad input) or 1 (job failed); the mapping lives in
+`slatectl.cli.group`, and a traceback is shown only with `--debug` or SLATECTL_DEBUG=1.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from slatectl import __version__
 from slatectl.cli import env_cmd, collect_cmd, pretrain_cmd, train_cmd
 from slatectl.cli import ckpt_cmd, inspect_cmd, registry_cmd  # registry commands
 from slatectl.cli.common import set_settings
+from slatectl.cli.group import SlatectlGroup
 from slatectl.settings import Settings
 
 app = typer.Typer(
     name="slatectl",
     help="Offline RL datasets for slate recommendation: simulate, train, register checkpoints, promote, collect.",
+    cls=SlatectlGroup,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     # Plain one-paragraph errors on stderr (the CLI contract), not rich panels that wrap the message.
