@@ -47,7 +47,8 @@ class TrainingConfig:
         for name in ("max_steps", "val_every", "val_episodes", "test_episodes", "parallel_episodes", "random_phase_batch",
                      "keep_resume"):
             if getattr(self, name) < 1:
-                problems.append(f"training.{name} must be >= 1 (got {getattr(self, name)})")
+                flag = {"max_steps": " (--steps)", "keep_resume": " (--keep-resume)"}.get(name, "")
+                problems.append(f"training.{name}{flag} must be >= 1 (got {getattr(self, name)})")
         if self.random_steps < 0 or self.save_every < 0:
             problems.append("training.random_steps and training.save_every must be >= 0")
         if self.device not in ("cpu", "cuda"):

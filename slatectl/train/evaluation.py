@@ -4,6 +4,7 @@ per run as training.val_seed / training.test_seed), all users at once since the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -45,10 +46,13 @@ def evaluate(env: TopicRec, agent: Agent, episodes: int, seed: int, device: torc
 
 
 def test_checkpoints(registry: Registry, run_id: int, env: TopicRec, agent: Agent, episodes: int, seed: int,
-                     device: torch.device | str) -> list[TestResult]:
-    """Test every checkpoint of the run on the fixed test users and record each result."""
+                     device: torch.device | str, keep_going: Callable[[], bool] = lambda: True) -> list[TestResult]:
+    """Test every checkpoint of the run on the fixed test users and record each result; `keep_going` is
+    asked before each checkpoint (False stops early: a stop request, the heartbeat's chance to run)."""
     results = []
     for checkpoint in registry.list_checkpoints(run_id=run_id):
+        if not keep_going():
+            break
         agent.load_state_dict(registry.load_checkpoint_state(checkpoint.id))
         agent.to(device)
         result = evaluate(env, agent, episodes, seed, device)

@@ -157,9 +157,13 @@ class Trainer:
                     self.reporter.advance(TrainingProgress(step, t.max_steps, t.random_steps, float(returns.mean()),
                                                            last_val, updates_per_s, agent.updates_during_random_phase))
                     heartbeat.beat_if_due()
+                def keep_testing() -> bool:
+                    heartbeat.beat_if_due()
+                    return stops.requested is None
+
                 if stops.requested is None:
                     result.tests = test_checkpoints(self.registry, run_id, env, agent, t.test_episodes, t.test_seed,
-                                                    self.device)
+                                                    self.device, keep_going=keep_testing)
                 stopped_by = stops.requested
         except BaseException as exc:
             self._finish(run_id, exc)
