@@ -240,3 +240,16 @@ def test_phase_clock_waits_for_a_representative_rate():
     phases.update(100)  # the learning phase starts: its rate is measured on its own
     clock.now = 5.0
     assert phases.rate(101) is None
+
+
+def test_a_run_shorter_than_the_random_phase_reports_its_own_end():
+    clock, stream = _FakeClock(), io.StringIO()
+    reporter = PlainReporter("run 1", stream, every_s=1, clock=clock)
+    reporter.start(total_steps=10, first_step=0, random_steps=2000)
+    clock.now = 5.0
+    reporter.advance(TrainingProgress(5, 10, 2000, 1.0, None, None))
+    clock.now = 10.0
+    reporter.advance(TrainingProgress(10, 10, 2000, 1.0, 199.25, None))
+    middle, last = stream.getvalue().splitlines()[-2:]
+    assert "ETA 5 s" in middle and "random phase ends" not in middle
+    assert "ETA" not in last and "val 199.2" in last

@@ -87,7 +87,7 @@ class PhaseClock:
         rate = self.rate(step)
         if rate is None:
             return None
-        end = self.random_steps if self.phase_random else total
+        end = min(self.random_steps, total) if self.phase_random else total
         return max(end - step, 0) / rate
 
 
@@ -125,9 +125,11 @@ def describe(progress: TrainingProgress, clock: PhaseClock) -> str:
     parts.append(f"return {progress.episode_return:.1f}")
     parts.append("val —" if progress.val_return is None else f"val {progress.val_return:.1f}")
     remaining = clock.remaining(progress.step, progress.total_steps)
-    if progress.random_phase:
+    if progress.step >= progress.total_steps:
+        pass
+    elif progress.random_phase and progress.random_steps < progress.total_steps:
         parts.append("random phase ends in " + ("…" if remaining is None else f"~{format_duration(remaining)}"))
-    elif progress.step < progress.total_steps:
+    else:
         parts.append("ETA " + ("estimating…" if remaining is None else format_duration(remaining)))
     return ", ".join(parts)
 
