@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from slatectl.agents import AGENTS
+from slatectl.agents import AGENTS, AgentInputs
 from slatectl.config_tools import build_config
 from slatectl.pretrain.gems_train import GeMSConfig, build_gems
 from slatectl.sim.factory import make_env
@@ -30,7 +30,7 @@ def build_sac_gems(env):
     for p in gems.parameters():
         p.requires_grad_(False)
     latent = GeMSConfig().latent_dim
-    inputs = {"gems": gems, "gems_bounds": (torch.zeros(latent), torch.full((latent,), 2.0))}
+    inputs = AgentInputs(gems=gems, gems_bounds=(torch.zeros(latent), torch.full((latent,), 2.0)))
     return AGENTS["sac-gems"].build(params, env, inputs), params
 
 

@@ -11,6 +11,7 @@ from slatectl.registry.core import RegistryCore
 from slatectl.registry.datasets import DatasetOps
 from slatectl.registry.overview import OverviewOps
 from slatectl.registry.promotions import PromotionOps
+from slatectl.registry.run_lifecycle import RunLifecycleOps
 from slatectl.registry.runs import RunOps
 from slatectl.registry.suggest import SuggestOps
 from slatectl.registry.verify import VerifyOps
@@ -18,7 +19,7 @@ from slatectl.settings import Settings
 from slatectl.storage import ArtifactStore
 
 
-class Registry(RunOps, CheckpointOps, ArtifactOps, PromotionOps, SuggestOps, DatasetOps, VerifyOps, OverviewOps,
+class Registry(RunOps, RunLifecycleOps, CheckpointOps, ArtifactOps, PromotionOps, SuggestOps, DatasetOps, VerifyOps, OverviewOps,
                RegistryCore):
     """Open with `open_registry(settings)`; use as a context manager or call `close()`."""
 

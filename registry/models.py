@@ -13,7 +13,7 @@ from sqlmodel import Field, SQLModel
 QUALITIES = ("random", "medium", "expert")
 # `random` is produced by the uniform random slate policy, so there is no checkpoint to promote for it.
 PROMOTABLE_QUALITIES = ("medium", "expert")
-RUN_STATUSES = ("running", "finished", "failed")
+RUN_STATUSES = ("running", "finished", "failed", "interrupted")
 DATASET_FORMATS = ("npz", "minari")
 
 _AUTOINCREMENT = {"sqlite_autoincrement": True}  # ids are never reused, even after a failed insert

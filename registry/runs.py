@@ -60,7 +60,7 @@ class RunOps:
 
     def finish_run(self, run_id: int, status: str = "finished", error: str | None = None) -> Run:
         if status not in RUN_STATUSES or status == "running":
-            raise BadInput(f"a run finishes as 'finished' or 'failed', not {status!r}.")
+            raise BadInput(f"a run finishes as 'finished', 'failed' or 'interrupted', not {status!r}.")
         with self.write() as session:
             run = _get_run(session, run_id)
             run.status, run.error, run.finished_at = status, error, utcnow()

@@ -8,7 +8,6 @@ typo in a YAML file or a `--set` fails at once with exit code 2 instead of being
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import types
 import typing
@@ -137,13 +136,3 @@ def load_yaml_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadInput(f"config file {str(path)!r} must hold a mapping at the top level.")
     return data
-
-
-def config_to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
-
-
-def config_hash(config: Any) -> str:
-    """SHA-256 of the canonical JSON of a resolved config (dataclass or dict)."""
-    data = config_to_dict(config) if dataclasses.is_dataclass(config) else config
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()

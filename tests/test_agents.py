@@ -10,8 +10,8 @@ import pytest
 import torch
 import yaml
 
-from slatectl.agents import AGENTS
-from slatectl.agents.base import EpisodeBatch
+from slatectl.agents import AGENTS, AgentInputs, trainable_agents
+from slatectl.agents.base import Agent, EpisodeBatch
 from slatectl.agents.belief import GRUBelief
 from slatectl.agents.rankers import GeMSRanker, TopKRanker
 from slatectl.agents.reinforce import discounted_returns
@@ -60,8 +60,8 @@ def _stand_in_gems():
 @pytest.fixture(scope="module")
 def inputs():
     g = torch.Generator().manual_seed(7)
-    return {"gems": _stand_in_gems(), "gems_bounds": (torch.zeros(32) + 0.1, torch.full((32,), 2.0)),
-            "mf": 0.3 * torch.randn(N, 20, generator=g)}
+    return AgentInputs(gems=_stand_in_gems(), gems_bounds=(torch.zeros(32) + 0.1, torch.full((32,), 2.0)),
+                       mf=0.3 * torch.randn(N, 20, generator=g))
 
 
 def build(name, env, inputs, seed=0, **overrides):
@@ -107,7 +107,8 @@ def trainable(agent) -> dict[str, torch.Tensor]:
 # -- registry and configs -------------------------------------------------------------------------------
 
 def test_registry_keys_and_yaml_defaults():
-    assert list(AGENTS) == NAMES
+    assert trainable_agents() == NAMES
+    assert list(AGENTS) == NAMES + ["random"] and not AGENTS["random"].trainable
     for name, spec in AGENTS.items():
         data = yaml.safe_load(resources.files("slatectl.configs").joinpath("agents", f"{name}.yaml").read_text())
         params = build_config(spec.params_cls, data)
@@ -147,11 +148,11 @@ def test_invalid_params_raise_badinput(name, changes):
 
 def test_missing_inputs_raise_badinput(env):
     with pytest.raises(BadInput, match="gems"):
-        AGENTS["sac-gems"].build(AGENTS["sac-gems"].params_cls(), env, {})
+        AGENTS["sac-gems"].build(AGENTS["sac-gems"].params_cls(), env, AgentInputs())
     with pytest.raises(BadInput, match="mf"):
-        AGENTS["sac-topk-mf"].build(AGENTS["sac-topk-mf"].params_cls(), env, {})
+        AGENTS["sac-topk-mf"].build(AGENTS["sac-topk-mf"].params_cls(), env, AgentInputs())
     with pytest.raises(BadInput):
-        AGENTS["sac-topk-mf"].build(AGENTS["sac-topk-mf"].params_cls(), env, {"mf": torch.zeros(10, 20)})
+        AGENTS["sac-topk-mf"].build(AGENTS["sac-topk-mf"].params_cls(), env, AgentInputs(mf=torch.zeros(10, 20)))
 
 
 # -- acting ---------------------------------------------------------------------------------------------
@@ -202,7 +203,7 @@ def test_topk_ranker_returns_true_top10():
 
 
 def test_gems_ranker_is_argmax_per_slot(inputs):
-    gems = inputs["gems"]
+    gems = inputs.gems
     z = torch.randn(5, gems.latent_dim)
     ranker = GeMSRanker(gems)
     ranker.train()
@@ -216,7 +217,7 @@ def test_topk_ideal_uses_env_table(env, inputs):
     agent = build("sac-topk-ideal", env, inputs)
     assert torch.equal(agent.ranker.item_embeddings, env.item_embeddings)
     agent_mf = build("sac-topk-mf", env, inputs)
-    assert torch.equal(agent_mf.ranker.item_embeddings, inputs["mf"])
+    assert torch.equal(agent_mf.ranker.item_embeddings, inputs.mf)
 
 
 # -- belief ---------------------------------------------------------------------------------------------
@@ -325,10 +326,10 @@ def test_wknn_layouts_and_candidates(env, inputs):
     # quirk (i): the default table is a frozen copy of the critic belief's initial table
     agent = build("sac-wknn", env, inputs)
     assert torch.equal(agent.item_table, agent.critic_belief.item_embeddings.weight.detach())
-    assert torch.equal(build("sac-wknn", env, inputs, item_table="mf").item_table, inputs["mf"])
+    assert torch.equal(build("sac-wknn", env, inputs, item_table="mf").item_table, inputs.mf)
     assert torch.equal(build("sac-wknn", env, inputs, item_table="ideal").item_table, env.item_embeddings)
     with pytest.raises(BadInput):
-        AGENTS["sac-wknn"].build(dataclasses.replace(AGENTS["sac-wknn"].params_cls(), item_table="mf"), env, {})
+        AGENTS["sac-wknn"].build(dataclasses.replace(AGENTS["sac-wknn"].params_cls(), item_table="mf"), env, AgentInputs())
 
 
 def test_wknn_critic_action_quirk(env, inputs, batches):
@@ -492,3 +493,41 @@ def test_slateq_click_model_matches_simulator(env_name, inputs):
 def test_slateq_target_is_one_when_gamma_zero(env, inputs, batches):
     agent = build("slateq", env, inputs, gamma=0.0)
     assert agent.update(batches["slateq"])["target_mean"] == pytest.approx(1.0)
+
+
+# -- the contract shared by every agent -------------------------------------------------------------------
+
+def test_random_policy_is_a_registered_agent_keyed_on_user_and_seed(env):
+    from slatectl.train.episodes import play_episodes, record_episodes
+
+    spec = AGENTS["random"]
+    agent = spec.build(spec.params_cls(), env, AgentInputs())
+    assert isinstance(agent, Agent) and agent.optimizers() == {}
+    wide = play_episodes(env, agent, torch.arange(6), 4, "greedy")
+    narrow = record_episodes(env, agent, torch.arange(3, 6), 4, "greedy")
+    assert torch.equal(wide.slates[3:], narrow.episodes.slates)  # a user's slates do not depend on the batch
+    assert narrow.beliefs.shape == (3, env.config.episode_length, 0)
+    assert narrow.bored.shape == (3, env.config.episode_length, env.config.num_topics)
+    other_seed = play_episodes(env, agent, torch.arange(3, 6), 5, "greedy")
+    assert not torch.equal(other_seed.slates, narrow.episodes.slates)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_agent_follows_the_step_schedule_contract(name, env, inputs):
+    agent = build(name, env, inputs)
+    agent.set_step(1234)
+    assert agent.training_step == 1234
+    if name == "slateq":  # the schedule lives in a buffer, so it survives a checkpoint
+        restored = build(name, env, inputs)
+        restored.load_state_dict(agent.state_dict())
+        assert restored.epsilon == agent.epsilon < 1.0
+
+
+def test_click_model_follows_its_inputs_device():
+    from slatectl.sim.click_model import click_probabilities, examination_propensities
+
+    propensities = examination_propensities("mixPBM", K, device="meta")
+    assert propensities.device.type == "meta"
+    probs = click_probabilities(torch.ones(2, K, device="meta"), torch.zeros(2, K, dtype=torch.int64, device="meta"),
+                                propensities, 10, 4, 3.0)
+    assert probs.device.type == "meta" and probs.shape == (2, K)

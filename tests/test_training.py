@@ -7,7 +7,7 @@ import torch
 from typer.testing import CliRunner
 
 from slatectl.registry import open_registry
-from slatectl.agents import AGENTS
+from slatectl.agents import trainable_agents
 from slatectl.cli import app
 from slatectl.errors import BadInput
 from slatectl.settings import Settings
@@ -33,7 +33,7 @@ def settings(tmp_path):
     return Settings.resolve(home=tmp_path / "home")
 
 
-@pytest.mark.parametrize("agent", sorted(AGENTS))
+@pytest.mark.parametrize("agent", trainable_agents())
 def test_every_agent_trains_and_registers_checkpoints_at_requested_steps(agent, settings):
     config = resolve_run_config(agent, "focused_topdown", overrides=_small(agent),
                                 cli_training={"max_steps": 30, "save_every": 20})
@@ -60,11 +60,11 @@ class _StopAt:
     def message(self, text):
         pass
 
-    def start(self, total, first):
+    def start(self, total, first, random_steps):
         pass
 
-    def advance(self, step, episode_return, val_return, updates_per_s):
-        if step >= self.step:
+    def advance(self, progress):
+        if progress.step >= self.step:
             raise KeyboardInterrupt
 
     def stop(self):
@@ -79,7 +79,7 @@ def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(settin
         with pytest.raises(KeyboardInterrupt):
             Trainer(registry, config, _StopAt(25)).run(command="test")
         run_id = registry.list_runs()[0].id
-        assert registry.get_run(run_id).status == "failed"
+        assert registry.get_run(run_id).status == "interrupted"
         assert [c.step for c in registry.list_checkpoints(run_id=run_id)] == [20]
         Trainer.resume(registry, run_id)
         resumed = registry.list_checkpoints(run_id=run_id)

@@ -28,14 +28,14 @@ Reference quirks — what we do:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
-from slatectl.agents.base import ActMode, EpisodeBatch, SingleBeliefAgent
+from slatectl.agents.base import ActMode, Backward, EpisodeBatch, SingleBeliefAgent, default_backward
 from slatectl.agents.belief import GRUBelief
 from slatectl.agents.nets import check_params, common_checks, first_click_index, mlp, random_slates
-from slatectl.agents.sac import default_backward
+from slatectl.agents.pretrained import AgentInputs
+from slatectl.agents.spec import AgentSpec, register_agent
 from slatectl.sim.topicrec import TopicRec
 
 
@@ -111,7 +111,7 @@ class ReinforceSoftmax(SingleBeliefAgent):
         hit = -torch.expm1(self.slate_size * torch.log1p(-log_pi.exp().clamp(max=1.0 - 1e-7)))
         return torch.log(hit + 1e-6), has_click
 
-    def update(self, batch: EpisodeBatch, backward: Callable[[torch.Tensor], None] = default_backward) -> dict[str, float]:
+    def update(self, batch: EpisodeBatch, backward: Backward = default_backward) -> dict[str, float]:
         returns = discounted_returns(batch.rewards, self.params.gamma)
         log_terms, has_click = self.clicked_item_log_terms(batch)
         loss = -(returns * log_terms * has_click.to(log_terms.dtype)).sum(dim=1).mean()
@@ -123,3 +123,10 @@ class ReinforceSoftmax(SingleBeliefAgent):
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"policy": self.optimizer}
+
+
+def build_reinforce(params: ReinforceParams, env: TopicRec, inputs: AgentInputs) -> ReinforceSoftmax:
+    return ReinforceSoftmax(params, env.config.num_items, env.config.slate_size)
+
+
+register_agent(AgentSpec("reinforce-softmax", "REINFORCE+SoftMax", ReinforceParams, build_reinforce))

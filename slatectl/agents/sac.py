@@ -25,23 +25,23 @@ reference's random phase), "explore" = sampled action, "greedy" = center + scale
 Only the actor's belief runs online (the critic's is only used in updates).
 
 The box (center, scale): GeMS → the aggregated-posterior bounds computed at pretraining (passed in as
-`inputs["gems_bounds"]`); TopK → per-dimension min/max of the ranker's item table.
+`inputs.gems_bounds`); TopK → per-dimension min/max of the ranker's item table.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slatectl.agents.base import ActMode, Agent, EpisodeBatch
+from slatectl.agents.base import ActMode, Agent, Backward, EpisodeBatch, default_backward
 from slatectl.agents.belief import GRUBelief
 from slatectl.agents.nets import check_params, common_checks, frozen_copy, mlp, polyak_update
+from slatectl.agents.pretrained import AgentInputs, checked_item_table, require_input
 from slatectl.agents.rankers import GeMSRanker, Ranker, TopKRanker
+from slatectl.agents.spec import AgentSpec, register_agent
 from slatectl.errors import BadInput
 from slatectl.sim.topicrec import Observation, TopicRec
 
@@ -70,10 +70,6 @@ class SACParams:
 
     def validate(self) -> None:
         check_params("agent", common_checks(self) + [(self.alpha >= 0, f"alpha must be >= 0 (got {self.alpha})")])
-
-
-def default_backward(loss: torch.Tensor) -> None:
-    loss.backward()
 
 
 class SACAgent(Agent):
@@ -149,7 +145,7 @@ class SACAgent(Agent):
 
     # -- acting -------------------------------------------------------------------------------------
     @torch.no_grad()
-    def begin_episodes(self, first: Observation) -> None:
+    def begin_episodes(self, first: Observation, user_ids: torch.Tensor | None = None, seed: int | None = None) -> None:
         self.actor_belief.reset(first)
         if self.online_critic_belief:
             self.critic_belief.reset(first)
@@ -185,7 +181,7 @@ class SACAgent(Agent):
         """(E, H, ·) the action input of the critic for the stored transitions."""
         return batch.actions
 
-    def update(self, batch: EpisodeBatch, backward: Callable[[torch.Tensor], None] = default_backward) -> dict[str, float]:
+    def update(self, batch: EpisodeBatch, backward: Backward = default_backward) -> dict[str, float]:
         p = self.params
         E, H = batch.rewards.shape
         n = E * H
@@ -256,24 +252,9 @@ class SACAgent(Agent):
 
 # -- builders -----------------------------------------------------------------------------------------
 
-def _require(inputs: dict, key: str, agent: str) -> object:
-    if inputs.get(key) is None:
-        raise BadInput(f"agent {agent!r} needs the pretrained input {key!r}, which was not provided.")
-    return inputs[key]
-
-
-def _check_table(table: torch.Tensor, env: TopicRec, what: str) -> torch.Tensor:
-    table = torch.as_tensor(table, dtype=torch.float32)
-    if table.ndim != 2 or table.shape[0] != env.config.num_items:
-        raise BadInput(f"{what} must be a ({env.config.num_items}, D) item table, got shape {tuple(table.shape)}.")
-    if not bool(torch.isfinite(table).all()):
-        raise BadInput(f"{what} contains non-finite values.")
-    return table
-
-
-def build_sac_gems(params: SACParams, env: TopicRec, inputs: dict) -> SACAgent:
-    gems = _require(inputs, "gems", "sac-gems")
-    center, scale = _require(inputs, "gems_bounds", "sac-gems")
+def build_sac_gems(params: SACParams, env: TopicRec, inputs: AgentInputs) -> SACAgent:
+    gems = require_input(inputs, "gems", "sac-gems")
+    center, scale = require_input(inputs, "gems_bounds", "sac-gems")
     cfg = env.config
     if int(gems.num_items) != cfg.num_items or int(gems.slate_size) != cfg.slate_size:
         raise BadInput(f"the GeMS model is for {gems.num_items} items × {gems.slate_size} slots; "
@@ -284,16 +265,23 @@ def build_sac_gems(params: SACParams, env: TopicRec, inputs: dict) -> SACAgent:
     return SACAgent(params, cfg.num_items, cfg.slate_size, center, scale, ranker=ranker)
 
 
-def _build_topk(params: SACParams, env: TopicRec, table: torch.Tensor) -> SACAgent:
+def build_sac_topk(params: SACParams, env: TopicRec, table: torch.Tensor) -> SACAgent:
+    """SAC+TopK ranking with the (N, D) item table `table`."""
     ranker = TopKRanker(table, env.config.slate_size)
     center, scale = ranker.action_bounds()
     return SACAgent(params, env.config.num_items, env.config.slate_size, center, scale, ranker=ranker)
 
 
-def build_sac_topk_ideal(params: SACParams, env: TopicRec, inputs: dict) -> SACAgent:
+def build_sac_topk_ideal(params: SACParams, env: TopicRec, inputs: AgentInputs) -> SACAgent:
     """Privileged: ranks with the environment's own item table."""
-    return _build_topk(params, env, _check_table(env.item_embeddings, env, "the environment's item table"))
+    return build_sac_topk(params, env, checked_item_table(env.item_embeddings, env, "the environment's item table"))
 
 
-def build_sac_topk_mf(params: SACParams, env: TopicRec, inputs: dict) -> SACAgent:
-    return _build_topk(params, env, _check_table(_require(inputs, "mf", "sac-topk-mf"), env, "the MF item table"))
+def build_sac_topk_mf(params: SACParams, env: TopicRec, inputs: AgentInputs) -> SACAgent:
+    table = checked_item_table(require_input(inputs, "mf", "sac-topk-mf"), env, "the MF item table")
+    return build_sac_topk(params, env, table)
+
+
+register_agent(AgentSpec("sac-gems", "SAC+GeMS", SACParams, build_sac_gems, needs=("gems",)))
+register_agent(AgentSpec("sac-topk-ideal", "SAC+TopK (ideal)", SACParams, build_sac_topk_ideal, privileged=True))
+register_agent(AgentSpec("sac-topk-mf", "SAC+TopK (MF)", SACParams, build_sac_topk_mf, needs=("mf",)))

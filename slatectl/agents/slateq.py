@@ -8,9 +8,10 @@ Q(s, A) = Σ_{i∈A} P(i | s, A)·Q̄(s, i); the agent knows the true relevances
   from the environment (privileged). "explore": with probability ε the whole slate is random (K i.i.d.
   items, duplicates possible, as in the reference), else greedy, per user; ε = ε_end + (1 − ε_end)·
   exp(−step/ε_decay) = 0.01 + 0.99·exp(−step/1000) with step = the training step (episodes completed,
-  the reference's global_step). The training loop calls `set_step(step)` before each batch of episodes
-  and each update; `update` also advances the counter by one so that the agent keeps a sensible
-  schedule when driven without `set_step`. "random": random slates. "greedy" is used for evaluation.
+  the reference's global_step). The training loop calls `set_step(step)` (the agent contract) before
+  each batch of episodes and each update; `update` also advances the counter by one so that the agent
+  keeps a sensible schedule when driven without `set_step`. The step is a buffer (saved with the
+  weights), so a resumed run continues the schedule. "random": random slates. "greedy" is used for evaluation.
 - Training (first-click assumption), Adam `q_lr` (1e-3) over the Q-net and the critic belief: keep the
   transitions whose clicked slate has a click; j = its first clicked item; target y = 1 + γ(1 − done)·
   Σ_{k∈A'} P(k | s', A')·Q̄'(s', k), where A' = top-K of ρ'·Q̄'(s') with ρ' the relevances recomputed
@@ -39,16 +40,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from slatectl.agents.base import ActMode, EpisodeBatch, SingleBeliefAgent
+from slatectl.agents.base import ActMode, Backward, EpisodeBatch, SingleBeliefAgent, default_backward
 from slatectl.agents.belief import GRUBelief
 from slatectl.agents.nets import check_params, common_checks, first_click_index, frozen_copy, mlp, polyak_update, random_slates
-from slatectl.agents.sac import default_backward
-from slatectl.sim.click_model import relevance
+from slatectl.agents.pretrained import AgentInputs
+from slatectl.agents.spec import AgentSpec, register_agent
+from slatectl.sim.click_model import click_probabilities, relevance
 from slatectl.sim.topicrec import TopicRec
 
 ACT_RELEVANCES = ("masked", "reference-slice", "unmasked")
@@ -89,7 +90,7 @@ class SlateQ(SingleBeliefAgent):
         self.belief = GRUBelief(cfg.num_items, params.item_embedd_dim, cfg.slate_size, params.belief_state_dim)
         self.q = mlp(params.belief_state_dim, params.hidden_qnet, cfg.num_items)
         self.q_target = frozen_copy(self.q)
-        # The true click model (privileged), copied from the environment for the training target.
+        # The true click model's parameters (privileged), read from the environment for the training target.
         self.register_buffer("env_items", env.item_embeddings.detach().clone().float())
         self.register_buffer("env_item_topics", env.item_topics.detach().clone().long())
         self.register_buffer("propensities", env.propensities.detach().clone().float())
@@ -106,7 +107,8 @@ class SlateQ(SingleBeliefAgent):
 
     # -- schedule -----------------------------------------------------------------------------------
     def set_step(self, step: int) -> None:
-        """The training step (episodes completed) that drives ε."""
+        """The training step (episodes completed) that drives ε (kept in the `step` buffer)."""
+        super().set_step(step)
         self.step.fill_(int(step))
 
     @property
@@ -146,18 +148,15 @@ class SlateQ(SingleBeliefAgent):
 
     # -- training -----------------------------------------------------------------------------------
     def click_probabilities(self, slate_relevance: torch.Tensor, slate_topics: torch.Tensor) -> torch.Tensor:
-        """The simulator's position-based click model with its diversity penalty (device-agnostic copy of
-        `slatectl.sim.click_model.click_probabilities`, which allocates on the CPU)."""
-        counts = F.one_hot(slate_topics, self.num_topics).sum(dim=1)
-        crowded = counts.max(dim=1).values >= self.diversity_threshold
-        divisor = torch.where(crowded, self.diversity_penalty, 1.0)
-        return slate_relevance / divisor[:, None] * self.propensities
+        """The simulator's click model (position bias, diversity penalty) on the agent's device."""
+        return click_probabilities(slate_relevance, slate_topics, self.propensities, self.num_topics,
+                                   self.diversity_threshold, self.diversity_penalty)
 
     def next_state_relevances(self, users: torch.Tensor) -> torch.Tensor:
         """(n, D) true user embeddings → (n, N) relevances (no boredom mask)."""
         return relevance(users @ self.env_items.T / self.max_score, self.offset, self.slope)
 
-    def update(self, batch: EpisodeBatch, backward: Callable[[torch.Tensor], None] = default_backward) -> dict[str, float]:
+    def update(self, batch: EpisodeBatch, backward: Backward = default_backward) -> dict[str, float]:
         p = self.params
         E, H = batch.rewards.shape
         n = E * H
@@ -201,3 +200,10 @@ class SlateQ(SingleBeliefAgent):
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"q": self.optimizer}
+
+
+def build_slateq(params: SlateQParams, env: TopicRec, inputs: AgentInputs) -> SlateQ:
+    return SlateQ(params, env)
+
+
+register_agent(AgentSpec("slateq", "SlateQ", SlateQParams, build_slateq, privileged=True))

@@ -54,7 +54,9 @@ import torch
 
 from slatectl.agents.base import ActMode, EpisodeBatch
 from slatectl.agents.nets import check_params, common_checks, random_slates
-from slatectl.agents.sac import SACAgent, SACParams, _check_table, _require
+from slatectl.agents.pretrained import AgentInputs, checked_item_table, require_input
+from slatectl.agents.sac import SACAgent, SACParams
+from slatectl.agents.spec import AgentSpec, register_agent
 from slatectl.errors import BadInput
 from slatectl.sim.topicrec import TopicRec
 
@@ -174,11 +176,14 @@ class WolpertingerSAC(SACAgent):
         return self.slate_embedding(slates)
 
 
-def build_sac_wknn(params: WkNNParams, env: TopicRec, inputs: dict) -> WolpertingerSAC:
+def build_sac_wknn(params: WkNNParams, env: TopicRec, inputs: AgentInputs) -> WolpertingerSAC:
     cfg = env.config
     table = None
     if params.item_table == "ideal":
-        table = _check_table(env.item_embeddings, env, "the environment's item table")
+        table = checked_item_table(env.item_embeddings, env, "the environment's item table")
     elif params.item_table == "mf":
-        table = _check_table(_require(inputs, "mf", "sac-wknn"), env, "the MF item table")
+        table = checked_item_table(require_input(inputs, "mf", "sac-wknn"), env, "the MF item table")
     return WolpertingerSAC(params, cfg.num_items, cfg.slate_size, table)
+
+
+register_agent(AgentSpec("sac-wknn", "SAC+WkNN", WkNNParams, build_sac_wknn))

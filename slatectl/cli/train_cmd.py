@@ -4,53 +4,18 @@ from __future__ import annotations
 
 import shlex
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from slatectl.registry import open_registry
-from slatectl.agents import AGENTS
+from slatectl.agents import trainable_agents
 from slatectl.cli.common import console, err_console, get_settings
 from slatectl.errors import BadInput
-from slatectl.settings import Settings
-from slatectl.sim.config import env_names
-from slatectl.train.config import resolve_run_config
-from slatectl.train.loop import TrainResult, Trainer
-
-
-class RichReporter:
-    """Progress bar with step, episode return, latest validation return and updates/s."""
-
-    def __init__(self, label: str):
-        self.label = label
-        self.progress: Progress | None = None
-        self.task = None
-
-    def message(self, text: str) -> None:
-        err_console.print(f"[dim]{self.label}[/] {text}", highlight=False)
-
-    def start(self, total_steps: int, first_step: int) -> None:
-        self.progress = Progress(
-            TextColumn(f"[bold]{self.label}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("return {task.fields[ret]:6.1f}"), TextColumn("val {task.fields[val]}"),
-            TextColumn("{task.fields[ups]:5.1f} upd/s"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=err_console, transient=False)
-        self.progress.start()
-        self.task = self.progress.add_task("train", total=total_steps, completed=first_step, ret=0.0, val="—", ups=0.0)
-
-    def advance(self, step: int, episode_return: float, val_return: float | None, updates_per_s: float) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, completed=step, ret=episode_return,
-                                 val="—" if val_return is None else f"{val_return:.1f}", ups=updates_per_s)
-
-    def stop(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
+from slatectl.train.loop import TrainResult
+from slatectl.train.orchestration import resolve_run_configs, resume_run, train_runs
+from slatectl.train.progress import make_reporter
 
 
 def render_result(result: TrainResult) -> None:
@@ -63,20 +28,8 @@ def render_result(result: TrainResult) -> None:
     console.print(table)
 
 
-def _train_one(settings: Settings, agent: str, env: str, config_file: Optional[Path], overrides: list[str],
-               cli_training: dict, command: str, show_progress: bool, threads: int | None = None) -> TrainResult:
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)  # K runs on a few cores: avoid oversubscribing them
-    config = resolve_run_config(agent, env, config_file, overrides, cli_training)
-    reporter = RichReporter(f"{agent}/{env}") if show_progress else None
-    with open_registry(settings) as registry:
-        return Trainer(registry, config, reporter, logs_dir=settings.home / "logs").run(command=command)
-
-
 def train(
-    agent: str = typer.Argument(..., help=f"Agent: {' | '.join(AGENTS)}."),
+    agent: str = typer.Argument(..., help=f"Agent: {' | '.join(trainable_agents())}."),
     env: Optional[str] = typer.Option(None, "--env", help="Environment, or `all` for the six one after another (not needed with --resume)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (episodes, each followed by one update) [default: 100000]."),
     save_every: Optional[int] = typer.Option(None, "--save-every", help="Save and register a checkpoint every N steps (and at the end)."),
@@ -86,40 +39,23 @@ def train(
     resume: Optional[int] = typer.Option(None, "--resume", help="Continue run RUN_ID from its last checkpoint."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda [default: cpu]."),
     jobs: int = typer.Option(1, "--jobs", help="With --env all: environments trained at once."),
+    keep_resume: Optional[int] = typer.Option(None, "--keep-resume", help="Resume states kept per run; older ones are deleted [default: 1]."),
 ) -> None:
     """Train an agent online; every --save-every steps validate, save and register a checkpoint.
 
     Example: slatectl train sac-gems --env diffuse_topdown --save-every 50000
     """
     settings = get_settings()
-    command = "slatectl " + shlex.join(sys.argv[1:])
     if resume is not None:
-        with open_registry(settings) as registry:
-            result = Trainer.resume(registry, resume, RichReporter(f"run {resume}"), logs_dir=settings.home / "logs")
-        render_result(result)
+        render_result(resume_run(settings, resume, make_reporter(f"run {resume}", err_console)))
         return
     if env is None:
         raise BadInput("--env is required (an environment name or `all`); see `slatectl env list`.")
-    if agent not in AGENTS:
-        raise BadInput(f"unknown agent {agent!r}. Known agents: {', '.join(AGENTS)}.")
-    if jobs < 1:
-        raise BadInput(f"--jobs must be >= 1 (got {jobs}).")
-    cli_training = {"max_steps": steps, "save_every": save_every, "seed": seed, "device": device}
-    envs = env_names() if env == "all" else [env]
-    # Resolve every config first so a bad key or env fails before any work starts.
-    for name in envs:
-        resolve_run_config(agent, name, config_file, overrides, cli_training)
-    if jobs == 1 or len(envs) == 1:
-        for name in envs:
-            render_result(_train_one(settings, agent, name, config_file, overrides, cli_training, command, True))
-        return
-    import os
-
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(_train_one, settings, agent, name, config_file, overrides, cli_training, command, False, threads)
-                   for name in envs]
-        for name, future in zip(envs, futures):
-            result = future.result()
-            err_console.print(f"{name}: run {result.run_id} finished")
-            render_result(result)
+    cli_training = {"max_steps": steps, "save_every": save_every, "seed": seed, "device": device,
+                    "keep_resume": keep_resume}
+    configs = resolve_run_configs(agent, env, config_file, overrides, cli_training)
+    command = "slatectl " + shlex.join(sys.argv[1:])
+    for result in train_runs(settings, configs, command, jobs, reporter_for=lambda label: make_reporter(label, err_console)):
+        if jobs > 1:
+            err_console.print(f"run {result.run_id} finished")
+        render_result(result)

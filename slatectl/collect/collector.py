@@ -31,19 +31,18 @@ import torch
 
 from slatectl.registry import Dataset, Registry, resolve_random_return
 from slatectl import __version__
-from slatectl.agents import AGENTS
+from slatectl.agents import AgentInputs
 from slatectl.agents.base import Agent
 from slatectl.collect.minari_export import export_minari
 from slatectl.collect.npz import write_npz
 from slatectl.errors import BadInput
-from slatectl.sim.factory import make_env
-from slatectl.sim.policies import RandomSlatePolicy
 from slatectl.sim.topicrec import TopicRec
-from slatectl.train import inputs as pretrained
-from slatectl.train.config import run_config_from_dict
-from slatectl.train.episodes import play_episodes
+from slatectl.train.assembly import build_agent, load_checkpoint_agent
+from slatectl.train.config import resolve_run_config
+from slatectl.train.episodes import RecordedEpisodes, record_episodes
 
 QUALITIES = ("random", "medium", "expert")
+RANDOM_POLICY = "random"  # the agent that collects the `random` quality
 
 
 @dataclass(frozen=True)
@@ -66,45 +65,18 @@ class CollectRequest:
 
 def agent_for_checkpoint(registry: Registry, checkpoint_id: int) -> tuple[TopicRec, Agent, dict]:
     """Rebuild the checkpoint's env and agent from registered artifacts only (hashes checked)."""
+    loaded = load_checkpoint_agent(registry, checkpoint_id)
     checkpoint = registry.get_checkpoint(checkpoint_id)
-    run = registry.get_run(checkpoint.run_id)
-    config = run_config_from_dict(run.config)
-    env = make_env(config.env)
-    inputs: dict = {}
-    for artifact_id in run.inputs:
-        artifact = registry.get_artifact(artifact_id)
-        if artifact.kind == pretrained.GEMS_KIND:
-            inputs["gems"], inputs["gems_bounds"] = pretrained.load_gems(registry, artifact)
-        elif artifact.kind == pretrained.MF_KIND:
-            inputs["mf"] = pretrained.load_mf(registry, artifact)
-    agent = AGENTS[config.agent_name].build(config.agent, env, inputs)
-    agent.load_state_dict(registry.load_checkpoint_state(checkpoint_id))
+    run = registry.get_run(loaded.run_id)
+    return loaded.env, loaded.agent, {"run_id": run.id, "agent": loaded.config.agent_name, "config_hash": run.config_hash,
+                                      "step": checkpoint.step, "val_return": checkpoint.val_return_mean}
+
+
+def random_policy_agent(env_name: str) -> tuple[TopicRec, Agent]:
+    """The uniform random policy, assembled like any agent (its slates depend on the user ids and seed)."""
+    env, agent = build_agent(resolve_run_config(RANDOM_POLICY, env_name), AgentInputs())
     agent.eval()
-    return env, agent, {"run_id": run.id, "agent": config.agent_name, "config_hash": run.config_hash,
-                        "step": checkpoint.step, "val_return": checkpoint.val_return_mean}
-
-
-class _RandomAgent(Agent):
-    """The uniform random slate policy behind the Agent interface (no belief, no action vector)."""
-
-    def __init__(self, seed: int):
-        super().__init__()
-        self.policy, self.seed = RandomSlatePolicy(), seed
-
-    def begin_episodes(self, first) -> None:
-        self._batch = first.slate.shape[0]
-
-    def start_users(self, user_ids: torch.Tensor) -> None:
-        self.policy.reset(user_ids, self.seed)
-
-    def act(self, env, mode):
-        return self.policy.act(env), torch.zeros(env.batch_size, 0)
-
-    def observe(self, observation) -> None:
-        pass
-
-    def belief_state(self) -> torch.Tensor:
-        return torch.zeros(self._batch, 0)
+    return env, agent
 
 
 def collect_dataset(registry: Registry, request: CollectRequest,
@@ -113,7 +85,7 @@ def collect_dataset(registry: Registry, request: CollectRequest,
     promotion = checkpoint = None
     lineage: dict = {}
     if request.quality == "random":
-        env, agent = make_env(request.env), _RandomAgent(request.seed)
+        env, agent = random_policy_agent(request.env)
     else:
         promotion, checkpoint = registry.promoted_checkpoint(request.env, request.quality)
         env, agent, lineage = agent_for_checkpoint(registry, checkpoint.id)
@@ -121,14 +93,11 @@ def collect_dataset(registry: Registry, request: CollectRequest,
     parts: dict[str, list[np.ndarray]] = {}
     for first in range(0, request.episodes, request.batch_size):
         ids = torch.arange(first, min(first + request.batch_size, request.episodes))
-        if isinstance(agent, _RandomAgent):
-            agent.start_users(ids)
-        record: dict[str, torch.Tensor] = {}
-        batch = play_episodes(env, agent, ids, request.seed, "greedy", record=record)
-        for name, array in _transitions(batch, record).items():
+        recorded = record_episodes(env, agent, ids, request.seed, "greedy")
+        for name, array in _transitions(recorded).items():
             parts.setdefault(name, []).append(array)
         if on_batch is not None:
-            on_batch(first + ids.numel(), float(batch.rewards.sum(dim=1).mean()))
+            on_batch(first + ids.numel(), float(recorded.episodes.rewards.sum(dim=1).mean()))
     arrays = {name: np.concatenate(chunks) for name, chunks in parts.items()}
     returns = arrays["episode_returns"]
     metadata = {"env": request.env, "quality": request.quality, "seed": request.seed, "episodes": request.episodes,
@@ -191,7 +160,8 @@ def _scratch_dir(registry: Registry) -> str:
     return str(scratch)
 
 
-def _transitions(batch, record) -> dict[str, np.ndarray]:
+def _transitions(recorded: RecordedEpisodes) -> dict[str, np.ndarray]:
+    batch = recorded.episodes
     E, H = batch.rewards.shape
     flat = lambda t: t.reshape(E * H, *t.shape[2:]).numpy()  # noqa: E731
     terminals = np.zeros((E, H), dtype=np.uint8)
@@ -199,7 +169,7 @@ def _transitions(batch, record) -> dict[str, np.ndarray]:
     return {
         "observations/slate": flat(batch.slates[:, :H].to(torch.int16)),
         "observations/clicks": flat(batch.clicks[:, :H].to(torch.uint8)),
-        "observations/belief": flat(record["beliefs"].float()),
+        "observations/belief": flat(recorded.beliefs.float()),
         "actions/slate": flat(batch.rec_slates.to(torch.int16)),
         "actions/latent": flat(batch.actions.float()),
         "rewards": flat(batch.rewards.float()),
@@ -209,5 +179,5 @@ def _transitions(batch, record) -> dict[str, np.ndarray]:
         "final/clicks": batch.clicks[:, H].to(torch.uint8).numpy(),
         "final/user_state": batch.user_states[:, H].float().numpy(),
         "infos/user_state": flat(batch.user_states[:, :H].float()),
-        "infos/bored": flat(record["bored"]),
+        "infos/bored": flat(recorded.bored),
     }

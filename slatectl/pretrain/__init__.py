@@ -1,9 +1,9 @@
 """Pretraining on logged data: the GeMS slate VAE and BPR matrix-factorisation item embeddings.
 
 See docs/algorithms.md §2–3. Library code only: registering artifacts and the CLI live elsewhere.
-Modules: `gems` (the model), `gems_train` (GeMSConfig, train_gems; imports Lightning), `mf` (MFConfig,
-BPRMatrixFactorization, train_mf). Names are re-exported lazily so that importing the model for RL does
-not pull in Lightning.
+Modules: `gems` (the model), `gems_train` (GeMSConfig, train_gems), `mf` (MFConfig,
+BPRMatrixFactorization, train_mf); both training loops are plain PyTorch (`slatectl.harness`). Names are
+re-exported lazily so that importing one part does not import the others.
 """
 
 from __future__ import annotations

@@ -1,25 +1,25 @@
-"""Pretraining GeMS on logged slates with PyTorch Lightning (docs/algorithms.md §2).
+"""Pretraining GeMS on logged slates (docs/algorithms.md §2), a plain PyTorch loop (`slatectl.harness`).
 
 Reference schedule: first 10 % of the logged episodes are validation, the rest training, flattened to
 single slates; batch 256; Adam 1e-3; `max_epochs` epochs (15 in pretrain_GeMS.yml); the weights of the
 epoch with the lowest validation loss (decoded from z = mu) are kept.
+
+The loop runs on `accelerator` (cpu | cuda): the logged slates are moved to the device once and each
+batch is one index into them, with no per-batch framework hooks (pl.Trainer cost 3× this loop), and the
+running training loss stays on the device (no per-batch host sync).
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from slatectl.harness import resolve_device, seeded
 from slatectl.pretrain.data import check_logged_pair, num_validation
 from slatectl.pretrain.gems import GeMS
 
@@ -46,7 +46,7 @@ class GeMSConfig:
     reparam_noise: str = "variance"  # reference sampler; "std" for the textbook VAE
     num_items: int = 1000
     item_dim: int = 20
-    accelerator: str = "cpu"
+    accelerator: str = "cpu"  # the device: cpu | cuda
 
     def __post_init__(self) -> None:
         if self.lambda_prior != 0.0:
@@ -60,8 +60,10 @@ class GeMSConfig:
             raise ValueError(f"max_slates must be >= 2 or None, got {self.max_slates}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.lr <= 0 or self.lambda_click < 0 or self.lambda_KL < 0:
-            raise ValueError("lr must be > 0 and the loss weights >= 0")
+        if not (math.isfinite(self.lr) and self.lr > 0) or not (self.lambda_click >= 0 and self.lambda_KL >= 0):
+            raise ValueError("lr must be finite and > 0 and the loss weights >= 0")
+        if self.accelerator not in ("cpu", "cuda"):
+            raise ValueError(f"accelerator must be cpu or cuda, got {self.accelerator!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,26 +82,10 @@ def build_gems(config: GeMSConfig, slate_size: int = 10) -> GeMS:
 # -- data ---------------------------------------------------------------------------------------------
 
 
-class _SlateRows(Dataset):
-    """Rows of (slate, clicks) fetched a whole batch at a time (one fancy-index per batch, not 256
-    per-item calls: the reference data has 9 M training slates)."""
-
-    def __init__(self, slates: Tensor, clicks: Tensor) -> None:
-        self.slates = slates
-        self.clicks = clicks
-
-    def __len__(self) -> int:
-        return self.slates.shape[0]
-
-    def __getitem__(self, rows: list[int]) -> tuple[Tensor, Tensor]:
-        idx = torch.as_tensor(rows, dtype=torch.long)
-        return self.slates[idx].long(), self.clicks[idx].float()
-
-
-def _loader(slates: Tensor, clicks: Tensor, batch_size: int, shuffle: bool, generator: torch.Generator) -> DataLoader:
-    rows = _SlateRows(slates, clicks)
-    order = RandomSampler(rows, generator=generator) if shuffle else SequentialSampler(rows)
-    return DataLoader(rows, sampler=BatchSampler(order, batch_size, drop_last=False), batch_size=None)
+def _batches(rows: int, batch_size: int, generator: torch.Generator | None) -> Iterator[Tensor]:
+    """Row indices per batch: a fresh permutation per epoch (generator given) or file order."""
+    order = torch.randperm(rows, generator=generator) if generator is not None else torch.arange(rows)
+    return iter(order.split(batch_size))
 
 
 def _split_logged(slates: Tensor, clicks: Tensor, config: GeMSConfig) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
@@ -122,7 +108,7 @@ def _split_logged(slates: Tensor, clicks: Tensor, config: GeMSConfig) -> tuple[t
     return (slates[n_val:], clicks[n_val:]), (slates[:n_val], clicks[:n_val])
 
 
-# -- lightning ----------------------------------------------------------------------------------------
+# -- training -----------------------------------------------------------------------------------------
 
 
 class _ValidationTotals:
@@ -152,86 +138,56 @@ def reconstruction_scores(model: GeMS, slates: Tensor, clicks: Tensor) -> dict[s
     }
 
 
-class GeMSLightning(pl.LightningModule):
-    """Lightning wrapper: one optimiser step per batch of slates; tracks the best validation epoch."""
-
-    def __init__(self, model: GeMS, config: GeMSConfig, progress_callback: ProgressCallback | None = None,
-                 batch_callback: BatchCallback | None = None) -> None:
-        super().__init__()
-        self.batch_callback = batch_callback
-        self.model = model
-        self.config = config
-        self.progress_callback = progress_callback
-        self.history: list[dict[str, float]] = []
-        self.best_val_loss = math.inf
-        self.best_epoch = -1
-        self.best_state: dict[str, Tensor] | None = None
-        self._train_sum = torch.zeros(())
-        self._train_count = 0
-        self._val = _ValidationTotals()
-        self._val_means: dict[str, float] = {}
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
-
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        slates, clicks = batch
-        losses = self.model.loss(slates, clicks, self.config.lambda_click, self.config.lambda_KL, sample=True)
-        # Kept as a tensor: calling .item() every step would force a sync on GPU.
-        self._train_sum = self._train_sum.to(losses["total"].device) + losses["total"].detach() * slates.shape[0]
-        self._train_count += slates.shape[0]
-        return losses["total"]
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self.batch_callback is not None:
-            self.batch_callback(self.current_epoch, batch_idx + 1, int(self.trainer.num_training_batches))
-
-    def on_validation_epoch_start(self) -> None:
-        self._val = _ValidationTotals()
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        slates, clicks = batch
-        losses = self.model.loss(slates, clicks, self.config.lambda_click, self.config.lambda_KL, sample=False)
-        self._val.add(slates.shape[0], {f"val_{k}": v.item() for k, v in losses.items()})
-
-    def on_validation_epoch_end(self) -> None:
-        self._val_means = self._val.means()
-        val_loss = self._val_means["val_total"]
-        if val_loss < self.best_val_loss:
-            self.best_val_loss = val_loss
-            self.best_epoch = self.current_epoch
-            self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-
-    def on_train_epoch_end(self) -> None:
-        # Lightning 2.x runs the epoch's validation before this hook, so both losses are known here.
-        train_loss = (self._train_sum / max(self._train_count, 1)).item()
-        self._train_sum, self._train_count = torch.zeros(()), 0
-        row = {"epoch": float(self.current_epoch), "train_loss": train_loss}
-        row["val_loss"] = self._val_means.get("val_total", math.nan)
-        self.history.append(row)
-        if self.progress_callback is not None:
-            self.progress_callback(dict(row))
+@dataclass
+class _Outcome:
+    history: list[dict[str, float]]
+    best_val_loss: float = math.inf
+    best_epoch: int = -1
+    best_state: dict[str, Tensor] | None = None
 
 
-@contextmanager
-def _quiet_lightning() -> Iterator[None]:
-    """Silence Lightning's banner and the single-process dataloader hints (we load in-process on
-    purpose: batches are slices of in-memory tensors)."""
-    loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            warnings.filterwarnings("ignore", message=".*number of training batches.*")
-            warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
-            warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning-internal deprecation
-            warnings.filterwarnings("ignore", message=".*have no `val_dataloader`.*")  # val_fraction = 0
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+@torch.no_grad()
+def _validation_loss(model: GeMS, slates: Tensor, clicks: Tensor, config: GeMSConfig) -> float:
+    model.eval()
+    total, rows = torch.zeros((), device=slates.device), 0
+    for index in _batches(slates.shape[0], config.batch_size, None):
+        s, c = slates[index].long(), clicks[index].float()
+        total += model.loss(s, c, config.lambda_click, config.lambda_KL, sample=False)["total"] * s.shape[0]
+        rows += s.shape[0]
+    return (total / rows).item()
+
+
+def _fit(model: GeMS, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], config: GeMSConfig, seed: int,
+         progress_callback: ProgressCallback | None, batch_callback: BatchCallback | None) -> _Outcome:
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    shuffle = torch.Generator().manual_seed(seed) if config.shuffle else None
+    (train_slates, train_clicks), (val_slates, val_clicks) = train, val
+    per_epoch = math.ceil(train_slates.shape[0] / config.batch_size)
+    outcome = _Outcome(history=[])
+    for epoch in range(config.max_epochs):
+        model.train()
+        loss_sum, rows = torch.zeros((), device=train_slates.device), 0
+        for done, index in enumerate(_batches(train_slates.shape[0], config.batch_size, shuffle), start=1):
+            index = index.to(train_slates.device)
+            slates, clicks = train_slates[index].long(), train_clicks[index].float()
+            loss = model.loss(slates, clicks, config.lambda_click, config.lambda_KL, sample=True)["total"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * slates.shape[0]
+            rows += slates.shape[0]
+            if batch_callback is not None:
+                batch_callback(epoch, done, per_epoch)
+        row = {"epoch": float(epoch), "train_loss": (loss_sum / max(rows, 1)).item(), "val_loss": math.nan}
+        if val_slates.shape[0]:
+            row["val_loss"] = _validation_loss(model, val_slates, val_clicks, config)
+            if row["val_loss"] < outcome.best_val_loss:
+                outcome.best_val_loss, outcome.best_epoch = row["val_loss"], epoch
+                outcome.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        outcome.history.append(row)
+        if progress_callback is not None:
+            progress_callback(dict(row))
+    return outcome
 
 
 def train_gems(
@@ -250,47 +206,33 @@ def train_gems(
     """
     (train_slates, train_clicks), (val_slates, val_clicks) = _split_logged(slates, clicks, config)
     slate_size = train_slates.shape[1]
+    device = resolve_device(config.accelerator)
     # enable_grad: independent of a global grad mode the caller left off (simulator rollouts do).
-    with torch.random.fork_rng(devices=[]), _quiet_lightning(), torch.enable_grad():
-        torch.manual_seed(seed)
-        model = build_gems(config, slate_size)
-        module = GeMSLightning(model, config, progress_callback, batch_callback)
-        shuffle_gen = torch.Generator().manual_seed(seed)
-        train_loader = _loader(train_slates, train_clicks, config.batch_size, config.shuffle, shuffle_gen)
-        val_loader = (
-            _loader(val_slates, val_clicks, config.batch_size, False, shuffle_gen) if val_slates.shape[0] else None
-        )
-        trainer = pl.Trainer(
-            max_epochs=config.max_epochs,
-            accelerator=config.accelerator,
-            devices=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            limit_val_batches=1.0 if val_loader is not None else 0,
-        )
-        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    with seeded(seed, device), torch.enable_grad():
+        model = build_gems(config, slate_size).to(device)
+        train = (train_slates.to(device), train_clicks.to(device))
+        val = (val_slates.to(device), val_clicks.to(device))
+        outcome = _fit(model, train, val, config, seed, progress_callback, batch_callback)
 
-    model = module.model.cpu()
-    if module.best_state is not None:
-        model.load_state_dict(module.best_state)
+    model = model.cpu()
+    if outcome.best_state is not None:
+        model.load_state_dict(outcome.best_state)
     model.eval()
-    metrics = _final_metrics(model, module, val_slates, val_clicks, n_train=train_slates.shape[0])
+    metrics = _final_metrics(model, outcome, config, val_slates, val_clicks, n_train=train_slates.shape[0])
     return model, metrics
 
 
 @torch.no_grad()
-def _final_metrics(model: GeMS, module: GeMSLightning, val_slates: Tensor, val_clicks: Tensor, n_train: int) -> dict[str, Any]:
-    history = module.history
-    kept = module.best_epoch if module.best_epoch >= 0 else len(history) - 1
+def _final_metrics(model: GeMS, outcome: _Outcome, config: GeMSConfig, val_slates: Tensor, val_clicks: Tensor,
+                   n_train: int) -> dict[str, Any]:
+    history = outcome.history
+    kept = outcome.best_epoch if outcome.best_epoch >= 0 else len(history) - 1
     metrics: dict[str, Any] = {
         "epochs_run": len(history),
         "best_epoch": kept,
         "train_loss": history[-1]["train_loss"] if history else math.nan,
         "train_loss_best_epoch": history[kept]["train_loss"] if history else math.nan,
-        "val_loss": module.best_val_loss if module.best_state is not None else math.nan,
+        "val_loss": outcome.best_val_loss if outcome.best_state is not None else math.nan,
         "n_train_slates": n_train,
         "n_val_slates": int(val_slates.shape[0]),
         "history": history,
@@ -301,7 +243,7 @@ def _final_metrics(model: GeMS, module: GeMSLightning, val_slates: Tensor, val_c
         for start in range(0, val_slates.shape[0], chunk):
             s = val_slates[start : start + chunk].long()
             c = val_clicks[start : start + chunk].float()
-            losses = model.loss(s, c, module.config.lambda_click, module.config.lambda_KL, sample=False)
+            losses = model.loss(s, c, config.lambda_click, config.lambda_KL, sample=False)
             values = {f"val_{k}": v.item() for k, v in losses.items() if k != "total"}
             values.update({f"val_{k}": v for k, v in reconstruction_scores(model, s, c).items()})
             totals.add(s.shape[0], values)

@@ -5,7 +5,9 @@ The first `val_fraction` of the episodes are validation users. They are unseen b
 *folded in*: a validation user's vector is the mean item embedding of its clicks in the first half of
 its episode, and it is scored on its second-half clicks against fixed uniform negatives. The
 reference's validation bugs (training during validation, user-id collisions, batch×batch scores) are
-deliberately not reproduced.
+deliberately not reproduced. Like every training loop here it is plain PyTorch (`slatectl.harness`): on
+the CPU, with explicit seeds (one generator for the data order and negatives, a forked global RNG for
+the initial weights), so a seed fixes the result and the caller's RNG is left untouched.
 """
 
 from __future__ import annotations

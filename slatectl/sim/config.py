@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from importlib import resources
 from typing import Any
 
@@ -41,9 +41,6 @@ class EnvConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    def with_overrides(self, **changes: Any) -> "EnvConfig":
-        return _validated(replace(self, **changes))
 
 
 def _validated(cfg: EnvConfig) -> EnvConfig:

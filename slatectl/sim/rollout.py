@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 
 from slatectl.sim.policies import SlatePolicy
+from slatectl.sim.seeds import VALIDATION_SEED
 from slatectl.sim.topicrec import TopicRec
 
 
@@ -69,7 +70,7 @@ def rollout(
 
 #: Users of the random-policy reference return: the validation users of training (configs/training.yaml
 #: val_seed), so "share of the random return" compares like with like.
-RANDOM_RETURN_SEED = 1_000_003
+RANDOM_RETURN_SEED = VALIDATION_SEED  # the random policy is compared with validation returns
 
 
 def random_return(env_name: str, episodes: int = 1000) -> float:

@@ -14,13 +14,14 @@ from typing import Any
 
 import yaml
 
-from slatectl.agents import AGENTS
-from slatectl.config_tools import apply_overrides, build_config, config_hash, load_yaml_file, merge
+from slatectl.agents import AGENTS, agent_spec
+from slatectl.config_tools import apply_overrides, build_config, load_yaml_file, merge
 from slatectl.errors import BadInput
 from slatectl.pretrain.gems_train import GeMSConfig
 from slatectl.pretrain.logged import LoggedDataConfig
 from slatectl.pretrain.mf import MFConfig
 from slatectl.sim.config import load_env_config
+from slatectl.sim.seeds import TEST_SEED, VALIDATION_SEED
 
 MF_SEED = 2022  # reference train_MF seed
 
@@ -36,15 +37,18 @@ class TrainingConfig:
     save_every: int = 0
     parallel_episodes: int = 1
     random_phase_batch: int = 200
-    val_seed: int = 1_000_003
-    test_seed: int = 2_000_003
+    val_seed: int = VALIDATION_SEED
+    test_seed: int = TEST_SEED
     device: str = "cpu"
+    keep_resume: int = 1  # resume states kept per run (--keep-resume)
 
     def validate(self) -> None:
         problems = []
-        for name in ("max_steps", "val_every", "val_episodes", "test_episodes", "parallel_episodes", "random_phase_batch"):
+        for name in ("max_steps", "val_every", "val_episodes", "test_episodes", "parallel_episodes", "random_phase_batch",
+                     "keep_resume"):
             if getattr(self, name) < 1:
-                problems.append(f"training.{name} must be >= 1 (got {getattr(self, name)})")
+                flag = {"max_steps": " (--steps)", "keep_resume": " (--keep-resume)"}.get(name, "")
+                problems.append(f"training.{name}{flag} must be >= 1 (got {getattr(self, name)})")
         if self.random_steps < 0 or self.save_every < 0:
             problems.append("training.random_steps and training.save_every must be >= 0")
         if self.device not in ("cpu", "cuda"):
@@ -53,6 +57,14 @@ class TrainingConfig:
             problems.append("training.seed, training.val_seed and training.test_seed must differ (validation and test users are distinct from training users)")
         if problems:
             raise BadInput("; ".join(problems) + ".")
+
+    def untrained_warning(self, updates_during_random_phase: bool = False) -> str | None:
+        """A warning when every step falls in the random phase (so every checkpoint is untrained)."""
+        if updates_during_random_phase or self.max_steps > self.random_steps:
+            return None
+        return (f"warning: {self.max_steps:,} steps is not more than the random phase ({self.random_steps:,} steps): "
+                "the agent is never updated and every checkpoint is untrained; use more --steps or lower "
+                "training.random_steps.")
 
     def save_steps(self) -> list[int]:
         """Steps at which a checkpoint is saved: N, 2N, … and always the final step."""
@@ -70,13 +82,13 @@ class RunConfig:
     gems: GeMSConfig = field(default_factory=GeMSConfig)
     mf: MFConfig = field(default_factory=MFConfig)
 
+    @property
+    def spec(self):
+        return AGENTS[self.agent_name]
+
     def to_dict(self) -> dict[str, Any]:
         return {"agent_name": self.agent_name, "env": self.env, "training": asdict(self.training),
                 "agent": asdict(self.agent), "logged": asdict(self.logged), "gems": asdict(self.gems), "mf": asdict(self.mf)}
-
-    @property
-    def hash(self) -> str:
-        return config_hash(self.to_dict())
 
 
 def _configs_file(*parts: str) -> dict[str, Any]:
@@ -90,8 +102,7 @@ def pretrain_defaults() -> dict[str, dict[str, Any]]:
 
 
 def default_config_dict(agent_name: str) -> dict[str, Any]:
-    if agent_name not in AGENTS:
-        raise BadInput(f"unknown agent {agent_name!r}. Known agents: {', '.join(AGENTS)}.")
+    agent_spec(agent_name)  # unknown name → BadInput listing the agents
     return {"training": _configs_file("training.yaml"), "agent": _configs_file("agents", f"{agent_name}.yaml"),
             **pretrain_defaults()}
 
@@ -122,7 +133,9 @@ def resolve_run_config(agent_name: str, env: str, config_file: Path | None = Non
 
 
 def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
-    """Rebuild a stored resolved config (for --resume)."""
+    """Rebuild a stored resolved config (for --resume and collection); keys other than the config's
+    sections (the run's recorded `runtime`) are ignored. Keys added since the run was recorded take
+    their defaults."""
     return RunConfig(
         agent_name=data["agent_name"], env=data["env"],
         training=build_config(TrainingConfig, data["training"], "training."),

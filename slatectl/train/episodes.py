@@ -1,22 +1,45 @@
-"""Play whole episodes of an agent in the simulator, batched over users (training, validation, test)."""
+"""Play whole episodes of an agent in the simulator, batched over users (training, validation, test,
+collection)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
 from slatectl.agents.base import ActMode, Agent, EpisodeBatch
-from slatectl.sim.topicrec import TopicRec
+from slatectl.sim.topicrec import Observation, TopicRec
+
+
+@dataclass
+class RecordedEpisodes:
+    """Episodes plus what the agent and the simulator knew at each step (for datasets)."""
+
+    episodes: EpisodeBatch
+    beliefs: torch.Tensor  # (B, H, S) the belief each action was taken on
+    bored: torch.Tensor  # (B, H, T) bool: the user's bored topics during each step
 
 
 @torch.no_grad()
 def play_episodes(env: TopicRec, agent: Agent, user_ids: torch.Tensor, seed: int, mode: ActMode,
-                  device: torch.device | str = "cpu", record: dict[str, torch.Tensor] | None = None) -> EpisodeBatch:
+                  device: torch.device | str = "cpu") -> EpisodeBatch:
     """Run B = len(user_ids) users for one episode each with the agent acting in `mode`.
 
     Returns the episodes in the layout of `EpisodeBatch` (on CPU). The environment is always on CPU;
-    observations are moved to the agent's device only for acting. With `record` (a dict), also fills
-    record["beliefs"] (B, H, S): the belief each action was taken on, and record["bored"] (B, H, T).
+    observations are moved to the agent's device only for acting.
     """
+    return _play(env, agent, user_ids, seed, mode, device, record=False).episodes
+
+
+@torch.no_grad()
+def record_episodes(env: TopicRec, agent: Agent, user_ids: torch.Tensor, seed: int, mode: ActMode,
+                    device: torch.device | str = "cpu") -> RecordedEpisodes:
+    """`play_episodes`, also returning the agent's beliefs and the users' boredom at every step."""
+    return _play(env, agent, user_ids, seed, mode, device, record=True)
+
+
+def _play(env: TopicRec, agent: Agent, user_ids: torch.Tensor, seed: int, mode: ActMode,
+          device: torch.device | str, record: bool) -> RecordedEpisodes:
     cfg = env.config
     B, H, K = user_ids.shape[0], cfg.episode_length, cfg.slate_size
     slates = torch.empty(B, H + 1, K, dtype=torch.int64)
@@ -25,17 +48,18 @@ def play_episodes(env: TopicRec, agent: Agent, user_ids: torch.Tensor, seed: int
     rec_slates = torch.empty(B, H, K, dtype=torch.int64)
     rewards = torch.empty(B, H, dtype=torch.float32)
     user_states = torch.empty(B, H + 1, cfg.embedding_dim, dtype=torch.float32)
+    beliefs: torch.Tensor | None = None
+    bored = torch.empty(B, H, cfg.num_topics, dtype=torch.bool) if record else None
 
     first = env.reset(user_ids, seed)
     slates[:, 0], clicks[:, 0], user_states[:, 0] = first.slate, first.clicks, env.user
-    agent.begin_episodes(_to(first, device))
+    agent.begin_episodes(_to(first, device), user_ids, seed)
     for t in range(H):
-        if record is not None:
+        if record:
             belief = agent.belief_state().to("cpu")
-            if t == 0:
-                record["beliefs"] = torch.empty(B, H, belief.shape[1])
-                record["bored"] = torch.empty(B, H, cfg.num_topics, dtype=torch.bool)
-            record["beliefs"][:, t] = belief
+            if beliefs is None:
+                beliefs = torch.empty(B, H, belief.shape[1])
+            beliefs[:, t] = belief
         slate, action = agent.act(env, mode)
         result = env.step(slate.to("cpu"))
         agent.observe(_to(result.observation, device))
@@ -46,12 +70,14 @@ def play_episodes(env: TopicRec, agent: Agent, user_ids: torch.Tensor, seed: int
             actions[:, t] = action.to("cpu")
         rewards[:, t] = result.reward
         user_states[:, t + 1] = result.user_state
-        if record is not None:
-            record["bored"][:, t] = result.bored
-    return EpisodeBatch(slates, clicks, actions, rec_slates, rewards, user_states)
+        if bored is not None:
+            bored[:, t] = result.bored
+    episodes = EpisodeBatch(slates, clicks, actions, rec_slates, rewards, user_states)
+    return RecordedEpisodes(episodes, beliefs if beliefs is not None else torch.empty(B, H, 0),
+                            bored if bored is not None else torch.empty(B, H, 0, dtype=torch.bool))
 
 
-def _to(observation, device):
+def _to(observation: Observation, device) -> Observation:
     if str(device) == "cpu":
         return observation
     return type(observation)(slate=observation.slate.to(device), clicks=observation.clicks.to(device))

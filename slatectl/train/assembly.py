@@ -1,0 +1,84 @@
+"""The one way an agent is assembled from a run's config: training, `--resume` and collection use it.
+
+`build_agent(config, inputs)` makes the environment and the agent; the pretrained inputs come either
+from `ensure_agent_inputs` (a new run: found in the registry, or built once and registered) or from
+`registered_agent_inputs` (a recorded run: exactly the artifacts it recorded, files hash-checked).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from slatectl.agents import AgentInputs
+from slatectl.agents.base import Agent
+from slatectl.registry import Registry
+from slatectl.sim.factory import make_env
+from slatectl.sim.topicrec import TopicRec
+from slatectl.train import inputs as pretrained
+from slatectl.train.config import MF_SEED, RunConfig, run_config_from_dict
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class ResolvedInputs:
+    inputs: AgentInputs
+    artifact_ids: list[int] = field(default_factory=list)  # recorded as the run's inputs (lineage)
+
+
+def ensure_agent_inputs(registry: Registry, config: RunConfig, say: Say) -> ResolvedInputs:
+    """The pretrained inputs `config`'s agent needs, found in the registry or built and registered."""
+    needs = config.spec.needs_for(config.agent)
+    if not needs:
+        return ResolvedInputs(AgentInputs())
+    env = make_env(config.env)
+    logged = pretrained.ensure_logged_data(registry, env, config.logged, say=say)
+    values: dict = {}
+    ids = [logged.id]
+    if "gems" in needs:
+        artifact = pretrained.ensure_gems(registry, env, logged, config.gems, config.training.seed, say=say)
+        values["gems"], values["gems_bounds"] = pretrained.load_gems(registry, artifact)
+        ids.append(artifact.id)
+    if "mf" in needs:
+        artifact = pretrained.ensure_mf(registry, env, logged, config.mf, MF_SEED, say=say)
+        values["mf"] = pretrained.load_mf(registry, artifact)
+        ids.append(artifact.id)
+    return ResolvedInputs(AgentInputs(**values), ids)
+
+
+def registered_agent_inputs(registry: Registry, artifact_ids: Sequence[int]) -> ResolvedInputs:
+    """The pretrained inputs a run recorded, loaded by id (SHA-256 checked by the registry)."""
+    values: dict = {}
+    for artifact_id in artifact_ids:
+        artifact = registry.get_artifact(artifact_id)
+        if artifact.kind == pretrained.GEMS_KIND:
+            values["gems"], values["gems_bounds"] = pretrained.load_gems(registry, artifact)
+        elif artifact.kind == pretrained.MF_KIND:
+            values["mf"] = pretrained.load_mf(registry, artifact)
+    return ResolvedInputs(AgentInputs(**values), [int(i) for i in artifact_ids])
+
+
+def build_agent(config: RunConfig, inputs: AgentInputs) -> tuple[TopicRec, Agent]:
+    """The environment of `config` and a fresh agent for it (the only place agents are built)."""
+    env = make_env(config.env)
+    return env, config.spec.build(config.agent, env, inputs)
+
+
+@dataclass
+class CheckpointAgent:
+    env: TopicRec
+    agent: Agent
+    config: RunConfig
+    run_id: int
+
+
+def load_checkpoint_agent(registry: Registry, checkpoint_id: int) -> CheckpointAgent:
+    """A registered checkpoint's env and agent (eval mode), rebuilt from registered things only."""
+    checkpoint = registry.get_checkpoint(checkpoint_id)
+    run = registry.get_run(checkpoint.run_id)
+    config = run_config_from_dict(run.config)
+    env, agent = build_agent(config, registered_agent_inputs(registry, run.inputs).inputs)
+    agent.load_state_dict(registry.load_checkpoint_state(checkpoint_id))
+    agent.eval()
+    return CheckpointAgent(env, agent, config, run.id)

@@ -1,0 +1,93 @@
+"""Checkpoints and resume states of a run: what is saved at a save step, and how a run is resumed.
+
+At each save step, in this order:
+1. the resume state (agent weights and schedule buffers, optimizer states, the filled part of the
+   replay, the torch RNG, the step and its validation result) is registered as an artifact of kind
+   `resume-state` (the store writes it to a temporary file, fsyncs and renames: atomic);
+2. the checkpoint (agent weights) is registered with its validation return;
+3. older resume states of the run beyond the newest `keep` are pruned.
+A kill between 1 and 2 leaves a resume state whose checkpoint `--resume` registers; a kill before 3
+leaves one resume state too many, pruned by the next save (or `registry gc`). Never a checkpoint that
+cannot be resumed from, never a pruned state that is the newest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from slatectl.agents.base import Agent
+from slatectl.registry import Checkpoint, Registry
+from slatectl.train.evaluation import Evaluation
+from slatectl.train.replay import EpisodeReplay
+
+RESUME_STATE_KIND = "resume-state"
+
+
+@dataclass
+class ResumeState:
+    step: int
+    agent: dict[str, torch.Tensor]
+    optimizers: dict[str, dict]
+    replay: dict[str, torch.Tensor]
+    torch_rng: torch.Tensor
+    val: Evaluation
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "agent": self.agent, "optimizers": self.optimizers, "replay": self.replay,
+                "torch_rng": self.torch_rng,
+                "val": {"mean": self.val.mean, "std": self.val.std, "episodes": self.val.episodes}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ResumeState":
+        val = data["val"]
+        return cls(int(data["step"]), data["agent"], data["optimizers"], data["replay"], data["torch_rng"],
+                   Evaluation(float(val["mean"]), float(val["std"]), int(val["episodes"])))
+
+    def restore(self, agent: Agent, replay: EpisodeReplay, device: torch.device) -> None:
+        """Put the agent, its optimizers, the replay and the torch RNG back as they were at `step`."""
+        agent.load_state_dict(self.agent)
+        agent.to(device)  # before the optimizer states, so they land on the same device
+        for name, optimizer in agent.optimizers().items():
+            optimizer.load_state_dict(self.optimizers[name])
+        replay.load_state_dict(self.replay)
+        torch.set_rng_state(self.torch_rng)
+        agent.set_step(self.step)
+
+
+def capture_resume_state(step: int, agent: Agent, replay: EpisodeReplay, val: Evaluation) -> ResumeState:
+    return ResumeState(step, cpu_state(agent.state_dict()),
+                       {name: opt.state_dict() for name, opt in agent.optimizers().items()},
+                       replay.state_dict(), torch.get_rng_state(), val)
+
+
+def save_step(registry: Registry, run_id: int, env_name: str, episode_length: int, state: ResumeState,
+              keep_resume: int) -> Checkpoint:
+    """Register the resume state, then the checkpoint, then prune older resume states (module doc)."""
+    registry.register_artifact(RESUME_STATE_KIND, env_name, state.to_dict(), run_id=run_id,
+                               config={"run_id": run_id, "step": state.step})
+    checkpoint = register_checkpoint(registry, run_id, state.step, state.agent, state.val, episode_length)
+    registry.prune_resume_states(run_id, keep=keep_resume)
+    return checkpoint
+
+
+def register_checkpoint(registry: Registry, run_id: int, step: int, agent_state: dict[str, Any], val: Evaluation,
+                        episode_length: int) -> Checkpoint:
+    return registry.register_checkpoint(
+        run_id, step, cpu_state(agent_state), val_return_mean=val.mean, val_return_std=val.std,
+        val_episodes=val.episodes, episodes=step, env_steps=step * episode_length)
+
+
+def latest_resume_state(registry: Registry, run_id: int, env_name: str) -> ResumeState | None:
+    """The run's resume state with the highest step (hash-checked on load), or None."""
+    states = [a for a in registry.list_artifacts(kind=RESUME_STATE_KIND, env=env_name) if a.run_id == run_id]
+    if not states:
+        return None
+    newest = max(states, key=lambda a: (a.config["step"], a.id))
+    return ResumeState.from_dict(registry.load_artifact_state(newest.id))
+
+
+def cpu_state(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.detach().to("cpu") if isinstance(v, torch.Tensor) else v) for k, v in state.items()}

@@ -1,0 +1,76 @@
+"""Several training runs from one request: `train AGENT --env all --jobs K`, and `--resume`.
+
+Every run's config is resolved (and so validated) before the first one starts, so a bad key or
+environment fails before any work. With `jobs` > 1 the runs go to a pool of worker processes, each with
+`cpu_count // jobs` torch threads (at least 1) so K runs do not oversubscribe the cores; each worker
+reports with plain progress lines labelled by agent/env.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+from slatectl.agents import agent_spec
+from slatectl.errors import BadInput
+from slatectl.registry import open_registry
+from slatectl.settings import Settings
+from slatectl.sim.config import env_names
+from slatectl.train.config import RunConfig, resolve_run_config
+from slatectl.train.loop import TrainResult, Trainer
+from slatectl.train.progress import PlainReporter, TrainingReporter
+
+ReporterFactory = Callable[[str], TrainingReporter]
+ALL_ENVS = "all"
+
+
+def resolve_run_configs(agent: str, env: str, config_file: Path | None = None, overrides: list[str] | None = None,
+                        cli_training: dict[str, Any] | None = None) -> list[RunConfig]:
+    """One resolved config per environment (`env` may be `all`); BadInput before any work."""
+    agent_spec(agent, trainable=True)
+    envs = env_names() if env == ALL_ENVS else [env]
+    return [resolve_run_config(agent, name, config_file, overrides, cli_training) for name in envs]
+
+
+def logs_dir(settings: Settings) -> Path:
+    return settings.home / "logs"
+
+
+def train_one(settings: Settings, config: RunConfig, command: str, reporter: TrainingReporter | None = None) -> TrainResult:
+    with open_registry(settings) as registry:
+        return Trainer(registry, config, reporter, logs_dir=logs_dir(settings)).run(command=command)
+
+
+def resume_run(settings: Settings, run_id: int, reporter: TrainingReporter | None = None) -> TrainResult:
+    with open_registry(settings) as registry:
+        return Trainer.resume(registry, run_id, reporter, logs_dir=logs_dir(settings))
+
+
+def threads_per_job(jobs: int) -> int:
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def train_runs(settings: Settings, configs: list[RunConfig], command: str, jobs: int = 1,
+               reporter_for: ReporterFactory | None = None) -> Iterator[TrainResult]:
+    """Train every config, `jobs` at a time; yields each result in the order of `configs`."""
+    if jobs < 1:
+        raise BadInput(f"--jobs must be >= 1 (got {jobs}).")
+    label = lambda c: f"{c.agent_name}/{c.env}"  # noqa: E731
+    if jobs == 1 or len(configs) == 1:
+        for config in configs:
+            yield train_one(settings, config, command, reporter_for(label(config)) if reporter_for else None)
+        return
+    threads = threads_per_job(jobs)
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(_train_in_worker, settings, config, command, threads, label(config)) for config in configs]
+        for future in futures:
+            yield future.result()
+
+
+def _train_in_worker(settings: Settings, config: RunConfig, command: str, threads: int, label: str) -> TrainResult:
+    torch.set_num_threads(threads)  # before any torch work in this process
+    return train_one(settings, config, command, PlainReporter(label))

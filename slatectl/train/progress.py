@@ -1,0 +1,210 @@
+"""Progress reporting of a training run: a live bar on a terminal, plain periodic lines elsewhere.
+
+The loop calls `start`, then `advance(TrainingProgress)` after every batch of steps, then `stop`;
+`message` is for one-off lines (inputs being built, warnings, "resuming run 3 at step 2,000").
+
+- ETA: from the average rate of the current phase (random phase, then learning), which is stable (a
+  moving window of a few batches jumps with every validation pause). During the random phase the
+  learning rate is not known yet, so the report says when the random phase ends instead of guessing.
+- The random phase is labelled: "random phase: no updates until step N".
+- Numbers are formatted for people: thousands separators, one decimal for returns, no `None`.
+Without a terminal (CI, a log file) `PlainReporter` prints one line every `every_s` seconds (10 by
+default), at the end of the random phase and at the last step.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Protocol, TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+@dataclass(frozen=True)
+class TrainingProgress:
+    step: int  # steps done
+    total_steps: int
+    random_steps: int  # random actions before this step
+    episode_return: float  # mean return of the latest training episodes
+    val_return: float | None  # the latest validation return, if any yet
+    updates_per_s: float | None  # agent updates per second of update time (None before the first update)
+    updates_during_random_phase: bool = False  # REINFORCE: updates from the first step
+
+    @property
+    def random_phase(self) -> bool:
+        return self.step < self.random_steps
+
+
+class TrainingReporter(Protocol):
+    def message(self, text: str) -> None: ...
+    def start(self, total_steps: int, first_step: int, random_steps: int) -> None: ...
+    def advance(self, progress: TrainingProgress) -> None: ...
+    def stop(self) -> None: ...
+
+
+class SilentReporter:
+    def message(self, text: str) -> None:
+        pass
+
+    def start(self, total_steps: int, first_step: int, random_steps: int) -> None:
+        pass
+
+    def advance(self, progress: TrainingProgress) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class PhaseClock:
+    """Steps per second averaged over the current phase (random, then learning), and the ETA."""
+
+    MIN_SECONDS = 2.0  # no rate before the phase has run this long (a first batch is not representative)
+
+    def __init__(self, first_step: int, random_steps: int, clock=time.perf_counter):
+        self.clock = clock
+        self.random_steps = random_steps
+        self.phase_random = first_step < random_steps
+        self.phase_start = (clock(), first_step)
+
+    def update(self, step: int) -> None:
+        if self.phase_random and step >= self.random_steps:
+            self.phase_random = False
+            self.phase_start = (self.clock(), step)
+
+    def rate(self, step: int) -> float | None:
+        started, first = self.phase_start
+        elapsed = self.clock() - started
+        if elapsed < self.MIN_SECONDS or step <= first:
+            return None
+        return (step - first) / elapsed
+
+    def remaining(self, step: int, total: int) -> float | None:
+        """Seconds to the end of the run (learning phase) or of the random phase (random phase)."""
+        rate = self.rate(step)
+        if rate is None:
+            return None
+        end = min(self.random_steps, total) if self.phase_random else total
+        return max(end - step, 0) / rate
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def format_rate(per_s: float) -> str:
+    return f"{per_s:.1f}" if per_s >= 1 else f"{per_s:.2f}"
+
+
+def random_phase_label(random_steps: int, updates_during_random_phase: bool = False) -> str:
+    if updates_during_random_phase:
+        return f"random phase: random actions until step {random_steps:,} (this agent updates from the start)"
+    return f"random phase: no updates until step {random_steps:,}"
+
+
+def describe(progress: TrainingProgress, clock: PhaseClock) -> str:
+    """The status text shared by both reporters (everything but the step counter)."""
+    parts = []
+    if progress.random_phase:
+        parts.append(random_phase_label(progress.random_steps, progress.updates_during_random_phase))
+    rate = clock.rate(progress.step)
+    if rate is not None:
+        parts.append(f"{format_rate(rate)} steps/s")
+    if progress.updates_per_s is not None and (progress.updates_during_random_phase or not progress.random_phase):
+        parts.append(f"{format_rate(progress.updates_per_s)} updates/s")
+    parts.append(f"return {progress.episode_return:.1f}")
+    parts.append("val —" if progress.val_return is None else f"val {progress.val_return:.1f}")
+    remaining = clock.remaining(progress.step, progress.total_steps)
+    if progress.step >= progress.total_steps:
+        pass
+    elif progress.random_phase and progress.random_steps < progress.total_steps:
+        parts.append("random phase ends in " + ("…" if remaining is None else f"~{format_duration(remaining)}"))
+    else:
+        parts.append("ETA " + ("estimating…" if remaining is None else format_duration(remaining)))
+    return ", ".join(parts)
+
+
+class PlainReporter:
+    """One plain progress line every `every_s` seconds (for logs and CI)."""
+
+    def __init__(self, label: str, stream: TextIO | None = None, every_s: float = 10.0, clock=time.perf_counter):
+        self.label, self.stream, self.every_s, self.clock = label, stream or sys.stderr, every_s, clock
+        self._phase_clock: PhaseClock | None = None
+        self._last_line = -float("inf")
+        self._was_random = False
+
+    def message(self, text: str) -> None:
+        self._write(f"{self.label}: {text}")
+
+    def start(self, total_steps: int, first_step: int, random_steps: int) -> None:
+        self._phase_clock = PhaseClock(first_step, random_steps, self.clock)
+        self._was_random = first_step < random_steps
+        self._last_line = self.clock()
+        if self._was_random:
+            self.message(f"random phase: random actions until step {random_steps:,}")
+
+    def advance(self, progress: TrainingProgress) -> None:
+        self._phase_clock.update(progress.step)
+        phase_ended = self._was_random and not progress.random_phase
+        self._was_random = progress.random_phase
+        now = self.clock()
+        if now - self._last_line < self.every_s and not phase_ended and progress.step < progress.total_steps:
+            return
+        self._last_line = now
+        share = 100 * progress.step / progress.total_steps
+        self.message(f"step {progress.step:,}/{progress.total_steps:,} ({share:.0f}%), "
+                     + describe(progress, self._phase_clock))
+
+    def stop(self) -> None:
+        pass
+
+    def _write(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
+
+
+class RichReporter:
+    """A live progress bar with the same status text (for terminals)."""
+
+    def __init__(self, label: str, console: Console):
+        self.label, self.console = label, console
+        self.progress: Progress | None = None
+        self.task = None
+        self._phase_clock: PhaseClock | None = None
+
+    def message(self, text: str) -> None:
+        self.console.print(f"[dim]{self.label}[/] {text}", highlight=False)
+
+    def start(self, total_steps: int, first_step: int, random_steps: int) -> None:
+        self._phase_clock = PhaseClock(first_step, random_steps)
+        self.progress = Progress(TextColumn(f"[bold]{self.label}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("{task.fields[status]}"), console=self.console)
+        self.progress.start()
+        status = random_phase_label(random_steps) if first_step < random_steps else ""
+        self.task = self.progress.add_task("train", total=total_steps, completed=first_step, status=status)
+
+    def advance(self, progress: TrainingProgress) -> None:
+        if self.progress is not None:
+            self._phase_clock.update(progress.step)
+            self.progress.update(self.task, completed=progress.step, status=describe(progress, self._phase_clock))
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def make_reporter(label: str, console: Console) -> TrainingReporter:
+    """A live bar when `console` is a terminal, plain periodic lines otherwise."""
+    if console.is_terminal:
+        return RichReporter(label, console)
+    return PlainReporter(label, console.file)
