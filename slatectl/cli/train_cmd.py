@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -14,12 +15,17 @@ from rich.table import Table
 
 from slatectl.registry import open_registry
 from slatectl.agents import AGENTS
-from slatectl.cli.common import console, err_console, get_settings
+from slatectl.cli.common import (JOBS_RANGE, STEPS_RANGE, TRAIN_SEED_RANGE, DEVICE_HELP, Device, console, err_console,
+                                 get_settings)
+from slatectl.device import resolve_device
 from slatectl.errors import BadInput
 from slatectl.settings import Settings
 from slatectl.sim.config import env_names
 from slatectl.train.config import resolve_run_config
+from slatectl.threads import configure_torch_threads
 from slatectl.train.loop import TrainResult, Trainer
+
+AgentName = Enum("AgentName", {name: name for name in AGENTS}, type=str)  # --help lists the agents, one source
 
 
 class RichReporter:
@@ -59,16 +65,13 @@ def render_result(result: TrainResult) -> None:
         table.add_column(column, justify="right")
     for r in result.tests:
         table.add_row(str(r.checkpoint_id), f"{r.step:,}", "★" if r.best else "", f"{r.val_return:.2f}",
-                      f"{r.test_mean:.2f}", f"{r.test_std:.2f}", str(r.episodes))
+                      f"{r.test_mean:.2f}", f"{r.test_std:.2f}", f"{r.episodes:,}")
     console.print(table)
 
 
 def _train_one(settings: Settings, agent: str, env: str, config_file: Optional[Path], overrides: list[str],
-               cli_training: dict, command: str, show_progress: bool, threads: int | None = None) -> TrainResult:
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)  # K runs on a few cores: avoid oversubscribing them
+               cli_training: dict, command: str, show_progress: bool, jobs: int = 1) -> TrainResult:
+    configure_torch_threads(settings.threads, jobs)  # K runs on a few cores: avoid oversubscribing them
     config = resolve_run_config(agent, env, config_file, overrides, cli_training)
     reporter = RichReporter(f"{agent}/{env}") if show_progress else None
     with open_registry(settings) as registry:
@@ -76,35 +79,40 @@ def _train_one(settings: Settings, agent: str, env: str, config_file: Optional[P
 
 
 def train(
-    agent: str = typer.Argument(..., help=f"Agent: {' | '.join(AGENTS)}."),
-    env: Optional[str] = typer.Option(None, "--env", help="Environment, or `all` for the six one after another (not needed with --resume)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (episodes, each followed by one update) [default: 100000]."),
-    save_every: Optional[int] = typer.Option(None, "--save-every", help="Save and register a checkpoint every N steps (and at the end)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Training seed [default: 58407201]."),
-    config_file: Optional[Path] = typer.Option(None, "--config", help="YAML file of overrides (sections training, agent, logged, gems, mf)."),
-    overrides: list[str] = typer.Option([], "--set", help="Override one value: --set agent.gamma=0.9 (repeatable)."),
-    resume: Optional[int] = typer.Option(None, "--resume", help="Continue run RUN_ID from its last checkpoint."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda [default: cpu]."),
-    jobs: int = typer.Option(1, "--jobs", help="With --env all: environments trained at once."),
+    agent: AgentName = typer.Argument(..., metavar="AGENT", help="Agent to train."),
+    env: Optional[str] = typer.Option(None, "--env", metavar="ENV", help="Environment (see `slatectl env list`), or `all` for the six one after another (not needed with --resume)."),
+    steps: Optional[int] = typer.Option(None, "--steps", metavar="N", **STEPS_RANGE, help="Training steps (episodes, each followed by one update) [default: 100000]."),
+    save_every: Optional[int] = typer.Option(None, "--save-every", metavar="N", **STEPS_RANGE, help="Save and register a checkpoint every N steps (and at the end)."),
+    seed: Optional[int] = typer.Option(None, "--seed", metavar="SEED", **TRAIN_SEED_RANGE, help="Training seed [default: 58407201]."),
+    config_file: Optional[Path] = typer.Option(None, "--config", metavar="FILE.yaml", help="YAML file of overrides (sections training, agent, logged, gems, mf)."),
+    overrides: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override one config value, e.g. --set agent.gamma=0.9 (repeatable)."),
+    resume: Optional[int] = typer.Option(None, "--resume", metavar="RUN_ID", min=1, max=2**63 - 1, help="Continue run RUN_ID from its last checkpoint."),
+    device: Optional[Device] = typer.Option(None, "--device", help=DEVICE_HELP + " [default: training.device, cpu]"),
+    jobs: int = typer.Option(1, "--jobs", metavar="K", **JOBS_RANGE, help="With --env all: environments trained at once (each with its share of --threads)."),
 ) -> None:
     """Train an agent online; every --save-every steps validate, save and register a checkpoint.
 
+    Metrics go to <home>/logs as CSV, and as TensorBoard event files when TensorBoard is installed
+    (pip install "slatectl[tensorboard]"; view with tensorboard --logdir <home>/logs/tensorboard).
+    Torch uses `slatectl --threads N` CPU threads in total (default 1 per concurrent job).
+
     Example: slatectl train sac-gems --env diffuse_topdown --save-every 50000
+
+    Example: slatectl --threads 2 train slateq --env all --jobs 2 --steps 20000 --set agent.gamma=0.9
     """
     settings = get_settings()
+    agent = agent.value
     command = "slatectl " + shlex.join(sys.argv[1:])
     if resume is not None:
+        configure_torch_threads(settings.threads)
         with open_registry(settings) as registry:
             result = Trainer.resume(registry, resume, RichReporter(f"run {resume}"), logs_dir=settings.home / "logs")
         render_result(result)
         return
     if env is None:
         raise BadInput("--env is required (an environment name or `all`); see `slatectl env list`.")
-    if agent not in AGENTS:
-        raise BadInput(f"unknown agent {agent!r}. Known agents: {', '.join(AGENTS)}.")
-    if jobs < 1:
-        raise BadInput(f"--jobs must be >= 1 (got {jobs}).")
-    cli_training = {"max_steps": steps, "save_every": save_every, "seed": seed, "device": device}
+    resolved_device = None if device is None else resolve_device(device, say=lambda text: err_console.print(text, highlight=False))
+    cli_training = {"max_steps": steps, "save_every": save_every, "seed": seed, "device": resolved_device}
     envs = env_names() if env == "all" else [env]
     # Resolve every config first so a bad key or env fails before any work starts.
     for name in envs:
@@ -113,11 +121,8 @@ def train(
         for name in envs:
             render_result(_train_one(settings, agent, name, config_file, overrides, cli_training, command, True))
         return
-    import os
-
-    threads = max(1, (os.cpu_count() or 1) // jobs)
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(_train_one, settings, agent, name, config_file, overrides, cli_training, command, False, threads)
+        futures = [pool.submit(_train_one, settings, agent, name, config_file, overrides, cli_training, command, False, jobs)
                    for name in envs]
         for name, future in zip(envs, futures):
             result = future.result()

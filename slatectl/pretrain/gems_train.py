@@ -113,7 +113,7 @@ def _split_logged(slates: Tensor, clicks: Tensor, config: GeMSConfig) -> tuple[t
     if config.max_slates is not None:
         slates, clicks = slates[: config.max_slates], clicks[: config.max_slates]
     rows = slates.shape[0]
-    if rows % steps_per_episode == 0:
+    if rows % steps_per_episode == 0 and rows // steps_per_episode >= 2:
         n_val = num_validation(rows // steps_per_episode, config.val_fraction) * steps_per_episode
     else:
         n_val = num_validation(rows, config.val_fraction)

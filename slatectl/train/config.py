@@ -49,6 +49,8 @@ class TrainingConfig:
             problems.append("training.random_steps and training.save_every must be >= 0")
         if self.device not in ("cpu", "cuda"):
             problems.append(f"training.device must be cpu or cuda (got {self.device!r})")
+        if not 0 <= self.seed < 2**32:  # Lightning's seed_everything seeds numpy, which takes 32-bit seeds
+            problems.append(f"training.seed must lie in [0, 2^32) (got {self.seed})")
         if len({self.seed, self.val_seed, self.test_seed}) < 3:
             problems.append("training.seed, training.val_seed and training.test_seed must differ (validation and test users are distinct from training users)")
         if problems:
