@@ -89,3 +89,19 @@ def test_top_level_help_lists_every_command_without_loading_it():
 def test_unknown_command_suggests_a_lazy_one():
     result = runner.invoke(app, ["trian"])
     assert result.exit_code == 2 and "Did you mean 'train'" in result.output
+
+
+def complete(words: str) -> list[str]:
+    env = {"_SLATECTL_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split(" ")) - 1)}
+    result = runner.invoke(app, [], env=env, prog_name="slatectl")
+    assert result.exit_code == 0, result.output
+    return result.stdout.split()
+
+
+def test_shell_completion_knows_lazy_commands_and_choices():
+    assert complete("slatectl re") == ["registry"]
+    assert "inspect" in complete("slatectl ") and "train" in complete("slatectl ")
+    assert complete("slatectl env ro") == ["rollout"]
+    assert "sac-gems" in complete("slatectl train ")
+    assert "--threads" in complete("slatectl --")
+    assert "--install-completion" in runner.invoke(app, ["--help"]).stdout
