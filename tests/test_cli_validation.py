@@ -64,12 +64,14 @@ def test_train_device_cuda_without_a_gpu(tmp_path):
 @pytest.mark.parametrize("extra, fragment", [
     (["--seed", "1e23"], "--seed"), (["--seed", str(2**64)], "--seed"), (["--seed", "-1"], "--seed"),
     (["--episodes", str(10**20)], "--episodes"), (["--episodes", "0"], "--episodes"), (["--batch", "0"], "--batch"),
-    (["--quality", "great"], "--quality"), (["--format", "csv"], "--format"),
+    (["--quality", "great"], "--quality"), (["--format", "csv"], "--format"), (["--env", "nowhere"], "unknown environment"),
 ])
 def test_collect_refuses_before_any_work(tmp_path, extra, fragment):
     base = ["collect", "--quality", "random", "--env", "focused_topdown", "--episodes", "2"]
     home = tmp_path / "home"
     args = base + extra if "--quality" not in extra else ["collect", "--env", "focused_topdown", *extra]
+    if "--env" in extra:
+        args = ["collect", "--quality", "random", *extra]
     assert_refused(invoke(home, *args), fragment)
     assert not home.exists()
 
@@ -121,3 +123,17 @@ def test_run_table_has_no_python_reprs(home_with_a_run):
     for leak in ("None", "[]", "{'"):
         assert leak not in result.stdout, (leak, result.stdout)
     assert "training.max_steps=2000" in result.stdout
+
+
+def test_device_auto_takes_cuda_when_visible_and_says_so(monkeypatch):
+    from slatectl import device
+
+    said = []
+    monkeypatch.setattr(device.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(device.torch.cuda, "get_device_name", lambda index=0: "Fake GPU")
+    assert device.resolve_device("auto", say=said.append) == "cuda"
+    assert said and "Fake GPU" in said[0]
+    assert device.resolve_device("cuda") == "cuda" and device.resolve_device("cpu") == "cpu"
+    monkeypatch.setattr(device.torch.cuda, "is_available", lambda: False)
+    said.clear()
+    assert device.resolve_device("auto", say=said.append) == "cpu" and said == []

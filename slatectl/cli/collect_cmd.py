@@ -41,9 +41,10 @@ def collect(
     CollectRequest(env, quality, episodes, seed, fmt, batch).validate()
     configure_torch_threads(get_settings().threads)
     results = []
+    named_envs = None if env == "all" else [load_env_config(env).name]  # an unknown env fails before the registry opens
     with open_registry(get_settings()) as registry:
-        if env != "all":
-            envs = [load_env_config(env).name]
+        if named_envs is not None:
+            envs = named_envs
         elif quality == "random":
             envs = env_names()
         else:
