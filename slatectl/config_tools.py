@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -54,18 +55,45 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())
                                            or (isinstance(value, str) and value.strip().lstrip("-").isdigit())):
             raise BadInput(f"config key {where!r} must be an integer, got {value!r}.")
-        return int(value)
+        return _check_int_range(int(value), where)
     if annotation is float:
         try:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise BadInput(f"config key {where!r} must be a number, got {value!r}.") from None
+        return _check_float_range(number, where)
     if annotation is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise BadInput(f"config key {where!r} must be a string, got {value!r}.")
         return str(value)
+    return value
+
+
+# Every integer is stored in the registry as a signed 64-bit value; seeds also feed generators that
+# refuse negatives. Learning rates must be positive and every float finite (NaN/inf would train nothing).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _last_key(where: str) -> str:
+    return where.rsplit(".", 1)[-1].split("[", 1)[0]
+
+
+def _check_int_range(value: int, where: str) -> int:
+    key = _last_key(where)
+    low = 0 if key == "seed" or key.endswith("_seed") else INT64_MIN
+    if not low <= value <= INT64_MAX:
+        raise BadInput(f"config key {where!r} must lie in [{low}, 2^63), got {value}.")
+    return value
+
+
+def _check_float_range(value: float, where: str) -> float:
+    if not math.isfinite(value):
+        raise BadInput(f"config key {where!r} must be a finite number, got {value}.")
+    key = _last_key(where)
+    if (key == "lr" or key.endswith("_lr")) and value <= 0:
+        raise BadInput(f"config key {where!r} is a learning rate and must be > 0, got {value}.")
     return value
 
 

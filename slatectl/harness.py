@@ -1,7 +1,7 @@
 """The one training harness style of slatectl: plain PyTorch with an explicit device and explicit seeds.
 
 GeMS pretraining, MF pretraining and the RL loop all write their loop by hand and use the helpers here
-for the two things a framework would otherwise do: put the work on a device (`resolve_device`) and fix
+for the two things a framework would otherwise do: put the work on a device (`torch_device`) and fix
 the randomness (`seed_everything`, `seeded`). Backward is `loss.backward()` (agents take a `backward`
 callable so a future mixed-precision or distributed harness can swap it in one place).
 
@@ -21,18 +21,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from slatectl.errors import BadInput
+from slatectl.device import resolve_device
 
-DEVICES = ("cpu", "cuda")
-
-
-def resolve_device(name: str) -> torch.device:
-    """`cpu` or `cuda` as a torch.device; BadInput when unknown or when no CUDA device is present."""
-    if name not in DEVICES:
-        raise BadInput(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}.")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BadInput("--device cuda was asked for but no CUDA device is available; use --device cpu.")
-    return torch.device(name)
+def torch_device(name: str) -> torch.device:
+    """The torch.device of a config's `device` (`auto`, `cpu`, `cuda`), checked by `slatectl.device`."""
+    return torch.device(resolve_device(name))
 
 
 def seed_everything(seed: int) -> None:

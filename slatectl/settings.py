@@ -1,4 +1,5 @@
-"""Where the registry and the artifact store live (resolved once from CLI options / environment)."""
+"""Process-wide settings resolved once from CLI options / environment: where the registry and the
+artifact store live, whether to show tracebacks, and how many CPU threads torch may use."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from slatectl.errors import BadInput
+
 DEFAULT_HOME = Path(".slatectl")
+MAX_THREADS = 1024  # far above any CPU this runs on; a bound so a typo cannot ask for 10**20 threads
 
 
 @dataclass(frozen=True)
@@ -14,14 +18,34 @@ class Settings:
     home: Path
     registry_url: str
     debug: bool = False
+    # Total torch CPU threads for a compute command (split across its concurrent jobs); None = 1 per job.
+    threads: int | None = None
 
     @property
     def artifacts_dir(self) -> Path:
         return self.home / "artifacts"
 
     @classmethod
-    def resolve(cls, home: Path | str | None = None, registry_url: str | None = None, debug: bool = False) -> "Settings":
+    def resolve(cls, home: Path | str | None = None, registry_url: str | None = None, debug: bool = False,
+                threads: int | None = None) -> "Settings":
         home_path = Path(home or os.environ.get("SLATECTL_HOME") or DEFAULT_HOME).expanduser()
         url = registry_url or os.environ.get("SLATECTL_REGISTRY_URL") or f"sqlite:///{(home_path / 'registry.db').as_posix()}"
         debug = debug or os.environ.get("SLATECTL_DEBUG", "") not in ("", "0", "false", "False")
-        return cls(home=home_path, registry_url=url, debug=debug)
+        if threads is None:
+            threads = parse_threads(os.environ.get("SLATECTL_THREADS"), "SLATECTL_THREADS")
+        else:
+            threads = parse_threads(threads, "--threads")
+        return cls(home=home_path, registry_url=url, debug=debug, threads=threads)
+
+
+def parse_threads(value: int | str | None, where: str) -> int | None:
+    """A thread count in [1, MAX_THREADS], or None when unset (empty string counts as unset)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        count = int(str(value).strip())
+    except ValueError:
+        raise BadInput(f"{where} must be a whole number of threads in [1, {MAX_THREADS}], got {value!r}.") from None
+    if not 1 <= count <= MAX_THREADS:
+        raise BadInput(f"{where} must be a whole number of threads in [1, {MAX_THREADS}], got {count}.")
+    return count

@@ -41,10 +41,21 @@ def test_rollout_with_embeddings_file(tmp_path):
 def test_bad_input_exits_2_with_a_message_and_no_traceback(tmp_path):
     bad_table = tmp_path / "bad.npy"
     np.save(bad_table, np.zeros((10, 3), dtype=np.float32))
+    npz_as_npy = tmp_path / "archive.npy"  # an .npz archive renamed .npy
+    np.savez(tmp_path / "archive.npz", table=np.zeros((1000, 20), dtype=np.float32))
+    (tmp_path / "archive.npz").rename(npz_as_npy)
+    empty = tmp_path / "empty.npy"
+    empty.write_bytes(b"")
     cases = [
         (["env", "show", "nowhere"], "unknown environment"),
         (["env", "rollout", "nowhere", "--policy", "random"], "unknown environment"),
-        (["env", "rollout", "focused_topdown", "--policy", "greedy"], "unknown policy"),
+        (["env", "rollout", "focused_topdown", "--policy", "greedy"], "'greedy' is not one of 'random', 'oracle', 'eps-oracle'"),
+        (["env", "rollout", "focused_topdown", "--policy", "random", "--item-embeddings", str(npz_as_npy)], ".npz archive"),
+        (["env", "rollout", "focused_topdown", "--policy", "random", "--item-embeddings", str(empty)], "No data left in file"),
+        (["env", "rollout", "focused_topdown", "--policy", "random", "--seed", str(2**64)], "--seed"),
+        (["env", "rollout", "focused_topdown", "--policy", "random", "--seed", "-1"], "--seed"),
+        (["env", "rollout", "focused_topdown", "--policy", "random", "--epsilon", "nan"], "--epsilon"),
+        (["env", "rollout", "focused_topdown", "--policy", "random", "--episodes", str(10**20)], "--episodes"),
         (["env", "rollout", "focused_topdown", "--policy", "random", "--episodes", "0"], "--episodes"),
         (["env", "rollout", "focused_topdown", "--policy", "random", "--batch", "-3"], "--batch"),
         (["env", "rollout", "focused_topdown", "--policy", "random", "--item-embeddings", str(bad_table)], "expected a 1000×20"),

@@ -1,7 +1,10 @@
 """The `slatectl` command line: thin commands that parse, call library functions and render.
 
-Each command group lives in its own module and is mounted here. Library errors (`slatectl.errors`)
-print a one-paragraph message on stderr and exit 2 (bad input) or 1 (job failed); the mapping lives in
+Each command group lives in its own module under slatectl/cli/ and is listed below as a lazy command
+(name -> "module:attribute" and its one-line help): a module is imported only when its command runs
+or its own --help is asked, so `slatectl --help`, `--version`, `env list|show` and the registry-only
+commands start without importing torch or Lightning. Library errors (`slatectl.errors`) print a
+one-paragraph message on stderr and exit 2 (bad input) or 1 (job failed); the mapping lives in
 `slatectl.cli.group`, and a traceback is shown only with `--debug` or SLATECTL_DEBUG=1.
 """
 
@@ -13,21 +16,37 @@ from typing import Optional
 import typer
 
 from slatectl import __version__
-from slatectl.cli import env_cmd, collect_cmd, pretrain_cmd, train_cmd
-from slatectl.cli import ckpt_cmd, inspect_cmd, registry_cmd  # registry commands
 from slatectl.cli.common import set_settings
-from slatectl.cli.group import SlatectlGroup
-from slatectl.settings import Settings
+from slatectl.cli.group import LazyCommand, SlatectlGroup
+from slatectl.settings import MAX_THREADS, Settings
+
+COMMANDS: dict[str, LazyCommand] = {
+    "env": LazyCommand("slatectl.cli.env_cmd:app", "The six TopicRec environments: list, show, roll out a fixed policy."),
+    "data": LazyCommand("slatectl.cli.pretrain_cmd:data_app", "Logged data for pretraining (ε-greedy oracle slates)."),
+    "pretrain": LazyCommand("slatectl.cli.pretrain_cmd:pretrain_app", "Pretrain GeMS or MF item embeddings on an env's logged data."),
+    "train": LazyCommand("slatectl.cli.train_cmd:train", "Train an agent online; checkpoints are validated and registered."),
+    "ckpt": LazyCommand("slatectl.cli.ckpt_cmd:app", "Registered checkpoints: list, show, promote for a quality, promotion history."),
+    "collect": LazyCommand("slatectl.cli.collect_cmd:collect", "Collect a D4RL-style dataset with a promoted checkpoint."),
+    "inspect": LazyCommand("slatectl.cli.inspect_cmd:app", "The registry at a glance; a run's learning curve; a dataset's lineage."),
+    "registry": LazyCommand("slatectl.cli.registry_cmd:app", "The registry itself: verify every recorded file."),
+}
+
+
+class TopLevelGroup(SlatectlGroup):
+    lazy_commands = COMMANDS
+
 
 app = typer.Typer(
     name="slatectl",
-    help="Offline RL datasets for slate recommendation: simulate, train, register checkpoints, promote, collect.",
-    cls=SlatectlGroup,
+    help="Offline RL datasets for slate recommendation: simulate, train, register checkpoints, promote, collect.\n\n"
+         "Example: slatectl env list\n\n"
+         "Example: slatectl --threads 2 train sac-gems --env diffuse_topdown --save-every 50000",
+    cls=TopLevelGroup,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     # Plain one-paragraph errors on stderr (the CLI contract), not rich panels that wrap the message.
     rich_markup_mode=None,
-    add_completion=False,
+    add_completion=True,
 )
 
 
@@ -39,24 +58,16 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _global_options(
-    home: Optional[Path] = typer.Option(None, "--home", envvar="SLATECTL_HOME", help="Registry and artifact store folder [default: ./.slatectl]."),
-    registry_url: Optional[str] = typer.Option(None, "--registry-url", envvar="SLATECTL_REGISTRY_URL", help="SQLAlchemy URL of the registry [default: sqlite:///<home>/registry.db]."),
+    home: Optional[Path] = typer.Option(None, "--home", envvar="SLATECTL_HOME", metavar="DIR", help="Registry and artifact store folder [default: ./.slatectl]."),
+    registry_url: Optional[str] = typer.Option(None, "--registry-url", envvar="SLATECTL_REGISTRY_URL", metavar="URL", help="SQLAlchemy URL of the registry [default: sqlite:///<home>/registry.db]."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", envvar="SLATECTL_THREADS", min=1, max=MAX_THREADS, metavar="N",
+        help="Torch CPU threads for compute commands (train, collect, pretrain, data logged, env rollout), "
+             "split over concurrent jobs [default: 1 per job, fastest on a shared machine]."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
-    set_settings(Settings.resolve(home, registry_url, debug))
-
-
-app.add_typer(env_cmd.app, name="env")
-app.add_typer(ckpt_cmd.app, name="ckpt")
-app.add_typer(inspect_cmd.app, name="inspect")
-app.add_typer(registry_cmd.app, name="registry")
-app.add_typer(pretrain_cmd.data_app, name="data")
-app.add_typer(pretrain_cmd.pretrain_app, name="pretrain")
-app.command("train")(train_cmd.train)
-app.command("collect")(collect_cmd.collect)
-
-# One line per command group; each group lives in its own module under slatectl/cli/.
+    set_settings(Settings.resolve(home, registry_url, debug, threads))
 
 
 def main() -> None:

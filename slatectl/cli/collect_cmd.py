@@ -2,38 +2,49 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from enum import Enum
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from slatectl.registry import open_registry
-from slatectl.cli.common import console, err_console, get_settings, print_json
+from slatectl.registry import DATASET_FORMATS, QUALITIES, open_registry
+from slatectl.cli.common import (BATCH_RANGE, EPISODES_RANGE, SEED_RANGE, console, err_console, get_settings,
+                                 print_json)
 from slatectl.errors import BadInput
 from slatectl.collect.collector import CollectRequest, collect_dataset
 from slatectl.sim.config import env_names, load_env_config
+from slatectl.threads import configure_torch_threads
+
+# Choices listed by --help and checked by the parser, from the registry's single definition.
+Quality = Enum("Quality", {q: q for q in QUALITIES}, type=str)
+DatasetFormat = Enum("DatasetFormat", {f: f for f in DATASET_FORMATS}, type=str)
 
 
 def collect(
-    quality: str = typer.Option(..., "--quality", help="random | medium | expert"),
-    env: str = typer.Option("all", "--env", help="Environment, or `all`: every env with a checkpoint promoted for the quality (all six for random)."),
-    episodes: int = typer.Option(10_000, "--episodes", help="Episodes (users) to collect (10000 = 1M transitions)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the collected users."),
-    fmt: str = typer.Option("npz", "--format", help="npz (one registered file) or minari (a Minari HDF5 dataset in $MINARI_DATASETS_PATH, its file also registered)."),
-    batch: int = typer.Option(5000, "--batch", help="Users simulated at once (memory grows with it)."),
+    quality: Quality = typer.Option(..., "--quality", help="Which promoted checkpoint plays (random: the uniform random policy)."),
+    env: str = typer.Option("all", "--env", metavar="ENV", help="Environment, or `all`: every env with a checkpoint promoted for the quality (all six for random)."),
+    episodes: int = typer.Option(10_000, "--episodes", metavar="N", **EPISODES_RANGE, help="Episodes (users) to collect (10000 = 1M transitions)."),
+    seed: int = typer.Option(0, "--seed", metavar="SEED", **SEED_RANGE, help="Seed of the collected users."),
+    fmt: DatasetFormat = typer.Option(DatasetFormat.npz, "--format", help="npz (one registered file) or minari (a Minari HDF5 dataset in $MINARI_DATASETS_PATH, its file also registered)."),
+    batch: int = typer.Option(5000, "--batch", metavar="N", **BATCH_RANGE, help="Users simulated at once (memory grows with it)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Collect a dataset with the checkpoint promoted for (env, quality); the last stdout line is its id.
+
+    Torch uses `slatectl --threads N` CPU threads (default 1).
 
     Example: slatectl collect --quality medium --env diffuse_topdown --episodes 1000
 
     Example: slatectl collect --quality expert --env focused_topdown --format minari
     """
+    quality, fmt = quality.value, fmt.value
     CollectRequest(env, quality, episodes, seed, fmt, batch).validate()
+    configure_torch_threads(get_settings().threads)
     results = []
+    named_envs = None if env == "all" else [load_env_config(env).name]  # an unknown env fails before the registry opens
     with open_registry(get_settings()) as registry:
-        if env != "all":
-            envs = [load_env_config(env).name]
+        if named_envs is not None:
+            envs = named_envs
         elif quality == "random":
             envs = env_names()
         else:
@@ -58,8 +69,9 @@ def collect(
         print_json(results)
         return
     for r in results:
+        source = "the random policy" if r["checkpoint_id"] is None else f"checkpoint {r['checkpoint_id']}"
         console.print(f"dataset {r['id']}: {r['env']} / {r['quality']}, {r['episodes']:,} episodes, "
-                      f"{r['transitions']:,} transitions, mean return {r['mean_return']:.2f} (checkpoint {r['checkpoint_id']})")
+                      f"{r['transitions']:,} transitions, mean return {r['mean_return']:.2f} ({source})")
         if r["minari_dataset_id"]:
             console.print(f"  Minari: minari.load_dataset({r['minari_dataset_id']!r})")
     typer.echo(results[-1]["id"])

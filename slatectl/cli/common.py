@@ -1,9 +1,14 @@
-"""Shared CLI plumbing: consoles, the resolved settings, JSON output, error reporting."""
+"""Shared CLI plumbing: consoles, the resolved settings, JSON output, option ranges, number formatting.
+
+Kept free of torch and of the registry so every command module (and `slatectl --help`) can import it.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import sys
+from enum import Enum
 from typing import Any
 
 from rich.console import Console
@@ -14,6 +19,35 @@ console = Console()
 err_console = Console(stderr=True)
 
 _settings: Settings | None = None
+
+# Ranges of numeric options, checked by the option parser (exit 2, before any work or registry write).
+# Seeds are stored as signed 64-bit integers and fed to torch/numpy generators: [0, 2^63).
+SEED_MAX = 2**63 - 1
+TRAIN_SEED_MAX = 2**32 - 1  # training seeds also seed numpy through Lightning, which takes 32 bits
+MAX_EPISODES = 10_000_000  # 1e9 transitions of 100 steps: far beyond a day of collection on one machine
+MAX_STEPS = 100_000_000  # training steps (1,000x the default budget)
+MAX_BATCH = 1_000_000  # users simulated at once; memory grows linearly with it
+MAX_JOBS = 64
+MAX_LIST = 100_000  # rows listed by an overview
+
+SEED_RANGE = {"min": 0, "max": SEED_MAX}
+TRAIN_SEED_RANGE = {"min": 0, "max": TRAIN_SEED_MAX}
+EPISODES_RANGE = {"min": 1, "max": MAX_EPISODES}
+STEPS_RANGE = {"min": 1, "max": MAX_STEPS}
+BATCH_RANGE = {"min": 1, "max": MAX_BATCH}
+JOBS_RANGE = {"min": 1, "max": MAX_JOBS}
+PROBABILITY_RANGE = {"min": 0.0, "max": 1.0}  # NaN and ±inf fail this check too
+
+
+class Device(str, Enum):
+    """Where compute runs: `auto` takes CUDA when torch sees a GPU (and says so), else the CPU."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+DEVICE_HELP = "auto | cpu | cuda; auto takes CUDA when a GPU is visible, cuda without one exits 2."
 
 
 def set_settings(settings: Settings) -> None:
@@ -29,3 +63,24 @@ def print_json(document: Any) -> None:
     """One JSON document on stdout and nothing else (for scripts)."""
     sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
     sys.stdout.flush()
+
+
+def format_value(value: Any, digits: int = 4) -> str:
+    """A value for a human-readable table: no `None`, `[]` or 16-digit floats leaking from Python."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        if value.is_integer() and abs(value) < 1e15:
+            return f"{int(value):,}"
+        return f"{value:.{digits}g}"
+    if isinstance(value, int):
+        return str(value)  # ids and seeds: copyable as printed
+    if isinstance(value, (list, tuple)):
+        return ", ".join(format_value(v, digits) for v in value) if value else "—"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={format_value(v, digits)}" for k, v in value.items()) if value else "—"
+    return str(value)

@@ -9,20 +9,23 @@ import typer
 from rich.table import Table
 
 from slatectl.registry import open_registry
-from slatectl.cli.plots import plot_learning_curve, plot_return_histogram
+from slatectl.cli.plots import PLOT_SUFFIXES, plot_destination, plot_learning_curve, plot_return_histogram
 from slatectl.registry.records import checkpoint_record, dataset_record, iso, promotion_record, run_record, validation_record
 from slatectl.cli.ckpt_cmd import active_qualities, checkpoint_table
-from slatectl.cli.common import console, get_settings, print_json
+from slatectl.cli.common import MAX_LIST, console, format_value, get_settings, print_json
 from slatectl.collect.reader import UnreadableDataset, episode_returns, return_summary
 from slatectl.errors import BadInput
 
-app = typer.Typer()  # help comes from the overview callback's docstring
+app = typer.Typer(rich_markup_mode=None)  # help comes from the overview callback's docstring
+
+ID_MAX = 2**63 - 1  # registry ids are signed 64-bit integers
+PLOT_HELP = f"({', '.join(PLOT_SUFFIXES)}; a folder gets a default file name; no suffix means .png)"
 
 
 @app.callback(invoke_without_command=True)
 def overview(
     ctx: typer.Context,
-    limit: int = typer.Option(10, "--limit", help="How many recent runs and datasets to list."),
+    limit: int = typer.Option(10, "--limit", metavar="N", min=1, max=MAX_LIST, help="How many recent runs and datasets to list."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Look at the registry: an overview of runs, checkpoints, promotions and datasets; `inspect run`
@@ -80,8 +83,8 @@ def overview(
 
 @app.command("run")
 def inspect_run(
-    run_id: int = typer.Argument(..., metavar="RUN_ID", help="Run id (see `slatectl inspect`)."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the learning curve to this PNG file."),
+    run_id: int = typer.Argument(..., metavar="RUN_ID", min=1, max=ID_MAX, help="Run id (see `slatectl inspect`)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", metavar="FILE", help=f"Write the learning curve to this image file {PLOT_HELP}."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """One run: its config, checkpoints and validation curve; --plot draws validation return vs step with
@@ -89,6 +92,8 @@ def inspect_run(
 
     Example: slatectl inspect run 3 --plot run3.png
     """
+    if plot is not None:
+        plot = plot_destination(plot, f"run-{run_id}.png")
     with open_registry(get_settings()) as reg:
         run = reg.get_run(run_id)
         checkpoints = reg.list_checkpoints(run_id=run_id)
@@ -107,8 +112,8 @@ def inspect_run(
     table = Table(title=f"run {run.id}", show_header=False)
     for key, value in run_record(run).items():
         if key != "config":
-            table.add_row(key, "" if value is None else str(value))
-    table.add_row("config", ", ".join(f"{k}={v}" for k, v in sorted(run.config.items())))
+            table.add_row(key, format_value(value))
+    table.add_row("config", format_value(_flatten(run.config)))
     console.print(table)
     if checkpoints:
         console.print(checkpoint_table(checkpoints, promoted, f"checkpoints of run {run.id}"))
@@ -120,8 +125,8 @@ def inspect_run(
 
 @app.command("dataset")
 def inspect_dataset(
-    dataset_id: int = typer.Argument(..., metavar="DATASET_ID", help="Dataset id (see `slatectl inspect`)."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a histogram of episode returns to this PNG file."),
+    dataset_id: int = typer.Argument(..., metavar="DATASET_ID", min=1, max=ID_MAX, help="Dataset id (see `slatectl inspect`)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", metavar="FILE", help=f"Write a histogram of episode returns to this image file {PLOT_HELP}."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """One dataset: episodes, transitions, return mean/std/percentiles (read from its hash-checked file),
@@ -129,6 +134,8 @@ def inspect_dataset(
 
     Example: slatectl inspect dataset 4 --plot returns.png
     """
+    if plot is not None:
+        plot = plot_destination(plot, f"dataset-{dataset_id}-returns.png")
     with open_registry(get_settings()) as reg:
         dataset = reg.get_dataset(dataset_id)
         lineage = reg.dataset_lineage(dataset_id)
@@ -153,7 +160,7 @@ def inspect_dataset(
     table = Table(title=f"dataset {dataset_id}", show_header=False)
     for key, value in record.items():
         if key != "returns":
-            table.add_row(key, "" if value is None else str(value))
+            table.add_row(key, format_value(value))
     table.add_row("returns", summary if isinstance(summary, str) else "  ".join(f"{k} {v:.2f}" for k, v in summary.items()))
     console.print(table)
     tree = Table(title="lineage (newest first)")
@@ -164,3 +171,14 @@ def inspect_dataset(
     console.print(tree)
     if plot is not None:
         console.print(f"Return histogram written to {plot}")
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    """{"training": {"seed": 1}} -> {"training.seed": 1}: one readable `key=value` list for a table."""
+    flat: dict = {}
+    for key, value in sorted(config.items()):
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat

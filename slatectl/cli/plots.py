@@ -1,10 +1,33 @@
-"""Figures of `slatectl inspect run --plot` (learning curve) and `inspect dataset --plot` (returns)."""
+"""Figures of `slatectl inspect run --plot` (learning curve) and `inspect dataset --plot` (returns).
+
+matplotlib is imported only when a figure is drawn, so `inspect` without --plot starts fast.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from slatectl.errors import BadInput
 from slatectl.registry.models import Checkpoint, Promotion, Run, Validation
+
+# Formats matplotlib writes with its default (Agg) backend and no extra packages.
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def plot_destination(path: Path, default_name: str) -> Path:
+    """The file a `--plot PATH` writes, checked before any work: an existing folder gets `default_name`
+    inside it, a path without a suffix gets `.png`, and an unsupported suffix is bad input (exit 2)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / default_name
+    elif not path.suffix:
+        path = path.with_name(path.name + ".png")
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        raise BadInput(f"cannot write a plot to {str(path)!r}: unsupported file type {path.suffix!r}; "
+                       f"use one of {', '.join(PLOT_SUFFIXES)} (or a folder, which gets {default_name}).")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise BadInput(f"cannot write a plot to {str(path)!r}: {str(path.parent)!r} is not a folder.")
+    return path
 
 
 def plot_learning_curve(run: Run, checkpoints: list[Checkpoint], validations: list[Validation],

@@ -9,17 +9,34 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from slatectl.registry import open_registry
-from slatectl.cli.common import console, err_console, get_settings
+from slatectl.cli.common import EPISODES_RANGE, PROBABILITY_RANGE, SEED_RANGE, console, err_console, get_settings
 from slatectl.config_tools import apply_overrides, build_config
 from slatectl.pretrain.gems_train import GeMSConfig
 from slatectl.pretrain.logged import LoggedDataConfig
 from slatectl.pretrain.mf import MFConfig
 from slatectl.sim.factory import make_env
+from slatectl.threads import configure_torch_threads
 from slatectl.train import inputs as pretrained
 from slatectl.train.config import MF_SEED, TrainingConfig, pretrain_defaults
 
-data_app = typer.Typer(help="Logged data for pretraining (ε-greedy oracle slates).", no_args_is_help=True)
-pretrain_app = typer.Typer(help="Pretrain GeMS or MF item embeddings on an env's logged data.", no_args_is_help=True)
+data_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None)
+pretrain_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None)
+
+
+@data_app.callback()
+def _data_group() -> None:
+    """Logged data for pretraining (ε-greedy oracle slates).
+
+    Example: slatectl data logged --env focused_topdown --episodes 100000
+    """
+
+
+@pretrain_app.callback()
+def _pretrain_group() -> None:
+    """Pretrain GeMS or MF item embeddings on an env's logged data.
+
+    Example: slatectl pretrain gems --env diffuse_topdown --set max_epochs=10
+    """
 
 
 def _section(name: str, overrides: list[str]) -> dict:
@@ -29,6 +46,11 @@ def _section(name: str, overrides: list[str]) -> dict:
 
 def _say(text: str) -> None:
     err_console.print(text, highlight=False)
+
+
+def _check_logged_overrides(overrides: list[str]) -> None:
+    """Validate `logged.*` overrides before any work (they are applied again when the data is built)."""
+    build_config(LoggedDataConfig, _section("logged", overrides), "logged.")
 
 
 def _logged(registry, env, episodes: Optional[int], seed: Optional[int], overrides: list[str]):
@@ -47,29 +69,36 @@ def _logged(registry, env, episodes: Optional[int], seed: Optional[int], overrid
 
 @data_app.command("logged")
 def logged(
-    env: str = typer.Option(..., "--env", help="Environment name."),
-    episodes: Optional[int] = typer.Option(None, "--episodes", help="Episodes to log [default: 100000]."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the logging policy and users [default: 2754851]."),
-    epsilon: Optional[float] = typer.Option(None, "--epsilon", help="Per-position random-item probability [default: 0.5]."),
+    env: str = typer.Option(..., "--env", metavar="ENV", help="Environment name (see `slatectl env list`)."),
+    episodes: Optional[int] = typer.Option(None, "--episodes", metavar="N", min=2, max=EPISODES_RANGE["max"], help="Episodes to log [default: 100000]."),
+    seed: Optional[int] = typer.Option(None, "--seed", metavar="SEED", **SEED_RANGE, help="Seed of the logging policy and users [default: 2754851]."),
+    epsilon: Optional[float] = typer.Option(None, "--epsilon", metavar="P", **PROBABILITY_RANGE, help="Per-position random-item probability [default: 0.5]."),
 ) -> None:
     """Generate (or find) the env's logged slates and register them; prints the artifact id.
+
+    Torch uses `slatectl --threads N` CPU threads (default 1).
 
     Example: slatectl data logged --env focused_topdown --episodes 100000
     """
     simulator = make_env(env)
+    configure_torch_threads(get_settings().threads)
     with open_registry(get_settings()) as registry:
         artifact = _logged(registry, simulator, episodes, seed, [f"epsilon={epsilon}"] if epsilon is not None else [])
-    console.print(f"logged data for {env}: artifact {artifact.id} (mean return {artifact.metrics.get('mean_return', float('nan')):.1f})")
+    mean_return = artifact.metrics.get("mean_return")
+    summary = "" if mean_return is None else f" (mean return {mean_return:.1f})"
+    console.print(f"logged data for {env}: artifact {artifact.id}{summary}")
     typer.echo(artifact.id)
 
 
 @pretrain_app.command("gems")
 def pretrain_gems(
-    env: str = typer.Option(..., "--env", help="Environment name."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="GeMS seed [default: the training seed 58407201]."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a GeMS value: --set max_epochs=5 (or logged.episodes=…)."),
+    env: str = typer.Option(..., "--env", metavar="ENV", help="Environment name (see `slatectl env list`)."),
+    seed: Optional[int] = typer.Option(None, "--seed", metavar="SEED", **SEED_RANGE, help="GeMS seed [default: the training seed 58407201]."),
+    overrides: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a GeMS value: --set max_epochs=5 (or logged.episodes=…); repeatable."),
 ) -> None:
     """Pretrain the GeMS slate VAE on the env's logged data (built if missing); prints the artifact id.
+
+    Torch uses `slatectl --threads N` CPU threads (default 1).
 
     Example: slatectl pretrain gems --env diffuse_topdown --set max_epochs=10
     """
@@ -77,7 +106,9 @@ def pretrain_gems(
     gems_overrides = [o for o in overrides if not o.startswith("logged.")]
     logged_overrides = [o for o in overrides if o.startswith("logged.")]
     config = build_config(GeMSConfig, _section("gems", gems_overrides), "gems.")
+    _check_logged_overrides(logged_overrides)
     seed = TrainingConfig().seed if seed is None else seed
+    configure_torch_threads(get_settings().threads)
     with open_registry(get_settings()) as registry:
         logged_artifact = _logged(registry, simulator, None, None, logged_overrides)
         artifact = pretrained.ensure_gems(registry, simulator, logged_artifact, config, seed, say=_say)
@@ -87,11 +118,13 @@ def pretrain_gems(
 
 @pretrain_app.command("mf")
 def pretrain_mf(
-    env: str = typer.Option(..., "--env", help="Environment name."),
-    seed: Optional[int] = typer.Option(None, "--seed", help=f"MF seed [default: {MF_SEED}]."),
-    overrides: list[str] = typer.Option([], "--set", help="Override an MF value: --set patience=5 (or logged.episodes=…)."),
+    env: str = typer.Option(..., "--env", metavar="ENV", help="Environment name (see `slatectl env list`)."),
+    seed: Optional[int] = typer.Option(None, "--seed", metavar="SEED", **SEED_RANGE, help=f"MF seed [default: {MF_SEED}]."),
+    overrides: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override an MF value: --set patience=5 (or logged.episodes=…); repeatable."),
 ) -> None:
     """Pretrain BPR matrix-factorisation item embeddings on the env's logged data; prints the artifact id.
+
+    Torch uses `slatectl --threads N` CPU threads (default 1).
 
     Example: slatectl pretrain mf --env focused_mix
     """
@@ -99,6 +132,8 @@ def pretrain_mf(
     mf_overrides = [o for o in overrides if not o.startswith("logged.")]
     logged_overrides = [o for o in overrides if o.startswith("logged.")]
     config = build_config(MFConfig, _section("mf", mf_overrides), "mf.")
+    _check_logged_overrides(logged_overrides)
+    configure_torch_threads(get_settings().threads)
     with open_registry(get_settings()) as registry:
         logged_artifact = _logged(registry, simulator, None, None, logged_overrides)
         artifact = pretrained.ensure_mf(registry, simulator, logged_artifact, config, MF_SEED if seed is None else seed, say=_say)

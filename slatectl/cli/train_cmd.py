@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -11,11 +12,17 @@ import typer
 from rich.table import Table
 
 from slatectl.agents import trainable_agents
-from slatectl.cli.common import console, err_console, get_settings
+from slatectl.cli.common import (JOBS_RANGE, STEPS_RANGE, TRAIN_SEED_RANGE, DEVICE_HELP, Device, console, err_console,
+                                 get_settings)
+from slatectl.device import resolve_device
 from slatectl.errors import BadInput
+from slatectl.threads import configure_torch_threads
 from slatectl.train.loop import TrainResult
 from slatectl.train.orchestration import resolve_run_configs, resume_run, train_runs
 from slatectl.train.progress import make_reporter
+
+
+AgentName = Enum("AgentName", {name: name for name in trainable_agents()}, type=str)  # --help lists them
 
 
 def render_result(result: TrainResult) -> None:
@@ -24,34 +31,43 @@ def render_result(result: TrainResult) -> None:
         table.add_column(column, justify="right")
     for r in result.tests:
         table.add_row(str(r.checkpoint_id), f"{r.step:,}", "★" if r.best else "", f"{r.val_return:.2f}",
-                      f"{r.test_mean:.2f}", f"{r.test_std:.2f}", str(r.episodes))
+                      f"{r.test_mean:.2f}", f"{r.test_std:.2f}", f"{r.episodes:,}")
     console.print(table)
 
 
 def train(
-    agent: str = typer.Argument(..., help=f"Agent: {' | '.join(trainable_agents())}."),
-    env: Optional[str] = typer.Option(None, "--env", help="Environment, or `all` for the six one after another (not needed with --resume)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (episodes, each followed by one update) [default: 100000]."),
-    save_every: Optional[int] = typer.Option(None, "--save-every", help="Save and register a checkpoint every N steps (and at the end)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Training seed [default: 58407201]."),
-    config_file: Optional[Path] = typer.Option(None, "--config", help="YAML file of overrides (sections training, agent, logged, gems, mf)."),
-    overrides: list[str] = typer.Option([], "--set", help="Override one value: --set agent.gamma=0.9 (repeatable)."),
-    resume: Optional[int] = typer.Option(None, "--resume", help="Continue run RUN_ID from its last checkpoint."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda [default: cpu]."),
-    jobs: int = typer.Option(1, "--jobs", help="With --env all: environments trained at once."),
-    keep_resume: Optional[int] = typer.Option(None, "--keep-resume", help="Resume states kept per run; older ones are deleted [default: 1]."),
+    agent: AgentName = typer.Argument(..., metavar="AGENT", help="Agent to train."),
+    env: Optional[str] = typer.Option(None, "--env", metavar="ENV", help="Environment (see `slatectl env list`), or `all` for the six one after another (not needed with --resume)."),
+    steps: Optional[int] = typer.Option(None, "--steps", metavar="N", **STEPS_RANGE, help="Training steps (episodes, each followed by one update) [default: 100000]."),
+    save_every: Optional[int] = typer.Option(None, "--save-every", metavar="N", **STEPS_RANGE, help="Save and register a checkpoint every N steps (and at the end)."),
+    seed: Optional[int] = typer.Option(None, "--seed", metavar="SEED", **TRAIN_SEED_RANGE, help="Training seed [default: 58407201]."),
+    config_file: Optional[Path] = typer.Option(None, "--config", metavar="FILE.yaml", help="YAML file of overrides (sections training, agent, logged, gems, mf)."),
+    overrides: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override one config value, e.g. --set agent.gamma=0.9 (repeatable)."),
+    resume: Optional[int] = typer.Option(None, "--resume", metavar="RUN_ID", min=1, max=2**63 - 1, help="Continue run RUN_ID from its last checkpoint."),
+    device: Optional[Device] = typer.Option(None, "--device", help=DEVICE_HELP + " [default: training.device, cpu]"),
+    jobs: int = typer.Option(1, "--jobs", metavar="K", **JOBS_RANGE, help="With --env all: environments trained at once (each with its share of --threads)."),
+    keep_resume: Optional[int] = typer.Option(None, "--keep-resume", metavar="K", min=1, max=1000, help="Resume states kept per run; older ones are deleted [default: 1]."),
 ) -> None:
     """Train an agent online; every --save-every steps validate, save and register a checkpoint.
 
+    Metrics go to <home>/logs as CSV, and as TensorBoard event files when TensorBoard is installed
+    (pip install "slatectl[tensorboard]"; view with tensorboard --logdir <home>/logs/tensorboard).
+    Torch uses `slatectl --threads N` CPU threads in total (default 1 per concurrent job).
+
     Example: slatectl train sac-gems --env diffuse_topdown --save-every 50000
+
+    Example: slatectl --threads 2 train slateq --env all --jobs 2 --steps 20000 --set agent.gamma=0.9
     """
     settings = get_settings()
+    agent = agent.value
     if resume is not None:
+        configure_torch_threads(settings.threads)
         render_result(resume_run(settings, resume, make_reporter(f"run {resume}", err_console)))
         return
     if env is None:
         raise BadInput("--env is required (an environment name or `all`); see `slatectl env list`.")
-    cli_training = {"max_steps": steps, "save_every": save_every, "seed": seed, "device": device,
+    resolved_device = None if device is None else resolve_device(device, say=lambda text: err_console.print(text, highlight=False))
+    cli_training = {"max_steps": steps, "save_every": save_every, "seed": seed, "device": resolved_device,
                     "keep_resume": keep_resume}
     configs = resolve_run_configs(agent, env, config_file, overrides, cli_training)
     command = "slatectl " + shlex.join(sys.argv[1:])

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from slatectl.harness import resolve_device, seeded
+from slatectl.harness import seeded, torch_device
 from slatectl.pretrain.data import check_logged_pair, num_validation
 from slatectl.pretrain.gems import GeMS
 
@@ -99,7 +99,7 @@ def _split_logged(slates: Tensor, clicks: Tensor, config: GeMSConfig) -> tuple[t
     if config.max_slates is not None:
         slates, clicks = slates[: config.max_slates], clicks[: config.max_slates]
     rows = slates.shape[0]
-    if rows % steps_per_episode == 0:
+    if rows % steps_per_episode == 0 and rows // steps_per_episode >= 2:
         n_val = num_validation(rows // steps_per_episode, config.val_fraction) * steps_per_episode
     else:
         n_val = num_validation(rows, config.val_fraction)
@@ -206,7 +206,7 @@ def train_gems(
     """
     (train_slates, train_clicks), (val_slates, val_clicks) = _split_logged(slates, clicks, config)
     slate_size = train_slates.shape[1]
-    device = resolve_device(config.accelerator)
+    device = torch_device(config.accelerator)
     # enable_grad: independent of a global grad mode the caller left off (simulator rollouts do).
     with seeded(seed, device), torch.enable_grad():
         model = build_gems(config, slate_size).to(device)

@@ -35,8 +35,11 @@ def load_item_embeddings(path: str | Path, num_items: int = 1000, dim: int = 20)
         raise BadInput(f"item-embeddings file {str(path)!r} does not exist. Pass a .npy file holding a {num_items}×{dim} float array.")
     try:
         array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, EOFError) as exc:  # EOFError: an empty or truncated file
         raise BadInput(f"cannot read {str(path)!r} as a .npy array ({exc}). Pass a .npy file holding a {num_items}×{dim} float array.") from None
+    if not isinstance(array, np.ndarray):  # np.load opens a .npz archive (e.g. renamed to .npy) as an NpzFile
+        array.close()
+        raise BadInput(f"{str(path)!r} is an .npz archive, not a .npy array. Pass a .npy file holding a {num_items}×{dim} float array.")
     if array.shape != (num_items, dim) or not np.issubdtype(array.dtype, np.floating):
         raise BadInput(f"{str(path)!r} holds a {array.dtype} array of shape {array.shape}; expected a {num_items}×{dim} float array.")
     if not np.isfinite(array).all():

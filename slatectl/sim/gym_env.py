@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from slatectl.sim.config import env_names
 from slatectl.sim.factory import make_env
+from slatectl.sim.gym_registration import gym_env_id, register_gym_envs  # noqa: F401 - their old home
 
 
 class TopicRecGymEnv(gym.Env):
@@ -50,15 +50,3 @@ class TopicRecGymEnv(gym.Env):
         result = self.sim.step(slate)
         info = {"user_state": result.user_state[0].numpy(), "bored": result.bored[0].numpy()}
         return self._obs(result.observation), float(result.reward[0]), bool(result.done), False, info
-
-
-def gym_env_id(env_name: str) -> str:
-    return f"slatectl/TopicRec-{env_name}-v0"
-
-
-def register_gym_envs() -> None:
-    for name in env_names():
-        env_id = gym_env_id(name)
-        if env_id not in gym.envs.registry:
-            # A string entry point keeps the spec JSON-serialisable (Minari stores it with datasets).
-            gym.register(id=env_id, entry_point="slatectl.sim.gym_env:TopicRecGymEnv", kwargs={"env_name": name})

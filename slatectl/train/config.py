@@ -16,6 +16,7 @@ import yaml
 
 from slatectl.agents import AGENTS, agent_spec
 from slatectl.config_tools import apply_overrides, build_config, load_yaml_file, merge
+from slatectl.device import DEVICES
 from slatectl.errors import BadInput
 from slatectl.pretrain.gems_train import GeMSConfig
 from slatectl.pretrain.logged import LoggedDataConfig
@@ -51,8 +52,10 @@ class TrainingConfig:
                 problems.append(f"training.{name}{flag} must be >= 1 (got {getattr(self, name)})")
         if self.random_steps < 0 or self.save_every < 0:
             problems.append("training.random_steps and training.save_every must be >= 0")
-        if self.device not in ("cpu", "cuda"):
-            problems.append(f"training.device must be cpu or cuda (got {self.device!r})")
+        if self.device not in DEVICES:
+            problems.append(f"training.device must be one of {', '.join(DEVICES)} (got {self.device!r})")
+        if not 0 <= self.seed < 2**32:  # Lightning's seed_everything seeds numpy, which takes 32-bit seeds
+            problems.append(f"training.seed must lie in [0, 2^32) (got {self.seed})")
         if len({self.seed, self.val_seed, self.test_seed}) < 3:
             problems.append("training.seed, training.val_seed and training.test_seed must differ (validation and test users are distinct from training users)")
         if problems:

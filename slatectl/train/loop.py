@@ -29,7 +29,7 @@ import torch
 
 from slatectl.agents.base import Agent
 from slatectl.errors import BadInput, JobFailed
-from slatectl.harness import resolve_device, seed_everything
+from slatectl.harness import seed_everything, torch_device
 from slatectl.registry import Checkpoint, Registry
 from slatectl.sim.topicrec import TopicRec
 from slatectl.train.assembly import build_agent, ensure_agent_inputs, registered_agent_inputs
@@ -63,7 +63,7 @@ class Trainer:
         self.config = config
         self.reporter = reporter or SilentReporter()
         self.logs_dir = logs_dir
-        self.device = resolve_device(config.training.device)
+        self.device = torch_device(config.training.device)
 
     # ------------------------------------------------------------------ entry points
     def run(self, command: str | None = None) -> TrainResult:

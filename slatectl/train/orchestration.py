@@ -2,18 +2,16 @@
 
 Every run's config is resolved (and so validated) before the first one starts, so a bad key or
 environment fails before any work. With `jobs` > 1 the runs go to a pool of worker processes, each with
-`cpu_count // jobs` torch threads (at least 1) so K runs do not oversubscribe the cores; each worker
+its share of `slatectl --threads` (default one torch thread each, see slatectl/threads.py) so K runs do
+not oversubscribe the cores; each worker
 reports with plain progress lines labelled by agent/env.
 """
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
-
-import torch
 
 from slatectl.agents import agent_spec
 from slatectl.errors import BadInput
@@ -22,6 +20,7 @@ from slatectl.settings import Settings
 from slatectl.sim.config import env_names
 from slatectl.train.config import RunConfig, resolve_run_config
 from slatectl.train.loop import TrainResult, Trainer
+from slatectl.threads import configure_torch_threads
 from slatectl.train.progress import PlainReporter, TrainingReporter
 
 ReporterFactory = Callable[[str], TrainingReporter]
@@ -50,10 +49,6 @@ def resume_run(settings: Settings, run_id: int, reporter: TrainingReporter | Non
         return Trainer.resume(registry, run_id, reporter, logs_dir=logs_dir(settings))
 
 
-def threads_per_job(jobs: int) -> int:
-    return max(1, (os.cpu_count() or 1) // jobs)
-
-
 def train_runs(settings: Settings, configs: list[RunConfig], command: str, jobs: int = 1,
                reporter_for: ReporterFactory | None = None) -> Iterator[TrainResult]:
     """Train every config, `jobs` at a time; yields each result in the order of `configs`."""
@@ -61,16 +56,16 @@ def train_runs(settings: Settings, configs: list[RunConfig], command: str, jobs:
         raise BadInput(f"--jobs must be >= 1 (got {jobs}).")
     label = lambda c: f"{c.agent_name}/{c.env}"  # noqa: E731
     if jobs == 1 or len(configs) == 1:
+        configure_torch_threads(settings.threads)
         for config in configs:
             yield train_one(settings, config, command, reporter_for(label(config)) if reporter_for else None)
         return
-    threads = threads_per_job(jobs)
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(_train_in_worker, settings, config, command, threads, label(config)) for config in configs]
+        futures = [pool.submit(_train_in_worker, settings, config, command, jobs, label(config)) for config in configs]
         for future in futures:
             yield future.result()
 
 
-def _train_in_worker(settings: Settings, config: RunConfig, command: str, threads: int, label: str) -> TrainResult:
-    torch.set_num_threads(threads)  # before any torch work in this process
+def _train_in_worker(settings: Settings, config: RunConfig, command: str, jobs: int, label: str) -> TrainResult:
+    configure_torch_threads(settings.threads, jobs)  # before any torch work in this process
     return train_one(settings, config, command, PlainReporter(label))
