@@ -8,7 +8,6 @@ typo in a YAML file or a `--set` fails at once with exit code 2 instead of being
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import types
 import typing
@@ -18,6 +17,7 @@ from typing import Any, TypeVar
 import yaml
 
 from slatectl.errors import BadInput
+from slatectl.registry.hashing import config_hash  # noqa: F401  (the project's one config hash)
 
 T = TypeVar("T")
 
@@ -143,7 +143,3 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def config_hash(config: Any) -> str:
-    """SHA-256 of the canonical JSON of a resolved config (dataclass or dict)."""
-    data = config_to_dict(config) if dataclasses.is_dataclass(config) else config
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()

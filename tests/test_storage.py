@@ -10,7 +10,7 @@ import uuid
 import pytest
 import torch
 
-from slatectl.storage import ArtifactStore, CorruptFile, MissingFile, StorageError
+from slatectl.storage import ArtifactStore, CorruptFile, MissingFile, StorageError, WriteFailed
 from slatectl.storage import atomic
 
 
@@ -51,8 +51,9 @@ def test_failed_write_leaves_no_file(store, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(atomic.os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(WriteFailed, match="disk full") as failure:
         store.put_bytes("mf", b"embeddings")
+    assert failure.value.exit_code == 1 and "nothing was stored" in str(failure.value)
     assert list(store.iter_keys()) == []
 
 
