@@ -136,8 +136,10 @@ def test_processes_killed_between_file_and_row_leave_only_orphans(reg, registry_
     reported = runner.invoke(app, [*cli, "registry", "verify", "--json"])
     assert reported.exit_code == 0, reported.output
     assert sorted(json.loads(reported.stdout)["orphans"]) == orphans
-    fixed = runner.invoke(app, [*cli, "registry", "verify", "--fix"])
-    assert fixed.exit_code == 0 and fixed.stdout.count("removed") == len(CRASHES)
+    refused = runner.invoke(app, [*cli, "registry", "verify", "--fix"])  # no terminal, no --yes: asks nobody
+    assert refused.exit_code == 2 and "--yes" in refused.stderr and sorted(reg.store.iter_keys()) == sorted(kept | set(orphans))
+    fixed = runner.invoke(app, [*cli, "registry", "verify", "--fix", "--yes"])
+    assert fixed.exit_code == 0 and fixed.stdout.count("moved to") == len(CRASHES)
     assert set(reg.store.iter_keys()) == kept
     # The registry accepts the steps the dead writers never finished.
     for run_id in runs.values():
