@@ -79,8 +79,12 @@ def publish_new_file(temp: Path, final: Path) -> bool:
     """Give the complete file `temp` the name `final` unless `final` exists; True if it was published.
 
     `os.link` fails when the name is taken, so two processes creating the registry at once never
-    replace each other's file: the loser discards its copy and opens the winner's.
+    replace each other's file: the loser discards its copy and opens the winner's. The file gets the
+    permissions a plainly created file would have (temp files are private to their creator).
     """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temp, 0o666 & ~umask)
     with open(temp, "rb") as handle:
         os.fsync(handle.fileno())
     try:

@@ -6,6 +6,7 @@ import sys
 from typing import Optional
 
 import typer
+from rich import box
 from rich.table import Table
 
 from slatectl.cli.common import console, err_console, get_settings, print_json
@@ -61,16 +62,24 @@ def checkpoint_flags(c: Checkpoint, promoted: dict[int, list[str]]) -> list[str]
 
 def checkpoint_table(checkpoints: list[Checkpoint], promoted: dict[int, list[str]], title: str,
                      stale: set[int] = frozenset()) -> Table:
-    table = Table(title=title)
-    for column, justify in (("id", "right"), ("run", "right"), ("env", "left"), ("agent", "left"),
-                            ("step", "right"), ("val return", "right"), ("test return", "right"),
-                            ("flags", "left"), ("sha256", "left")):
-        table.add_column(column, justify=justify, overflow="fold")
+    """One line per checkpoint; the env and test-return columns appear only when they say something."""
+    several_envs = len({c.env for c in checkpoints}) > 1
+    tested = any(c.test_return_mean is not None for c in checkpoints)
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    columns = [("id", "right"), ("run", "right")] + ([("env", "left")] if several_envs else []) + [
+        ("agent", "left"), ("step", "right"), ("val return", "right")] + (
+        [("test return", "right")] if tested else []) + [("flags", "left"), ("sha256", "left")]
+    for column, justify in columns:
+        table.add_column(column, justify=justify, no_wrap=True, overflow="ellipsis")
     for c in checkpoints:
-        run = f"{c.run_id} (stale)" if c.run_id in stale else str(c.run_id)
-        table.add_row(str(c.id), run, c.env, c.agent, f"{c.step:,}", fmt_return(c.val_return_mean, c.val_return_std),
-                      fmt_return(c.test_return_mean, c.test_return_std), " ".join(checkpoint_flags(c, promoted)),
-                      c.sha256[:10])
+        cells = [str(c.id), f"{c.run_id} (stale)" if c.run_id in stale else str(c.run_id)]
+        cells += [c.env] if several_envs else []
+        cells += [c.agent, f"{c.step:,}", fmt_return(c.val_return_mean, c.val_return_std)]
+        cells += [fmt_return(c.test_return_mean, c.test_return_std)] if tested else []
+        cells += [" ".join(checkpoint_flags(c, promoted)), c.sha256[:8]]
+        table.add_row(*cells)
+    if not several_envs and checkpoints:
+        table.title = f"{title} of {checkpoints[0].env}"
     return table
 
 
@@ -154,12 +163,12 @@ def resolve_env(reg: Registry, env: Optional[str]) -> str:
 
 
 def candidates_table(suggestion: Suggestion, chosen: Checkpoint) -> Table:
-    table = Table(title=f"{suggestion.quality} candidates for {suggestion.env}")
+    table = Table(title=f"{suggestion.quality} candidates for {suggestion.env}", box=box.SIMPLE_HEAD, pad_edge=False)
     duplicates = any(c.same_file_as for c in suggestion.candidates)
     columns = [("id", "right"), ("run", "right"), ("agent", "left"), ("step", "right"), ("val return", "right"),
-               ("% of best", "right")] + ([("same file as", "left")] if duplicates else []) + [("", "left")]
+               ("%best", "right")] + ([("same as", "left")] if duplicates else []) + [("", "left")]
     for column, justify in columns:
-        table.add_column(column, justify=justify, no_wrap=column in ("", "step"))
+        table.add_column(column, justify=justify, no_wrap=True, overflow="ellipsis")
     for candidate in suggestion.candidates:
         c = candidate.checkpoint
         share = "" if candidate.share_of_best is None else f"{100 * candidate.share_of_best:.0f}%"
