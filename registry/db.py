@@ -24,7 +24,7 @@ from sqlalchemy.pool import StaticPool
 
 from slatectl.errors import BadInput, JobFailed
 from slatectl.registry.models import TABLES, Checkpoint, Run, SchemaVersion, utcnow
-from slatectl.registry.sqlite_file import check_registry_file, publish_new_file
+from slatectl.registry.sqlite_file import check_registry_file, publish_new_file, refuse_orphan_wal
 from slatectl.registry.training_state import trained_at_step
 
 SCHEMA_VERSION = 2
@@ -89,6 +89,7 @@ def open_engine(url: str, busy_timeout_s: float = 30.0) -> tuple[Engine, int]:
     path = sqlite_file(parsed)
     if path is not None:
         if not path.exists():
+            refuse_orphan_wal(path)
             _create_sqlite_registry(path, busy_timeout_s)
         check_registry_file(path, busy_timeout_s)
     engine = make_engine(parsed, busy_timeout_s)

@@ -39,6 +39,14 @@ def _has_wal_content(path: Path) -> bool:
         return False
 
 
+def refuse_orphan_wal(path: Path) -> None:
+    """A WAL without its database means the registry was deleted or moved without it: a new registry
+    created here could replay those foreign pages, and the old commits would be lost. Refuse instead."""
+    if _has_wal_content(path):
+        raise refusal(path, f"the file is missing but its write-ahead log {path.name}-wal is still there; the registry "
+                            "was moved or deleted without it")
+
+
 def check_registry_file(path: Path, busy_timeout_s: float = 30.0) -> None:
     """Raise NotARegistry unless `path` is a readable, intact SQLite database holding a slatectl schema."""
     try:

@@ -216,7 +216,8 @@ def test_unreachable_registry_is_exit_2(tmp_path):
 
 
 @pytest.mark.parametrize("command", [["ckpt", "list"], ["ckpt", "show"], ["ckpt", "promote"], ["ckpt", "history"],
-                                     ["inspect"], ["inspect", "run"], ["inspect", "dataset"], ["registry", "verify"]])
+                                     ["inspect"], ["inspect", "run"], ["inspect", "dataset"], ["registry", "verify"],
+                                     ["registry", "backup"], ["registry", "restore"], ["registry", "gc"]])
 def test_every_command_has_help_with_an_example(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0 and "Example: slatectl" in result.stdout

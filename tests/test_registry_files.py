@@ -154,3 +154,12 @@ def test_a_database_error_inside_a_command_is_one_line_not_a_traceback(sqlite_se
 def _in_session(repository, action):
     with repository.db.read():
         action()
+
+
+def test_a_missing_file_beside_its_write_ahead_log_is_not_re_created(sqlite_settings):
+    sqlite_settings.home.mkdir(parents=True)
+    wal = sqlite_settings.home / "registry.db-wal"
+    wal.write_bytes(b"\x37\x7f\x06\x82" + bytes(60))  # a WAL header: commits that belong to a lost file
+    with pytest.raises(BadInput, match="write-ahead log"):
+        open_registry(sqlite_settings)
+    assert not (sqlite_settings.home / "registry.db").exists() and wal.exists()

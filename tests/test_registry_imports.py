@@ -100,7 +100,8 @@ def test_one_config_hash_for_the_whole_project():
         gamma: float = 0.8
         hidden: tuple = (256,)
 
-    assert config_tools.config_hash is config_hash
+    # config_tools may re-export it (or no longer have it); it never computes its own.
+    assert getattr(config_tools, "config_hash", config_hash) is config_hash
     assert config_hash(Params()) == config_hash({"hidden": [256], "gamma": 0.8})
     hits = [p for p in ROOT.glob("slatectl/**/*.py") if "def config_hash" in p.read_text()]
     hits += [p for p in ROOT.glob("registry/*.py") if "def config_hash" in p.read_text()]

@@ -85,9 +85,9 @@ def checkpoint_table(checkpoints: list[Checkpoint], promoted: dict[int, list[str
 
 @app.command("list")
 def list_checkpoints(
-    env: Optional[str] = typer.Option(None, "--env", help="Only this environment (one of `slatectl env list`)."),
-    agent: Optional[str] = typer.Option(None, "--agent", help="Only this agent, e.g. sac-gems."),
-    run: Optional[int] = typer.Option(None, "--run", min=1, max=MAX_ID, help="Only this run id."),
+    env: Optional[str] = typer.Option(None, "--env", metavar="ENV", help="Only this environment (one of `slatectl env list`)."),
+    agent: Optional[str] = typer.Option(None, "--agent", metavar="AGENT", help="Only this agent, e.g. sac-gems."),
+    run: Optional[int] = typer.Option(None, "--run", min=1, max=MAX_ID, metavar="RUN_ID", help="Only this run id."),
     quality: Optional[Quality] = typer.Option(None, "--quality", help="Only checkpoints currently promoted as this quality."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
@@ -201,14 +201,14 @@ def promote(
     ckpt_id: Optional[int] = typer.Argument(None, metavar="CKPT_ID", min=1, max=MAX_ID,
                                             help="Checkpoint to promote; omit to see candidates and a suggestion."),
     quality: Quality = typer.Option(..., "--quality", help="medium or expert (random needs no checkpoint and is refused)."),
-    env: Optional[str] = typer.Option(None, "--env", help="Environment; optional when only one env has checkpoints."),
-    step: Optional[int] = typer.Option(None, "--step", min=0, max=MAX_STEP, help="Promote the checkpoint saved at this step."),
+    env: Optional[str] = typer.Option(None, "--env", metavar="ENV", help="Environment; optional when only one env has checkpoints."),
+    step: Optional[int] = typer.Option(None, "--step", min=0, max=MAX_STEP, metavar="STEP", help="Promote the checkpoint saved at this step."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Take the suggestion without asking (needed without a terminal)."),
-    note: Optional[str] = typer.Option(None, "--note", help="Why this checkpoint; kept in the history."),
+    note: Optional[str] = typer.Option(None, "--note", metavar="TEXT", help="Why this checkpoint; kept in the history."),
     target_fraction: float = typer.Option(0.5, "--target-fraction", metavar="F",
                                           help="Medium rule: target = random + F × (best − random), F strictly between 0 and 1."),
-    agent: Optional[str] = typer.Option(None, "--agent", help="Only consider checkpoints of this agent."),
-    run: Optional[int] = typer.Option(None, "--run", min=1, max=MAX_ID, help="Only consider checkpoints of this run."),
+    agent: Optional[str] = typer.Option(None, "--agent", metavar="AGENT", help="Only consider checkpoints of this agent."),
+    run: Optional[int] = typer.Option(None, "--run", min=1, max=MAX_ID, metavar="RUN_ID", help="Only consider checkpoints of this run."),
 ) -> None:
     """Promote a checkpoint as the medium or expert policy of an env (the previous one stays in history).
 
@@ -269,7 +269,7 @@ def promote(
 
 @app.command("history")
 def history(
-    env: Optional[str] = typer.Option(None, "--env", help="Only this environment."),
+    env: Optional[str] = typer.Option(None, "--env", metavar="ENV", help="Only this environment."),
     quality: Optional[Quality] = typer.Option(None, "--quality", help="Only this quality."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:

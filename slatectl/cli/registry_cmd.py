@@ -148,7 +148,7 @@ def restore(
 @app.command("gc")
 def gc(
     yes: bool = typer.Option(False, "--yes", "-y", help="Act; without it nothing is removed (dry run)."),
-    keep: int = typer.Option(1, "--keep", min=1, max=MAX_KEEP,
+    keep: int = typer.Option(1, "--keep", min=1, max=MAX_KEEP, metavar="K",
                              help=f"Resume states kept per run, newest first (1 to {MAX_KEEP})."),
     scratch_hours: float = typer.Option(SCRATCH_GRACE_S / 3600, "--scratch-older-than", metavar="HOURS",
                                         min=0.0, max=float(MAX_SCRATCH_HOURS),

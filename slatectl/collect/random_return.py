@@ -7,8 +7,11 @@ rule's lower anchor) and the Minari export (`ref_min_score`) pass this function 
 
 from __future__ import annotations
 
-from slatectl.sim.rollout import random_return
+import importlib
 
 
 def compute_random_return(env: str) -> float:
-    return float(random_return(env))
+    # The simulator (torch) is imported only when a rollout is actually needed: registry commands such
+    # as `ckpt list` import this module and must start without torch (the CLI's start-up rule).
+    rollout = importlib.import_module("slatectl.sim.rollout")
+    return float(rollout.random_return(env))

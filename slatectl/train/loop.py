@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import torch
 from lightning_fabric import Fabric
 
-from slatectl.registry import RESUME_STATE_KIND, Artifact, Checkpoint, Registry
+from slatectl.registry import Artifact, Checkpoint, Registry
 from slatectl.agents import AGENTS
 from slatectl.agents.base import Agent
 from slatectl.errors import BadInput
@@ -40,7 +40,7 @@ from slatectl.train.config import MF_SEED, RunConfig, run_config_from_dict
 from slatectl.train.episodes import play_episodes
 from slatectl.train.replay import EpisodeReplay
 
-RESUME_KIND = RESUME_STATE_KIND
+RESUME_KIND = "resume-state"
 
 
 class TrainingReporter(Protocol):
@@ -264,9 +264,7 @@ class Trainer:
         H = load_env_config(self.config.env).episode_length
         return self.registry.register_checkpoint(
             run_id, step, _cpu(state), val_return_mean=float(val["mean"]), val_return_std=float(val["std"]),
-            val_episodes=int(val["episodes"]), episodes=step, env_steps=step * H,
-            # No update happens before step random_steps unless the agent trains from the start.
-            trained=step > self.config.training.random_steps or bool(getattr(agent, "updates_during_random_phase", False)))
+            val_episodes=int(val["episodes"]), episodes=step, env_steps=step * H)
 
     def _test_checkpoints(self, run_id: int, env: TopicRec, agent: Agent) -> list[TestResult]:
         t = self.config.training
