@@ -35,7 +35,7 @@ def _has_wal_content(path: Path) -> bool:
     wal = path.with_name(path.name + "-wal")
     try:
         return wal.stat().st_size > 0
-    except FileNotFoundError:
+    except OSError:  # absent, or its folder is not a folder (then nothing can be created there either)
         return False
 
 
