@@ -7,63 +7,51 @@ from typing import Any, Mapping
 
 from sqlmodel import select
 
+from slatectl.errors import BadInput
+from slatectl.registry.database import Database
 from slatectl.registry.db import serialize_on
+from slatectl.registry.lookups import check_finite, check_quality, get_checkpoint, get_run
 from slatectl.registry.models import Checkpoint, Promotion
-from slatectl.registry.runs import _get_run, check_finite
-from slatectl.errors import BadInput, JobFailed
+from slatectl.registry.training_state import trained_at_step
 from slatectl.storage import StoredFile
 
 CHECKPOINT_KIND = "checkpoint"
-STORE_LOCK = "store"  # writers hold it shared, `verify --fix` exclusively (PostgreSQL; SQLite serialises anyway)
 
 
-class CheckpointOps:
+class CheckpointRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
     def register_checkpoint(self, run_id: int, step: int, state_dict: Mapping[str, Any], *,
                             val_return_mean: float, val_return_std: float, val_episodes: int,
-                            episodes: int | None = None, env_steps: int | None = None) -> Checkpoint:
+                            episodes: int | None = None, env_steps: int | None = None,
+                            trained: bool | None = None) -> Checkpoint:
         """Store `state_dict` and record it for (run, step) with its validation return.
 
-        Updates the run's `best` (highest validation return, earliest step on ties) and `last` (highest
-        step) flags in the same transaction as the insert.
+        `trained`: whether the agent had been updated when it was saved; None applies the training
+        loop's random-phase rule to the run's config (`training_state.trained_at_step`). Updates the run's
+        `best` (highest validation return, earliest step on ties) and `last` (highest step) flags in the
+        same transaction as the insert.
         """
         val_return_mean = check_finite("val_return_mean", val_return_mean)
         val_return_std = check_finite("val_return_std", val_return_std)
         if int(step) < 0 or int(val_episodes) < 1:
             raise BadInput(f"a checkpoint needs step >= 0 and val_episodes >= 1 (got {step}, {val_episodes}).")
-        with self.read() as session:
-            _get_run(session, run_id)
-            _refuse_duplicate_step(session, run_id, step)
-        stored = self.store.put_state_dict(CHECKPOINT_KIND, state_dict)
+        with self.db.read() as session:
+            get_run(session, run_id)
+            refuse_duplicate_step(session, run_id, step)
+        stored = self.db.store.put_state_dict(CHECKPOINT_KIND, state_dict)
         values = dict(step=int(step), episodes=episodes, env_steps=env_steps, val_return_mean=val_return_mean,
-                      val_return_std=val_return_std, val_episodes=int(val_episodes))
-        return self._insert_stored(stored, lambda session: self._insert_checkpoint(session, run_id, stored, values))
+                      val_return_std=val_return_std, val_episodes=int(val_episodes), trained=trained)
+        return self.db.insert_with_file(stored, lambda session: self.insert_row(session, run_id, stored, values))
 
-    def _insert_stored(self, stored: StoredFile, insert):
-        """Insert the row for a freshly stored file; if that fails before COMMIT, remove the file again.
-
-        A failure during COMMIT is ambiguous (the connection may drop after the server committed), so the
-        file stays: an orphan file is harmless and reported by `verify`; a row without its file is not.
-        """
-        reached_commit = False
-        try:
-            with self.write() as session:
-                serialize_on(session, STORE_LOCK, shared=True)
-                # `registry verify --fix` may have judged the file an orphan before this row existed.
-                if not self.store.exists(stored.key, stored.size):
-                    raise JobFailed(f"the stored file {stored.key} disappeared before it was registered "
-                                    "(was `registry verify --fix` running?); run the step again.")
-                row = insert(session)
-                reached_commit = True
-            return row
-        except BaseException:
-            if not reached_commit:
-                self.store.remove(stored.key)
-            raise
-
-    def _insert_checkpoint(self, session, run_id: int, stored: StoredFile, values: dict) -> Checkpoint:
+    def insert_row(self, session, run_id: int, stored: StoredFile, values: dict) -> Checkpoint:
+        """The checkpoint's row and the run's best/last flags, inside the caller's write transaction."""
         serialize_on(session, f"run:{run_id}")
-        run = _get_run(session, run_id)
-        _refuse_duplicate_step(session, run_id, values["step"])
+        run = get_run(session, run_id)
+        refuse_duplicate_step(session, run_id, values["step"])
+        if values.get("trained") is None:
+            values = {**values, "trained": trained_at_step(values["step"], run.config)}
         checkpoint = Checkpoint(run_id=run_id, env=run.env, agent=run.agent, storage_key=stored.key,
                                 size=stored.size, sha256=stored.sha256, **values)
         best = session.exec(select(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.is_best)).first()
@@ -85,16 +73,16 @@ class CheckpointOps:
     def record_test_return(self, checkpoint_id: int, mean: float, std: float, episodes: int) -> Checkpoint:
         """Fill in the test return measured after training (the only later change to a checkpoint)."""
         mean, std = check_finite("test return mean", mean), check_finite("test return std", std)
-        with self.write() as session:
-            checkpoint = _get_checkpoint(session, checkpoint_id)
+        with self.db.write() as session:
+            checkpoint = get_checkpoint(session, checkpoint_id)
             checkpoint.test_return_mean, checkpoint.test_return_std = mean, std
             checkpoint.test_episodes = int(episodes)
             session.add(checkpoint)
         return checkpoint
 
     def get_checkpoint(self, checkpoint_id: int) -> Checkpoint:
-        with self.read() as session:
-            return _get_checkpoint(session, checkpoint_id)
+        with self.db.read() as session:
+            return get_checkpoint(session, checkpoint_id)
 
     def list_checkpoints(self, env: str | None = None, agent: str | None = None, run_id: int | None = None,
                          quality: str | None = None) -> list[Checkpoint]:
@@ -107,40 +95,30 @@ class CheckpointOps:
         if run_id is not None:
             query = query.where(Checkpoint.run_id == run_id)
         if quality:
-            from slatectl.registry.promotions import check_quality
-
             check_quality(quality, allow_random=True)
             query = query.join(Promotion, Promotion.checkpoint_id == Checkpoint.id).where(
                 Promotion.quality == quality, Promotion.active)
-        with self.read() as session:
+        with self.db.read() as session:
             return list(session.exec(query))
 
     def checkpoint_envs(self) -> list[str]:
-        with self.read() as session:
+        with self.db.read() as session:
             return sorted(set(session.exec(select(Checkpoint.env).distinct())))
 
     def load_checkpoint_state(self, checkpoint_id: int, map_location: str = "cpu") -> dict[str, Any]:
         """The state dict, after checking the file's size and SHA-256 against the registry."""
         checkpoint = self.get_checkpoint(checkpoint_id)
-        return self.store.load_state_dict(checkpoint.storage_key, checkpoint.size, checkpoint.sha256,
-                                          what=f"file of checkpoint {checkpoint_id}", map_location=map_location)
+        return self.db.store.load_state_dict(checkpoint.storage_key, checkpoint.size, checkpoint.sha256,
+                                             what=f"file of checkpoint {checkpoint_id}", map_location=map_location)
 
     def checkpoint_path(self, checkpoint_id: int) -> Path:
         """The checkpoint's file, verified; for tools that need a path rather than a state dict."""
         checkpoint = self.get_checkpoint(checkpoint_id)
-        return self.store.check(checkpoint.storage_key, checkpoint.size, checkpoint.sha256,
-                                what=f"file of checkpoint {checkpoint_id}")
+        return self.db.store.check(checkpoint.storage_key, checkpoint.size, checkpoint.sha256,
+                                   what=f"file of checkpoint {checkpoint_id}")
 
 
-def _get_checkpoint(session, checkpoint_id: int) -> Checkpoint:
-    checkpoint = session.get(Checkpoint, checkpoint_id)
-    if checkpoint is None:
-        raise BadInput(f"there is no checkpoint {checkpoint_id} in the registry; `slatectl ckpt list` shows them.")
-    return checkpoint
-
-
-def _refuse_duplicate_step(session, run_id: int, step: int) -> None:
+def refuse_duplicate_step(session, run_id: int, step: int) -> None:
     existing = session.exec(select(Checkpoint.id).where(Checkpoint.run_id == run_id, Checkpoint.step == step)).first()
     if existing is not None:
         raise BadInput(f"run {run_id} already has checkpoint {existing} at step {step}; steps are saved once.")
-

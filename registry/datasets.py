@@ -8,11 +8,12 @@ from typing import Any, Mapping
 
 from sqlmodel import select
 
-from slatectl.registry.checkpoints import _get_checkpoint
-from slatectl.registry.hashing import canonical_json
-from slatectl.registry.models import DATASET_FORMATS, QUALITIES, Artifact, Dataset, Promotion, Run
-from slatectl.registry.runs import check_finite
+from slatectl.domain import DatasetFormat, Quality
 from slatectl.errors import BadInput
+from slatectl.registry.database import Database
+from slatectl.registry.hashing import canonical_json
+from slatectl.registry.lookups import check_finite, get_checkpoint, get_dataset
+from slatectl.registry.models import Artifact, Dataset, Promotion, Run
 
 DATASET_KIND = "dataset"
 
@@ -27,7 +28,10 @@ class LineageNode:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-class DatasetOps:
+class DatasetRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
     def register_dataset(self, env: str, quality: str, payload: Path | str | bytes, *, episodes: int,
                          transitions: int, return_mean: float, return_std: float, format: str, seed: int,
                          checkpoint_id: int | None = None, promotion_id: int | None = None,
@@ -36,13 +40,14 @@ class DatasetOps:
 
         `medium`/`expert` datasets need the `checkpoint_id` that acted (of the same env); `random` none.
         """
-        if quality not in QUALITIES:
-            raise BadInput(f"unknown quality {quality!r}; choose one of {', '.join(QUALITIES)}.")
-        if format not in DATASET_FORMATS:
-            raise BadInput(f"unknown dataset format {format!r}; choose one of {', '.join(DATASET_FORMATS)}.")
+        if quality not in tuple(Quality):
+            raise BadInput(f"unknown quality {quality!r}; choose one of {', '.join(Quality)}.")
+        if format not in tuple(DatasetFormat):
+            raise BadInput(f"unknown dataset format {format!r}; choose one of {', '.join(DatasetFormat)}.")
+        quality, format = Quality(quality).value, DatasetFormat(format).value
         if episodes < 1 or transitions < 1:
             raise BadInput("a dataset needs at least one episode and one transition.")
-        if (quality == "random") != (checkpoint_id is None):
+        if (quality == Quality.RANDOM) != (checkpoint_id is None):
             raise BadInput("a random dataset has no checkpoint; medium and expert datasets need the checkpoint "
                            "that produced them.")
         metadata = dict(metadata or {})
@@ -54,12 +59,12 @@ class DatasetOps:
                       return_mean=check_finite("return_mean", return_mean),
                       return_std=check_finite("return_std", return_std), format=format, seed=int(seed),
                       checkpoint_id=checkpoint_id, promotion_id=promotion_id, meta=metadata)
-        with self.read() as session:
+        with self.db.read() as session:
             values["policy"] = policy or _check_source(session, values)
         if isinstance(payload, (bytes, bytearray)):
-            stored = self.store.put_bytes(DATASET_KIND, bytes(payload), suffix=f".{format}")
+            stored = self.db.store.put_bytes(DATASET_KIND, bytes(payload), suffix=f".{format}")
         else:
-            stored = self.store.put_file(DATASET_KIND, Path(payload))
+            stored = self.db.store.put_file(DATASET_KIND, Path(payload))
 
         def insert(session) -> Dataset:
             _check_source(session, values)
@@ -68,11 +73,11 @@ class DatasetOps:
             session.flush()
             return dataset
 
-        return self._insert_stored(stored, insert)
+        return self.db.insert_with_file(stored, insert)
 
     def get_dataset(self, dataset_id: int) -> Dataset:
-        with self.read() as session:
-            return _get_dataset(session, dataset_id)
+        with self.db.read() as session:
+            return get_dataset(session, dataset_id)
 
     def list_datasets(self, env: str | None = None, quality: str | None = None) -> list[Dataset]:
         query = select(Dataset).order_by(Dataset.id)
@@ -80,19 +85,19 @@ class DatasetOps:
             query = query.where(Dataset.env == env)
         if quality:
             query = query.where(Dataset.quality == quality)
-        with self.read() as session:
+        with self.db.read() as session:
             return list(session.exec(query))
 
     def dataset_path(self, dataset_id: int) -> Path:
         """The dataset's file, after its size and SHA-256 were checked."""
         dataset = self.get_dataset(dataset_id)
-        return self.store.check(dataset.storage_key, dataset.size, dataset.sha256, what=f"file of dataset {dataset_id}")
+        return self.db.store.check(dataset.storage_key, dataset.size, dataset.sha256, what=f"file of dataset {dataset_id}")
 
     def dataset_lineage(self, dataset_id: int) -> list[LineageNode]:
         """The dataset, then the promotion and checkpoint that produced it, the checkpoint's run, and every
         artifact the run was built on with their parents (breadth first, each once)."""
-        with self.read() as session:
-            dataset = _get_dataset(session, dataset_id)
+        with self.db.read() as session:
+            dataset = get_dataset(session, dataset_id)
             nodes = [LineageNode("dataset", dataset.id, f"{dataset.quality} dataset of {dataset.env}, policy {dataset.policy}")]
             if dataset.promotion_id is not None:
                 promotion = session.get(Promotion, dataset.promotion_id)
@@ -102,7 +107,7 @@ class DatasetOps:
                                              {"promoted_at": promotion.promoted_at.isoformat(), "note": promotion.note}))
             pending: list[int] = []
             if dataset.checkpoint_id is not None:
-                checkpoint = _get_checkpoint(session, dataset.checkpoint_id)
+                checkpoint = get_checkpoint(session, dataset.checkpoint_id)
                 nodes.append(LineageNode("checkpoint", checkpoint.id,
                                          f"{checkpoint.agent} step {checkpoint.step}, val return {checkpoint.val_return_mean:.3f}",
                                          {"sha256": checkpoint.sha256}))
@@ -127,13 +132,6 @@ class DatasetOps:
             return nodes
 
 
-def _get_dataset(session, dataset_id: int) -> Dataset:
-    dataset = session.get(Dataset, dataset_id)
-    if dataset is None:
-        raise BadInput(f"there is no dataset {dataset_id} in the registry; `slatectl inspect` lists the datasets.")
-    return dataset
-
-
 def _check_source(session, values: dict) -> str:
     """Check the checkpoint / promotion the dataset claims to come from; return the acting policy's name."""
     if values["promotion_id"] is not None:
@@ -145,7 +143,7 @@ def _check_source(session, values: dict) -> str:
                            f"on {promotion.env}, which does not match this dataset.")
     if values["checkpoint_id"] is None:
         return "random"
-    checkpoint = _get_checkpoint(session, values["checkpoint_id"])
+    checkpoint = get_checkpoint(session, values["checkpoint_id"])
     if checkpoint.env != values["env"]:
         raise BadInput(f"checkpoint {checkpoint.id} was trained on {checkpoint.env}, not {values['env']}.")
     return checkpoint.agent

@@ -3,27 +3,31 @@
 SQLite is the default and is used by several processes at once (parallel training runs), so:
 WAL (readers never block the writer), a long busy timeout, and every write transaction opened with
 `BEGIN IMMEDIATE` so writers queue for the lock up front instead of failing on a read-to-write upgrade.
+An SQLite registry file is checked before it is opened and created only where no file exists
+(`slatectl.registry.sqlite_file`).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, insert, inspect, select, text
+from sqlalchemy import (Boolean, Connection, DateTime, Engine, Integer, String, create_engine, event, func, insert, inspect,
+                        select, text)
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
-from slatectl.registry.models import TABLES, SchemaVersion, utcnow
-from slatectl.errors import BadInput
+from slatectl.errors import BadInput, JobFailed
+from slatectl.registry.models import TABLES, Checkpoint, Run, SchemaVersion, utcnow
+from slatectl.registry.sqlite_file import check_registry_file, publish_new_file, refuse_orphan_wal
+from slatectl.registry.training_state import trained_at_step
 
-SCHEMA_VERSION = 1
-# MIGRATIONS[v] upgrades a database at version v-1 to v, inside the schema transaction.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+SCHEMA_VERSION = 2
 
 WRITE_OPTION = "slatectl_write"
 _SCHEMA_LOCK_KEY = 0x5_1A7E_C71  # PostgreSQL advisory lock id for schema creation / migration
@@ -45,19 +49,22 @@ def parse_url(url: str) -> URL:
     return parsed
 
 
-def make_engine(url: str, busy_timeout_s: float = 30.0) -> Engine:
-    parsed = parse_url(url)
+def sqlite_file(url: URL) -> Path | None:
+    """The file of an on-disk SQLite URL; None for other databases and in-memory SQLite."""
+    if url.get_backend_name() != "sqlite":
+        return None
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).expanduser()
+
+
+def make_engine(url: str | URL, busy_timeout_s: float = 30.0) -> Engine:
+    """An engine for `url`. Opens existing databases only; see `open_engine` for the checked entry point."""
+    parsed = parse_url(url) if isinstance(url, str) else url
     kwargs: dict = {}
     if parsed.get_backend_name() == "sqlite":
-        database = parsed.database
-        if database and database != ":memory:" and not database.startswith("file:"):
-            folder = Path(database).expanduser().parent
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise BadInput(f"cannot create the registry folder {folder} ({exc}); choose another --home "
-                               "or --registry-url.") from exc
-        else:  # one shared connection, or each connection would see its own empty in-memory database
+        if sqlite_file(parsed) is None:  # one shared connection, or each would see its own empty database
             kwargs["poolclass"] = StaticPool
             kwargs["connect_args"] = {"check_same_thread": False}
     else:
@@ -70,6 +77,55 @@ def make_engine(url: str, busy_timeout_s: float = 30.0) -> Engine:
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine, busy_timeout_s)
     return engine
+
+
+def open_engine(url: str, busy_timeout_s: float = 30.0) -> tuple[Engine, int]:
+    """The engine of a usable registry and its schema version.
+
+    SQLite: a missing file is created (complete, atomically); an existing file must be a valid registry
+    (`check_registry_file`) and is never re-created. Other databases: the schema is created when absent.
+    """
+    parsed = parse_url(url)
+    path = sqlite_file(parsed)
+    if path is not None:
+        if not path.exists():
+            refuse_orphan_wal(path)
+            _create_sqlite_registry(path, busy_timeout_s)
+        check_registry_file(path, busy_timeout_s)
+    engine = make_engine(parsed, busy_timeout_s)
+    try:
+        with database_errors(display_url(parsed), busy_timeout_s):
+            version = ensure_schema(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine, version
+
+
+def _create_sqlite_registry(path: Path, busy_timeout_s: float) -> None:
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.new-", delete=False)
+        handle.close()
+    except OSError as exc:
+        raise BadInput(f"cannot create the registry folder {folder} ({exc.strerror or exc}); choose another --home "
+                       "or --registry-url.") from exc
+    temp = Path(handle.name)
+    try:
+        engine = make_engine(URL.create("sqlite", database=str(temp)), busy_timeout_s)
+        try:
+            with database_errors(str(temp), busy_timeout_s):
+                ensure_schema(engine)
+        finally:
+            engine.dispose()  # closing the last connection checkpoints the WAL into the file
+        publish_new_file(temp, path)
+    except OSError as exc:
+        raise JobFailed(f"could not create the registry {path} ({exc.strerror or exc}); nothing was recorded. "
+                        "Free disk space or choose another --home.") from exc
+    finally:
+        for leftover in (temp, temp.with_name(temp.name + "-wal"), temp.with_name(temp.name + "-shm")):
+            leftover.unlink(missing_ok=True)
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_s: float) -> None:
@@ -149,20 +205,62 @@ def _refuse_newer(version: int | None) -> None:
                        f"{SCHEMA_VERSION}; upgrade slatectl before using this registry.")
 
 
+def _add_column(connection: Connection, table: str, name: str, sql_type: Any) -> None:
+    compiled = sql_type.compile(dialect=connection.dialect)
+    connection.execute(text(f'ALTER TABLE {table} ADD COLUMN {name} {compiled}'))
+
+
+def _migrate_to_2(connection: Connection) -> None:
+    """v2: run leases (pid, host, heartbeat_at), checkpoints' `trained`, artifacts' `pruned_at`."""
+    _add_column(connection, "runs", "pid", Integer())
+    _add_column(connection, "runs", "host", String())
+    _add_column(connection, "runs", "heartbeat_at", DateTime(timezone=False))
+    _add_column(connection, "checkpoints", "trained", Boolean())
+    _add_column(connection, "artifacts", "pruned_at", DateTime(timezone=False))
+    # Existing checkpoints: trained unless saved within the run's random phase (the loop's rule).
+    checkpoints, runs = Checkpoint.__table__, Run.__table__
+    rows = connection.execute(select(checkpoints.c.id, checkpoints.c.step, runs.c.config)
+                              .join(runs, checkpoints.c.run_id == runs.c.id)).all()
+    for checkpoint_id, step, config in rows:
+        connection.execute(checkpoints.update().where(checkpoints.c.id == checkpoint_id)
+                           .values(trained=trained_at_step(step, config)))
+
+
+# MIGRATIONS[v] upgrades a database at version v-1 to v, inside the schema transaction.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _migrate_to_2}
+
+
 # -- errors -------------------------------------------------------------------------------------------
+
+_CORRUPT = ("malformed", "not a database", "file is encrypted", "database corrupt")
+_DISK = ("disk is full", "disk i/o error", "no space left", "file too large", "readonly database", "read-only")
+
 
 @contextmanager
 def database_errors(url: str, busy_timeout_s: float) -> Iterator[None]:
-    """Turn driver errors about reaching or locking the database into one clear BadInput."""
+    """Turn every driver error into one clear SlatectlError: BadInput (exit 2) when the database cannot
+    be reached or is damaged (the user's remedy), JobFailed (exit 1) when a write failed (disk full…)."""
     try:
         yield
-    except OperationalError as exc:
+    except SQLAlchemyError as exc:
         text_of_error = str(getattr(exc, "orig", None) or exc).strip()
         reason = text_of_error.splitlines()[0] if text_of_error else type(exc).__name__
-        if "locked" in reason.lower() or "busy" in reason.lower():
-            message = (f"the registry database {url} stayed locked by another process for {busy_timeout_s:g} s "
-                       f"({reason}); nothing was changed. Try again when the other slatectl command has finished.")
-        else:
-            message = (f"the registry database {url} cannot be used ({reason}); nothing was changed. Check "
-                       "--registry-url / SLATECTL_REGISTRY_URL and --home, and that the database server is running.")
-        raise BadInput(message) from exc
+        lowered = reason.lower()
+        if isinstance(exc, OperationalError) and ("locked" in lowered or "busy" in lowered):
+            raise BadInput(f"the registry database {url} stayed locked by another process for {busy_timeout_s:g} s "
+                           f"({reason}); nothing was changed. Try again when the other slatectl command has "
+                           "finished.") from exc
+        if any(marker in lowered for marker in _DISK):
+            raise JobFailed(f"the registry database {url} could not be written ({reason}); the transaction was "
+                            "rolled back and nothing was registered. Free disk space (or fix permissions) and run "
+                            "the command again.") from exc
+        if isinstance(exc, DatabaseError) and any(marker in lowered for marker in _CORRUPT):
+            raise BadInput(f"the registry database {url} is damaged ({reason}). Restore it from a backup with "
+                           "`slatectl registry restore BACKUP --force` (the damaged file is kept aside).") from exc
+        if isinstance(exc, OperationalError):
+            raise BadInput(f"the registry database {url} cannot be used ({reason}); nothing was changed. Check "
+                           "--registry-url / SLATECTL_REGISTRY_URL and --home, and that the database server is "
+                           "running.") from exc
+        raise JobFailed(f"the registry database {url} refused the operation ({type(exc).__name__}: {reason}); "
+                        "the transaction was rolled back. Run the command again; if it persists, run "
+                        "`slatectl registry verify`.") from exc

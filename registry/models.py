@@ -1,5 +1,6 @@
 """The registry's tables. Rows describing stored files are written once; only the flags that summarise
-a run (best/last), a checkpoint's later test return, a run's end, and a promotion's supersession change.
+a run (best/last), a checkpoint's later test return, a run's end and lease, a promotion's supersession,
+and an artifact's `pruned_at` (its superseded file was removed) change.
 """
 
 from __future__ import annotations
@@ -7,14 +8,17 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Optional
 
+from enum import StrEnum
+
 from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
-QUALITIES = ("random", "medium", "expert")
-# `random` is produced by the uniform random slate policy, so there is no checkpoint to promote for it.
-PROMOTABLE_QUALITIES = ("medium", "expert")
-RUN_STATUSES = ("running", "finished", "failed", "interrupted")
-DATASET_FORMATS = ("npz", "minari")
+
+class RunStatus(StrEnum):
+    RUNNING = "running"          # a process holds (or held, if its heartbeat is stale) the run's lease
+    FINISHED = "finished"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # stopped at a safe point on Ctrl-C / SIGTERM / SIGHUP; resumable
 
 _AUTOINCREMENT = {"sqlite_autoincrement": True}  # ids are never reused, even after a failed insert
 
@@ -59,10 +63,14 @@ class Run(SQLModel, table=True):
     code_version: str
     command: str
     inputs: list[int] = _json(list)  # artifact ids the run was built on (GeMS, MF embeddings, …)
-    status: str = Field(default="running", index=True)
+    status: str = Field(default=RunStatus.RUNNING.value, index=True)
     error: Optional[str] = None
     started_at: datetime = _timestamp()
     finished_at: Optional[datetime] = _timestamp(nullable=True)
+    # The lease (schema v2): which process works on the run, and when it last said it was alive.
+    pid: Optional[int] = None
+    host: Optional[str] = None
+    heartbeat_at: Optional[datetime] = _timestamp(nullable=True)
 
 
 class Validation(SQLModel, table=True):
@@ -99,6 +107,9 @@ class Checkpoint(SQLModel, table=True):
     test_episodes: Optional[int] = None
     is_best: bool = Field(default=False, index=True)
     is_last: bool = Field(default=False)
+    # Whether the agent had been updated at least once when this was saved (schema v2). False for
+    # random-phase checkpoints: they are the untrained initial weights, whatever their step.
+    trained: Optional[bool] = None
     storage_key: str = Field(unique=True)
     size: int = _size()
     sha256: str
@@ -123,6 +134,9 @@ class Artifact(SQLModel, table=True):
     size: int = _size()
     sha256: str
     created_at: datetime = _timestamp()
+    # Set when a superseded file (an older resume state) was removed by pruning (schema v2): the row
+    # stays as history, the file is gone on purpose, and `verify` does not look for it.
+    pruned_at: Optional[datetime] = _timestamp(nullable=True)
 
 
 class Promotion(SQLModel, table=True):

@@ -2,6 +2,7 @@
 
 Promoting inserts a new active row and, in the same transaction, marks the previous active row for that
 (env, quality) inactive and points it at its successor; nothing else about a promotion ever changes.
+A checkpoint is promoted only after its file was checked against the recorded size and SHA-256.
 """
 
 from __future__ import annotations
@@ -10,20 +11,11 @@ import getpass
 
 from sqlmodel import select
 
-from slatectl.registry.checkpoints import _get_checkpoint
-from slatectl.registry.db import serialize_on
-from slatectl.registry.models import PROMOTABLE_QUALITIES, QUALITIES, Checkpoint, Promotion
 from slatectl.errors import BadInput
-
-
-def check_quality(quality: str, allow_random: bool = False) -> str:
-    allowed = QUALITIES if allow_random else PROMOTABLE_QUALITIES
-    if quality == "random" and not allow_random:
-        raise BadInput("quality 'random' is produced by the uniform random slate policy and needs no checkpoint, "
-                       "so there is nothing to promote; `slatectl collect --quality random` works as it is.")
-    if quality not in allowed:
-        raise BadInput(f"unknown quality {quality!r}; choose one of {', '.join(allowed)}.")
-    return quality
+from slatectl.registry.database import Database
+from slatectl.registry.db import serialize_on
+from slatectl.registry.lookups import check_quality, get_checkpoint
+from slatectl.registry.models import Checkpoint, Promotion
 
 
 def current_user() -> str:
@@ -33,28 +25,35 @@ def current_user() -> str:
         return "unknown"
 
 
-class PromotionOps:
+class PromotionRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
     def promote_checkpoint(self, env: str | None, quality: str, checkpoint_id: int, note: str | None = None,
                            promoted_by: str | None = None) -> Promotion:
         """Make `checkpoint_id` the active one for (env, quality); the previous one stays in history.
 
-        `env` may be None (taken from the checkpoint); if given it must be the checkpoint's env.
+        `env` may be None (taken from the checkpoint); if given it must be the checkpoint's env. The
+        checkpoint's file must match its recorded size and SHA-256 (MissingFile / CorruptFile otherwise,
+        and nothing is written).
         """
-        check_quality(quality)
-        with self.write() as session:
-            checkpoint = _get_checkpoint(session, checkpoint_id)
-            if env is not None and env != checkpoint.env:
-                raise BadInput(f"checkpoint {checkpoint_id} was trained on {checkpoint.env}, not {env}; promote a "
-                               f"checkpoint of {env} (`slatectl ckpt list --env {env}`).")
+        quality = check_quality(quality)
+        with self.db.read() as session:
+            checkpoint = get_checkpoint(session, checkpoint_id)
+        self._check_env(checkpoint, env)
+        self.db.store.check(checkpoint.storage_key, checkpoint.size, checkpoint.sha256,
+                            what=f"file of checkpoint {checkpoint_id}")
+        with self.db.write() as session:
+            checkpoint = get_checkpoint(session, checkpoint_id)
             env = checkpoint.env
             serialize_on(session, f"promotion:{env}:{quality}")
-            previous = _active(session, env, quality)
+            previous = active(session, env, quality)
             if previous is not None:
                 # Deactivate first: the partial unique index allows one active row per (env, quality).
                 previous.active = False
                 session.add(previous)
                 session.flush()
-            promotion = Promotion(env=env, quality=quality, checkpoint_id=checkpoint_id, note=note,
+            promotion = Promotion(env=env, quality=quality.value, checkpoint_id=checkpoint_id, note=note,
                                   promoted_by=promoted_by or current_user(), active=True)
             session.add(promotion)
             session.flush()
@@ -63,20 +62,26 @@ class PromotionOps:
                 session.add(previous)
         return promotion
 
+    @staticmethod
+    def _check_env(checkpoint: Checkpoint, env: str | None) -> None:
+        if env is not None and env != checkpoint.env:
+            raise BadInput(f"checkpoint {checkpoint.id} was trained on {checkpoint.env}, not {env}; promote a "
+                           f"checkpoint of {env} (`slatectl ckpt list --env {env}`).")
+
     def active_promotion(self, env: str, quality: str) -> Promotion | None:
         check_quality(quality)
-        with self.read() as session:
-            return _active(session, env, quality)
+        with self.db.read() as session:
+            return active(session, env, quality)
 
     def promoted_checkpoint(self, env: str, quality: str) -> tuple[Promotion, Checkpoint]:
         """The active promotion for (env, quality) and its checkpoint; BadInput when there is none."""
         check_quality(quality)
-        with self.read() as session:
-            promotion = _active(session, env, quality)
+        with self.db.read() as session:
+            promotion = active(session, env, quality)
             if promotion is None:
                 raise BadInput(f"no checkpoint is promoted as {quality} for {env}; choose one with "
                                f"`slatectl ckpt promote --quality {quality} --env {env}`.")
-            return promotion, _get_checkpoint(session, promotion.checkpoint_id)
+            return promotion, get_checkpoint(session, promotion.checkpoint_id)
 
     def promotion_history(self, env: str | None = None, quality: str | None = None) -> list[Promotion]:
         """Every promotion, oldest first."""
@@ -86,14 +91,14 @@ class PromotionOps:
         if quality:
             check_quality(quality, allow_random=True)
             query = query.where(Promotion.quality == quality)
-        with self.read() as session:
+        with self.db.read() as session:
             return list(session.exec(query))
 
     def active_promotions(self) -> list[Promotion]:
-        with self.read() as session:
+        with self.db.read() as session:
             return list(session.exec(select(Promotion).where(Promotion.active).order_by(Promotion.env, Promotion.quality)))
 
 
-def _active(session, env: str, quality: str) -> Promotion | None:
+def active(session, env: str, quality: str) -> Promotion | None:
     return session.exec(select(Promotion).where(Promotion.env == env, Promotion.quality == quality,
                                                 Promotion.active)).first()

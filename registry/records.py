@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from slatectl.registry.models import Artifact, Checkpoint, Dataset, Promotion, Run, Validation
+from slatectl.registry.models import Checkpoint, Dataset, Promotion, Run, Validation
+from slatectl.registry.lease import run_liveness
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -16,6 +17,7 @@ def iso(moment: datetime | None) -> str | None:
 def run_record(run: Run) -> dict[str, Any]:
     return {"id": run.id, "agent": run.agent, "env": run.env, "seed": run.seed, "status": run.status,
             "config_hash": run.config_hash, "code_version": run.code_version, "command": run.command,
+            "liveness": run_liveness(run), "pid": run.pid, "host": run.host, "heartbeat_at": iso(run.heartbeat_at),
             "inputs": list(run.inputs), "error": run.error, "started_at": iso(run.started_at),
             "finished_at": iso(run.finished_at), "config": run.config}
 
@@ -26,7 +28,8 @@ def checkpoint_record(checkpoint: Checkpoint, promoted_as: list[str] | None = No
             "val_return": checkpoint.val_return_mean, "val_return_std": checkpoint.val_return_std,
             "val_episodes": checkpoint.val_episodes, "test_return": checkpoint.test_return_mean,
             "test_return_std": checkpoint.test_return_std, "test_episodes": checkpoint.test_episodes,
-            "best": checkpoint.is_best, "last": checkpoint.is_last, "promoted_as": promoted_as or [],
+            "best": checkpoint.is_best, "last": checkpoint.is_last, "untrained": checkpoint.trained is False,
+            "promoted_as": promoted_as or [],
             "storage_key": checkpoint.storage_key, "size": checkpoint.size, "sha256": checkpoint.sha256,
             "created_at": iso(checkpoint.created_at)}
 
@@ -45,13 +48,6 @@ def dataset_record(dataset: Dataset) -> dict[str, Any]:
             "std_return": dataset.return_std, "format": dataset.format, "seed": dataset.seed,
             "storage_key": dataset.storage_key, "size": dataset.size, "sha256": dataset.sha256,
             "created_at": iso(dataset.created_at), "metadata": dataset.meta}
-
-
-def artifact_record(artifact: Artifact) -> dict[str, Any]:
-    return {"id": artifact.id, "kind": artifact.kind, "env": artifact.env, "config_hash": artifact.config_hash,
-            "config": artifact.config, "metrics": artifact.metrics, "parents": list(artifact.parents),
-            "run_id": artifact.run_id, "storage_key": artifact.storage_key, "size": artifact.size,
-            "sha256": artifact.sha256, "created_at": iso(artifact.created_at)}
 
 
 def validation_record(point: Validation) -> dict[str, Any]:

@@ -1,27 +1,46 @@
-"""Which checkpoint to promote: the rule, and where the random-policy return comes from.
+"""Which checkpoint to promote: the rule, and the random-policy return it needs.
 
 expert: the highest validation return (earliest step on ties).
-medium: the validation return closest to  random + f × (best − random),  f = target fraction (0.5:
-        half-way between the random policy and the best checkpoint); earliest step on ties.
-The tool only suggests; the person promotes.
+medium: the validation return closest to  random + f × (best − random),  f = target fraction in (0, 1)
+        (0.5: half-way between the random policy and the best checkpoint); earliest step on ties.
+Untrained checkpoints (saved within the random phase, before any agent update) are shown but never
+suggested: they are the initial weights, not a medium or expert policy. The tool only suggests; the
+person promotes.
+
+The registry never runs the simulator: the random-policy return is read from a registered rollout, or
+computed by a function the caller passes in (the CLI passes slatectl.collect.random_return).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
-from slatectl.registry.models import Checkpoint
-from slatectl.registry.promotions import check_quality
+from slatectl.domain import Quality
 from slatectl.errors import BadInput, SlatectlError
+from slatectl.registry.lookups import check_quality
+from slatectl.registry.models import Artifact, Checkpoint
 
 RandomReturnFn = Callable[[str], float]
+# A medium suggestion whose return misses the target by more than this share of (best − random) is
+# flagged: the saved checkpoints are too coarse to hit the rule's target.
+FAR_FROM_TARGET = 0.25
+
+
+class PolicyReturns(Protocol):
+    def policy_return(self, env: str, policy: str) -> tuple[float, Artifact] | None: ...
+
+    def record_policy_return(self, env: str, policy: str, mean: float, std: float | None = None,
+                             episodes: int | None = None, seed: int | None = None) -> Artifact: ...
 
 
 @dataclass(frozen=True)
 class Candidate:
     checkpoint: Checkpoint
     share_of_best: float | None  # validation return / best validation return; None when best <= 0
+    untrained: bool = False  # saved before any agent update: shown, never suggested
+    same_file_as: tuple[int, ...] = ()  # other candidates with the same SHA-256 (identical weights)
 
 
 @dataclass(frozen=True)
@@ -35,98 +54,105 @@ class Suggestion:
     random_return: float | None
     random_source: str | None
     rule: str
+    warnings: tuple[str, ...] = ()
+    # A random-policy return computed for this suggestion and not yet registered (the caller records it
+    # once the promotion was actually made, so a refused promotion writes nothing).
+    unrecorded_random_return: float | None = None
 
 
 @dataclass(frozen=True)
 class RandomReturn:
     value: float
     source: str
+    recorded: bool = True  # False: computed now and not (yet) registered, or an assumption
+
+
+def check_target_fraction(fraction: float) -> float:
+    if fraction is None or not math.isfinite(float(fraction)) or not 0.0 < float(fraction) < 1.0:
+        raise BadInput(f"--target-fraction must lie strictly between 0 and 1 (got {fraction}); 0.5 puts the medium "
+                       "target half-way between the random policy and the best checkpoint.")
+    return float(fraction)
+
+
+def is_untrained(checkpoint: Checkpoint) -> bool:
+    return checkpoint.trained is False
 
 
 def suggest_from(checkpoints: Sequence[Checkpoint], quality: str, random_return: float | None = None,
                  target_fraction: float = 0.5, random_source: str | None = None) -> Suggestion:
     """Apply the rule to `checkpoints` (one env). Pure: no database, no simulator."""
-    check_quality(quality)
+    quality = check_quality(quality)
     if not checkpoints:
         raise BadInput("there are no checkpoints to choose from; train an agent with --save-every first.")
     envs = {c.env for c in checkpoints}
     if len(envs) != 1:
         raise BadInput(f"candidates must come from one env, got {', '.join(sorted(envs))}; pass --env.")
-    if not 0.0 <= target_fraction <= 1.0:
-        raise BadInput(f"--target-fraction must lie in [0, 1] (got {target_fraction}).")
+    env = envs.pop()
+    target_fraction = check_target_fraction(target_fraction)
     ordered = sorted(checkpoints, key=lambda c: (c.step, c.id or 0))
-    best = max(ordered, key=lambda c: c.val_return_mean)  # max keeps the first (earliest) of equals
+    trained = [c for c in ordered if not is_untrained(c)]
+    if not trained:
+        raise BadInput(f"every checkpoint of {env} is untrained (saved within the random phase, before any agent "
+                       "update), so none is a medium or expert policy; train longer than the random phase "
+                       "(configs/training.yaml: random_steps) with --save-every.")
+    best = max(trained, key=lambda c: c.val_return_mean)  # max keeps the first (earliest) of equals
     best_return = best.val_return_mean
-    if quality == "expert":
+    warnings: list[str] = []
+    if quality == Quality.EXPERT:
         suggested, target = best, best_return
-        rule = f"expert = the highest validation return ({best_return:.3f}, checkpoint {best.id})"
+        rule = f"expert = the highest validation return ({best_return:,.1f}, checkpoint {best.id})"
     else:
         if random_return is None:
             raise BadInput("the medium rule needs the random policy's return on this env.")
         target = random_return + target_fraction * (best_return - random_return)
-        suggested = min(ordered, key=lambda c: abs(c.val_return_mean - target))
+        suggested = min(trained, key=lambda c: abs(c.val_return_mean - target))
         rule = (f"medium = the validation return closest to random + {target_fraction:g} × (best − random) = "
-                f"{random_return:.3f} + {target_fraction:g} × ({best_return:.3f} − {random_return:.3f}) = {target:.3f}")
-    candidates = [Candidate(c, c.val_return_mean / best_return if best_return > 0 else None) for c in ordered]
-    return Suggestion(env=envs.pop(), quality=quality, candidates=candidates, suggested=suggested,
+                f"{random_return:,.3f} + {target_fraction:g} × ({best_return:,.3f} − {random_return:,.3f}) = {target:,.3f}")
+        span = best_return - random_return
+        miss = abs(suggested.val_return_mean - target)
+        if span <= 0:
+            warnings.append(f"the best checkpoint ({best_return:,.1f}) is no better than the random policy "
+                            f"({random_return:,.1f}): no checkpoint here is a meaningful medium policy.")
+        elif miss > FAR_FROM_TARGET * span:
+            warnings.append(f"the suggested checkpoint's return {suggested.val_return_mean:,.1f} is far from the "
+                            f"target {target:,.1f} ({miss:,.1f} away, {100 * miss / span:.0f}% of best − random); "
+                            "save checkpoints more often (--save-every) to get one near the target.")
+    untrained = [c for c in ordered if is_untrained(c)]
+    if untrained:
+        warnings.append(f"{len(untrained)} untrained checkpoint(s) (saved within the random phase, before any "
+                        "agent update) are listed but never suggested.")
+    by_digest: dict[str, list[int]] = {}
+    for c in ordered:
+        by_digest.setdefault(c.sha256, []).append(c.id)
+    candidates = [Candidate(c, c.val_return_mean / best_return if best_return > 0 else None, is_untrained(c),
+                            tuple(i for i in by_digest[c.sha256] if i != c.id)) for c in ordered]
+    return Suggestion(env=env, quality=quality.value, candidates=candidates, suggested=suggested,
                       best_return=best_return, target_return=target,
-                      random_return=random_return if quality == "medium" else None,
-                      random_source=random_source if quality == "medium" else None, rule=rule)
+                      random_return=random_return if quality == Quality.MEDIUM else None,
+                      random_source=random_source if quality == Quality.MEDIUM else None, rule=rule,
+                      warnings=tuple(warnings))
 
 
-def compute_random_return(env: str) -> float:
-    """The uniform random slate policy's mean return, from the simulator package."""
-    from slatectl.sim.rollout import random_return
-
-    result = random_return(env)
-    return float(getattr(result, "mean", result))
-
-
-def resolve_random_return(registry, env: str, compute: RandomReturnFn | None = compute_random_return,
+def resolve_random_return(returns: PolicyReturns, env: str, compute: RandomReturnFn | None = None,
                           record: bool = True) -> RandomReturn:
-    """A registered random-policy return for `env`, else `compute(env)` (recorded for next time),
-    else 0 with a note saying so: the suggestion is then only as good as that assumption."""
-    registered = registry.policy_return(env, "random")
+    """A registered random-policy return for `env`, else `compute(env)` (recorded when `record`), else 0
+    with a note saying so: the suggestion is then only as good as that assumption."""
+    registered = returns.policy_return(env, Quality.RANDOM.value)
     if registered is not None:
         value, artifact = registered
         return RandomReturn(value, f"registered rollout (artifact {artifact.id})")
     if compute is None:
-        return RandomReturn(0.0, "assumed 0: no random-policy return is registered for this env")
+        return RandomReturn(0.0, "assumed 0: no random-policy return is registered for this env", recorded=False)
     try:
         value = float(compute(env))
     except SlatectlError:
         raise
     except Exception as exc:  # the simulator is optional here: fall back to a stated assumption
         return RandomReturn(0.0, f"assumed 0: the random-policy return could not be computed "
-                                 f"({type(exc).__name__}: {exc})")
+                                 f"({type(exc).__name__}: {exc})", recorded=False)
+    if not math.isfinite(value):
+        raise BadInput(f"the random-policy return computed for {env} is not a finite number ({value}).")
     if record:
-        registry.record_policy_return(env, "random", value)
-    return RandomReturn(value, "computed with the random policy and recorded in the registry")
-
-
-class SuggestOps:
-    def suggestion_candidates(self, env: str, agent: str | None = None, run_id: int | None = None) -> list[Checkpoint]:
-        candidates = self.list_checkpoints(env=env, agent=agent, run_id=run_id)
-        if not candidates:
-            known = self.checkpoint_envs()
-            filters = ([f"agent {agent}"] if agent else []) + ([f"run {run_id}"] if run_id is not None else [])
-            where = f" ({', '.join(filters)})" if filters else ""
-            raise BadInput(f"there are no checkpoints for env {env}{where}; envs with checkpoints: "
-                           f"{', '.join(known) if known else 'none — train an agent with --save-every first'}.")
-        return candidates
-
-    def suggest_checkpoint(self, env: str, quality: str, random_return: float | None = None,
-                           target_fraction: float = 0.5, *, agent: str | None = None, run_id: int | None = None,
-                           compute_random: RandomReturnFn | None = compute_random_return) -> Suggestion:
-        """The suggested checkpoint of `env` for `quality` with every candidate and the rule applied.
-
-        For `medium` without `random_return`, the registered random-policy return is used, else it is
-        computed with `compute_random` (and recorded), else taken as 0 with a note.
-        """
-        check_quality(quality)
-        candidates = self.suggestion_candidates(env, agent, run_id)
-        source = "given"
-        if quality == "medium" and random_return is None:
-            resolved = resolve_random_return(self, env, compute_random)
-            random_return, source = resolved.value, resolved.source
-        return suggest_from(candidates, quality, random_return, target_fraction, random_source=source)
+        returns.record_policy_return(env, Quality.RANDOM.value, value)
+        return RandomReturn(value, "computed with the random policy and recorded in the registry")
+    return RandomReturn(value, "computed with the random policy", recorded=False)

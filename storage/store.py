@@ -7,12 +7,14 @@ import io
 import re
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Mapping
+from typing import Any, BinaryIO, Iterator, Mapping, Sequence
 
 from slatectl.storage.atomic import TEMP_PREFIX, fsync_dir, write_atomically
-from slatectl.storage.errors import CorruptFile, MissingFile, StorageError
+from slatectl.storage.errors import CorruptFile, MissingFile, StorageError, WriteFailed
+from slatectl.storage.trash import move_to_trash
 from slatectl.storage.hashing import copy_and_hash, sha256_bytes, sha256_file
 
 _KIND = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -51,9 +53,24 @@ class ArtifactStore:
 
     # -- writing -----------------------------------------------------------------------------------
 
+    @contextmanager
+    def _writing(self, key: str) -> Iterator[None]:
+        """OSError from the system (disk full, file too large, permissions) → WriteFailed; the atomic
+        writer has already removed its temp file, so nothing is left behind."""
+        try:
+            yield
+        except FileExistsError:  # a name clash is a bug, not the system refusing a write
+            raise
+        except OSError as exc:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            raise WriteFailed(f"could not write {self.root / key} ({reason}); nothing was stored or registered. "
+                              "Free disk space (see `slatectl registry gc`) or fix the folder's permissions, then "
+                              "run the command again.") from exc
+
     def put_bytes(self, kind: str, data: bytes, suffix: str = ".bin") -> StoredFile:
         key = self._new_key(kind, suffix)
-        write_atomically(self.path_for(key), lambda handle: handle.write(data))
+        with self._writing(key):
+            write_atomically(self.path_for(key), lambda handle: handle.write(data))
         return StoredFile(key, len(data), sha256_bytes(data))
 
     def put_file(self, kind: str, source: Path | str, suffix: str | None = None) -> StoredFile:
@@ -66,7 +83,8 @@ class ArtifactStore:
             with open(source, "rb") as src:
                 return copy_and_hash(src, handle)
 
-        size, digest = write_atomically(self.path_for(key), copy)
+        with self._writing(key):
+            size, digest = write_atomically(self.path_for(key), copy)
         return StoredFile(key, size, digest)
 
     def put_state_dict(self, kind: str, state_dict: Mapping[str, Any]) -> StoredFile:
@@ -154,6 +172,11 @@ class ArtifactStore:
             fsync_dir(path.parent)
         except OSError:  # the removal itself happened; durability of it is best effort
             pass
+
+    def move_to_trash(self, keys: Sequence[str], folder: Path, reason: str) -> list[str]:
+        """Move the files of `keys` into the trash `folder` (see storage.trash); the keys moved."""
+        moved = move_to_trash(folder, [(self.path_for(key), key) for key in keys], reason)
+        return [str(path.relative_to(folder).as_posix()) for path in moved]
 
     def exists(self, key: str, size: int | None = None) -> bool:
         path = self.path_for(key)

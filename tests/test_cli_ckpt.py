@@ -115,7 +115,7 @@ def test_promote_by_id_and_supersession_in_history_json(populated):
 @pytest.mark.parametrize("args, message", [
     (["5", "--quality", "expert", "--env", "diffuse_mix"], "not diffuse_mix"),
     (["5", "--quality", "random"], "needs no checkpoint"),
-    (["5", "--quality", "superb"], "unknown quality"),
+    (["5", "--quality", "superb"], "is not one of 'random', 'medium', 'expert'"),  # Typer lists the choices
     (["42", "--quality", "expert"], "no checkpoint 42"),
     (["5", "--quality", "expert", "--step", "10000"], "either CKPT_ID or --step"),
     (["--quality", "expert", "--env", "diffuse_mix", "--yes"], "no checkpoints for env diffuse_mix"),
@@ -197,12 +197,14 @@ def test_registry_verify_detects_corruption_and_fix_keeps_rows(populated):
     report = json.loads(result.stdout)
     assert report["ok"] is False and [p["row_id"] for p in report["problems"]] == [2]
     assert report["orphans"] == [orphan.key]
-    fixed = invoke(populated, "registry", "verify", "--fix")
-    assert fixed.exit_code == 2 and "removed" in fixed.stdout
+    fixed = invoke(populated, "registry", "verify", "--fix", "--yes")
+    assert fixed.exit_code == 2 and "moved to" in fixed.stdout
     with open_registry(populated) as reg:
         assert len(reg.list_checkpoints()) == 5 and path.exists() and not reg.store.exists(orphan.key)
+        assert list(reg.trash_dir.glob(f"*/{orphan.key}"))  # moved, not deleted
     refused = invoke(populated, "ckpt", "promote", "2", "--quality", "expert")
-    assert refused.exit_code == 0  # promotion records a choice; loading is where the hash is enforced
+    assert refused.exit_code == 2 and "SHA-256" in refused.stderr  # the file is checked before promoting
+    assert history(populated) == []
     with open_registry(populated) as reg, pytest.raises(Exception, match="SHA-256"):
         reg.load_checkpoint_state(2)
 
@@ -214,7 +216,8 @@ def test_unreachable_registry_is_exit_2(tmp_path):
 
 
 @pytest.mark.parametrize("command", [["ckpt", "list"], ["ckpt", "show"], ["ckpt", "promote"], ["ckpt", "history"],
-                                     ["inspect"], ["inspect", "run"], ["inspect", "dataset"], ["registry", "verify"]])
+                                     ["inspect"], ["inspect", "run"], ["inspect", "dataset"], ["registry", "verify"],
+                                     ["registry", "backup"], ["registry", "restore"], ["registry", "gc"]])
 def test_every_command_has_help_with_an_example(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0 and "Example: slatectl" in result.stdout

@@ -102,8 +102,10 @@ def test_the_users_three_commands_end_to_end(tmp_path):
     runner = CliRunner()
     home = ["--home", str(tmp_path / "home")]
     small_inputs = ["--set", "logged.episodes=300", "--set", "gems.max_epochs=1", "--set", "gems.max_slates=5000"]
+    # A random phase ending before the last save, so that checkpoint follows agent updates: random-phase
+    # (untrained) checkpoints are never suggested for promotion.
     trained = runner.invoke(app, home + ["train", "sac-gems", "--env", "diffuse_topdown", "--steps", "2000",
-                                         "--save-every", "1000", *small_inputs])
+                                         "--save-every", "1000", "--set", "training.random_steps=1980", *small_inputs])
     assert trained.exit_code == 0, trained.output
     listed = runner.invoke(app, home + ["ckpt", "list", "--env", "diffuse_topdown", "--json"])
     assert sorted(c["step"] for c in json.loads(listed.stdout)) == [1000, 2000], listed.output

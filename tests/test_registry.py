@@ -114,7 +114,7 @@ def test_failed_insert_removes_the_stored_file(reg, monkeypatch):
     def refuse(*_args, **_kwargs):
         raise JobFailed("refused inside the transaction")
 
-    monkeypatch.setattr(type(reg), "_insert_checkpoint", refuse)
+    monkeypatch.setattr(type(reg.checkpoints), "insert_row", refuse)
     with pytest.raises(JobFailed):
         add_checkpoints(reg, run.id, {1: 1.0})
     assert reg.list_checkpoints() == [] and list(reg.store.iter_keys()) == []
@@ -293,15 +293,16 @@ def test_verify_reports_orphans_and_fix_removes_only_them(reg):
 def test_fix_rechecks_under_the_write_lock(reg, monkeypatch):
     """A file whose row is committed between the scan and the fix is not removed."""
     run = reg.start_run("sac-gems", "focused_topdown", 1, {})
-    (checkpoint,) = add_checkpoints(reg, run.id, {1: 1.0})
-    real = type(reg)._recorded_files
+    checkpoint, _other = add_checkpoints(reg, run.id, {1: 1.0, 2: 2.0})
+    real = type(reg.verifier)._recorded_files
     calls = []
 
     def row_not_yet_committed_at_scan(self, session=None):
         calls.append(session)
-        return {} if session is None else real(self, session)
+        recorded = real(self, session)
+        return recorded if session is not None else {k: v for k, v in recorded.items() if k != checkpoint.storage_key}
 
-    monkeypatch.setattr(type(reg), "_recorded_files", row_not_yet_committed_at_scan)
+    monkeypatch.setattr(type(reg.verifier), "_recorded_files", row_not_yet_committed_at_scan)
     report = reg.verify(fix=True)
     assert report.orphans == [checkpoint.storage_key] and report.removed == []
     assert len(calls) == 2 and reg.store.exists(checkpoint.storage_key, checkpoint.size)

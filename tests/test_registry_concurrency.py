@@ -69,9 +69,10 @@ def test_six_processes_registering_at_once_lose_nothing(reg, registry_settings):
 def _die_while_registering(home: str, url: str, run_id: int, how: str, ready) -> None:
     import torch
 
-    from slatectl.registry.api import Registry
+    from slatectl.registry.checkpoints import CheckpointRepository
+    from slatectl.registry.database import Database
 
-    original_insert = Registry._insert_checkpoint
+    original_insert = CheckpointRepository.insert_row
 
     def die_before_insert(self, stored, insert):
         if how == "exit":
@@ -85,9 +86,9 @@ def _die_while_registering(home: str, url: str, run_id: int, how: str, ready) ->
         os._exit(3)
 
     if how == "in-transaction":
-        Registry._insert_checkpoint = die_before_commit
+        CheckpointRepository.insert_row = die_before_commit
     else:
-        Registry._insert_stored = die_before_insert
+        Database.insert_with_file = die_before_insert
     with open_registry(Settings(home=Path(home), registry_url=url)) as reg:
         reg.register_checkpoint(run_id, 2, {"w": torch.ones(3)}, val_return_mean=9.0, val_return_std=0.0, val_episodes=1)
 
@@ -135,8 +136,10 @@ def test_processes_killed_between_file_and_row_leave_only_orphans(reg, registry_
     reported = runner.invoke(app, [*cli, "registry", "verify", "--json"])
     assert reported.exit_code == 0, reported.output
     assert sorted(json.loads(reported.stdout)["orphans"]) == orphans
-    fixed = runner.invoke(app, [*cli, "registry", "verify", "--fix"])
-    assert fixed.exit_code == 0 and fixed.stdout.count("removed") == len(CRASHES)
+    refused = runner.invoke(app, [*cli, "registry", "verify", "--fix"])  # no terminal, no --yes: asks nobody
+    assert refused.exit_code == 2 and "--yes" in refused.stderr and sorted(reg.store.iter_keys()) == sorted(kept | set(orphans))
+    fixed = runner.invoke(app, [*cli, "registry", "verify", "--fix", "--yes"])
+    assert fixed.exit_code == 0 and fixed.stdout.count("moved to") == len(CRASHES)
     assert set(reg.store.iter_keys()) == kept
     # The registry accepts the steps the dead writers never finished.
     for run_id in runs.values():

@@ -56,7 +56,8 @@ def test_candidates_must_be_one_env_and_not_empty():
 
 @settings(max_examples=200, deadline=None)
 @given(returns=st.lists(st.floats(-50, 200, allow_nan=False), min_size=1, max_size=30),
-       random_return=st.floats(-50, 200, allow_nan=False), fraction=st.floats(0, 1))
+       random_return=st.floats(-50, 200, allow_nan=False),
+       fraction=st.floats(0, 1, exclude_min=True, exclude_max=True))
 def test_medium_suggestion_minimises_the_distance_to_the_target(returns, random_return, fraction):
     candidates = checkpoints(returns)
     suggestion = suggest_from(candidates, "medium", random_return, fraction)

@@ -10,7 +10,7 @@ import uuid
 import pytest
 import torch
 
-from slatectl.storage import ArtifactStore, CorruptFile, MissingFile, StorageError
+from slatectl.storage import ArtifactStore, CorruptFile, MissingFile, StorageError, WriteFailed
 from slatectl.storage import atomic
 
 
@@ -51,8 +51,9 @@ def test_failed_write_leaves_no_file(store, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(atomic.os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(WriteFailed, match="disk full") as failure:
         store.put_bytes("mf", b"embeddings")
+    assert failure.value.exit_code == 1 and "nothing was stored" in str(failure.value)
     assert list(store.iter_keys()) == []
 
 
@@ -149,3 +150,44 @@ def test_install_tree_copies_a_folder_whole_and_never_replaces_one(tmp_path):
         install_tree(source, final)
     assert (final / "metadata.json").read_text() == "{}"
     assert not [p for p in final.parent.iterdir() if p.name.startswith(TEMP_PREFIX)]
+
+
+# -- trash and scratch ---------------------------------------------------------------------------------
+
+def test_trash_moves_files_with_a_log_and_never_overwrites(store, tmp_path):
+    from slatectl.storage.trash import LOG_NAME, new_trash_folder
+
+    kept = store.put_bytes("dataset", b"precious bytes")
+    gone = store.put_bytes("dataset", b"vanishes")
+    store.path_for(gone.key).unlink()  # removed by someone else between listing and moving
+    folder = new_trash_folder(tmp_path / "trash")
+    assert new_trash_folder(tmp_path / "trash") != folder  # two moves in one second get two folders
+    moved = store.move_to_trash([kept.key, gone.key], folder, "orphan")
+    assert moved == [kept.key] and not store.exists(kept.key)
+    assert (folder / kept.key).read_bytes() == b"precious bytes"
+    (line,) = (folder / LOG_NAME).read_text().splitlines()
+    assert line.split("\t")[1:4] == [kept.key, str(len(b"precious bytes")), "orphan"]
+    again = store.put_bytes("dataset", b"x")
+    (folder / again.key).parent.mkdir(parents=True, exist_ok=True)
+    (folder / again.key).write_bytes(b"already there")
+    with pytest.raises(FileExistsError):
+        store.move_to_trash([again.key], folder, "orphan")
+    assert store.exists(again.key) and (folder / again.key).read_bytes() == b"already there"
+
+
+def test_scratch_leftovers_are_judged_by_their_newest_change(tmp_path):
+    from slatectl.storage.scratch import remove_leftover, scratch_leftovers
+
+    scratch = tmp_path / "scratch"
+    old, busy = scratch / "tmp-old", scratch / "tmp-busy"
+    (old / "minari").mkdir(parents=True)
+    (busy / "minari").mkdir(parents=True)
+    (old / "minari" / "part.hdf5").write_bytes(b"1234")
+    (busy / "minari" / "part.hdf5").write_bytes(b"12")
+    for path in (old / "minari" / "part.hdf5", old / "minari", old, busy, busy / "minari"):
+        os.utime(path, (0, 0))  # only busy's innermost file changed recently: it is still in use
+    found = scratch_leftovers(scratch, older_than_s=3600)
+    assert [(f.path.name, f.size) for f in found] == [("tmp-old", 4)]
+    remove_leftover(found[0])
+    assert not old.exists() and busy.exists()
+    assert scratch_leftovers(tmp_path / "none") == []

@@ -19,7 +19,7 @@ from slatectl.agents.base import EpisodeBatch
 from slatectl.cli import app
 from slatectl.registry import open_registry
 from slatectl.settings import Settings
-from slatectl.train.checkpoints import RESUME_STATE_KIND
+from slatectl.registry import RESUME_STATE_KIND
 from slatectl.train.config import resolve_run_config
 from slatectl.train.loop import Trainer
 from slatectl.train.progress import PhaseClock, PlainReporter, TrainingProgress

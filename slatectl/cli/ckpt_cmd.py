@@ -6,13 +6,18 @@ import sys
 from typing import Optional
 
 import typer
+from rich import box
 from rich.table import Table
 
-from slatectl.registry import Checkpoint, Registry, check_quality, open_registry
-from slatectl.registry.records import checkpoint_record, iso, promotion_record, run_record
-from slatectl.registry.suggest import RandomReturnFn, Suggestion, compute_random_return
-from slatectl.cli.common import console, get_settings, print_json
+from slatectl.cli.common import console, err_console, get_settings, print_json
+from slatectl.cli.formatting import fmt_bytes, fmt_return, fmt_value
+from slatectl.collect.random_return import compute_random_return
+from slatectl.domain import Quality
 from slatectl.errors import BadInput
+from slatectl.registry import (STALE, Checkpoint, Registry, RandomReturnFn, Suggestion, check_quality,
+                               check_target_fraction, open_registry, run_liveness)
+from slatectl.registry.records import checkpoint_record, iso, promotion_record, run_record
+from slatectl.sim.config import env_names
 
 app = typer.Typer(help="Registered checkpoints: list, show, promote for a quality, promotion history.",
                   no_args_is_help=True)
@@ -20,9 +25,20 @@ app = typer.Typer(help="Registered checkpoints: list, show, promote for a qualit
 # Where `promote` gets the random policy's return when none is registered; tests swap in a number.
 random_return_fn: RandomReturnFn | None = compute_random_return
 
+MAX_ID = 2**63 - 1
+MAX_STEP = 10**12
+
 
 def is_interactive() -> bool:
     return sys.stdin.isatty()
+
+
+def check_env(env: Optional[str]) -> Optional[str]:
+    """An env name the simulator knows (exit 2 otherwise), checked before the registry is opened."""
+    if env is not None and env not in env_names():
+        raise BadInput(f"unknown environment {env!r}. Known environments: {', '.join(env_names())} "
+                       "(see `slatectl env list`).")
+    return env
 
 
 def active_qualities(reg: Registry) -> dict[int, list[str]]:
@@ -33,47 +49,72 @@ def active_qualities(reg: Registry) -> dict[int, list[str]]:
     return promoted
 
 
-def checkpoint_table(checkpoints: list[Checkpoint], promoted: dict[int, list[str]], title: str) -> Table:
-    table = Table(title=title)
-    for column, justify in (("id", "right"), ("run", "right"), ("env", "left"), ("agent", "left"),
-                            ("step", "right"), ("val return", "right"), ("test return", "right"),
-                            ("flags", "left"), ("sha256", "left")):
-        table.add_column(column, justify=justify, overflow="fold")
+def stale_runs(reg: Registry, checkpoints: list[Checkpoint]) -> set[int]:
+    """Ids of the checkpoints' runs whose process stopped sending heartbeats while `running`."""
+    ids = {c.run_id for c in checkpoints}
+    return {r.id for r in reg.list_runs() if r.id in ids and run_liveness(r) == STALE}
+
+
+def checkpoint_flags(c: Checkpoint, promoted: dict[int, list[str]]) -> list[str]:
+    return ([f for f, on in (("best", c.is_best), ("last", c.is_last), ("untrained", c.trained is False)) if on]
+            + promoted.get(c.id, []))
+
+
+def checkpoint_table(checkpoints: list[Checkpoint], promoted: dict[int, list[str]], title: str,
+                     stale: set[int] = frozenset()) -> Table:
+    """One line per checkpoint; the env and test-return columns appear only when they say something."""
+    several_envs = len({c.env for c in checkpoints}) > 1
+    tested = any(c.test_return_mean is not None for c in checkpoints)
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    columns = [("id", "right"), ("run", "right")] + ([("env", "left")] if several_envs else []) + [
+        ("agent", "left"), ("step", "right"), ("val return", "right")] + (
+        [("test return", "right")] if tested else []) + [("flags", "left"), ("sha256", "left")]
+    for column, justify in columns:
+        table.add_column(column, justify=justify, no_wrap=True, overflow="ellipsis")
     for c in checkpoints:
-        flags = [f for f, on in (("best", c.is_best), ("last", c.is_last)) if on] + promoted.get(c.id, [])
-        test = "" if c.test_return_mean is None else f"{c.test_return_mean:.2f}±{c.test_return_std:.2f}"
-        table.add_row(str(c.id), str(c.run_id), c.env, c.agent, f"{c.step:,}",
-                      f"{c.val_return_mean:.2f}±{c.val_return_std:.2f}", test, " ".join(flags), c.sha256[:10])
+        cells = [str(c.id), f"{c.run_id} (stale)" if c.run_id in stale else str(c.run_id)]
+        cells += [c.env] if several_envs else []
+        cells += [c.agent, f"{c.step:,}", fmt_return(c.val_return_mean, c.val_return_std)]
+        cells += [fmt_return(c.test_return_mean, c.test_return_std)] if tested else []
+        cells += [" ".join(checkpoint_flags(c, promoted)), c.sha256[:8]]
+        table.add_row(*cells)
+    if not several_envs and checkpoints:
+        table.title = f"{title} of {checkpoints[0].env}"
     return table
 
 
 @app.command("list")
 def list_checkpoints(
-    env: Optional[str] = typer.Option(None, "--env", help="Only this environment."),
-    agent: Optional[str] = typer.Option(None, "--agent", help="Only this agent, e.g. sac-gems."),
-    run: Optional[int] = typer.Option(None, "--run", help="Only this run id."),
-    quality: Optional[str] = typer.Option(None, "--quality", help="Only checkpoints currently promoted as this quality."),
+    env: Optional[str] = typer.Option(None, "--env", metavar="ENV", help="Only this environment (one of `slatectl env list`)."),
+    agent: Optional[str] = typer.Option(None, "--agent", metavar="AGENT", help="Only this agent, e.g. sac-gems."),
+    run: Optional[int] = typer.Option(None, "--run", min=1, max=MAX_ID, metavar="RUN_ID", help="Only this run id."),
+    quality: Optional[Quality] = typer.Option(None, "--quality", help="Only checkpoints currently promoted as this quality."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """List registered checkpoints with step, validation return and flags (best, last, promoted).
+    """List registered checkpoints with step, validation return and flags: best, last, the qualities it
+    is promoted as, and `untrained` for checkpoints saved within the random phase (before any agent
+    update: the initial weights, never suggested by `ckpt promote`). A run shown as `(stale)` was
+    `running` but its process stopped sending heartbeats.
 
     Example: slatectl ckpt list --env diffuse_topdown --agent sac-gems
     """
+    check_env(env)
     with open_registry(get_settings()) as reg:
         checkpoints = reg.list_checkpoints(env=env, agent=agent, run_id=run, quality=quality)
         promoted = active_qualities(reg)
+        stale = stale_runs(reg, checkpoints)
     if as_json:
-        print_json([checkpoint_record(c, promoted.get(c.id)) for c in checkpoints])
+        print_json([{**checkpoint_record(c, promoted.get(c.id)), "run_stale": c.run_id in stale} for c in checkpoints])
         return
     if not checkpoints:
         console.print("No checkpoints match. Train with `slatectl train AGENT --env ENV --save-every N`.")
         return
-    console.print(checkpoint_table(checkpoints, promoted, f"{len(checkpoints)} checkpoint(s)"))
+    console.print(checkpoint_table(checkpoints, promoted, f"{len(checkpoints)} checkpoint(s)", stale))
 
 
 @app.command("show")
 def show_checkpoint(
-    ckpt_id: int = typer.Argument(..., metavar="CKPT_ID", help="Checkpoint id (see `ckpt list`)."),
+    ckpt_id: int = typer.Argument(..., metavar="CKPT_ID", min=1, max=MAX_ID, help="Checkpoint id (see `ckpt list`)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Show one checkpoint: its run, validation/test returns, file, and the promotions that used it.
@@ -92,9 +133,17 @@ def show_checkpoint(
         return
     table = Table(title=f"checkpoint {ckpt_id}", show_header=False)
     for key, value in record.items():
-        table.add_row(key, "" if value is None else str(value))
+        if key in ("id", "run_id"):
+            shown = str(value)
+        elif key == "size":
+            shown = f"{fmt_bytes(value)} ({value:,} bytes)"
+        elif key in ("val_return", "test_return", "val_return_std", "test_return_std"):
+            shown = fmt_return(value)
+        else:
+            shown = fmt_value(value)
+        table.add_row(key, shown)
     table.add_row("path", str(path))
-    table.add_row("run", f"{run.id}: {run.agent} on {run.env}, seed {run.seed}, {run.status}")
+    table.add_row("run", f"{run.id}: {run.agent} on {run.env}, seed {run.seed}, {run_liveness(run)}")
     console.print(table)
     for p in history:
         console.print(f"promotion {p.id}: {p.quality} on {iso(p.promoted_at)} by {p.promoted_by}"
@@ -114,17 +163,21 @@ def resolve_env(reg: Registry, env: Optional[str]) -> str:
 
 
 def candidates_table(suggestion: Suggestion, chosen: Checkpoint) -> Table:
-    table = Table(title=f"{suggestion.quality} candidates for {suggestion.env}")
-    for column, justify in (("id", "right"), ("run", "right"), ("agent", "left"), ("step", "right"),
-                            ("val return", "right"), ("% of best", "right"), ("", "left")):
-        table.add_column(column, justify=justify)
+    table = Table(title=f"{suggestion.quality} candidates for {suggestion.env}", box=box.SIMPLE_HEAD, pad_edge=False)
+    duplicates = any(c.same_file_as for c in suggestion.candidates)
+    columns = [("id", "right"), ("run", "right"), ("agent", "left"), ("step", "right"), ("val return", "right"),
+               ("%best", "right")] + ([("same as", "left")] if duplicates else []) + [("", "left")]
+    for column, justify in columns:
+        table.add_column(column, justify=justify, no_wrap=True, overflow="ellipsis")
     for candidate in suggestion.candidates:
         c = candidate.checkpoint
         share = "" if candidate.share_of_best is None else f"{100 * candidate.share_of_best:.0f}%"
-        marks = [m for m, on in (("best", c.is_best), ("← suggested", c.id == suggestion.suggested.id),
+        marks = [m for m, on in (("untrained", candidate.untrained), ("best", c.is_best),
+                                 ("← suggested", c.id == suggestion.suggested.id),
                                  ("← chosen", c.id == chosen.id and chosen.id != suggestion.suggested.id)) if on]
-        table.add_row(str(c.id), str(c.run_id), c.agent, f"{c.step:,}",
-                      f"{c.val_return_mean:.2f} ± {c.val_return_std:.2f}", share, " ".join(marks))
+        same = [", ".join(str(i) for i in candidate.same_file_as)] if duplicates else []
+        table.add_row(str(c.id), str(c.run_id), c.agent, f"{c.step:,}", fmt_return(c.val_return_mean, c.val_return_std),
+                      share, *same, " ".join(marks))
     return table
 
 
@@ -139,72 +192,92 @@ def pick_step(suggestion: Suggestion, step: int) -> Checkpoint:
                    f"(ids {', '.join(str(c.id) for c in matches)}); give the id, or narrow with --run or --agent.")
 
 
+def describe(c: Checkpoint) -> str:
+    return f"checkpoint {c.id} ({c.agent}, step {c.step:,}, val return {fmt_return(c.val_return_mean)})"
+
+
 @app.command("promote")
 def promote(
-    ckpt_id: Optional[int] = typer.Argument(None, metavar="CKPT_ID", help="Checkpoint to promote; omit to see candidates and a suggestion."),
-    quality: str = typer.Option(..., "--quality", help="medium | expert (random needs no checkpoint and is refused)."),
-    env: Optional[str] = typer.Option(None, "--env", help="Environment; optional when only one env has checkpoints."),
-    step: Optional[int] = typer.Option(None, "--step", help="Promote the checkpoint saved at this step."),
+    ckpt_id: Optional[int] = typer.Argument(None, metavar="CKPT_ID", min=1, max=MAX_ID,
+                                            help="Checkpoint to promote; omit to see candidates and a suggestion."),
+    quality: Quality = typer.Option(..., "--quality", help="medium or expert (random needs no checkpoint and is refused)."),
+    env: Optional[str] = typer.Option(None, "--env", metavar="ENV", help="Environment; optional when only one env has checkpoints."),
+    step: Optional[int] = typer.Option(None, "--step", min=0, max=MAX_STEP, metavar="STEP", help="Promote the checkpoint saved at this step."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Take the suggestion without asking (needed without a terminal)."),
-    note: Optional[str] = typer.Option(None, "--note", help="Why this checkpoint; kept in the history."),
-    target_fraction: float = typer.Option(0.5, "--target-fraction", help="medium target: random + F × (best − random)."),
-    agent: Optional[str] = typer.Option(None, "--agent", help="Only consider checkpoints of this agent."),
-    run: Optional[int] = typer.Option(None, "--run", help="Only consider checkpoints of this run."),
+    note: Optional[str] = typer.Option(None, "--note", metavar="TEXT", help="Why this checkpoint; kept in the history."),
+    target_fraction: float = typer.Option(0.5, "--target-fraction", metavar="F",
+                                          help="Medium rule: target = random + F × (best − random), F strictly between 0 and 1."),
+    agent: Optional[str] = typer.Option(None, "--agent", metavar="AGENT", help="Only consider checkpoints of this agent."),
+    run: Optional[int] = typer.Option(None, "--run", min=1, max=MAX_ID, metavar="RUN_ID", help="Only consider checkpoints of this run."),
 ) -> None:
     """Promote a checkpoint as the medium or expert policy of an env (the previous one stays in history).
 
-    Without CKPT_ID, shows the candidates (step, validation return, share of the best) and suggests one:
-    expert = highest validation return; medium = validation return closest to
-    random + F × (best − random), F = --target-fraction (0.5). In a terminal it asks before promoting;
-    without one it needs --yes (take the suggestion), --step or an id.
+    Without CKPT_ID, shows the candidates (step, validation return, share of the best, checkpoints with
+    the same file) and suggests one. expert = the highest validation return. medium = the validation
+    return closest to the target random + F × (best − random): the random policy's return (a registered
+    rollout, else simulated once) plus the fraction F (--target-fraction, default 0.5 = half-way) of the
+    distance to the best checkpoint. Untrained checkpoints (saved within the random phase) are never
+    suggested; a warning says when the closest checkpoint is still far from the target. In a terminal it
+    asks before promoting; without one it needs --yes (take the suggestion), --step or an id. The file's
+    size and SHA-256 are checked first; a refused promotion writes nothing.
 
     Example: slatectl ckpt promote --quality medium --env diffuse_topdown --note "50k of 100k"
     """
-    check_quality(quality)
+    # Everything that can be refused is checked before any work or write.
+    quality = check_quality(quality)
+    target_fraction = check_target_fraction(target_fraction)
+    check_env(env)
+    if ckpt_id is not None and step is not None:
+        raise BadInput("give either CKPT_ID or --step, not both.")
+    unrecorded_random: float | None = None
     with open_registry(get_settings()) as reg:
         if ckpt_id is not None:
-            if step is not None:
-                raise BadInput("give either CKPT_ID or --step, not both.")
             chosen = reg.get_checkpoint(ckpt_id)
             if env is not None and env != chosen.env:
                 raise BadInput(f"checkpoint {ckpt_id} was trained on {chosen.env}, not {env}; promote a checkpoint "
                                f"of {env} (`slatectl ckpt list --env {env}`).")
+            if chosen.trained is False:
+                err_console.print(f"warning: {describe(chosen)} is untrained (saved within the random phase, before "
+                                  "any agent update).")
         else:
             env = resolve_env(reg, env)
             suggestion = reg.suggest_checkpoint(env, quality, target_fraction=target_fraction, agent=agent,
-                                                run_id=run, compute_random=random_return_fn)
+                                                run_id=run, compute_random=random_return_fn, record_random=False)
+            unrecorded_random = suggestion.unrecorded_random_return
             chosen = suggestion.suggested if step is None else pick_step(suggestion, step)
             console.print(candidates_table(suggestion, chosen))
             console.print(f"Rule: {suggestion.rule}.")
             if suggestion.random_source:
-                console.print(f"Random-policy return: {suggestion.random_return:.3f} ({suggestion.random_source}).")
+                console.print(f"Random-policy return: {fmt_return(suggestion.random_return)} ({suggestion.random_source}).")
+            for warning in suggestion.warnings:
+                err_console.print(f"warning: {warning}")
             if step is None and not yes:
-                question = (f"Promote checkpoint {chosen.id} ({chosen.agent}, step {chosen.step:,}, val return "
-                            f"{chosen.val_return_mean:.2f}) as {quality} for {env}?")
                 if not is_interactive():
                     raise BadInput(f"no terminal to confirm in: pass --yes to promote the suggested checkpoint "
-                                   f"{chosen.id}, or give a CKPT_ID or --step.")
-                if not typer.confirm(question, default=True):
+                                   f"{chosen.id}, or give a CKPT_ID or --step. Nothing was promoted or recorded.")
+                if not typer.confirm(f"Promote {describe(chosen)} as {quality} for {env}?", default=True):
                     console.print("Nothing promoted.")
                     raise typer.Exit(0)
         previous = reg.active_promotion(chosen.env, quality)
         promotion = reg.promote_checkpoint(chosen.env, quality, chosen.id, note)
-    console.print(f"Promoted checkpoint {chosen.id} ({chosen.agent}, step {chosen.step:,}, val return "
-                  f"{chosen.val_return_mean:.2f}) as {quality} for {chosen.env} (promotion {promotion.id}).")
+        if unrecorded_random is not None:  # measured for this promotion: keep it for next time
+            reg.record_policy_return(chosen.env, Quality.RANDOM, unrecorded_random)
+    console.print(f"Promoted {describe(chosen)} as {quality} for {chosen.env} (promotion {promotion.id}).")
     if previous is not None:
         console.print(f"It supersedes promotion {previous.id} (checkpoint {previous.checkpoint_id}), kept in the history.")
 
 
 @app.command("history")
 def history(
-    env: Optional[str] = typer.Option(None, "--env", help="Only this environment."),
-    quality: Optional[str] = typer.Option(None, "--quality", help="Only this quality."),
+    env: Optional[str] = typer.Option(None, "--env", metavar="ENV", help="Only this environment."),
+    quality: Optional[Quality] = typer.Option(None, "--quality", help="Only this quality."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Every promotion, oldest first, with which is active and what superseded the others.
 
     Example: slatectl ckpt history --env diffuse_topdown --quality medium --json
     """
+    check_env(env)
     with open_registry(get_settings()) as reg:
         promotions = reg.promotion_history(env=env, quality=quality)
     if as_json:

@@ -35,6 +35,7 @@ from slatectl.agents import AgentInputs
 from slatectl.agents.base import Agent
 from slatectl.collect.minari_export import export_minari
 from slatectl.collect.npz import write_npz
+from slatectl.collect.random_return import compute_random_return
 from slatectl.errors import BadInput
 from slatectl.sim.topicrec import TopicRec
 from slatectl.train.assembly import build_agent, load_checkpoint_agent
@@ -138,7 +139,7 @@ def reference_scores(registry: Registry, env: str, checkpoint=None, quality: str
         except BadInput:
             return None, None
     ref_max = expert.test_return_mean if expert.test_return_mean is not None else expert.val_return_mean
-    return resolve_random_return(registry, env).value, ref_max
+    return resolve_random_return(registry, env, compute_random_return).value, ref_max
 
 
 def _export_minari(registry, request, env, arrays, metadata, checkpoint, scratch: Path):

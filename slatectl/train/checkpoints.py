@@ -19,11 +19,10 @@ from typing import Any
 import torch
 
 from slatectl.agents.base import Agent
-from slatectl.registry import Checkpoint, Registry
+from slatectl.registry import RESUME_STATE_KIND, Checkpoint, Registry
 from slatectl.train.evaluation import Evaluation
 from slatectl.train.replay import EpisodeReplay
 
-RESUME_STATE_KIND = "resume-state"
 
 
 @dataclass
@@ -64,20 +63,22 @@ def capture_resume_state(step: int, agent: Agent, replay: EpisodeReplay, val: Ev
 
 
 def save_step(registry: Registry, run_id: int, env_name: str, episode_length: int, state: ResumeState,
-              keep_resume: int) -> Checkpoint:
+              keep_resume: int, trained: bool | None = None) -> Checkpoint:
     """Register the resume state, then the checkpoint, then prune older resume states (module doc)."""
     registry.register_artifact(RESUME_STATE_KIND, env_name, state.to_dict(), run_id=run_id,
                                config={"run_id": run_id, "step": state.step})
-    checkpoint = register_checkpoint(registry, run_id, state.step, state.agent, state.val, episode_length)
+    checkpoint = register_checkpoint(registry, run_id, state.step, state.agent, state.val, episode_length, trained)
     registry.prune_resume_states(run_id, keep=keep_resume)
     return checkpoint
 
 
 def register_checkpoint(registry: Registry, run_id: int, step: int, agent_state: dict[str, Any], val: Evaluation,
-                        episode_length: int) -> Checkpoint:
+                        episode_length: int, trained: bool | None = None) -> Checkpoint:
+    """`trained`: True for agents that update from the first episode; None lets the registry apply the
+    random-phase rule (step > training.random_steps) from the run's config."""
     return registry.register_checkpoint(
         run_id, step, cpu_state(agent_state), val_return_mean=val.mean, val_return_std=val.std,
-        val_episodes=val.episodes, episodes=step, env_steps=step * episode_length)
+        val_episodes=val.episodes, episodes=step, env_steps=step * episode_length, trained=trained)
 
 
 def latest_resume_state(registry: Registry, run_id: int, env_name: str) -> ResumeState | None:

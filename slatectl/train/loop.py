@@ -102,7 +102,8 @@ class Trainer:
             state.restore(agent, replay, self.device)
             if not any(c.step == state.step for c in self.registry.list_checkpoints(run_id=run.id)):
                 # Killed after the resume state was written but before its checkpoint: register it now.
-                register_checkpoint(self.registry, run.id, state.step, state.agent, state.val, env.config.episode_length)
+                register_checkpoint(self.registry, run.id, state.step, state.agent, state.val, env.config.episode_length,
+                                    trained_from_start(agent))
         except BaseException as exc:
             self._finish(run.id, exc)
             raise
@@ -151,7 +152,8 @@ class Trainer:
                         self.registry.record_validation(run_id, step, val.mean, val.std, val.episodes)
                         if step in save_steps:
                             save_step(self.registry, run_id, self.config.env, env.config.episode_length,
-                                      capture_resume_state(step, agent, replay, val), t.keep_resume)
+                                      capture_resume_state(step, agent, replay, val), t.keep_resume,
+                                      trained_from_start(agent))
                     log.write(row)
                     updates_per_s = len(update_times) / sum(update_times) if update_times else None
                     self.reporter.advance(TrainingProgress(step, t.max_steps, t.random_steps, float(returns.mean()),
@@ -195,3 +197,8 @@ class Trainer:
             self.registry.finish_run(run_id, status="interrupted")
         else:
             self.registry.finish_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
+
+
+def trained_from_start(agent: Agent) -> bool | None:
+    """True for agents that update in the random phase too; None lets the registry's step rule decide."""
+    return True if agent.updates_during_random_phase else None

@@ -1,0 +1,29 @@
+"""The project's domain vocabulary, defined once: dataset qualities and dataset file formats.
+
+A leaf module (imports nothing from slatectl) so every layer can use it: the registry's rows, the
+collector, and the CLI's Typer options (which list the members as the allowed choices in `--help`).
+Members are `str`s, so `Quality.MEDIUM == "medium"` and values stored in the database stay plain text.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Quality(StrEnum):
+    """How good the policy that collected a dataset is."""
+
+    RANDOM = "random"  # the uniform random slate policy: no checkpoint involved
+    MEDIUM = "medium"  # the checkpoint promoted as medium (see `slatectl ckpt promote --help`)
+    EXPERT = "expert"  # the checkpoint promoted as expert (highest validation return by default)
+
+
+# `random` is produced by the uniform random slate policy, so there is no checkpoint to promote for it.
+PROMOTABLE_QUALITIES: tuple[Quality, ...] = (Quality.MEDIUM, Quality.EXPERT)
+
+
+class DatasetFormat(StrEnum):
+    """How a collected dataset is written."""
+
+    NPZ = "npz"        # one numpy .npz file
+    MINARI = "minari"  # a Minari (HDF5) dataset folder
