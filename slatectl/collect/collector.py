@@ -36,32 +36,32 @@ from slatectl.agents.base import Agent
 from slatectl.collect.minari_export import export_minari
 from slatectl.collect.npz import write_npz
 from slatectl.collect.random_return import compute_random_return
+from slatectl.domain import DatasetFormat, Quality
 from slatectl.errors import BadInput
 from slatectl.sim.topicrec import TopicRec
 from slatectl.train.assembly import build_agent, load_checkpoint_agent
 from slatectl.train.config import resolve_run_config
 from slatectl.train.episodes import RecordedEpisodes, record_episodes
 
-QUALITIES = ("random", "medium", "expert")
 RANDOM_POLICY = "random"  # the agent that collects the `random` quality
 
 
 @dataclass(frozen=True)
 class CollectRequest:
     env: str
-    quality: str
+    quality: Quality
     episodes: int = 10_000
     seed: int = 0
-    format: str = "npz"
+    format: DatasetFormat = DatasetFormat.NPZ
     batch_size: int = 5000
 
     def validate(self) -> None:
-        if self.quality not in QUALITIES:
-            raise BadInput(f"unknown quality {self.quality!r}; choose one of {', '.join(QUALITIES)}.")
+        if self.quality not in set(Quality):
+            raise BadInput(f"unknown quality {self.quality!r}; choose one of {', '.join(Quality)}.")
         if self.episodes < 1 or self.batch_size < 1:
             raise BadInput("--episodes and the batch size must be >= 1.")
-        if self.format not in ("npz", "minari"):
-            raise BadInput(f"unknown format {self.format!r}; choose npz or minari.")
+        if self.format not in set(DatasetFormat):
+            raise BadInput(f"unknown format {self.format!r}; choose one of {', '.join(DatasetFormat)}.")
 
 
 def agent_for_checkpoint(registry: Registry, checkpoint_id: int) -> tuple[TopicRec, Agent, dict]:
@@ -107,7 +107,7 @@ def collect_dataset(registry: Registry, request: CollectRequest,
                 **lineage}
     arrays["metadata_json"] = np.frombuffer(json.dumps(metadata, sort_keys=True).encode(), dtype=np.uint8)
     with tempfile.TemporaryDirectory(dir=_scratch_dir(registry)) as scratch:
-        if request.format == "minari":
+        if request.format == DatasetFormat.MINARI:
             export = _export_minari(registry, request, env, arrays, metadata, checkpoint, Path(scratch))
             metadata["minari"] = {"dataset_id": export.dataset_id, "path": str(export.path),
                                   "ref_min_score": export.ref_min_score, "ref_max_score": export.ref_max_score}
@@ -123,7 +123,7 @@ def collect_dataset(registry: Registry, request: CollectRequest,
                 promotion_id=promotion.id if promotion else None, policy="random" if checkpoint is None else None,
                 metadata=metadata)
         except BaseException:
-            if request.format == "minari":  # the registry row is the commit point: no row, no export
+            if request.format == DatasetFormat.MINARI:  # the registry row is the commit point: no row, no export
                 shutil.rmtree(export.path, ignore_errors=True)
             raise
 
