@@ -168,3 +168,20 @@ def test_minari_export_loads_with_minari_and_matches_the_npz(trained, tmp_path, 
     env = dataset.recover_environment()
     observation, _ = env.reset(seed=0)
     assert observation["slate"].shape == (10,)
+
+
+def test_minari_export_works_with_the_default_relative_home(tmp_path, monkeypatch):
+    """The default home `.slatectl` is relative: the scratch folder Minari builds in must not be joined twice."""
+    minari = pytest.importorskip("minari")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SLATECTL_HOME", raising=False)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", "minari-datasets")  # relative too
+    result = CliRunner().invoke(app, ["--home", ".slatectl", "collect", "--quality", "random", "--env", "focused_mix",
+                                      "--episodes", "3", "--format", "minari", "--json"])
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.stdout)
+    assert row["minari_dataset_id"] == "slatectl/focused_mix/random-v1" and row["transitions"] == 300
+    assert (tmp_path / "minari-datasets" / "slatectl" / "focused_mix" / "random-v1" / "data" / "main_data.hdf5").is_file()
+    assert not any((tmp_path / ".slatectl" / "scratch").iterdir())  # the build folder is cleaned up
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari-datasets"))
+    assert minari.load_dataset("slatectl/focused_mix/random-v1").total_episodes == 3

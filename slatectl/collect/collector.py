@@ -185,8 +185,12 @@ def _export_minari(registry, request, env, arrays, metadata, checkpoint, scratch
 
 
 def _scratch_dir(registry: Registry) -> str:
-    """A scratch folder beside (not inside) the artifact store, so `registry verify` never sees it."""
-    scratch = Path(registry.store.root).parent / "scratch"
+    """A scratch folder beside (not inside) the artifact store, so `registry verify` never sees it.
+
+    Absolute, resolved here once: Minari joins the datasets folder it is given with paths it derives from
+    it, so a relative home (the default `.slatectl`) would otherwise be joined twice.
+    """
+    scratch = Path(registry.store.root).resolve().parent / "scratch"
     scratch.mkdir(parents=True, exist_ok=True)
     return str(scratch)
 

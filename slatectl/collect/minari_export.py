@@ -50,7 +50,8 @@ def _minari():
 
 
 def minari_root() -> Path:
-    return Path(os.environ.get("MINARI_DATASETS_PATH") or Path.home() / ".minari" / "datasets")
+    """Minari's datasets folder, absolute (a relative MINARI_DATASETS_PATH is taken from the working directory)."""
+    return Path(os.environ.get("MINARI_DATASETS_PATH") or Path.home() / ".minari" / "datasets").expanduser().resolve()
 
 
 def next_dataset_id(root: Path, env: str, quality: str) -> str:
@@ -127,12 +128,13 @@ def export_minari(arrays: dict[str, np.ndarray], *, env_cfg, quality: str, episo
                   root: Path | None = None) -> MinariExport:
     """Write `arrays` (the collector's, plus final/clicks and final/user_state) as a Minari dataset."""
     minari = _minari()
-    root = Path(root) if root is not None else minari_root()
+    # Both folders absolute: Minari re-joins relative paths with its datasets folder (they would be doubled).
+    root = Path(root).expanduser().resolve() if root is not None else minari_root()
     horizon = env_cfg.episode_length
     observation_space, action_space = _spaces(env_cfg, arrays["observations/belief"].shape[-1],
                                                arrays["actions/latent"].shape[-1])
     dataset_id = next_dataset_id(root, env_cfg.name, quality)
-    build_root = Path(scratch) / "minari"
+    build_root = Path(scratch).resolve() / "minari"
     scores = {}
     if ref_min_score is not None and ref_max_score is not None:
         scores = {"ref_min_score": float(ref_min_score), "ref_max_score": float(ref_max_score)}
