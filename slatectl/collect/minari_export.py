@@ -5,7 +5,8 @@ Layout per episode (Minari keeps H + 1 observations, H actions/rewards):
                 the agent acted on; the last row repeats the belief at H−1, which no action used)
   actions:      the slate of item ids; agents with a latent action (SAC+GeMS, SAC+TopK, SAC+WkNN) store
                 {"slate", "latent"}
-  rewards, terminations (True at H: the reference's done = 1), truncations (False)
+  rewards, terminations (all False), truncations (True at the last step: episodes end only by the H-step
+                time limit, as the gymnasium env reports it)
   infos:        "user_state" (H + 1 rows) and "bored" (H + 1 rows, all False at reset)
 
 The dataset id is `slatectl/<env>/<quality>-v<N>`, N one above the highest version already in the Minari
@@ -106,7 +107,8 @@ def _episode_buffers(arrays: dict[str, np.ndarray], episodes: int, horizon: int,
     user_state, final_user = per_episode("infos/user_state", np.float32), arrays["final/user_state"].astype(np.float32)
     bored = per_episode("infos/bored", np.bool_)
     terminations = np.zeros(horizon, dtype=np.bool_)
-    terminations[-1] = True
+    truncations = np.zeros(horizon, dtype=np.bool_)
+    truncations[-1] = True  # the time limit, not a terminal state
     buffers = []
     for e in range(episodes):
         observations = {"slate": np.concatenate([obs_slate[e], final_slate[e, -1:]]),
@@ -117,7 +119,7 @@ def _episode_buffers(arrays: dict[str, np.ndarray], episodes: int, horizon: int,
         infos = {"user_state": np.concatenate([user_state[e], final_user[e][None]]),
                  "bored": np.concatenate([np.zeros_like(bored[e, :1]), bored[e]])}
         buffers.append(EpisodeBuffer(id=e, seed=seed, observations=observations, actions=actions,
-                                     rewards=rewards[e], terminations=terminations, truncations=np.zeros_like(terminations),
+                                     rewards=rewards[e], terminations=terminations, truncations=truncations,
                                      infos=infos))
     return buffers
 
