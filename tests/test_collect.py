@@ -183,6 +183,7 @@ def test_minari_export_loads_with_minari_and_matches_the_npz(trained, tmp_path, 
     normalized = minari.get_normalized_score(dataset, np.array([random_return, expert_return]))
     np.testing.assert_allclose(normalized, [0.0, 1.0])
     assert dataset.spec.env_spec.id == "slatectl/TopicRec-focused_topdown-v0"
+    assert dataset.spec.env_spec.max_episode_steps == 100  # the time limit that truncates every episode
     env = dataset.recover_environment()
     observation, _ = env.reset(seed=0)
     assert observation["slate"].shape == (10,)

@@ -31,6 +31,10 @@ def _play(seed):
     return steps, rewards
 
 
+def test_the_time_limit_is_in_the_spec():
+    assert gym.spec("slatectl/TopicRec-diffuse_divpen-v0").max_episode_steps == 100
+
+
 def test_episode_has_100_steps_and_seeded_reset_replays():
     steps, rewards = _play(seed=4)
     assert steps == 100

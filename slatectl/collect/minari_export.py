@@ -14,6 +14,9 @@ datasets folder (`MINARI_DATASETS_PATH`, default ~/.minari/datasets): nothing th
 It is built in a scratch folder and moved into place whole, so a failure leaves nothing half-written.
 The env id recorded is `slatectl/TopicRec-<env>-v0` (registered when `slatectl.sim` is imported), with
 ref_min_score = the random policy's return and ref_max_score = the expert checkpoint's return.
+No remote is recorded (the dataset is local only). `minari show` (Minari 0.5) nevertheless prints a
+"Download: minari download <id>" row for every dataset, local ones included: the row is hard-coded in
+Minari's table, not derived from any metadata field, so it cannot be turned off from here.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from slatectl.sim.config import env_names
+from slatectl.sim.config import env_names, load_env_config
 from slatectl.sim.factory import make_env
 
 
@@ -67,4 +67,7 @@ def register_gym_envs() -> None:
         env_id = gym_env_id(name)
         if env_id not in gym.envs.registry:
             # A string entry point keeps the spec JSON-serialisable (Minari stores it with datasets).
-            gym.register(id=env_id, entry_point="slatectl.sim.gym_env:TopicRecGymEnv", kwargs={"env_name": name})
+            # max_episode_steps = H records the time limit in the spec (and in Minari datasets); the
+            # TimeLimit wrapper it adds truncates at the same step as the env itself.
+            gym.register(id=env_id, entry_point="slatectl.sim.gym_env:TopicRecGymEnv", kwargs={"env_name": name},
+                         max_episode_steps=load_env_config(name).episode_length)
