@@ -18,7 +18,7 @@ class Settings:
     home: Path
     registry_url: str
     debug: bool = False
-    # Total torch CPU threads for a compute command (split across its concurrent jobs); None = 1 per job.
+    # Torch CPU threads per compute process (each of --jobs K gets this many); None = 1.
     threads: int | None = None
 
     @property

@@ -3,7 +3,7 @@
 Default: one torch thread per concurrent job. Measured on a 2-core machine: one intra-op thread is as
 fast as two when the machine is idle, and about 20x faster when another process keeps a core busy
 (torch's spinning worker threads then fight for the core). `--threads N` / `SLATECTL_THREADS=N` give
-the command N threads in total, split evenly over its concurrent jobs (at least one each).
+each process N threads (the CLI contract: torch threads per process), so `--jobs K` uses K × N.
 
 torch allows the inter-op pool size to be set only once per process, before any parallel work; the
 second attempt raises, so it is set only when it differs and a refusal is ignored (the intra-op count,
@@ -16,10 +16,8 @@ import torch
 
 
 def threads_per_job(settings_threads: int | None, jobs: int = 1) -> int:
-    """Torch threads for each of `jobs` concurrent processes: `settings_threads` split evenly, else 1."""
-    if settings_threads is None:
-        return 1
-    return max(1, settings_threads // max(1, jobs))
+    """Torch threads for each of `jobs` concurrent processes: `settings_threads` when given, else 1."""
+    return 1 if settings_threads is None else max(1, settings_threads)
 
 
 def configure_torch_threads(settings_threads: int | None, jobs: int = 1) -> int:

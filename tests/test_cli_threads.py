@@ -1,4 +1,4 @@
-"""Torch threads: 1 per concurrent job by default; `--threads N` / SLATECTL_THREADS=N give N in total."""
+"""Torch threads: 1 per process by default; `--threads N` / SLATECTL_THREADS=N give N per process."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def restore_threads():
     torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("total, jobs, expected", [(None, 1, 1), (None, 6, 1), (8, 4, 2), (3, 4, 1), (7, 2, 3), (2, 1, 2)])
+@pytest.mark.parametrize("total, jobs, expected", [(None, 1, 1), (None, 6, 1), (8, 4, 8), (3, 4, 3), (7, 2, 7), (2, 1, 2)])
 def test_threads_per_job(total, jobs, expected):
     assert threads_per_job(total, jobs) == expected
 

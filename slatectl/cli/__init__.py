@@ -63,7 +63,7 @@ def _global_options(
     threads: Optional[int] = typer.Option(
         None, "--threads", envvar="SLATECTL_THREADS", min=1, max=MAX_THREADS, metavar="N",
         help="Torch CPU threads for compute commands (train, collect, pretrain, data logged, env rollout), "
-             "split over concurrent jobs [default: 1 per job, fastest on a shared machine]."),
+             "per process; --jobs K runs K processes [default: 1, fastest on a shared machine]."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:

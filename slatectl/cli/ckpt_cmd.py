@@ -10,7 +10,7 @@ from rich import box
 from rich.table import Table
 
 from slatectl.cli.common import console, err_console, get_settings, print_json
-from slatectl.cli.formatting import fmt_bytes, fmt_return, fmt_value
+from slatectl.cli.formatting import fmt_bytes, fmt_return, format_field
 from slatectl.collect.random_return import compute_random_return
 from slatectl.domain import Quality
 from slatectl.errors import BadInput
@@ -140,7 +140,7 @@ def show_checkpoint(
         elif key in ("val_return", "test_return", "val_return_std", "test_return_std"):
             shown = fmt_return(value)
         else:
-            shown = fmt_value(value)
+            shown = format_field(key, value)
         table.add_row(key, shown)
     table.add_row("path", str(path))
     table.add_row("run", f"{run.id}: {run.agent} on {run.env}, seed {run.seed}, {run_liveness(run)}")

@@ -6,7 +6,6 @@ Kept free of torch and of the registry so every command module (and `slatectl --
 from __future__ import annotations
 
 import json
-import math
 import sys
 from enum import Enum
 from typing import Any
@@ -63,24 +62,3 @@ def print_json(document: Any) -> None:
     """One JSON document on stdout and nothing else (for scripts)."""
     sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
     sys.stdout.flush()
-
-
-def format_value(value: Any, digits: int = 4) -> str:
-    """A value for a human-readable table: no `None`, `[]` or 16-digit floats leaking from Python."""
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        if value.is_integer() and abs(value) < 1e15:
-            return f"{int(value):,}"
-        return f"{value:.{digits}g}"
-    if isinstance(value, int):
-        return str(value)  # ids and seeds: copyable as printed
-    if isinstance(value, (list, tuple)):
-        return ", ".join(format_value(v, digits) for v in value) if value else "—"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={format_value(v, digits)}" for k, v in value.items()) if value else "—"
-    return str(value)

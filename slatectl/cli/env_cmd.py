@@ -9,7 +9,8 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from slatectl.cli.common import console, format_value, print_json
+from slatectl.cli.common import console, print_json
+from slatectl.cli.formatting import format_field, format_value
 from slatectl.cli.group import LazyCommand, SlatectlGroup
 from slatectl.sim.config import env_names, load_env_config
 
@@ -64,5 +65,5 @@ def show_env(env: str = typer.Argument(..., metavar="ENV", help="Environment nam
         return
     table = Table(title=f"environment {config.name}", show_header=False)
     for key, value in config.to_dict().items():
-        table.add_row(key, format_value(value))
+        table.add_row(key, format_field(key, value))
     console.print(table)

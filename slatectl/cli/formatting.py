@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -23,17 +24,38 @@ def fmt_bytes(size: int | None) -> str:
     return f"{size:,} B"
 
 
-def fmt_value(value: Any) -> str:
-    """One table cell for a JSON-record value: ints with separators, floats with up to 3 decimals,
-    lists comma-joined, None / empty as blank."""
+def format_value(value: Any, digits: int = 4) -> str:
+    """A value for a human-readable table: no `None`, `[]` or 17-digit floats leaking from Python;
+    counts with thousands separators."""
     if value is None or value == [] or value == {}:
-        return ""
+        return "—"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        return f"{value:,.3f}".rstrip("0").rstrip(".") if abs(value) < 1e15 else f"{value:.3e}"
+        if not math.isfinite(value):
+            return str(value)
+        if value.is_integer() and abs(value) < 1e15:
+            return f"{int(value):,}"
+        return f"{value:,.{digits}g}" if abs(value) >= 1e6 else f"{value:,.{min(digits, 3)}f}".rstrip("0").rstrip(".")
     if isinstance(value, (list, tuple)):
-        return ", ".join(fmt_value(v) for v in value)
+        return ", ".join(format_value(v, digits) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={format_field(k, v)}" for k, v in value.items()) if value else "—"
     return str(value)
+
+
+# Fields printed as typed (copyable into a command), and fields that are sizes in bytes.
+_VERBATIM = ("id", "seed", "pid", "sha256", "config_hash")
+_BYTES = ("size", "disk_bytes", "size_bytes")
+
+
+def format_field(key: str, value: Any) -> str:
+    """`format_value` for one named record field: ids, seeds and hashes verbatim, sizes in kB/MB."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if key in _BYTES:
+            return fmt_bytes(value)
+        if key in _VERBATIM or key.endswith("_id") or key.endswith("seed"):
+            return str(value)
+    return format_value(value)

@@ -12,8 +12,8 @@ from slatectl.registry import open_registry, run_liveness
 from slatectl.cli.plots import PLOT_SUFFIXES, plot_destination, plot_learning_curve, plot_return_histogram
 from slatectl.registry.records import checkpoint_record, dataset_record, iso, promotion_record, run_record, validation_record
 from slatectl.cli.ckpt_cmd import active_qualities, checkpoint_table
-from slatectl.cli.formatting import fmt_bytes
-from slatectl.cli.common import MAX_LIST, console, format_value, get_settings, print_json
+from slatectl.cli.formatting import fmt_bytes, format_field, format_value
+from slatectl.cli.common import MAX_LIST, console, get_settings, print_json
 from slatectl.collect.reader import UnreadableDataset, episode_returns, return_summary
 from slatectl.errors import BadInput
 
@@ -118,7 +118,7 @@ def inspect_run(
     table = Table(title=f"run {run.id}", show_header=False)
     for key, value in run_record(run).items():
         if key != "config":
-            table.add_row(key, format_value(value))
+            table.add_row(key, format_field(key, value))
     table.add_row("liveness", liveness)
     table.add_row("disk", f"{fmt_bytes(disk_bytes)} (checkpoints and kept resume states)")
     table.add_row("config", format_value(_flatten(run.config)))
@@ -168,7 +168,7 @@ def inspect_dataset(
     table = Table(title=f"dataset {dataset_id}", show_header=False)
     for key, value in record.items():
         if key != "returns":
-            table.add_row(key, format_value(value))
+            table.add_row(key, format_field(key, value))
     table.add_row("returns", summary if isinstance(summary, str) else "  ".join(f"{k} {v:.2f}" for k, v in summary.items()))
     console.print(table)
     tree = Table(title="lineage (newest first)")

@@ -45,14 +45,14 @@ def train(
     overrides: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override one config value, e.g. --set agent.gamma=0.9 (repeatable)."),
     resume: Optional[int] = typer.Option(None, "--resume", metavar="RUN_ID", min=1, max=2**63 - 1, help="Continue run RUN_ID from its last checkpoint."),
     device: Optional[Device] = typer.Option(None, "--device", help=DEVICE_HELP + " [default: training.device, cpu]"),
-    jobs: int = typer.Option(1, "--jobs", metavar="K", **JOBS_RANGE, help="With --env all: environments trained at once (each with its share of --threads)."),
+    jobs: int = typer.Option(1, "--jobs", metavar="K", **JOBS_RANGE, help="With --env all: environments trained at once (each process with --threads torch threads)."),
     keep_resume: Optional[int] = typer.Option(None, "--keep-resume", metavar="K", min=1, max=1000, help="Resume states kept per run; older ones are deleted [default: 1]."),
 ) -> None:
     """Train an agent online; every --save-every steps validate, save and register a checkpoint.
 
     Metrics go to <home>/logs as CSV, and as TensorBoard event files when TensorBoard is installed
     (pip install "slatectl[tensorboard]"; view with tensorboard --logdir <home>/logs/tensorboard).
-    Torch uses `slatectl --threads N` CPU threads in total (default 1 per concurrent job).
+    Each training process uses `slatectl --threads N` torch CPU threads (default 1).
 
     Example: slatectl train sac-gems --env diffuse_topdown --save-every 50000
 
