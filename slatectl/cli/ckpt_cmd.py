@@ -12,12 +12,12 @@ from rich.table import Table
 from slatectl.cli.common import console, err_console, get_settings, print_json
 from slatectl.cli.formatting import fmt_bytes, fmt_return, format_field
 from slatectl.collect.random_return import compute_random_return
+from slatectl.configs import env_names
 from slatectl.domain import Quality
 from slatectl.errors import BadInput
 from slatectl.registry import (STALE, Checkpoint, Registry, RandomReturnFn, Suggestion, check_quality,
                                check_target_fraction, open_registry, run_liveness)
 from slatectl.registry.records import checkpoint_record, iso, promotion_record, run_record
-from slatectl.sim.config import env_names
 
 app = typer.Typer(help="Registered checkpoints: list, show, promote for a quality, promotion history.",
                   no_args_is_help=True)

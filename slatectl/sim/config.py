@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from importlib import resources
 from typing import Any
 
 import yaml
 
+from slatectl.configs import env_dir, env_names  # noqa: F401 - env_names is part of this module's API
 from slatectl.errors import BadInput
 
 CLICK_MODELS = ("tdPBM", "mixPBM")
@@ -63,22 +63,11 @@ def _validated(cfg: EnvConfig) -> EnvConfig:
     return cfg
 
 
-def _env_dir():
-    return resources.files("slatectl.configs").joinpath("envs")
-
-
-def env_names() -> list[str]:
-    """The environments shipped in configs/envs, in the spec's order (focused first, then diffuse)."""
-    names = [p.name[:-5] for p in _env_dir().iterdir() if p.name.endswith(".yaml") and p.name != "embeddings.yaml"]
-    order = {"topdown": 0, "mix": 1, "divpen": 2}
-    return sorted(names, key=lambda n: (n.split("_")[0] != "focused", order.get(n.split("_")[-1], 9), n))
-
-
 def load_env_config(name: str) -> EnvConfig:
     known = env_names()
     if name not in known:
         raise BadInput(f"unknown environment {name!r}. Known environments: {', '.join(known)} (see `slatectl env list`).")
-    raw = yaml.safe_load(_env_dir().joinpath(f"{name}.yaml").read_text())
+    raw = yaml.safe_load(env_dir().joinpath(f"{name}.yaml").read_text())
     allowed = {f.name for f in fields(EnvConfig)}
     unknown = sorted(set(raw) - allowed)
     if unknown:
@@ -88,7 +77,7 @@ def load_env_config(name: str) -> EnvConfig:
 
 def embedding_generator_params(variant: str) -> dict[str, Any]:
     """Seed and power of the generated table for 'focused' / 'diffuse' (configs/envs/embeddings.yaml)."""
-    raw = yaml.safe_load(_env_dir().joinpath("embeddings.yaml").read_text())
+    raw = yaml.safe_load(env_dir().joinpath("embeddings.yaml").read_text())
     if variant not in raw:
         raise BadInput(f"no generator parameters for item embeddings {variant!r} in configs/envs/embeddings.yaml.")
     return {"seed": int(raw[variant]["seed"]), "power": float(raw[variant].get("power", 1.0))}
