@@ -131,11 +131,16 @@ class TopicRec:
 
     # ----------------------------------------------------------------- API
     def reset(self, user_ids: torch.Tensor, seed: int) -> Observation:
-        cfg = self.config
         user_ids = torch.as_tensor(user_ids, dtype=torch.int64).reshape(-1)
-        B, T, S = user_ids.shape[0], cfg.num_topics, cfg.topic_size
+        return self.reset_streams(CounterRNG(seed, USER_STREAM, user_ids))
+
+    def reset_streams(self, rng: CounterRNG) -> Observation:
+        """Reset with the users' random streams given directly, one row per user: users of different
+        seeds can share a batch (population training: `CounterRNG.concat` of per-seed streams)."""
+        cfg = self.config
+        B, T, S = rng.batch_size, cfg.num_topics, cfg.topic_size
         self._batch = B
-        self.rng = CounterRNG(seed, USER_STREAM, user_ids)
+        self.rng = rng
         u0 = torch.clamp(0.4 * self.rng.normal(_RESET_NORMALS, T * S), -1.0, 1.0).abs().view(B, T, S)
         weights = self.rng.uniform(_RESET_WEIGHTS, T) ** 3
         weights = weights / weights.sum(dim=1, keepdim=True)

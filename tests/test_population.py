@@ -1,0 +1,183 @@
+"""Population training (issue 11): K members in one process, each exactly a solo run of its env and seed."""
+
+import pytest
+import torch
+
+from slatectl.agents.sac_population import StackedSACGeMS
+from slatectl.errors import BadInput
+from slatectl.registry import open_registry
+from slatectl.settings import Settings
+from slatectl.sim.member_envs import MemberEnvs
+from slatectl.train.config import resolve_run_config
+from slatectl.train.episodes import play_episodes
+from slatectl.train.loop import SilentReporter, Trainer, _build_agent
+from slatectl.train.population import (PopulationTrainer, member_episodes, play_member_episodes, population_configs,
+                                       stack_batches)
+from slatectl.train.replay import EpisodeReplay
+
+SMALL = [
+    "training.random_steps=10", "training.val_every=10", "training.val_episodes=8", "training.test_episodes=8",
+    "training.random_phase_batch=10", "agent.batch_size=4", "agent.capacity=50",
+    "logged.episodes=200", "gems.max_epochs=1", "gems.max_slates=4000",
+]
+SEEDS = [11, 12, 13]
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return Settings.resolve(home=tmp_path / "home")
+
+
+def _configs(envs, seeds, steps=12, save_every=6, extra=()):
+    base = [resolve_run_config("sac-gems", env, overrides=SMALL + list(extra),
+                               cli_training={"max_steps": steps, "save_every": save_every}) for env in envs]
+    return population_configs(base, seeds)
+
+
+def _solo(registry, config):
+    """A solo run's agent as `Trainer.run` builds it, and the global RNG state it starts acting with."""
+    Trainer(registry, config).fabric.seed_everything(config.training.seed, verbose=False)
+    setup = _build_agent(registry, config, SilentReporter())
+    return setup.env, setup.agent
+
+
+def _first_update(registry, configs):
+    """Build the population, play the random phase (10 episodes), fill the replays, sample and update once.
+
+    Returns (members, stacked agent, episodes, sampled batch, per-member metrics)."""
+    members = PopulationTrainer(registry, configs).build_members()
+    agent = StackedSACGeMS([m.agent for m in members])
+    envs = MemberEnvs([m.env for m in members])
+    generators = [m.generator for m in members]
+    episodes = play_member_episodes(envs, agent, torch.arange(10), [c.training.seed for c in configs], "random",
+                                    generators)
+    for k, m in enumerate(members):
+        m.replay.add(member_episodes(episodes, k))
+    batch = stack_batches([m.replay.sample(m.generator) for m in members])
+    metrics = agent.update(batch, generators)
+    return members, agent, episodes, batch, metrics
+
+
+def test_member_equals_solo_run_weights_episode_batch_and_first_update(settings):
+    configs = _configs(["focused_topdown"], SEEDS)
+    k = 1
+    with open_registry(settings) as registry:
+        members, agent, episodes, batch, metrics = _first_update(registry, configs)
+        env, solo = _solo(registry, configs[k])
+
+    # identical initial weights (member k's layout module was built exactly as the solo agent)
+    initial = members[k].agent.state_dict()
+    for name, value in solo.state_dict().items():
+        assert torch.equal(initial[name], value), name
+
+    # identical first episodes (random phase: actions from the solo run's global RNG stream)
+    solo_episodes = play_episodes(env, solo, torch.arange(10), configs[k].training.seed, "random")
+    mine = member_episodes(episodes, k)
+    assert torch.equal(mine.slates, solo_episodes.slates) and torch.equal(mine.clicks, solo_episodes.clicks)
+    assert torch.equal(mine.rewards, solo_episodes.rewards)
+    torch.testing.assert_close(mine.actions, solo_episodes.actions, atol=1e-6, rtol=0)
+
+    # identical first batch (the same replay indices)
+    replay = EpisodeReplay(configs[k].agent.capacity, configs[k].agent.batch_size)
+    replay.add(solo_episodes)
+    solo_batch = replay.sample()
+    assert torch.equal(member_episodes(batch, k).slates, solo_batch.slates)
+    assert torch.equal(member_episodes(batch, k).rewards, solo_batch.rewards)
+
+    # first update: losses, gradients and new weights within 1e-5
+    solo_metrics = solo.update(solo_batch)
+    for key, value in solo_metrics.items():
+        assert metrics[k][key] == pytest.approx(value, abs=1e-5), key
+    trained = [n for n, p in solo.named_parameters() if p.requires_grad]
+    assert {"actor.0.weight", "q1.0.weight", "critic_belief.gru.weight_hh_l0", "log_alpha"} <= set(trained)
+    for name, param in solo.named_parameters():
+        if param.grad is not None:
+            torch.testing.assert_close(agent.tensors[name].grad[k], param.grad, atol=1e-5, rtol=1e-4, msg=name)
+    after = agent.member_state_dict(k)
+    for name, value in solo.state_dict().items():
+        torch.testing.assert_close(after[name], value, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_members_are_independent_of_each_others_seed(settings):
+    with open_registry(settings) as registry:
+        _, agent_a, episodes_a, _, metrics_a = _first_update(registry, _configs(["focused_topdown"], SEEDS))
+        _, agent_b, episodes_b, _, metrics_b = _first_update(registry, _configs(["focused_topdown"], [11, 12, 99]))
+    assert metrics_a[:2] == metrics_b[:2]
+    assert metrics_a[2] != metrics_b[2]
+    assert torch.equal(episodes_a.slates[:2], episodes_b.slates[:2])
+    assert not torch.equal(episodes_a.slates[2], episodes_b.slates[2])
+    for name, tensor in agent_a.tensors.items():
+        if tensor.grad is not None:
+            assert torch.equal(tensor.grad[:2], agent_b.tensors[name].grad[:2]), name
+
+
+def test_population_registers_member_runs_matching_solo_runs(settings):
+    configs = _configs(["focused_topdown"], SEEDS[:2])
+    with open_registry(settings) as registry:
+        results = PopulationTrainer(registry, configs, logs_dir=settings.home / "logs").run(command="test")
+        solo = Trainer(registry, configs[1]).run(command="test")
+        runs = [registry.get_run(r.run_id) for r in results]
+        member_ckpts = registry.list_checkpoints(run_id=results[1].run_id)
+        solo_ckpts = registry.list_checkpoints(run_id=solo.run_id)
+        member_state = registry.load_checkpoint_state(member_ckpts[-1].id)
+        solo_state = registry.load_checkpoint_state(solo_ckpts[-1].id)
+        validations = registry.validations(results[0].run_id)
+    assert [r.status for r in runs] == ["finished", "finished"]
+    assert [r.seed for r in runs] == SEEDS[:2]
+    groups = {r.config["population"]["group"] for r in runs}
+    assert len(groups) == 1 and [r.config["population"]["member"] for r in runs] == [0, 1]
+    for result in results:
+        assert [c.step for c in result.checkpoints] == [6, 12]
+        assert all(c.test_episodes == 8 for c in result.checkpoints)
+    assert [v.step for v in validations] == [6, 10, 12]
+    # step 6 is in the random phase: same weights and users, so the very same validation return
+    assert member_ckpts[0].val_return_mean == solo_ckpts[0].val_return_mean
+    for name, value in solo_state.items():  # two updates later: equal up to float rounding
+        torch.testing.assert_close(member_state[name], value, atol=1e-4, rtol=1e-3, msg=name)
+    assert (settings.home / "logs" / f"run-{results[0].run_id}.csv").read_text().count("\n") >= 3
+
+
+class _StopAt:
+    def __init__(self, step):
+        self.step = step
+
+    def message(self, text):
+        pass
+
+    def start(self, total, first):
+        pass
+
+    def advance(self, step, episode_return, val_return, updates_per_s):
+        if step >= self.step:
+            raise KeyboardInterrupt
+
+    def stop(self):
+        pass
+
+
+def test_resume_group_continues_every_member_as_an_uninterrupted_population(settings):
+    configs = _configs(["focused_topdown"], SEEDS[:2], steps=16, save_every=12)
+    with open_registry(settings) as registry:
+        with pytest.raises(KeyboardInterrupt):
+            PopulationTrainer(registry, configs, _StopAt(14)).run(command="test", group="g-interrupted")
+        assert {r.status for r in PopulationTrainer.group_runs(registry, "g-interrupted")} == {"failed"}
+        resumed = PopulationTrainer.resume(registry, "g-interrupted")
+        straight = PopulationTrainer(registry, configs).run(command="test")
+        for a, b in zip(resumed, straight):
+            assert [c.step for c in registry.list_checkpoints(run_id=a.run_id)] == [12, 16]
+            state_a = registry.load_checkpoint_state(registry.list_checkpoints(run_id=a.run_id)[-1].id)
+            state_b = registry.load_checkpoint_state(registry.list_checkpoints(run_id=b.run_id)[-1].id)
+            for name in state_a:
+                torch.testing.assert_close(state_a[name], state_b[name], atol=1e-6, rtol=1e-5, msg=name)
+        with pytest.raises(BadInput):
+            PopulationTrainer.resume(registry, "no-such-group")
+
+
+def test_population_rejects_members_that_cannot_run_in_lockstep(settings):
+    a = _configs(["focused_topdown"], [1])[0]
+    b = _configs(["focused_topdown"], [2], extra=["agent.gamma=0.5"])[0]
+    with open_registry(settings) as registry:
+        with pytest.raises(BadInput, match="share every"):
+            PopulationTrainer(registry, [a, b])
+        with pytest.raises(BadInput, match="same env and seed"):
+            PopulationTrainer(registry, [a, a])
