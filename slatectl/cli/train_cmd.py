@@ -20,6 +20,7 @@ from slatectl.settings import Settings
 from slatectl.sim.config import env_names
 from slatectl.train.config import resolve_run_config
 from slatectl.train.loop import TrainResult, Trainer
+from slatectl.cli.train_population import parse_envs, resume_population, train_population
 
 
 class RichReporter:
@@ -77,13 +78,14 @@ def _train_one(settings: Settings, agent: str, env: str, config_file: Optional[P
 
 def train(
     agent: str = typer.Argument(..., help=f"Agent: {' | '.join(AGENTS)}."),
-    env: Optional[str] = typer.Option(None, "--env", help="Environment, or `all` for the six one after another (not needed with --resume)."),
+    env: Optional[str] = typer.Option(None, "--env", help="Environment, or `all` for the six one after another, or E1,E2,… (not needed with --resume)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (episodes, each followed by one update) [default: 100000]."),
     save_every: Optional[int] = typer.Option(None, "--save-every", help="Save and register a checkpoint every N steps (and at the end)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Training seed [default: 58407201]."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="YAML file of overrides (sections training, agent, logged, gems, mf)."),
     overrides: list[str] = typer.Option([], "--set", help="Override one value: --set agent.gamma=0.9 (repeatable)."),
-    resume: Optional[int] = typer.Option(None, "--resume", help="Continue run RUN_ID from its last checkpoint."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue run RUN_ID (or population GROUP) from its last checkpoint."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Train envs × N seeds (--seed, --seed+1, …) as one population in one process."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda [default: cpu]."),
     jobs: int = typer.Option(1, "--jobs", help="With --env all: environments trained at once."),
 ) -> None:
@@ -93,9 +95,13 @@ def train(
     """
     settings = get_settings()
     command = "slatectl " + shlex.join(sys.argv[1:])
+    if resume is not None and not resume.isdigit():
+        for result in resume_population(settings, resume, RichReporter(f"population {resume[:8]}")):
+            render_result(result)
+        return
     if resume is not None:
         with open_registry(settings) as registry:
-            result = Trainer.resume(registry, resume, RichReporter(f"run {resume}"), logs_dir=settings.home / "logs")
+            result = Trainer.resume(registry, int(resume), RichReporter(f"run {resume}"), logs_dir=settings.home / "logs")
         render_result(result)
         return
     if env is None:
@@ -105,6 +111,11 @@ def train(
     if jobs < 1:
         raise BadInput(f"--jobs must be >= 1 (got {jobs}).")
     cli_training = {"max_steps": steps, "save_every": save_every, "seed": seed, "device": device}
+    if seeds is not None or "," in env:
+        for result in train_population(settings, agent, parse_envs(env), seeds or 1, config_file, overrides,
+                                       cli_training, command, RichReporter(f"{agent} population")):
+            render_result(result)
+        return
     envs = env_names() if env == "all" else [env]
     # Resolve every config first so a bad key or env fails before any work starts.
     for name in envs:

@@ -159,7 +159,7 @@ class PopulationTrainer:
 
     def run(self, command: str | None = None, group: str | None = None) -> list[TrainResult]:
         members = self.build_members()
-        group = group or uuid.uuid4().hex
+        group = group or f"pop-{uuid.uuid4().hex[:12]}"
         for k, m in enumerate(members):
             config = {**m.config.to_dict(), "population": {"group": group, "member": k, "size": len(members)}}
             run = self.registry.start_run(m.config.agent_name, m.config.env, m.config.training.seed, config,
