@@ -223,3 +223,17 @@ def test_cli_mixed_env_population_matches_solo_runs_and_resumes_by_group(tmp_pat
     assert unknown.exit_code == 2 and "no population" in unknown.output
     bad = runner.invoke(app, [*args, "--env", "focused_topdown,focused_topdown", "--seeds", "1"])
     assert bad.exit_code == 2 and "distinct" in bad.output
+
+
+def test_cli_agent_without_stacking_trains_its_members_one_after_another(tmp_path):
+    runner = CliRunner()
+    home = str(tmp_path / "home")
+    small = [a for item in SMALL for a in ("--set", item)]
+    result = runner.invoke(app, ["--home", home, "train", "sac-topk-ideal", "--env", "focused_topdown", "--seeds", "2",
+                                 "--seed", "5", "--steps", "12", "--save-every", "12", *small])
+    assert result.exit_code == 0, result.output
+    assert "one after another" in result.output
+    with open_registry(Settings.resolve(home=tmp_path / "home")) as registry:
+        runs = registry.list_runs()
+        assert sorted(r.seed for r in runs) == [5, 6] and {r.status for r in runs} == {"finished"}
+        assert all([c.step for c in registry.list_checkpoints(run_id=r.id)] == [12] for r in runs)

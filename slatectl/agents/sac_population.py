@@ -194,8 +194,11 @@ class StackedSACGeMS:
         return torch.minimum(self._sequential(q1, x), self._sequential(q2, x)).squeeze(-1)
 
     def _noise(self, generators: list[torch.Generator], rows: int, uniform: bool = False) -> Tensor:
+        """(K, rows, A) draws, member k's from generator k (CPU generators: the solo run's CPU stream;
+        on CUDA the draws are moved, so a CUDA member does not reproduce a solo CUDA run's noise)."""
         draw = torch.rand if uniform else torch.randn
-        return torch.stack([draw((rows, self.action_dim), generator=g, device=self.device) for g in generators])
+        noise = torch.stack([draw((rows, self.action_dim), generator=g, device=g.device) for g in generators])
+        return noise.to(self.device)
 
     @torch.no_grad()
     def rank(self, actions: Tensor) -> Tensor:
