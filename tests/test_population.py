@@ -237,3 +237,29 @@ def test_cli_agent_without_stacking_trains_its_members_one_after_another(tmp_pat
         runs = registry.list_runs()
         assert sorted(r.seed for r in runs) == [5, 6] and {r.status for r in runs} == {"finished"}
         assert all([c.step for c in registry.list_checkpoints(run_id=r.id)] == [12] for r in runs)
+
+
+def test_mixed_simulator_gives_each_user_its_own_environments_trajectory():
+    from slatectl.sim.factory import make_env
+
+    names = ["focused_topdown", "diffuse_divpen", "focused_mix", "diffuse_topdown"]
+    seeds = [3, 4, 5, 3]
+    envs = MemberEnvs([make_env(n) for n in names])
+    users = torch.arange(7, 13)
+    first = envs.reset(users, seeds)
+    solo = [make_env(n) for n in names]
+    solo_first = [e.reset(users, s) for e, s in zip(solo, seeds)]
+    generator = torch.Generator().manual_seed(0)
+    for k in range(len(names)):
+        assert torch.equal(first.slate[k], solo_first[k].slate) and torch.equal(first.clicks[k], solo_first[k].clicks)
+    for t in range(100):
+        slates = torch.randint(0, 1000, (len(names), len(users), 10), generator=generator)
+        slates[:, :, 0] = torch.where(torch.rand(len(names), len(users), generator=generator) < 0.3, -1, slates[:, :, 0])
+        step = envs.step(slates)
+        for k, env in enumerate(solo):
+            expected = env.step(slates[k])
+            assert torch.equal(step.observation.slate[k], expected.observation.slate), (k, t)
+            assert torch.equal(step.observation.clicks[k], expected.observation.clicks), (k, t)
+            assert torch.equal(step.reward[k], expected.reward)
+            torch.testing.assert_close(step.user_state[k], expected.user_state, atol=0, rtol=0)
+    assert envs.env.relevances().shape == (len(names) * len(users), 1000)

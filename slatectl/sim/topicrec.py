@@ -60,6 +60,8 @@ class TopicRec:
         chunk_norms = self.item_embeddings.view(n, config.num_topics, config.topic_size).norm(dim=-1)
         # Reset slate: per topic (in topic order) the item with the largest chunk norm in that topic.
         self.initial_slate = chunk_norms.argmax(dim=0)[: config.slate_size]
+        # Added to item ids that index this env's own item arrays (0 here; per user in MixedTopicRec).
+        self.item_id_offset: int | torch.Tensor = 0
         self.t = 0
         self._batch = 0
 
@@ -214,7 +216,7 @@ class TopicRec:
         n_clicks = clicks.sum(dim=1)
         last_rank = (clicks * torch.arange(1, cfg.slate_size + 1)).argmax(dim=1)
         short_term_bored = self.bored.gather(1, self.short_term[:, None])[:, 0]
-        self.short_term = torch.where(short_term_bored & (n_clicks > 0), self.item_topics[last_rank], self.short_term)
+        self.short_term = torch.where(short_term_bored & (n_clicks > 0), self.item_topics[last_rank + self.item_id_offset], self.short_term)
 
         return StepResult(
             observation=Observation(slate=slate, clicks=clicks),
