@@ -119,8 +119,9 @@ def test_members_are_independent_of_each_others_seed(settings):
             assert torch.equal(tensor.grad[:2], agent_b.tensors[name].grad[:2]), name
 
 
-def test_population_registers_member_runs_matching_solo_runs(settings):
-    configs = _configs(["focused_topdown"], SEEDS[:2])
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_population_registers_member_runs_matching_solo_runs(settings, parallel):
+    configs = _configs(["focused_topdown"], SEEDS[:2], extra=[f"training.parallel_episodes={parallel}"])
     with open_registry(settings) as registry:
         results = PopulationTrainer(registry, configs, logs_dir=settings.home / "logs").run(command="test")
         solo = Trainer(registry, configs[1]).run(command="test")
