@@ -238,6 +238,15 @@ def test_cli_agent_without_stacking_trains_its_members_one_after_another(tmp_pat
         runs = registry.list_runs()
         assert sorted(r.seed for r in runs) == [5, 6] and {r.status for r in runs} == {"finished"}
         assert all([c.step for c in registry.list_checkpoints(run_id=r.id)] == [12] for r in runs)
+        groups = {r.config["population"]["group"] for r in runs}
+        # each member is exactly the solo run of its seed
+        solo = Trainer(registry, resolve_run_config("sac-topk-ideal", "focused_topdown", overrides=SMALL,
+                                                    cli_training={"max_steps": 12, "save_every": 12, "seed": 6})).run()
+        member = next(r for r in runs if r.seed == 6)
+        assert registry.validations(member.id)[-1].return_mean == registry.validations(solo.run_id)[-1].return_mean
+    assert len(groups) == 1
+    again = runner.invoke(app, ["--home", home, "train", "sac-topk-ideal", "--resume", groups.pop()])
+    assert again.exit_code == 0, again.output
 
 
 def test_mixed_simulator_gives_each_user_its_own_environments_trajectory():

@@ -2,7 +2,8 @@
 
 Member seeds are S, S+1, …, S+N−1 with S = --seed (default: the configured training seed), the same
 for every env; members are ordered env-major. Stacked agents (SAC+GeMS) train in one process in lockstep
-(`PopulationTrainer`); other agents train their members one after another with a message saying so.
+(`PopulationTrainer`); other agents train their members one after another with a message saying so
+(still one group, so `--resume GROUP` works for them too).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from slatectl.registry import open_registry
 from slatectl.settings import Settings
 from slatectl.sim.config import env_names
 from slatectl.train.config import resolve_run_config
-from slatectl.train.loop import TrainResult, Trainer
-from slatectl.train.population import PopulationTrainer, population_configs, population_supported
+from slatectl.train.loop import TrainResult
+from slatectl.train.population import (PopulationTrainer, population_configs, population_supported,
+                                       train_members_sequentially)
 
 
 def parse_envs(env: str) -> list[str]:
@@ -40,7 +42,7 @@ def train_population(settings: Settings, agent: str, envs: list[str], seeds: int
             return trainer.run(command=command)
         err_console.print(f"{agent} cannot train as a stacked population yet (only SAC+GeMS can): training its "
                           f"{len(configs)} runs one after another in this process.")
-        return [Trainer(registry, cfg, reporter, logs_dir=settings.home / "logs").run(command=command) for cfg in configs]
+        return train_members_sequentially(registry, configs, reporter, settings.home / "logs", command)
 
 
 def resume_population(settings: Settings, group: str, reporter) -> list[TrainResult]:

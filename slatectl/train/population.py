@@ -10,8 +10,8 @@ and seed: same initial weights (built after the same `seed_everything`), same ep
 indices and noise (its own generator continues the solo run's global RNG stream), same update — up to
 float rounding of batched vs unbatched kernels.
 
-Only SAC+GeMS is stacked so far; `population_supported(agent)` says whether an agent is, and the CLI
-trains other agents' members one after another (`Trainer`) with a message.
+Only SAC+GeMS is stacked so far; `population_supported(agent)` says whether an agent is; the others'
+members train one after another as solo runs (`train_members_sequentially`), still registered as a group.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from slatectl.registry import Registry
 from slatectl.sim.member_envs import MemberEnvs
 from slatectl.sim.topicrec import TopicRec
 from slatectl.train.config import RunConfig, run_config_from_dict
-from slatectl.train.loop import (RESUME_KIND, SilentReporter, TestResult, TrainingReporter, TrainResult, _build_agent,
-                                 _CsvLog, _resume_states, _should_update, _tensorboard_writer)
+from slatectl.train.loop import (RESUME_KIND, SilentReporter, TestResult, Trainer, TrainingReporter, TrainResult,
+                                 _build_agent, _CsvLog, _resume_states, _should_update, _tensorboard_writer)
 from slatectl.train.replay import EpisodeReplay
 
 #: Agents whose members are stacked into one model; the others train their members one after another.
@@ -68,6 +68,45 @@ def check_population(configs: list[RunConfig]) -> None:
     pairs = [(c.env, c.training.seed) for c in configs]
     if len(set(pairs)) != len(pairs):
         raise BadInput("two members of the population have the same env and seed; give distinct seeds.")
+
+
+def new_group_id() -> str:
+    return f"pop-{uuid.uuid4().hex[:12]}"
+
+
+def member_run_config(config: RunConfig, group: str, member: int, size: int) -> dict:
+    """The run config stored for a member: the resolved config plus its place in the group."""
+    return {**config.to_dict(), "population": {"group": group, "member": member, "size": size}}
+
+
+def group_runs(registry: Registry, group: str) -> list:
+    """The member runs of a group, in member order."""
+    runs = [r for r in registry.list_runs() if (r.config.get("population") or {}).get("group") == group]
+    return sorted(runs, key=lambda r: r.config["population"]["member"])
+
+
+def train_members_sequentially(registry: Registry, configs: list[RunConfig], reporter: TrainingReporter | None = None,
+                               logs_dir: Path | None = None, command: str | None = None,
+                               group: str | None = None) -> list[TrainResult]:
+    """The fallback for agents that are not stacked: the members as solo runs one after another, each run
+    exactly as `Trainer.run` (same seeding), all registered up front with the group id so `--resume GROUP`
+    finds every member even if the process dies during the first one."""
+    check_population(configs)
+    group = group or new_group_id()
+    prepared = []
+    for k, cfg in enumerate(configs):
+        trainer = Trainer(registry, cfg, reporter, logs_dir)
+        trainer.fabric.seed_everything(cfg.training.seed, verbose=False)
+        setup = _build_agent(registry, cfg, trainer.reporter)
+        run = registry.start_run(cfg.agent_name, cfg.env, cfg.training.seed, member_run_config(cfg, group, k, len(configs)),
+                                 command=command or shlex.join(sys.argv), inputs=setup.input_ids)
+        prepared.append((trainer, setup, run.id, torch.get_rng_state()))
+    results = []
+    for trainer, setup, run_id, rng_state in prepared:
+        torch.set_rng_state(rng_state)  # the state this member's solo run would act with
+        replay = EpisodeReplay(trainer.config.agent.capacity, trainer.config.agent.batch_size)
+        results.append(trainer._train(run_id, setup, replay, first_step=0))
+    return results
 
 
 @dataclass
@@ -159,9 +198,9 @@ class PopulationTrainer:
 
     def run(self, command: str | None = None, group: str | None = None) -> list[TrainResult]:
         members = self.build_members()
-        group = group or f"pop-{uuid.uuid4().hex[:12]}"
+        group = group or new_group_id()
         for k, m in enumerate(members):
-            config = {**m.config.to_dict(), "population": {"group": group, "member": k, "size": len(members)}}
+            config = member_run_config(m.config, group, k, len(members))
             run = self.registry.start_run(m.config.agent_name, m.config.env, m.config.training.seed, config,
                                           command=command or shlex.join(sys.argv), inputs=m.input_ids)
             m.run_id = run.id
@@ -170,20 +209,21 @@ class PopulationTrainer:
                               f"(runs {members[0].run_id}–{members[-1].run_id}), {self.training.max_steps:,} steps each")
         return self._train(members, StackedSACGeMS([m.agent for m in members]), first_step=0)
 
-    @staticmethod
-    def group_runs(registry: Registry, group: str) -> list:
-        runs = [r for r in registry.list_runs() if (r.config.get("population") or {}).get("group") == group]
-        return sorted(runs, key=lambda r: r.config["population"]["member"])
+    group_runs = staticmethod(group_runs)
 
     @classmethod
     def resume(cls, registry: Registry, group: str, reporter: TrainingReporter | None = None,
                logs_dir: Path | None = None) -> list[TrainResult]:
-        runs = cls.group_runs(registry, group)
+        """Resume every member of `group` (stacked agents in lockstep; others one after another)."""
+        runs = group_runs(registry, group)
         if not runs:
             raise BadInput(f"no population {group!r} in the registry (the group id is in `slatectl inspect run`'s config).")
         if len(runs) != runs[0].config["population"]["size"]:
             raise BadInput(f"population {group} should have {runs[0].config['population']['size']} runs; "
                            f"the registry has {len(runs)}.")
+        if not population_supported(runs[0].agent):
+            return [Trainer.resume(registry, r.id, reporter, logs_dir) if r.status != "finished"
+                    else TrainResult(run_id=r.id, checkpoints=registry.list_checkpoints(run_id=r.id)) for r in runs]
         trainer = cls(registry, [run_config_from_dict(r.config) for r in runs], reporter, logs_dir)
         trainer.group = group
         return trainer._resume(runs)
