@@ -209,9 +209,10 @@ class StackedSACGeMS:
         queries = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)).reshape(K, B * self.slate_size, self.item_dim)
         table_t = self.tensors["ranker.gems.item_embeddings.weight"].transpose(1, 2)
         ranks = torch.empty(K, queries.shape[1], dtype=torch.int64, device=queries.device)
-        for start in range(0, queries.shape[1], _RANK_CHUNK_ROWS):
-            block = torch.bmm(queries[:, start:start + _RANK_CHUNK_ROWS], table_t)
-            ranks[:, start:start + _RANK_CHUNK_ROWS] = block.max(dim=-1).indices
+        rows = max(64, _RANK_CHUNK_ROWS // K)  # the (K, rows, N) score block stays the size of a solo one
+        for start in range(0, queries.shape[1], rows):
+            block = torch.bmm(queries[:, start:start + rows], table_t)
+            ranks[:, start:start + rows] = block.max(dim=-1).indices
         return ranks.view(K, B, self.slate_size)
 
     # -- acting (online actor belief, (K, B, ·)) ---------------------------------------------------------
