@@ -17,7 +17,7 @@ import time
 import torch
 
 from slatectl.agents import AGENTS
-from slatectl.agents.sac_population import StackedSACGeMS
+from slatectl.agents.sac_population import StackedSAC
 from slatectl.config_tools import build_config
 from slatectl.pretrain.gems_train import GeMSConfig, build_gems
 from slatectl.sim.config import env_names
@@ -60,7 +60,7 @@ def population_steps_per_s(names: list[str], steps: int, device: str) -> tuple[f
     envs_by_name = {name: make_env(name) for name in set(names)}
     members = [build_member(envs_by_name[name], k) for k, name in enumerate(names)]
     params = members[0][1]
-    agent = StackedSACGeMS([a for a, _ in members]).to(device)
+    agent = StackedSAC([a for a, _ in members]).to(device)
     envs = MemberEnvs([envs_by_name[name] for name in names])
     seeds = list(range(1, len(names) + 1))
     generators = [torch.Generator().manual_seed(s) for s in seeds]

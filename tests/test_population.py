@@ -8,7 +8,7 @@ import torch
 
 from typer.testing import CliRunner
 
-from slatectl.agents.sac_population import StackedSACGeMS
+from slatectl.agents.sac_population import StackedSAC
 from slatectl.cli import app
 from slatectl.errors import BadInput
 from slatectl.registry import open_registry
@@ -24,7 +24,7 @@ from slatectl.train.replay import EpisodeReplay
 SMALL = [
     "training.random_steps=10", "training.val_every=10", "training.val_episodes=8", "training.test_episodes=8",
     "training.random_phase_batch=10", "agent.batch_size=4", "agent.capacity=50",
-    "logged.episodes=200", "gems.max_epochs=1", "gems.max_slates=4000",
+    "logged.episodes=200", "gems.max_epochs=1", "gems.max_slates=4000", "mf.max_batches=30", "mf.eval_every_batches=10",
 ]
 SEEDS = [11, 12, 13]
 
@@ -34,8 +34,8 @@ def settings(tmp_path):
     return Settings.resolve(home=tmp_path / "home")
 
 
-def _configs(envs, seeds, steps=12, save_every=6, extra=()):
-    base = [resolve_run_config("sac-gems", env, overrides=SMALL + list(extra),
+def _configs(envs, seeds, steps=12, save_every=6, extra=(), agent="sac-gems"):
+    base = [resolve_run_config(agent, env, overrides=SMALL + list(extra),
                                cli_training={"max_steps": steps, "save_every": save_every}) for env in envs]
     return population_configs(base, seeds)
 
@@ -52,7 +52,7 @@ def _first_update(registry, configs):
 
     Returns (members, stacked agent, episodes, sampled batch, per-member metrics)."""
     members = PopulationTrainer(registry, configs).build_members()
-    agent = StackedSACGeMS([m.agent for m in members])
+    agent = StackedSAC([m.agent for m in members])
     envs = MemberEnvs([m.env for m in members])
     generators = [m.generator for m in members]
     episodes = play_member_episodes(envs, agent, torch.arange(10), [c.training.seed for c in configs], "random",
@@ -64,11 +64,14 @@ def _first_update(registry, configs):
     return members, agent, episodes, batch, metrics
 
 
-@pytest.mark.parametrize("envs, seeds, k", [(["focused_topdown"], SEEDS, 1),
-                                             (["focused_topdown", "diffuse_divpen"], SEEDS[:2], 2)],
-                         ids=["one-env", "mixed-envs"])
-def test_member_equals_solo_run_weights_episode_batch_and_first_update(settings, envs, seeds, k):
-    configs = _configs(envs, seeds)
+@pytest.mark.parametrize("agent, envs, seeds, k", [
+    ("sac-gems", ["focused_topdown"], SEEDS, 1),
+    ("sac-gems", ["focused_topdown", "diffuse_divpen"], SEEDS[:2], 2),
+    ("sac-topk-ideal", ["focused_topdown", "diffuse_divpen"], SEEDS[:2], 3),
+    ("sac-topk-mf", ["diffuse_mix"], SEEDS[:2], 0),
+], ids=["gems-one-env", "gems-mixed-envs", "topk-ideal-mixed-envs", "topk-mf"])
+def test_member_equals_solo_run_weights_episode_batch_and_first_update(settings, agent, envs, seeds, k):
+    configs = _configs(envs, seeds, agent=agent)
     with open_registry(settings) as registry:
         members, agent, episodes, batch, metrics = _first_update(registry, configs)
         env, solo = _solo(registry, configs[k])
@@ -98,6 +101,7 @@ def test_member_equals_solo_run_weights_episode_batch_and_first_update(settings,
         assert metrics[k][key] == pytest.approx(value, abs=1e-5), key
     trained = [n for n, p in solo.named_parameters() if p.requires_grad]
     assert {"actor.0.weight", "q1.0.weight", "critic_belief.gru.weight_hh_l0", "log_alpha"} <= set(trained)
+    assert metrics[k]["critic_loss"] != metrics[1 - k % 2]["critic_loss"]  # members differ (different seeds)
     for name, param in solo.named_parameters():
         if param.grad is not None:
             torch.testing.assert_close(agent.tensors[name].grad[k], param.grad, atol=1e-5, rtol=1e-4, msg=name)
@@ -119,9 +123,9 @@ def test_members_are_independent_of_each_others_seed(settings):
             assert torch.equal(tensor.grad[:2], agent_b.tensors[name].grad[:2]), name
 
 
-@pytest.mark.parametrize("parallel", [1, 2])
-def test_population_registers_member_runs_matching_solo_runs(settings, parallel):
-    configs = _configs(["focused_topdown"], SEEDS[:2], extra=[f"training.parallel_episodes={parallel}"])
+@pytest.mark.parametrize("agent, parallel", [("sac-gems", 1), ("sac-gems", 2), ("sac-topk-ideal", 1)])
+def test_population_registers_member_runs_matching_solo_runs(settings, agent, parallel):
+    configs = _configs(["focused_topdown"], SEEDS[:2], extra=[f"training.parallel_episodes={parallel}"], agent=agent)
     with open_registry(settings) as registry:
         results = PopulationTrainer(registry, configs, logs_dir=settings.home / "logs").run(command="test")
         solo = Trainer(registry, configs[1]).run(command="test")
@@ -230,7 +234,7 @@ def test_cli_agent_without_stacking_trains_its_members_one_after_another(tmp_pat
     runner = CliRunner()
     home = str(tmp_path / "home")
     small = [a for item in SMALL for a in ("--set", item)]
-    result = runner.invoke(app, ["--home", home, "train", "sac-topk-ideal", "--env", "focused_topdown", "--seeds", "2",
+    result = runner.invoke(app, ["--home", home, "train", "slateq", "--env", "focused_topdown", "--seeds", "2",
                                  "--seed", "5", "--steps", "12", "--save-every", "12", *small])
     assert result.exit_code == 0, result.output
     assert "one after another" in result.output
@@ -240,12 +244,12 @@ def test_cli_agent_without_stacking_trains_its_members_one_after_another(tmp_pat
         assert all([c.step for c in registry.list_checkpoints(run_id=r.id)] == [12] for r in runs)
         groups = {r.config["population"]["group"] for r in runs}
         # each member is exactly the solo run of its seed
-        solo = Trainer(registry, resolve_run_config("sac-topk-ideal", "focused_topdown", overrides=SMALL,
+        solo = Trainer(registry, resolve_run_config("slateq", "focused_topdown", overrides=SMALL,
                                                     cli_training={"max_steps": 12, "save_every": 12, "seed": 6})).run()
         member = next(r for r in runs if r.seed == 6)
         assert registry.validations(member.id)[-1].return_mean == registry.validations(solo.run_id)[-1].return_mean
     assert len(groups) == 1
-    again = runner.invoke(app, ["--home", home, "train", "sac-topk-ideal", "--resume", groups.pop()])
+    again = runner.invoke(app, ["--home", home, "train", "slateq", "--resume", groups.pop()])
     assert again.exit_code == 0, again.output
 
 

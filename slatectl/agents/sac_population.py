@@ -1,4 +1,4 @@
-"""SAC+GeMS for a population of K runs: the K members' weights stacked, one batched kernel for all.
+"""SAC+GeMS and SAC+TopK for a population of K runs: the K members' weights stacked, one kernel for all.
 
 Every tensor of a member `SACAgent`'s state dict (same keys: `actor_belief.gru.weight_ih_l0`, `q1.0.weight`,
 `ranker.gems.decoder.0.weight`, `log_alpha`, …) is stacked along a new leading member dimension K. The
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slatectl.agents.base import ActMode, EpisodeBatch
-from slatectl.agents.rankers import GeMSRanker
+from slatectl.agents.rankers import GeMSRanker, TopKRanker
 from slatectl.agents.sac import LOG_STD_MAX, LOG_STD_MIN, SACAgent, default_backward
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -39,16 +39,19 @@ _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 _RANK_CHUNK_ROWS = 2048
 
 
-class StackedSACGeMS:
-    """K SAC+GeMS members with stacked weights. Built from K `SACAgent`s with identical architecture."""
+class StackedSAC:
+    """K SAC members with stacked weights, all with GeMS rankers (SAC+GeMS) or all with TopK rankers
+    (SAC+TopK ideal / MF). Built from K plain `SACAgent`s with identical architecture."""
 
     def __init__(self, members: list[SACAgent]):
         if not members:
             raise ValueError("a population needs at least one member")
         reference = members[0]
+        self.ranker_kind = type(reference.ranker)
         for m in members:
-            if not isinstance(m, SACAgent) or not isinstance(m.ranker, GeMSRanker) or type(m) is not SACAgent:
-                raise TypeError("StackedSACGeMS stacks plain SAC+GeMS agents only")
+            if type(m) is not SACAgent or type(m.ranker) is not self.ranker_kind or \
+                    self.ranker_kind not in (GeMSRanker, TopKRanker):
+                raise TypeError("StackedSAC stacks plain SACAgents that all rank with GeMS or all with TopK")
             if m.params != reference.params or m.action_dim != reference.action_dim or m.online_critic_belief:
                 raise ValueError("population members must share the SAC hyper-parameters and the latent dimension")
         self.members = members
@@ -71,10 +74,12 @@ class StackedSACGeMS:
             hyper = {k: v for k, v in group.items() if k != "params"}
             self._optimizer_names[opt_name] = names
             self.optimizers[opt_name] = type(optimizer)([self.tensors[n] for n in names], **hyper)
-        self._layers = {prefix: list(reference.get_submodule(prefix))
-                        for prefix in ("actor", "q1", "q2", "q1_target", "q2_target", "ranker.gems.decoder")}
-        gems = reference.ranker.gems
-        self.slate_size, self.item_dim = int(gems.slate_size), int(gems.item_dim)
+        nets = ("actor", "q1", "q2", "q1_target", "q2_target")
+        if self.ranker_kind is GeMSRanker:
+            nets += ("ranker.gems.decoder",)
+            self.item_dim = int(reference.ranker.gems.item_dim)
+        self._layers = {prefix: list(reference.get_submodule(prefix)) for prefix in nets}
+        self.slate_size = int(reference.ranker.slate_size)
         self._hidden: Tensor | None = None
 
     # -- member views ----------------------------------------------------------------------------------
@@ -112,7 +117,7 @@ class StackedSACGeMS:
                 state[i] = entry
             optimizer.load_state_dict({"state": state, "param_groups": per_member[0]["param_groups"]})
 
-    def to(self, device: torch.device | str) -> "StackedSACGeMS":
+    def to(self, device: torch.device | str) -> "StackedSAC":
         """Move the stacked tensors (keeping them the optimizers' parameters); call before any update."""
         device = torch.device(device)
         if device != self.device:
@@ -202,7 +207,15 @@ class StackedSACGeMS:
 
     @torch.no_grad()
     def rank(self, actions: Tensor) -> Tensor:
-        """(K, B, A) GeMS latents → (K, B, slate) slates: per slot the argmax item of member k's decoder."""
+        """(K, B, A) actions → (K, B, slate) slates, each member with its own ranker."""
+        if self.ranker_kind is TopKRanker:
+            # TopKRanker.rank: the K items with the largest ⟨e_i, a⟩ over member k's item table, sorted.
+            scores = torch.bmm(actions, self.tensors["ranker.item_embeddings"].transpose(1, 2))
+            return scores.topk(self.slate_size, dim=-1, sorted=True).indices
+        return self._rank_gems(actions)
+
+    def _rank_gems(self, actions: Tensor) -> Tensor:
+        """GeMSRanker.rank: per slot the argmax item of member k's decoder (first maximal item)."""
         K, B, _ = actions.shape
         h = self._sequential("ranker.gems.decoder", actions)
         w, b = self.tensors["ranker.gems.slate_head.weight"], self.tensors["ranker.gems.slate_head.bias"]

@@ -1,7 +1,7 @@
 """`slatectl train AGENT --env E1,E2|all --seeds N`: the K = envs × N runs as one population (issue 11).
 
 Member seeds are S, S+1, …, S+N−1 with S = --seed (default: the configured training seed), the same
-for every env; members are ordered env-major. Stacked agents (SAC+GeMS) train in one process in lockstep
+for every env; members are ordered env-major. Stacked agents (SAC+GeMS, SAC+TopK) train in one process in lockstep
 (`PopulationTrainer`); other agents train their members one after another with a message saying so
 (still one group, so `--resume GROUP` works for them too).
 """
@@ -40,7 +40,7 @@ def train_population(settings: Settings, agent: str, envs: list[str], seeds: int
         if population_supported(agent):
             trainer = PopulationTrainer(registry, configs, reporter, logs_dir=settings.home / "logs")
             return trainer.run(command=command)
-        err_console.print(f"{agent} cannot train as a stacked population yet (only SAC+GeMS can): training its "
+        err_console.print(f"{agent} cannot train as a stacked population yet (only SAC+GeMS and SAC+TopK can): training its "
                           f"{len(configs)} runs one after another in this process.")
         return train_members_sequentially(registry, configs, reporter, settings.home / "logs", command)
 

@@ -5,13 +5,14 @@ exactly the requested steps, resume states) whose config carries `population = {
 the group id ties the members together for `--resume GROUP`. At every step every member plays its own
 training episode(s) (its own users: its env, its seed) and makes its own update on a batch of its own
 replay, as `Trainer` does for a solo run; the members' weights are stacked so one batched kernel serves
-all of them (`StackedSACGeMS`, docs/population.md). Member k reproduces the solo run with the same env
+all of them (`StackedSAC`, docs/population.md). Member k reproduces the solo run with the same env
 and seed: same initial weights (built after the same `seed_everything`), same episodes, same replay
 indices and noise (its own generator continues the solo run's global RNG stream), same update — up to
 float rounding of batched vs unbatched kernels.
 
-Only SAC+GeMS is stacked so far; `population_supported(agent)` says whether an agent is; the others'
-members train one after another as solo runs (`train_members_sequentially`), still registered as a group.
+SAC+GeMS and SAC+TopK (ideal, MF) are stacked so far; `population_supported(agent)` says whether an agent
+is; the others' members train one after another as solo runs (`train_members_sequentially`), still
+registered as a group.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from lightning_fabric import Fabric
 
 from slatectl.agents.base import ActMode, EpisodeBatch
 from slatectl.agents.sac import SACAgent
-from slatectl.agents.sac_population import StackedSACGeMS
+from slatectl.agents.sac_population import StackedSAC
 from slatectl.errors import BadInput
 from slatectl.registry import Registry
 from slatectl.sim.member_envs import MemberEnvs
@@ -39,7 +40,7 @@ from slatectl.train.loop import (RESUME_KIND, SilentReporter, TestResult, Traine
 from slatectl.train.replay import EpisodeReplay
 
 #: Agents whose members are stacked into one model; the others train their members one after another.
-STACKED_AGENTS = ("sac-gems",)
+STACKED_AGENTS = ("sac-gems", "sac-topk-ideal", "sac-topk-mf")
 
 
 def population_supported(agent_name: str) -> bool:
@@ -123,7 +124,7 @@ class Member:
 
 
 @torch.no_grad()
-def play_member_episodes(envs: MemberEnvs, agent: StackedSACGeMS, user_ids: torch.Tensor, seeds: list[int],
+def play_member_episodes(envs: MemberEnvs, agent: StackedSAC, user_ids: torch.Tensor, seeds: list[int],
                          mode: ActMode, generators: list[torch.Generator]) -> EpisodeBatch:
     """`play_episodes` for a population: member k plays users `user_ids` of its env with seed `seeds[k]`.
 
@@ -207,7 +208,7 @@ class PopulationTrainer:
         self.group = group
         self.reporter.message(f"population {group}: {len(members)} runs of {self.configs[0].agent_name} "
                               f"(runs {members[0].run_id}–{members[-1].run_id}), {self.training.max_steps:,} steps each")
-        return self._train(members, StackedSACGeMS([m.agent for m in members]), first_step=0)
+        return self._train(members, StackedSAC([m.agent for m in members]), first_step=0)
 
     group_runs = staticmethod(group_runs)
 
@@ -234,7 +235,7 @@ class PopulationTrainer:
             m.run_id = run.id
             m.recorded_validations = {v.step for v in self.registry.validations(run.id)}
             m.recorded_checkpoints = {c.step for c in self.registry.list_checkpoints(run_id=run.id)}
-        agent = StackedSACGeMS([m.agent for m in members])
+        agent = StackedSAC([m.agent for m in members])
         states = [{a.config["step"]: a for a in _resume_states(self.registry, m.run_id, m.config.env)} for m in members]
         common = set.intersection(*(set(s) for s in states))
         if not common:
@@ -258,7 +259,7 @@ class PopulationTrainer:
         return self._train(members, agent, first_step=step)
 
     # ------------------------------------------------------------------ the loop
-    def _train(self, members: list[Member], agent: StackedSACGeMS, first_step: int) -> list[TrainResult]:
+    def _train(self, members: list[Member], agent: StackedSAC, first_step: int) -> list[TrainResult]:
         t = self.training
         agent.to(self.fabric.device)
         envs = MemberEnvs([m.env for m in members])
@@ -324,7 +325,7 @@ class PopulationTrainer:
         return results
 
     # ------------------------------------------------------------------ pieces
-    def _evaluate(self, envs: MemberEnvs, agent: StackedSACGeMS, K: int, episodes: int,
+    def _evaluate(self, envs: MemberEnvs, agent: StackedSAC, K: int, episodes: int,
                   seed: int) -> tuple[list[float], list[float]]:
         """Greedy returns of every member on the same fixed users (`seed`), as the solo `_evaluate`."""
         batch = play_member_episodes(envs, agent, torch.arange(episodes), [seed] * K, "greedy", [])
@@ -340,7 +341,7 @@ class PopulationTrainer:
         text = ", ".join(f"{env} {sum(v) / len(v):.2f}" for env, v in per_env.items())
         self.reporter.message(f"step {step:,}: mean validation return per env: {text}")
 
-    def _save(self, m: Member, k: int, agent: StackedSACGeMS, step: int, val: dict[str, float]) -> None:
+    def _save(self, m: Member, k: int, agent: StackedSAC, step: int, val: dict[str, float]) -> None:
         # As Trainer._save: resume state first (an ordinary solo resume state of the member's run), then
         # the checkpoint, so a kill in between leaves something `--resume` completes.
         weights = agent.member_state_dict(k)
@@ -358,7 +359,7 @@ class PopulationTrainer:
             val_episodes=int(val["episodes"]), episodes=step, env_steps=step * H)
         m.recorded_checkpoints.add(step)
 
-    def _test_checkpoints(self, members: list[Member], envs: MemberEnvs, agent: StackedSACGeMS) -> list[list[TestResult]]:
+    def _test_checkpoints(self, members: list[Member], envs: MemberEnvs, agent: StackedSAC) -> list[list[TestResult]]:
         """Every saved checkpoint on the fixed test users; members' checkpoints of one step run together."""
         t = self.training
         checkpoints = [{c.step: c for c in self.registry.list_checkpoints(run_id=m.run_id)} for m in members]
