@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from slatectl.agents import AGENTS
+from slatectl.agents import AGENTS, AgentInputs
 from slatectl.agents.sac_population import StackedSAC
 from slatectl.config_tools import build_config
 from slatectl.pretrain.gems_train import GeMSConfig, build_gems
@@ -36,7 +36,7 @@ def build_member(env, seed: int):
     for p in gems.parameters():
         p.requires_grad_(False)
     latent = GeMSConfig().latent_dim
-    inputs = {"gems": gems, "gems_bounds": (torch.zeros(latent), torch.full((latent,), 2.0))}
+    inputs = AgentInputs(gems=gems, gems_bounds=(torch.zeros(latent), torch.full((latent,), 2.0)))
     return AGENTS["sac-gems"].build(params, env, inputs), params
 
 

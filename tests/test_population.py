@@ -205,6 +205,29 @@ def test_resume_group_continues_every_member_as_an_uninterrupted_population(sett
             PopulationTrainer.resume(registry, "no-such-group")
 
 
+def test_a_kill_between_members_checkpoints_is_completed_by_resume(settings, monkeypatch):
+    configs = _configs(["focused_topdown"], SEEDS[:2], steps=12, save_every=6)
+    with open_registry(settings) as registry:
+        register = registry.register_checkpoint
+
+        def dies_at_second_members_last_checkpoint(run_id, step, *args, **kwargs):
+            if step == 12 and registry.get_run(run_id).config["population"]["member"] == 1:
+                raise OSError("disk gone")
+            return register(run_id, step, *args, **kwargs)
+
+        monkeypatch.setattr(registry, "register_checkpoint", dies_at_second_members_last_checkpoint)
+        with pytest.raises(OSError):
+            PopulationTrainer(registry, configs).run(command="test", group="g-half-saved")
+        monkeypatch.setattr(registry, "register_checkpoint", register)
+        members = group_runs(registry, "g-half-saved")
+        assert [r.status for r in members] == ["failed", "failed"]
+        assert [[c.step for c in registry.list_checkpoints(run_id=r.id)] for r in members] == [[6, 12], [6]]
+        results = PopulationTrainer.resume(registry, "g-half-saved")
+        assert [[c.step for c in r.checkpoints] for r in results] == [[6, 12], [6, 12]]
+        assert [r.status for r in group_runs(registry, "g-half-saved")] == ["finished", "finished"]
+        assert all(c.test_episodes == 8 for r in results for c in r.checkpoints)
+
+
 def test_a_second_ctrl_c_marks_every_member_interrupted(settings):
     configs = _configs(["focused_topdown"], SEEDS[:2], steps=12, save_every=6)
     with open_registry(settings) as registry:
@@ -238,7 +261,7 @@ def test_cli_mixed_env_population_matches_solo_runs_and_resumes_by_group(tmp_pat
         assert solo.exit_code == 0, solo.output
     with open_registry(Settings.resolve(home=tmp_path / "home")) as registry:
         runs = registry.list_runs()
-        group = next(r.config["population"]["group"] for r in runs if "population" in r.config)
+        group = next(r.group_id for r in runs if r.group_id)
         for env in ("focused_topdown", "diffuse_divpen"):
             member = next(r for r in runs if r.env == env and "population" in r.config)
             solo = next(r for r in runs if r.env == env and "population" not in r.config)
@@ -249,6 +272,11 @@ def test_cli_mixed_env_population_matches_solo_runs_and_resumes_by_group(tmp_pat
                 a, b = pop_v[step], solo_v[step]
                 sem = math.sqrt((a.return_std ** 2 + b.return_std ** 2) / a.episodes)
                 assert abs(a.return_mean - b.return_mean) <= 3 * sem + 1e-9
+    in_group = json.loads(runner.invoke(app, ["--home", home, "ckpt", "list", "--group", group, "--json"]).stdout)
+    assert sorted(c["step"] for c in in_group) == [6, 6, 12, 12]  # the members' only, not the solo runs'
+    assert runner.invoke(app, ["--home", home, "ckpt", "list", "--group", "pop-nothere"]).exit_code == 2
+    jobs = runner.invoke(app, [*args, "--env", "focused_topdown,diffuse_divpen", "--jobs", "2"])
+    assert jobs.exit_code == 2 and "--jobs does not apply" in jobs.output
     again = runner.invoke(app, ["--home", home, "train", "sac-gems", "--resume", group])
     assert again.exit_code == 0, again.output  # finished already: nothing left to train, tests re-recorded
     unknown = runner.invoke(app, ["--home", home, "train", "sac-gems", "--resume", "pop-nothere"])
@@ -269,7 +297,7 @@ def test_cli_agent_without_stacking_trains_its_members_one_after_another(tmp_pat
         runs = registry.list_runs()
         assert sorted(r.seed for r in runs) == [5, 6] and {r.status for r in runs} == {"finished"}
         assert all([c.step for c in registry.list_checkpoints(run_id=r.id)] == [12] for r in runs)
-        groups = {r.config["population"]["group"] for r in runs}
+        groups = {r.group_id for r in runs}
         # each member is exactly the solo run of its seed
         solo = Trainer(registry, resolve_run_config("slateq", "focused_topdown", overrides=SMALL,
                                                     cli_training={"max_steps": 12, "save_every": 12, "seed": 6})).run()

@@ -150,13 +150,10 @@ class Trainer:
         self.reporter.start(t.max_steps, first_step, t.random_steps)
         try:
             with StopRequests() as stops:
-                while step < t.max_steps and stops.requested is None:
-                    random_phase = schedule.random_phase(step)
-                    count = schedule.episodes_at(step)
+                for step, count, mode in schedule.batches(first_step, lambda: stops.requested is None):
                     agent.train()
                     agent.set_step(step)
-                    episodes = play_episodes(env, agent, torch.arange(step, step + count), t.seed,
-                                             "random" if random_phase else "explore", self.device)
+                    episodes = play_episodes(env, agent, torch.arange(step, step + count), t.seed, mode, self.device)
                     returns = episodes.rewards.sum(dim=1)
                     metrics: dict[str, float] = {}
                     for i in range(count):

@@ -255,29 +255,32 @@ class PopulationTrainer:
             agent = StackedSAC([m.agent for m in members])
             states = [resume_states_by_step(self.registry, m.run_id, m.config.env) for m in members]
             common = set.intersection(*(set(s) for s in states))
-            if not common:
-                if any(m.recorded_checkpoints for m in members):
-                    raise BadInput(f"population {self.group} has checkpoints but no resume state common to all members.")
-                self.reporter.message(f"population {self.group} saved nothing yet: restarting it from step 0")
-                return self._train(members, agent, first_step=0)
-            step = max(common)
-            optimizer_states = []
-            for k, m in enumerate(members):
-                state = load_resume_state(self.registry, states[k][step])
-                agent.load_member_state_dict(k, state.agent)
-                optimizer_states.append(state.optimizers)
-                m.replay.load_state_dict(state.replay)
-                m.generator.set_state(state.torch_rng)
-                if step not in m.recorded_checkpoints:  # killed between its resume state and its checkpoint
-                    self._register_checkpoint(m, step, state.agent, state.val)
-            agent.to(self.device)
-            agent.load_optimizer_states(optimizer_states)
+            step = max(common, default=0)
+            if not common and any(m.recorded_checkpoints for m in members):
+                raise BadInput(f"population {self.group} has checkpoints but no resume state common to all members.")
+            if common:
+                self._restore(members, agent, [s[step] for s in states], step)
         except BaseException as exc:
             for run in runs:
                 finish_after_error(self.registry, run.id, exc)
             raise
-        self.reporter.message(f"resuming population {self.group} ({len(members)} runs) at step {step:,}")
+        self.reporter.message(f"resuming population {self.group} ({len(members)} runs) at step {step:,}" if step else
+                              f"population {self.group} saved nothing yet: restarting it from step 0")
         return self._train(members, agent, first_step=step)
+
+    def _restore(self, members: list[Member], agent: StackedSAC, artifacts: list, step: int) -> None:
+        """Every member's weights, optimizer states, replay and RNG as its resume state at `step` has them."""
+        optimizer_states = []
+        for k, (m, artifact) in enumerate(zip(members, artifacts)):
+            state = load_resume_state(self.registry, artifact)
+            agent.load_member_state_dict(k, state.agent)
+            optimizer_states.append(state.optimizers)
+            m.replay.load_state_dict(state.replay)
+            m.generator.set_state(state.torch_rng)
+            if step not in m.recorded_checkpoints:  # killed between its resume state and its checkpoint
+                self._register_checkpoint(m, step, state.agent, state.val)
+        agent.to(self.device)
+        agent.load_optimizer_states(optimizer_states)
 
     # ------------------------------------------------------------------ the loop
     def _train(self, members: list[Member], agent: StackedSAC, first_step: int) -> list[TrainResult]:
@@ -296,12 +299,10 @@ class PopulationTrainer:
         self.reporter.start(t.max_steps, first_step, t.random_steps)
         try:
             with StopRequests() as stops:
-                while step < t.max_steps and stops.requested is None:
-                    random_phase = schedule.random_phase(step)
-                    count = schedule.episodes_at(step)
+                for step, count, mode in schedule.batches(first_step, lambda: stops.requested is None):
                     agent.train()
-                    episodes = play_member_episodes(envs, agent, torch.arange(step, step + count), seeds,
-                                                    "random" if random_phase else "explore", generators)
+                    episodes = play_member_episodes(envs, agent, torch.arange(step, step + count), seeds, mode,
+                                                    generators)
                     returns = episodes.rewards.sum(dim=2).mean(dim=1)  # (K,)
                     metrics: list[dict[str, float]] = [{} for _ in members]
                     for i in range(count):

@@ -7,6 +7,9 @@ step or the end of the random phase), and whether a step updates the agent.
 
 from __future__ import annotations
 
+from typing import Callable, Iterator
+
+from slatectl.agents.base import ActMode
 from slatectl.train.config import TrainingConfig
 
 
@@ -16,6 +19,14 @@ class StepSchedule:
         self.save_steps = set(training.save_steps())
         self.boundaries = sorted(self.save_steps | set(range(training.val_every, training.max_steps + 1,
                                                              training.val_every)))
+
+    def batches(self, first_step: int, keep_going: Callable[[], bool]) -> Iterator[tuple[int, int, ActMode]]:
+        """(first step, episodes, act mode) of each batch from `first_step` to the end, while `keep_going()`."""
+        step = first_step
+        while step < self.training.max_steps and keep_going():
+            count = self.episodes_at(step)
+            yield step, count, "random" if self.random_phase(step) else "explore"
+            step += count
 
     def random_phase(self, step: int) -> bool:
         return step < self.training.random_steps
