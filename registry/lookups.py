@@ -30,32 +30,27 @@ def check_quality(quality: str, allow_random: bool = False) -> Quality:
     return parsed
 
 
+def _get(session, model, row_id: int, what: str, where: str):
+    row = session.get(model, row_id)
+    if row is None:
+        raise BadInput(f"there is no {what} {row_id} in the registry{where}.")
+    return row
+
+
 def get_run(session, run_id: int) -> Run:
-    run = session.get(Run, run_id)
-    if run is None:
-        raise BadInput(f"there is no run {run_id} in the registry; `slatectl inspect` lists the runs.")
-    return run
+    return _get(session, Run, run_id, "run", "; `slatectl inspect` lists the runs")
 
 
 def get_checkpoint(session, checkpoint_id: int) -> Checkpoint:
-    checkpoint = session.get(Checkpoint, checkpoint_id)
-    if checkpoint is None:
-        raise BadInput(f"there is no checkpoint {checkpoint_id} in the registry; `slatectl ckpt list` shows them.")
-    return checkpoint
+    return _get(session, Checkpoint, checkpoint_id, "checkpoint", "; `slatectl ckpt list` shows them")
 
 
 def get_artifact(session, artifact_id: int) -> Artifact:
-    artifact = session.get(Artifact, artifact_id)
-    if artifact is None:
-        raise BadInput(f"there is no artifact {artifact_id} in the registry.")
-    return artifact
+    return _get(session, Artifact, artifact_id, "artifact", "")
 
 
 def get_dataset(session, dataset_id: int) -> Dataset:
-    dataset = session.get(Dataset, dataset_id)
-    if dataset is None:
-        raise BadInput(f"there is no dataset {dataset_id} in the registry; `slatectl inspect` lists the datasets.")
-    return dataset
+    return _get(session, Dataset, dataset_id, "dataset", "; `slatectl inspect` lists the datasets")
 
 
 def require_artifacts(session, ids: Sequence[int]) -> None:

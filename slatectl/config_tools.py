@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 import yaml
 
 from slatectl.errors import BadInput
-from slatectl.registry.hashing import config_hash  # noqa: F401  (the project's one config hash)
 
 T = TypeVar("T")
 

@@ -1,4 +1,4 @@
-"""A deliberately plain, one-user transcription of shared/spec/simulator.md (deques, Python loops).
+"""A deliberately plain, one-user transcription of docs/simulator.md (deques, Python loops).
 
 It consumes the same counter-based random draws as the batched simulator, so the two must produce
 identical trajectories. It is slow and obvious on purpose: it is the test oracle for `TopicRec`.

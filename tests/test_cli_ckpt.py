@@ -4,12 +4,16 @@ exit codes, and that refused commands leave the registry unchanged."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from slatectl.registry import open_registry
+from sqlmodel import Session
+
+from slatectl.registry import Run, open_registry
+from slatectl.registry.models import utcnow
 from slatectl.cli import app, ckpt_cmd
 
 runner = CliRunner()
@@ -221,3 +225,21 @@ def test_unreachable_registry_is_exit_2(tmp_path):
 def test_every_command_has_help_with_an_example(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0 and "Example: slatectl" in result.stdout
+
+
+def test_inspect_shows_liveness_and_disk_use_per_run(populated):
+    with open_registry(populated) as reg:
+        (run,) = reg.list_runs()
+        stored = sum(c.size for c in reg.list_checkpoints(run_id=run.id))
+        with Session(reg.engine) as session:  # the process that trained it stopped beating 10 minutes ago
+            row = session.get(Run, run.id)
+            row.heartbeat_at = utcnow() - timedelta(seconds=600)
+            session.add(row)
+            session.commit()
+    overview = json.loads(invoke(populated, "inspect", "--json").stdout)
+    (summary,) = overview["runs"]
+    assert summary["liveness"] == "stale" and summary["disk_bytes"] == stored > 0
+    detail = json.loads(invoke(populated, "inspect", "run", str(run.id), "--json").stdout)
+    assert detail["liveness"] == "stale" and detail["disk_bytes"] == stored
+    table = invoke(populated, "inspect", "run", str(run.id))
+    assert table.exit_code == 0 and "stale" in table.stdout and "disk" in table.stdout

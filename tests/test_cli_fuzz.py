@@ -79,7 +79,7 @@ def _fake_artifact(*args, **kwargs):
 def stubbed(monkeypatch, sqlite_settings):
     monkeypatch.setattr(env_rollout_cmd, "rollout", _fake_rollout)
     monkeypatch.setattr(collect_cmd, "collect_dataset", _fake_dataset)
-    monkeypatch.setattr(train_cmd, "_train_one", lambda *a, **k: SimpleNamespace(run_id=1, tests=[]))
+    monkeypatch.setattr(train_cmd, "train_runs", lambda *a, **k: iter([SimpleNamespace(run_id=1, tests=[])]))
     for name in ("ensure_logged_data", "ensure_gems", "ensure_mf"):
         monkeypatch.setattr(pretrained, name, _fake_artifact)
     with open_registry(sqlite_settings):

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from slatectl.registry import open_registry
 from slatectl.cli import app
+from slatectl.collect import load_npz
 from slatectl.collect.collector import CollectRequest, collect_dataset
 from slatectl.errors import BadInput
 from slatectl.settings import Settings
@@ -35,8 +36,8 @@ def trained(tmp_path_factory):
 
 
 def _load(registry, dataset):
-    with np.load(registry.dataset_path(dataset.id)) as data:
-        return {k: data[k] for k in data.files}
+    arrays, _ = load_npz(registry.dataset_path(dataset.id))
+    return arrays
 
 
 def test_same_seed_gives_identical_files_and_consistent_arrays(trained):
@@ -53,9 +54,26 @@ def test_same_seed_gives_identical_files_and_consistent_arrays(trained):
 
     # the observation at t+1 is the slate recommended at t
     np.testing.assert_array_equal(arrays["observations/slate"].reshape(30, 100, 10)[:, 1:], arrays["actions/slate"].reshape(30, 100, 10)[:, :-1])
-    assert arrays["terminals"].reshape(30, 100)[:, -1].all() and arrays["terminals"].sum() == 30
-    metadata = json.loads(arrays["metadata_json"].tobytes())
+    # episodes end only by the 100-step limit: a timeout on each last step, never a terminal
+    assert arrays["timeouts"].reshape(30, 100)[:, -1].all() and arrays["timeouts"].sum() == 30
+    assert not arrays["terminals"].any()
+
+
+def test_load_npz_returns_the_arrays_and_the_decoded_metadata(trained):
+    settings, best, _ = trained
+    with open_registry(settings) as registry:
+        dataset = collect_dataset(registry, CollectRequest("focused_topdown", "expert", episodes=4, seed=2))
+        path = registry.dataset_path(dataset.id)
+    arrays, metadata = load_npz(path)
     assert metadata["checkpoint_id"] == best.id and metadata["quality"] == "expert"
+    assert metadata["episodes"] == 4 and metadata["seed"] == 2 and metadata["env"] == "focused_topdown"
+    assert "metadata_json" not in arrays
+    with np.load(path) as raw:  # the same arrays as numpy reads them, and the same metadata by hand
+        assert set(arrays) == set(raw.files) - {"metadata_json"}
+        for name in arrays:
+            np.testing.assert_array_equal(arrays[name], raw[name])
+        assert metadata == json.loads(raw["metadata_json"].tobytes().decode())
+    assert arrays["rewards"].shape == (400,) and float(arrays["episode_returns"].mean()) == pytest.approx(dataset.return_mean)
 
 
 def test_returns_match_validation_and_order_random_medium_expert(trained):
@@ -157,7 +175,7 @@ def test_minari_export_loads_with_minari_and_matches_the_npz(trained, tmp_path, 
     assert ep.observations["slate"].shape == (101, 10) and ep.observations["belief"].shape == (101, 20)
     assert ep.observations["slate"].dtype == np.int16 and ep.observations["clicks"].dtype == np.int8
     np.testing.assert_array_equal(ep.observations["slate"][1:], ep.actions["slate"])
-    assert ep.terminations[-1] and not ep.terminations[:-1].any() and not ep.truncations.any()
+    assert ep.truncations[-1] and not ep.truncations[:-1].any() and not ep.terminations.any()  # the time limit
     assert ep.infos["user_state"].shape == (101, 20) and ep.infos["bored"].shape[0] == 101
 
     # ref_min = the random policy's return, ref_max = the expert checkpoint's (test) return
@@ -167,6 +185,24 @@ def test_minari_export_loads_with_minari_and_matches_the_npz(trained, tmp_path, 
     normalized = minari.get_normalized_score(dataset, np.array([random_return, expert_return]))
     np.testing.assert_allclose(normalized, [0.0, 1.0])
     assert dataset.spec.env_spec.id == "slatectl/TopicRec-focused_topdown-v0"
+    assert dataset.spec.env_spec.max_episode_steps == 100  # the time limit that truncates every episode
     env = dataset.recover_environment()
     observation, _ = env.reset(seed=0)
     assert observation["slate"].shape == (10,)
+
+
+def test_minari_export_works_with_the_default_relative_home(tmp_path, monkeypatch):
+    """The default home `.slatectl` is relative: the scratch folder Minari builds in must not be joined twice."""
+    minari = pytest.importorskip("minari")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SLATECTL_HOME", raising=False)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", "minari-datasets")  # relative too
+    result = CliRunner().invoke(app, ["--home", ".slatectl", "collect", "--quality", "random", "--env", "focused_mix",
+                                      "--episodes", "3", "--format", "minari", "--json"])
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.stdout)
+    assert row["minari_dataset_id"] == "slatectl/focused_mix/random-v1" and row["transitions"] == 300
+    assert (tmp_path / "minari-datasets" / "slatectl" / "focused_mix" / "random-v1" / "data" / "main_data.hdf5").is_file()
+    assert not any((tmp_path / ".slatectl" / "scratch").iterdir())  # the build folder is cleaned up
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari-datasets"))
+    assert minari.load_dataset("slatectl/focused_mix/random-v1").total_episodes == 3

@@ -19,15 +19,20 @@ def _play(seed):
     env = gym.make("slatectl/TopicRec-focused_topdown-v0")
     obs, _ = env.reset(seed=seed)
     rng = np.random.default_rng(seed)
-    rewards, steps, terminated = [], 0, False
-    while not terminated:
+    rewards, steps, truncated = [], 0, False
+    while not truncated and steps < 1000:
         action = rng.choice(1000, size=10, replace=False)
         obs, reward, terminated, truncated, info = env.step(action)
+        assert not terminated  # episodes end only by the time limit: a truncation
         assert env.observation_space.contains(obs)
         assert reward == obs["clicks"].sum()
         rewards.append(reward)
         steps += 1
     return steps, rewards
+
+
+def test_the_time_limit_is_in_the_spec():
+    assert gym.spec("slatectl/TopicRec-diffuse_divpen-v0").max_episode_steps == 100
 
 
 def test_episode_has_100_steps_and_seeded_reset_replays():

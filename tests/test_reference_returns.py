@@ -1,29 +1,35 @@
-"""With the reference item tables, random and short-term-oracle returns match shared/reference/results.md.
+"""With the reference item tables, random and short-term-oracle returns match the reference simulator's.
 
-The reference figures are rounded means of 500 episodes. Tolerance: 4 standard errors of the difference,
+The reference figures, with their provenance, are in tests/data/reference_returns.yaml: rounded means of
+500 episodes each. Tolerance: 4 standard errors of the difference,
 sqrt(SEM_ours² + SEM_ref²) with SEM_ref = our std / sqrt(500) (same policy, same env), plus 0.5 for the
 rounding of the published figure.
 """
 
 import math
+from pathlib import Path
 
 import pytest
+import yaml
 
-from slatectl.sim.config import load_env_config
+from slatectl.sim.config import env_names, load_env_config
 from slatectl.sim.embeddings import reference_embeddings_path
 from slatectl.sim.factory import make_env
 from slatectl.sim.policies import POLICIES
 from slatectl.sim.rollout import rollout
 
-REFERENCE = {  # env: (random, short-term oracle)
-    "focused_topdown": (34, 104), "focused_mix": (34, 102), "focused_divpen": (32, 77),
-    "diffuse_topdown": (33, 98), "diffuse_mix": (33, 97), "diffuse_divpen": (31, 77),
-}
+_FIGURES = yaml.safe_load((Path(__file__).parent / "data" / "reference_returns.yaml").read_text())
+REFERENCE_EPISODES = _FIGURES["episodes_per_cell"]
+REFERENCE = {env: (cell["random"], cell["oracle"]) for env, cell in _FIGURES["returns"].items()}  # env: (random, oracle)
 EPISODES = 2000
 
 
 def _tolerance(stats):
-    return 4 * math.sqrt(stats.sem**2 + stats.std**2 / 500) + 0.5
+    return 4 * math.sqrt(stats.sem**2 + stats.std**2 / REFERENCE_EPISODES) + 0.5
+
+
+def test_the_reference_table_covers_every_env():
+    assert sorted(REFERENCE) == sorted(env_names())
 
 
 @pytest.mark.parametrize("env_name", sorted(REFERENCE))

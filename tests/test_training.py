@@ -13,6 +13,7 @@ from slatectl.errors import BadInput
 from slatectl.settings import Settings
 from slatectl.train.config import resolve_run_config
 from slatectl.train.loop import Trainer
+from training_helpers import StopAt
 
 SMALL = [
     "training.random_steps=10", "training.val_every=10", "training.val_episodes=8", "training.test_episodes=8",
@@ -51,33 +52,13 @@ def test_every_agent_trains_and_registers_checkpoints_at_requested_steps(agent, 
     assert (settings.home / "logs" / f"run-{result.run_id}.csv").read_text().count("\n") >= 3
 
 
-class _StopAt:
-    """A reporter that interrupts training after a given step (as a kill would)."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def message(self, text):
-        pass
-
-    def start(self, total, first, random_steps):
-        pass
-
-    def advance(self, progress):
-        if progress.step >= self.step:
-            raise KeyboardInterrupt
-
-    def stop(self):
-        pass
-
-
 def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(settings, tmp_path):
     overrides = _small("sac-topk-ideal")
     config = resolve_run_config("sac-topk-ideal", "focused_topdown", overrides=overrides,
                                 cli_training={"max_steps": 40, "save_every": 20})
     with open_registry(settings) as registry:
         with pytest.raises(KeyboardInterrupt):
-            Trainer(registry, config, _StopAt(25)).run(command="test")
+            Trainer(registry, config, StopAt(25)).run(command="test")
         run_id = registry.list_runs()[0].id
         assert registry.get_run(run_id).status == "interrupted"
         assert [c.step for c in registry.list_checkpoints(run_id=run_id)] == [20]

@@ -24,6 +24,7 @@ from slatectl.train.config import resolve_run_config
 from slatectl.train.loop import Trainer
 from slatectl.train.progress import PhaseClock, PlainReporter, TrainingProgress
 from slatectl.train.replay import EpisodeReplay
+from training_helpers import StopAt
 
 SMALL = [
     "training.random_steps=10", "training.val_every=10", "training.val_episodes=8", "training.test_episodes=8",
@@ -84,12 +85,10 @@ def test_only_the_newest_resume_states_are_kept(tmp_path, keep):
     assert verify.ok and not verify.orphans  # pruned rows took their files with them
 
 
-def test_the_issue_command_steps_10_save_every_3_is_fast_and_small(tmp_path):
+def test_the_issue_command_steps_10_save_every_3_keeps_one_small_resume_state(tmp_path):
     home = tmp_path / "home"
-    started = time.perf_counter()
     result = CliRunner().invoke(app, ["--home", str(home), "train", "sac-topk-ideal", "--env", "focused_topdown",
                                       "--steps", "10", "--save-every", "3", "--set", "training.test_episodes=50"])
-    elapsed = time.perf_counter() - started
     assert result.exit_code == 0, result.output
     assert "never updated" in result.output  # 10 steps ≤ the 2,000-step random phase
     with open_registry(Settings.resolve(home=home)) as registry:
@@ -99,28 +98,9 @@ def test_the_issue_command_steps_10_save_every_3_is_fast_and_small(tmp_path):
         assert run.config["runtime"]["torch_threads"] == torch.get_num_threads()
     assert [a.config["step"] for a in states] == [10]  # --keep-resume 1
     assert states[0].size < 5_000_000  # 10 episodes (the replay's default capacity is 10,000)
-    assert elapsed < 60, elapsed
 
 
 # -- metrics log ------------------------------------------------------------------------------------------
-
-class _StopAt:
-    def __init__(self, step):
-        self.step = step
-
-    def message(self, text):
-        pass
-
-    def start(self, total, first, random_steps):
-        pass
-
-    def advance(self, progress):
-        if progress.step >= self.step:
-            raise KeyboardInterrupt
-
-    def stop(self):
-        pass
-
 
 def test_every_metric_is_logged_and_a_resume_repeats_no_step(tmp_path):
     settings = Settings.resolve(home=tmp_path / "home")
@@ -128,7 +108,7 @@ def test_every_metric_is_logged_and_a_resume_repeats_no_step(tmp_path):
     config = resolve_run_config("slateq", "focused_mix", overrides=SMALL, cli_training={"max_steps": 40, "save_every": 20})
     with open_registry(settings) as registry:
         with pytest.raises(KeyboardInterrupt):
-            Trainer(registry, config, _StopAt(27), logs_dir=logs).run(command="test")
+            Trainer(registry, config, StopAt(27), logs_dir=logs).run(command="test")
         run_id = registry.list_runs()[0].id
         assert registry.get_run(run_id).status == "interrupted"
         before = _csv_rows(logs / f"run-{run_id}.csv")

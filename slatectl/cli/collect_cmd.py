@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from slatectl.registry import DATASET_FORMATS, QUALITIES, open_registry
+from slatectl.domain import DatasetFormat, Quality
+from slatectl.registry import open_registry
 from slatectl.cli.common import (BATCH_RANGE, EPISODES_RANGE, SEED_RANGE, console, err_console, get_settings,
                                  print_json)
 from slatectl.errors import BadInput
@@ -16,8 +16,6 @@ from slatectl.sim.config import env_names, load_env_config
 from slatectl.threads import configure_torch_threads
 
 # Choices listed by --help and checked by the parser, from the registry's single definition.
-Quality = Enum("Quality", {q: q for q in QUALITIES}, type=str)
-DatasetFormat = Enum("DatasetFormat", {f: f for f in DATASET_FORMATS}, type=str)
 
 
 def collect(
@@ -25,7 +23,7 @@ def collect(
     env: str = typer.Option("all", "--env", metavar="ENV", help="Environment, or `all`: every env with a checkpoint promoted for the quality (all six for random)."),
     episodes: int = typer.Option(10_000, "--episodes", metavar="N", **EPISODES_RANGE, help="Episodes (users) to collect (10000 = 1M transitions)."),
     seed: int = typer.Option(0, "--seed", metavar="SEED", **SEED_RANGE, help="Seed of the collected users."),
-    fmt: DatasetFormat = typer.Option(DatasetFormat.npz, "--format", help="npz (one registered file) or minari (a Minari HDF5 dataset in $MINARI_DATASETS_PATH, its file also registered)."),
+    fmt: DatasetFormat = typer.Option(DatasetFormat.NPZ, "--format", help="npz (one registered file) or minari (a Minari HDF5 dataset in $MINARI_DATASETS_PATH, its file also registered)."),
     batch: int = typer.Option(5000, "--batch", metavar="N", **BATCH_RANGE, help="Users simulated at once (memory grows with it)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:

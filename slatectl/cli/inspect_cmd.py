@@ -8,10 +8,11 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from slatectl.registry import open_registry
+from slatectl.registry import open_registry, run_liveness
 from slatectl.cli.plots import PLOT_SUFFIXES, plot_destination, plot_learning_curve, plot_return_histogram
 from slatectl.registry.records import checkpoint_record, dataset_record, iso, promotion_record, run_record, validation_record
 from slatectl.cli.ckpt_cmd import active_qualities, checkpoint_table
+from slatectl.cli.formatting import fmt_bytes
 from slatectl.cli.common import MAX_LIST, console, format_value, get_settings, print_json
 from slatectl.collect.reader import UnreadableDataset, episode_returns, return_summary
 from slatectl.errors import BadInput
@@ -43,7 +44,8 @@ def overview(
         print_json({
             "registry": {"url": url, "home": str(settings.home), "schema_version": schema},
             "counts": view.counts,
-            "runs": [{**run_record(s.run), "checkpoints": s.checkpoints, "best_val_return": s.best_val_return,
+            "runs": [{**run_record(s.run), "liveness": s.liveness, "disk_bytes": s.disk_bytes,
+                      "checkpoints": s.checkpoints, "best_val_return": s.best_val_return,
                       "last_step": s.last_step} for s in view.runs],
             "promotions": [{**promotion_record(p), "agent": c.agent, "step": c.step, "val_return": c.val_return_mean}
                            for p, c in view.active_promotions],
@@ -54,12 +56,13 @@ def overview(
     console.print("  ".join(f"{name}: {count}" for name, count in view.counts.items()))
     if view.runs:
         runs = Table(title=f"recent runs (latest {limit})")
-        for column in ("id", "agent", "env", "seed", "status", "checkpoints", "best val", "last step", "started (UTC)"):
+        for column in ("id", "agent", "env", "seed", "status", "ckpts", "best val", "last step", "disk", "started (UTC)"):
             runs.add_column(column)
         for s in view.runs:
-            runs.add_row(str(s.run.id), s.run.agent, s.run.env, str(s.run.seed), s.run.status, str(s.checkpoints),
-                         "" if s.best_val_return is None else f"{s.best_val_return:.2f}",
-                         "" if s.last_step is None else f"{s.last_step:,}", iso(s.run.started_at))
+            runs.add_row(str(s.run.id), s.run.agent, s.run.env, str(s.run.seed), s.liveness or s.run.status,
+                         str(s.checkpoints), "" if s.best_val_return is None else f"{s.best_val_return:.1f}",
+                         "" if s.last_step is None else f"{s.last_step:,}", fmt_bytes(s.disk_bytes),
+                         iso(s.run.started_at))
         console.print(runs)
     if view.active_promotions:
         promotions = Table(title="active promotions")
@@ -101,10 +104,13 @@ def inspect_run(
         ids = {c.id for c in checkpoints}
         promotions = [p for p in reg.promotion_history(env=run.env) if p.checkpoint_id in ids]
         promoted = active_qualities(reg)
+        disk_bytes = reg.run_disk_usage(run_id)
+        liveness = run_liveness(run)
     if plot is not None:
         plot_learning_curve(run, checkpoints, validations, promotions, plot)
     if as_json:
-        print_json({**run_record(run), "checkpoints": [checkpoint_record(c, promoted.get(c.id)) for c in checkpoints],
+        print_json({**run_record(run), "liveness": liveness, "disk_bytes": disk_bytes,
+                    "checkpoints": [checkpoint_record(c, promoted.get(c.id)) for c in checkpoints],
                     "validations": [validation_record(v) for v in validations],
                     "promotions": [promotion_record(p) for p in promotions],
                     "plot": None if plot is None else str(plot)})
@@ -113,6 +119,8 @@ def inspect_run(
     for key, value in run_record(run).items():
         if key != "config":
             table.add_row(key, format_value(value))
+    table.add_row("liveness", liveness)
+    table.add_row("disk", f"{fmt_bytes(disk_bytes)} (checkpoints and kept resume states)")
     table.add_row("config", format_value(_flatten(run.config)))
     console.print(table)
     if checkpoints:

@@ -9,9 +9,9 @@ Arrays (T = N·H transitions, episode-major):
   observations/slate, observations/clicks   (T, K)  the observation o_t the agent acted on
   observations/belief                       (T, S)  the agent's belief state at t (zeros for `random`)
   actions/slate (T, K), actions/latent (T, A)        the slate recommended; the raw (latent) action
-  rewards (T,), terminals (T,), timeouts (T,)        clicks; 1 on each episode's last step (done = 1 as
-                                                     in the reference; episodes end only at H, so
-                                                     timeouts stay 0)
+  rewards (T,), terminals (T,), timeouts (T,)        clicks; episodes end only by the time limit H, so
+                                                     timeouts = 1 on each episode's last step and
+                                                     terminals = 0 everywhere (D4RL's convention)
   episode_returns (N,)
   final/clicks (N, K), final/user_state (N, D)       the observation after each episode's last step
   infos/user_state (T, D), infos/bored (T, Topics)   hidden user state before / during step t
@@ -34,34 +34,34 @@ from slatectl import __version__
 from slatectl.agents import AgentInputs
 from slatectl.agents.base import Agent
 from slatectl.collect.minari_export import export_minari
-from slatectl.collect.npz import write_npz
+from slatectl.collect.npz import METADATA_KEY, write_npz
 from slatectl.collect.random_return import compute_random_return
+from slatectl.domain import DatasetFormat, Quality
 from slatectl.errors import BadInput
 from slatectl.sim.topicrec import TopicRec
 from slatectl.train.assembly import build_agent, load_checkpoint_agent
 from slatectl.train.config import resolve_run_config
 from slatectl.train.episodes import RecordedEpisodes, record_episodes
 
-QUALITIES = ("random", "medium", "expert")
 RANDOM_POLICY = "random"  # the agent that collects the `random` quality
 
 
 @dataclass(frozen=True)
 class CollectRequest:
     env: str
-    quality: str
+    quality: Quality
     episodes: int = 10_000
     seed: int = 0
-    format: str = "npz"
+    format: DatasetFormat = DatasetFormat.NPZ
     batch_size: int = 5000
 
     def validate(self) -> None:
-        if self.quality not in QUALITIES:
-            raise BadInput(f"unknown quality {self.quality!r}; choose one of {', '.join(QUALITIES)}.")
+        if self.quality not in set(Quality):
+            raise BadInput(f"unknown quality {self.quality!r}; choose one of {', '.join(Quality)}.")
         if self.episodes < 1 or self.batch_size < 1:
             raise BadInput("--episodes and the batch size must be >= 1.")
-        if self.format not in ("npz", "minari"):
-            raise BadInput(f"unknown format {self.format!r}; choose npz or minari.")
+        if self.format not in set(DatasetFormat):
+            raise BadInput(f"unknown format {self.format!r}; choose one of {', '.join(DatasetFormat)}.")
 
 
 def agent_for_checkpoint(registry: Registry, checkpoint_id: int) -> tuple[TopicRec, Agent, dict]:
@@ -105,9 +105,9 @@ def collect_dataset(registry: Registry, request: CollectRequest,
                 "slatectl_version": __version__, "checkpoint_id": checkpoint.id if checkpoint else None,
                 "promotion_id": promotion.id if promotion else None, "policy": "random" if checkpoint is None else None,
                 **lineage}
-    arrays["metadata_json"] = np.frombuffer(json.dumps(metadata, sort_keys=True).encode(), dtype=np.uint8)
+    arrays[METADATA_KEY] = np.frombuffer(json.dumps(metadata, sort_keys=True).encode(), dtype=np.uint8)
     with tempfile.TemporaryDirectory(dir=_scratch_dir(registry)) as scratch:
-        if request.format == "minari":
+        if request.format == DatasetFormat.MINARI:
             export = _export_minari(registry, request, env, arrays, metadata, checkpoint, Path(scratch))
             metadata["minari"] = {"dataset_id": export.dataset_id, "path": str(export.path),
                                   "ref_min_score": export.ref_min_score, "ref_max_score": export.ref_max_score}
@@ -123,7 +123,7 @@ def collect_dataset(registry: Registry, request: CollectRequest,
                 promotion_id=promotion.id if promotion else None, policy="random" if checkpoint is None else None,
                 metadata=metadata)
         except BaseException:
-            if request.format == "minari":  # the registry row is the commit point: no row, no export
+            if request.format == DatasetFormat.MINARI:  # the registry row is the commit point: no row, no export
                 shutil.rmtree(export.path, ignore_errors=True)
             raise
 
@@ -155,8 +155,12 @@ def _export_minari(registry, request, env, arrays, metadata, checkpoint, scratch
 
 
 def _scratch_dir(registry: Registry) -> str:
-    """A scratch folder beside (not inside) the artifact store, so `registry verify` never sees it."""
-    scratch = Path(registry.store.root).parent / "scratch"
+    """A scratch folder beside (not inside) the artifact store, so `registry verify` never sees it.
+
+    Absolute, resolved here once: Minari joins the datasets folder it is given with paths it derives from
+    it, so a relative home (the default `.slatectl`) would otherwise be joined twice.
+    """
+    scratch = Path(registry.store.root).resolve().parent / "scratch"
     scratch.mkdir(parents=True, exist_ok=True)
     return str(scratch)
 
@@ -165,8 +169,9 @@ def _transitions(recorded: RecordedEpisodes) -> dict[str, np.ndarray]:
     batch = recorded.episodes
     E, H = batch.rewards.shape
     flat = lambda t: t.reshape(E * H, *t.shape[2:]).numpy()  # noqa: E731
-    terminals = np.zeros((E, H), dtype=np.uint8)
-    terminals[:, -1] = 1
+    # The time limit is the only episode end: a timeout (the state is not terminal), never a terminal.
+    timeouts = np.zeros((E, H), dtype=np.uint8)
+    timeouts[:, -1] = 1
     return {
         "observations/slate": flat(batch.slates[:, :H].to(torch.int16)),
         "observations/clicks": flat(batch.clicks[:, :H].to(torch.uint8)),
@@ -174,8 +179,8 @@ def _transitions(recorded: RecordedEpisodes) -> dict[str, np.ndarray]:
         "actions/slate": flat(batch.rec_slates.to(torch.int16)),
         "actions/latent": flat(batch.actions.float()),
         "rewards": flat(batch.rewards.float()),
-        "terminals": terminals.reshape(-1),
-        "timeouts": np.zeros(E * H, dtype=np.uint8),
+        "terminals": np.zeros(E * H, dtype=np.uint8),
+        "timeouts": timeouts.reshape(-1),
         "episode_returns": batch.rewards.sum(dim=1).double().numpy(),
         "final/clicks": batch.clicks[:, H].to(torch.uint8).numpy(),
         "final/user_state": batch.user_states[:, H].float().numpy(),

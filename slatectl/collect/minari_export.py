@@ -5,7 +5,8 @@ Layout per episode (Minari keeps H + 1 observations, H actions/rewards):
                 the agent acted on; the last row repeats the belief at H−1, which no action used)
   actions:      the slate of item ids; agents with a latent action (SAC+GeMS, SAC+TopK, SAC+WkNN) store
                 {"slate", "latent"}
-  rewards, terminations (True at H: the reference's done = 1), truncations (False)
+  rewards, terminations (all False), truncations (True at the last step: episodes end only by the H-step
+                time limit, as the gymnasium env reports it)
   infos:        "user_state" (H + 1 rows) and "bored" (H + 1 rows, all False at reset)
 
 The dataset id is `slatectl/<env>/<quality>-v<N>`, N one above the highest version already in the Minari
@@ -13,6 +14,9 @@ datasets folder (`MINARI_DATASETS_PATH`, default ~/.minari/datasets): nothing th
 It is built in a scratch folder and moved into place whole, so a failure leaves nothing half-written.
 The env id recorded is `slatectl/TopicRec-<env>-v0` (registered when `slatectl.sim` is imported), with
 ref_min_score = the random policy's return and ref_max_score = the expert checkpoint's return.
+No remote is recorded (the dataset is local only). `minari show` (Minari 0.5) nevertheless prints a
+"Download: minari download <id>" row for every dataset, local ones included: the row is hard-coded in
+Minari's table, not derived from any metadata field, so it cannot be turned off from here.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import numpy as np
 
 from slatectl import __version__
 from slatectl.errors import BadInput
-from slatectl.sim.gym_env import gym_env_id
+from slatectl.sim.gym_registration import gym_env_id
 from slatectl.storage.atomic import install_tree
 
 
@@ -50,7 +54,8 @@ def _minari():
 
 
 def minari_root() -> Path:
-    return Path(os.environ.get("MINARI_DATASETS_PATH") or Path.home() / ".minari" / "datasets")
+    """Minari's datasets folder, absolute (a relative MINARI_DATASETS_PATH is taken from the working directory)."""
+    return Path(os.environ.get("MINARI_DATASETS_PATH") or Path.home() / ".minari" / "datasets").expanduser().resolve()
 
 
 def next_dataset_id(root: Path, env: str, quality: str) -> str:
@@ -105,7 +110,8 @@ def _episode_buffers(arrays: dict[str, np.ndarray], episodes: int, horizon: int,
     user_state, final_user = per_episode("infos/user_state", np.float32), arrays["final/user_state"].astype(np.float32)
     bored = per_episode("infos/bored", np.bool_)
     terminations = np.zeros(horizon, dtype=np.bool_)
-    terminations[-1] = True
+    truncations = np.zeros(horizon, dtype=np.bool_)
+    truncations[-1] = True  # the time limit, not a terminal state
     buffers = []
     for e in range(episodes):
         observations = {"slate": np.concatenate([obs_slate[e], final_slate[e, -1:]]),
@@ -116,7 +122,7 @@ def _episode_buffers(arrays: dict[str, np.ndarray], episodes: int, horizon: int,
         infos = {"user_state": np.concatenate([user_state[e], final_user[e][None]]),
                  "bored": np.concatenate([np.zeros_like(bored[e, :1]), bored[e]])}
         buffers.append(EpisodeBuffer(id=e, seed=seed, observations=observations, actions=actions,
-                                     rewards=rewards[e], terminations=terminations, truncations=np.zeros_like(terminations),
+                                     rewards=rewards[e], terminations=terminations, truncations=truncations,
                                      infos=infos))
     return buffers
 
@@ -127,12 +133,13 @@ def export_minari(arrays: dict[str, np.ndarray], *, env_cfg, quality: str, episo
                   root: Path | None = None) -> MinariExport:
     """Write `arrays` (the collector's, plus final/clicks and final/user_state) as a Minari dataset."""
     minari = _minari()
-    root = Path(root) if root is not None else minari_root()
+    # Both folders absolute: Minari re-joins relative paths with its datasets folder (they would be doubled).
+    root = Path(root).expanduser().resolve() if root is not None else minari_root()
     horizon = env_cfg.episode_length
     observation_space, action_space = _spaces(env_cfg, arrays["observations/belief"].shape[-1],
                                                arrays["actions/latent"].shape[-1])
     dataset_id = next_dataset_id(root, env_cfg.name, quality)
-    build_root = Path(scratch) / "minari"
+    build_root = Path(scratch).resolve() / "minari"
     scores = {}
     if ref_min_score is not None and ref_max_score is not None:
         scores = {"ref_min_score": float(ref_min_score), "ref_max_score": float(ref_max_score)}

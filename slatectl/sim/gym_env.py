@@ -3,6 +3,11 @@
 The batched core runs with B = 1. Observation = the slate shown and its clicks (Box spaces); action = a
 slate of K item ids (−1 lets the env's oracle fill a position). Each `reset(seed=s)` starts a new user:
 user id = number of resets since the env's seed was set, so a seeded env replays the same users.
+
+An episode ends only by its time limit (H = 100 steps): `step` then returns `terminated=False,
+truncated=True` (gymnasium's convention for a time limit: the user's state is not terminal, and a learner
+that bootstraps should bootstrap there). The agents of this project follow the reference and do not
+bootstrap at the episode's end; that is their training choice (docs/algorithms.md), not the env's.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ import torch
 from gymnasium import spaces
 
 from slatectl.sim.factory import make_env
-from slatectl.sim.gym_registration import gym_env_id, register_gym_envs  # noqa: F401 - their old home
 
 
 class TopicRecGymEnv(gym.Env):
@@ -49,4 +53,6 @@ class TopicRecGymEnv(gym.Env):
             raise ValueError(f"action must be {self.sim.config.slate_size} item ids in [-1, {self.sim.config.num_items - 1}]")
         result = self.sim.step(slate)
         info = {"user_state": result.user_state[0].numpy(), "bored": result.bored[0].numpy()}
-        return self._obs(result.observation), float(result.reward[0]), bool(result.done), False, info
+        terminated, truncated = False, bool(result.done)  # the only episode end is the time limit
+        return self._obs(result.observation), float(result.reward[0]), terminated, truncated, info
+

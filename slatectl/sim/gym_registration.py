@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from slatectl.sim.config import env_names
+from slatectl.sim.config import env_names, load_env_config
 
 ENTRY_POINT = "slatectl.sim.gym_env:TopicRecGymEnv"
 
@@ -22,4 +22,7 @@ def register_gym_envs() -> None:
     for name in env_names():
         env_id = gym_env_id(name)
         if env_id not in gym.envs.registry:
-            gym.register(id=env_id, entry_point=ENTRY_POINT, kwargs={"env_name": name})
+            # max_episode_steps = H records the time limit in the spec (and in Minari datasets); the
+            # TimeLimit wrapper it adds truncates at the same step as the env itself.
+            gym.register(id=env_id, entry_point=ENTRY_POINT, kwargs={"env_name": name},
+                         max_episode_steps=load_env_config(name).episode_length)

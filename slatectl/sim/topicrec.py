@@ -1,7 +1,7 @@
 """TopicRec, batched: B independent simulated users stepped together with tensor operations.
 
-Follows shared/spec/simulator.md exactly, including the reference quirks it names (reset clicks enter the
-topic log without timestamps; the short-term topic is updated from a rank index). Every random draw comes
+Implements the equations of docs/simulator.md exactly, including the reference quirks kept there (reset
+clicks enter the topic log without timestamps; the short-term topic is updated from a rank index). Every random draw comes
 from a `CounterRNG` keyed by (seed, user id), so a user's trajectory depends only on the seed and its id.
 """
 
