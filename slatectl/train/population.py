@@ -122,11 +122,14 @@ def train_members_sequentially(registry: Registry, configs: list[RunConfig], rep
             started.append(trainer.start(command, group, membership(group, k, len(configs))))
         for in_training, (trainer, run) in enumerate(zip(trainers, started)):
             results.append(trainer.train_started(run))
-    except BaseException:
+    except BaseException as exc:
         # The member in training recorded its own end; the ones that had not started end with it.
         for k, run in enumerate(started):
             if in_training is None or k > in_training:
                 registry.finish_run(run.run_id, status="interrupted")
+        if isinstance(exc, RunInterrupted):
+            raise RunInterrupted(f"{exc} The members after it are marked interrupted too; continue the whole "
+                                 f"population with `slatectl train {configs[0].agent_name} --resume {group}`.") from exc
         raise
     return results
 
