@@ -16,28 +16,19 @@ import time
 
 import torch
 
-from slatectl.agents import AGENTS, AgentInputs
 from slatectl.agents.sac_population import StackedSAC
-from slatectl.config_tools import build_config
-from slatectl.pretrain.gems_train import GeMSConfig, build_gems
 from slatectl.sim.config import env_names
 from slatectl.sim.factory import make_env
 from slatectl.sim.member_envs import MemberEnvs
-from slatectl.train.config import default_config_dict
 from slatectl.train.episodes import play_episodes
 from slatectl.train.population import member_episodes, play_member_episodes, stack_batches
 from slatectl.train.replay import EpisodeReplay
+from train_throughput import build_sac_gems  # bench/ is on sys.path when a script here runs
 
 
 def build_member(env, seed: int):
     torch.manual_seed(seed)
-    params = build_config(AGENTS["sac-gems"].params_cls, default_config_dict("sac-gems")["agent"])
-    gems = build_gems(GeMSConfig()).eval()
-    for p in gems.parameters():
-        p.requires_grad_(False)
-    latent = GeMSConfig().latent_dim
-    inputs = AgentInputs(gems=gems, gems_bounds=(torch.zeros(latent), torch.full((latent,), 2.0)))
-    return AGENTS["sac-gems"].build(params, env, inputs), params
+    return build_sac_gems(env)
 
 
 def solo_steps_per_s(env_name: str, steps: int, device: str) -> float:
