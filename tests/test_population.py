@@ -8,12 +8,14 @@ import signal
 import pytest
 import torch
 
+from sqlmodel import Session
 from typer.testing import CliRunner
 
 from slatectl.agents.sac_population import StackedSAC
 from slatectl.cli import app
 from slatectl.errors import BadInput
 from slatectl.registry import open_registry
+from slatectl.registry.models import Run, utcnow
 from slatectl.settings import Settings
 from slatectl.sim.member_envs import MemberEnvs
 from slatectl.train.config import resolve_run_config
@@ -21,8 +23,8 @@ from slatectl.train.episodes import play_episodes
 from slatectl.harness import seed_everything
 from slatectl.train.assembly import build_agent, ensure_agent_inputs
 from slatectl.train.loop import RunInterrupted, Trainer
-from slatectl.train.population import (PopulationTrainer, group_runs, member_episodes, play_member_episodes,
-                                       population_configs, stack_batches)
+from slatectl.train.population import (PopulationTrainer, group_runs, member_episodes, membership,
+                                       play_member_episodes, population_configs, stack_batches)
 from slatectl.train.replay import EpisodeReplay
 
 SMALL = [
@@ -234,6 +236,24 @@ def test_a_second_ctrl_c_marks_every_member_interrupted(settings):
         with pytest.raises(KeyboardInterrupt):  # what a second Ctrl-C raises, wherever the loop is
             PopulationTrainer(registry, configs, _RaiseAt(4)).run(command="test", group="g-ctrl-c")
         assert [r.status for r in group_runs(registry, "g-ctrl-c")] == ["interrupted", "interrupted"]
+
+
+def test_resume_refuses_a_group_with_a_live_member_and_leaves_the_others_as_they_were(settings):
+    configs = _configs(["focused_topdown"], SEEDS[:2])
+    with open_registry(settings) as registry:
+        runs = [registry.start_run(c.agent_name, c.env, c.training.seed,
+                                   {**c.to_dict(), "population": membership("g-live", k, 2)}, group_id="g-live")
+                for k, c in enumerate(configs)]
+        registry.finish_run(runs[0].id, status="interrupted")
+        with Session(registry.engine) as session:  # member 1 is alive in another process
+            row = session.get(Run, runs[1].id)
+            row.pid, row.host, row.heartbeat_at = 4321, "elsewhere", utcnow()
+            session.add(row)
+            session.commit()
+        with pytest.raises(BadInput, match="being worked on"):
+            PopulationTrainer.resume(registry, "g-live")
+        assert [r.status for r in group_runs(registry, "g-live")] == ["interrupted", "running"]
+        assert registry.get_run(runs[1].id).host == "elsewhere"
 
 
 def test_population_rejects_members_that_cannot_run_in_lockstep(settings):

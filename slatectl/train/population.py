@@ -104,6 +104,21 @@ def group_runs(registry: Registry, group: str) -> list[Run]:
     return runs
 
 
+def claim_members(registry: Registry, runs: list[Run]) -> None:
+    """Take every member's lease, or none: when one member's lease is still live (BadInput naming its
+    holder), the members claimed before it get their previous status back."""
+    claimed: list[Run] = []
+    try:
+        for run in runs:
+            registry.claim_run(run.id)
+            claimed.append(run)
+    except BadInput:
+        for run in claimed:  # a `running` member here had a stale lease: its process is gone
+            registry.finish_run(run.id, status="interrupted" if run.status == "running" else run.status,
+                                error=run.error)
+        raise
+
+
 def train_members_sequentially(registry: Registry, configs: list[RunConfig], reporter: TrainingReporter | None = None,
                                logs_dir: Path | None = None, command: str | None = None,
                                group: str | None = None) -> list[TrainResult]:
@@ -244,8 +259,7 @@ class PopulationTrainer:
                     else TrainResult(run_id=r.id, checkpoints=registry.list_checkpoints(run_id=r.id)) for r in runs]
         trainer = cls(registry, [run_config_from_dict(r.config) for r in runs], reporter, logs_dir)
         trainer.group = group
-        for run in runs:
-            registry.claim_run(run.id)  # refuses (BadInput) a member whose lease is still live
+        claim_members(registry, runs)
         return trainer._resume(runs)
 
     def _resume(self, runs: list[Run]) -> list[TrainResult]:
