@@ -24,8 +24,10 @@ from slatectl.harness import seed_everything
 from slatectl.train.assembly import build_agent, ensure_agent_inputs
 from slatectl.train.loop import RunInterrupted, Trainer
 from slatectl.train.population import (PopulationTrainer, group_runs, member_episodes, membership,
-                                       play_member_episodes, population_configs, stack_batches)
+                                       play_member_episodes, population_configs, stack_batches,
+                                       train_members_sequentially)
 from slatectl.train.replay import EpisodeReplay
+from training_helpers import StopAt
 
 SMALL = [
     "training.random_steps=10", "training.val_every=10", "training.val_episodes=8", "training.test_episodes=8",
@@ -178,12 +180,6 @@ class _SignalAt:
         pass
 
 
-class _RaiseAt(_SignalAt):
-    def advance(self, progress):
-        if progress.step >= self.step:
-            raise KeyboardInterrupt
-
-
 def test_resume_group_continues_every_member_as_an_uninterrupted_population(settings):
     configs = _configs(["focused_topdown"], SEEDS[:2], steps=16, save_every=12)
     with open_registry(settings) as registry:
@@ -234,7 +230,7 @@ def test_a_second_ctrl_c_marks_every_member_interrupted(settings):
     configs = _configs(["focused_topdown"], SEEDS[:2], steps=12, save_every=6)
     with open_registry(settings) as registry:
         with pytest.raises(KeyboardInterrupt):  # what a second Ctrl-C raises, wherever the loop is
-            PopulationTrainer(registry, configs, _RaiseAt(4)).run(command="test", group="g-ctrl-c")
+            PopulationTrainer(registry, configs, StopAt(4)).run(command="test", group="g-ctrl-c")
         assert [r.status for r in group_runs(registry, "g-ctrl-c")] == ["interrupted", "interrupted"]
 
 
@@ -326,6 +322,17 @@ def test_cli_agent_without_stacking_trains_its_members_one_after_another(tmp_pat
     assert len(groups) == 1
     again = runner.invoke(app, ["--home", home, "train", "slateq", "--resume", groups.pop()])
     assert again.exit_code == 0, again.output
+
+
+def test_sequential_members_stopped_by_sigterm_are_all_interrupted_and_resume_as_a_group(settings):
+    configs = _configs(["focused_topdown"], [5, 6], steps=12, save_every=12, agent="slateq")
+    with open_registry(settings) as registry:
+        with pytest.raises(RunInterrupted, match="--resume g-seq"):
+            train_members_sequentially(registry, configs, _SignalAt(4), group="g-seq")
+        assert [r.status for r in group_runs(registry, "g-seq")] == ["interrupted", "interrupted"]
+        results = PopulationTrainer.resume(registry, "g-seq")
+        assert [[c.step for c in r.checkpoints] for r in results] == [[12], [12]]
+        assert [r.status for r in group_runs(registry, "g-seq")] == ["finished", "finished"]
 
 
 def test_mixed_simulator_gives_each_user_its_own_environments_trajectory():

@@ -143,6 +143,8 @@ class Trainer:
         schedule = StepSchedule(t)
         log = MetricsLog(self.logs_dir, run_id, resume_step=first_step if resumed else None)
         heartbeat = Heartbeat(self.registry, run_id)
+        # A resumed run redoes the steps after its resume state; validations it recorded there stay.
+        recorded_validations = {v.step for v in self.registry.validations(run_id)} if resumed else set()
         last_val: float | None = None
         step = first_step
         update_times: deque[float] = deque(maxlen=50)
@@ -168,7 +170,8 @@ class Trainer:
                     if schedule.validates_at(step):
                         val = evaluate(env, agent, t.val_episodes, t.val_seed, self.device)
                         last_val = row["val_return"] = val.mean
-                        self.registry.record_validation(run_id, step, val.mean, val.std, val.episodes)
+                        if step not in recorded_validations:
+                            self.registry.record_validation(run_id, step, val.mean, val.std, val.episodes)
                         if schedule.saves_at(step):
                             save_step(self.registry, run_id, self.config.env, env.config.episode_length,
                                       capture_resume_state(step, agent, replay, val), t.keep_resume,
