@@ -92,9 +92,9 @@ class Registry:
     # -- runs and their lease -------------------------------------------------------------------------------
 
     def start_run(self, agent: str, env: str, seed: int, config: Mapping[str, Any], *, command: str | None = None,
-                  code_version: str | None = None, inputs: Sequence[int] = ()) -> Run:
+                  code_version: str | None = None, inputs: Sequence[int] = (), group_id: str | None = None) -> Run:
         return self.runs.start_run(agent, env, seed, config, command=command, code_version=code_version,
-                                   inputs=inputs)
+                                   inputs=inputs, group_id=group_id)
 
     def claim_run(self, run_id: int, *, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> None:
         self.runs.claim_run(run_id, stale_after_s=stale_after_s)
@@ -113,8 +113,8 @@ class Registry:
         return self.runs.get_run(run_id)
 
     def list_runs(self, env: str | None = None, agent: str | None = None, status: str | None = None,
-                  limit: int | None = None) -> list[Run]:
-        return self.runs.list_runs(env, agent, status, limit)
+                  limit: int | None = None, group_id: str | None = None) -> list[Run]:
+        return self.runs.list_runs(env, agent, status, limit, group_id)
 
     def run_disk_usage(self, run_id: int) -> int:
         return self.runs.run_disk_usage(run_id)

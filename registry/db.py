@@ -27,7 +27,7 @@ from slatectl.registry.models import TABLES, Checkpoint, Run, SchemaVersion, utc
 from slatectl.registry.sqlite_file import check_registry_file, publish_new_file, refuse_orphan_wal
 from slatectl.registry.training_state import trained_at_step
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 WRITE_OPTION = "slatectl_write"
 _SCHEMA_LOCK_KEY = 0x5_1A7E_C71  # PostgreSQL advisory lock id for schema creation / migration
@@ -226,8 +226,14 @@ def _migrate_to_2(connection: Connection) -> None:
                            .values(trained=trained_at_step(step, config)))
 
 
+def _migrate_to_3(connection: Connection) -> None:
+    """v3: runs' `group_id` (the population a run was trained in), indexed; NULL for earlier runs."""
+    _add_column(connection, "runs", "group_id", String())
+    connection.execute(text("CREATE INDEX IF NOT EXISTS ix_runs_group_id ON runs (group_id)"))
+
+
 # MIGRATIONS[v] upgrades a database at version v-1 to v, inside the schema transaction.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _migrate_to_2}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _migrate_to_2, 3: _migrate_to_3}
 
 
 # -- errors -------------------------------------------------------------------------------------------

@@ -71,6 +71,8 @@ class Run(SQLModel, table=True):
     pid: Optional[int] = None
     host: Optional[str] = None
     heartbeat_at: Optional[datetime] = _timestamp(nullable=True)
+    # The population the run belongs to (schema v3): members trained together share a group id.
+    group_id: Optional[str] = Field(default=None, index=True)
 
 
 class Validation(SQLModel, table=True):

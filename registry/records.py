@@ -15,7 +15,8 @@ def iso(moment: datetime | None) -> str | None:
 
 
 def run_record(run: Run) -> dict[str, Any]:
-    return {"id": run.id, "agent": run.agent, "env": run.env, "seed": run.seed, "status": run.status,
+    return {"id": run.id, "agent": run.agent, "env": run.env, "seed": run.seed, "group_id": run.group_id,
+            "status": run.status,
             "config_hash": run.config_hash, "code_version": run.code_version, "command": run.command,
             "liveness": run_liveness(run), "pid": run.pid, "host": run.host, "heartbeat_at": iso(run.heartbeat_at),
             "inputs": list(run.inputs), "error": run.error, "started_at": iso(run.started_at),

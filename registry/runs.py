@@ -50,9 +50,9 @@ class RunRepository:
 
     def start_run(self, agent: str, env: str, seed: int, config: Mapping[str, Any], *,
                   command: str | None = None, code_version: str | None = None,
-                  inputs: Sequence[int] = ()) -> Run:
+                  inputs: Sequence[int] = (), group_id: str | None = None) -> Run:
         """Record a run as `running` with its resolved config, its lease held by the calling process;
-        `inputs` are artifact ids it builds on."""
+        `inputs` are artifact ids it builds on; `group_id` ties the members of a population together."""
         if not agent or not env:
             raise BadInput("a run needs an agent and an env.")
         resolved = dict(config)
@@ -66,7 +66,8 @@ class RunRepository:
             run = Run(agent=agent, env=env, seed=int(seed), config=resolved, config_hash=config_hash(resolved),
                       code_version=code_version or current_code_version(),
                       command=command if command is not None else shlex.join(sys.argv),
-                      inputs=[int(i) for i in inputs], pid=pid, host=host, heartbeat_at=utcnow())
+                      inputs=[int(i) for i in inputs], pid=pid, host=host, heartbeat_at=utcnow(),
+                      group_id=group_id)
             session.add(run)
         return run
 
@@ -118,8 +119,10 @@ class RunRepository:
             return get_run(session, run_id)
 
     def list_runs(self, env: str | None = None, agent: str | None = None, status: str | None = None,
-                  limit: int | None = None) -> list[Run]:
+                  limit: int | None = None, group_id: str | None = None) -> list[Run]:
         query = select(Run).order_by(Run.id.desc())
+        if group_id:
+            query = query.where(Run.group_id == group_id)
         if env:
             query = query.where(Run.env == env)
         if agent:

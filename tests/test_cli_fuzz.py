@@ -38,6 +38,7 @@ TEMPLATES = [
     ["train", "slateq", "--env", "focused_topdown", "--save-every", "{}"],
     ["train", "slateq", "--env", "focused_topdown", "--seed", "{}"],
     ["train", "slateq", "--env", "focused_topdown", "--jobs", "{}"],
+    ["train", "sac-gems", "--env", "focused_topdown,diffuse_mix", "--seeds", "{}"],
     ["train", "slateq", "--env", "focused_topdown", "--set", "agent.q_lr={}"],
     ["train", "slateq", "--env", "focused_topdown", "--set", "training.seed={}"],
     ["train", "slateq", "--env", "focused_topdown", "--set", "training.max_steps={}"],
@@ -80,6 +81,7 @@ def stubbed(monkeypatch, sqlite_settings):
     monkeypatch.setattr(env_rollout_cmd, "rollout", _fake_rollout)
     monkeypatch.setattr(collect_cmd, "collect_dataset", _fake_dataset)
     monkeypatch.setattr(train_cmd, "train_runs", lambda *a, **k: iter([SimpleNamespace(run_id=1, tests=[])]))
+    monkeypatch.setattr(train_cmd, "train_population", lambda *a, **k: [SimpleNamespace(run_id=1, tests=[])])
     for name in ("ensure_logged_data", "ensure_gems", "ensure_mf"):
         monkeypatch.setattr(pretrained, name, _fake_artifact)
     with open_registry(sqlite_settings):

@@ -135,14 +135,16 @@ def test_a_version_1_registry_is_migrated_with_trained_flags(registry_settings):
             reg.register_checkpoint(run.id, step, {"w": torch.zeros(1)}, val_return_mean=float(step),
                                     val_return_std=0.0, val_episodes=1)
         state = reg.register_artifact("resume-state", "focused_topdown", b"s", run_id=run.id, config={"step": 150})
-        # Back to schema v1: the columns v2 added did not exist.
+        # Back to schema v1: the columns v2 and v3 added did not exist.
         with reg.engine.begin() as connection:
+            connection.execute(text("DROP INDEX ix_runs_group_id"))
+            connection.execute(text("ALTER TABLE runs DROP COLUMN group_id"))
             for table, column in (("runs", "pid"), ("runs", "host"), ("runs", "heartbeat_at"),
                                   ("checkpoints", "trained"), ("artifacts", "pruned_at")):
                 connection.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
-            connection.execute(text("UPDATE schema_version SET version = 1 WHERE version = 2"))
+            connection.execute(text(f"UPDATE schema_version SET version = 1 WHERE version = {SCHEMA_VERSION}"))
     with open_registry(registry_settings) as reg:
-        assert reg.schema_version == SCHEMA_VERSION == 2
+        assert reg.schema_version == SCHEMA_VERSION == 3
         assert [(c.step, c.trained) for c in reg.list_checkpoints()] == [(50, False), (100, False), (150, True)]
         legacy = reg.get_run(run.id)
         assert legacy.pid is None and legacy.status == "running" and reg.run_liveness(legacy) == "running"

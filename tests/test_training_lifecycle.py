@@ -108,13 +108,15 @@ def test_every_metric_is_logged_and_a_resume_repeats_no_step(tmp_path):
     config = resolve_run_config("slateq", "focused_mix", overrides=SMALL, cli_training={"max_steps": 40, "save_every": 20})
     with open_registry(settings) as registry:
         with pytest.raises(KeyboardInterrupt):
-            Trainer(registry, config, StopAt(27), logs_dir=logs).run(command="test")
+            Trainer(registry, config, StopAt(33), logs_dir=logs).run(command="test")
         run_id = registry.list_runs()[0].id
         assert registry.get_run(run_id).status == "interrupted"
         before = _csv_rows(logs / f"run-{run_id}.csv")
-        assert max(int(r["step"]) for r in before) == 27
-        Trainer.resume(registry, run_id, logs_dir=logs)
+        assert max(int(r["step"]) for r in before) == 33
+        assert [v.step for v in registry.validations(run_id)] == [10, 20, 30]  # 30: after the last save
+        Trainer.resume(registry, run_id, logs_dir=logs)  # redoes step 30's validation, recorded once
         assert registry.get_run(run_id).status == "finished"
+        assert [v.step for v in registry.validations(run_id)] == [10, 20, 30, 40]
     rows = _csv_rows(logs / f"run-{run_id}.csv")
     steps = [int(r["step"]) for r in rows]
     assert steps == sorted(set(steps)) and steps[-1] == 40 and 21 in steps  # redone after step 20, once

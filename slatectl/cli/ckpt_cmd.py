@@ -89,6 +89,7 @@ def list_checkpoints(
     agent: Optional[str] = typer.Option(None, "--agent", metavar="AGENT", help="Only this agent, e.g. sac-gems."),
     run: Optional[int] = typer.Option(None, "--run", min=1, max=MAX_ID, metavar="RUN_ID", help="Only this run id."),
     quality: Optional[Quality] = typer.Option(None, "--quality", help="Only checkpoints currently promoted as this quality."),
+    group: Optional[str] = typer.Option(None, "--group", metavar="GROUP", help="Only the member runs of this population (`train --seeds`)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """List registered checkpoints with step, validation return and flags: best, last, the qualities it
@@ -101,6 +102,12 @@ def list_checkpoints(
     check_env(env)
     with open_registry(get_settings()) as reg:
         checkpoints = reg.list_checkpoints(env=env, agent=agent, run_id=run, quality=quality)
+        if group is not None:
+            members = {r.id for r in reg.list_runs(group_id=group)}
+            if not members:
+                raise BadInput(f"no population {group!r} in the registry (a member's group id is shown by "
+                               f"`slatectl inspect run RUN_ID`).")
+            checkpoints = [c for c in checkpoints if c.run_id in members]
         promoted = active_qualities(reg)
         stale = stale_runs(reg, checkpoints)
     if as_json:

@@ -27,6 +27,7 @@ MAX_EPISODES = 10_000_000  # 1e9 transitions of 100 steps: far beyond a day of c
 MAX_STEPS = 100_000_000  # training steps (1,000x the default budget)
 MAX_BATCH = 1_000_000  # users simulated at once; memory grows linearly with it
 MAX_JOBS = 64
+MAX_SEEDS = 1_000  # seeds per environment in one population (memory grows linearly with it)
 MAX_LIST = 100_000  # rows listed by an overview
 
 SEED_RANGE = {"min": 0, "max": SEED_MAX}
@@ -35,6 +36,7 @@ EPISODES_RANGE = {"min": 1, "max": MAX_EPISODES}
 STEPS_RANGE = {"min": 1, "max": MAX_STEPS}
 BATCH_RANGE = {"min": 1, "max": MAX_BATCH}
 JOBS_RANGE = {"min": 1, "max": MAX_JOBS}
+SEEDS_RANGE = {"min": 1, "max": MAX_SEEDS}
 PROBABILITY_RANGE = {"min": 0.0, "max": 1.0}  # NaN and ±inf fail this check too
 
 

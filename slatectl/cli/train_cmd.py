@@ -12,13 +12,14 @@ import typer
 from rich.table import Table
 
 from slatectl.agents import trainable_agents
-from slatectl.cli.common import (JOBS_RANGE, STEPS_RANGE, TRAIN_SEED_RANGE, DEVICE_HELP, Device, console, err_console,
+from slatectl.cli.common import (JOBS_RANGE, SEEDS_RANGE, STEPS_RANGE, TRAIN_SEED_RANGE, DEVICE_HELP, Device, console, err_console,
                                  get_settings)
 from slatectl.device import resolve_device
 from slatectl.errors import BadInput
 from slatectl.threads import configure_torch_threads
 from slatectl.train.loop import TrainResult
 from slatectl.train.orchestration import resolve_run_configs, resume_run, train_runs
+from slatectl.train.population_runs import is_population_request, resume_population, train_population
 from slatectl.train.progress import make_reporter
 
 
@@ -37,15 +38,16 @@ def render_result(result: TrainResult) -> None:
 
 def train(
     agent: AgentName = typer.Argument(..., metavar="AGENT", help="Agent to train."),
-    env: Optional[str] = typer.Option(None, "--env", metavar="ENV", help="Environment (see `slatectl env list`), or `all` for the six one after another (not needed with --resume)."),
+    env: Optional[str] = typer.Option(None, "--env", metavar="ENV", help="Environment (see `slatectl env list`), `all` for the six, or E1,E2,… (a list trains a population); not needed with --resume."),
     steps: Optional[int] = typer.Option(None, "--steps", metavar="N", **STEPS_RANGE, help="Training steps (episodes, each followed by one update) [default: 100000]."),
     save_every: Optional[int] = typer.Option(None, "--save-every", metavar="N", **STEPS_RANGE, help="Save and register a checkpoint every N steps (and at the end)."),
     seed: Optional[int] = typer.Option(None, "--seed", metavar="SEED", **TRAIN_SEED_RANGE, help="Training seed [default: 58407201]."),
     config_file: Optional[Path] = typer.Option(None, "--config", metavar="FILE.yaml", help="YAML file of overrides (sections training, agent, logged, gems, mf)."),
     overrides: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override one config value, e.g. --set agent.gamma=0.9 (repeatable)."),
-    resume: Optional[int] = typer.Option(None, "--resume", metavar="RUN_ID", min=1, max=2**63 - 1, help="Continue run RUN_ID from its last checkpoint."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", metavar="N", **SEEDS_RANGE, help="Train a population: every env × N seeds (--seed, --seed+1, …) in one process, in lockstep."),
+    resume: Optional[str] = typer.Option(None, "--resume", metavar="RUN_ID|GROUP", help="Continue run RUN_ID, or every member of population GROUP, from its last checkpoint."),
     device: Optional[Device] = typer.Option(None, "--device", help=DEVICE_HELP + " [default: training.device, cpu]"),
-    jobs: int = typer.Option(1, "--jobs", metavar="K", **JOBS_RANGE, help="With --env all: environments trained at once (each process with --threads torch threads)."),
+    jobs: int = typer.Option(1, "--jobs", metavar="K", **JOBS_RANGE, help="With --env all: environments trained at once (each process with --threads torch threads); not with a population."),
     keep_resume: Optional[int] = typer.Option(None, "--keep-resume", metavar="K", min=1, max=1000, help="Resume states kept per run; older ones are deleted [default: 1]."),
 ) -> None:
     """Train an agent online; every --save-every steps validate, save and register a checkpoint.
@@ -57,21 +59,46 @@ def train(
     Example: slatectl train sac-gems --env diffuse_topdown --save-every 50000
 
     Example: slatectl --threads 2 train slateq --env all --jobs 2 --steps 20000 --set agent.gamma=0.9
+
+    Example: slatectl train sac-gems --env all --seeds 10 --device cuda
+
+    Example: slatectl train sac-gems --resume pop-3f2a9c81d0e4
     """
     settings = get_settings()
     agent = agent.value
     if resume is not None:
         configure_torch_threads(settings.threads)
-        render_result(resume_run(settings, resume, make_reporter(f"run {resume}", err_console)))
+        if not resume.isdigit():
+            for result in resume_population(settings, resume, make_reporter(f"population {resume}", err_console)):
+                render_result(result)
+            return
+        render_result(resume_run(settings, _run_id(resume), make_reporter(f"run {resume}", err_console)))
         return
     if env is None:
         raise BadInput("--env is required (an environment name or `all`); see `slatectl env list`.")
+    population = is_population_request(env, seeds)
+    if population and jobs > 1:
+        raise BadInput("--jobs does not apply to a population (--seeds or --env E1,E2,…): its members already "
+                       "train together in one process; leave --jobs out.")
     resolved_device = None if device is None else resolve_device(device, say=lambda text: err_console.print(text, highlight=False))
     cli_training = {"max_steps": steps, "save_every": save_every, "seed": seed, "device": resolved_device,
                     "keep_resume": keep_resume}
-    configs = resolve_run_configs(agent, env, config_file, overrides, cli_training)
     command = "slatectl " + shlex.join(sys.argv[1:])
+    if population:
+        configure_torch_threads(settings.threads)
+        for result in train_population(settings, agent, env, seeds or 1, config_file, overrides, cli_training,
+                                       command, make_reporter(f"{agent} population", err_console)):
+            render_result(result)
+        return
+    configs = resolve_run_configs(agent, env, config_file, overrides, cli_training)
     for result in train_runs(settings, configs, command, jobs, reporter_for=lambda label: make_reporter(label, err_console)):
         if jobs > 1:
             err_console.print(f"run {result.run_id} finished")
         render_result(result)
+
+
+def _run_id(text: str) -> int:
+    run_id = int(text)
+    if not 1 <= run_id <= 2**63 - 1:
+        raise BadInput(f"--resume takes a run id (1 … 2^63−1) or a population group id (got {text!r}).")
+    return run_id

@@ -43,6 +43,13 @@ class CounterRNG:
         base = pcg_hash(base ^ (ids & _MASK32))
         self.key = pcg_hash(base ^ (ids >> 32))
 
+    @classmethod
+    def concat(cls, rngs: "list[CounterRNG]") -> "CounterRNG":
+        """One batch holding the users of several RNGs in order (each keeps its own seed's stream)."""
+        joined = cls.__new__(cls)
+        joined.key = torch.cat([r.key for r in rngs])
+        return joined
+
     @property
     def batch_size(self) -> int:
         return self.key.shape[0]

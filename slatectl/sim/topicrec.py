@@ -60,6 +60,8 @@ class TopicRec:
         chunk_norms = self.item_embeddings.view(n, config.num_topics, config.topic_size).norm(dim=-1)
         # Reset slate: per topic (in topic order) the item with the largest chunk norm in that topic.
         self.initial_slate = chunk_norms.argmax(dim=0)[: config.slate_size]
+        # Added to item ids that index this env's own item arrays (0 here; per user in MixedTopicRec).
+        self.item_id_offset: int | torch.Tensor = 0
         self.t = 0
         self._batch = 0
 
@@ -131,11 +133,16 @@ class TopicRec:
 
     # ----------------------------------------------------------------- API
     def reset(self, user_ids: torch.Tensor, seed: int) -> Observation:
-        cfg = self.config
         user_ids = torch.as_tensor(user_ids, dtype=torch.int64).reshape(-1)
-        B, T, S = user_ids.shape[0], cfg.num_topics, cfg.topic_size
+        return self.reset_streams(CounterRNG(seed, USER_STREAM, user_ids))
+
+    def reset_streams(self, rng: CounterRNG) -> Observation:
+        """Reset with the users' random streams given directly, one row per user: users of different
+        seeds can share a batch (population training: `CounterRNG.concat` of per-seed streams)."""
+        cfg = self.config
+        B, T, S = rng.batch_size, cfg.num_topics, cfg.topic_size
         self._batch = B
-        self.rng = CounterRNG(seed, USER_STREAM, user_ids)
+        self.rng = rng
         u0 = torch.clamp(0.4 * self.rng.normal(_RESET_NORMALS, T * S), -1.0, 1.0).abs().view(B, T, S)
         weights = self.rng.uniform(_RESET_WEIGHTS, T) ** 3
         weights = weights / weights.sum(dim=1, keepdim=True)
@@ -209,7 +216,7 @@ class TopicRec:
         n_clicks = clicks.sum(dim=1)
         last_rank = (clicks * torch.arange(1, cfg.slate_size + 1)).argmax(dim=1)
         short_term_bored = self.bored.gather(1, self.short_term[:, None])[:, 0]
-        self.short_term = torch.where(short_term_bored & (n_clicks > 0), self.item_topics[last_rank], self.short_term)
+        self.short_term = torch.where(short_term_bored & (n_clicks > 0), self.item_topics[last_rank + self.item_id_offset], self.short_term)
 
         return StepResult(
             observation=Observation(slate=slate, clicks=clicks),

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from slatectl.agents.base import Agent
-from slatectl.registry import RESUME_STATE_KIND, Checkpoint, Registry
+from slatectl.registry import RESUME_STATE_KIND, Artifact, Checkpoint, Registry
 from slatectl.train.evaluation import Evaluation
 from slatectl.train.replay import EpisodeReplay
 
@@ -65,11 +65,15 @@ def capture_resume_state(step: int, agent: Agent, replay: EpisodeReplay, val: Ev
 def save_step(registry: Registry, run_id: int, env_name: str, episode_length: int, state: ResumeState,
               keep_resume: int, trained: bool | None = None) -> Checkpoint:
     """Register the resume state, then the checkpoint, then prune older resume states (module doc)."""
-    registry.register_artifact(RESUME_STATE_KIND, env_name, state.to_dict(), run_id=run_id,
-                               config={"run_id": run_id, "step": state.step})
+    register_resume_state(registry, run_id, env_name, state)
     checkpoint = register_checkpoint(registry, run_id, state.step, state.agent, state.val, episode_length, trained)
     registry.prune_resume_states(run_id, keep=keep_resume)
     return checkpoint
+
+
+def register_resume_state(registry: Registry, run_id: int, env_name: str, state: ResumeState) -> None:
+    registry.register_artifact(RESUME_STATE_KIND, env_name, state.to_dict(), run_id=run_id,
+                               config={"run_id": run_id, "step": state.step})
 
 
 def register_checkpoint(registry: Registry, run_id: int, step: int, agent_state: dict[str, Any], val: Evaluation,
@@ -83,11 +87,22 @@ def register_checkpoint(registry: Registry, run_id: int, step: int, agent_state:
 
 def latest_resume_state(registry: Registry, run_id: int, env_name: str) -> ResumeState | None:
     """The run's resume state with the highest step (hash-checked on load), or None."""
+    states = resume_states_by_step(registry, run_id, env_name)
+    return load_resume_state(registry, states[max(states)]) if states else None
+
+
+def resume_states_by_step(registry: Registry, run_id: int, env_name: str) -> dict[int, Artifact]:
+    """The run's resume states still on disk by step (the newest artifact of a step if one was redone)."""
     states = [a for a in registry.list_artifacts(kind=RESUME_STATE_KIND, env=env_name) if a.run_id == run_id]
-    if not states:
-        return None
-    newest = max(states, key=lambda a: (a.config["step"], a.id))
-    return ResumeState.from_dict(registry.load_artifact_state(newest.id))
+    by_step: dict[int, Artifact] = {}
+    for artifact in sorted(states, key=lambda a: (a.config["step"], a.id)):
+        by_step[int(artifact.config["step"])] = artifact
+    return by_step
+
+
+def load_resume_state(registry: Registry, artifact: Artifact) -> ResumeState:
+    """A registered resume state (hash-checked on load)."""
+    return ResumeState.from_dict(registry.load_artifact_state(artifact.id))
 
 
 def cpu_state(state: dict[str, Any]) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from slatectl.train.lifecycle import Heartbeat, StopRequests
 from slatectl.train.metrics_log import MetricsLog
 from slatectl.train.progress import SilentReporter, TrainingProgress, TrainingReporter
 from slatectl.train.replay import EpisodeReplay
+from slatectl.train.schedule import StepSchedule
 
 
 class RunInterrupted(JobFailed):
@@ -52,6 +53,16 @@ class TrainResult:
     run_id: int
     checkpoints: list[Checkpoint] = field(default_factory=list)
     tests: list[TestResult] = field(default_factory=list)
+
+
+@dataclass
+class StartedRun:
+    """A recorded run with its freshly built env and agent, not trained yet (`Trainer.start`)."""
+
+    run_id: int
+    env: TopicRec
+    agent: Agent
+    rng_state: torch.Tensor  # the torch RNG state right after the agent was built
 
 
 class Trainer:
@@ -67,6 +78,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ entry points
     def run(self, command: str | None = None) -> TrainResult:
+        return self.train_started(self.start(command))
+
+    def start(self, command: str | None = None, group_id: str | None = None,
+              population: dict[str, Any] | None = None) -> StartedRun:
+        """Seed, build the agent and record the run (its lease held by this process); `train_started`
+        trains it. A population's members record their group (`group_id`, `population` in the config)."""
         cfg = self.config
         seed_everything(cfg.training.seed)
         resolved = ensure_agent_inputs(self.registry, cfg, self.reporter.message)
@@ -74,10 +91,18 @@ class Trainer:
         warning = cfg.training.untrained_warning(agent.updates_during_random_phase)
         if warning:
             self.reporter.message(warning)
-        run = self.registry.start_run(cfg.agent_name, cfg.env, cfg.training.seed, self._recorded_config(),
-                                      command=command or shlex.join(sys.argv), inputs=resolved.artifact_ids)
+        config = recorded_config(cfg, self.device)
+        if population is not None:
+            config["population"] = population
+        run = self.registry.start_run(cfg.agent_name, cfg.env, cfg.training.seed, config,
+                                      command=command or shlex.join(sys.argv), inputs=resolved.artifact_ids,
+                                      group_id=group_id)
         self.reporter.message(f"run {run.id}: {cfg.agent_name} on {cfg.env}, {cfg.training.max_steps:,} steps")
-        return self._train(run.id, env, agent, self._new_replay(), first_step=0, resumed=False)
+        return StartedRun(run.id, env, agent, torch.get_rng_state())
+
+    def train_started(self, started: StartedRun) -> TrainResult:
+        torch.set_rng_state(started.rng_state)  # as if it trained right after `start`
+        return self._train(started.run_id, started.env, started.agent, self._new_replay(), first_step=0, resumed=False)
 
     @classmethod
     def resume(cls, registry: Registry, run_id: int, reporter: TrainingReporter | None = None,
@@ -115,10 +140,11 @@ class Trainer:
                resumed: bool) -> TrainResult:
         t = self.config.training
         agent.to(self.device)
-        save_steps = set(t.save_steps())
-        boundaries = sorted(save_steps | set(range(t.val_every, t.max_steps + 1, t.val_every)))
+        schedule = StepSchedule(t)
         log = MetricsLog(self.logs_dir, run_id, resume_step=first_step if resumed else None)
         heartbeat = Heartbeat(self.registry, run_id)
+        # A resumed run redoes the steps after its resume state; validations it recorded there stay.
+        recorded_validations = {v.step for v in self.registry.validations(run_id)} if resumed else set()
         last_val: float | None = None
         step = first_step
         update_times: deque[float] = deque(maxlen=50)
@@ -126,31 +152,27 @@ class Trainer:
         self.reporter.start(t.max_steps, first_step, t.random_steps)
         try:
             with StopRequests() as stops:
-                while step < t.max_steps and stops.requested is None:
-                    next_boundary = next((b for b in boundaries if b > step), t.max_steps)
-                    random_phase = step < t.random_steps
-                    limit = t.random_phase_batch if random_phase else t.parallel_episodes
-                    count = min(limit, next_boundary - step, (t.random_steps - step) if random_phase else limit)
+                for step, count, mode in schedule.batches(first_step, lambda: stops.requested is None):
                     agent.train()
                     agent.set_step(step)
-                    episodes = play_episodes(env, agent, torch.arange(step, step + count), t.seed,
-                                             "random" if random_phase else "explore", self.device)
+                    episodes = play_episodes(env, agent, torch.arange(step, step + count), t.seed, mode, self.device)
                     returns = episodes.rewards.sum(dim=1)
                     metrics: dict[str, float] = {}
                     for i in range(count):
                         replay.add(episodes.select(i))
-                        if (step >= t.random_steps or agent.updates_during_random_phase) and replay.ready:
+                        if schedule.updates_at(step, agent.updates_during_random_phase) and replay.ready:
                             agent.set_step(step)
                             started = time.perf_counter()
                             metrics = agent.update(replay.sample().to(self.device))
                             update_times.append(time.perf_counter() - started)
                         step += 1
                     row: dict[str, Any] = {"step": step, "episode_return": float(returns.mean()), **metrics}
-                    if step % t.val_every == 0 or step in save_steps:
+                    if schedule.validates_at(step):
                         val = evaluate(env, agent, t.val_episodes, t.val_seed, self.device)
                         last_val = row["val_return"] = val.mean
-                        self.registry.record_validation(run_id, step, val.mean, val.std, val.episodes)
-                        if step in save_steps:
+                        if step not in recorded_validations:
+                            self.registry.record_validation(run_id, step, val.mean, val.std, val.episodes)
+                        if schedule.saves_at(step):
                             save_step(self.registry, run_id, self.config.env, env.config.episode_length,
                                       capture_resume_state(step, agent, replay, val), t.keep_resume,
                                       trained_from_start(agent))
@@ -187,16 +209,21 @@ class Trainer:
     def _new_replay(self) -> EpisodeReplay:
         return EpisodeReplay(self.config.agent.capacity, self.config.agent.batch_size)
 
-    def _recorded_config(self) -> dict[str, Any]:
-        """The resolved config, plus how the process ran (not part of the config: thread count, device)."""
-        return {**self.config.to_dict(), "runtime": {"torch_threads": torch.get_num_threads(),
-                                                     "device": str(self.device)}}
-
     def _finish(self, run_id: int, exc: BaseException) -> None:
-        if isinstance(exc, KeyboardInterrupt):
-            self.registry.finish_run(run_id, status="interrupted")
-        else:
-            self.registry.finish_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
+        finish_after_error(self.registry, run_id, exc)
+
+
+def recorded_config(config: RunConfig, device: torch.device) -> dict[str, Any]:
+    """The resolved config, plus how the process ran (not part of the config: thread count, device)."""
+    return {**config.to_dict(), "runtime": {"torch_threads": torch.get_num_threads(), "device": str(device)}}
+
+
+def finish_after_error(registry: Registry, run_id: int, exc: BaseException) -> None:
+    """End a run that an exception stopped: `interrupted` for a second Ctrl-C, `failed` with the error else."""
+    if isinstance(exc, KeyboardInterrupt):
+        registry.finish_run(run_id, status="interrupted")
+    else:
+        registry.finish_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
 
 
 def trained_from_start(agent: Agent) -> bool | None:

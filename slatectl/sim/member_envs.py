@@ -1,0 +1,69 @@
+"""The environments of a population of K training runs, stepped as ONE batch: member k's B users in its
+own env with its own seed.
+
+All K·B users are rows of one batched simulator, member-major (rows k·B … k·B + B − 1 are member k's),
+each row keyed by its member's seed through `CounterRNG.concat`. Members of one environment use a plain
+`TopicRec`; members of different environments a `MixedTopicRec` (per-user item table, click model and
+diversity penalty). A user's trajectory depends only on (env, seed, user id), so member k sees exactly
+the users a solo run with its env and seed would see, and a simulator step costs one batched step
+whatever K.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from slatectl.sim.mixed import MixedTopicRec
+from slatectl.sim.rng import CounterRNG
+from slatectl.sim.topicrec import USER_STREAM, Observation, TopicRec
+
+
+@dataclass
+class MemberStep:
+    observation: Observation  # slate, clicks: (K, B, slate_size)
+    reward: torch.Tensor  # (K, B)
+    user_state: torch.Tensor  # (K, B, D)
+
+
+class MemberEnvs:
+    """`envs[k]` is member k's environment (members of one env may pass the same or equal objects)."""
+
+    def __init__(self, envs: list[TopicRec]):
+        if not envs:
+            raise ValueError("a population needs at least one member")
+        distinct: dict[str, TopicRec] = {}
+        for env in envs:
+            distinct.setdefault(env.config.name, env)
+        names = list(distinct)
+        self.members = len(envs)
+        self.variant = torch.tensor([names.index(env.config.name) for env in envs])
+        self.env: TopicRec = distinct[names[0]] if len(names) == 1 else MixedTopicRec(list(distinct.values()))
+        self.config = envs[0].config  # shape parameters, shared by all members (MixedTopicRec checks)
+        self._batch = 0
+
+    def reset(self, user_ids: torch.Tensor, seeds: list[int]) -> Observation:
+        """Every member's users `user_ids` (B,), member k with seed `seeds[k]`; returns (K, B, ·)."""
+        user_ids = torch.as_tensor(user_ids, dtype=torch.int64).reshape(-1)
+        self._batch = B = user_ids.shape[0]
+        rng = CounterRNG.concat([CounterRNG(seed, USER_STREAM, user_ids) for seed in seeds])
+        if isinstance(self.env, MixedTopicRec):
+            first = self.env.reset_variants(rng, self.variant.repeat_interleave(B))
+        else:
+            first = self.env.reset_streams(rng)
+        return Observation(slate=self._split(first.slate), clicks=self._split(first.clicks))
+
+    def user_states(self) -> torch.Tensor:
+        """(K, B, D) the hidden user embeddings now."""
+        return self._split(self.env.user)
+
+    def step(self, slates: torch.Tensor) -> MemberStep:
+        """slates (K, B, slate_size) → member k's users step in member k's env."""
+        result = self.env.step(slates.reshape(self.members * self._batch, -1))
+        obs = result.observation
+        return MemberStep(Observation(self._split(obs.slate), self._split(obs.clicks)),
+                          self._split(result.reward), self._split(result.user_state))
+
+    def _split(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows.view(self.members, self._batch, *rows.shape[1:])

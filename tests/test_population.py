@@ -1,0 +1,361 @@
+"""Population training (issue 11): K members in one process, each exactly a solo run of its env and seed."""
+
+import json
+import math
+import os
+import signal
+
+import pytest
+import torch
+
+from sqlmodel import Session
+from typer.testing import CliRunner
+
+from slatectl.agents.sac_population import StackedSAC
+from slatectl.cli import app
+from slatectl.errors import BadInput
+from slatectl.registry import open_registry
+from slatectl.registry.models import Run, utcnow
+from slatectl.settings import Settings
+from slatectl.sim.member_envs import MemberEnvs
+from slatectl.train.config import resolve_run_config
+from slatectl.train.episodes import play_episodes
+from slatectl.harness import seed_everything
+from slatectl.train.assembly import build_agent, ensure_agent_inputs
+from slatectl.train.loop import RunInterrupted, Trainer
+from slatectl.train.population import (PopulationTrainer, group_runs, member_episodes, membership,
+                                       play_member_episodes, population_configs, stack_batches,
+                                       train_members_sequentially)
+from slatectl.train.replay import EpisodeReplay
+from training_helpers import StopAt
+
+SMALL = [
+    "training.random_steps=10", "training.val_every=10", "training.val_episodes=8", "training.test_episodes=8",
+    "training.random_phase_batch=10", "agent.batch_size=4", "agent.capacity=50",
+    "logged.episodes=200", "gems.max_epochs=1", "gems.max_slates=4000", "mf.max_batches=30", "mf.eval_every_batches=10",
+]
+SEEDS = [11, 12, 13]
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return Settings.resolve(home=tmp_path / "home")
+
+
+def _configs(envs, seeds, steps=12, save_every=6, extra=(), agent="sac-gems"):
+    base = [resolve_run_config(agent, env, overrides=SMALL + list(extra),
+                               cli_training={"max_steps": steps, "save_every": save_every}) for env in envs]
+    return population_configs(base, seeds)
+
+
+def _solo(registry, config):
+    """A solo run's agent as `Trainer.run` builds it, and the global RNG state it starts acting with."""
+    seed_everything(config.training.seed)
+    return build_agent(config, ensure_agent_inputs(registry, config, lambda text: None).inputs)
+
+
+def _first_update(registry, configs):
+    """Build the population, play the random phase (10 episodes), fill the replays, sample and update once.
+
+    Returns (members, stacked agent, episodes, sampled batch, per-member metrics)."""
+    members = PopulationTrainer(registry, configs).build_members()
+    agent = StackedSAC([m.agent for m in members])
+    envs = MemberEnvs([m.env for m in members])
+    generators = [m.generator for m in members]
+    episodes = play_member_episodes(envs, agent, torch.arange(10), [c.training.seed for c in configs], "random",
+                                    generators)
+    for k, m in enumerate(members):
+        m.replay.add(member_episodes(episodes, k))
+    batch = stack_batches([m.replay.sample(m.generator) for m in members])
+    metrics = agent.update(batch, generators)
+    return members, agent, episodes, batch, metrics
+
+
+@pytest.mark.parametrize("agent, envs, seeds, k", [
+    ("sac-gems", ["focused_topdown"], SEEDS, 1),
+    ("sac-gems", ["focused_topdown", "diffuse_divpen"], SEEDS[:2], 2),
+    ("sac-topk-ideal", ["focused_topdown", "diffuse_divpen"], SEEDS[:2], 3),
+    ("sac-topk-mf", ["diffuse_mix"], SEEDS[:2], 0),
+], ids=["gems-one-env", "gems-mixed-envs", "topk-ideal-mixed-envs", "topk-mf"])
+def test_member_equals_solo_run_weights_episode_batch_and_first_update(settings, agent, envs, seeds, k):
+    configs = _configs(envs, seeds, agent=agent)
+    with open_registry(settings) as registry:
+        members, agent, episodes, batch, metrics = _first_update(registry, configs)
+        env, solo = _solo(registry, configs[k])
+
+    # identical initial weights (member k's layout module was built exactly as the solo agent)
+    initial = members[k].agent.state_dict()
+    for name, value in solo.state_dict().items():
+        assert torch.equal(initial[name], value), name
+
+    # identical first episodes (random phase: actions from the solo run's global RNG stream)
+    solo_episodes = play_episodes(env, solo, torch.arange(10), configs[k].training.seed, "random")
+    mine = member_episodes(episodes, k)
+    assert torch.equal(mine.slates, solo_episodes.slates) and torch.equal(mine.clicks, solo_episodes.clicks)
+    assert torch.equal(mine.rewards, solo_episodes.rewards)
+    torch.testing.assert_close(mine.actions, solo_episodes.actions, atol=1e-6, rtol=0)
+
+    # identical first batch (the same replay indices)
+    replay = EpisodeReplay(configs[k].agent.capacity, configs[k].agent.batch_size)
+    replay.add(solo_episodes)
+    solo_batch = replay.sample()
+    assert torch.equal(member_episodes(batch, k).slates, solo_batch.slates)
+    assert torch.equal(member_episodes(batch, k).rewards, solo_batch.rewards)
+
+    # first update: losses, gradients and new weights within 1e-5
+    solo_metrics = solo.update(solo_batch)
+    for key, value in solo_metrics.items():
+        assert metrics[k][key] == pytest.approx(value, abs=1e-5), key
+    trained = [n for n, p in solo.named_parameters() if p.requires_grad]
+    assert {"actor.0.weight", "q1.0.weight", "critic_belief.gru.weight_hh_l0", "log_alpha"} <= set(trained)
+    assert metrics[k]["critic_loss"] != metrics[1 - k % 2]["critic_loss"]  # members differ (different seeds)
+    for name, param in solo.named_parameters():
+        if param.grad is not None:
+            torch.testing.assert_close(agent.tensors[name].grad[k], param.grad, atol=1e-5, rtol=1e-4, msg=name)
+    after = agent.member_state_dict(k)
+    for name, value in solo.state_dict().items():
+        torch.testing.assert_close(after[name], value, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_members_are_independent_of_each_others_seed(settings):
+    with open_registry(settings) as registry:
+        _, agent_a, episodes_a, _, metrics_a = _first_update(registry, _configs(["focused_topdown"], SEEDS))
+        _, agent_b, episodes_b, _, metrics_b = _first_update(registry, _configs(["focused_topdown"], [11, 12, 99]))
+    assert metrics_a[:2] == metrics_b[:2]
+    assert metrics_a[2] != metrics_b[2]
+    assert torch.equal(episodes_a.slates[:2], episodes_b.slates[:2])
+    assert not torch.equal(episodes_a.slates[2], episodes_b.slates[2])
+    for name, tensor in agent_a.tensors.items():
+        if tensor.grad is not None:
+            assert torch.equal(tensor.grad[:2], agent_b.tensors[name].grad[:2]), name
+
+
+@pytest.mark.parametrize("agent, parallel", [("sac-gems", 1), ("sac-gems", 2), ("sac-topk-ideal", 1)])
+def test_population_registers_member_runs_matching_solo_runs(settings, agent, parallel):
+    configs = _configs(["focused_topdown"], SEEDS[:2], extra=[f"training.parallel_episodes={parallel}"], agent=agent)
+    with open_registry(settings) as registry:
+        results = PopulationTrainer(registry, configs, logs_dir=settings.home / "logs").run(command="test")
+        solo = Trainer(registry, configs[1]).run(command="test")
+        runs = [registry.get_run(r.run_id) for r in results]
+        member_ckpts = registry.list_checkpoints(run_id=results[1].run_id)
+        solo_ckpts = registry.list_checkpoints(run_id=solo.run_id)
+        member_state = registry.load_checkpoint_state(member_ckpts[-1].id)
+        solo_state = registry.load_checkpoint_state(solo_ckpts[-1].id)
+        validations = registry.validations(results[0].run_id)
+    assert [r.status for r in runs] == ["finished", "finished"]
+    assert [r.seed for r in runs] == SEEDS[:2]
+    groups = {r.group_id for r in runs}
+    assert len(groups) == 1 and [r.config["population"]["member"] for r in runs] == [0, 1]
+    assert {r.config["population"]["group"] for r in runs} == groups
+    for result in results:
+        assert [c.step for c in result.checkpoints] == [6, 12]
+        assert [c.trained for c in result.checkpoints] == [False, True]  # step 6 is in the random phase
+        assert all(c.test_episodes == 8 for c in result.checkpoints)
+    assert [v.step for v in validations] == [6, 10, 12]
+    # step 6 is in the random phase: same weights and users, so the very same validation return
+    assert member_ckpts[0].val_return_mean == solo_ckpts[0].val_return_mean
+    for name, value in solo_state.items():  # two updates later: equal up to float rounding
+        torch.testing.assert_close(member_state[name], value, atol=1e-4, rtol=1e-3, msg=name)
+    assert (settings.home / "logs" / f"run-{results[0].run_id}.csv").read_text().count("\n") >= 3
+
+
+class _SignalAt:
+    """A reporter that sends this process `signum` once the population reaches `step` (a scheduler's kill)."""
+
+    def __init__(self, step, signum=signal.SIGTERM):
+        self.step, self.signum, self.sent = step, signum, False
+
+    def message(self, text):
+        pass
+
+    def start(self, total_steps, first_step, random_steps):
+        pass
+
+    def advance(self, progress):
+        if progress.step >= self.step and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.signum)
+
+    def stop(self):
+        pass
+
+
+def test_resume_group_continues_every_member_as_an_uninterrupted_population(settings):
+    configs = _configs(["focused_topdown"], SEEDS[:2], steps=16, save_every=12)
+    with open_registry(settings) as registry:
+        with pytest.raises(RunInterrupted, match="--resume g-interrupted"):
+            PopulationTrainer(registry, configs, _SignalAt(14)).run(command="test", group="g-interrupted")
+        members = group_runs(registry, "g-interrupted")
+        assert [r.status for r in members] == ["interrupted", "interrupted"]
+        assert all(r.group_id == "g-interrupted" for r in members)
+        assert [[c.step for c in registry.list_checkpoints(run_id=r.id)] for r in members] == [[12], [12]]
+        resumed = PopulationTrainer.resume(registry, "g-interrupted")
+        straight = PopulationTrainer(registry, configs).run(command="test")
+        assert [r.status for r in group_runs(registry, "g-interrupted")] == ["finished", "finished"]
+        for a, b in zip(resumed, straight):
+            assert [c.step for c in registry.list_checkpoints(run_id=a.run_id)] == [12, 16]
+            assert len(registry.resume_states(a.run_id)) == 1  # pruned to keep_resume (default 1)
+            state_a = registry.load_checkpoint_state(registry.list_checkpoints(run_id=a.run_id)[-1].id)
+            state_b = registry.load_checkpoint_state(registry.list_checkpoints(run_id=b.run_id)[-1].id)
+            for name in state_a:
+                torch.testing.assert_close(state_a[name], state_b[name], atol=1e-6, rtol=1e-5, msg=name)
+        with pytest.raises(BadInput):
+            PopulationTrainer.resume(registry, "no-such-group")
+
+
+def test_a_kill_between_members_checkpoints_is_completed_by_resume(settings, monkeypatch):
+    configs = _configs(["focused_topdown"], SEEDS[:2], steps=12, save_every=6)
+    with open_registry(settings) as registry:
+        register = registry.register_checkpoint
+
+        def dies_at_second_members_last_checkpoint(run_id, step, *args, **kwargs):
+            if step == 12 and registry.get_run(run_id).config["population"]["member"] == 1:
+                raise OSError("disk gone")
+            return register(run_id, step, *args, **kwargs)
+
+        monkeypatch.setattr(registry, "register_checkpoint", dies_at_second_members_last_checkpoint)
+        with pytest.raises(OSError):
+            PopulationTrainer(registry, configs).run(command="test", group="g-half-saved")
+        monkeypatch.setattr(registry, "register_checkpoint", register)
+        members = group_runs(registry, "g-half-saved")
+        assert [r.status for r in members] == ["failed", "failed"]
+        assert [[c.step for c in registry.list_checkpoints(run_id=r.id)] for r in members] == [[6, 12], [6]]
+        results = PopulationTrainer.resume(registry, "g-half-saved")
+        assert [[c.step for c in r.checkpoints] for r in results] == [[6, 12], [6, 12]]
+        assert [r.status for r in group_runs(registry, "g-half-saved")] == ["finished", "finished"]
+        assert all(c.test_episodes == 8 for r in results for c in r.checkpoints)
+
+
+def test_a_second_ctrl_c_marks_every_member_interrupted(settings):
+    configs = _configs(["focused_topdown"], SEEDS[:2], steps=12, save_every=6)
+    with open_registry(settings) as registry:
+        with pytest.raises(KeyboardInterrupt):  # what a second Ctrl-C raises, wherever the loop is
+            PopulationTrainer(registry, configs, StopAt(4)).run(command="test", group="g-ctrl-c")
+        assert [r.status for r in group_runs(registry, "g-ctrl-c")] == ["interrupted", "interrupted"]
+
+
+def test_resume_refuses_a_group_with_a_live_member_and_leaves_the_others_as_they_were(settings):
+    configs = _configs(["focused_topdown"], SEEDS[:2])
+    with open_registry(settings) as registry:
+        runs = [registry.start_run(c.agent_name, c.env, c.training.seed,
+                                   {**c.to_dict(), "population": membership("g-live", k, 2)}, group_id="g-live")
+                for k, c in enumerate(configs)]
+        registry.finish_run(runs[0].id, status="interrupted")
+        with Session(registry.engine) as session:  # member 1 is alive in another process
+            row = session.get(Run, runs[1].id)
+            row.pid, row.host, row.heartbeat_at = 4321, "elsewhere", utcnow()
+            session.add(row)
+            session.commit()
+        with pytest.raises(BadInput, match="being worked on"):
+            PopulationTrainer.resume(registry, "g-live")
+        assert [r.status for r in group_runs(registry, "g-live")] == ["interrupted", "running"]
+        assert registry.get_run(runs[1].id).host == "elsewhere"
+
+
+def test_population_rejects_members_that_cannot_run_in_lockstep(settings):
+    a = _configs(["focused_topdown"], [1])[0]
+    b = _configs(["focused_topdown"], [2], extra=["agent.gamma=0.5"])[0]
+    with open_registry(settings) as registry:
+        with pytest.raises(BadInput, match="share every"):
+            PopulationTrainer(registry, [a, b])
+        with pytest.raises(BadInput, match="same env and seed"):
+            PopulationTrainer(registry, [a, a])
+
+
+def test_cli_mixed_env_population_matches_solo_runs_and_resumes_by_group(tmp_path):
+    runner = CliRunner()
+    home = str(tmp_path / "home")
+    small = [a for item in SMALL for a in ("--set", item)]
+    args = ["--home", home, "train", "sac-gems", "--steps", "12", "--save-every", "6", "--seed", "11", *small]
+    result = runner.invoke(app, [*args, "--env", "focused_topdown,diffuse_divpen", "--seeds", "1"])
+    assert result.exit_code == 0, result.output
+    listed = json.loads(runner.invoke(app, ["--home", home, "ckpt", "list", "--json"]).stdout)
+    assert sorted((c["env"], c["step"]) for c in listed) == [("diffuse_divpen", 6), ("diffuse_divpen", 12),
+                                                             ("focused_topdown", 6), ("focused_topdown", 12)]
+    for env in ("focused_topdown", "diffuse_divpen"):  # the same runs trained solo
+        solo = runner.invoke(app, [*args, "--env", env])
+        assert solo.exit_code == 0, solo.output
+    with open_registry(Settings.resolve(home=tmp_path / "home")) as registry:
+        runs = registry.list_runs()
+        group = next(r.group_id for r in runs if r.group_id)
+        for env in ("focused_topdown", "diffuse_divpen"):
+            member = next(r for r in runs if r.env == env and "population" in r.config)
+            solo = next(r for r in runs if r.env == env and "population" not in r.config)
+            pop_v = {v.step: v for v in registry.validations(member.id)}
+            solo_v = {v.step: v for v in registry.validations(solo.id)}
+            assert pop_v[6].return_mean == solo_v[6].return_mean  # random phase: identical
+            for step in (10, 12):  # after updates: equal within the validation noise (SEM-derived tolerance)
+                a, b = pop_v[step], solo_v[step]
+                sem = math.sqrt((a.return_std ** 2 + b.return_std ** 2) / a.episodes)
+                assert abs(a.return_mean - b.return_mean) <= 3 * sem + 1e-9
+    in_group = json.loads(runner.invoke(app, ["--home", home, "ckpt", "list", "--group", group, "--json"]).stdout)
+    assert sorted(c["step"] for c in in_group) == [6, 6, 12, 12]  # the members' only, not the solo runs'
+    assert runner.invoke(app, ["--home", home, "ckpt", "list", "--group", "pop-nothere"]).exit_code == 2
+    jobs = runner.invoke(app, [*args, "--env", "focused_topdown,diffuse_divpen", "--jobs", "2"])
+    assert jobs.exit_code == 2 and "--jobs does not apply" in jobs.output
+    again = runner.invoke(app, ["--home", home, "train", "sac-gems", "--resume", group])
+    assert again.exit_code == 0, again.output  # finished already: nothing left to train, tests re-recorded
+    unknown = runner.invoke(app, ["--home", home, "train", "sac-gems", "--resume", "pop-nothere"])
+    assert unknown.exit_code == 2 and "no population" in unknown.output
+    bad = runner.invoke(app, [*args, "--env", "focused_topdown,focused_topdown", "--seeds", "1"])
+    assert bad.exit_code == 2 and "distinct" in bad.output
+
+
+def test_cli_agent_without_stacking_trains_its_members_one_after_another(tmp_path):
+    runner = CliRunner()
+    home = str(tmp_path / "home")
+    small = [a for item in SMALL for a in ("--set", item)]
+    result = runner.invoke(app, ["--home", home, "train", "slateq", "--env", "focused_topdown", "--seeds", "2",
+                                 "--seed", "5", "--steps", "12", "--save-every", "12", *small])
+    assert result.exit_code == 0, result.output
+    assert "one after another" in result.output
+    with open_registry(Settings.resolve(home=tmp_path / "home")) as registry:
+        runs = registry.list_runs()
+        assert sorted(r.seed for r in runs) == [5, 6] and {r.status for r in runs} == {"finished"}
+        assert all([c.step for c in registry.list_checkpoints(run_id=r.id)] == [12] for r in runs)
+        groups = {r.group_id for r in runs}
+        # each member is exactly the solo run of its seed
+        solo = Trainer(registry, resolve_run_config("slateq", "focused_topdown", overrides=SMALL,
+                                                    cli_training={"max_steps": 12, "save_every": 12, "seed": 6})).run()
+        member = next(r for r in runs if r.seed == 6)
+        assert registry.validations(member.id)[-1].return_mean == registry.validations(solo.run_id)[-1].return_mean
+    assert len(groups) == 1
+    again = runner.invoke(app, ["--home", home, "train", "slateq", "--resume", groups.pop()])
+    assert again.exit_code == 0, again.output
+
+
+def test_sequential_members_stopped_by_sigterm_are_all_interrupted_and_resume_as_a_group(settings):
+    configs = _configs(["focused_topdown"], [5, 6], steps=12, save_every=12, agent="slateq")
+    with open_registry(settings) as registry:
+        with pytest.raises(RunInterrupted, match="--resume g-seq"):
+            train_members_sequentially(registry, configs, _SignalAt(4), group="g-seq")
+        assert [r.status for r in group_runs(registry, "g-seq")] == ["interrupted", "interrupted"]
+        results = PopulationTrainer.resume(registry, "g-seq")
+        assert [[c.step for c in r.checkpoints] for r in results] == [[12], [12]]
+        assert [r.status for r in group_runs(registry, "g-seq")] == ["finished", "finished"]
+
+
+def test_mixed_simulator_gives_each_user_its_own_environments_trajectory():
+    from slatectl.sim.factory import make_env
+
+    names = ["focused_topdown", "diffuse_divpen", "focused_mix", "diffuse_topdown"]
+    seeds = [3, 4, 5, 3]
+    envs = MemberEnvs([make_env(n) for n in names])
+    users = torch.arange(7, 13)
+    first = envs.reset(users, seeds)
+    solo = [make_env(n) for n in names]
+    solo_first = [e.reset(users, s) for e, s in zip(solo, seeds)]
+    generator = torch.Generator().manual_seed(0)
+    for k in range(len(names)):
+        assert torch.equal(first.slate[k], solo_first[k].slate) and torch.equal(first.clicks[k], solo_first[k].clicks)
+    for t in range(100):
+        slates = torch.randint(0, 1000, (len(names), len(users), 10), generator=generator)
+        slates[:, :, 0] = torch.where(torch.rand(len(names), len(users), generator=generator) < 0.3, -1, slates[:, :, 0])
+        step = envs.step(slates)
+        for k, env in enumerate(solo):
+            expected = env.step(slates[k])
+            assert torch.equal(step.observation.slate[k], expected.observation.slate), (k, t)
+            assert torch.equal(step.observation.clicks[k], expected.observation.clicks), (k, t)
+            assert torch.equal(step.reward[k], expected.reward)
+            torch.testing.assert_close(step.user_state[k], expected.user_state, atol=0, rtol=0)
+    assert envs.env.relevances().shape == (len(names) * len(users), 1000)
