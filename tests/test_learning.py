@@ -61,13 +61,14 @@ from slatectl.settings import Settings
 from slatectl.sim.factory import make_env
 from slatectl.sim.policies import RandomSlatePolicy
 from slatectl.sim.rollout import run_episodes
+from slatectl.sim.seeds import TEST_SEED
 from slatectl.train.config import resolve_run_config
 from slatectl.train.episodes import play_episodes
 from slatectl.train.loop import Trainer
 
 ENV, SEED = "diffuse_topdown", 3
 RANDOM_STEPS, MAX_STEPS, SAVE_EVERY = 200, 2000, 200
-TEST_USERS, TEST_SEED = 500, 2_000_003
+TEST_USERS = 500
 Z_MIN = 8
 
 
