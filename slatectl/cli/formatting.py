@@ -59,3 +59,12 @@ def format_field(key: str, value: Any) -> str:
         if key in _VERBATIM or key.endswith("_id") or key.endswith("seed"):
             return str(value)
     return format_value(value)
+
+
+def format_settings(flat: dict[str, Any]) -> str:
+    """`key=value` pairs of a flattened config, values as one would type them after `--set`."""
+    def typed(value: Any) -> str:
+        if isinstance(value, (list, tuple)):
+            return "[" + ",".join(typed(v) for v in value) + "]"
+        return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    return ", ".join(f"{key}={typed(value)}" for key, value in flat.items()) if flat else "—"

@@ -12,7 +12,7 @@ from slatectl.registry import open_registry, run_liveness
 from slatectl.cli.plots import PLOT_SUFFIXES, plot_destination, plot_learning_curve, plot_return_histogram
 from slatectl.registry.records import checkpoint_record, dataset_record, iso, promotion_record, run_record, validation_record
 from slatectl.cli.ckpt_cmd import active_qualities, checkpoint_table
-from slatectl.cli.formatting import fmt_bytes, format_field, format_value
+from slatectl.cli.formatting import fmt_bytes, format_field, format_settings
 from slatectl.cli.common import MAX_LIST, console, get_settings, print_json
 from slatectl.collect.reader import UnreadableDataset, episode_returns, return_summary
 from slatectl.errors import BadInput
@@ -121,7 +121,7 @@ def inspect_run(
             table.add_row(key, format_field(key, value))
     table.add_row("liveness", liveness)
     table.add_row("disk", f"{fmt_bytes(disk_bytes)} (checkpoints and kept resume states)")
-    table.add_row("config", format_value(_flatten(run.config)))
+    table.add_row("config", format_settings(_flatten(run.config)))
     console.print(table)
     if checkpoints:
         console.print(checkpoint_table(checkpoints, promoted, f"checkpoints of run {run.id}"))
