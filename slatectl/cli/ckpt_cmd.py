@@ -10,7 +10,7 @@ from rich import box
 from rich.table import Table
 
 from slatectl.cli.common import console, err_console, get_settings, print_json
-from slatectl.cli.formatting import fmt_bytes, fmt_return, format_field
+from slatectl.cli.formatting import compact_table, fmt_bytes, fmt_return, format_field
 from slatectl.collect.random_return import compute_random_return
 from slatectl.configs import env_names
 from slatectl.domain import Quality
@@ -65,22 +65,24 @@ def checkpoint_table(checkpoints: list[Checkpoint], promoted: dict[int, list[str
     """One line per checkpoint; the env and test-return columns appear only when they say something."""
     several_envs = len({c.env for c in checkpoints}) > 1
     tested = any(c.test_return_mean is not None for c in checkpoints)
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
     columns = [("id", "right"), ("run", "right")] + ([("env", "left")] if several_envs else []) + [
         ("agent", "left"), ("step", "right"), ("val return", "right")] + (
         [("test return", "right")] if tested else []) + [("flags", "left"), ("sha256", "left")]
-    for column, justify in columns:
-        table.add_column(column, justify=justify, no_wrap=True, overflow="ellipsis")
-    for c in checkpoints:
-        cells = [str(c.id), f"{c.run_id} (stale)" if c.run_id in stale else str(c.run_id)]
-        cells += [c.env] if several_envs else []
-        cells += [c.agent, f"{c.step:,}", fmt_return(c.val_return_mean, c.val_return_std)]
-        cells += [fmt_return(c.test_return_mean, c.test_return_std)] if tested else []
-        cells += [" ".join(checkpoint_flags(c, promoted)), c.sha256[:8]]
-        table.add_row(*cells)
+    rows = [_checkpoint_cells(c, promoted, stale, several_envs, tested) for c in checkpoints]
+    table = compact_table(title, columns, rows, squeezable=("agent", "sha256", "env"), width=console.width)
     if not several_envs and checkpoints:
         table.title = f"{title} of {checkpoints[0].env}"
     return table
+
+
+def _checkpoint_cells(c: Checkpoint, promoted: dict[int, list[str]], stale: set[int], several_envs: bool,
+                      tested: bool) -> list[str]:
+    cells = [str(c.id), f"{c.run_id} (stale)" if c.run_id in stale else str(c.run_id)]
+    cells += [c.env] if several_envs else []
+    cells += [c.agent, f"{c.step:,}", fmt_return(c.val_return_mean, c.val_return_std)]
+    cells += [fmt_return(c.test_return_mean, c.test_return_std)] if tested else []
+    cells += [" ".join(checkpoint_flags(c, promoted)), c.sha256[:8]]
+    return cells
 
 
 @app.command("list")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
+
+from rich import box
+from rich.table import Table
 
 
 def fmt_return(value: float | None, std: float | None = None) -> str:
@@ -68,3 +71,27 @@ def format_settings(flat: dict[str, Any]) -> str:
             return "[" + ",".join(typed(v) for v in value) + "]"
         return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
     return ", ".join(f"{key}={typed(value)}" for key, value in flat.items()) if flat else "—"
+
+
+def compact_table(title: str, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[str]],
+                  squeezable: Sequence[str] = (), width: int = 80) -> Table:
+    """A borderless table that fits `width` characters (80 without a terminal) by shortening only the
+    `squeezable` text columns, widest first, down to 6 characters, with an ellipsis; ids and numbers keep
+    their full width."""
+    widths = [max([len(name), *(len(row[index]) for row in rows)]) for index, (name, _) in enumerate(columns)]
+    shrinkable = [i for i, (name, _) in enumerate(columns) if name in squeezable]
+    floor = 6
+    excess = sum(widths) + len(columns) + 1 - width  # one space between columns and at both edges
+    while excess > 0:
+        candidates = [i for i in shrinkable if widths[i] > floor]
+        if not candidates:
+            break
+        widths[max(candidates, key=lambda i: widths[i])] -= 1
+        excess -= 1
+    # The box draws one space between columns; no padding on top of it, so ten columns fit 80 characters.
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=0)
+    for (name, justify), column_width in zip(columns, widths):
+        table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis", width=column_width)
+    for row in rows:
+        table.add_row(*row)
+    return table

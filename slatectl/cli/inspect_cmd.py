@@ -12,7 +12,7 @@ from slatectl.registry import open_registry, run_liveness
 from slatectl.cli.plots import PLOT_SUFFIXES, plot_destination, plot_learning_curve, plot_return_histogram
 from slatectl.registry.records import checkpoint_record, dataset_record, iso, promotion_record, run_record, validation_record
 from slatectl.cli.ckpt_cmd import active_qualities, checkpoint_table
-from slatectl.cli.formatting import fmt_bytes, format_field, format_settings
+from slatectl.cli.formatting import compact_table, fmt_bytes, format_field, format_settings
 from slatectl.cli.common import MAX_LIST, console, get_settings, print_json
 from slatectl.collect.reader import UnreadableDataset, episode_returns, return_summary
 from slatectl.errors import BadInput
@@ -55,31 +55,30 @@ def overview(
     console.print(f"Registry {url} (schema v{schema}); artifacts in {settings.artifacts_dir}")
     console.print("  ".join(f"{name}: {count}" for name, count in view.counts.items()))
     if view.runs:
-        runs = Table(title=f"recent runs (latest {limit})")
-        for column in ("id", "agent", "env", "seed", "status", "ckpts", "best val", "last step", "disk", "started (UTC)"):
-            runs.add_column(column)
-        for s in view.runs:
-            runs.add_row(str(s.run.id), s.run.agent, s.run.env, str(s.run.seed), s.liveness or s.run.status,
-                         str(s.checkpoints), "" if s.best_val_return is None else f"{s.best_val_return:.1f}",
-                         "" if s.last_step is None else f"{s.last_step:,}", fmt_bytes(s.disk_bytes),
-                         iso(s.run.started_at))
+        columns = [("id", "right"), ("agent", "left"), ("env", "left"), ("seed", "right"), ("status", "left"),
+                   ("ckpts", "right"), ("best val", "right"), ("last step", "right"), ("disk", "right"),
+                   ("started (UTC)", "left")]
+        rows = [[str(s.run.id), s.run.agent, s.run.env, str(s.run.seed), s.liveness or s.run.status,
+                 str(s.checkpoints), "" if s.best_val_return is None else f"{s.best_val_return:.1f}",
+                 "" if s.last_step is None else f"{s.last_step:,}", fmt_bytes(s.disk_bytes),
+                 iso(s.run.started_at)[:16].replace("T", " ")] for s in view.runs]
+        runs = compact_table(f"recent runs (latest {limit})", columns, rows,
+                             squeezable=("agent", "env", "seed", "started (UTC)"), width=console.width)
         console.print(runs)
     if view.active_promotions:
-        promotions = Table(title="active promotions")
-        for column in ("env", "quality", "checkpoint", "agent", "step", "val return", "promoted (UTC)", "by"):
-            promotions.add_column(column)
-        for p, c in view.active_promotions:
-            promotions.add_row(p.env, p.quality, str(c.id), c.agent, f"{c.step:,}", f"{c.val_return_mean:.2f}",
-                               iso(p.promoted_at), p.promoted_by)
-        console.print(promotions)
+        columns = [("env", "left"), ("quality", "left"), ("ckpt", "right"), ("agent", "left"), ("step", "right"),
+                   ("val return", "right"), ("promoted (UTC)", "left"), ("by", "left")]
+        rows = [[p.env, p.quality, str(c.id), c.agent, f"{c.step:,}", f"{c.val_return_mean:.1f}",
+                 iso(p.promoted_at)[:16].replace("T", " "), p.promoted_by] for p, c in view.active_promotions]
+        console.print(compact_table("active promotions", columns, rows, width=console.width,
+                                    squeezable=("env", "agent", "promoted (UTC)", "by")))
     if view.datasets:
-        datasets = Table(title=f"recent datasets (latest {limit})")
-        for column in ("id", "env", "quality", "policy", "checkpoint", "episodes", "transitions", "mean return", "format"):
-            datasets.add_column(column)
-        for d in view.datasets:
-            datasets.add_row(str(d.id), d.env, d.quality, d.policy, "" if d.checkpoint_id is None else str(d.checkpoint_id),
-                             f"{d.episodes:,}", f"{d.transitions:,}", f"{d.return_mean:.2f}", d.format)
-        console.print(datasets)
+        columns = [("id", "right"), ("env", "left"), ("quality", "left"), ("policy", "left"), ("ckpt", "right"),
+                   ("episodes", "right"), ("transitions", "right"), ("mean return", "right"), ("format", "left")]
+        rows = [[str(d.id), d.env, d.quality, d.policy, "" if d.checkpoint_id is None else str(d.checkpoint_id),
+                 f"{d.episodes:,}", f"{d.transitions:,}", f"{d.return_mean:.1f}", d.format] for d in view.datasets]
+        console.print(compact_table(f"recent datasets (latest {limit})", columns, rows, width=console.width,
+                                    squeezable=("env", "policy")))
     if not any(view.counts.values()):
         console.print("The registry is empty. Start with `slatectl train AGENT --env ENV --save-every N`.")
 
