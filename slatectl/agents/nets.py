@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Iterable, Sequence
 
 import torch
@@ -31,8 +32,6 @@ def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
 
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A deep copy with gradients off (target networks)."""
-    import copy
-
     clone = copy.deepcopy(module)
     for p in clone.parameters():
         p.requires_grad_(False)

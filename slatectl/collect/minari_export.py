@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from gymnasium import spaces
 
 from slatectl import __version__
 from slatectl.errors import BadInput
@@ -80,8 +81,6 @@ def _datasets_path(path: Path):
 
 
 def _spaces(env_cfg, belief_dim: int, latent_dim: int):
-    from gymnasium import spaces
-
     K, N = env_cfg.slate_size, env_cfg.num_items
     # Compact integer types (as in the npz): the gymnasium env's int64 would make the file ~1.6× larger.
     observation = {"slate": spaces.Box(0, N - 1, shape=(K,), dtype=np.int16),

@@ -9,7 +9,8 @@ from typing import Callable
 
 import torch
 
-from slatectl.sim.policies import SlatePolicy
+from slatectl.sim.factory import make_env
+from slatectl.sim.policies import RandomSlatePolicy, SlatePolicy
 from slatectl.sim.seeds import VALIDATION_SEED
 from slatectl.sim.topicrec import TopicRec
 
@@ -75,7 +76,4 @@ RANDOM_RETURN_SEED = VALIDATION_SEED  # the random policy is compared with valid
 
 def random_return(env_name: str, episodes: int = 1000) -> float:
     """Mean return of the uniform random slate policy on `env_name` (used to suggest `medium`)."""
-    from slatectl.sim.factory import make_env
-    from slatectl.sim.policies import RandomSlatePolicy
-
     return rollout(make_env(env_name), RandomSlatePolicy(), episodes, RANDOM_RETURN_SEED, batch_size=episodes).mean
