@@ -11,7 +11,6 @@ import torch
 from sqlmodel import Session
 from typer.testing import CliRunner
 
-from slatectl.agents.sac_population import StackedSAC
 from slatectl.cli import app
 from slatectl.errors import BadInput
 from slatectl.registry import open_registry
@@ -35,6 +34,8 @@ SMALL = [
     "logged.episodes=200", "gems.max_epochs=1", "gems.max_slates=4000", "mf.max_batches=30", "mf.eval_every_batches=10",
 ]
 SEEDS = [11, 12, 13]
+#: REINFORCE is on-policy: its replay holds exactly one batch.
+REINFORCE_SMALL = ["agent.capacity=4"]
 
 
 @pytest.fixture
@@ -54,21 +55,27 @@ def _solo(registry, config):
     return build_agent(config, ensure_agent_inputs(registry, config, lambda text: None).inputs)
 
 
-def _first_update(registry, configs):
-    """Build the population, play the random phase (10 episodes), fill the replays, sample and update once.
+def _first_update(registry, configs, explore_steps=0):
+    """Build the population, play the random phase (10 episodes), fill the replays, sample and update once
+    (at training step 10, as the loop would), then play `explore_steps` exploring episodes.
 
-    Returns (members, stacked agent, episodes, sampled batch, per-member metrics)."""
-    members = PopulationTrainer(registry, configs).build_members()
-    agent = StackedSAC([m.agent for m in members])
+    Returns (members, stacked agent, episodes, sampled batch, per-member metrics, exploring episodes)."""
+    trainer = PopulationTrainer(registry, configs)
+    members = trainer.build_members()
+    agent = trainer.stack(members)
     envs = MemberEnvs([m.env for m in members])
     generators = [m.generator for m in members]
-    episodes = play_member_episodes(envs, agent, torch.arange(10), [c.training.seed for c in configs], "random",
-                                    generators)
+    seeds = [c.training.seed for c in configs]
+    agent.set_step(0)
+    episodes = play_member_episodes(envs, agent, torch.arange(10), seeds, "random", generators)
     for k, m in enumerate(members):
         m.replay.add(member_episodes(episodes, k))
     batch = stack_batches([m.replay.sample(m.generator) for m in members])
+    agent.set_step(10)
     metrics = agent.update(batch, generators)
-    return members, agent, episodes, batch, metrics
+    explored = (play_member_episodes(envs, agent, torch.arange(10, 10 + explore_steps), seeds, "explore", generators)
+                if explore_steps else None)
+    return members, agent, episodes, batch, metrics, explored
 
 
 @pytest.mark.parametrize("agent, envs, seeds, k", [
@@ -80,7 +87,7 @@ def _first_update(registry, configs):
 def test_member_equals_solo_run_weights_episode_batch_and_first_update(settings, agent, envs, seeds, k):
     configs = _configs(envs, seeds, agent=agent)
     with open_registry(settings) as registry:
-        members, agent, episodes, batch, metrics = _first_update(registry, configs)
+        members, agent, episodes, batch, metrics, _ = _first_update(registry, configs)
         env, solo = _solo(registry, configs[k])
 
     # identical initial weights (member k's layout module was built exactly as the solo agent)
@@ -117,15 +124,78 @@ def test_member_equals_solo_run_weights_episode_batch_and_first_update(settings,
         torch.testing.assert_close(after[name], value, atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_members_are_independent_of_each_others_seed(settings):
+# SlateQ with a fast ε schedule (ε ≈ 0.01 at step 10) so that exploring episodes mostly act on the Q-net.
+FAST_EPSILON = ["agent.epsilon_decay=1"]
+
+
+@pytest.mark.parametrize("agent, envs, seeds, k, extra", [
+    ("slateq", ["focused_topdown"], SEEDS, 1, ()),
+    ("slateq", ["focused_topdown", "diffuse_divpen"], SEEDS[:2], 3, FAST_EPSILON),
+    ("reinforce-softmax", ["focused_topdown"], SEEDS, 2, REINFORCE_SMALL),
+    ("reinforce-softmax", ["focused_topdown", "diffuse_divpen"], SEEDS[:2], 2, REINFORCE_SMALL),
+], ids=["slateq-one-env", "slateq-mixed-envs", "reinforce-one-env", "reinforce-mixed-envs"])
+def test_stacked_member_equals_solo_run_episodes_batch_first_update_and_next_episodes(settings, agent, envs, seeds,
+                                                                                       k, extra):
+    configs = _configs(envs, seeds, agent=agent, extra=extra)
     with open_registry(settings) as registry:
-        _, agent_a, episodes_a, _, metrics_a = _first_update(registry, _configs(["focused_topdown"], SEEDS))
-        _, agent_b, episodes_b, _, metrics_b = _first_update(registry, _configs(["focused_topdown"], [11, 12, 99]))
+        members, stacked, episodes, batch, metrics, explored = _first_update(registry, configs, explore_steps=3)
+        env, solo = _solo(registry, configs[k])
+    seed = configs[k].training.seed
+
+    initial = members[k].agent.state_dict()  # the layout module, built exactly as the solo agent
+    for name, value in solo.state_dict().items():
+        assert torch.equal(initial[name], value), name
+
+    solo.train()
+    solo.set_step(0)
+    solo_episodes = play_episodes(env, solo, torch.arange(10), seed, "random")
+    mine = member_episodes(episodes, k)
+    for field in ("slates", "clicks", "rewards", "user_states"):
+        assert torch.equal(getattr(mine, field), getattr(solo_episodes, field)), field
+
+    replay = EpisodeReplay(configs[k].agent.capacity, configs[k].agent.batch_size)
+    replay.add(solo_episodes)
+    solo_batch = replay.sample()
+    assert torch.equal(member_episodes(batch, k).slates, solo_batch.slates)
+    assert torch.equal(member_episodes(batch, k).clicks, solo_batch.clicks)
+
+    solo.set_step(10)
+    solo_metrics = solo.update(solo_batch)
+    assert set(metrics[k]) == set(solo_metrics)
+    for key, value in solo_metrics.items():  # REINFORCE's loss is a sum of ~10² terms: 1e-5 relative there
+        assert metrics[k][key] == pytest.approx(value, abs=1e-5, rel=1e-5), key
+    other = (k + 1) % len(configs)
+    assert metrics[k] != metrics[other]  # the members are different runs
+    trained = [(n, p) for n, p in solo.named_parameters() if p.grad is not None]
+    assert {"belief.gru.weight_hh_l0", "belief.item_embeddings.weight"} <= {n for n, _ in trained}
+    for name, param in trained:
+        torch.testing.assert_close(stacked.tensors[name].grad[k], param.grad, atol=1e-5, rtol=1e-4, msg=name)
+    after = stacked.member_state_dict(k)
+    assert set(after) == set(solo.state_dict())
+    for name, value in solo.state_dict().items():
+        torch.testing.assert_close(after[name], value, atol=1e-5, rtol=1e-4, msg=name)
+
+    # the next (exploring) episodes: the same draws from the member's generator, the same slates
+    solo_explored = play_episodes(env, solo, torch.arange(10, 13), seed, "explore")
+    assert torch.equal(member_episodes(explored, k).slates, solo_explored.slates)
+    assert torch.equal(member_episodes(explored, k).rewards, solo_explored.rewards)
+
+
+@pytest.mark.parametrize("agent, extra", [("sac-gems", ()), ("slateq", FAST_EPSILON),
+                                          ("reinforce-softmax", REINFORCE_SMALL)])
+def test_members_are_independent_of_each_others_seed(settings, agent, extra):
+    with open_registry(settings) as registry:
+        _, agent_a, episodes_a, _, metrics_a, explored_a = _first_update(
+            registry, _configs(["focused_topdown"], SEEDS, agent=agent, extra=extra), explore_steps=2)
+        _, agent_b, episodes_b, _, metrics_b, explored_b = _first_update(
+            registry, _configs(["focused_topdown"], [11, 12, 99], agent=agent, extra=extra), explore_steps=2)
     assert metrics_a[:2] == metrics_b[:2]
     assert metrics_a[2] != metrics_b[2]
     assert torch.equal(episodes_a.slates[:2], episodes_b.slates[:2])
     assert not torch.equal(episodes_a.slates[2], episodes_b.slates[2])
+    assert torch.equal(explored_a.slates[:2], explored_b.slates[:2])
     for name, tensor in agent_a.tensors.items():
+        assert torch.equal(tensor[:2], agent_b.tensors[name][:2]), name
         if tensor.grad is not None:
             assert torch.equal(tensor.grad[:2], agent_b.tensors[name].grad[:2]), name
 

@@ -33,13 +33,16 @@ from torch import Tensor, nn
 from slatectl.agents.base import ActMode, EpisodeBatch
 from slatectl.agents.rankers import GeMSRanker, TopKRanker
 from slatectl.agents.sac import LOG_STD_MAX, LOG_STD_MIN, SACAgent, default_backward
+from slatectl.agents.spec import register_population
+from slatectl.agents.stacked import StackedAgent
+from slatectl.sim.member_envs import MemberEnvs
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 #: Rows of slot queries scored against the item table at once when ranking (keeps the block in cache).
 _RANK_CHUNK_ROWS = 2048
 
 
-class StackedSAC:
+class StackedSAC(StackedAgent):
     """K SAC members with stacked weights, all with GeMS rankers (SAC+GeMS) or all with TopK rankers
     (SAC+TopK ideal / MF). Built from K plain `SACAgent`s with identical architecture."""
 
@@ -246,7 +249,8 @@ class StackedSAC:
         return self._hidden
 
     @torch.no_grad()
-    def act(self, mode: ActMode, generators: list[torch.Generator]) -> tuple[Tensor, Tensor]:
+    def act(self, mode: ActMode, generators: list[torch.Generator],
+            envs: MemberEnvs | None = None) -> tuple[Tensor, Tensor]:
         """(slates (K, B, slate), actions (K, B, A)); draws from member k's generator as SACAgent.act."""
         state = self.belief_state()
         B = state.shape[1]
@@ -343,3 +347,7 @@ class StackedSAC:
 
     def eval(self) -> None:
         pass
+
+
+for _name in ("sac-gems", "sac-topk-ideal", "sac-topk-mf"):
+    register_population(_name, StackedSAC)
