@@ -229,6 +229,34 @@ def test_population_registers_member_runs_matching_solo_runs(settings, agent, pa
     assert (settings.home / "logs" / f"run-{results[0].run_id}.csv").read_text().count("\n") >= 3
 
 
+@pytest.mark.parametrize("agent, extra", [("slateq", FAST_EPSILON), ("reinforce-softmax", REINFORCE_SMALL)])
+def test_stacked_population_checkpoints_at_the_requested_steps_match_solo_runs(settings, agent, extra):
+    configs = _configs(["focused_topdown", "diffuse_divpen"], SEEDS[:2], agent=agent, extra=extra)
+    with open_registry(settings) as registry:
+        results = PopulationTrainer(registry, configs, logs_dir=settings.home / "logs").run(command="test")
+        solo = Trainer(registry, configs[3]).run(command="test")
+        runs = [registry.get_run(r.run_id) for r in results]
+        member_ckpts = [registry.list_checkpoints(run_id=r.run_id) for r in results]
+        solo_ckpts = registry.list_checkpoints(run_id=solo.run_id)
+        member_states = [registry.load_checkpoint_state(c.id) for c in member_ckpts[3]]
+        solo_states = [registry.load_checkpoint_state(c.id) for c in solo_ckpts]
+        member_vals = {v.step: v.return_mean for v in registry.validations(results[3].run_id)}
+        solo_vals = {v.step: v.return_mean for v in registry.validations(solo.run_id)}
+    assert [(r.env, r.seed, r.status) for r in runs] == [(c.env, c.training.seed, "finished") for c in configs]
+    assert len({r.group_id for r in runs}) == 1
+    for ckpts in member_ckpts:
+        assert [c.step for c in ckpts] == [6, 12]
+        assert [c.trained for c in ckpts] == [c.trained for c in solo_ckpts]  # the solo rule of the `trained` flag
+        assert all(c.test_episodes == 8 for c in ckpts)
+    assert sorted(member_vals) == sorted(solo_vals) == [6, 10, 12]
+    for member_state, solo_state in zip(member_states, solo_states):  # ordinary solo checkpoints, same weights
+        assert set(member_state) == set(solo_state)
+        for name, value in solo_state.items():
+            torch.testing.assert_close(member_state[name], value, atol=1e-4, rtol=1e-3, msg=name)
+    if agent == "slateq":  # no update in the random phase: the very same validation return at step 6
+        assert member_vals[6] == solo_vals[6]
+
+
 class _SignalAt:
     """A reporter that sends this process `signum` once the population reaches `step` (a scheduler's kill)."""
 
@@ -250,8 +278,9 @@ class _SignalAt:
         pass
 
 
-def test_resume_group_continues_every_member_as_an_uninterrupted_population(settings):
-    configs = _configs(["focused_topdown"], SEEDS[:2], steps=16, save_every=12)
+@pytest.mark.parametrize("agent", ["sac-gems", "slateq"])
+def test_resume_group_continues_every_member_as_an_uninterrupted_population(settings, agent):
+    configs = _configs(["focused_topdown"], SEEDS[:2], steps=16, save_every=12, agent=agent)
     with open_registry(settings) as registry:
         with pytest.raises(RunInterrupted, match="--resume g-interrupted"):
             PopulationTrainer(registry, configs, _SignalAt(14)).run(command="test", group="g-interrupted")
@@ -371,11 +400,30 @@ def test_cli_mixed_env_population_matches_solo_runs_and_resumes_by_group(tmp_pat
     assert bad.exit_code == 2 and "distinct" in bad.output
 
 
+def test_cli_slateq_population_is_stacked_and_lists_every_members_checkpoints(tmp_path):
+    runner = CliRunner()
+    home = str(tmp_path / "home")
+    small = [a for item in SMALL for a in ("--set", item)]
+    result = runner.invoke(app, ["--home", home, "train", "slateq", "--env", "focused_topdown,diffuse_divpen",
+                                 "--seeds", "2", "--seed", "5", "--steps", "12", "--save-every", "6", *small])
+    assert result.exit_code == 0, result.output
+    assert "stacked population of 4 runs" in result.output and "one after another" not in result.output
+    listed = json.loads(runner.invoke(app, ["--home", home, "ckpt", "list", "--json"]).stdout)
+    with open_registry(Settings.resolve(home=tmp_path / "home")) as registry:
+        runs = {r.id: r for r in registry.list_runs()}
+    assert sorted((r.env, r.seed) for r in runs.values()) == sorted(
+        (env, seed) for env in ("focused_topdown", "diffuse_divpen") for seed in (5, 6))
+    assert len({r.group_id for r in runs.values()}) == 1
+    steps = {run_id: sorted(c["step"] for c in listed if c["run_id"] == run_id) for run_id in runs}
+    assert steps == {run_id: [6, 12] for run_id in runs}
+    assert all(c["env"] == runs[c["run_id"]].env and c["val_return"] is not None for c in listed)
+
+
 def test_cli_agent_without_stacking_trains_its_members_one_after_another(tmp_path):
     runner = CliRunner()
     home = str(tmp_path / "home")
     small = [a for item in SMALL for a in ("--set", item)]
-    result = runner.invoke(app, ["--home", home, "train", "slateq", "--env", "focused_topdown", "--seeds", "2",
+    result = runner.invoke(app, ["--home", home, "train", "sac-wknn", "--env", "focused_topdown", "--seeds", "2",
                                  "--seed", "5", "--steps", "12", "--save-every", "12", *small])
     assert result.exit_code == 0, result.output
     assert "one after another" in result.output
@@ -385,17 +433,17 @@ def test_cli_agent_without_stacking_trains_its_members_one_after_another(tmp_pat
         assert all([c.step for c in registry.list_checkpoints(run_id=r.id)] == [12] for r in runs)
         groups = {r.group_id for r in runs}
         # each member is exactly the solo run of its seed
-        solo = Trainer(registry, resolve_run_config("slateq", "focused_topdown", overrides=SMALL,
+        solo = Trainer(registry, resolve_run_config("sac-wknn", "focused_topdown", overrides=SMALL,
                                                     cli_training={"max_steps": 12, "save_every": 12, "seed": 6})).run()
         member = next(r for r in runs if r.seed == 6)
         assert registry.validations(member.id)[-1].return_mean == registry.validations(solo.run_id)[-1].return_mean
     assert len(groups) == 1
-    again = runner.invoke(app, ["--home", home, "train", "slateq", "--resume", groups.pop()])
+    again = runner.invoke(app, ["--home", home, "train", "sac-wknn", "--resume", groups.pop()])
     assert again.exit_code == 0, again.output
 
 
 def test_sequential_members_stopped_by_sigterm_are_all_interrupted_and_resume_as_a_group(settings):
-    configs = _configs(["focused_topdown"], [5, 6], steps=12, save_every=12, agent="slateq")
+    configs = _configs(["focused_topdown"], [5, 6], steps=12, save_every=12, agent="sac-wknn")
     with open_registry(settings) as registry:
         with pytest.raises(RunInterrupted, match="--resume g-seq"):
             train_members_sequentially(registry, configs, _SignalAt(4), group="g-seq")
