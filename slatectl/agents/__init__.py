@@ -9,7 +9,7 @@ Modules: `base` (the contract every agent follows), `spec` (AgentSpec, AGENTS, r
 (TopK, GeMS), `nets` (small shared pieces); one module per algorithm: `sac` (SAC+GeMS, SAC+TopK
 ideal/MF), `wknn` (SAC+WkNN), `slateq`, `reinforce`, `random_policy` (the uniform random policy,
 used by collection, not trainable); the stacked population forms (`stacked`: the shared base;
-`sac_population`, `slateq_population`, `reinforce_population`).
+`sac_population`, `wknn_population`, `slateq_population`, `reinforce_population`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from slatectl.agents import random_policy  # noqa: E402,F401  random
 from slatectl.agents import sac_population  # noqa: E402,F401  sac-gems, sac-topk-ideal, sac-topk-mf
 from slatectl.agents import slateq_population  # noqa: E402,F401
 from slatectl.agents import reinforce_population  # noqa: E402,F401
+from slatectl.agents import wknn_population  # noqa: E402,F401  sac-wknn
 
 __all__ = ["AGENTS", "AgentSpec", "Agent", "AgentInputs", "EpisodeBatch", "agent_spec", "register_agent",
            "trainable_agents"]

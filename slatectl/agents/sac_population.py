@@ -51,12 +51,7 @@ class StackedSAC(StackedAgent):
             raise ValueError("a population needs at least one member")
         reference = members[0]
         self.ranker_kind = type(reference.ranker)
-        for m in members:
-            if type(m) is not SACAgent or type(m.ranker) is not self.ranker_kind or \
-                    self.ranker_kind not in (GeMSRanker, TopKRanker):
-                raise TypeError("StackedSAC stacks plain SACAgents that all rank with GeMS or all with TopK")
-            if m.params != reference.params or m.action_dim != reference.action_dim or m.online_critic_belief:
-                raise ValueError("population members must share the SAC hyper-parameters and the latent dimension")
+        self._check_members(members)
         self.members = members
         self.K = len(members)
         self.params = reference.params
@@ -82,8 +77,18 @@ class StackedSAC(StackedAgent):
             nets += ("ranker.gems.decoder",)
             self.item_dim = int(reference.ranker.gems.item_dim)
         self._layers = {prefix: list(reference.get_submodule(prefix)) for prefix in nets}
-        self.slate_size = int(reference.ranker.slate_size)
+        self.slate_size = int(reference.slate_size)
         self._hidden: Tensor | None = None
+
+    def _check_members(self, members: list[SACAgent]) -> None:
+        """Which members this class stacks (a subclass with its own acting overrides it)."""
+        reference = members[0]
+        for m in members:
+            if type(m) is not SACAgent or type(m.ranker) is not self.ranker_kind or \
+                    self.ranker_kind not in (GeMSRanker, TopKRanker):
+                raise TypeError("StackedSAC stacks plain SACAgents that all rank with GeMS or all with TopK")
+            if m.params != reference.params or m.action_dim != reference.action_dim or m.online_critic_belief:
+                raise ValueError("population members must share the SAC hyper-parameters and the latent dimension")
 
     # -- member views ----------------------------------------------------------------------------------
     def member_state_dict(self, k: int) -> dict[str, Tensor]:
