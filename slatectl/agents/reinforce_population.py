@@ -77,8 +77,8 @@ class StackedReinforce(StackedAgent):
         optimizer.step()
         episode_returns = batch.rewards.sum(dim=2).mean(dim=1)
         clicked = has_click.sum(dim=(1, 2))
-        return [{"loss": float(loss[k].detach()), "return": float(episode_returns[k]), "clicked_steps": float(clicked[k])}
-                for k in range(K)]
+        return [{"loss": float(loss[k].detach()), "return": float(episode_returns[k]),
+                 "clicked_steps": float(clicked[k])} for k in range(K)]
 
 
 register_population("reinforce-softmax", StackedReinforce)

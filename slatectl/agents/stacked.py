@@ -206,7 +206,9 @@ class StackedAgent:
     def observe(self, slates: Tensor, clicks: Tensor) -> None:
         belief = self.online_belief
         gates = self._gru_input(belief, self._features(belief, slates, clicks))
-        h = self._hidden if self._hidden is not None else gates.new_zeros(*gates.shape[:2], self.params.belief_state_dim)
+        h = self._hidden
+        if h is None:
+            h = gates.new_zeros(*gates.shape[:2], self.params.belief_state_dim)
         self._hidden = self._gru_cell(belief, gates, h)
 
     def belief_state(self) -> Tensor:

@@ -51,7 +51,7 @@ def train_population(settings: Settings, agent: str, env: str, seeds: int, confi
     configs = population_configs(base, list(range(first_seed, first_seed + seeds)))
     with open_registry(settings) as registry:
         if population_supported(agent):
-            reporter.message(f"{agent}: training a stacked population of {len(configs)} runs in lockstep in this process.")
+            reporter.message(f"training a stacked population of {len(configs)} runs in lockstep in this process.")
             return PopulationTrainer(registry, configs, reporter, logs_dir=logs_dir(settings)).run(command=command)
         reporter.message(f"{agent} cannot train as a stacked population (stacked agents: "
                          f"{', '.join(stacked_agents())}): training its {len(configs)} runs one after another "
