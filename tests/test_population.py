@@ -203,6 +203,39 @@ def test_stacked_member_equals_solo_run_episodes_batch_first_update_and_next_epi
     assert torch.equal(member_episodes(explored, k).rewards, solo_explored.rewards)
 
 
+def test_stacked_slateq_member_without_a_click_skips_its_update_as_the_solo_agent(settings):
+    """A member whose batch has no click: the solo agent makes no step, so the stacked member keeps its
+    weights, Adam moments and target net, while the other member's update is still its solo update."""
+    configs = _configs(["focused_topdown"], SEEDS[:2], agent="slateq")
+    with open_registry(settings) as registry:
+        members, stacked, _, batch, _, _ = _first_update(registry, configs)  # one update: Adam has moments
+        env, solo = _solo(registry, configs[0])
+    before = {k: stacked.member_state_dict(k) for k in (0, 1)}
+    moments = stacked.member_optimizer_states(1)["q"]["state"]
+    clicks = batch.clicks.clone()
+    clicks[1] = 0.0  # member 1's batch has no click at all
+    no_clicks = dataclasses.replace(batch, clicks=clicks)
+    solo.load_state_dict(before[0])
+    solo.optimizers()["q"].load_state_dict(stacked.member_optimizer_states(0)["q"])
+    stacked.set_step(11)
+    solo.set_step(11)
+    metrics = stacked.update(no_clicks, [m.generator for m in members])
+    solo_metrics = solo.update(member_episodes(no_clicks, 0))
+    assert metrics[1]["kept_transitions"] == 0 and metrics[1]["q_loss"] == 0.0
+    assert metrics[0]["q_loss"] == pytest.approx(solo_metrics["q_loss"], abs=1e-5)
+    after = stacked.member_state_dict(1)
+    for name, value in before[1].items():
+        if name != "step":
+            assert torch.equal(after[name], value), name
+    assert int(after["step"]) == 12 and int(after["update_count"]) == int(before[1]["update_count"])
+    for i, entry in stacked.member_optimizer_states(1)["q"]["state"].items():
+        assert torch.equal(entry["exp_avg"], moments[i]["exp_avg"])
+        assert torch.equal(entry["exp_avg_sq"], moments[i]["exp_avg_sq"])
+    assert not torch.equal(stacked.member_state_dict(0)["q.0.weight"], before[0]["q.0.weight"])
+    for name, value in solo.state_dict().items():
+        torch.testing.assert_close(stacked.member_state_dict(0)[name], value, atol=1e-5, rtol=1e-4, msg=name)
+
+
 @pytest.mark.parametrize("agent, extra", [("sac-gems", ()), ("sac-wknn", ()), ("slateq", FAST_EPSILON),
                                           ("reinforce-softmax", REINFORCE_SMALL)])
 def test_members_are_independent_of_each_others_seed(settings, agent, extra):
@@ -301,9 +334,9 @@ class _SignalAt:
         pass
 
 
-@pytest.mark.parametrize("agent", ["sac-gems", "slateq"])
-def test_resume_group_continues_every_member_as_an_uninterrupted_population(settings, agent):
-    configs = _configs(["focused_topdown"], SEEDS[:2], steps=16, save_every=12, agent=agent)
+@pytest.mark.parametrize("agent, extra", [("sac-gems", ()), ("slateq", ()), ("reinforce-softmax", REINFORCE_SMALL)])
+def test_resume_group_continues_every_member_as_an_uninterrupted_population(settings, agent, extra):
+    configs = _configs(["focused_topdown"], SEEDS[:2], steps=16, save_every=12, agent=agent, extra=extra)
     with open_registry(settings) as registry:
         with pytest.raises(RunInterrupted, match="--resume g-interrupted"):
             PopulationTrainer(registry, configs, _SignalAt(14)).run(command="test", group="g-interrupted")
