@@ -156,9 +156,11 @@ FAST_EPSILON = ["agent.epsilon_decay=1"]
 @pytest.mark.parametrize("agent, envs, seeds, k, extra", [
     ("slateq", ["focused_topdown"], SEEDS, 1, ()),
     ("slateq", ["focused_topdown", "diffuse_divpen"], SEEDS[:2], 3, FAST_EPSILON),
+    ("slateq", ["diffuse_divpen", "focused_mix"], SEEDS[:2], 2, FAST_EPSILON + ["agent.act_relevance=reference-slice"]),
     ("reinforce-softmax", ["focused_topdown"], SEEDS, 2, REINFORCE_SMALL),
     ("reinforce-softmax", ["focused_topdown", "diffuse_divpen"], SEEDS[:2], 2, REINFORCE_SMALL),
-], ids=["slateq-one-env", "slateq-mixed-envs", "reinforce-one-env", "reinforce-mixed-envs"])
+], ids=["slateq-one-env", "slateq-mixed-envs", "slateq-mixed-reference-slice", "reinforce-one-env",
+        "reinforce-mixed-envs"])
 def test_stacked_member_equals_solo_run_episodes_batch_first_update_and_next_episodes(settings, agent, envs, seeds,
                                                                                        k, extra):
     configs = _configs(envs, seeds, agent=agent, extra=extra)
