@@ -1,5 +1,6 @@
 """Population training (issue 11): K members in one process, each exactly a solo run of its env and seed."""
 
+import dataclasses
 import json
 import math
 import os
@@ -11,7 +12,7 @@ import torch
 from sqlmodel import Session
 from typer.testing import CliRunner
 
-from slatectl.agents.sac_population import StackedSAC
+from slatectl.agents import AGENTS
 from slatectl.cli import app
 from slatectl.errors import BadInput
 from slatectl.registry import open_registry
@@ -35,6 +36,8 @@ SMALL = [
     "logged.episodes=200", "gems.max_epochs=1", "gems.max_slates=4000", "mf.max_batches=30", "mf.eval_every_batches=10",
 ]
 SEEDS = [11, 12, 13]
+#: REINFORCE is on-policy: its replay holds exactly one batch.
+REINFORCE_SMALL = ["agent.capacity=4"]
 
 
 @pytest.fixture
@@ -54,21 +57,45 @@ def _solo(registry, config):
     return build_agent(config, ensure_agent_inputs(registry, config, lambda text: None).inputs)
 
 
-def _first_update(registry, configs):
-    """Build the population, play the random phase (10 episodes), fill the replays, sample and update once.
+def _first_update(registry, configs, explore_steps=0):
+    """Build the population, play the random phase (10 episodes), fill the replays, sample and update once
+    (at training step 10, as the loop would), then play `explore_steps` exploring episodes.
 
-    Returns (members, stacked agent, episodes, sampled batch, per-member metrics)."""
-    members = PopulationTrainer(registry, configs).build_members()
-    agent = StackedSAC([m.agent for m in members])
+    Returns (members, stacked agent, episodes, sampled batch, per-member metrics, exploring episodes)."""
+    trainer = PopulationTrainer(registry, configs)
+    members = trainer.build_members()
+    agent = trainer.stack(members)
     envs = MemberEnvs([m.env for m in members])
     generators = [m.generator for m in members]
-    episodes = play_member_episodes(envs, agent, torch.arange(10), [c.training.seed for c in configs], "random",
-                                    generators)
+    seeds = [c.training.seed for c in configs]
+    agent.set_step(0)
+    episodes = play_member_episodes(envs, agent, torch.arange(10), seeds, "random", generators)
     for k, m in enumerate(members):
         m.replay.add(member_episodes(episodes, k))
     batch = stack_batches([m.replay.sample(m.generator) for m in members])
+    agent.set_step(10)
     metrics = agent.update(batch, generators)
-    return members, agent, episodes, batch, metrics
+    explored = (play_member_episodes(envs, agent, torch.arange(10, 10 + explore_steps), seeds, "explore", generators)
+                if explore_steps else None)
+    return members, agent, episodes, batch, metrics, explored
+
+
+def _assert_same_weights_after_first_step(stacked, k, solo):
+    """Member k's weights after the first update equal the solo agent's within 1e-5 (+1e-4 relative), except
+    where Adam's first step amplifies a gradient difference: its step lr·g/(|g| + eps) moves by up to
+    lr/eps times the gradient's rounding difference where |g| ≪ eps (gradients of ~1e-9 exist in SAC+WkNN's
+    200-dim actor head), so the tolerance there is lr·|Δg|/eps more."""
+    after = stacked.member_state_dict(k)
+    assert set(after) == set(solo.state_dict())
+    adam = {id(p): group for opt in solo.optimizers().values() for group in opt.param_groups for p in group["params"]}
+    params = dict(solo.named_parameters())
+    for name, value in solo.state_dict().items():
+        tolerance = 1e-5 + 1e-4 * value.abs() if value.is_floating_point() else 0
+        param = params.get(name)
+        if param is not None and param.grad is not None:
+            group = adam[id(param)]
+            tolerance = tolerance + group["lr"] * (stacked.tensors[name].grad[k] - param.grad).abs() / group["eps"]
+        assert bool(((after[name] - value).abs() <= tolerance).all()), name
 
 
 @pytest.mark.parametrize("agent, envs, seeds, k", [
@@ -76,11 +103,12 @@ def _first_update(registry, configs):
     ("sac-gems", ["focused_topdown", "diffuse_divpen"], SEEDS[:2], 2),
     ("sac-topk-ideal", ["focused_topdown", "diffuse_divpen"], SEEDS[:2], 3),
     ("sac-topk-mf", ["diffuse_mix"], SEEDS[:2], 0),
-], ids=["gems-one-env", "gems-mixed-envs", "topk-ideal-mixed-envs", "topk-mf"])
+    ("sac-wknn", ["focused_topdown", "diffuse_divpen"], SEEDS[:2], 3),
+], ids=["gems-one-env", "gems-mixed-envs", "topk-ideal-mixed-envs", "topk-mf", "wknn-mixed-envs"])
 def test_member_equals_solo_run_weights_episode_batch_and_first_update(settings, agent, envs, seeds, k):
     configs = _configs(envs, seeds, agent=agent)
     with open_registry(settings) as registry:
-        members, agent, episodes, batch, metrics = _first_update(registry, configs)
+        members, agent, episodes, batch, metrics, explored = _first_update(registry, configs, explore_steps=2)
         env, solo = _solo(registry, configs[k])
 
     # identical initial weights (member k's layout module was built exactly as the solo agent)
@@ -112,20 +140,119 @@ def test_member_equals_solo_run_weights_episode_batch_and_first_update(settings,
     for name, param in solo.named_parameters():
         if param.grad is not None:
             torch.testing.assert_close(agent.tensors[name].grad[k], param.grad, atol=1e-5, rtol=1e-4, msg=name)
-    after = agent.member_state_dict(k)
-    for name, value in solo.state_dict().items():
-        torch.testing.assert_close(after[name], value, atol=1e-5, rtol=1e-4, msg=name)
+    _assert_same_weights_after_first_step(agent, k, solo)
+
+    # the next (exploring) episodes: the member's noise, actions and slates are the solo run's
+    solo_explored = play_episodes(env, solo, torch.arange(10, 12), configs[k].training.seed, "explore")
+    assert torch.equal(member_episodes(explored, k).slates, solo_explored.slates)
+    # (acting with weights one update old: float rounding as after the update, amplified by Adam's first step)
+    torch.testing.assert_close(member_episodes(explored, k).actions, solo_explored.actions, atol=1e-4, rtol=1e-3)
 
 
-def test_members_are_independent_of_each_others_seed(settings):
+# SlateQ with a fast ε schedule (ε ≈ 0.01 at step 10) so that exploring episodes mostly act on the Q-net.
+FAST_EPSILON = ["agent.epsilon_decay=1"]
+
+
+@pytest.mark.parametrize("agent, envs, seeds, k, extra", [
+    ("slateq", ["focused_topdown"], SEEDS, 1, ()),
+    ("slateq", ["focused_topdown", "diffuse_divpen"], SEEDS[:2], 3, FAST_EPSILON),
+    ("slateq", ["diffuse_divpen", "focused_mix"], SEEDS[:2], 2, FAST_EPSILON + ["agent.act_relevance=reference-slice"]),
+    ("reinforce-softmax", ["focused_topdown"], SEEDS, 2, REINFORCE_SMALL),
+    ("reinforce-softmax", ["focused_topdown", "diffuse_divpen"], SEEDS[:2], 2, REINFORCE_SMALL),
+], ids=["slateq-one-env", "slateq-mixed-envs", "slateq-mixed-reference-slice", "reinforce-one-env",
+        "reinforce-mixed-envs"])
+def test_stacked_member_equals_solo_run_episodes_batch_first_update_and_next_episodes(settings, agent, envs, seeds,
+                                                                                       k, extra):
+    configs = _configs(envs, seeds, agent=agent, extra=extra)
     with open_registry(settings) as registry:
-        _, agent_a, episodes_a, _, metrics_a = _first_update(registry, _configs(["focused_topdown"], SEEDS))
-        _, agent_b, episodes_b, _, metrics_b = _first_update(registry, _configs(["focused_topdown"], [11, 12, 99]))
+        members, stacked, episodes, batch, metrics, explored = _first_update(registry, configs, explore_steps=3)
+        env, solo = _solo(registry, configs[k])
+    seed = configs[k].training.seed
+
+    initial = members[k].agent.state_dict()  # the layout module, built exactly as the solo agent
+    for name, value in solo.state_dict().items():
+        assert torch.equal(initial[name], value), name
+
+    solo.train()
+    solo.set_step(0)
+    solo_episodes = play_episodes(env, solo, torch.arange(10), seed, "random")
+    mine = member_episodes(episodes, k)
+    for field in ("slates", "clicks", "rewards", "user_states"):
+        assert torch.equal(getattr(mine, field), getattr(solo_episodes, field)), field
+
+    replay = EpisodeReplay(configs[k].agent.capacity, configs[k].agent.batch_size)
+    replay.add(solo_episodes)
+    solo_batch = replay.sample()
+    assert torch.equal(member_episodes(batch, k).slates, solo_batch.slates)
+    assert torch.equal(member_episodes(batch, k).clicks, solo_batch.clicks)
+
+    solo.set_step(10)
+    solo_metrics = solo.update(solo_batch)
+    assert set(metrics[k]) == set(solo_metrics)
+    for key, value in solo_metrics.items():  # REINFORCE's loss is a sum of ~10² terms: 1e-5 relative there
+        assert metrics[k][key] == pytest.approx(value, abs=1e-5, rel=1e-5), key
+    other = (k + 1) % len(configs)
+    assert metrics[k] != metrics[other]  # the members are different runs
+    trained = [(n, p) for n, p in solo.named_parameters() if p.grad is not None]
+    assert {"belief.gru.weight_hh_l0", "belief.item_embeddings.weight"} <= {n for n, _ in trained}
+    for name, param in trained:
+        torch.testing.assert_close(stacked.tensors[name].grad[k], param.grad, atol=1e-5, rtol=1e-4, msg=name)
+    _assert_same_weights_after_first_step(stacked, k, solo)
+
+    # the next (exploring) episodes: the same draws from the member's generator, the same slates
+    solo_explored = play_episodes(env, solo, torch.arange(10, 13), seed, "explore")
+    assert torch.equal(member_episodes(explored, k).slates, solo_explored.slates)
+    assert torch.equal(member_episodes(explored, k).rewards, solo_explored.rewards)
+
+
+def test_stacked_slateq_member_without_a_click_skips_its_update_as_the_solo_agent(settings):
+    """A member whose batch has no click: the solo agent makes no step, so the stacked member keeps its
+    weights, Adam moments and target net, while the other member's update is still its solo update."""
+    configs = _configs(["focused_topdown"], SEEDS[:2], agent="slateq")
+    with open_registry(settings) as registry:
+        members, stacked, _, batch, _, _ = _first_update(registry, configs)  # one update: Adam has moments
+        env, solo = _solo(registry, configs[0])
+    before = {k: stacked.member_state_dict(k) for k in (0, 1)}
+    moments = stacked.member_optimizer_states(1)["q"]["state"]
+    clicks = batch.clicks.clone()
+    clicks[1] = 0.0  # member 1's batch has no click at all
+    no_clicks = dataclasses.replace(batch, clicks=clicks)
+    solo.load_state_dict(before[0])
+    solo.optimizers()["q"].load_state_dict(stacked.member_optimizer_states(0)["q"])
+    stacked.set_step(11)
+    solo.set_step(11)
+    metrics = stacked.update(no_clicks, [m.generator for m in members])
+    solo_metrics = solo.update(member_episodes(no_clicks, 0))
+    assert metrics[1]["kept_transitions"] == 0 and metrics[1]["q_loss"] == 0.0
+    assert metrics[0]["q_loss"] == pytest.approx(solo_metrics["q_loss"], abs=1e-5)
+    after = stacked.member_state_dict(1)
+    for name, value in before[1].items():
+        if name != "step":
+            assert torch.equal(after[name], value), name
+    assert int(after["step"]) == 12 and int(after["update_count"]) == int(before[1]["update_count"])
+    for i, entry in stacked.member_optimizer_states(1)["q"]["state"].items():
+        assert torch.equal(entry["exp_avg"], moments[i]["exp_avg"])
+        assert torch.equal(entry["exp_avg_sq"], moments[i]["exp_avg_sq"])
+    assert not torch.equal(stacked.member_state_dict(0)["q.0.weight"], before[0]["q.0.weight"])
+    for name, value in solo.state_dict().items():
+        torch.testing.assert_close(stacked.member_state_dict(0)[name], value, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("agent, extra", [("sac-gems", ()), ("sac-wknn", ()), ("slateq", FAST_EPSILON),
+                                          ("reinforce-softmax", REINFORCE_SMALL)])
+def test_members_are_independent_of_each_others_seed(settings, agent, extra):
+    with open_registry(settings) as registry:
+        _, agent_a, episodes_a, _, metrics_a, explored_a = _first_update(
+            registry, _configs(["focused_topdown"], SEEDS, agent=agent, extra=extra), explore_steps=2)
+        _, agent_b, episodes_b, _, metrics_b, explored_b = _first_update(
+            registry, _configs(["focused_topdown"], [11, 12, 99], agent=agent, extra=extra), explore_steps=2)
     assert metrics_a[:2] == metrics_b[:2]
     assert metrics_a[2] != metrics_b[2]
     assert torch.equal(episodes_a.slates[:2], episodes_b.slates[:2])
     assert not torch.equal(episodes_a.slates[2], episodes_b.slates[2])
+    assert torch.equal(explored_a.slates[:2], explored_b.slates[:2])
     for name, tensor in agent_a.tensors.items():
+        assert torch.equal(tensor[:2], agent_b.tensors[name][:2]), name
         if tensor.grad is not None:
             assert torch.equal(tensor.grad[:2], agent_b.tensors[name].grad[:2]), name
 
@@ -159,6 +286,35 @@ def test_population_registers_member_runs_matching_solo_runs(settings, agent, pa
     assert (settings.home / "logs" / f"run-{results[0].run_id}.csv").read_text().count("\n") >= 3
 
 
+@pytest.mark.parametrize("agent, extra", [("slateq", FAST_EPSILON), ("reinforce-softmax", REINFORCE_SMALL),
+                                          ("sac-wknn", ())])
+def test_stacked_population_checkpoints_at_the_requested_steps_match_solo_runs(settings, agent, extra):
+    configs = _configs(["focused_topdown", "diffuse_divpen"], SEEDS[:2], agent=agent, extra=extra)
+    with open_registry(settings) as registry:
+        results = PopulationTrainer(registry, configs, logs_dir=settings.home / "logs").run(command="test")
+        solo = Trainer(registry, configs[3]).run(command="test")
+        runs = [registry.get_run(r.run_id) for r in results]
+        member_ckpts = [registry.list_checkpoints(run_id=r.run_id) for r in results]
+        solo_ckpts = registry.list_checkpoints(run_id=solo.run_id)
+        member_states = [registry.load_checkpoint_state(c.id) for c in member_ckpts[3]]
+        solo_states = [registry.load_checkpoint_state(c.id) for c in solo_ckpts]
+        member_vals = {v.step: v.return_mean for v in registry.validations(results[3].run_id)}
+        solo_vals = {v.step: v.return_mean for v in registry.validations(solo.run_id)}
+    assert [(r.env, r.seed, r.status) for r in runs] == [(c.env, c.training.seed, "finished") for c in configs]
+    assert len({r.group_id for r in runs}) == 1
+    for ckpts in member_ckpts:
+        assert [c.step for c in ckpts] == [6, 12]
+        assert [c.trained for c in ckpts] == [c.trained for c in solo_ckpts]  # the solo rule of the `trained` flag
+        assert all(c.test_episodes == 8 for c in ckpts)
+    assert sorted(member_vals) == sorted(solo_vals) == [6, 10, 12]
+    for member_state, solo_state in zip(member_states, solo_states):  # ordinary solo checkpoints, same weights
+        assert set(member_state) == set(solo_state)
+        for name, value in solo_state.items():
+            torch.testing.assert_close(member_state[name], value, atol=1e-4, rtol=1e-3, msg=name)
+    if agent != "reinforce-softmax":  # no update in the random phase: the very same validation return at step 6
+        assert member_vals[6] == solo_vals[6]
+
+
 class _SignalAt:
     """A reporter that sends this process `signum` once the population reaches `step` (a scheduler's kill)."""
 
@@ -180,8 +336,9 @@ class _SignalAt:
         pass
 
 
-def test_resume_group_continues_every_member_as_an_uninterrupted_population(settings):
-    configs = _configs(["focused_topdown"], SEEDS[:2], steps=16, save_every=12)
+@pytest.mark.parametrize("agent, extra", [("sac-gems", ()), ("slateq", ()), ("reinforce-softmax", REINFORCE_SMALL)])
+def test_resume_group_continues_every_member_as_an_uninterrupted_population(settings, agent, extra):
+    configs = _configs(["focused_topdown"], SEEDS[:2], steps=16, save_every=12, agent=agent, extra=extra)
     with open_registry(settings) as registry:
         with pytest.raises(RunInterrupted, match="--resume g-interrupted"):
             PopulationTrainer(registry, configs, _SignalAt(14)).run(command="test", group="g-interrupted")
@@ -301,7 +458,32 @@ def test_cli_mixed_env_population_matches_solo_runs_and_resumes_by_group(tmp_pat
     assert bad.exit_code == 2 and "distinct" in bad.output
 
 
-def test_cli_agent_without_stacking_trains_its_members_one_after_another(tmp_path):
+def test_cli_slateq_population_is_stacked_and_lists_every_members_checkpoints(tmp_path):
+    runner = CliRunner()
+    home = str(tmp_path / "home")
+    small = [a for item in SMALL for a in ("--set", item)]
+    result = runner.invoke(app, ["--home", home, "train", "slateq", "--env", "focused_topdown,diffuse_divpen",
+                                 "--seeds", "2", "--seed", "5", "--steps", "12", "--save-every", "6", *small])
+    assert result.exit_code == 0, result.output
+    assert "stacked population of 4 runs" in result.output and "one after another" not in result.output
+    listed = json.loads(runner.invoke(app, ["--home", home, "ckpt", "list", "--json"]).stdout)
+    with open_registry(Settings.resolve(home=tmp_path / "home")) as registry:
+        runs = {r.id: r for r in registry.list_runs()}
+    assert sorted((r.env, r.seed) for r in runs.values()) == sorted(
+        (env, seed) for env in ("focused_topdown", "diffuse_divpen") for seed in (5, 6))
+    assert len({r.group_id for r in runs.values()}) == 1
+    steps = {run_id: sorted(c["step"] for c in listed if c["run_id"] == run_id) for run_id in runs}
+    assert steps == {run_id: [6, 12] for run_id in runs}
+    assert all(c["env"] == runs[c["run_id"]].env and c["val_return"] is not None for c in listed)
+
+
+@pytest.fixture
+def slateq_unstacked(monkeypatch):
+    """SlateQ as an agent without a population implementation (every trainable agent has one now)."""
+    monkeypatch.setitem(AGENTS, "slateq", dataclasses.replace(AGENTS["slateq"], population=None))
+
+
+def test_cli_agent_without_stacking_trains_its_members_one_after_another(tmp_path, slateq_unstacked):
     runner = CliRunner()
     home = str(tmp_path / "home")
     small = [a for item in SMALL for a in ("--set", item)]
@@ -324,7 +506,7 @@ def test_cli_agent_without_stacking_trains_its_members_one_after_another(tmp_pat
     assert again.exit_code == 0, again.output
 
 
-def test_sequential_members_stopped_by_sigterm_are_all_interrupted_and_resume_as_a_group(settings):
+def test_sequential_members_stopped_by_sigterm_are_all_interrupted_and_resume_as_a_group(settings, slateq_unstacked):
     configs = _configs(["focused_topdown"], [5, 6], steps=12, save_every=12, agent="slateq")
     with open_registry(settings) as registry:
         with pytest.raises(RunInterrupted, match="--resume g-seq"):

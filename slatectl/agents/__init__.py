@@ -8,7 +8,8 @@ Modules: `base` (the contract every agent follows), `spec` (AgentSpec, AGENTS, r
 `pretrained` (AgentInputs and the builders' shared input checks), `belief` (GRU belief), `rankers`
 (TopK, GeMS), `nets` (small shared pieces); one module per algorithm: `sac` (SAC+GeMS, SAC+TopK
 ideal/MF), `wknn` (SAC+WkNN), `slateq`, `reinforce`, `random_policy` (the uniform random policy,
-used by collection, not trainable).
+used by collection, not trainable); the stacked population forms (`stacked`: the shared base;
+`sac_population`, `wknn_population`, `slateq_population`, `reinforce_population`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ from slatectl.agents import wknn  # noqa: E402,F401  sac-wknn
 from slatectl.agents import slateq  # noqa: E402,F401
 from slatectl.agents import reinforce  # noqa: E402,F401  reinforce-softmax
 from slatectl.agents import random_policy  # noqa: E402,F401  random
+# Each population module names itself as its agents' stacked implementation (`AgentSpec.population`).
+from slatectl.agents import sac_population  # noqa: E402,F401  sac-gems, sac-topk-ideal, sac-topk-mf
+from slatectl.agents import slateq_population  # noqa: E402,F401
+from slatectl.agents import reinforce_population  # noqa: E402,F401
+from slatectl.agents import wknn_population  # noqa: E402,F401  sac-wknn
 
 __all__ = ["AGENTS", "AgentSpec", "Agent", "AgentInputs", "EpisodeBatch", "agent_spec", "register_agent",
            "trainable_agents"]

@@ -33,13 +33,16 @@ from torch import Tensor, nn
 from slatectl.agents.base import ActMode, EpisodeBatch
 from slatectl.agents.rankers import GeMSRanker, TopKRanker
 from slatectl.agents.sac import LOG_STD_MAX, LOG_STD_MIN, SACAgent, default_backward
+from slatectl.agents.spec import register_population
+from slatectl.agents.stacked import StackedAgent
+from slatectl.sim.member_envs import MemberEnvs
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 #: Rows of slot queries scored against the item table at once when ranking (keeps the block in cache).
 _RANK_CHUNK_ROWS = 2048
 
 
-class StackedSAC:
+class StackedSAC(StackedAgent):
     """K SAC members with stacked weights, all with GeMS rankers (SAC+GeMS) or all with TopK rankers
     (SAC+TopK ideal / MF). Built from K plain `SACAgent`s with identical architecture."""
 
@@ -48,12 +51,7 @@ class StackedSAC:
             raise ValueError("a population needs at least one member")
         reference = members[0]
         self.ranker_kind = type(reference.ranker)
-        for m in members:
-            if type(m) is not SACAgent or type(m.ranker) is not self.ranker_kind or \
-                    self.ranker_kind not in (GeMSRanker, TopKRanker):
-                raise TypeError("StackedSAC stacks plain SACAgents that all rank with GeMS or all with TopK")
-            if m.params != reference.params or m.action_dim != reference.action_dim or m.online_critic_belief:
-                raise ValueError("population members must share the SAC hyper-parameters and the latent dimension")
+        self._check_members(members)
         self.members = members
         self.K = len(members)
         self.params = reference.params
@@ -79,8 +77,18 @@ class StackedSAC:
             nets += ("ranker.gems.decoder",)
             self.item_dim = int(reference.ranker.gems.item_dim)
         self._layers = {prefix: list(reference.get_submodule(prefix)) for prefix in nets}
-        self.slate_size = int(reference.ranker.slate_size)
+        self.slate_size = int(reference.slate_size)
         self._hidden: Tensor | None = None
+
+    def _check_members(self, members: list[SACAgent]) -> None:
+        """Which members this class stacks (a subclass with its own acting overrides it)."""
+        reference = members[0]
+        for m in members:
+            if type(m) is not SACAgent or type(m.ranker) is not self.ranker_kind or \
+                    self.ranker_kind not in (GeMSRanker, TopKRanker):
+                raise TypeError("StackedSAC stacks plain SACAgents that all rank with GeMS or all with TopK")
+            if m.params != reference.params or m.action_dim != reference.action_dim or m.online_critic_belief:
+                raise ValueError("population members must share the SAC hyper-parameters and the latent dimension")
 
     # -- member views ----------------------------------------------------------------------------------
     def member_state_dict(self, k: int) -> dict[str, Tensor]:
@@ -246,7 +254,8 @@ class StackedSAC:
         return self._hidden
 
     @torch.no_grad()
-    def act(self, mode: ActMode, generators: list[torch.Generator]) -> tuple[Tensor, Tensor]:
+    def act(self, mode: ActMode, generators: list[torch.Generator],
+            envs: MemberEnvs | None = None) -> tuple[Tensor, Tensor]:
         """(slates (K, B, slate), actions (K, B, A)); draws from member k's generator as SACAgent.act."""
         state = self.belief_state()
         B = state.shape[1]
@@ -343,3 +352,7 @@ class StackedSAC:
 
     def eval(self) -> None:
         pass
+
+
+for _name in ("sac-gems", "sac-topk-ideal", "sac-topk-mf"):
+    register_population(_name, StackedSAC)

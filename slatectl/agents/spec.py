@@ -13,12 +13,16 @@ An `AgentSpec` holds:
   `spec.needs_for(params)` gives them for a particular params value (a params class may define
   `needs()` when they depend on its values, as WkNN's `item_table: mf`);
 - `privileged`: whether it reads hidden environment state (the paper's "disclosed env.");
-- `trainable`: False for fixed policies (the random policy) that collection uses but `train` refuses.
+- `trainable`: False for fixed policies (the random policy) that collection uses but `train` refuses;
+- `population`: the stacked implementation that trains K members of this agent in lockstep
+  (`slatectl.agents.stacked.StackedAgent`: built from the K solo agents), or None when the members of a
+  population train one after another. A stacked module sets it with `register_population(name, cls)`
+  (it imports the solo module, so the solo module cannot name it).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable
 
 from slatectl.errors import BadInput
@@ -26,6 +30,7 @@ from slatectl.errors import BadInput
 if TYPE_CHECKING:  # typing only: the modules below import this one
     from slatectl.agents.base import Agent
     from slatectl.agents.pretrained import AgentInputs
+    from slatectl.agents.stacked import StackedAgent
     from slatectl.sim.topicrec import TopicRec
 
 #: Pretrained inputs an agent may need: a GeMS model (with its latent box) or MF item embeddings.
@@ -41,6 +46,7 @@ class AgentSpec:
     needs: tuple[str, ...] = ()
     privileged: bool = False
     trainable: bool = True
+    population: Callable[[list["Agent"]], "StackedAgent"] | None = None
 
     def needs_for(self, params: Any) -> tuple[str, ...]:
         """Pretrained inputs required by this params value (defaults to `needs`)."""
@@ -60,6 +66,21 @@ def register_agent(spec: AgentSpec) -> AgentSpec:
         raise ValueError(f"two agents are registered as {spec.name!r}")
     AGENTS[spec.name] = spec
     return spec
+
+
+def register_population(name: str, stacked: Callable[[list["Agent"]], "StackedAgent"]) -> AgentSpec:
+    """Name `stacked` as the population implementation of the registered agent `name`."""
+    if name not in AGENTS:
+        raise ValueError(f"no agent {name!r} is registered (register the agent before its population)")
+    if AGENTS[name].population not in (None, stacked):
+        raise ValueError(f"two population implementations are registered for {name!r}")
+    AGENTS[name] = replace(AGENTS[name], population=stacked)
+    return AGENTS[name]
+
+
+def stacked_agents() -> list[str]:
+    """Names of the agents whose populations train stacked, in registration order."""
+    return [name for name, spec in AGENTS.items() if spec.population is not None]
 
 
 def trainable_agents() -> list[str]:

@@ -5,7 +5,8 @@ checkpoints at exactly the requested steps, resume states) with the population's
 also carries `population = {group, member, size}` (its place in the group). At every step every member
 plays its own training episode(s) (its own users: its env, its seed) and makes its own update on a batch
 of its own replay, on the schedule of a solo run (`StepSchedule`); the members' weights are stacked so
-one batched kernel serves all of them (`StackedSAC`, docs/population.md). Member k reproduces the solo
+one batched kernel serves all of them (the agent's `AgentSpec.population`, a `StackedAgent`:
+docs/population.md). The loop knows stacked agents only through `StackedAgent`'s methods. Member k reproduces the solo
 run with the same env and seed: same initial weights (built after the same `seed_everything`), same
 episodes, same replay indices and noise (its own generator continues the solo run's global RNG stream),
 same update — up to float rounding of batched vs unbatched kernels.
@@ -14,7 +15,7 @@ Saving at a save step goes phase by phase over the members (every resume state, 
 then pruning), so a kill part-way leaves a step whose resume state every member still has: `--resume
 GROUP` continues all members from the newest step common to them.
 
-SAC+GeMS and SAC+TopK (ideal, MF) are stacked; `population_supported(agent)` says whether an agent is;
+An agent is stacked when its spec names a population implementation (`population_supported(agent)`);
 the others' members train one after another as solo runs (`train_members_sequentially`), still one group.
 """
 
@@ -30,9 +31,10 @@ from pathlib import Path
 
 import torch
 
-from slatectl.agents.base import ActMode, EpisodeBatch
-from slatectl.agents.sac import SACAgent
-from slatectl.agents.sac_population import StackedSAC
+from slatectl.agents import AGENTS
+from slatectl.agents.base import ActMode, Agent, EpisodeBatch
+from slatectl.agents.spec import stacked_agents
+from slatectl.agents.stacked import StackedAgent
 from slatectl.errors import BadInput
 from slatectl.harness import seed_everything, torch_device
 from slatectl.registry import Registry, Run
@@ -51,12 +53,9 @@ from slatectl.train.progress import SilentReporter, TrainingProgress, TrainingRe
 from slatectl.train.replay import EpisodeReplay
 from slatectl.train.schedule import StepSchedule
 
-#: Agents whose members are stacked into one model; the others train their members one after another.
-STACKED_AGENTS = ("sac-gems", "sac-topk-ideal", "sac-topk-mf")
-
-
 def population_supported(agent_name: str) -> bool:
-    return agent_name in STACKED_AGENTS
+    """Whether the agent's members are stacked into one model (else they train one after another)."""
+    return AGENTS[agent_name].population is not None
 
 
 def population_configs(base: list[RunConfig], seeds: list[int]) -> list[RunConfig]:
@@ -153,7 +152,7 @@ def train_members_sequentially(registry: Registry, configs: list[RunConfig], rep
 class Member:
     config: RunConfig
     env: TopicRec
-    agent: SACAgent  # layout of the member's weights (the trained values live in the stacked agent)
+    agent: Agent  # layout of the member's weights (the trained values live in the stacked agent)
     inputs: ResolvedInputs
     generator: torch.Generator  # continues the solo run's global RNG stream after agent construction
     replay: EpisodeReplay
@@ -163,7 +162,7 @@ class Member:
 
 
 @torch.no_grad()
-def play_member_episodes(envs: MemberEnvs, agent: StackedSAC, user_ids: torch.Tensor, seeds: list[int],
+def play_member_episodes(envs: MemberEnvs, agent: StackedAgent, user_ids: torch.Tensor, seeds: list[int],
                          mode: ActMode, generators: list[torch.Generator]) -> EpisodeBatch:
     """`play_episodes` for a population: member k plays users `user_ids` of its env with seed `seeds[k]`.
 
@@ -181,7 +180,7 @@ def play_member_episodes(envs: MemberEnvs, agent: StackedSAC, user_ids: torch.Te
     slates[:, :, 0], clicks[:, :, 0], user_states[:, :, 0] = first.slate, first.clicks, envs.user_states()
     agent.begin_episodes(first.slate.to(device), first.clicks.to(device))
     for t in range(H):
-        slate, action = agent.act(mode, generators)
+        slate, action = agent.act(mode, generators, envs)
         result = envs.step(slate.to("cpu"))
         obs = result.observation
         agent.observe(obs.slate.to(device), obs.clicks.to(device))
@@ -210,7 +209,7 @@ class PopulationTrainer:
         check_population(configs)
         if not population_supported(configs[0].agent_name):
             raise BadInput(f"agent {configs[0].agent_name!r} cannot train as a stacked population yet "
-                           f"(stacked: {', '.join(STACKED_AGENTS)}); train its members one after another.")
+                           f"(stacked: {', '.join(stacked_agents())}); train its members one after another.")
         self.registry = registry
         self.configs = configs
         self.training = configs[0].training
@@ -236,6 +235,10 @@ class PopulationTrainer:
                                   EpisodeReplay(cfg.agent.capacity, cfg.agent.batch_size)))
         return members
 
+    def stack(self, members: list[Member]) -> StackedAgent:
+        """The members' agents in the stacked form their spec names (`AgentSpec.population`)."""
+        return AGENTS[self.configs[0].agent_name].population([m.agent for m in members])
+
     def run(self, command: str | None = None, group: str | None = None) -> list[TrainResult]:
         members = self.build_members()
         self.group = group or new_group_id()
@@ -247,7 +250,7 @@ class PopulationTrainer:
             m.run_id = run.id
         self.reporter.message(f"population {self.group}: {len(members)} runs of {self.configs[0].agent_name} "
                               f"(runs {members[0].run_id}–{members[-1].run_id}), {self.training.max_steps:,} steps each")
-        return self._train(members, StackedSAC([m.agent for m in members]), first_step=0)
+        return self._train(members, self.stack(members), first_step=0)
 
     @classmethod
     def resume(cls, registry: Registry, group: str, reporter: TrainingReporter | None = None,
@@ -269,7 +272,7 @@ class PopulationTrainer:
                 m.run_id = run.id
                 m.recorded_validations = {v.step for v in self.registry.validations(run.id)}
                 m.recorded_checkpoints = {c.step for c in self.registry.list_checkpoints(run_id=run.id)}
-            agent = StackedSAC([m.agent for m in members])
+            agent = self.stack(members)
             states = [resume_states_by_step(self.registry, m.run_id, m.config.env) for m in members]
             common = set.intersection(*(set(s) for s in states))
             step = max(common, default=0)
@@ -285,7 +288,7 @@ class PopulationTrainer:
                               f"population {self.group} saved nothing yet: restarting it from step 0")
         return self._train(members, agent, first_step=step)
 
-    def _restore(self, members: list[Member], agent: StackedSAC, artifacts: list, step: int) -> None:
+    def _restore(self, members: list[Member], agent: StackedAgent, artifacts: list, step: int) -> None:
         """Every member's weights, optimizer states, replay and RNG as its resume state at `step` has them."""
         optimizer_states = []
         for k, (m, artifact) in enumerate(zip(members, artifacts)):
@@ -300,7 +303,7 @@ class PopulationTrainer:
         agent.load_optimizer_states(optimizer_states)
 
     # ------------------------------------------------------------------ the loop
-    def _train(self, members: list[Member], agent: StackedSAC, first_step: int) -> list[TrainResult]:
+    def _train(self, members: list[Member], agent: StackedAgent, first_step: int) -> list[TrainResult]:
         t = self.training
         agent.to(self.device)
         envs = MemberEnvs([m.env for m in members])
@@ -318,6 +321,7 @@ class PopulationTrainer:
             with StopRequests() as stops:
                 for step, count, mode in schedule.batches(first_step, lambda: stops.requested is None):
                     agent.train()
+                    agent.set_step(step)
                     episodes = play_member_episodes(envs, agent, torch.arange(step, step + count), seeds, mode,
                                                     generators)
                     returns = episodes.rewards.sum(dim=2).mean(dim=1)  # (K,)
@@ -326,6 +330,7 @@ class PopulationTrainer:
                         for k, m in enumerate(members):
                             m.replay.add(member_episodes(episodes, k, slice(i, i + 1)))
                         if schedule.updates_at(step, updates_in_random_phase) and members[0].replay.ready:
+                            agent.set_step(step)
                             started = time.perf_counter()
                             batch = stack_batches([m.replay.sample(m.generator) for m in members])
                             metrics = agent.update(batch.to(self.device), generators)
@@ -376,7 +381,7 @@ class PopulationTrainer:
         return results
 
     # ------------------------------------------------------------------ pieces
-    def _evaluate(self, envs: MemberEnvs, agent: StackedSAC, K: int, episodes: int, seed: int) -> list[Evaluation]:
+    def _evaluate(self, envs: MemberEnvs, agent: StackedAgent, K: int, episodes: int, seed: int) -> list[Evaluation]:
         """Greedy returns of every member on the same fixed users (`seed`), as the solo `evaluate`."""
         agent.eval()
         try:
@@ -397,7 +402,7 @@ class PopulationTrainer:
         text = ", ".join(f"{env} {sum(v) / len(v):.1f}" for env, v in per_env.items())
         self.reporter.message(f"step {step:,}: mean validation return per env: {text}")
 
-    def _save(self, members: list[Member], agent: StackedSAC, step: int, vals: list[Evaluation]) -> None:
+    def _save(self, members: list[Member], agent: StackedAgent, step: int, vals: list[Evaluation]) -> None:
         """The save of `checkpoints.save_step` phase by phase over the members (module doc)."""
         states = [ResumeState(step, agent.member_state_dict(k), agent.member_optimizer_states(k), m.replay.state_dict(),
                               m.generator.get_state(), vals[k]) for k, m in enumerate(members)]

@@ -1,8 +1,9 @@
 """`slatectl train AGENT --env E1,E2,…|all --seeds N` and `--resume GROUP`: a population from one request.
 
 Member seeds are S, S+1, …, S+N−1 with S = --seed (default: the configured training seed), the same for
-every env; members are ordered env-major. Stacked agents (SAC+GeMS, SAC+TopK) train in one process in
-lockstep (`PopulationTrainer`); the others train their members one after another, with a message saying
+every env; members are ordered env-major. Stacked agents (those whose `AgentSpec` names a population
+implementation: SAC+GeMS, SAC+TopK, SlateQ, REINFORCE) train in one process in lockstep
+(`PopulationTrainer`, with a message saying so); the others train their members one after another, with a message saying
 so (still one group, so `--resume GROUP` works for them too). Every member's config is resolved (and so
 validated) before any work.
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from slatectl.agents import agent_spec
+from slatectl.agents.spec import stacked_agents
 from slatectl.errors import BadInput
 from slatectl.registry import open_registry
 from slatectl.settings import Settings
@@ -49,9 +51,11 @@ def train_population(settings: Settings, agent: str, env: str, seeds: int, confi
     configs = population_configs(base, list(range(first_seed, first_seed + seeds)))
     with open_registry(settings) as registry:
         if population_supported(agent):
+            reporter.message(f"training a stacked population of {len(configs)} runs in lockstep in this process.")
             return PopulationTrainer(registry, configs, reporter, logs_dir=logs_dir(settings)).run(command=command)
-        reporter.message(f"{agent} cannot train as a stacked population (only SAC+GeMS and SAC+TopK can): training "
-                         f"its {len(configs)} runs one after another in this process.")
+        reporter.message(f"{agent} cannot train as a stacked population (stacked agents: "
+                         f"{', '.join(stacked_agents())}): training its {len(configs)} runs one after another "
+                         f"in this process.")
         return train_members_sequentially(registry, configs, reporter, logs_dir(settings), command)
 
 
