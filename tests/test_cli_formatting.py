@@ -28,6 +28,17 @@ def test_a_wide_table_fits_80_columns_and_keeps_every_number_whole():
     body = next(line for line in lines if "58407201" in line)
     for cell in ("12", "58407201", "finished", "36", "233.6", "100,000", "3.2 MB"):
         assert cell in body, cell
-    # Full width is 2+14+15+8+8+5+8+9+6 = 75 characters plus 10 separators: 85 > 80, so the two text columns
-    # give up 5 characters, the widest (env, 15) first, then alternately: env and agent end at 12 and 12.
-    assert "sac-topk-id…" in body and "focused_top…" in body
+    # Full width is 2+14+15+8+8+5+8+9+6 = 75 characters plus 10 separators: 85 > 80, so 5 characters go,
+    # from the first squeezable column (agent, 14 → 9) while env, listed last, keeps its full name.
+    assert "sac-topk…" in body and "focused_topdown" in body
+
+
+def test_squeezable_columns_give_way_in_order_each_down_to_six_characters():
+    columns = [("id", "right"), ("started", "left"), ("agent", "left"), ("env", "left")]
+    row = ["7", "2026-11-26 09:24", "sac-topk-ideal", "diffuse_topdown"]
+    # 2+16+14+15 = 47 characters (the id column is as wide as its header) plus 5 separators = 52; at width 30
+    # 22 must go: started 16 → 6 (10), agent 14 → 6 (8), then env 15 → 11 (4).
+    console = Console(width=30, record=True)
+    console.print(compact_table("runs", columns, [row], squeezable=("started", "agent", "env"), width=30))
+    body = next(line for line in console.export_text().splitlines() if line.lstrip().startswith("7"))
+    assert "2026-…" in body and "sac-t…" in body and "diffuse_to…" in body and len(body.rstrip()) <= 30

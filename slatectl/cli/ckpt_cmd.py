@@ -69,7 +69,7 @@ def checkpoint_table(checkpoints: list[Checkpoint], promoted: dict[int, list[str
         ("agent", "left"), ("step", "right"), ("val return", "right")] + (
         [("test return", "right")] if tested else []) + [("flags", "left"), ("sha256", "left")]
     rows = [_checkpoint_cells(c, promoted, stale, several_envs, tested) for c in checkpoints]
-    table = compact_table(title, columns, rows, squeezable=("agent", "sha256", "env"), width=console.width)
+    table = compact_table(title, columns, rows, squeezable=("sha256", "agent", "env"), width=console.width)
     if not several_envs and checkpoints:
         table.title = f"{title} of {checkpoints[0].env}"
     return table

@@ -76,18 +76,19 @@ def format_settings(flat: dict[str, Any]) -> str:
 def compact_table(title: str, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[str]],
                   squeezable: Sequence[str] = (), width: int = 80) -> Table:
     """A borderless table that fits `width` characters (80 without a terminal) by shortening only the
-    `squeezable` text columns, widest first, down to 6 characters, with an ellipsis; ids and numbers keep
-    their full width."""
+    `squeezable` text columns, in the order given (the least telling first: each goes down to 6 characters,
+    with an ellipsis, before the next one gives up anything); ids and numbers keep their full width."""
     widths = [max([len(name), *(len(row[index]) for row in rows)]) for index, (name, _) in enumerate(columns)]
-    shrinkable = [i for i, (name, _) in enumerate(columns) if name in squeezable]
+    index_of = {name: i for i, (name, _) in enumerate(columns)}
     floor = 6
     excess = sum(widths) + len(columns) + 1 - width  # one space between columns and at both edges
-    while excess > 0:
-        candidates = [i for i in shrinkable if widths[i] > floor]
-        if not candidates:
+    for name in squeezable:
+        if excess <= 0:
             break
-        widths[max(candidates, key=lambda i: widths[i])] -= 1
-        excess -= 1
+        i = index_of[name]
+        give = min(excess, max(0, widths[i] - floor))
+        widths[i] -= give
+        excess -= give
     # The box draws one space between columns; no padding on top of it, so ten columns fit 80 characters.
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=0)
     for (name, justify), column_width in zip(columns, widths):

@@ -63,7 +63,7 @@ def overview(
                  "" if s.last_step is None else f"{s.last_step:,}", fmt_bytes(s.disk_bytes),
                  iso(s.run.started_at)[:16].replace("T", " ")] for s in view.runs]
         runs = compact_table(f"recent runs (latest {limit})", columns, rows,
-                             squeezable=("agent", "env", "seed", "started (UTC)"), width=console.width)
+                             squeezable=("started (UTC)", "seed", "agent", "env"), width=console.width)
         console.print(runs)
     if view.active_promotions:
         columns = [("env", "left"), ("quality", "left"), ("ckpt", "right"), ("agent", "left"), ("step", "right"),
@@ -71,14 +71,14 @@ def overview(
         rows = [[p.env, p.quality, str(c.id), c.agent, f"{c.step:,}", f"{c.val_return_mean:.1f}",
                  iso(p.promoted_at)[:16].replace("T", " "), p.promoted_by] for p, c in view.active_promotions]
         console.print(compact_table("active promotions", columns, rows, width=console.width,
-                                    squeezable=("env", "agent", "promoted (UTC)", "by")))
+                                    squeezable=("promoted (UTC)", "by", "agent", "env")))
     if view.datasets:
         columns = [("id", "right"), ("env", "left"), ("quality", "left"), ("policy", "left"), ("ckpt", "right"),
                    ("episodes", "right"), ("transitions", "right"), ("mean return", "right"), ("format", "left")]
         rows = [[str(d.id), d.env, d.quality, d.policy, "" if d.checkpoint_id is None else str(d.checkpoint_id),
                  f"{d.episodes:,}", f"{d.transitions:,}", f"{d.return_mean:.1f}", d.format] for d in view.datasets]
         console.print(compact_table(f"recent datasets (latest {limit})", columns, rows, width=console.width,
-                                    squeezable=("env", "policy")))
+                                    squeezable=("policy", "env")))
     if not any(view.counts.values()):
         console.print("The registry is empty. Start with `slatectl train AGENT --env ENV --save-every N`.")
 
