@@ -61,7 +61,8 @@ def ensure_gems(registry: Registry, env: TopicRec, logged: Artifact, config: GeM
     slates = data.slates.numel() // data.slates.shape[-1]
     if config.max_slates is not None:
         slates = min(slates, config.max_slates)
-    say(f"pretraining GeMS for {env.config.name} (latent dim {config.latent_dim}, {config.max_epochs} epochs over "
+    epochs = f"{config.max_epochs} epoch" + ("" if config.max_epochs == 1 else "s")
+    say(f"pretraining GeMS for {env.config.name} (latent dim {config.latent_dim}, {epochs} over "
         f"{slates:,} logged slates, seed {seed}); progress is reported every quarter epoch")
     reports = _GeMSProgress(config.max_epochs, say)
     model, metrics = train_gems(data.slates.long(), data.clicks.float(), config, seed,
