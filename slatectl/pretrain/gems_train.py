@@ -18,6 +18,7 @@ The loop runs on `accelerator` (cpu | cuda) and is written for the device's limi
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -31,6 +32,8 @@ from slatectl.pretrain.gems import GeMS
 
 ProgressCallback = Callable[[dict[str, float]], None]
 BatchCallback = Callable[[int, int, int], None]  # (epoch, batches done in it, batches per epoch)
+#: Set to "0" to run the CUDA training step eagerly instead of replaying a captured CUDA graph.
+CUDA_GRAPH_ENV = "SLATECTL_GEMS_CUDA_GRAPH"
 
 
 @dataclass(frozen=True)
@@ -266,17 +269,20 @@ def train_gems(
     seed: int,
     progress_callback: ProgressCallback | None = None,
     batch_callback: BatchCallback | None = None,
-    cuda_graph: bool = True,
+    cuda_graph: bool | None = None,
 ) -> tuple[GeMS, dict[str, Any]]:
     """Train GeMS on logged slates; return the best-validation model (CPU, eval mode) and metrics.
 
     slates/clicks: (E, H, K) logged episodes or (M, K) slates, episode-major. The global torch RNG is
     seeded inside a forked RNG state, so the caller's RNG is left untouched and a seed fully fixes the
     result on a given device (CPU runs are bit-reproducible; CUDA runs up to the GPU's nondeterministic
-    reductions). `cuda_graph` replays the training step from a CUDA graph on CUDA (ignored on the CPU).
+    reductions). `cuda_graph` replays the training step from a CUDA graph on CUDA (ignored on the CPU);
+    None reads CUDA_GRAPH_ENV (on unless it is "0"), the switch for runs started from the CLI.
     `batch_callback` is called after each batch is *queued* (on CUDA the device may still be behind).
     """
     (train_slates, train_clicks), (val_slates, val_clicks) = _split_logged(slates, clicks, config)
+    if cuda_graph is None:
+        cuda_graph = os.environ.get(CUDA_GRAPH_ENV, "1") != "0"
     slate_size = train_slates.shape[1]
     device = torch_device(config.accelerator)
     # enable_grad: independent of a global grad mode the caller left off (simulator rollouts do).

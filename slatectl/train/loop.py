@@ -21,7 +21,7 @@ import shlex
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,8 @@ import torch
 
 from slatectl.agents.base import Agent
 from slatectl.errors import BadInput, JobFailed
-from slatectl.harness import seed_everything, torch_device
+from slatectl.device import resolve_device
+from slatectl.harness import seed_everything
 from slatectl.registry import Checkpoint, Registry
 from slatectl.sim.topicrec import TopicRec
 from slatectl.train.assembly import build_agent, ensure_agent_inputs, registered_agent_inputs
@@ -74,7 +75,9 @@ class Trainer:
         self.config = config
         self.reporter = reporter or SilentReporter()
         self.logs_dir = logs_dir
-        self.device = torch_device(config.training.device)
+        # `auto` (the default) takes CUDA when torch sees a GPU and says so; `cuda` without one is BadInput.
+        self.device = torch.device(resolve_device(config.training.device, say=self.reporter.message))
+        self.config = on_device(config, self.device)
 
     # ------------------------------------------------------------------ entry points
     def run(self, command: str | None = None) -> TrainResult:
@@ -213,9 +216,19 @@ class Trainer:
         finish_after_error(self.registry, run_id, exc)
 
 
+def on_device(config: RunConfig, device: torch.device) -> RunConfig:
+    """`config` with its device resolved (`auto` → cpu or cuda): the run records where it ran, and the
+    GeMS a run pretrains for itself is pretrained there too (`gems.accelerator`). On a CPU both are
+    "cpu", the values every earlier run recorded, so a CPU run's config and GeMS inputs are unchanged."""
+    return replace(config, training=replace(config.training, device=device.type),
+                   gems=replace(config.gems, accelerator=device.type))
+
+
 def recorded_config(config: RunConfig, device: torch.device) -> dict[str, Any]:
     """The resolved config, plus how the process ran (not part of the config: thread count, device)."""
-    return {**config.to_dict(), "runtime": {"torch_threads": torch.get_num_threads(), "device": str(device)}}
+    recorded = config.to_dict()
+    recorded["training"]["device"] = device.type  # never `auto`: a resumed run continues where it ran
+    return {**recorded, "runtime": {"torch_threads": torch.get_num_threads(), "device": str(device)}}
 
 
 def finish_after_error(registry: Registry, run_id: int, exc: BaseException) -> None:
