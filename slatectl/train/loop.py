@@ -10,7 +10,11 @@ at a time (the policy is random there, so the result is the same as one by one);
 all their users at once (the policy is fixed). During learning `parallel_episodes` (default 1, the
 reference) episodes are collected with one policy before their updates, trading policy freshness for speed.
 
-Plain PyTorch with an explicit device and seed (`slatectl.harness`). SIGTERM/SIGHUP/Ctrl-C stop the run
+Plain PyTorch with an explicit device and seed (`slatectl.harness`). On a GPU the simulator, the agent
+and the replay all live on it (`simulator_on`, `EpisodeReplay(device=)`): acting sends nothing to the
+host per env step, and the host reads values once per batch of steps (the mean return, and the update's
+metrics, which each agent reads in one transfer). On the CPU the same code runs, with the same numbers
+as before. SIGTERM/SIGHUP/Ctrl-C stop the run
 between batches of steps and mark it `interrupted` (`lifecycle.py`); its checkpoints stay registered and
 `--resume` continues from the last one.
 """
@@ -36,7 +40,7 @@ from slatectl.sim.topicrec import TopicRec
 from slatectl.train.assembly import build_agent, ensure_agent_inputs, registered_agent_inputs
 from slatectl.train.checkpoints import capture_resume_state, latest_resume_state, register_checkpoint, save_step
 from slatectl.train.config import RunConfig, run_config_from_dict
-from slatectl.train.episodes import play_episodes
+from slatectl.train.episodes import play_episodes, simulator_device
 from slatectl.train.evaluation import TestResult, evaluate, test_checkpoints
 from slatectl.train.lifecycle import Heartbeat, StopRequests
 from slatectl.train.metrics_log import MetricsLog
@@ -143,6 +147,7 @@ class Trainer:
                resumed: bool) -> TrainResult:
         t = self.config.training
         agent.to(self.device)
+        env = simulator_on(env, self.device)
         schedule = StepSchedule(t)
         log = MetricsLog(self.logs_dir, run_id, resume_step=first_step if resumed else None)
         heartbeat = Heartbeat(self.registry, run_id)
@@ -159,17 +164,18 @@ class Trainer:
                     agent.train()
                     agent.set_step(step)
                     episodes = play_episodes(env, agent, torch.arange(step, step + count), t.seed, mode, self.device)
-                    returns = episodes.rewards.sum(dim=1)
+                    mean_return = episodes.rewards.sum(dim=1).mean()  # read below, after the updates are queued
                     metrics: dict[str, float] = {}
                     for i in range(count):
                         replay.add(episodes.select(i))
                         if schedule.updates_at(step, agent.updates_during_random_phase) and replay.ready:
                             agent.set_step(step)
                             started = time.perf_counter()
-                            metrics = agent.update(replay.sample().to(self.device))
+                            metrics = agent.update(replay.sample().to(self.device))  # reads its metrics once
                             update_times.append(time.perf_counter() - started)
                         step += 1
-                    row: dict[str, Any] = {"step": step, "episode_return": float(returns.mean()), **metrics}
+                    episode_return = float(mean_return)
+                    row: dict[str, Any] = {"step": step, "episode_return": episode_return, **metrics}
                     if schedule.validates_at(step):
                         val = evaluate(env, agent, t.val_episodes, t.val_seed, self.device)
                         last_val = row["val_return"] = val.mean
@@ -181,7 +187,7 @@ class Trainer:
                                       trained_from_start(agent))
                     log.write(row)
                     updates_per_s = len(update_times) / sum(update_times) if update_times else None
-                    self.reporter.advance(TrainingProgress(step, t.max_steps, t.random_steps, float(returns.mean()),
+                    self.reporter.advance(TrainingProgress(step, t.max_steps, t.random_steps, episode_return,
                                                            last_val, updates_per_s, agent.updates_during_random_phase))
                     heartbeat.beat_if_due()
                 def keep_testing() -> bool:
@@ -210,10 +216,20 @@ class Trainer:
 
     # ------------------------------------------------------------------ pieces
     def _new_replay(self) -> EpisodeReplay:
-        return EpisodeReplay(self.config.agent.capacity, self.config.agent.batch_size)
+        return EpisodeReplay(self.config.agent.capacity, self.config.agent.batch_size, self.device)
 
     def _finish(self, run_id: int, exc: BaseException) -> None:
         finish_after_error(self.registry, run_id, exc)
+
+
+def simulator_on(env: TopicRec, device: torch.device) -> TopicRec:
+    """The run's simulator on the agent's device, so that acting needs no host round trip per env step.
+
+    The simulator runs where its item table is; a plain TopicRec is rebuilt around a moved copy of the
+    table (same config, same table, same counter-based draws: the same users)."""
+    if simulator_device(env).type == device.type or type(env) is not TopicRec:
+        return env
+    return TopicRec(env.config, env.item_embeddings.to(device))
 
 
 def on_device(config: RunConfig, device: torch.device) -> RunConfig:
