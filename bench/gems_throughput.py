@@ -70,6 +70,7 @@ def main() -> None:
     print("|---|---:|")
     print(f"| GeMS batches/s (batch {config.batch_size}, epochs 2–{epochs}) | {per_epoch / timed:,.1f} |")
     print(f"| first epoch (warm-up{', capture' if args.device == 'cuda' else ''}) s | {epoch_ends[0] - started:.2f} |")
+    print(f"| training step replayed from a CUDA graph | {'yes' if metrics.get('cuda_graph') else 'no'} |")
     print(f"| reference size (527k batches) at this rate, min | {527_000 / (per_epoch / timed) / 60:,.1f} |")
 
 

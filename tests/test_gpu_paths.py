@@ -70,6 +70,7 @@ def test_gems_loop_equals_a_plain_loop_of_the_reference_schedule() -> None:
     for (name, ours), theirs in zip(model.state_dict().items(), plain.state_dict().values()):
         assert torch.equal(ours, theirs), name
     assert [row["train_loss"] for row in metrics["history"]] == pytest.approx(losses, rel=1e-6)
+    assert metrics["cuda_graph"] is False  # the switch is off on the CPU
 
 
 @cuda
@@ -79,6 +80,7 @@ def test_gems_on_cuda_captured_step_matches_the_eager_step_and_the_cpu() -> None
     _, captured = train_gems(slates, clicks, config, seed=3, cuda_graph=True)
     _, eager = train_gems(slates, clicks, config, seed=3, cuda_graph=False)
     _, on_cpu = train_gems(slates, clicks, GeMSConfig(max_epochs=2), seed=3)
+    assert captured["cuda_graph"] is True and eager["cuda_graph"] is False and on_cpu["cuda_graph"] is False
     for key in ("train_loss", "val_loss"):
         # Same batches and noise on one device: only Adam's capturable arithmetic differs (rounding).
         assert [h[key] for h in captured["history"]] == pytest.approx([h[key] for h in eager["history"]], rel=1e-3)
@@ -197,3 +199,87 @@ def test_pretrain_gems_on_the_cpu_records_the_device_in_the_artifact(tmp_path) -
     with open_registry(Settings.resolve(home=home)) as registry:
         [gems] = registry.list_artifacts(kind="gems")
     assert gems.config["gems"]["accelerator"] == "cpu"
+
+
+class _RecordingStep:
+    """Stands in for the eager GeMS step: records which rows each *executed* step used."""
+
+    def __init__(self) -> None:
+        self.executed: list[list[int]] = []
+        self.capturing = False
+        self.model = torch.nn.Linear(1, 1)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1)
+
+    def __call__(self, index: torch.Tensor) -> None:
+        if not self.capturing:  # a step recorded into a graph does not run
+            self.executed.append(index.tolist())
+
+
+class _FakeCuda:
+    """The torch.cuda calls `_CapturedStep` makes, on the CPU: a graph replays the recorded step on the
+    current contents of the index buffer it captured; capture can be made to fail."""
+
+    def __init__(self, step: _RecordingStep, fail_capture: bool) -> None:
+        self.step, self.fail_capture, self.captures = step, fail_capture, 0
+
+    def install(self, monkeypatch) -> None:
+        from contextlib import contextmanager
+
+        fake = self
+
+        class Graph:
+            def replay(self) -> None:
+                fake.step(fake.captured_index)
+
+        @contextmanager
+        def graph(g):
+            fake.captures += 1
+            fake.step.capturing = True
+            try:
+                yield
+                if fake.fail_capture:
+                    raise RuntimeError("operation not permitted when stream is capturing")
+            finally:
+                fake.step.capturing = False
+
+        stream = type("Stream", (), {"wait_stream": lambda self, other: None})
+        monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: stream())
+        monkeypatch.setattr(torch.cuda, "current_stream", lambda: stream())
+        monkeypatch.setattr(torch.cuda, "stream", contextmanager(lambda s: (yield)))
+        monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+        monkeypatch.setattr(torch.cuda, "graph", graph)
+        monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+
+
+@pytest.mark.parametrize("fail_capture", [False, True])
+def test_the_captured_step_runs_every_batch_once_in_order(fail_capture, monkeypatch) -> None:
+    # The CUDA-graph control flow, checked on the CPU with fakes: warm-up steps run eagerly, the batch
+    # whose step is recorded is run by the first replay (not twice, not skipped), later full batches
+    # are replays, a short last batch is eager, and a failed capture falls back to eager steps.
+    from slatectl.pretrain import gems_train
+
+    recorder = _RecordingStep()
+    fake = _FakeCuda(recorder, fail_capture)
+    fake.install(monkeypatch)
+    captured = gems_train._CapturedStep(recorder, batch_size=4, device=torch.device("cpu"))
+    fake.captured_index = captured.index
+    batches = [torch.arange(i, i + 4) for i in range(0, 40, 4)] + [torch.arange(40, 42)]
+    with pytest.warns(UserWarning, match="capture failed") if fail_capture else _no_warning():
+        for epoch in range(2):
+            for index in batches:
+                captured(index)
+    assert recorder.executed == [b.tolist() for b in batches] * 2
+    assert fake.captures == 1 and captured.replaying is not fail_capture
+
+
+def _no_warning():
+    import contextlib
+    import warnings
+
+    @contextlib.contextmanager
+    def strict():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            yield
+
+    return strict()

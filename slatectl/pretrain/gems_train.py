@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -157,6 +158,7 @@ class _Outcome:
     best_val_loss: float = math.inf
     best_epoch: int = -1
     best_state: dict[str, Tensor] | None = None
+    step: Callable[[Tensor], None] | None = None  # the step that ran: eager, or captured (CUDA)
 
 
 @torch.no_grad()
@@ -204,11 +206,17 @@ class _CapturedStep:
         self.batch_size = batch_size
         self.index = torch.zeros(batch_size, dtype=torch.int64, device=device)
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.graph_gradients: list[Tensor | None] = []  # the graph's gradient buffers, kept alive
+        self.failed: str | None = None  # why capture failed: the step then stays eager
         self.warmed = 0
         self.side_stream = torch.cuda.Stream(device=device)
 
+    @property
+    def replaying(self) -> bool:
+        return self.graph is not None
+
     def __call__(self, index: Tensor) -> None:
-        if index.shape[0] != self.batch_size:
+        if index.shape[0] != self.batch_size or self.failed is not None:
             self.eager(index)
             return
         if self.warmed < self.WARMUP_STEPS:
@@ -219,12 +227,28 @@ class _CapturedStep:
             self.warmed += 1
             return
         self.index.copy_(index)
-        if self.graph is None:
-            self.eager.optimizer.zero_grad(set_to_none=True)  # gradients are allocated inside the graph
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.eager(self.index)  # recorded, not run: the replay below runs it
+        if self.graph is None and not self._capture():
+            self.eager(index)
+            return
         self.graph.replay()
+
+    def _capture(self) -> bool:
+        """Record the step; False (and eager from then on) if this torch/GPU cannot capture it. Nothing
+        recorded has run, so the eager step can take the batch whose capture failed."""
+        self.eager.optimizer.zero_grad(set_to_none=True)  # gradients are allocated inside the graph
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self.eager(self.index)  # recorded, not run: the replay runs it
+        except RuntimeError as exc:
+            self.failed = f"{type(exc).__name__}: {exc}"[:300]
+            warnings.warn(f"GeMS pretraining: the CUDA graph capture failed, running eagerly ({self.failed})")
+            torch.cuda.synchronize()
+            return False
+        self.graph = graph
+        # An eager partial batch sets .grad to None; the graph keeps writing these buffers.
+        self.graph_gradients = [p.grad for p in self.eager.model.parameters()]
+        return True
 
 
 def _fit(model: GeMS, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], config: GeMSConfig, seed: int,
@@ -242,6 +266,7 @@ def _fit(model: GeMS, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], 
     if capture:
         step = _CapturedStep(step, config.batch_size, device)
     outcome = _Outcome(history=[])
+    outcome.step = step
     for epoch in range(config.max_epochs):
         model.train()
         loss_sum.zero_()
@@ -297,6 +322,8 @@ def train_gems(
         model.load_state_dict(outcome.best_state)
     model.eval()
     metrics = _final_metrics(model, outcome, config, val_slates, val_clicks, n_train=train_slates.shape[0])
+    # Whether full batches were replayed from a CUDA graph (False on the CPU, or if capture failed).
+    metrics["cuda_graph"] = isinstance(outcome.step, _CapturedStep) and outcome.step.replaying
     return model, metrics
 
 
