@@ -177,6 +177,25 @@ def test_a_solo_run_trains_on_cuda_with_simulator_agent_and_replay_there(tmp_pat
     assert 0 <= result.tests[0].test_mean <= 100 * 10
 
 
+@cuda
+def test_captured_training_episodes_on_cuda_match_eager_ones() -> None:
+    from slatectl.train.captured_episodes import CapturedEpisodes
+    from slatectl.train.loop import simulator_on
+
+    torch.manual_seed(0)
+    device = torch.device("cuda")
+    env = simulator_on(make_env("focused_topdown"), device)
+    agent = _agent("sac-topk-ideal", env, "cuda")
+    player = CapturedEpisodes(env, agent, seed=5, mode="greedy", device=device)
+    users = [torch.arange(u, u + 8, device=device) for u in range(0, 40, 8)]
+    captured = [player(ids).rewards.sum(dim=1).cpu() for ids in users]  # copied before the next replay
+    assert player.replaying, player.failed
+    eager = [play_episodes(env, agent, ids, 5, "greedy", device).rewards.sum(dim=1).cpu() for ids in users]
+    # Greedy acting with fixed weights: the same users get the same episodes (up to argmax ties).
+    matching = sum(int((a == b).sum()) for a, b in zip(captured, eager))
+    assert matching >= 0.95 * 40, (captured, eager)
+
+
 # -- CLI -------------------------------------------------------------------------------------------------
 
 
@@ -202,22 +221,27 @@ def test_pretrain_gems_on_the_cpu_records_the_device_in_the_artifact(tmp_path) -
 
 
 class _RecordingStep:
-    """Stands in for the eager GeMS step: records which rows each *executed* step used."""
+    """Stands in for a step recorded into a CUDA graph (the GeMS step, an episode): records the inputs of
+    every *executed* call; a call made while capturing is recorded for the fake graph, not run."""
 
     def __init__(self) -> None:
         self.executed: list[list[int]] = []
         self.capturing = False
+        self.recorded: torch.Tensor | None = None
         self.model = torch.nn.Linear(1, 1)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1)
 
-    def __call__(self, index: torch.Tensor) -> None:
-        if not self.capturing:  # a step recorded into a graph does not run
-            self.executed.append(index.tolist())
+    def __call__(self, index: torch.Tensor) -> str:
+        if self.capturing:
+            self.recorded = index  # the graph's input buffer
+            return "graph output"
+        self.executed.append(index.tolist())
+        return f"eager output {index.tolist()}"
 
 
 class _FakeCuda:
-    """The torch.cuda calls `_CapturedStep` makes, on the CPU: a graph replays the recorded step on the
-    current contents of the index buffer it captured; capture can be made to fail."""
+    """The torch.cuda calls of the capturing classes, on the CPU: a graph's replay runs the recorded call
+    on the current contents of its input buffer; capture can be made to fail."""
 
     def __init__(self, step: _RecordingStep, fail_capture: bool) -> None:
         self.step, self.fail_capture, self.captures = step, fail_capture, 0
@@ -229,7 +253,7 @@ class _FakeCuda:
 
         class Graph:
             def replay(self) -> None:
-                fake.step(fake.captured_index)
+                fake.step(fake.step.recorded)
 
         @contextmanager
         def graph(g):
@@ -251,8 +275,24 @@ class _FakeCuda:
         monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
 
 
+def _warns_if(condition: bool):
+    import contextlib
+    import warnings
+
+    if condition:
+        return pytest.warns(UserWarning, match="capture .*failed")
+
+    @contextlib.contextmanager
+    def strict():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            yield
+
+    return strict()
+
+
 @pytest.mark.parametrize("fail_capture", [False, True])
-def test_the_captured_step_runs_every_batch_once_in_order(fail_capture, monkeypatch) -> None:
+def test_the_captured_gems_step_runs_every_batch_once_in_order(fail_capture, monkeypatch) -> None:
     # The CUDA-graph control flow, checked on the CPU with fakes: warm-up steps run eagerly, the batch
     # whose step is recorded is run by the first replay (not twice, not skipped), later full batches
     # are replays, a short last batch is eager, and a failed capture falls back to eager steps.
@@ -262,9 +302,8 @@ def test_the_captured_step_runs_every_batch_once_in_order(fail_capture, monkeypa
     fake = _FakeCuda(recorder, fail_capture)
     fake.install(monkeypatch)
     captured = gems_train._CapturedStep(recorder, batch_size=4, device=torch.device("cpu"))
-    fake.captured_index = captured.index
     batches = [torch.arange(i, i + 4) for i in range(0, 40, 4)] + [torch.arange(40, 42)]
-    with pytest.warns(UserWarning, match="capture failed") if fail_capture else _no_warning():
+    with _warns_if(fail_capture):
         for epoch in range(2):
             for index in batches:
                 captured(index)
@@ -272,14 +311,22 @@ def test_the_captured_step_runs_every_batch_once_in_order(fail_capture, monkeypa
     assert fake.captures == 1 and captured.replaying is not fail_capture
 
 
-def _no_warning():
-    import contextlib
-    import warnings
+@pytest.mark.parametrize("fail_capture", [False, True])
+def test_captured_training_episodes_play_every_batch_once_in_order(fail_capture, monkeypatch) -> None:
+    from slatectl.train.captured_episodes import CapturedEpisodes
 
-    @contextlib.contextmanager
-    def strict():
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            yield
-
-    return strict()
+    recorder = _RecordingStep()
+    fake = _FakeCuda(recorder, fail_capture)
+    fake.install(monkeypatch)
+    player = CapturedEpisodes(None, None, seed=0, mode="explore", device=torch.device("cpu"), play=recorder)
+    with _warns_if(fail_capture):
+        outputs = [player(torch.tensor([step])) for step in range(6)]
+    assert recorder.executed == [[step] for step in range(6)]
+    assert fake.captures == 1 and player.replaying is not fail_capture
+    # The first episode is the eager warm-up; after capture each call returns the graph's output buffers.
+    assert outputs[0] == "eager output [0]"
+    assert outputs[2:] == (["eager output [2]", "eager output [3]", "eager output [4]", "eager output [5]"] if fail_capture
+                           else ["graph output"] * 4)
+    if not fail_capture:  # a graph has fixed shapes
+        with pytest.raises(ValueError, match="plays"):
+            player(torch.tensor([1, 2]))

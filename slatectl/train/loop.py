@@ -12,8 +12,9 @@ reference) episodes are collected with one policy before their updates, trading 
 
 Plain PyTorch with an explicit device and seed (`slatectl.harness`). On a GPU the simulator, the agent
 and the replay all live on it (`simulator_on`, `EpisodeReplay(device=)`): acting sends nothing to the
-host per env step, and the host reads values once per batch of steps (the mean return, and the update's
-metrics, which each agent reads in one transfer). On the CPU the same code runs, with the same numbers
+host per env step, learning-phase episodes replay a captured CUDA graph (`captured_episodes.py`), and the
+host reads values once per batch of steps (the mean return, and the update's metrics, which each agent
+reads in one transfer). On the CPU the same code runs, with the same numbers
 as before. SIGTERM/SIGHUP/Ctrl-C stop the run
 between batches of steps and mark it `interrupted` (`lifecycle.py`); its checkpoints stay registered and
 `--resume` continues from the last one.
@@ -21,23 +22,25 @@ between batches of steps and mark it `interrupted` (`lifecycle.py`); its checkpo
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from slatectl.agents.base import Agent
+from slatectl.agents.base import ActMode, Agent, EpisodeBatch
 from slatectl.errors import BadInput, JobFailed
 from slatectl.device import resolve_device
 from slatectl.harness import seed_everything
 from slatectl.registry import Checkpoint, Registry
 from slatectl.sim.topicrec import TopicRec
 from slatectl.train.assembly import build_agent, ensure_agent_inputs, registered_agent_inputs
+from slatectl.train.captured_episodes import TRAIN_CUDA_GRAPH_ENV, CapturedEpisodes
 from slatectl.train.checkpoints import capture_resume_state, latest_resume_state, register_checkpoint, save_step
 from slatectl.train.config import RunConfig, run_config_from_dict
 from slatectl.train.episodes import play_episodes, simulator_device
@@ -148,6 +151,7 @@ class Trainer:
         t = self.config.training
         agent.to(self.device)
         env = simulator_on(env, self.device)
+        play = self._episode_player(env, agent)
         schedule = StepSchedule(t)
         log = MetricsLog(self.logs_dir, run_id, resume_step=first_step if resumed else None)
         heartbeat = Heartbeat(self.registry, run_id)
@@ -163,7 +167,7 @@ class Trainer:
                 for step, count, mode in schedule.batches(first_step, lambda: stops.requested is None):
                     agent.train()
                     agent.set_step(step)
-                    episodes = play_episodes(env, agent, torch.arange(step, step + count), t.seed, mode, self.device)
+                    episodes = play(step, count, mode)
                     mean_return = episodes.rewards.sum(dim=1).mean()  # read below, after the updates are queued
                     metrics: dict[str, float] = {}
                     for i in range(count):
@@ -215,6 +219,22 @@ class Trainer:
         return result
 
     # ------------------------------------------------------------------ pieces
+    def _episode_player(self, env: TopicRec, agent: Agent) -> Callable[[int, int, ActMode], EpisodeBatch]:
+        """play(step, count, mode): the training episodes of users step … step+count−1. On CUDA the
+        learning-phase batches replay a captured CUDA graph (`captured_episodes.py`; off with
+        SLATECTL_TRAIN_CUDA_GRAPH=0); everything else, and every CPU run, plays eagerly."""
+        seed = self.config.training.seed
+        capture = self.device.type == "cuda" and os.environ.get(TRAIN_CUDA_GRAPH_ENV, "1") != "0"
+        graphs: dict[tuple[int, str], CapturedEpisodes] = {}
+
+        def play(step: int, count: int, mode: ActMode) -> EpisodeBatch:
+            if capture and mode == "explore":
+                player = graphs.setdefault((count, mode), CapturedEpisodes(env, agent, seed, mode, self.device))
+                return player(torch.arange(step, step + count, device=self.device))
+            return play_episodes(env, agent, torch.arange(step, step + count), seed, mode, self.device)
+
+        return play
+
     def _new_replay(self) -> EpisodeReplay:
         return EpisodeReplay(self.config.agent.capacity, self.config.agent.batch_size, self.device)
 
