@@ -107,7 +107,7 @@ class Trainer:
         run = self.registry.start_run(cfg.agent_name, cfg.env, cfg.training.seed, config,
                                       command=command or shlex.join(sys.argv), inputs=resolved.artifact_ids,
                                       group_id=group_id)
-        self.reporter.message(f"run {run.id}: {cfg.agent_name} on {cfg.env}, {cfg.training.max_steps:,} steps")
+        self.reporter.message(f"run {run.id}: {cfg.agent_name} on {cfg.env}, {cfg.training.max_steps:,} steps on {self.device.type}")
         return StartedRun(run.id, env, agent, torch.get_rng_state())
 
     def train_started(self, started: StartedRun) -> TrainResult:
