@@ -11,8 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from slatectl.registry import open_registry
 from slatectl.cli.common import (DEVICE_HELP, EPISODES_RANGE, PROBABILITY_RANGE, SEED_RANGE, Device, console, err_console,
                                  get_settings)
-from slatectl.config_tools import apply_overrides, build_config
 from slatectl.device import resolve_device
+from slatectl.config_tools import apply_overrides, build_config
 from slatectl.pretrain.gems_train import GeMSConfig
 from slatectl.pretrain.logged import LoggedDataConfig
 from slatectl.pretrain.mf import MFConfig
