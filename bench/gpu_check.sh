@@ -38,30 +38,30 @@ else
 fi
 if [[ $DRY == 1 ]]; then DEVICE=cpu; else DEVICE=cuda; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee "$LOGS/gpu.log"; fi
 
-# extract LOG ROW_REGEX COLUMN: the number in the first table row matching ROW_REGEX, in the column whose
-# header contains COLUMN (Markdown tables as the bench scripts print them); empty when not found.
+# extract LOG ROW_REGEX COLUMN_REGEX: the number in the first table row matching ROW_REGEX, in the first
+# column whose header matches COLUMN_REGEX (Markdown tables as the bench scripts print them: a header row,
+# then a |---| row); empty when not found.
 extract() {
     $PY - "$1" "$2" "$3" <<'EOF'
 import re, sys
 path, row_pattern, column = sys.argv[1:]
-header = None
+header, previous = None, None
 for line in open(path, errors="replace"):
     line = line.strip()
     if not line.startswith("|"):
         continue
     cells = [c.strip() for c in line.strip("|").split("|")]
     if all(set(c) <= set("-: ") for c in cells):
+        header = previous
         continue
-    if header is None or not re.search(r"\d", line) or any(column in c for c in cells):
-        if any(column in c for c in cells):
-            header = cells
-            continue
-    if header and re.search(row_pattern, line):
-        index = next(i for i, c in enumerate(header) if column in c)
-        number = re.search(r"-?[\d,]*\.?\d+", cells[index]) if index < len(cells) else None
-        if number:
-            print(number.group(0).replace(",", ""))
-            break
+    previous = cells
+    if header is None or not re.search(row_pattern, line):
+        continue
+    index = next((i for i, c in enumerate(header) if re.search(column, c)), None)
+    number = re.search(r"-?[\d,]*\.?\d+", cells[index]) if index is not None and index < len(cells) else None
+    if number:
+        print(number.group(0).replace(",", ""))
+        break
 EOF
 }
 
@@ -113,24 +113,26 @@ if [[ $DRY == 1 ]]; then QUICK=(--quick); else QUICK=(); fi
 # -- 2. GeMS pretraining: batches of 256 per second (reference size = 527k batches in ≤ 10 min)
 if [[ $DRY == 1 ]]; then SIZE=(); else SIZE=(--episodes 20000); fi
 run gems 100 $PY bench/gems_throughput.py --device $DEVICE "${QUICK[@]}" "${SIZE[@]}"; rc=$?
-record "GeMS pretraining batches/s (batch 256)" $rc "$(extract "$LOGS/gems.log" 'GeMS batches/s' value)" ">=" 900
+record "GeMS pretraining batches/s (batch 256)" $rc "$(extract "$LOGS/gems.log" 'GeMS batches/s' '^value$')" ">=" 900
 
 # -- 3. Solo SAC+GeMS training steps/s (1 episode + 1 update per step), against the 2-core CPU
 run train 80 $PY bench/train_throughput.py --device $DEVICE "${QUICK[@]}"; rc=$?
-record "solo SAC+GeMS training steps/s ($DEVICE)" $rc "$(extract "$LOGS/train.log" 'solo training steps/s' value)" \
+record "solo SAC+GeMS training steps/s ($DEVICE)" $rc "$(extract "$LOGS/train.log" 'solo training steps/s' '^value$')" \
     ">=" "$($PY -c "print(round(3 * $CPU_2CORE_STEPS_PER_S, 2))")" "(3 × the 2-core CPU's $CPU_2CORE_STEPS_PER_S)"
 
 # -- 4. Simulator: user-steps/s at B = 1M users, random policy
 if [[ $DRY == 1 ]]; then B=1024; SIZE=(--batches $B --repeats 1); else B=1048576; SIZE=(--batches $B --repeats 2); fi
 run sim 100 $PY bench/sim_throughput.py --device $DEVICE "${QUICK[@]}" "${SIZE[@]}"; rc=$?
+B_GROUPED=$($PY -c "print(f'{$B:,}')")
 record "simulator user-steps/s (B = $B, random policy)" $rc \
-    "$(extract "$LOGS/sim.log" "random.*\| *(${B}|$(printf "%'d" $B 2>/dev/null || echo $B)) *\|" 'user-steps/s')" ">=" 50000000
+    "$(extract "$LOGS/sim.log" "random *\| *(${B}|${B_GROUPED}) *\|" 'user-steps/s')" ">=" 50000000
 
 # -- 5. Collection with a SAC+GeMS checkpoint: transitions/s and the 10,000-episode npz end to end
 if [[ $DRY == 1 ]]; then SIZE=(--episodes 200 --batch 200 --agents sac-gems); else SIZE=(--episodes 10000 --batch 10000 --agents random,sac-gems); fi
 run collect 110 $PY bench/collect_throughput.py --device $DEVICE "${QUICK[@]}" "${SIZE[@]}"; rc=$?
-record "collection transitions/s (SAC+GeMS)" $rc "$(extract "$LOGS/collect.log" 'sac-gems' 'transitions/s')" ">=" 1000000
-record "collection of the 10,000-episode npz, s (SAC+GeMS)" $rc "$(extract "$LOGS/collect.log" 'sac-gems' 'seconds')" "<=" 5
+record "collection transitions/s, policy + simulation (SAC+GeMS)" $rc "$(extract "$LOGS/collect.log" 'sac-gems' 'transitions/s')" ">=" 1000000
+record "collection of the 10,000-episode npz end to end, s (SAC+GeMS)" $rc \
+    "$(extract "$LOGS/collect.log" 'sac-gems' '^end-to-end s$|^seconds$')" "<=" 5
 
 # -- 6. Population training: aggregate steps/s of K = 60 members against the solo run
 if [[ $DRY == 1 ]]; then K=2; SIZE=(--sizes 1,$K --steps 2); else K=60; SIZE=(--sizes 1,$K); fi
@@ -141,7 +143,7 @@ record "population K=$K aggregate steps/s × solo" $rc "$(extract "$LOGS/populat
 if [[ $DRY == 1 ]]; then SIZE=(--quick); else SIZE=(--updates 10 --steps 5 --episodes 5); fi
 run train_cpu 45 $PY bench/train_throughput.py --device cpu --threads 2 "${SIZE[@]}"; rc=$?
 record "solo training steps/s on this machine's CPU, 2 threads (information)" $rc \
-    "$(extract "$LOGS/train_cpu.log" 'solo training steps/s' value)" ">=" 0
+    "$(extract "$LOGS/train_cpu.log" 'solo training steps/s' '^value$')" ">=" 0
 
 # -- summary
 ELAPSED=$(( SECONDS - STARTED ))
