@@ -19,6 +19,8 @@ Semantics equal `play_episodes`: the first call plays eagerly (a warm-up that ca
 episode), the second records and then replays, later calls replay. If this torch/GPU cannot record the
 episode (an operation that waits for the host, say), the episode is played eagerly from then on, with a
 warning. CUDA only; the training loop uses it for learning-phase batches (`TRAIN_CUDA_GRAPH_ENV`).
+Capture therefore needs the simulator's `reset` and `step`, and the agent's acting, to read nothing back
+to the host on CUDA (`tests/test_gpu_paths.py` counts the reads of the agents and the loop on the CPU).
 """
 
 from __future__ import annotations
