@@ -209,6 +209,14 @@ def test_pretrain_on_cuda_without_a_gpu_exits_2_before_any_work(command, tmp_pat
     assert not (tmp_path / "home" / "artifacts").exists()
 
 
+@no_cuda
+def test_pretrain_gems_accelerator_override_to_cuda_without_a_gpu_exits_2(tmp_path) -> None:
+    result = CliRunner().invoke(app, ["--home", str(tmp_path / "home"), "pretrain", "gems", "--env", "focused_topdown",
+                                      "--set", "accelerator=cuda"])
+    assert result.exit_code == 2, result.output
+    assert "no CUDA GPU" in result.output and not (tmp_path / "home" / "artifacts").exists()
+
+
 def test_pretrain_gems_on_the_cpu_records_the_device_in_the_artifact(tmp_path) -> None:
     home = tmp_path / "home"
     result = CliRunner().invoke(app, ["--home", str(home), "pretrain", "gems", "--env", "focused_topdown", "--device", "cpu",

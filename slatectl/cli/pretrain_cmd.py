@@ -112,6 +112,7 @@ def pretrain_gems(
     logged_overrides = [o for o in overrides if o.startswith("logged.")]
     resolved = resolve_device(device, say=_say)
     config = build_config(GeMSConfig, _section("gems", [f"accelerator={resolved}", *gems_overrides]), "gems.")
+    resolve_device(config.accelerator)  # `--set accelerator=cuda` without a GPU: exit 2 before any work
     _check_logged_overrides(logged_overrides)
     seed = TrainingConfig().seed if seed is None else seed
     configure_torch_threads(get_settings().threads)
