@@ -1,9 +1,15 @@
-"""Training throughput of SAC+GeMS on CPU: agent updates/s and env steps/s while collecting episodes.
+"""Training throughput of SAC+GeMS: agent updates/s, env steps/s while acting, and training steps/s of
+the reference's step (one episode, then one update) on a device, through the training loop's pieces.
 
-Usage: python bench/train_throughput.py [--env focused_topdown] [--updates 50] [--episodes 20]
-       [--parallel 1,10] [--threads N]
+Usage: python bench/train_throughput.py [--device cpu|cuda] [--quick] [--env focused_topdown]
+       [--updates 50] [--steps 20] [--episodes 20] [--parallel 1,10] [--threads N]
 GeMS is randomly initialised (its weights do not change the cost); updates use batches of 20 episodes
-from a replay of random-phase episodes, exactly as in training. Prints a Markdown table.
+from a replay of random-phase episodes, exactly as in training. As in `slatectl train`, the simulator,
+the agent and the replay live on `--device` (`simulator_on`, `EpisodeReplay(device=)`), and on CUDA
+the solo step is measured twice: with the learning-phase episode replayed from a captured CUDA graph (what
+`slatectl train` does) and played eagerly. Timings end
+with a read of a result (the metrics, a return), which waits for the device. Prints a Markdown table;
+`--quick` is a smoke run of a few seconds.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from slatectl.pretrain.gems_train import GeMSConfig, build_gems
 from slatectl.sim.factory import make_env
 from slatectl.train.config import default_config_dict
 from slatectl.train.episodes import play_episodes
+from slatectl.train.captured_episodes import CapturedEpisodes
+from slatectl.train.loop import simulator_on
 from slatectl.train.replay import EpisodeReplay
 
 
@@ -35,45 +43,67 @@ def build_sac_gems(env):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 3 updates, 2 steps, 2 episodes")
     parser.add_argument("--env", default="focused_topdown")
-    parser.add_argument("--updates", type=int, default=50)
-    parser.add_argument("--episodes", type=int, default=20, help="episodes timed per collection measurement")
-    parser.add_argument("--parallel", default="1,10", help="episodes collected at once (training.parallel_episodes)")
+    parser.add_argument("--updates", type=int, default=None, help="timed updates (default 50)")
+    parser.add_argument("--steps", type=int, default=None, help="timed training steps, 1 episode + 1 update each (default 20)")
+    parser.add_argument("--episodes", type=int, default=None, help="episodes timed per acting measurement (default 20)")
+    parser.add_argument("--parallel", default="1,10", help="episodes played at once (training.parallel_episodes)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
+    updates = args.updates or (3 if args.quick else 50)
+    steps = args.steps or (2 if args.quick else 20)
+    episodes = args.episodes or (2 if args.quick else 20)
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     torch.manual_seed(0)
-    env = make_env(args.env)
+    env = simulator_on(make_env(args.env), device)
     agent, params = build_sac_gems(env)
-    replay = EpisodeReplay(params.capacity, params.batch_size)
-    replay.add(play_episodes(env, agent, torch.arange(100), seed=1, mode="random"))
-    print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, env {args.env}")
+    agent.to(device)
+    replay = EpisodeReplay(params.capacity, params.batch_size, device)
+    replay.add(play_episodes(env, agent, torch.arange(100), seed=1, mode="random", device=device))
+    name = torch.cuda.get_device_name(0) if device.type == "cuda" else f"{platform.machine()} {platform.processor()}".strip()
+    print(f"device: {args.device} ({name}), {torch.get_num_threads()} torch threads, torch {torch.__version__}, env {args.env}")
     print("| measure | value |")
     print("|---|---:|")
-    agent.update(replay.sample(), lambda loss: loss.backward())  # warm-up
+    agent.update(replay.sample())  # warm-up
     times = []
-    for _ in range(args.updates):
+    for _ in range(updates):
         batch = replay.sample()
         start = time.perf_counter()
-        agent.update(batch, lambda loss: loss.backward())
+        agent.update(batch)  # returns floats: ends with one read of the metrics
         times.append(time.perf_counter() - start)
-    print(f"| SAC+GeMS updates/s (batch 20 episodes = 2,000 transitions, median of {args.updates}) | {1 / statistics.median(times):,.1f} |")
-    collect_rates = {}
+    print(f"| SAC+GeMS updates/s (batch 20 episodes = 2,000 transitions, median of {updates}) | {1 / statistics.median(times):,.1f} |")
     for parallel in (int(p) for p in args.parallel.split(",")):
-        rounds = max(1, args.episodes // parallel)
+        rounds = max(1, episodes // parallel)
+        play_episodes(env, agent, torch.arange(parallel), seed=2, mode="explore", device=device)  # warm-up
         start = time.perf_counter()
         for r in range(rounds):
-            play_episodes(env, agent, torch.arange(r * parallel, (r + 1) * parallel), seed=2, mode="explore")
+            played = play_episodes(env, agent, torch.arange(r * parallel, (r + 1) * parallel), seed=2, mode="explore",
+                                   device=device)
+            float(played.rewards.sum())  # wait for the device, as the loop's return read does
         elapsed = time.perf_counter() - start
-        steps = rounds * parallel * env.config.episode_length
-        collect_rates[parallel] = steps / elapsed
-        print(f"| env steps/s collecting with the SAC+GeMS policy, {parallel} episode(s) at once | {steps / elapsed:,.0f} |")
-    per_update = statistics.median(times)
-    for parallel, rate in collect_rates.items():
-        print(f"| estimated training steps/s at parallel_episodes={parallel} (1 episode + 1 update each) | "
-              f"{1 / (per_update + env.config.episode_length / rate):,.2f} |")
+        print(f"| env steps/s acting with the SAC+GeMS policy, {parallel} episode(s) at once | "
+              f"{rounds * parallel * env.config.episode_length / elapsed:,.0f} |")
+    # As `slatectl train` plays learning-phase episodes: on CUDA replayed from a captured graph.
+    players = {"eager": lambda ids: play_episodes(env, agent, ids, seed=3, mode="explore", device=device)}
+    if device.type == "cuda":
+        players = {"captured episodes": CapturedEpisodes(env, agent, 3, "explore", device), **players}
+    for label, play in players.items():
+        play(torch.arange(1, device=device))  # warm-up (and, captured, the eager first episode)
+        play(torch.arange(1, 2, device=device))  # (captured: the capture)
+        start = time.perf_counter()
+        for step in range(steps):
+            played = play(torch.arange(1000 + step, 1001 + step, device=device))
+            replay.add(played)
+            agent.update(replay.sample())
+            float(played.rewards.sum())
+        note = f"{label}: {'yes' if getattr(play, 'replaying', False) else 'no graph'}, " if device.type == "cuda" else ""
+        print(f"| solo training steps/s (1 episode + 1 update per step, as `slatectl train`; {note}{steps} steps) | "
+              f"{steps / (time.perf_counter() - start):,.2f} |")
 
 
 if __name__ == "__main__":

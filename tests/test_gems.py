@@ -228,3 +228,22 @@ def test_compact_dtypes_are_accepted() -> None:
     c2, s2 = model.action_bounds(slates.to(torch.int16), clicks.to(torch.uint8))
     torch.testing.assert_close(c1, c2)
     torch.testing.assert_close(s1, s2)
+
+
+def test_the_epoch_loop_reads_nothing_back_per_batch(monkeypatch) -> None:
+    # On a GPU every host read (`.item()`, `float(t)`, `.cpu()`, …) waits for the device: the loop must
+    # read the losses once per epoch, not per batch. Four times the batches must mean no more reads.
+    from host_reads import count_host_reads
+
+    slates, clicks, _ = prototype_slates(episodes=20, steps=100, seed=6)
+    reads = count_host_reads(monkeypatch)
+    totals = []
+    for batch_size in (128, 32):  # 15 and 57 training batches per epoch, the same validation slates
+        reads.clear()
+        batches: list[int] = []
+        train_gems(slates, clicks, GeMSConfig(max_epochs=2, batch_size=batch_size), seed=0,
+                   batch_callback=lambda epoch, done, total: batches.append(done))
+        totals.append(sum(reads.values()))
+        assert len(batches) == 2 * math.ceil(1_800 / batch_size)
+    assert totals[0] > 0, "the counter saw no reads at all: the patching does not work"
+    assert totals[1] == totals[0], f"host reads grow with the number of batches: {dict(reads)}"

@@ -30,6 +30,15 @@ def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
     torch._foreach_lerp_(target_params, online_params, tau)
 
 
+def read_metrics(values: dict[str, torch.Tensor | float]) -> dict[str, float]:
+    """An update's scalar metrics as floats, copied to the host in one transfer (each separate
+    `.item()` would wait for a GPU once more)."""
+    tensors = {k: v.reshape(()) for k, v in values.items() if isinstance(v, torch.Tensor)}
+    # stack promotes mixed dtypes (float32 with float64 → float64), which keeps every value exact
+    read = dict(zip(tensors, torch.stack(list(tensors.values())).tolist())) if tensors else {}
+    return {k: read[k] if k in read else float(v) for k, v in values.items()}
+
+
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A deep copy with gradients off (target networks)."""
     clone = copy.deepcopy(module)

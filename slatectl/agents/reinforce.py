@@ -33,7 +33,7 @@ import torch
 
 from slatectl.agents.base import ActMode, Backward, EpisodeBatch, SingleBeliefAgent, default_backward
 from slatectl.agents.belief import GRUBelief
-from slatectl.agents.nets import check_params, common_checks, first_click_index, mlp, random_slates
+from slatectl.agents.nets import check_params, common_checks, first_click_index, mlp, random_slates, read_metrics
 from slatectl.agents.pretrained import AgentInputs
 from slatectl.agents.spec import AgentSpec, register_agent
 from slatectl.sim.topicrec import TopicRec
@@ -118,8 +118,8 @@ class ReinforceSoftmax(SingleBeliefAgent):
         self.optimizer.zero_grad(set_to_none=True)
         backward(loss)
         self.optimizer.step()
-        return {"loss": loss.item(), "return": float(batch.rewards.sum(dim=1).mean()),
-                "clicked_steps": float(has_click.sum())}
+        return read_metrics({"loss": loss.detach(), "return": batch.rewards.sum(dim=1).mean(),
+                             "clicked_steps": has_click.sum()})
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"policy": self.optimizer}

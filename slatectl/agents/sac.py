@@ -38,7 +38,7 @@ from torch import nn
 
 from slatectl.agents.base import ActMode, Agent, Backward, EpisodeBatch, default_backward
 from slatectl.agents.belief import GRUBelief
-from slatectl.agents.nets import check_params, common_checks, frozen_copy, mlp, polyak_update
+from slatectl.agents.nets import check_params, common_checks, frozen_copy, mlp, polyak_update, read_metrics
 from slatectl.agents.pretrained import AgentInputs, checked_item_table, require_input
 from slatectl.agents.rankers import GeMSRanker, Ranker, TopKRanker
 from slatectl.agents.spec import AgentSpec, register_agent
@@ -226,22 +226,22 @@ class SACAgent(Agent):
         self.actor_optimizer.step()
 
         # 3. temperature
-        metrics = {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item(), "alpha": alpha.item(),
-                   "q_mean": float(q1.detach().mean()), "log_pi": float(log_prob.detach().mean())}
+        metrics = {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(), "alpha": alpha,
+                   "q_mean": q1.detach().mean(), "log_pi": log_prob.detach().mean()}
         if p.auto_entropy:
             alpha_loss = -(self.log_alpha.exp() * (log_prob.detach() + self.target_entropy)).mean()
             self.alpha_optimizer.zero_grad(set_to_none=True)
             backward(alpha_loss)
             self.alpha_optimizer.step()
             self.alpha.copy_(self.log_alpha.detach().exp())
-            metrics["alpha_loss"] = alpha_loss.item()
+            metrics["alpha_loss"] = alpha_loss.detach()
 
-        # 4. targets
+        # 4. targets (the count is read only when the period is not 1: each read waits for a GPU)
         self.update_count += 1
-        if int(self.update_count) % p.target_update_frequency == 0:
+        if p.target_update_frequency == 1 or int(self.update_count) % p.target_update_frequency == 0:
             polyak_update(self.q1_target, self.q1, p.tau)
             polyak_update(self.q2_target, self.q2, p.tau)
-        return metrics
+        return read_metrics(metrics)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         named = {"critic": self.critic_optimizer, "actor": self.actor_optimizer}

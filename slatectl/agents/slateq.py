@@ -46,7 +46,8 @@ import torch.nn.functional as F
 
 from slatectl.agents.base import ActMode, Backward, EpisodeBatch, SingleBeliefAgent, default_backward
 from slatectl.agents.belief import GRUBelief
-from slatectl.agents.nets import check_params, common_checks, first_click_index, frozen_copy, mlp, polyak_update, random_slates
+from slatectl.agents.nets import (check_params, common_checks, first_click_index, frozen_copy, mlp, polyak_update,
+                                  random_slates, read_metrics)
 from slatectl.agents.pretrained import AgentInputs
 from slatectl.agents.spec import AgentSpec, register_agent
 from slatectl.sim.click_model import click_probabilities, relevance
@@ -141,10 +142,20 @@ class SlateQ(SingleBeliefAgent):
             raise ValueError(f"unknown act mode {mode!r}")
         slates = (self.acting_relevances(env) * self.q(state)).topk(self.slate_size, dim=1).indices
         if mode == "explore":
-            explore = torch.rand(B, device=state.device) < self.epsilon
-            if bool(explore.any()):
+            explore = torch.rand(B, device=state.device) < self._acting_epsilon()
+            # On the CPU random slates are drawn only when someone explores (the RNG stream every CPU
+            # run had); elsewhere always, since asking would wait for the device at every env step.
+            if state.device.type != "cpu" or bool(explore.any()):
                 slates = torch.where(explore[:, None], random_slates(B, self.num_items, self.slate_size, state.device), slates)
         return slates, empty
+
+    def _acting_epsilon(self) -> float | torch.Tensor:
+        """ε for acting: the float of `epsilon` on the CPU; off it the same formula on the device
+        (reading the step buffer would wait for the device at every env step)."""
+        if self.step.device.type == "cpu":
+            return self.epsilon
+        p = self.params
+        return p.epsilon_end + (1.0 - p.epsilon_end) * torch.exp(-self.step.double() / p.epsilon_decay)
 
     # -- training -----------------------------------------------------------------------------------
     def click_probabilities(self, slate_relevance: torch.Tensor, slate_topics: torch.Tensor) -> torch.Tensor:
@@ -193,10 +204,10 @@ class SlateQ(SingleBeliefAgent):
         self.optimizer.step()
         self.step += 1
         self.update_count += 1
-        if int(self.update_count) % p.target_update_frequency == 0:
+        if p.target_update_frequency == 1 or int(self.update_count) % p.target_update_frequency == 0:
             polyak_update(self.q_target, self.q, p.tau)
-        metrics.update(q_loss=loss.item(), q_mean=float(q.detach().mean()), target_mean=float(target.mean()))
-        return metrics
+        metrics.update(q_loss=loss.detach(), q_mean=q.detach().mean(), target_mean=target.mean())
+        return read_metrics(metrics)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"q": self.optimizer}

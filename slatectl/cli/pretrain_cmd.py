@@ -9,7 +9,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from slatectl.registry import open_registry
-from slatectl.cli.common import EPISODES_RANGE, PROBABILITY_RANGE, SEED_RANGE, console, err_console, get_settings
+from slatectl.cli.common import (DEVICE_HELP, EPISODES_RANGE, PROBABILITY_RANGE, SEED_RANGE, Device, console, err_console,
+                                 get_settings)
+from slatectl.device import resolve_device
 from slatectl.config_tools import apply_overrides, build_config
 from slatectl.pretrain.gems_train import GeMSConfig
 from slatectl.pretrain.logged import LoggedDataConfig
@@ -95,24 +97,29 @@ def pretrain_gems(
     env: str = typer.Option(..., "--env", metavar="ENV", help="Environment name (see `slatectl env list`)."),
     seed: Optional[int] = typer.Option(None, "--seed", metavar="SEED", **SEED_RANGE, help="GeMS seed [default: the training seed 58407201]."),
     overrides: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a GeMS value: --set max_epochs=5 (or logged.episodes=…); repeatable."),
+    device: Device = typer.Option(Device.auto, "--device", help=DEVICE_HELP + " (`--set accelerator=…` overrides it.)"),
 ) -> None:
     """Pretrain the GeMS slate VAE on the env's logged data (built if missing); prints the artifact id.
 
-    Torch uses `slatectl --threads N` CPU threads (default 1).
+    Torch uses `slatectl --threads N` CPU threads (default 1). On CUDA the training step is replayed
+    from a CUDA graph (SLATECTL_GEMS_CUDA_GRAPH=0 runs it eagerly). The device is part of the artifact's
+    config: a GeMS pretrained on CUDA is not reused by a CPU run, and vice versa.
 
     Example: slatectl pretrain gems --env diffuse_topdown --set max_epochs=10
     """
     simulator = make_env(env)
     gems_overrides = [o for o in overrides if not o.startswith("logged.")]
     logged_overrides = [o for o in overrides if o.startswith("logged.")]
-    config = build_config(GeMSConfig, _section("gems", gems_overrides), "gems.")
+    resolved = resolve_device(device, say=_say)
+    config = build_config(GeMSConfig, _section("gems", [f"accelerator={resolved}", *gems_overrides]), "gems.")
+    resolve_device(config.accelerator)  # `--set accelerator=cuda` without a GPU: exit 2 before any work
     _check_logged_overrides(logged_overrides)
     seed = TrainingConfig().seed if seed is None else seed
     configure_torch_threads(get_settings().threads)
     with open_registry(get_settings()) as registry:
         logged_artifact = _logged(registry, simulator, None, None, logged_overrides)
         artifact = pretrained.ensure_gems(registry, simulator, logged_artifact, config, seed, say=_say)
-    console.print(f"GeMS for {env}: artifact {artifact.id}")
+    console.print(f"GeMS for {env} ({config.accelerator}): artifact {artifact.id}")
     typer.echo(artifact.id)
 
 
@@ -121,6 +128,7 @@ def pretrain_mf(
     env: str = typer.Option(..., "--env", metavar="ENV", help="Environment name (see `slatectl env list`)."),
     seed: Optional[int] = typer.Option(None, "--seed", metavar="SEED", **SEED_RANGE, help=f"MF seed [default: {MF_SEED}]."),
     overrides: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override an MF value: --set patience=5 (or logged.episodes=…); repeatable."),
+    device: Device = typer.Option(Device.auto, "--device", help=DEVICE_HELP),
 ) -> None:
     """Pretrain BPR matrix-factorisation item embeddings on the env's logged data; prints the artifact id.
 
@@ -133,9 +141,11 @@ def pretrain_mf(
     logged_overrides = [o for o in overrides if o.startswith("logged.")]
     config = build_config(MFConfig, _section("mf", mf_overrides), "mf.")
     _check_logged_overrides(logged_overrides)
+    resolved = resolve_device(device, say=_say)
     configure_torch_threads(get_settings().threads)
     with open_registry(get_settings()) as registry:
         logged_artifact = _logged(registry, simulator, None, None, logged_overrides)
-        artifact = pretrained.ensure_mf(registry, simulator, logged_artifact, config, MF_SEED if seed is None else seed, say=_say)
-    console.print(f"MF embeddings for {env}: artifact {artifact.id}")
+        artifact = pretrained.ensure_mf(registry, simulator, logged_artifact, config, MF_SEED if seed is None else seed,
+                                        say=_say, device=resolved)
+    console.print(f"MF embeddings for {env} ({resolved}): artifact {artifact.id}")
     typer.echo(artifact.id)

@@ -46,7 +46,7 @@ def train(
     overrides: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override one config value, e.g. --set agent.gamma=0.9 (repeatable)."),
     seeds: Optional[int] = typer.Option(None, "--seeds", metavar="N", **SEEDS_RANGE, help="Train a population: every env × N seeds (--seed, --seed+1, …) in one process, in lockstep."),
     resume: Optional[str] = typer.Option(None, "--resume", metavar="RUN_ID|GROUP", help="Continue run RUN_ID, or every member of population GROUP, from its last checkpoint."),
-    device: Optional[Device] = typer.Option(None, "--device", help=DEVICE_HELP + " [default: training.device, cpu]"),
+    device: Optional[Device] = typer.Option(None, "--device", help=DEVICE_HELP + " GeMS that the run pretrains for itself is pretrained there too. [default: training.device, auto]"),
     jobs: int = typer.Option(1, "--jobs", metavar="K", **JOBS_RANGE, help="With --env all: environments trained at once (each process with --threads torch threads); not with a population."),
     keep_resume: Optional[int] = typer.Option(None, "--keep-resume", metavar="K", min=1, max=1000, help="Resume states kept per run; older ones are deleted [default: 1]."),
 ) -> None:

@@ -5,9 +5,12 @@ The first `val_fraction` of the episodes are validation users. They are unseen b
 *folded in*: a validation user's vector is the mean item embedding of its clicks in the first half of
 its episode, and it is scored on its second-half clicks against fixed uniform negatives. The
 reference's validation bugs (training during validation, user-id collisions, batch×batch scores) are
-deliberately not reproduced. Like every training loop here it is plain PyTorch (`slatectl.harness`): on
-the CPU, with explicit seeds (one generator for the data order and negatives, a forked global RNG for
-the initial weights), so a seed fixes the result and the caller's RNG is left untouched.
+deliberately not reproduced. Like every training loop here it is plain PyTorch (`slatectl.harness`) with
+explicit seeds (one CPU generator for the data order and negatives, a forked global RNG for the initial
+weights), so a seed fixes the result and the caller's RNG is left untouched. On `device` (cpu | cuda)
+the positives live on the device; each epoch's order and negatives are drawn on the CPU generator in one
+go (the same numbers as drawing them batch by batch) and moved once, and the training loss is summed on
+the device and read at each evaluation, so no batch waits for the host.
 """
 
 from __future__ import annotations
@@ -113,6 +116,10 @@ class FoldInPairs:
     def __len__(self) -> int:
         return int(self.target_item.shape[0])
 
+    def to(self, device: torch.device | str) -> "FoldInPairs":
+        return FoldInPairs(self.history_user.to(device), self.history_item.to(device), self.num_users,
+                           self.target_user.to(device), self.target_item.to(device), self.negative_item.to(device))
+
 
 def fold_in_pairs(slates: Tensor, clicks: Tensor, num_items: int, num_neg: int, generator: torch.Generator) -> FoldInPairs:
     """Build validation pairs from (E_val, H, K) episodes; users without clicks in either half are dropped."""
@@ -131,7 +138,7 @@ def fold_in_pairs(slates: Tensor, clicks: Tensor, num_items: int, num_neg: int, 
 def fold_in_evaluate(item_table: Tensor, pairs: FoldInPairs) -> dict[str, float]:
     """BPR loss and AUC of held-out clicks vs negatives, users = mean of their history items."""
     dim = item_table.shape[1]
-    sums = torch.zeros(pairs.num_users, dim).index_add_(0, pairs.history_user, item_table[pairs.history_item])
+    sums = torch.zeros(pairs.num_users, dim, device=item_table.device).index_add_(0, pairs.history_user, item_table[pairs.history_item])
     counts = torch.bincount(pairs.history_user, minlength=pairs.num_users).clamp(min=1).unsqueeze(1)
     users = (sums / counts)[pairs.target_user]
     pos = (users * item_table[pairs.target_item]).sum(-1)
@@ -142,36 +149,41 @@ def fold_in_evaluate(item_table: Tensor, pairs: FoldInPairs) -> dict[str, float]
 # -- training -----------------------------------------------------------------------------------------
 
 
-def train_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int) -> tuple[Tensor, dict[str, Any]]:
-    """Train BPR-MF on (E, H, K) logged episodes; return the item table (num_items, dim) with the best
-    validation loss, and metrics.
+def train_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int,
+             device: torch.device | str = "cpu") -> tuple[Tensor, dict[str, Any]]:
+    """Train BPR-MF on (E, H, K) logged episodes; return the item table (num_items, dim, on the CPU)
+    with the best validation loss, and metrics.
 
     Evaluation every `eval_every_batches` steps and once more at the end of training; stop after
     `patience` evaluations without improvement. Without validation users the final table is returned.
     """
     # Gradients on whatever global grad mode the caller left (simulator rollouts switch it off).
     with torch.enable_grad():
-        return _train_mf(slates, clicks, config, seed)
+        table, metrics = _train_mf(slates, clicks, config, seed, torch.device(device))
+    return table.cpu(), metrics
 
 
-def _train_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int) -> tuple[Tensor, dict[str, Any]]:
+def _train_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int,
+              device: torch.device) -> tuple[Tensor, dict[str, Any]]:
     check_logged_pair(slates, clicks, ndim=(3,))
     if slates.numel() and int(slates.max()) >= config.num_items:
         raise ValueError(f"item id {int(slates.max())} >= num_items {config.num_items}")
     n_val = num_validation(slates.shape[0], config.val_fraction)
     generator = torch.Generator().manual_seed(seed)
-    pairs = fold_in_pairs(slates[:n_val], clicks[:n_val], config.num_items, config.num_neg_samples, generator)
+    pairs = fold_in_pairs(slates[:n_val], clicks[:n_val], config.num_items, config.num_neg_samples, generator).to(device)
     train_user, train_item = click_positives(slates[n_val:], clicks[n_val:])
     if train_item.numel() == 0:
         raise ValueError("no clicks in the training episodes: nothing to learn from")
+    train_user, train_item = train_user.to(device), train_item.to(device)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = BPRMatrixFactorization(slates.shape[0] - n_val, config.num_items, config.embedding_dim)
+    model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
     state = _EarlyStopping(config.patience)
-    window = _RunningMean()  # training loss since the last evaluation
+    window = _RunningMean(device)  # training loss since the last evaluation
     batch, epoch = 0, 0
     max_batches = config.max_batches if config.max_batches is not None else math.inf
 
@@ -180,16 +192,16 @@ def _train_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int) -> tu
         state.update(batch, scores, window.pop(), model)
 
     while epoch < config.max_epochs and batch < max_batches and not state.stop:
-        order = torch.randperm(train_item.shape[0], generator=generator)
+        order, epoch_negatives = _epoch_draws(train_item.shape[0], config, generator, device)
         for start in range(0, order.shape[0], config.batch_size):
             rows = order[start : start + config.batch_size]
-            negatives = torch.randint(config.num_items, (rows.shape[0], config.num_neg_samples), generator=generator)
+            negatives = epoch_negatives[start : start + config.batch_size]
             loss = model.loss(train_user[rows], train_item[rows], negatives)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             batch += 1
-            window.add(loss.item())
+            window.add(loss.detach())
             if batch % config.eval_every_batches == 0 and len(pairs):
                 evaluate()
             if state.stop or batch >= max_batches:
@@ -219,17 +231,35 @@ def _train_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int) -> tu
     return table, metrics
 
 
-class _RunningMean:
-    def __init__(self) -> None:
-        self.total, self.count = 0.0, 0
+def _epoch_draws(positives: int, config: MFConfig, generator: torch.Generator,
+                 device: torch.device) -> tuple[Tensor, Tensor]:
+    """An epoch's order of the positives and its negatives (one row per positive), on `device`.
 
-    def add(self, value: float) -> None:
+    Both come from the CPU generator in the order the batch loop used to draw them (the permutation,
+    then each batch's negatives): CPU integer draws are serial, so one call for the epoch yields the
+    same numbers as one call per batch. A run cut short mid-epoch draws negatives it does not use,
+    but nothing is drawn after it, so the result is the same."""
+    order = torch.randperm(positives, generator=generator)
+    negatives = torch.randint(config.num_items, (positives, config.num_neg_samples), generator=generator)
+    return order.to(device), negatives.to(device)
+
+
+class _RunningMean:
+    """Mean of the batch losses since the last `pop`, summed on the device (float64, as Python floats
+    were) and read only by `pop`."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.total = torch.zeros((), dtype=torch.float64, device=device)
+        self.count = 0
+
+    def add(self, value: Tensor) -> None:
         self.total += value
         self.count += 1
 
     def pop(self) -> float:
-        mean = self.total / self.count if self.count else math.nan
-        self.total, self.count = 0.0, 0
+        mean = self.total.item() / self.count if self.count else math.nan
+        self.total.zero_()
+        self.count = 0
         return mean
 
 

@@ -40,7 +40,7 @@ class TrainingConfig:
     random_phase_batch: int = 200
     val_seed: int = VALIDATION_SEED
     test_seed: int = TEST_SEED
-    device: str = "cpu"
+    device: str = "auto"  # auto | cpu | cuda; a run records the device it resolved to
     keep_resume: int = 1  # resume states kept per run (--keep-resume)
 
     def validate(self) -> None:

@@ -25,8 +25,9 @@ def play_episodes(env: TopicRec, agent: Agent, user_ids: torch.Tensor, seed: int
                   device: torch.device | str = "cpu") -> EpisodeBatch:
     """Run B = len(user_ids) users for one episode each with the agent acting in `mode`.
 
-    Returns the episodes in the layout of `EpisodeBatch` (on CPU). The environment is always on CPU;
-    observations are moved to the agent's device only for acting.
+    Returns the episodes in the layout of `EpisodeBatch`, on the simulator's device (its item table's).
+    Observations go to the agent's `device` for acting, slates to the simulator's; with both on one
+    device nothing is copied and no step waits for the host (the values are read by the caller).
     """
     return _play(env, agent, user_ids, seed, mode, device, record=False).episodes
 
@@ -42,42 +43,48 @@ def _play(env: TopicRec, agent: Agent, user_ids: torch.Tensor, seed: int, mode: 
           device: torch.device | str, record: bool) -> RecordedEpisodes:
     cfg = env.config
     B, H, K = user_ids.shape[0], cfg.episode_length, cfg.slate_size
-    slates = torch.empty(B, H + 1, K, dtype=torch.int64)
-    clicks = torch.empty(B, H + 1, K, dtype=torch.float32)
-    actions = torch.zeros(B, H, agent.action_dim, dtype=torch.float32)
-    rec_slates = torch.empty(B, H, K, dtype=torch.int64)
-    rewards = torch.empty(B, H, dtype=torch.float32)
-    user_states = torch.empty(B, H + 1, cfg.embedding_dim, dtype=torch.float32)
+    on = {"device": simulator_device(env)}  # the episode buffers live with the simulator
+    slates = torch.empty(B, H + 1, K, dtype=torch.int64, **on)
+    clicks = torch.empty(B, H + 1, K, dtype=torch.float32, **on)
+    actions = torch.zeros(B, H, agent.action_dim, dtype=torch.float32, **on)
+    rec_slates = torch.empty(B, H, K, dtype=torch.int64, **on)
+    rewards = torch.empty(B, H, dtype=torch.float32, **on)
+    user_states = torch.empty(B, H + 1, cfg.embedding_dim, dtype=torch.float32, **on)
     beliefs: torch.Tensor | None = None
-    bored = torch.empty(B, H, cfg.num_topics, dtype=torch.bool) if record else None
+    bored = torch.empty(B, H, cfg.num_topics, dtype=torch.bool, **on) if record else None
 
     first = env.reset(user_ids, seed)
     slates[:, 0], clicks[:, 0], user_states[:, 0] = first.slate, first.clicks, env.user
     agent.begin_episodes(_to(first, device), user_ids, seed)
     for t in range(H):
         if record:
-            belief = agent.belief_state().to("cpu")
+            belief = agent.belief_state()
             if beliefs is None:
-                beliefs = torch.empty(B, H, belief.shape[1])
+                beliefs = torch.empty(B, H, belief.shape[1], **on)
             beliefs[:, t] = belief
         slate, action = agent.act(env, mode)
-        result = env.step(slate.to("cpu"))
+        result = env.step(slate.to(on["device"]))
         agent.observe(_to(result.observation, device))
         obs = result.observation
         slates[:, t + 1], clicks[:, t + 1] = obs.slate, obs.clicks
         rec_slates[:, t] = obs.slate
         if agent.action_dim:
-            actions[:, t] = action.to("cpu")
+            actions[:, t] = action
         rewards[:, t] = result.reward
         user_states[:, t + 1] = result.user_state
         if bored is not None:
             bored[:, t] = result.bored
     episodes = EpisodeBatch(slates, clicks, actions, rec_slates, rewards, user_states)
-    return RecordedEpisodes(episodes, beliefs if beliefs is not None else torch.empty(B, H, 0),
-                            bored if bored is not None else torch.empty(B, H, 0, dtype=torch.bool))
+    return RecordedEpisodes(episodes, beliefs if beliefs is not None else torch.empty(B, H, 0, **on),
+                            bored if bored is not None else torch.empty(B, H, 0, dtype=torch.bool, **on))
+
+
+def simulator_device(env: TopicRec) -> torch.device:
+    """Where the simulator runs: the device of its item table."""
+    return env.item_embeddings.device
 
 
 def _to(observation: Observation, device) -> Observation:
-    if str(device) == "cpu":
+    if observation.slate.device == torch.device(device):
         return observation
     return type(observation)(slate=observation.slate.to(device), clicks=observation.clicks.to(device))

@@ -112,14 +112,15 @@ def load_gems(registry: Registry, artifact: Artifact):
     return model, (state["action_center"], state["action_scale"])
 
 
-def ensure_mf(registry: Registry, env: TopicRec, logged: Artifact, config: MFConfig, seed: int, say: Say = print) -> Artifact:
+def ensure_mf(registry: Registry, env: TopicRec, logged: Artifact, config: MFConfig, seed: int, say: Say = print,
+              device: str = "cpu") -> Artifact:
     identity = {"env": env.config.name, "logged_artifact": logged.id, "mf": asdict(config), "seed": seed}
     found = registry.find_artifact(MF_KIND, env.config.name, config=identity)
     if found is not None:
         return found
     say(f"pretraining MF item embeddings for {env.config.name} (BPR, seed {seed})")
     data = load_logged_data(registry, logged)
-    table, metrics = train_mf(data.slates.long(), data.clicks.float(), config, seed)
+    table, metrics = train_mf(data.slates.long(), data.clicks.float(), config, seed, device=device)
     return registry.register_artifact(MF_KIND, env.config.name, {"item_embeddings": table}, config=identity,
                                       metrics=_jsonable(metrics), parents=[logged.id])
 

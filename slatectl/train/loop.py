@@ -10,32 +10,40 @@ at a time (the policy is random there, so the result is the same as one by one);
 all their users at once (the policy is fixed). During learning `parallel_episodes` (default 1, the
 reference) episodes are collected with one policy before their updates, trading policy freshness for speed.
 
-Plain PyTorch with an explicit device and seed (`slatectl.harness`). SIGTERM/SIGHUP/Ctrl-C stop the run
+Plain PyTorch with an explicit device and seed (`slatectl.harness`). On a GPU the simulator, the agent
+and the replay all live on it (`simulator_on`, `EpisodeReplay(device=)`): acting sends nothing to the
+host per env step, learning-phase episodes replay a captured CUDA graph (`captured_episodes.py`), and the
+host reads values once per batch of steps (the mean return, and the update's metrics, which each agent
+reads in one transfer). On the CPU the same code runs, with the same numbers
+as before. SIGTERM/SIGHUP/Ctrl-C stop the run
 between batches of steps and mark it `interrupted` (`lifecycle.py`); its checkpoints stay registered and
 `--resume` continues from the last one.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from slatectl.agents.base import Agent
+from slatectl.agents.base import ActMode, Agent, EpisodeBatch
 from slatectl.errors import BadInput, JobFailed
-from slatectl.harness import seed_everything, torch_device
+from slatectl.device import resolve_device
+from slatectl.harness import seed_everything
 from slatectl.registry import Checkpoint, Registry
 from slatectl.sim.topicrec import TopicRec
 from slatectl.train.assembly import build_agent, ensure_agent_inputs, registered_agent_inputs
+from slatectl.train.captured_episodes import TRAIN_CUDA_GRAPH_ENV, CapturedEpisodes
 from slatectl.train.checkpoints import capture_resume_state, latest_resume_state, register_checkpoint, save_step
 from slatectl.train.config import RunConfig, run_config_from_dict
-from slatectl.train.episodes import play_episodes
+from slatectl.train.episodes import play_episodes, simulator_device
 from slatectl.train.evaluation import TestResult, evaluate, test_checkpoints
 from slatectl.train.lifecycle import Heartbeat, StopRequests
 from slatectl.train.metrics_log import MetricsLog
@@ -74,7 +82,9 @@ class Trainer:
         self.config = config
         self.reporter = reporter or SilentReporter()
         self.logs_dir = logs_dir
-        self.device = torch_device(config.training.device)
+        # `auto` (the default) takes CUDA when torch sees a GPU and says so; `cuda` without one is BadInput.
+        self.device = torch.device(resolve_device(config.training.device, say=self.reporter.message))
+        self.config = on_device(config, self.device)
 
     # ------------------------------------------------------------------ entry points
     def run(self, command: str | None = None) -> TrainResult:
@@ -97,7 +107,7 @@ class Trainer:
         run = self.registry.start_run(cfg.agent_name, cfg.env, cfg.training.seed, config,
                                       command=command or shlex.join(sys.argv), inputs=resolved.artifact_ids,
                                       group_id=group_id)
-        self.reporter.message(f"run {run.id}: {cfg.agent_name} on {cfg.env}, {cfg.training.max_steps:,} steps")
+        self.reporter.message(f"run {run.id}: {cfg.agent_name} on {cfg.env}, {cfg.training.max_steps:,} steps on {self.device.type}")
         return StartedRun(run.id, env, agent, torch.get_rng_state())
 
     def train_started(self, started: StartedRun) -> TrainResult:
@@ -140,6 +150,8 @@ class Trainer:
                resumed: bool) -> TrainResult:
         t = self.config.training
         agent.to(self.device)
+        env = simulator_on(env, self.device)
+        play = self._episode_player(env, agent)
         schedule = StepSchedule(t)
         log = MetricsLog(self.logs_dir, run_id, resume_step=first_step if resumed else None)
         heartbeat = Heartbeat(self.registry, run_id)
@@ -155,18 +167,19 @@ class Trainer:
                 for step, count, mode in schedule.batches(first_step, lambda: stops.requested is None):
                     agent.train()
                     agent.set_step(step)
-                    episodes = play_episodes(env, agent, torch.arange(step, step + count), t.seed, mode, self.device)
-                    returns = episodes.rewards.sum(dim=1)
+                    episodes = play(step, count, mode)
+                    mean_return = episodes.rewards.sum(dim=1).mean()  # read below, after the updates are queued
                     metrics: dict[str, float] = {}
                     for i in range(count):
                         replay.add(episodes.select(i))
                         if schedule.updates_at(step, agent.updates_during_random_phase) and replay.ready:
                             agent.set_step(step)
                             started = time.perf_counter()
-                            metrics = agent.update(replay.sample().to(self.device))
+                            metrics = agent.update(replay.sample().to(self.device))  # reads its metrics once
                             update_times.append(time.perf_counter() - started)
                         step += 1
-                    row: dict[str, Any] = {"step": step, "episode_return": float(returns.mean()), **metrics}
+                    episode_return = float(mean_return)
+                    row: dict[str, Any] = {"step": step, "episode_return": episode_return, **metrics}
                     if schedule.validates_at(step):
                         val = evaluate(env, agent, t.val_episodes, t.val_seed, self.device)
                         last_val = row["val_return"] = val.mean
@@ -178,7 +191,7 @@ class Trainer:
                                       trained_from_start(agent))
                     log.write(row)
                     updates_per_s = len(update_times) / sum(update_times) if update_times else None
-                    self.reporter.advance(TrainingProgress(step, t.max_steps, t.random_steps, float(returns.mean()),
+                    self.reporter.advance(TrainingProgress(step, t.max_steps, t.random_steps, episode_return,
                                                            last_val, updates_per_s, agent.updates_during_random_phase))
                     heartbeat.beat_if_due()
                 def keep_testing() -> bool:
@@ -206,16 +219,52 @@ class Trainer:
         return result
 
     # ------------------------------------------------------------------ pieces
+    def _episode_player(self, env: TopicRec, agent: Agent) -> Callable[[int, int, ActMode], EpisodeBatch]:
+        """play(step, count, mode): the training episodes of users step … step+count−1. On CUDA the
+        learning-phase batches replay a captured CUDA graph (`captured_episodes.py`; off with
+        SLATECTL_TRAIN_CUDA_GRAPH=0); everything else, and every CPU run, plays eagerly."""
+        seed = self.config.training.seed
+        capture = self.device.type == "cuda" and os.environ.get(TRAIN_CUDA_GRAPH_ENV, "1") != "0"
+        graphs: dict[tuple[int, str], CapturedEpisodes] = {}
+
+        def play(step: int, count: int, mode: ActMode) -> EpisodeBatch:
+            if capture and mode == "explore":
+                player = graphs.setdefault((count, mode), CapturedEpisodes(env, agent, seed, mode, self.device))
+                return player(torch.arange(step, step + count, device=self.device))
+            return play_episodes(env, agent, torch.arange(step, step + count), seed, mode, self.device)
+
+        return play
+
     def _new_replay(self) -> EpisodeReplay:
-        return EpisodeReplay(self.config.agent.capacity, self.config.agent.batch_size)
+        return EpisodeReplay(self.config.agent.capacity, self.config.agent.batch_size, self.device)
 
     def _finish(self, run_id: int, exc: BaseException) -> None:
         finish_after_error(self.registry, run_id, exc)
 
 
+def simulator_on(env: TopicRec, device: torch.device) -> TopicRec:
+    """The run's simulator on the agent's device, so that acting needs no host round trip per env step.
+
+    The simulator runs where its item table is; a plain TopicRec is rebuilt around a moved copy of the
+    table (same config, same table, same counter-based draws: the same users)."""
+    if simulator_device(env).type == device.type or type(env) is not TopicRec:
+        return env
+    return TopicRec(env.config, env.item_embeddings.to(device))
+
+
+def on_device(config: RunConfig, device: torch.device) -> RunConfig:
+    """`config` with its device resolved (`auto` → cpu or cuda): the run records where it ran, and the
+    GeMS a run pretrains for itself is pretrained there too (`gems.accelerator`). On a CPU both are
+    "cpu", the values every earlier run recorded, so a CPU run's config and GeMS inputs are unchanged."""
+    return replace(config, training=replace(config.training, device=device.type),
+                   gems=replace(config.gems, accelerator=device.type))
+
+
 def recorded_config(config: RunConfig, device: torch.device) -> dict[str, Any]:
     """The resolved config, plus how the process ran (not part of the config: thread count, device)."""
-    return {**config.to_dict(), "runtime": {"torch_threads": torch.get_num_threads(), "device": str(device)}}
+    recorded = config.to_dict()
+    recorded["training"]["device"] = device.type  # never `auto`: a resumed run continues where it ran
+    return {**recorded, "runtime": {"torch_threads": torch.get_num_threads(), "device": str(device)}}
 
 
 def finish_after_error(registry: Registry, run_id: int, exc: BaseException) -> None:

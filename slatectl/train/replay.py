@@ -5,6 +5,10 @@ Item ids are kept as int16 and clicks as uint8; `rec_slates` is not stored becau
 `slates[:, 1:]`. The resume state (`state_dict`) holds only the filled episodes, as compact copies in
 the stored dtypes (about 20 KB per episode: 196 MB for a full 10,000-episode replay, a few MB early in a
 run), and loads back into the same ring positions so that sampling after `--resume` is exact.
+
+The ring lives on `device` (the agent's: episodes played on a GPU stay there, and a sampled batch needs
+no host transfer); the sampled episode indices are drawn on the CPU generator whatever the device (the
+same draws as before, sent as 20 indices), and the resume state is always copied to the CPU.
 """
 
 from __future__ import annotations
@@ -19,17 +23,19 @@ _SAMPLED_DTYPES = {"slates": torch.int64, "clicks": torch.float32}
 
 
 class EpisodeReplay:
-    def __init__(self, capacity: int, batch_size: int):
+    def __init__(self, capacity: int, batch_size: int, device: torch.device | str = "cpu"):
         if capacity < 1 or batch_size < 1:
             raise ValueError("capacity and batch size must be >= 1")
         self.capacity = capacity
         self.batch_size = batch_size
+        self.device = torch.device(device)
         self.storage: dict[str, torch.Tensor] | None = None
         self.size = 0
         self.next_slot = 0
 
     def _allocate(self, like: dict[str, torch.Tensor]) -> None:
-        self.storage = {f: torch.zeros((self.capacity, *like[f].shape[1:]), dtype=_STORED_DTYPES.get(f, like[f].dtype))
+        self.storage = {f: torch.zeros((self.capacity, *like[f].shape[1:]), dtype=_STORED_DTYPES.get(f, like[f].dtype),
+                                       device=self.device)
                         for f in _FIELDS}
 
     def add(self, episodes: EpisodeBatch) -> None:
@@ -37,9 +43,9 @@ class EpisodeReplay:
         n = episodes.episodes
         if self.storage is None:
             self._allocate({f: getattr(episodes, f) for f in _FIELDS})
-        slots = (self.next_slot + torch.arange(n)) % self.capacity
+        slots = (self.next_slot + torch.arange(n, device=self.device)) % self.capacity
         for f in _FIELDS:
-            self.storage[f][slots] = getattr(episodes, f).detach().to("cpu", self.storage[f].dtype)
+            self.storage[f][slots] = getattr(episodes, f).detach().to(self.device, self.storage[f].dtype)
         self.next_slot = int((self.next_slot + n) % self.capacity)
         self.size = min(self.size + n, self.capacity)
 
@@ -51,7 +57,7 @@ class EpisodeReplay:
         """batch_size distinct episodes, uniformly without replacement (reference: random.sample)."""
         if not self.ready:
             raise RuntimeError("not enough episodes in the replay")
-        index = torch.randperm(self.size, generator=generator)[: self.batch_size]
+        index = torch.randperm(self.size, generator=generator)[: self.batch_size].to(self.device)
         fields = {f: self.storage[f][index].to(_SAMPLED_DTYPES.get(f, self.storage[f].dtype)) for f in _FIELDS}
         return EpisodeBatch(rec_slates=fields["slates"][:, 1:], **fields)
 
@@ -60,7 +66,7 @@ class EpisodeReplay:
         saving `storage[:size]` without a copy would write the full preallocated capacity."""
         state = {"size": torch.tensor(self.size), "next_slot": torch.tensor(self.next_slot)}
         if self.storage is not None and self.size:
-            state.update({f"storage.{f}": t[: self.size].clone() for f, t in self.storage.items()})
+            state.update({f"storage.{f}": t[: self.size].to("cpu", copy=True) for f, t in self.storage.items()})
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:

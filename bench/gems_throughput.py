@@ -1,0 +1,78 @@
+"""GeMS pretraining throughput: optimiser steps (batches of 256 slates) per second of `train_gems`.
+
+Usage: python bench/gems_throughput.py [--device cpu|cuda] [--quick] [--episodes E] [--epochs N]
+       [--no-cuda-graph] [--threads N]
+
+Runs `train_gems` itself (the code `slatectl pretrain gems` runs) on synthetic logged episodes of the
+reference shape (100 slates of 10 items per episode, 1,000 items) with the reference settings (batch 256,
+Adam 1e-3); the first epoch is the warm-up (and, on CUDA, the graph capture), the later ones are timed.
+An epoch's time is read when its loss is reported, which waits for the device, so asynchronous CUDA work
+is counted. The validation part is kept small (1 %) so that the figure is the training step's.
+Prints a Markdown table; `--quick` shrinks the data to a few seconds of work on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import platform
+import time
+
+import torch
+
+from slatectl.pretrain.gems_train import GeMSConfig, train_gems
+
+EPISODE_LENGTH, SLATE_SIZE, NUM_ITEMS = 100, 10, 1000
+DEFAULT_EPISODES = {"cpu": 1_000, "cuda": 40_000}  # 99k / 3.96M training slates: ~8 s per epoch each
+QUICK_EPISODES = 120
+
+
+def synthetic_logged(episodes: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logged-data shaped episodes: item ids and clicks drawn at random (the cost does not depend on them)."""
+    generator = torch.Generator().manual_seed(seed)
+    slates = torch.randint(NUM_ITEMS, (episodes, EPISODE_LENGTH, SLATE_SIZE), generator=generator, dtype=torch.int64)
+    clicks = (torch.rand(episodes, EPISODE_LENGTH, SLATE_SIZE, generator=generator) < 0.1).to(torch.uint8)
+    return slates.to(torch.int16), clicks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_EPISODES} episodes, 2 epochs (a smoke run)")
+    parser.add_argument("--episodes", type=int, default=None, help="logged episodes (default: 1,000 on cpu, 40,000 on cuda)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs, the first one untimed (default 3; 2 with --quick)")
+    parser.add_argument("--no-cuda-graph", action="store_true", help="on cuda: the eager step instead of the captured one")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    episodes = args.episodes or (QUICK_EPISODES if args.quick else DEFAULT_EPISODES[args.device])
+    epochs = args.epochs or (2 if args.quick else 3)
+    if epochs < 2:
+        parser.error("--epochs must be >= 2 (the first epoch is the untimed warm-up)")
+    slates, clicks = synthetic_logged(episodes)
+    config = GeMSConfig(max_epochs=epochs, val_fraction=0.01, accelerator=args.device)
+    options = {}
+    if "cuda_graph" in inspect.signature(train_gems).parameters:  # older versions had no switch
+        options["cuda_graph"] = not args.no_cuda_graph
+    epoch_ends: list[float] = []
+    started = time.perf_counter()
+    _, metrics = train_gems(slates, clicks, config, seed=0, progress_callback=lambda row: epoch_ends.append(time.perf_counter()),
+                            **options)
+    total = time.perf_counter() - started
+    per_epoch = -(-metrics["n_train_slates"] // config.batch_size)
+    timed = (epoch_ends[-1] - epoch_ends[0]) / (len(epoch_ends) - 1)
+    device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else platform.processor() or platform.machine()
+    print(f"device: {args.device} ({device_name}), {torch.get_num_threads()} torch threads, torch {torch.__version__}; "
+          f"{episodes:,} episodes = {metrics['n_train_slates']:,} training slates, {per_epoch:,} batches of "
+          f"{config.batch_size} per epoch, {epochs} epochs ({total:.1f} s in all)")
+    print("| measure | value |")
+    print("|---|---:|")
+    print(f"| GeMS batches/s (batch {config.batch_size}, epochs 2–{epochs}) | {per_epoch / timed:,.1f} |")
+    print(f"| first epoch (warm-up{', capture' if args.device == 'cuda' else ''}) s | {epoch_ends[0] - started:.2f} |")
+    print(f"| training step replayed from a CUDA graph | {'yes' if metrics.get('cuda_graph') else 'no'} |")
+    print(f"| reference size (527k batches) at this rate, min | {527_000 / (per_epoch / timed) / 60:,.1f} |")
+
+
+if __name__ == "__main__":
+    main()

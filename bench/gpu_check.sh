@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# The GPU check of the CUDA path, as ONE run on one H100/H200 (≤ 8 minutes): the CUDA-vs-CPU equality
+# tests, then every GPU benchmark at its target size, then one summary table (check, figure, target,
+# met?), also written to $OUT/gpu_check.md when $OUT is set (with every step's log under
+# $OUT/gpu_check_logs/).
+#
+#   bash bench/gpu_check.sh                 # on the GPU machine, from the repository root
+#   bash bench/gpu_check.sh --cpu-dry-run   # the same steps at tiny sizes on the CPU (GPU_CHECK_DRY_RUN=1 too)
+#
+# It installs nothing: it needs a Python with torch and slatectl importable (a carried venv: `PYTHON=.venv/bin/python`
+# or an activated one). Each step runs under `timeout`, inside a global budget (GPU_CHECK_BUDGET_S, default
+# 450 s) so the whole check ends in time; a failing or timed-out step is recorded as FAIL and the check goes
+# on. Exit status: 0 when every step ran and every target was met (dry run: every step ran), else 1.
+# The benchmarks' common flags are `--device cpu|cuda` and `--quick` (tiny sizes); the dry run uses them.
+set -u
+
+cd "$(dirname "$0")/.." || exit 1
+PY=${PYTHON:-python}
+DRY=0
+if [[ "${1:-}" == "--cpu-dry-run" || "${GPU_CHECK_DRY_RUN:-0}" == "1" ]]; then DRY=1; fi
+BUDGET=${GPU_CHECK_BUDGET_S:-$([[ $DRY == 1 ]] && echo 240 || echo 450)}
+# The 2-core CPU's solo SAC+GeMS training steps/s (1 episode + 1 update per step), BENCHMARKS.md
+# "Training throughput" (reference semantics, parallel_episodes=1); the GPU target is 3× this.
+CPU_2CORE_STEPS_PER_S=${CPU_2CORE_STEPS_PER_S:-6.4}
+LOGS=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
+RESULTS=$LOGS/results.tsv
+: > "$RESULTS"
+STARTED=$SECONDS
+
+echo "== torch"
+$PY -c 'import torch; print(torch.__version__, torch.cuda.is_available())' 2>&1 | tee "$LOGS/torch.log"
+if [[ $DRY == 0 ]] && ! grep -q " True$" "$LOGS/torch.log"; then
+    printf 'torch\t%s\tCUDA available\tFAIL\n' "$(tail -1 "$LOGS/torch.log")" >> "$RESULTS"
+    echo "torch sees no CUDA GPU: nothing to check (use --cpu-dry-run for the CPU rehearsal)."
+    SKIP_ALL=1
+else
+    SKIP_ALL=0
+fi
+if [[ $DRY == 1 ]]; then DEVICE=cpu; else DEVICE=cuda; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee "$LOGS/gpu.log"; fi
+
+# extract LOG ROW_REGEX COLUMN_REGEX: the number in the first table row matching ROW_REGEX, in the first
+# column whose header matches COLUMN_REGEX (Markdown tables as the bench scripts print them: a header row,
+# then a |---| row); empty when not found.
+extract() {
+    $PY - "$1" "$2" "$3" <<'EOF'
+import re, sys
+path, row_pattern, column = sys.argv[1:]
+header, previous = None, None
+for line in open(path, errors="replace"):
+    line = line.strip()
+    if not line.startswith("|"):
+        continue
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    if all(set(c) <= set("-: ") for c in cells):
+        header = previous
+        continue
+    previous = cells
+    if header is None or not re.search(row_pattern, line):
+        continue
+    index = next((i for i, c in enumerate(header) if re.search(column, c)), None)
+    number = re.search(r"-?[\d,]*\.?\d+", cells[index]) if index is not None and index < len(cells) else None
+    if number:
+        print(number.group(0).replace(",", ""))
+        break
+EOF
+}
+
+# run NAME TIMEOUT_S COMMAND...: run one step under the remaining budget; its log is $LOGS/NAME.log.
+run() {
+    local name=$1 limit=$2; shift 2
+    local left=$(( BUDGET - (SECONDS - STARTED) ))
+    if (( SKIP_ALL == 1 || left < 10 )); then
+        echo "== $name: skipped (no GPU or no time left)"; echo "skipped" > "$LOGS/$name.log"; return 99
+    fi
+    (( limit > left )) && limit=$left
+    echo "== $name (≤ ${limit} s): $*"
+    local t0=$SECONDS
+    timeout --kill-after=10 "$limit" "$@" > "$LOGS/$name.log" 2>&1
+    local rc=$?
+    tail -n 25 "$LOGS/$name.log"
+    echo "-- $name: exit $rc after $(( SECONDS - t0 )) s"
+    return $rc
+}
+
+# record CHECK RC FIGURE OP TARGET [UNIT]: one summary row; met? is yes/no for the GPU, "ran" in the dry run.
+record() {
+    local check=$1 rc=$2 figure=$3 op=$4 target=$5 unit=${6:-} met
+    if (( rc == 124 || rc == 137 )); then met="FAIL (timeout)"
+    elif (( rc == 99 )); then met="FAIL (skipped)"
+    elif (( rc != 0 )); then met="FAIL (exit $rc)"
+    elif [[ -z "$figure" ]]; then met="FAIL (no figure in the log)"
+    elif [[ $DRY == 1 ]]; then met="ran (dry run)"
+    elif $PY -c "import sys; f, t = float('$figure'), float('$target'); sys.exit(0 if (f >= t if '$op' == '>=' else f <= t) else 1)"; then met="yes"
+    else met="no"
+    fi
+    printf '%s\t%s\t%s %s %s\t%s\n' "$check" "${figure:-–}" "$op" "$target" "$unit" "$met" >> "$RESULTS"
+}
+
+# -- 1. CUDA-vs-CPU equality tests (simulator: tests/test_device.py; GeMS and training: tests/test_gpu_paths.py)
+TESTS=()
+for f in tests/test_device.py tests/test_gpu_paths.py; do
+    if [[ -f $f ]]; then TESTS+=("$f"); else printf 'tests: %s\t–\tpresent\tFAIL (missing)\n' "$f" >> "$RESULTS"; fi
+done
+if (( ${#TESTS[@]} )); then
+    run tests 200 $PY -m pytest -q -p no:cacheprovider "${TESTS[@]}"; rc=$?
+    passed=$(grep -Eo '[0-9]+ passed' "$LOGS/tests.log" | tail -1 | grep -Eo '[0-9]+')
+    skipped=$(grep -Eo '[0-9]+ skipped' "$LOGS/tests.log" | tail -1 | grep -Eo '[0-9]+')
+    record "equality tests (${TESTS[*]}): passed, ${skipped:-0} skipped" $rc "${passed:-}" ">=" 1 "and none failed"
+fi
+
+if [[ $DRY == 1 ]]; then QUICK=(--quick); else QUICK=(); fi
+
+# -- 2. GeMS pretraining: batches of 256 per second (reference size = 527k batches in ≤ 10 min)
+if [[ $DRY == 1 ]]; then SIZE=(); else SIZE=(--episodes 20000); fi
+run gems 100 $PY bench/gems_throughput.py --device $DEVICE "${QUICK[@]}" "${SIZE[@]}"; rc=$?
+record "GeMS pretraining batches/s (batch 256)" $rc "$(extract "$LOGS/gems.log" 'GeMS batches/s' '^value$')" ">=" 900
+
+# -- 3. Solo SAC+GeMS training steps/s (1 episode + 1 update per step), against the 2-core CPU
+run train 80 $PY bench/train_throughput.py --device $DEVICE "${QUICK[@]}"; rc=$?
+record "solo SAC+GeMS training steps/s ($DEVICE)" $rc "$(extract "$LOGS/train.log" 'solo training steps/s' '^value$')" \
+    ">=" "$($PY -c "print(round(3 * $CPU_2CORE_STEPS_PER_S, 2))")" "(3 × the 2-core CPU's $CPU_2CORE_STEPS_PER_S)"
+
+# -- 4. Simulator: user-steps/s at B = 1M users, random policy
+if [[ $DRY == 1 ]]; then B=1024; SIZE=(--batches $B --repeats 1); else B=1048576; SIZE=(--batches $B --repeats 2); fi
+run sim 100 $PY bench/sim_throughput.py --device $DEVICE "${QUICK[@]}" "${SIZE[@]}"; rc=$?
+B_GROUPED=$($PY -c "print(f'{$B:,}')")
+record "simulator user-steps/s (B = $B, random policy)" $rc \
+    "$(extract "$LOGS/sim.log" "random *\| *(${B}|${B_GROUPED}) *\|" 'user-steps/s')" ">=" 50000000
+
+# -- 5. Collection with a SAC+GeMS checkpoint: transitions/s and the 10,000-episode npz end to end
+if [[ $DRY == 1 ]]; then SIZE=(--episodes 200 --batch 200 --agents sac-gems); else SIZE=(--episodes 10000 --batch 10000 --agents random,sac-gems); fi
+run collect 110 $PY bench/collect_throughput.py --device $DEVICE "${QUICK[@]}" "${SIZE[@]}"; rc=$?
+record "collection transitions/s, policy + simulation (SAC+GeMS)" $rc "$(extract "$LOGS/collect.log" 'sac-gems' 'transitions/s')" ">=" 1000000
+record "collection of the 10,000-episode npz end to end, s (SAC+GeMS)" $rc \
+    "$(extract "$LOGS/collect.log" 'sac-gems' '^end-to-end s$|^seconds$')" "<=" 5
+
+# -- 6. Population training: aggregate steps/s of K = 60 members against the solo run
+if [[ $DRY == 1 ]]; then K=2; SIZE=(--sizes 1,$K --steps 2); else K=60; SIZE=(--sizes 1,$K); fi
+run population 130 $PY bench/population_throughput.py --device $DEVICE "${QUICK[@]}" "${SIZE[@]}"; rc=$?
+record "population K=$K aggregate steps/s × solo" $rc "$(extract "$LOGS/population.log" "^\| [^|]*\| *$K *\|" 'solo')" ">=" 30
+
+# -- 7. (information) the GPU machine's own CPU, 2 threads, for the train row above
+if [[ $DRY == 1 ]]; then SIZE=(--quick); else SIZE=(--updates 10 --steps 5 --episodes 5); fi
+run train_cpu 45 $PY bench/train_throughput.py --device cpu --threads 2 "${SIZE[@]}"; rc=$?
+record "solo training steps/s on this machine's CPU, 2 threads (information)" $rc \
+    "$(extract "$LOGS/train_cpu.log" 'solo training steps/s' '^value$')" ">=" 0
+
+# -- summary
+ELAPSED=$(( SECONDS - STARTED ))
+{
+    echo "## GPU check ($([[ $DRY == 1 ]] && echo "CPU dry run, tiny sizes: figures are not the targets'" || echo "device: $(cat "$LOGS/gpu.log" 2>/dev/null)"))"
+    echo
+    echo "torch: $(tail -1 "$LOGS/torch.log"); $(date -u '+%Y-%m-%d %H:%M UTC'); ${ELAPSED} s in all; commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+    echo
+    echo "| check | figure | target | met? |"
+    echo "|---|---:|---|---|"
+    while IFS=$'\t' read -r check figure target met; do echo "| $check | $figure | $target | $met |"; done < "$RESULTS"
+} > "$LOGS/gpu_check.md"
+echo
+cat "$LOGS/gpu_check.md"
+if [[ -n "${OUT:-}" ]]; then
+    mkdir -p "$OUT/gpu_check_logs" && cp "$LOGS"/*.log "$OUT/gpu_check_logs/" && cp "$LOGS/gpu_check.md" "$OUT/gpu_check.md"
+    echo "written to $OUT/gpu_check.md"
+fi
+if grep -qE $'\t(FAIL|no)' "$RESULTS"; then exit 1; fi
+exit 0

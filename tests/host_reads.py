@@ -1,0 +1,33 @@
+"""Count the reads of tensor values to the host made by slatectl code (each one a device sync on a GPU).
+
+`count_host_reads(monkeypatch)` patches the torch.Tensor methods that copy a value to Python or to the
+CPU (`item`, `tolist`, `cpu`, `numpy`, `float()`, `int()`, `bool()`) and counts the calls whose caller is
+a `slatectl` module; torch's own internal reads (e.g. CPU optimizer step counters) are not counted. On
+the CPU these calls cost nothing, so counting them is how a CPU-only CI keeps GPU loops free of
+per-batch / per-step syncs.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+
+import torch
+
+READS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__")
+
+
+def count_host_reads(monkeypatch) -> Counter:
+    """Patch torch.Tensor for the rest of the test; returns a Counter of (method, caller module) → calls."""
+    counts: Counter = Counter()
+    for name in READS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, __original=original, __name=name, **kwargs):
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            if caller.startswith("slatectl."):
+                counts[(__name, caller)] += 1
+            return __original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return counts
