@@ -82,6 +82,11 @@ class TopicRec:
         self.t = 0
         self._batch = 0
 
+    def to(self, device: torch.device | str) -> "TopicRec":
+        """This simulator on `device`: itself when its item table is already there, else a new one."""
+        table = self.item_embeddings.to(device)
+        return self if table is self.item_embeddings else type(self)(self.config, table)
+
     # ----------------------------------------------------------------- helpers
     @property
     def batch_size(self) -> int:
