@@ -9,7 +9,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from slatectl.registry import open_registry
-from slatectl.cli.common import EPISODES_RANGE, PROBABILITY_RANGE, SEED_RANGE, console, err_console, get_settings
+from slatectl.cli.common import (DEVICE_HELP, EPISODES_RANGE, PROBABILITY_RANGE, SEED_RANGE, Device, console, err_console,
+                                 get_settings)
+from slatectl.device import resolve_device
 from slatectl.config_tools import apply_overrides, build_config
 from slatectl.pretrain.gems_train import GeMSConfig
 from slatectl.pretrain.logged import LoggedDataConfig
@@ -73,14 +75,18 @@ def logged(
     episodes: Optional[int] = typer.Option(None, "--episodes", metavar="N", min=2, max=EPISODES_RANGE["max"], help="Episodes to log [default: 100000]."),
     seed: Optional[int] = typer.Option(None, "--seed", metavar="SEED", **SEED_RANGE, help="Seed of the logging policy and users [default: 2754851]."),
     epsilon: Optional[float] = typer.Option(None, "--epsilon", metavar="P", **PROBABILITY_RANGE, help="Per-position random-item probability [default: 0.5]."),
+    device: Device = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
     """Generate (or find) the env's logged slates and register them; prints the artifact id.
 
-    Torch uses `slatectl --threads N` CPU threads (default 1).
+    Simulated on --device (the same slates on every device); on the CPU torch uses
+    `slatectl --threads N` threads (default 1).
 
     Example: slatectl data logged --env focused_topdown --episodes 100000
     """
-    simulator = make_env(env)
+    resolved = resolve_device(device, say=_say)
+    simulator = make_env(env, device=resolved)
+    _say(f"simulating on {resolved}")
     configure_torch_threads(get_settings().threads)
     with open_registry(get_settings()) as registry:
         artifact = _logged(registry, simulator, episodes, seed, [f"epsilon={epsilon}"] if epsilon is not None else [])
