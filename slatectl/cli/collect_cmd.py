@@ -12,7 +12,7 @@ from slatectl.cli.common import (BATCH_RANGE, DEVICE_HELP, EPISODES_RANGE, SEED_
                                  get_settings, print_json)
 from slatectl.device import resolve_device
 from slatectl.errors import BadInput
-from slatectl.collect.collector import CollectRequest, collect_dataset
+from slatectl.collect.collector import CollectRequest, collect_datasets
 from slatectl.sim.config import env_names, load_env_config
 from slatectl.threads import configure_torch_threads
 
@@ -56,18 +56,21 @@ def collect(
                                f"`slatectl ckpt promote --quality {quality} --env ENV`.")
         requests = [CollectRequest(name, quality, episodes, seed, fmt, batch, resolved) for name in envs]
         err_console.print(f"collecting on {resolved}", highlight=False)
-        for request in requests:
-            with Progress(TextColumn(f"[bold]{request.env}/{quality}"), BarColumn(), MofNCompleteColumn(),
-                          TextColumn("return {task.fields[ret]:.1f}"), TimeElapsedColumn(),
-                          console=err_console, transient=as_json) as progress:
-                task = progress.add_task("collect", total=episodes, ret=0.0)
-                dataset = collect_dataset(registry, request,
-                                          on_batch=lambda done, ret: progress.update(task, completed=done, ret=ret))
-            results.append({"id": dataset.id, "env": dataset.env, "quality": dataset.quality,
-                            "checkpoint_id": dataset.checkpoint_id, "episodes": dataset.episodes,
-                            "transitions": dataset.transitions, "mean_return": dataset.return_mean, "device": resolved,
-                            "path": str(registry.store.path_for(dataset.storage_key)), "format": dataset.format,
-                            "minari_dataset_id": (dataset.meta.get("minari") or {}).get("dataset_id")})
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("return {task.fields[ret]:.1f}"), TimeElapsedColumn(),
+                      console=err_console, transient=as_json) as progress:
+
+            def on_batch_for(request: CollectRequest):
+                task = progress.add_task(f"{request.env}/{quality}", total=episodes, ret=0.0)
+                return lambda done, ret: progress.update(task, completed=done, ret=ret)
+
+            # The next env simulates while the previous env's file is written (collect_datasets).
+            for dataset in collect_datasets(registry, requests, on_batch_for):
+                results.append({"id": dataset.id, "env": dataset.env, "quality": dataset.quality,
+                                "checkpoint_id": dataset.checkpoint_id, "episodes": dataset.episodes,
+                                "transitions": dataset.transitions, "mean_return": dataset.return_mean, "device": resolved,
+                                "path": str(registry.store.path_for(dataset.storage_key)), "format": dataset.format,
+                                "minari_dataset_id": (dataset.meta.get("minari") or {}).get("dataset_id")})
     if as_json:
         print_json(results)
         return

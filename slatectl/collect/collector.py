@@ -26,9 +26,10 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -86,9 +87,60 @@ def random_policy_agent(env_name: str, device: str = "cpu") -> tuple[TopicRec, A
     return env.to(device), agent.to(device)
 
 
+@dataclass
+class _Simulated:
+    """A request's recorded arrays (metadata included), waiting to be written and registered."""
+
+    request: CollectRequest
+    env: TopicRec
+    arrays: dict[str, np.ndarray]
+    metadata: dict
+    checkpoint: object
+    promotion: object
+
+
 def collect_dataset(registry: Registry, request: CollectRequest,
                     on_batch: Callable[[int, float], None] | None = None) -> Dataset:
-    request.validate()
+    """One dataset: simulate, write the file, register it (the row last)."""
+    (dataset,) = collect_datasets(registry, [request], lambda _: on_batch)
+    return dataset
+
+
+def collect_datasets(registry: Registry, requests: list[CollectRequest],
+                     on_batch_for: Callable[[CollectRequest], Callable[[int, float], None] | None] | None = None,
+                     ) -> Iterator[Dataset]:
+    """The requests' datasets, in order, each registered before the next is yielded.
+
+    An npz file is written by a background thread while the next request simulates, so the device (or
+    the CPU's torch threads) does not wait on the disk between environments; each file is complete
+    before its registry row is written, as for a single dataset. This keeps at most two datasets'
+    arrays in memory. Minari exports are written in the foreground. All requests are validated first.
+    """
+    for request in requests:
+        request.validate()
+    pending: tuple[_Simulated, tempfile.TemporaryDirectory, Future | None] | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="npz-writer") as writer:
+        try:
+            for request in requests:
+                simulated = _simulate(registry, request, on_batch_for(request) if on_batch_for else None)
+                if pending is not None:
+                    done, pending = pending, None
+                    yield _register(registry, *done)
+                scratch = tempfile.TemporaryDirectory(dir=_scratch_dir(registry))
+                written = (writer.submit(write_npz, Path(scratch.name) / "dataset.npz", simulated.arrays)
+                           if request.format == DatasetFormat.NPZ else None)
+                pending = (simulated, scratch, written)
+            if pending is not None:
+                done, pending = pending, None
+                yield _register(registry, *done)
+        finally:
+            if pending is not None:  # stopped early: let the write finish, then drop its file
+                if pending[2] is not None:
+                    pending[2].exception()
+                pending[1].cleanup()
+
+
+def _simulate(registry: Registry, request: CollectRequest, on_batch) -> _Simulated:
     promotion = checkpoint = None
     lineage: dict = {}
     if request.quality == "random":
@@ -99,21 +151,30 @@ def collect_dataset(registry: Registry, request: CollectRequest,
 
     arrays = _with_episode_ends(record_dataset(env, agent, request.episodes, request.seed, request.batch_size, on_batch),
                                 request.episodes, env.config.episode_length)
-    returns = arrays["episode_returns"]
     metadata = {"env": request.env, "quality": request.quality, "seed": request.seed, "episodes": request.episodes,
                 "slatectl_version": __version__, "checkpoint_id": checkpoint.id if checkpoint else None,
                 "promotion_id": promotion.id if promotion else None, "policy": "random" if checkpoint is None else None,
                 **lineage}
     arrays[METADATA_KEY] = np.frombuffer(json.dumps(metadata, sort_keys=True).encode(), dtype=np.uint8)
-    with tempfile.TemporaryDirectory(dir=_scratch_dir(registry)) as scratch:
+    return _Simulated(request, env, arrays, metadata, checkpoint, promotion)
+
+
+def _register(registry: Registry, simulated: _Simulated, scratch: tempfile.TemporaryDirectory,
+              written: Future | None) -> Dataset:
+    """Wait for the file (npz) or export it (Minari), then write the registry row: the commit point."""
+    request, arrays, metadata = simulated.request, simulated.arrays, simulated.metadata
+    checkpoint, promotion = simulated.checkpoint, simulated.promotion
+    returns = arrays["episode_returns"]
+    with scratch:
         if request.format == DatasetFormat.MINARI:
-            export = _export_minari(registry, request, env, arrays, metadata, checkpoint, Path(scratch))
+            export = _export_minari(registry, request, simulated.env, arrays, metadata, checkpoint, Path(scratch.name))
             metadata["minari"] = {"dataset_id": export.dataset_id, "path": str(export.path),
                                   "ref_min_score": export.ref_min_score, "ref_max_score": export.ref_max_score}
             path = export.path / "data" / "main_data.hdf5"
         else:
-            path = Path(scratch) / "dataset.npz"
-            write_npz(path, arrays)
+            assert written is not None
+            written.result()  # re-raises a failed write here
+            path = Path(scratch.name) / "dataset.npz"
         try:
             return registry.register_dataset(
                 request.env, request.quality, path, episodes=request.episodes, transitions=int(arrays["rewards"].shape[0]),
