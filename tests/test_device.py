@@ -214,3 +214,15 @@ def test_the_commands_say_which_device_they_use():
                                       "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "simulating on cpu" in result.output
+
+
+def test_moving_a_simulator_keeps_it_when_already_there_and_mixed_envs_move_whole():
+    from slatectl.sim.mixed import MixedTopicRec
+
+    env = make_env("focused_topdown")
+    assert env.to("cpu") is env
+    mixed = MixedTopicRec([make_env("focused_topdown"), make_env("diffuse_mix")])
+    assert mixed.to("cpu") is mixed
+    if torch.cuda.is_available():
+        moved = mixed.to("cuda")
+        assert isinstance(moved, MixedTopicRec) and moved.item_embeddings.device.type == "cuda"

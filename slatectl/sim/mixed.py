@@ -43,6 +43,12 @@ class MixedTopicRec(TopicRec):
         self._initial_slates = torch.stack([env.initial_slate for env in envs])
         self.variant = torch.zeros(0, dtype=torch.int64, **on)
 
+    def to(self, device: torch.device | str) -> "MixedTopicRec":
+        """These environments on `device`: itself when already there, else a new MixedTopicRec."""
+        if self.item_embeddings.to(device) is self.item_embeddings:
+            return self
+        return MixedTopicRec([env.to(device) for env in self.variants])
+
     def reset_variants(self, rng: CounterRNG, variant: torch.Tensor) -> Observation:
         """Reset users with streams `rng`, user i living in environment `variants[variant[i]]`."""
         self.variant = torch.as_tensor(variant, dtype=torch.int64, device=self.device).reshape(-1)
