@@ -119,11 +119,9 @@ def test_returns_and_logged_data_on_the_device_equal_the_cpu_ones(device):
 # -- collection --------------------------------------------------------------------------------------------
 def _agent(name: str, device: str):
     config = resolve_run_config(name, "focused_topdown")
-    inputs = AgentInputs()
-    if name == "sac-gems":
-        torch.manual_seed(0)
-        inputs = AgentInputs(gems=GeMS(num_items=1000, slate_size=10, item_dim=20, latent_dim=32),
-                             gems_bounds=(torch.full((32,), 0.1), torch.full((32,), 2.0)))
+    torch.manual_seed(0)
+    inputs = AgentInputs(gems=GeMS(num_items=1000, slate_size=10, item_dim=20, latent_dim=32),
+                         gems_bounds=(torch.full((32,), 0.1), torch.full((32,), 2.0)), mf=torch.randn(1000, 20))
     torch.manual_seed(1)
     env, agent = build_agent(config, inputs)
     agent.eval()
@@ -158,13 +156,20 @@ def test_collected_arrays_do_not_depend_on_batches_or_on_staged_copies(agent_nam
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("agent_name", ["random", "sac-gems"])
+@pytest.mark.parametrize("agent_name", ["random", "sac-gems", "sac-topk-ideal", "sac-topk-mf", "sac-wknn", "slateq",
+                                        "reinforce-softmax"])
 def test_collection_on_the_device_matches_the_cpu(agent_name, device):
     want = record_dataset(*_agent(agent_name, "cpu"), episodes=6, seed=1, batch_size=4)
     got = record_dataset(*_agent(agent_name, device), episodes=6, seed=1, batch_size=4)
-    # The random policy's slates come from the counter streams: identical. A network's argmax may
-    # differ on a GPU where two items' scores differ by less than the backends' rounding.
-    _assert_same_arrays(got, want, exact_floats=(agent_name == "random" or device == "cpu"))
+    if agent_name == "random" or device == "cpu":  # slates from the counter streams: identical everywhere
+        _assert_same_arrays(got, want)
+        return
+    # A network's argmax over 1,000 items can flip on a GPU where two scores differ by less than the
+    # backends' rounding, and that user's episode then goes its own way: the first step's slates agree
+    # for all users but at most one, and every array has the CPU's dtype and shape.
+    assert {n: (a.dtype, a.shape) for n, a in got.items()} == {n: (a.dtype, a.shape) for n, a in want.items()}
+    first = lambda arrays: arrays["actions/slate"].reshape(6, 100, -1)[:, 0]  # noqa: E731
+    assert (first(got) == first(want)).all(axis=1).sum() >= 5
 
 
 # -- forgotten device arguments ----------------------------------------------------------------------------
