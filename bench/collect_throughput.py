@@ -1,15 +1,19 @@
-"""Collection throughput: transitions/s of `collect_dataset` end to end (simulate, record, write the npz,
-hash, register) for the random policy and for a SAC+GeMS checkpoint.
+"""Collection throughput: transitions/s of policy + simulation alone and of `collect_dataset` end to end
+(simulate, record, copy to the host, write the npz, hash, register), by device, agent and batch size.
 
-Usage: python bench/collect_throughput.py [--env focused_topdown] [--episodes 10000] [--batch 1000,5000]
-       [--agents random,sac-gems] [--threads N]
+Usage: python bench/collect_throughput.py [--device cpu|cuda] [--env focused_topdown] [--episodes 10000]
+       [--batch 1000,5000] [--agents random,sac-gems] [--threads N] [--quick]
 The SAC+GeMS checkpoint comes from a tiny run in a throwaway registry (small logged data, one short GeMS
-epoch, random-phase steps only): its weights do not change the cost of acting. Prints a Markdown table.
+epoch, random-phase steps only): its weights do not change the cost of acting. `--quick`: 300 episodes,
+batch 150 (seconds of collection on a CPU, plus the tiny run; for scripts and smoke runs). GPU targets:
+≥ 1,000,000 transitions/s of policy + simulation with SAC+GeMS, and 10,000 episodes end to end ≤ 5 s
+(`--device cuda --batch 10000`). Prints one Markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import tempfile
 import time
@@ -18,7 +22,9 @@ from pathlib import Path
 import torch
 
 from slatectl.registry import open_registry
-from slatectl.collect.collector import CollectRequest, collect_dataset
+from slatectl.collect.collector import CollectRequest, agent_for_checkpoint, collect_dataset, random_policy_agent
+from slatectl.collect.recorder import record_dataset
+from slatectl.device import resolve_device
 from slatectl.settings import Settings
 from slatectl.train.config import resolve_run_config
 from slatectl.train.loop import Trainer
@@ -27,38 +33,55 @@ TINY = ["logged.episodes=300", "gems.max_epochs=1", "gems.max_slates=5000", "tra
         "training.val_episodes=10", "training.test_episodes=10"]
 
 
-def promote_tiny_checkpoint(registry, agent: str, env: str) -> None:
+def promote_tiny_checkpoint(registry, agent: str, env: str) -> int:
     config = resolve_run_config(agent, env, overrides=TINY, cli_training={"max_steps": 4, "save_every": 4})
     run_id = Trainer(registry, config).run(command="bench").run_id
     checkpoint = registry.list_checkpoints(run_id=run_id)[-1]
     registry.promote_checkpoint(env, "medium", checkpoint.id)
+    return checkpoint.id
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--env", default="focused_topdown")
     parser.add_argument("--episodes", type=int, default=10_000)
     parser.add_argument("--batch", default="1000,5000", help="users simulated at once (collect --batch)")
     parser.add_argument("--agents", default="random,sac-gems")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help="300 episodes, batch 150")
     args = parser.parse_args()
+    if args.quick:
+        args.episodes, args.batch = 300, "150"
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-          f"env {args.env}, {args.episodes:,} episodes = {args.episodes * 100:,} transitions")
-    print("| policy | batch | seconds | transitions/s |")
-    print("|---|---:|---:|---:|")
+    device = resolve_device(args.device)
+    card = torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or platform.machine()
+    load = " load average %.2f %.2f %.2f," % os.getloadavg() if hasattr(os, "getloadavg") else ""
+    transitions = args.episodes * 100
+    print(f"collection throughput: {device} ({card}),{load} {torch.get_num_threads()} torch threads, "
+          f"torch {torch.__version__}, env {args.env}, {args.episodes:,} episodes = {transitions:,} transitions")
+    print("| device | policy | batch | policy+sim s | policy+sim transitions/s | end-to-end s | end-to-end transitions/s |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as home, open_registry(Settings.resolve(home=Path(home))) as registry:
-        for agent in args.agents.split(","):
-            quality = "random" if agent == "random" else "medium"
-            if agent != "random":
-                promote_tiny_checkpoint(registry, agent, args.env)
+        for agent_name in args.agents.split(","):
+            if agent_name == "random":
+                quality = "random"
+                env, agent = random_policy_agent(args.env, device)
+            else:
+                quality = "medium"
+                env, agent, _ = agent_for_checkpoint(registry, promote_tiny_checkpoint(registry, agent_name, args.env), device)
             for batch in (int(b) for b in args.batch.split(",")):
+                record_dataset(env, agent, min(batch, args.episodes), 0, batch)  # warm-up (allocations, kernels)
+                start = time.perf_counter()
+                record_dataset(env, agent, args.episodes, 0, batch)  # returns host arrays: the device is done
+                simulated = time.perf_counter() - start
                 start = time.perf_counter()
                 dataset = collect_dataset(registry, CollectRequest(args.env, quality, args.episodes, seed=0,
-                                                                   batch_size=batch))
-                elapsed = time.perf_counter() - start
-                print(f"| {agent} | {batch:,} | {elapsed:.1f} | {dataset.transitions / elapsed:,.0f} |", flush=True)
+                                                                   batch_size=batch, device=device))
+                end_to_end = time.perf_counter() - start
+                print(f"| {device} | {agent_name} | {batch:,} | {simulated:.2f} | {transitions / simulated:,.0f} | "
+                      f"{end_to_end:.2f} | {dataset.transitions / end_to_end:,.0f} |", flush=True)
 
 
 if __name__ == "__main__":

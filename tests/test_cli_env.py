@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import torch
 from typer.testing import CliRunner
 
 from slatectl.cli import app
@@ -25,7 +26,8 @@ def test_env_show_and_rollout_json():
     result = runner.invoke(app, ["env", "rollout", "focused_topdown", "--policy", "random", "--episodes", "50", "--seed", "4", "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert set(doc) == {"env", "policy", "episodes", "seed", "mean_return", "std_return", "sem_return", "user_steps_per_s"}
+    assert set(doc) == {"env", "policy", "episodes", "seed", "device", "mean_return", "std_return", "sem_return", "user_steps_per_s"}
+    assert doc["device"] == ("cuda" if torch.cuda.is_available() else "cpu")  # --device auto
     assert doc["episodes"] == 50 and 15 < doc["mean_return"] < 55
 
 

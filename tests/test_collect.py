@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from slatectl.registry import open_registry
 from slatectl.cli import app
 from slatectl.collect import load_npz
-from slatectl.collect.collector import CollectRequest, collect_dataset
+from slatectl.collect.collector import CollectRequest, collect_dataset, collect_datasets
 from slatectl.errors import BadInput
 from slatectl.settings import Settings
 from slatectl.train.config import resolve_run_config
@@ -206,3 +206,24 @@ def test_minari_export_works_with_the_default_relative_home(tmp_path, monkeypatc
     assert not any((tmp_path / ".slatectl" / "scratch").iterdir())  # the build folder is cleaned up
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari-datasets"))
     assert minari.load_dataset("slatectl/focused_mix/random-v1").total_episodes == 3
+
+
+def test_several_datasets_overlap_writing_with_the_next_simulation_and_give_the_single_files(trained):
+    settings, _, _ = trained
+    requests = [CollectRequest("focused_topdown", "medium", episodes=12, seed=2, batch_size=5),
+                CollectRequest("focused_topdown", "random", episodes=7, seed=2, batch_size=7),
+                CollectRequest("focused_topdown", "expert", episodes=12, seed=2, batch_size=12)]
+    progress: dict[str, list[int]] = {}
+
+    def on_batch_for(request):
+        return lambda done, ret: progress.setdefault(request.quality, []).append(done)
+
+    with open_registry(settings) as registry:
+        together = list(collect_datasets(registry, requests, on_batch_for))
+        alone = [collect_dataset(registry, request) for request in requests]
+        for dataset in together:  # every file is complete and its hash checks
+            assert registry.dataset_path(dataset.id).is_file()
+    assert [d.quality for d in together] == ["medium", "random", "expert"]
+    assert [d.sha256 for d in together] == [d.sha256 for d in alone]
+    assert len({d.sha256 for d in together}) == 3
+    assert progress == {"medium": [5, 10, 12], "random": [7], "expert": [12]}

@@ -8,10 +8,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from slatectl.domain import DatasetFormat, Quality
 from slatectl.registry import open_registry
-from slatectl.cli.common import (BATCH_RANGE, EPISODES_RANGE, SEED_RANGE, console, err_console, get_settings,
-                                 print_json)
+from slatectl.cli.common import (BATCH_RANGE, DEVICE_HELP, EPISODES_RANGE, SEED_RANGE, Device, console, err_console,
+                                 get_settings, print_json)
+from slatectl.device import resolve_device
 from slatectl.errors import BadInput
-from slatectl.collect.collector import CollectRequest, collect_dataset
+from slatectl.collect.collector import CollectRequest, collect_datasets
 from slatectl.sim.config import env_names, load_env_config
 from slatectl.threads import configure_torch_threads
 
@@ -25,11 +26,13 @@ def collect(
     seed: int = typer.Option(0, "--seed", metavar="SEED", **SEED_RANGE, help="Seed of the collected users."),
     fmt: DatasetFormat = typer.Option(DatasetFormat.NPZ, "--format", help="npz (one registered file) or minari (a Minari HDF5 dataset in $MINARI_DATASETS_PATH, its file also registered)."),
     batch: int = typer.Option(5000, "--batch", metavar="N", **BATCH_RANGE, help="Users simulated at once (memory grows with it)."),
+    device: Device = typer.Option("auto", "--device", help=DEVICE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Collect a dataset with the checkpoint promoted for (env, quality); the last stdout line is its id.
 
-    Torch uses `slatectl --threads N` CPU threads (default 1).
+    The agent and the simulator run on --device; on the CPU torch uses `slatectl --threads N` threads
+    (default 1). The same seed gives the same file on the CPU whatever --batch.
 
     Example: slatectl collect --quality medium --env diffuse_topdown --episodes 1000
 
@@ -37,6 +40,7 @@ def collect(
     """
     quality, fmt = quality.value, fmt.value
     CollectRequest(env, quality, episodes, seed, fmt, batch).validate()
+    resolved = resolve_device(device, say=lambda text: err_console.print(text, highlight=False))
     configure_torch_threads(get_settings().threads)
     results = []
     named_envs = None if env == "all" else [load_env_config(env).name]  # an unknown env fails before the registry opens
@@ -50,19 +54,23 @@ def collect(
             if not envs:
                 raise BadInput(f"no checkpoint is promoted as {quality} for any environment; choose one with "
                                f"`slatectl ckpt promote --quality {quality} --env ENV`.")
-        requests = [CollectRequest(name, quality, episodes, seed, fmt, batch) for name in envs]
-        for request in requests:
-            with Progress(TextColumn(f"[bold]{request.env}/{quality}"), BarColumn(), MofNCompleteColumn(),
-                          TextColumn("return {task.fields[ret]:.1f}"), TimeElapsedColumn(),
-                          console=err_console, transient=as_json) as progress:
-                task = progress.add_task("collect", total=episodes, ret=0.0)
-                dataset = collect_dataset(registry, request,
-                                          on_batch=lambda done, ret: progress.update(task, completed=done, ret=ret))
-            results.append({"id": dataset.id, "env": dataset.env, "quality": dataset.quality,
-                            "checkpoint_id": dataset.checkpoint_id, "episodes": dataset.episodes,
-                            "transitions": dataset.transitions, "mean_return": dataset.return_mean,
-                            "path": str(registry.store.path_for(dataset.storage_key)), "format": dataset.format,
-                            "minari_dataset_id": (dataset.meta.get("minari") or {}).get("dataset_id")})
+        requests = [CollectRequest(name, quality, episodes, seed, fmt, batch, resolved) for name in envs]
+        err_console.print(f"collecting on {resolved}", highlight=False)
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("return {task.fields[ret]:.1f}"), TimeElapsedColumn(),
+                      console=err_console, transient=as_json) as progress:
+
+            def on_batch_for(request: CollectRequest):
+                task = progress.add_task(f"{request.env}/{quality}", total=episodes, ret=0.0)
+                return lambda done, ret: progress.update(task, completed=done, ret=ret)
+
+            # The next env simulates while the previous env's file is written (collect_datasets).
+            for dataset in collect_datasets(registry, requests, on_batch_for):
+                results.append({"id": dataset.id, "env": dataset.env, "quality": dataset.quality,
+                                "checkpoint_id": dataset.checkpoint_id, "episodes": dataset.episodes,
+                                "transitions": dataset.transitions, "mean_return": dataset.return_mean, "device": resolved,
+                                "path": str(registry.store.path_for(dataset.storage_key)), "format": dataset.format,
+                                "minari_dataset_id": (dataset.meta.get("minari") or {}).get("dataset_id")})
     if as_json:
         print_json(results)
         return

@@ -75,14 +75,18 @@ def logged(
     episodes: Optional[int] = typer.Option(None, "--episodes", metavar="N", min=2, max=EPISODES_RANGE["max"], help="Episodes to log [default: 100000]."),
     seed: Optional[int] = typer.Option(None, "--seed", metavar="SEED", **SEED_RANGE, help="Seed of the logging policy and users [default: 2754851]."),
     epsilon: Optional[float] = typer.Option(None, "--epsilon", metavar="P", **PROBABILITY_RANGE, help="Per-position random-item probability [default: 0.5]."),
+    device: Device = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
     """Generate (or find) the env's logged slates and register them; prints the artifact id.
 
-    Torch uses `slatectl --threads N` CPU threads (default 1).
+    Simulated on --device (the same slates on every device); on the CPU torch uses
+    `slatectl --threads N` threads (default 1).
 
     Example: slatectl data logged --env focused_topdown --episodes 100000
     """
-    simulator = make_env(env)
+    resolved = resolve_device(device, say=_say)
+    simulator = make_env(env, device=resolved)
+    _say(f"simulating on {resolved}")
     configure_torch_threads(get_settings().threads)
     with open_registry(get_settings()) as registry:
         artifact = _logged(registry, simulator, episodes, seed, [f"epsilon={epsilon}"] if epsilon is not None else [])

@@ -5,6 +5,10 @@ and the pretrained inputs its run recorded (GeMS / MF artifacts by id). Users 0 
 simulated `batch_size` at a time with the greedy (evaluation) policy, so a dataset's return matches the
 checkpoint's validation return within noise, and the same seed gives the same file.
 
+Device: the simulator and the agent run on `device` (CPU or CUDA, one code path: see
+`slatectl.collect.recorder`, which also says how the data reaches the host); the same seed gives the same
+file on the CPU whatever the batch size.
+
 Arrays (T = N·H transitions, episode-major):
   observations/slate, observations/clicks   (T, K)  the observation o_t the agent acted on
   observations/belief                       (T, S)  the agent's belief state at t (zeros for `random`)
@@ -22,9 +26,10 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -34,6 +39,7 @@ from slatectl import __version__
 from slatectl.agents import AgentInputs
 from slatectl.agents.base import Agent
 from slatectl.collect.minari_export import export_minari
+from slatectl.collect.recorder import record_dataset
 from slatectl.collect.npz import METADATA_KEY, write_npz
 from slatectl.collect.random_return import compute_random_return
 from slatectl.domain import DatasetFormat, Quality
@@ -41,7 +47,6 @@ from slatectl.errors import BadInput
 from slatectl.sim.topicrec import TopicRec
 from slatectl.train.assembly import build_agent, load_checkpoint_agent
 from slatectl.train.config import resolve_run_config
-from slatectl.train.episodes import RecordedEpisodes, record_episodes
 
 RANDOM_POLICY = "random"  # the agent that collects the `random` quality
 
@@ -54,6 +59,7 @@ class CollectRequest:
     seed: int = 0
     format: DatasetFormat = DatasetFormat.NPZ
     batch_size: int = 5000
+    device: str = "cpu"  # a resolved device ("cpu", "cuda"): `slatectl.device.resolve_device` picks it
 
     def validate(self) -> None:
         if self.quality not in set(Quality):
@@ -64,57 +70,111 @@ class CollectRequest:
             raise BadInput(f"unknown format {self.format!r}; choose one of {', '.join(DatasetFormat)}.")
 
 
-def agent_for_checkpoint(registry: Registry, checkpoint_id: int) -> tuple[TopicRec, Agent, dict]:
-    """Rebuild the checkpoint's env and agent from registered artifacts only (hashes checked)."""
+def agent_for_checkpoint(registry: Registry, checkpoint_id: int, device: str = "cpu") -> tuple[TopicRec, Agent, dict]:
+    """Rebuild the checkpoint's env and agent from registered artifacts only (hashes checked, weights only),
+    then move both to `device`."""
     loaded = load_checkpoint_agent(registry, checkpoint_id)
     checkpoint = registry.get_checkpoint(checkpoint_id)
     run = registry.get_run(loaded.run_id)
-    return loaded.env, loaded.agent, {"run_id": run.id, "agent": loaded.config.agent_name, "config_hash": run.config_hash,
+    return loaded.env.to(device), loaded.agent.to(device), {"run_id": run.id, "agent": loaded.config.agent_name, "config_hash": run.config_hash,
                                       "step": checkpoint.step, "val_return": checkpoint.val_return_mean}
 
 
-def random_policy_agent(env_name: str) -> tuple[TopicRec, Agent]:
+def random_policy_agent(env_name: str, device: str = "cpu") -> tuple[TopicRec, Agent]:
     """The uniform random policy, assembled like any agent (its slates depend on the user ids and seed)."""
     env, agent = build_agent(resolve_run_config(RANDOM_POLICY, env_name), AgentInputs())
     agent.eval()
-    return env, agent
+    return env.to(device), agent.to(device)
+
+
+@dataclass
+class _Simulated:
+    """A request's recorded arrays (metadata included), waiting to be written and registered."""
+
+    request: CollectRequest
+    env: TopicRec
+    arrays: dict[str, np.ndarray]
+    metadata: dict
+    checkpoint: object
+    promotion: object
 
 
 def collect_dataset(registry: Registry, request: CollectRequest,
                     on_batch: Callable[[int, float], None] | None = None) -> Dataset:
-    request.validate()
+    """One dataset: simulate, write the file, register it (the row last)."""
+    (dataset,) = collect_datasets(registry, [request], lambda _: on_batch)
+    return dataset
+
+
+def collect_datasets(registry: Registry, requests: list[CollectRequest],
+                     on_batch_for: Callable[[CollectRequest], Callable[[int, float], None] | None] | None = None,
+                     ) -> Iterator[Dataset]:
+    """The requests' datasets, in order, each registered before the next is yielded.
+
+    An npz file is written by a background thread while the next request simulates, so the device (or
+    the CPU's torch threads) does not wait on the disk between environments; each file is complete
+    before its registry row is written, as for a single dataset. This keeps at most two datasets'
+    arrays in memory. Minari exports are written in the foreground. All requests are validated first.
+    """
+    for request in requests:
+        request.validate()
+    pending: tuple[_Simulated, tempfile.TemporaryDirectory, Future | None] | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="npz-writer") as writer:
+        try:
+            for request in requests:
+                simulated = _simulate(registry, request, on_batch_for(request) if on_batch_for else None)
+                if pending is not None:
+                    done, pending = pending, None
+                    yield _register(registry, *done)
+                scratch = tempfile.TemporaryDirectory(dir=_scratch_dir(registry))
+                written = (writer.submit(write_npz, Path(scratch.name) / "dataset.npz", simulated.arrays)
+                           if request.format == DatasetFormat.NPZ else None)
+                pending = (simulated, scratch, written)
+            if pending is not None:
+                done, pending = pending, None
+                yield _register(registry, *done)
+        finally:
+            if pending is not None:  # stopped early: let the write finish, then drop its file
+                if pending[2] is not None:
+                    pending[2].exception()
+                pending[1].cleanup()
+
+
+def _simulate(registry: Registry, request: CollectRequest, on_batch) -> _Simulated:
     promotion = checkpoint = None
     lineage: dict = {}
     if request.quality == "random":
-        env, agent = random_policy_agent(request.env)
+        env, agent = random_policy_agent(request.env, request.device)
     else:
         promotion, checkpoint = registry.promoted_checkpoint(request.env, request.quality)
-        env, agent, lineage = agent_for_checkpoint(registry, checkpoint.id)
+        env, agent, lineage = agent_for_checkpoint(registry, checkpoint.id, request.device)
 
-    parts: dict[str, list[np.ndarray]] = {}
-    for first in range(0, request.episodes, request.batch_size):
-        ids = torch.arange(first, min(first + request.batch_size, request.episodes))
-        recorded = record_episodes(env, agent, ids, request.seed, "greedy")
-        for name, array in _transitions(recorded).items():
-            parts.setdefault(name, []).append(array)
-        if on_batch is not None:
-            on_batch(first + ids.numel(), float(recorded.episodes.rewards.sum(dim=1).mean()))
-    arrays = {name: np.concatenate(chunks) for name, chunks in parts.items()}
-    returns = arrays["episode_returns"]
+    arrays = _with_episode_ends(record_dataset(env, agent, request.episodes, request.seed, request.batch_size, on_batch),
+                                request.episodes, env.config.episode_length)
     metadata = {"env": request.env, "quality": request.quality, "seed": request.seed, "episodes": request.episodes,
                 "slatectl_version": __version__, "checkpoint_id": checkpoint.id if checkpoint else None,
                 "promotion_id": promotion.id if promotion else None, "policy": "random" if checkpoint is None else None,
                 **lineage}
     arrays[METADATA_KEY] = np.frombuffer(json.dumps(metadata, sort_keys=True).encode(), dtype=np.uint8)
-    with tempfile.TemporaryDirectory(dir=_scratch_dir(registry)) as scratch:
+    return _Simulated(request, env, arrays, metadata, checkpoint, promotion)
+
+
+def _register(registry: Registry, simulated: _Simulated, scratch: tempfile.TemporaryDirectory,
+              written: Future | None) -> Dataset:
+    """Wait for the file (npz) or export it (Minari), then write the registry row: the commit point."""
+    request, arrays, metadata = simulated.request, simulated.arrays, simulated.metadata
+    checkpoint, promotion = simulated.checkpoint, simulated.promotion
+    returns = arrays["episode_returns"]
+    with scratch:
         if request.format == DatasetFormat.MINARI:
-            export = _export_minari(registry, request, env, arrays, metadata, checkpoint, Path(scratch))
+            export = _export_minari(registry, request, simulated.env, arrays, metadata, checkpoint, Path(scratch.name))
             metadata["minari"] = {"dataset_id": export.dataset_id, "path": str(export.path),
                                   "ref_min_score": export.ref_min_score, "ref_max_score": export.ref_max_score}
             path = export.path / "data" / "main_data.hdf5"
         else:
-            path = Path(scratch) / "dataset.npz"
-            write_npz(path, arrays)
+            assert written is not None
+            written.result()  # re-raises a failed write here
+            path = Path(scratch.name) / "dataset.npz"
         try:
             return registry.register_dataset(
                 request.env, request.quality, path, episodes=request.episodes, transitions=int(arrays["rewards"].shape[0]),
@@ -165,25 +225,11 @@ def _scratch_dir(registry: Registry) -> str:
     return str(scratch)
 
 
-def _transitions(recorded: RecordedEpisodes) -> dict[str, np.ndarray]:
-    batch = recorded.episodes
-    E, H = batch.rewards.shape
-    flat = lambda t: t.reshape(E * H, *t.shape[2:]).numpy()  # noqa: E731
+def _with_episode_ends(arrays: dict[str, np.ndarray], episodes: int, horizon: int) -> dict[str, np.ndarray]:
+    """Add terminals, timeouts and episode returns to the recorded arrays."""
     # The time limit is the only episode end: a timeout (the state is not terminal), never a terminal.
-    timeouts = np.zeros((E, H), dtype=np.uint8)
+    timeouts = np.zeros((episodes, horizon), dtype=np.uint8)
     timeouts[:, -1] = 1
-    return {
-        "observations/slate": flat(batch.slates[:, :H].to(torch.int16)),
-        "observations/clicks": flat(batch.clicks[:, :H].to(torch.uint8)),
-        "observations/belief": flat(recorded.beliefs.float()),
-        "actions/slate": flat(batch.rec_slates.to(torch.int16)),
-        "actions/latent": flat(batch.actions.float()),
-        "rewards": flat(batch.rewards.float()),
-        "terminals": np.zeros(E * H, dtype=np.uint8),
-        "timeouts": timeouts.reshape(-1),
-        "episode_returns": batch.rewards.sum(dim=1).double().numpy(),
-        "final/clicks": batch.clicks[:, H].to(torch.uint8).numpy(),
-        "final/user_state": batch.user_states[:, H].float().numpy(),
-        "infos/user_state": flat(batch.user_states[:, :H].float()),
-        "infos/bored": flat(recorded.bored),
-    }
+    rewards = torch.from_numpy(arrays["rewards"]).view(episodes, horizon)
+    return {**arrays, "terminals": np.zeros(episodes * horizon, dtype=np.uint8), "timeouts": timeouts.reshape(-1),
+            "episode_returns": rewards.sum(dim=1).double().numpy()}

@@ -49,21 +49,29 @@ class LoggedData:
 
 def generate_logged_data(env: TopicRec, config: LoggedDataConfig, batch_size: int = 4096,
                          on_batch: Callable[[int], None] | None = None) -> LoggedData:
-    """Episodes 0 … E−1 (user id = episode index) of the ε-greedy oracle, simulated `batch_size` at a time."""
+    """Episodes 0 … E−1 (user id = episode index) of the ε-greedy oracle, simulated `batch_size` at a time.
+
+    Simulated on the env's device; each batch is recorded there and copied to the (CPU) result in one
+    block, so the step loop does not wait for the device."""
     cfg = env.config
     E, H, K = config.episodes, cfg.episode_length, cfg.slate_size
-    slates = torch.empty(E, H, K, dtype=torch.int16)
-    clicks = torch.empty(E, H, K, dtype=torch.uint8)
+    slates = torch.empty(E, H, K, dtype=torch.int16, device="cpu")
+    clicks = torch.empty(E, H, K, dtype=torch.uint8, device="cpu")
     policy = EpsGreedyOraclePolicy(config.epsilon)
     with torch.no_grad():
         for first in range(0, E, batch_size):
-            ids = torch.arange(first, min(first + batch_size, E))
+            ids = torch.arange(first, min(first + batch_size, E), device=env.device)
+            B = ids.numel()
+            batch_slates = torch.empty(B, H, K, dtype=torch.int16, device=env.device)
+            batch_clicks = torch.empty(B, H, K, dtype=torch.uint8, device=env.device)
             env.reset(ids, config.seed)
             policy.reset(ids, config.seed)
             for t in range(H):
-                observation = env.step(policy.act(env)).observation
-                slates[first : first + ids.numel(), t] = observation.slate.to(torch.int16)
-                clicks[first : first + ids.numel(), t] = observation.clicks.to(torch.uint8)
+                observation = env.step(policy.act(env), oracle=policy.uses_oracle).observation
+                batch_slates[:, t] = observation.slate
+                batch_clicks[:, t] = observation.clicks
+            slates[first : first + B] = batch_slates.cpu()
+            clicks[first : first + B] = batch_clicks.cpu()
             if on_batch is not None:
                 on_batch(first + ids.numel())
     return LoggedData(slates=slates, clicks=clicks)

@@ -14,7 +14,8 @@ import torch
 def examination_propensities(click_model: str, slate_size: int, decay: float = 0.85,
                              device: torch.device | str = "cpu") -> torch.Tensor:
     """E_r for 0-based rank r: tdPBM 0.85^r; mixPBM 0.5·0.85^r + 0.5·0.85^(K−1−r)."""
-    ranks = torch.arange(slate_size, dtype=torch.float64)
+    # Computed on the CPU (so every device gets the same float32 values), then moved.
+    ranks = torch.arange(slate_size, dtype=torch.float64, device="cpu")
     top_down = decay**ranks
     if click_model == "tdPBM":
         return top_down.float().to(device)

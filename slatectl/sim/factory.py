@@ -25,6 +25,8 @@ def env_item_embeddings(config: EnvConfig, item_embeddings: str | Path | None = 
     return _generated_table(config.item_embeddings, config.num_items, config.num_topics, config.topic_size).clone()
 
 
-def make_env(name: str | EnvConfig, item_embeddings: str | Path | None = None) -> TopicRec:
+def make_env(name: str | EnvConfig, item_embeddings: str | Path | None = None,
+             device: torch.device | str = "cpu") -> TopicRec:
+    """The named env's simulator on `device` (its item table is built on the CPU, then moved)."""
     config = name if isinstance(name, EnvConfig) else load_env_config(name)
-    return TopicRec(config, env_item_embeddings(config, item_embeddings))
+    return TopicRec(config, env_item_embeddings(config, item_embeddings).to(device))

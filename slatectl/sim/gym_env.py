@@ -1,6 +1,6 @@
 """Gymnasium view of one TopicRec user: `gymnasium.make("slatectl/TopicRec-focused_topdown-v0")`.
 
-The batched core runs with B = 1. Observation = the slate shown and its clicks (Box spaces); action = a
+The batched core runs with B = 1, on the CPU (observations are numpy arrays). Observation = the slate shown and its clicks (Box spaces); action = a
 slate of K item ids (−1 lets the env's oracle fill a position). Each `reset(seed=s)` starts a new user:
 user id = number of resets since the env's seed was set, so a seeded env replays the same users.
 
@@ -43,12 +43,12 @@ class TopicRecGymEnv(gym.Env):
         super().reset(seed=seed)
         if seed is not None:
             self._seed, self._next_user = int(seed), 0
-        observation = self.sim.reset(torch.tensor([self._next_user]), self._seed)
+        observation = self.sim.reset(torch.tensor([self._next_user], device="cpu"), self._seed)
         self._next_user += 1
         return self._obs(observation), {"user_state": self.sim.user[0].numpy().copy()}
 
     def step(self, action):
-        slate = torch.as_tensor(np.asarray(action, dtype=np.int64)).reshape(1, -1)
+        slate = torch.as_tensor(np.asarray(action, dtype=np.int64), device="cpu").reshape(1, -1)
         if slate.shape[1] != self.sim.config.slate_size or bool((slate >= self.sim.config.num_items).any()) or bool((slate < -1).any()):
             raise ValueError(f"action must be {self.sim.config.slate_size} item ids in [-1, {self.sim.config.num_items - 1}]")
         result = self.sim.step(slate)

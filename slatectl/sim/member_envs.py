@@ -38,14 +38,14 @@ class MemberEnvs:
             distinct.setdefault(env.config.name, env)
         names = list(distinct)
         self.members = len(envs)
-        self.variant = torch.tensor([names.index(env.config.name) for env in envs])
+        self.variant = torch.tensor([names.index(env.config.name) for env in envs], device=envs[0].device)
         self.env: TopicRec = distinct[names[0]] if len(names) == 1 else MixedTopicRec(list(distinct.values()))
         self.config = envs[0].config  # shape parameters, shared by all members (MixedTopicRec checks)
         self._batch = 0
 
     def reset(self, user_ids: torch.Tensor, seeds: list[int]) -> Observation:
         """Every member's users `user_ids` (B,), member k with seed `seeds[k]`; returns (K, B, ·)."""
-        user_ids = torch.as_tensor(user_ids, dtype=torch.int64).reshape(-1)
+        user_ids = torch.as_tensor(user_ids, dtype=torch.int64, device=self.env.device).reshape(-1)
         self._batch = B = user_ids.shape[0]
         rng = CounterRNG.concat([CounterRNG(seed, USER_STREAM, user_ids) for seed in seeds])
         if isinstance(self.env, MixedTopicRec):

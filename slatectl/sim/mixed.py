@@ -36,15 +36,22 @@ class MixedTopicRec(TopicRec):
         union = torch.cat([env.item_embeddings for env in envs])
         super().__init__(replace(first, num_items=union.shape[0]), union)
         self.config_per_variant = [env.config for env in envs]
-        self._max_scores = torch.tensor([env.max_score for env in envs])
+        on = {"device": self.device}
+        self._max_scores = torch.tensor([env.max_score for env in envs], **on)
         self._propensities = torch.stack([env.propensities for env in envs])
-        self._penalties = torch.tensor([float(env.config.diversity_penalty) for env in envs])
+        self._penalties = torch.tensor([float(env.config.diversity_penalty) for env in envs], **on)
         self._initial_slates = torch.stack([env.initial_slate for env in envs])
-        self.variant = torch.zeros(0, dtype=torch.int64)
+        self.variant = torch.zeros(0, dtype=torch.int64, **on)
+
+    def to(self, device: torch.device | str) -> "MixedTopicRec":
+        """These environments on `device`: itself when already there, else a new MixedTopicRec."""
+        if self.item_embeddings.to(device) is self.item_embeddings:
+            return self
+        return MixedTopicRec([env.to(device) for env in self.variants])
 
     def reset_variants(self, rng: CounterRNG, variant: torch.Tensor) -> Observation:
         """Reset users with streams `rng`, user i living in environment `variants[variant[i]]`."""
-        self.variant = torch.as_tensor(variant, dtype=torch.int64).reshape(-1)
+        self.variant = torch.as_tensor(variant, dtype=torch.int64, device=self.device).reshape(-1)
         if self.variant.shape[0] != rng.batch_size:
             raise ValueError("one variant per user is needed")
         self.item_id_offset = self.variant * self.own_items
@@ -56,11 +63,11 @@ class MixedTopicRec(TopicRec):
     def reset(self, user_ids: torch.Tensor, seed: int) -> Observation:
         raise TypeError("MixedTopicRec users need their environments: use reset_variants(rng, variant)")
 
-    def step(self, slate: torch.Tensor) -> StepResult:
-        slate = torch.as_tensor(slate, dtype=torch.int64)
+    def step(self, slate: torch.Tensor, oracle: bool | None = None) -> StepResult:
+        slate = torch.as_tensor(slate, dtype=torch.int64, device=self.device)
         # Oracle positions (< 0) stay negative so the base class fills them.
         union = torch.where(slate < 0, slate, slate + self.item_id_offset[:, None])
-        result = super().step(union)
+        result = super().step(union, oracle)
         shown = result.observation.slate - self.item_id_offset[:, None]
         return StepResult(Observation(shown, result.observation.clicks), result.reward, result.done,
                           result.user_state, result.bored)
@@ -71,10 +78,10 @@ class MixedTopicRec(TopicRec):
         slate_vectors = torch.nn.functional.embedding(slate, self.item_embeddings)
         slate_scores = torch.einsum("bkd,bd->bk", slate_vectors, masked_user) / self.max_score
         topics = self.item_topics[slate]
-        counts = torch.zeros(slate.shape[0], cfg.num_topics, dtype=torch.int64)
+        counts = torch.zeros(slate.shape[0], cfg.num_topics, dtype=torch.int64, device=self.device)
         counts.scatter_add_(1, topics, torch.ones_like(topics))
         crowded = counts.max(dim=1).values >= cfg.diversity_threshold
-        divisor = torch.where(crowded, self._penalties[self.variant], torch.tensor(1.0))
+        divisor = torch.where(crowded, self._penalties[self.variant], torch.tensor(1.0, device=self.device))
         probs = relevance(slate_scores, cfg.offset, cfg.slope) / divisor[:, None] * self._propensities[self.variant]
         return (self.rng.uniform(counter, cfg.slate_size) < probs).to(torch.int64)
 

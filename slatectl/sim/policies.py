@@ -20,7 +20,11 @@ POLICY_STREAM = 1
 class SlatePolicy:
     name = "policy"
 
+    #: Whether `act` may return oracle positions (−1), so the env knows without looking at the slate.
+    uses_oracle = False
+
     def reset(self, user_ids: torch.Tensor, seed: int) -> None:
+        """Start the users' streams; they live on the device of `user_ids` (the simulator's)."""
         self.rng = CounterRNG(seed, POLICY_STREAM, user_ids)
 
     def act(self, env: TopicRec) -> torch.Tensor:
@@ -41,15 +45,17 @@ class ShortTermOraclePolicy(SlatePolicy):
     """Every position −1: the env fills the top-K items by current ⟨e_i, ũ⟩."""
 
     name = "oracle"
+    uses_oracle = True
 
     def act(self, env: TopicRec) -> torch.Tensor:
-        return torch.full((env.batch_size, env.config.slate_size), -1, dtype=torch.int64)
+        return torch.full((env.batch_size, env.config.slate_size), -1, dtype=torch.int64, device=env.device)
 
 
 class EpsGreedyOraclePolicy(SlatePolicy):
     """Per position, with probability ε a random item (distinct among themselves), else the oracle's item."""
 
     name = "eps-oracle"
+    uses_oracle = True
 
     def __init__(self, epsilon: float = 0.5):
         if not 0.0 <= epsilon <= 1.0:

@@ -6,6 +6,12 @@ the 32-bit PCG hash ("Hash Functions for GPU Rendering", Jarzynski & Olano, JCGT
 int64 so every intermediate product stays below 2^63. A user's key is built by chaining the hash over
 (seed, stream, user id); a draw is one more hash of key XOR hash(counter): one hash round per value,
 because the random draws are the simulator's hottest loop.
+
+Device: every tensor is made on the device of the user ids given (the keys live there). The hash uses
+only int64 multiply, add, and, xor and shifts, which are exact on every torch backend, so the same
+(seed, stream, user, counter) gives the same integers on a GPU as on the CPU; the integer → float
+conversions (24-bit values to float32, exact) are identical too. Only `normal` goes through log/cos/sin,
+whose float64 results may differ by an ulp between backends (then rounded to float32).
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ class CounterRNG:
 
     def __init__(self, seed: int, stream: int, user_ids: torch.Tensor):
         ids = user_ids.to(torch.int64)
-        if (ids < 0).any():
+        # One host sync per reset (not per step): a negative id would alias another user's stream.
+        if bool((ids < 0).any()):
             raise ValueError("user ids must be non-negative")
         base = torch.zeros_like(ids)
         base = _mix_scalar_into(base, seed)
@@ -51,12 +58,16 @@ class CounterRNG:
         return joined
 
     @property
+    def device(self) -> torch.device:
+        return self.key.device
+
+    @property
     def batch_size(self) -> int:
         return self.key.shape[0]
 
     def bits(self, counter: int, n: int) -> torch.Tensor:
         """(B, n) int64 values uniform on [0, 2^32) for counters counter … counter+n-1."""
-        counters = torch.arange(counter, counter + n, dtype=torch.int64) & _MASK32
+        counters = torch.arange(counter, counter + n, dtype=torch.int64, device=self.key.device) & _MASK32
         return pcg_hash(self.key[:, None] ^ pcg_hash(pcg_hash(counters) ^ 0x9E3779B9)[None, :])
 
     def uniform(self, counter: int, n: int) -> torch.Tensor:
@@ -75,7 +86,7 @@ class CounterRNG:
 
     def integers(self, counter: int, n: int, high: int | torch.Tensor) -> torch.Tensor:
         """(B, n) int64 uniform on [0, high) (high may vary per column)."""
-        high_t = torch.as_tensor(high, dtype=torch.int64)
+        high_t = torch.as_tensor(high, dtype=torch.int64, device=self.key.device)
         return (self.bits(counter, n) * high_t) >> 32
 
     def distinct_items(self, counter: int, num_items: int, k: int) -> torch.Tensor:
@@ -84,7 +95,7 @@ class CounterRNG:
         Floyd's algorithm gives a uniform k-subset with k vectorised draws; a second set of k draws
         shuffles it, since Floyd's output order is not uniform. Uses counters counter … counter+2k-1.
         """
-        draws = self.integers(counter, k, torch.arange(num_items - k + 1, num_items + 1))
+        draws = self.integers(counter, k, torch.arange(num_items - k + 1, num_items + 1, device=self.key.device))
         chosen = torch.empty_like(draws)
         for idx in range(k):
             candidate = draws[:, idx]

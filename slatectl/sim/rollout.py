@@ -1,4 +1,7 @@
-"""Run a policy for many episodes, batched over users, and summarise the returns."""
+"""Run a policy for many episodes, batched over users, and summarise the returns.
+
+Everything runs on the simulator's device; the returns of a batch stay there until the end (one host
+copy per rollout), so the step loop never waits for the device."""
 
 from __future__ import annotations
 
@@ -39,13 +42,14 @@ class RolloutStats:
 
 @torch.no_grad()
 def run_episodes(env: TopicRec, policy: SlatePolicy, user_ids: torch.Tensor, seed: int) -> torch.Tensor:
-    """One batch of full episodes for the given users; returns their (B,) returns."""
+    """One batch of full episodes for the given users; returns their (B,) returns (on the env's device)."""
+    user_ids = torch.as_tensor(user_ids, dtype=torch.int64, device=env.device)
     env.reset(user_ids, seed)
     policy.reset(user_ids, seed)
-    total = torch.zeros(user_ids.shape[0], dtype=torch.float64)
+    total = torch.zeros(user_ids.shape[0], dtype=torch.float64, device=env.device)
     done = False
     while not done:
-        result = env.step(policy.act(env))
+        result = env.step(policy.act(env), oracle=policy.uses_oracle)
         total += result.reward
         done = result.done
     return total
@@ -55,18 +59,20 @@ def rollout(
     env: TopicRec, policy: SlatePolicy, episodes: int, seed: int, batch_size: int = 1024,
     on_batch: Callable[[int, torch.Tensor], None] | None = None,
 ) -> RolloutStats:
-    """Episodes 0 … episodes−1 (user id = episode index) in batches; `on_batch(done_so_far, returns)`."""
+    """Episodes 0 … episodes−1 (user id = episode index) in batches; `on_batch(done_so_far, returns)`
+    gets each batch's returns on the env's device. The returned stats hold them on the CPU."""
     if episodes < 1 or batch_size < 1:
         raise ValueError("episodes and batch size must be >= 1")
     returns = []
     start = time.perf_counter()
     for first in range(0, episodes, batch_size):
-        ids = torch.arange(first, min(first + batch_size, episodes))
+        ids = torch.arange(first, min(first + batch_size, episodes), device=env.device)
         batch_returns = run_episodes(env, policy, ids, seed)
         returns.append(batch_returns)
         if on_batch is not None:
             on_batch(first + ids.numel(), batch_returns)
-    return RolloutStats(returns=torch.cat(returns), seconds=time.perf_counter() - start)
+    all_returns = torch.cat(returns).cpu()  # waits for the device: the clock stops after the work
+    return RolloutStats(returns=all_returns, seconds=time.perf_counter() - start)
 
 
 #: Users of the random-policy reference return: the validation users of training (configs/training.yaml

@@ -3,6 +3,14 @@
 Implements the equations of docs/simulator.md exactly, including the reference quirks kept there (reset
 clicks enter the topic log without timestamps; the short-term topic is updated from a rank index). Every random draw comes
 from a `CounterRNG` keyed by (seed, user id), so a user's trajectory depends only on the seed and its id.
+
+Device: the simulator lives on the device of its item table (`make_env(..., device=)` puts it there) and
+creates every tensor there, so one code path serves CPU and GPU. Inside `step` nothing waits for the
+device (no `.item()`, `bool(tensor)` or host copies) except where the choice is free on a CPU: the
+"any oracle position?" test when the caller does not say (`step(slate, oracle=...)`), and the
+drift update of only the clicking users (`nonzero`), which the CPU runs because it touches a few percent of
+the rows; other devices update every row with a mask instead. Both give the same numbers
+(tests/test_device.py).
 """
 
 from __future__ import annotations
@@ -20,7 +28,9 @@ from slatectl.sim.rng import CounterRNG
 USER_STREAM = 0
 # Counter layout within the user stream: a block of DRAWS_PER_STEP counters per step t (reset is t = 0).
 DRAWS_PER_STEP = 64
-_ORACLE_BLOCK = 512
+# Users per block of the oracle's B×N score matrix: small on a CPU (cache), large on a GPU (launches).
+_ORACLE_BLOCK = {"cpu": 512}
+_ORACLE_BLOCK_OTHER = 65536
 _RESET_NORMALS, _RESET_WEIGHTS, _RESET_CLICKS, _RESET_SHORT_TERM = 0, 20, 30, 40
 
 
@@ -49,21 +59,33 @@ class TopicRec:
     """B users in lockstep: `reset(user_ids, seed)` then `step(slates)` H times."""
 
     def __init__(self, config: EnvConfig, item_embeddings: torch.Tensor):
+        """The simulator runs on `item_embeddings.device`."""
         n, d = item_embeddings.shape
         if (n, d) != (config.num_items, config.embedding_dim):
             raise ValueError(f"item table is {n}×{d}; config wants {config.num_items}×{config.embedding_dim}")
         self.config = config
         self.item_embeddings = item_embeddings.float().contiguous()
+        self.device = self.item_embeddings.device
+        # CPU: drift only the clicking users (a host-side `nonzero`, free there); elsewhere a masked
+        # update of every user avoids the sync. Same numbers either way.
+        self.sparse_drift = self.device.type == "cpu"
         self.item_topics = item_topics(self.item_embeddings, config.num_topics)
         self.max_score = float(self.item_embeddings.norm(dim=1).max())
-        self.propensities = examination_propensities(config.click_model, config.slate_size)
+        self.propensities = examination_propensities(config.click_model, config.slate_size, device=self.device)
         chunk_norms = self.item_embeddings.view(n, config.num_topics, config.topic_size).norm(dim=-1)
         # Reset slate: per topic (in topic order) the item with the largest chunk norm in that topic.
         self.initial_slate = chunk_norms.argmax(dim=0)[: config.slate_size]
+        self._rank_numbers = torch.arange(1, config.slate_size + 1, device=self.device)  # 1 … K
+        self._log_positions = torch.arange(config.recent_items_maxlen, device=self.device)  # 0 … L−1
         # Added to item ids that index this env's own item arrays (0 here; per user in MixedTopicRec).
         self.item_id_offset: int | torch.Tensor = 0
         self.t = 0
         self._batch = 0
+
+    def to(self, device: torch.device | str) -> "TopicRec":
+        """This simulator on `device`: itself when its item table is already there, else a new one."""
+        table = self.item_embeddings.to(device)
+        return self if table is self.item_embeddings else type(self)(self.config, table)
 
     # ----------------------------------------------------------------- helpers
     @property
@@ -99,7 +121,8 @@ class TopicRec:
         u = self.masked_user() if masked_user is None else masked_user
         table_t = self.item_embeddings.T.contiguous()
         k = self.config.slate_size
-        blocks = [(u[i : i + _ORACLE_BLOCK] @ table_t).topk(k, dim=1).indices for i in range(0, u.shape[0], _ORACLE_BLOCK)]
+        size = _ORACLE_BLOCK.get(u.device.type, _ORACLE_BLOCK_OTHER)
+        blocks = [(u[i : i + size] @ table_t).topk(k, dim=1).indices for i in range(0, u.shape[0], size)]
         return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
 
     def _click(self, slate: torch.Tensor, masked_user: torch.Tensor, counter: int) -> torch.Tensor:
@@ -122,8 +145,8 @@ class TopicRec:
         # Clicked topics compacted to the front in rank order; unclicked ranks go to a spare column.
         K = clicks.shape[1]
         destination = torch.where(clicks.bool(), clicks.cumsum(dim=1) - 1, K)
-        new_topics = torch.zeros(clicks.shape[0], K + 1, dtype=topics.dtype).scatter_(1, destination, topics)[:, :K]
-        idx = n_clicks[:, None] + torch.arange(L)[None, :]
+        new_topics = torch.zeros(clicks.shape[0], K + 1, dtype=topics.dtype, device=self.device).scatter_(1, destination, topics)[:, :K]
+        idx = n_clicks[:, None] + torch.arange(L, device=self.device)[None, :]
         self.topic_log = torch.cat([self.topic_log, new_topics], dim=1).gather(1, idx)
         self.topic_len = torch.clamp(self.topic_len + n_clicks, max=L)
         if stamp is not None:
@@ -133,13 +156,15 @@ class TopicRec:
 
     # ----------------------------------------------------------------- API
     def reset(self, user_ids: torch.Tensor, seed: int) -> Observation:
-        user_ids = torch.as_tensor(user_ids, dtype=torch.int64).reshape(-1)
+        user_ids = torch.as_tensor(user_ids, dtype=torch.int64, device=self.device).reshape(-1)
         return self.reset_streams(CounterRNG(seed, USER_STREAM, user_ids))
 
     def reset_streams(self, rng: CounterRNG) -> Observation:
         """Reset with the users' random streams given directly, one row per user: users of different
         seeds can share a batch (population training: `CounterRNG.concat` of per-seed streams)."""
         cfg = self.config
+        if rng.device != self.device:
+            raise ValueError(f"the users' random streams are on {rng.device}, the simulator on {self.device}")
         B, T, S = rng.batch_size, cfg.num_topics, cfg.topic_size
         self._batch = B
         self.rng = rng
@@ -148,13 +173,14 @@ class TopicRec:
         weights = weights / weights.sum(dim=1, keepdim=True)
         self.user = normalise_user((u0 * weights[..., None]).view(B, T * S), T)
 
-        self.bored = torch.zeros(B, T, dtype=torch.bool)
-        self.bored_timeout = torch.full((B, T), cfg.bored_timeout, dtype=torch.int64)
+        on = {"device": self.device}
+        self.bored = torch.zeros(B, T, dtype=torch.bool, **on)
+        self.bored_timeout = torch.full((B, T), cfg.bored_timeout, dtype=torch.int64, **on)
         L = cfg.recent_items_maxlen
-        self.topic_log = torch.zeros(B, L, dtype=torch.int64)
-        self.time_log = torch.zeros(B, L, dtype=torch.int64)
-        self.topic_len = torch.zeros(B, dtype=torch.int64)
-        self.time_len = torch.zeros(B, dtype=torch.int64)
+        self.topic_log = torch.zeros(B, L, dtype=torch.int64, **on)
+        self.time_log = torch.zeros(B, L, dtype=torch.int64, **on)
+        self.topic_len = torch.zeros(B, dtype=torch.int64, **on)
+        self.time_len = torch.zeros(B, dtype=torch.int64, **on)
         self.t = 0
 
         slate = self.initial_slate.expand(B, -1).clone()
@@ -163,7 +189,7 @@ class TopicRec:
         # Quirk kept for fidelity: reset clicks enter the topic log but not the timestamp log.
         self._append_clicked_topics(clicks, topics, stamp=None)
         any_click = clicks.any(dim=1)
-        last_rank = (clicks * torch.arange(1, cfg.slate_size + 1)).argmax(dim=1)
+        last_rank = (clicks * self._rank_numbers).argmax(dim=1)
         random_topic = self.rng.integers(_RESET_SHORT_TERM, 1, T)[:, 0]
         self.short_term = torch.where(any_click, topics.gather(1, last_rank[:, None])[:, 0], random_topic)
         return Observation(slate=slate, clicks=clicks)
@@ -174,47 +200,57 @@ class TopicRec:
         self.bored = self.bored & (timeout > 0)
         self.bored_timeout = torch.where(self.bored, timeout, torch.full_like(timeout, cfg.bored_timeout))
         L = cfg.recent_items_maxlen
-        valid = torch.arange(L)[None, :] >= (L - self.topic_len)[:, None]
-        counts = torch.zeros(self._batch, cfg.num_topics, dtype=torch.int64)
+        valid = self._log_positions[None, :] >= (L - self.topic_len)[:, None]
+        counts = torch.zeros(self._batch, cfg.num_topics, dtype=torch.int64, device=self.device)
         counts.scatter_add_(1, self.topic_log, valid.to(torch.int64))
         self.bored = self.bored | (counts >= cfg.boredom_threshold)
 
-    def step(self, slate: torch.Tensor) -> StepResult:
+    def _drift(self, slate: torch.Tensor, clicks: torch.Tensor) -> None:
+        """Drift towards each clicked item, in rank order, renormalising after each."""
+        omega, topics = self.config.omega, self.config.num_topics
+        for rank in range(self.config.slate_size):
+            if self.sparse_drift:
+                # Only the users who clicked at this rank (a few percent): cheap at large B on a CPU.
+                users = torch.nonzero(clicks[:, rank]).flatten()
+                if users.numel() == 0:
+                    continue
+                drifted = omega * self.user[users] + (1.0 - omega) * self.item_embeddings[slate[users, rank]]
+                self.user[users] = normalise_user(drifted, topics)
+            else:
+                drifted = omega * self.user + (1.0 - omega) * self.item_embeddings[slate[:, rank]]
+                self.user = torch.where(clicks[:, rank, None].bool(), normalise_user(drifted, topics), self.user)
+
+    def step(self, slate: torch.Tensor, oracle: bool | None = None) -> StepResult:
+        """One step for every user. Negative slate entries ask for the oracle's item at that position;
+        `oracle` says whether the slate may hold any (None: look, which waits for the device off a CPU)."""
         cfg = self.config
         if self.t >= cfg.episode_length:
             raise RuntimeError("episode is over; call reset()")
-        slate = torch.as_tensor(slate, dtype=torch.int64)
+        slate = torch.as_tensor(slate, dtype=torch.int64, device=self.device)
         if slate.shape != (self._batch, cfg.slate_size):
             raise ValueError(f"slate must have shape ({self._batch}, {cfg.slate_size}), got {tuple(slate.shape)}")
         self.t += 1
         t = self.t
         self._update_boredom()
         masked = self.masked_user()
-        oracle_positions = slate < 0
-        if bool(oracle_positions.any()):
-            slate = torch.where(oracle_positions, self.oracle_slate(masked), slate)
+        if oracle is None:
+            oracle = self.device.type != "cpu" or bool((slate < 0).any())
+        if oracle:
+            slate = torch.where(slate < 0, self.oracle_slate(masked), slate)
         clicks = self._click(slate, masked, t * DRAWS_PER_STEP)
         topics = self.item_topics[slate]
 
         self._append_clicked_topics(clicks, topics, stamp=t)
         expired = ((self.time_log < t - cfg.boredom_moving_window)
-                   & (torch.arange(cfg.recent_items_maxlen)[None, :] >= (cfg.recent_items_maxlen - self.time_len)[:, None])).sum(dim=1)
+                   & (self._log_positions[None, :] >= (cfg.recent_items_maxlen - self.time_len)[:, None])).sum(dim=1)
         self.time_len = self.time_len - expired
         self.topic_len = self.topic_len - expired
 
-        # Drift towards each clicked item, in rank order, renormalising after each. Only the users who
-        # clicked at a rank are touched (a few percent of them), which keeps this loop cheap at large B.
-        omega = cfg.omega
-        for rank in range(cfg.slate_size):
-            users = torch.nonzero(clicks[:, rank]).flatten()
-            if users.numel() == 0:
-                continue
-            drifted = omega * self.user[users] + (1.0 - omega) * self.item_embeddings[slate[users, rank]]
-            self.user[users] = normalise_user(drifted, cfg.num_topics)
+        self._drift(slate, clicks)
 
         # Quirk kept for fidelity: the new short-term topic is topic(rank index of the last click).
         n_clicks = clicks.sum(dim=1)
-        last_rank = (clicks * torch.arange(1, cfg.slate_size + 1)).argmax(dim=1)
+        last_rank = (clicks * self._rank_numbers).argmax(dim=1)
         short_term_bored = self.bored.gather(1, self.short_term[:, None])[:, 0]
         self.short_term = torch.where(short_term_bored & (n_clicks > 0), self.item_topics[last_rank + self.item_id_offset], self.short_term)
 
