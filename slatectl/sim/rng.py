@@ -41,8 +41,11 @@ class CounterRNG:
 
     def __init__(self, seed: int, stream: int, user_ids: torch.Tensor):
         ids = user_ids.to(torch.int64)
-        # One host sync per reset (not per step): a negative id would alias another user's stream.
-        if bool((ids < 0).any()):
+        # One host sync per reset (not per step): a negative id would alias another user's stream. Not while a
+        # CUDA graph is being captured (training's captured episodes): reading the device there breaks the
+        # capture, and those ids come from the run's own id range, checked when the run starts.
+        capturing = ids.is_cuda and torch.cuda.is_current_stream_capturing()
+        if not capturing and bool((ids < 0).any()):
             raise ValueError("user ids must be non-negative")
         base = torch.zeros_like(ids)
         base = _mix_scalar_into(base, seed)

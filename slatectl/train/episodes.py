@@ -63,7 +63,8 @@ def _play(env: TopicRec, agent: Agent, user_ids: torch.Tensor, seed: int, mode: 
                 beliefs = torch.empty(B, H, belief.shape[1], **on)
             beliefs[:, t] = belief
         slate, action = agent.act(env, mode)
-        result = env.step(slate.to(on["device"]))
+        # Agents never put oracle positions in a slate; saying so spares the simulator a per-step check.
+        result = env.step(slate.to(on["device"]), oracle=False)
         agent.observe(_to(result.observation, device))
         obs = result.observation
         slates[:, t + 1], clicks[:, t + 1] = obs.slate, obs.clicks
