@@ -142,6 +142,12 @@ class StackedSAC:
             with torch.no_grad():
                 for t in self.tensors.values():
                     t.data = t.data.to(device)
+                for optimizer in self.optimizers.values():  # e.g. after load_optimizer_states
+                    for state in optimizer.state.values():
+                        for key, value in state.items():
+                            if torch.is_tensor(value) and (key != "step" or value.dim() > 0 or
+                                                           optimizer.param_groups[0].get("fused")):
+                                state[key] = value.to(device)
             self.device = device
         return self
 
