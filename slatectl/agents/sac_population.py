@@ -27,7 +27,6 @@ import math
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slatectl.agents.base import ActMode, EpisodeBatch
@@ -38,6 +37,12 @@ from slatectl.agents.stacked import StackedAgent
 from slatectl.sim.member_envs import MemberEnvs
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+#: Optimizer settings that choose a kernel, not the arithmetic: the stacked optimizers use PyTorch's fused
+#: Adam (one kernel over each stacked tensor, on CPU and CUDA); member states are exported with the
+#: member optimizers' own values so a resumed solo run keeps its own kernel choice.
+_KERNEL_CHOICES = ("foreach", "fused")
+#: Largest activation block of one training kernel on a CPU (`StackedSAC._member_chunks`).
+_CPU_BLOCK_BYTES = 8 << 20
 #: Rows of slot queries scored against the item table at once when ranking (keeps the block in cache).
 _RANK_CHUNK_ROWS = 2048
 
@@ -63,6 +68,7 @@ class StackedSAC(StackedAgent):
             name: torch.stack([s[name].detach() for s in states]).clone() for name in states[0]}
         name_of = {id(p): n for n, p in reference.named_parameters()}
         self._optimizer_names: dict[str, list[str]] = {}
+        self._solo_kernels: dict[str, dict] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         for opt_name, optimizer in reference.optimizers().items():
             group = optimizer.param_groups[0]
@@ -71,14 +77,22 @@ class StackedSAC(StackedAgent):
                 self.tensors[n].requires_grad_(True)
             hyper = {k: v for k, v in group.items() if k != "params"}
             self._optimizer_names[opt_name] = names
-            self.optimizers[opt_name] = type(optimizer)([self.tensors[n] for n in names], **hyper)
+            self._solo_kernels[opt_name] = {k: hyper[k] for k in _KERNEL_CHOICES if k in hyper}
+            self.optimizers[opt_name] = type(optimizer)([self.tensors[n] for n in names],
+                                                        **{**hyper, **_stacked_kernels(optimizer, hyper)})
         nets = ("actor", "q1", "q2", "q1_target", "q2_target")
         if self.ranker_kind is GeMSRanker:
             nets += ("ranker.gems.decoder",)
             self.item_dim = int(reference.ranker.gems.item_dim)
         self._layers = {prefix: list(reference.get_submodule(prefix)) for prefix in nets}
+        for prefix, layers in self._layers.items():
+            kinds = [type(layer) for layer in layers]
+            if kinds[::2] != [nn.Linear] * len(kinds[::2]) or kinds[1::2] != [nn.ReLU] * len(kinds[1::2]):
+                raise TypeError(f"{prefix}: only Linear layers, each followed by a ReLU or not, can be stacked")
         self.slate_size = int(reference.slate_size)
         self._hidden: Tensor | None = None
+        # Host copy of the members' (shared) update count: deciding a Polyak step needs no device sync.
+        self._update_count = int(self.tensors["update_count"][0])
 
     def _check_members(self, members: list[SACAgent]) -> None:
         """Which members this class stacks (a subclass with its own acting overrides it)."""
@@ -102,6 +116,7 @@ class StackedSAC(StackedAgent):
             raise KeyError(f"member state does not match the agent: {sorted(missing)[:5]}")
         for name, t in self.tensors.items():
             t[k].copy_(state[name].to(t.device, t.dtype))
+        self._update_count = int(self.tensors["update_count"][0])
 
     def member_optimizer_states(self, k: int) -> dict[str, dict]:
         """Member k's optimizer states in the solo agent's format (same parameter order)."""
@@ -110,7 +125,7 @@ class StackedSAC(StackedAgent):
             full = optimizer.state_dict()
             out[name] = {"state": {i: {key: (v if key == "step" else v[k]).detach().to("cpu").clone()
                                        for key, v in s.items()} for i, s in full["state"].items()},
-                         "param_groups": full["param_groups"]}
+                         "param_groups": [{**g, **self._solo_kernels[name]} for g in full["param_groups"]]}
         return out
 
     def load_optimizer_states(self, member_states: list[dict[str, dict]]) -> None:
@@ -123,7 +138,9 @@ class StackedSAC(StackedAgent):
                 for key, v in per_member[0]["state"][i].items():
                     entry[key] = v.clone() if key == "step" else torch.stack([m["state"][i][key] for m in per_member])
                 state[i] = entry
-            optimizer.load_state_dict({"state": state, "param_groups": per_member[0]["param_groups"]})
+            kernels = {k: optimizer.param_groups[0][k] for k in _KERNEL_CHOICES if k in optimizer.param_groups[0]}
+            groups = [{**g, **kernels} for g in per_member[0]["param_groups"]]
+            optimizer.load_state_dict({"state": state, "param_groups": groups})
 
     def to(self, device: torch.device | str) -> "StackedSAC":
         """Move the stacked tensors (keeping them the optimizers' parameters); call before any update."""
@@ -132,31 +149,97 @@ class StackedSAC(StackedAgent):
             with torch.no_grad():
                 for t in self.tensors.values():
                     t.data = t.data.to(device)
+                for optimizer in self.optimizers.values():  # e.g. after load_optimizer_states
+                    for state in optimizer.state.values():
+                        for key, value in state.items():
+                            if torch.is_tensor(value) and (key != "step" or value.dim() > 0 or
+                                                           optimizer.param_groups[0].get("fused")):
+                                state[key] = value.to(device)
             self.device = device
         return self
 
     # -- batched building blocks -------------------------------------------------------------------------
-    def _sequential(self, prefix: str, x: Tensor) -> Tensor:
-        """A member nn.Sequential of Linear/ReLU layers, applied per member: x (K, M, in) → (K, M, out)."""
-        for i, layer in enumerate(self._layers[prefix]):
-            if isinstance(layer, nn.Linear):
-                w, b = self.tensors[f"{prefix}.{i}.weight"], self.tensors[f"{prefix}.{i}.bias"]
-                x = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
-            elif isinstance(layer, nn.ReLU):
-                x = F.relu(x)
+    def _linear_indices(self, prefix: str) -> list[int]:
+        return list(range(0, len(self._layers[prefix]), 2))  # Linear, ReLU, Linear, … (checked at init)
+
+    def _relu_after(self, prefix: str, i: int) -> bool:
+        return i + 1 < len(self._layers[prefix])
+
+    def _sequential(self, prefix: str, x: Tensor, fold_bias: bool = False, members: slice = slice(None)) -> Tensor:
+        """A member nn.Sequential of Linear/ReLU layers, applied per member: x (K, M, in) → (K, M, out).
+
+        ReLU runs in place on the matmul's output (a matmul saves its inputs, not its output, for backward:
+        one (K, M, hidden) buffer less per layer). `fold_bias` (for many rows M): the first layer's bias
+        becomes a last weight column against a column of ones, so the first matmul writes its output once
+        instead of copying the bias there first and accumulating onto it. `members`: the members whose
+        rows x holds (a slice of the stack)."""
+        for i in self._linear_indices(prefix):
+            w, b = self.tensors[f"{prefix}.{i}.weight"][members], self.tensors[f"{prefix}.{i}.bias"][members]
+            if fold_bias and i == 0:
+                x = torch.bmm(_with_ones(x), torch.cat([w, b.unsqueeze(-1)], dim=-1).transpose(1, 2))
             else:
-                raise TypeError(f"{prefix}.{i}: only Linear and ReLU layers can be stacked")
+                x = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+            if self._relu_after(prefix, i):
+                x = x.relu_()
         return x
+
+    def _q_pair(self, nets: tuple[str, str], states: Tensor, actions: Tensor, members: slice = slice(None)) -> Tensor:
+        """(Q_a, Q_b)(s, a) of two critic MLPs of identical shape in one pass: (K, M, 2).
+
+        One matmul serves both nets per layer: the first layers (same input [s, a]) are laid side by side
+        (output 2·hidden, bias folded in), later layers block-diagonally (the zero blocks add exact zeros),
+        so member k's column j equals `nets[j]` applied alone, up to summation order."""
+        a, b = nets
+        x = _with_ones(torch.cat([states, actions], dim=-1))
+        for i in self._linear_indices(a):
+            wa, wb = self.tensors[f"{a}.{i}.weight"][members], self.tensors[f"{b}.{i}.weight"][members]  # (k, out, in)
+            ba, bb = self.tensors[f"{a}.{i}.bias"][members], self.tensors[f"{b}.{i}.bias"][members]
+            if i == 0:
+                w = torch.cat([torch.cat([wa, ba.unsqueeze(-1)], dim=-1),
+                               torch.cat([wb, bb.unsqueeze(-1)], dim=-1)], dim=1)  # (K, 2·out, in + 1)
+                x = torch.bmm(x, w.transpose(1, 2))
+            else:
+                x = torch.baddbmm(torch.cat([ba, bb], dim=-1).unsqueeze(1), x, _block_diagonal(wa, wb))
+            if self._relu_after(a, i):
+                x = x.relu_()
+        return x
+
+    def _member_chunks(self, rows: int, width: int) -> list[slice]:
+        """Slices of the members whose (members, rows, width) float32 activations stay within
+        `_CPU_BLOCK_BYTES` on a CPU (all members at once on other devices). Why: the Q-nets' and policy's
+        passes over (K, 2,000, 256…512) activations are memory-bound there, and a large block leaves the
+        cache (and, freshly allocated, may come as new mmapped pages that are faulted in: 24 ms to ReLU a
+        24 MB tensor against 2 ms for 12 MB, measured); smaller blocks stay in cache and are reused from
+        the heap. Each member's values are the same up to float rounding either way (tested)."""
+        if self.device.type != "cpu":
+            return [slice(None)]
+        per_chunk = max(1, _CPU_BLOCK_BYTES // max(1, rows * width * 4))
+        return [slice(start, min(start + per_chunk, self.K)) for start in range(0, self.K, per_chunk)]
+
+    def _chunked(self, fn: Callable[..., Tensor], width: int, *xs: Tensor) -> Tensor:
+        """fn(members, *x[members]) for each member chunk (`_member_chunks`), concatenated: (K, M, ·)."""
+        chunks = self._member_chunks(xs[0].shape[1], width)
+        if len(chunks) == 1:
+            return fn(slice(None), *xs)
+        return torch.cat([fn(m, *(x[m] for x in xs)) for m in chunks], dim=0)
+
+    def _q_values(self, nets: tuple[str, str], states: Tensor, actions: Tensor) -> Tensor:
+        """`_q_pair` for all members, in member chunks: (K, M, 2)."""
+        return self._chunked(lambda m, s, a: self._q_pair(nets, s, a, m), 2 * max(self.params.hidden_qnet),
+                             states, actions)
 
     def _features(self, belief: str, slates: Tensor, clicks: Tensor) -> Tensor:
         """(K, …, S) items and clicks → (K, …, S·(D+1)), each member with its own belief item table."""
         table = self.tensors[f"{belief}.item_embeddings.weight"]  # (K, N, D)
         K, N, D = table.shape
         offsets = (torch.arange(K, device=slates.device) * N).view(K, *([1] * (slates.dim() - 1)))
-        emb = F.embedding(slates + offsets, table.reshape(K * N, D))
+        # index_select rather than F.embedding: same values; its backward (index_add) is faster on CPU.
+        ids = slates + offsets
+        emb = table.reshape(K * N, D).index_select(0, ids.reshape(-1)).view(*ids.shape, D)
         return torch.cat([emb, clicks.to(emb.dtype).unsqueeze(-1)], dim=-1).flatten(-2)
 
     def _gru_input(self, belief: str, features: Tensor) -> Tensor:
+        """The input half of the GRU gates for all steps at once: one matmul over (K, …, features)."""
         w, b = self.tensors[f"{belief}.gru.weight_ih_l0"], self.tensors[f"{belief}.gru.bias_ih_l0"]
         shape = features.shape
         x = features.reshape(shape[0], -1, shape[-1])
@@ -166,26 +249,34 @@ class StackedSAC(StackedAgent):
         """nn.GRU's cell (gates r, z, n in PyTorch's order) for (K, B, 3S) input gates and (K, B, S) state."""
         w, b = self.tensors[f"{belief}.gru.weight_hh_l0"], self.tensors[f"{belief}.gru.bias_hh_l0"]
         gates_h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-        i_r, i_z, i_n = gates_in.chunk(3, dim=-1)
-        h_r, h_z, h_n = gates_h.chunk(3, dim=-1)
-        r = torch.sigmoid(i_r + h_r)
-        z = torch.sigmoid(i_z + h_z)
-        n = torch.tanh(i_n + r * h_n)
-        return n + z * (h - n)
+        S = h.shape[-1]
+        # r and z in one sigmoid, n = tanh(i_n + r·h_n) as one addcmul, n + z(h − n) as one lerp: the
+        # unroll is T small steps, so each step's op count is most of its cost (and its backward's).
+        rz = torch.sigmoid(gates_in[..., :2 * S] + gates_h[..., :2 * S])
+        n = torch.tanh(torch.addcmul(gates_in[..., 2 * S:], rz[..., :S], gates_h[..., 2 * S:]))
+        return torch.lerp(n, h, rz[..., S:])
 
     def encode_episodes(self, belief: str, slates: Tensor, clicks: Tensor) -> Tensor:
-        """(K, E, T, S) slates and clicks → (K, E, T, state) beliefs from a zero state (GRUBelief's)."""
+        """(K, E, T, S) slates and clicks → (K, E, T, state) beliefs from a zero state (GRUBelief's).
+
+        A Python loop of GRU cells, one batched cell for all members per step. (PyTorch's own GRU over a
+        group of members with a block-diagonal recurrent weight was tried and measured slower on CPU.)"""
         gates = self._gru_input(belief, self._features(belief, slates, clicks))
         K, E, T = gates.shape[:3]
         h = gates.new_zeros(K, E, self.params.belief_state_dim)
         outputs = []
-        for t in range(T):
-            h = self._gru_cell(belief, gates[:, :, t], h)
+        # unbind, not gates[:, :, t]: the backward of T separate selects writes T full-size zero tensors
+        for gates_t in gates.unbind(dim=2):
+            h = self._gru_cell(belief, gates_t, h)
             outputs.append(h)
         return torch.stack(outputs, dim=2)
 
-    def _policy_head(self, states: Tensor) -> tuple[Tensor, Tensor]:
-        mean, log_std = self._sequential("actor", states).chunk(2, dim=-1)
+    def _policy_head(self, states: Tensor, fold_bias: bool = False) -> tuple[Tensor, Tensor]:
+        if fold_bias:  # many rows: the training pass, in member chunks
+            out = self._chunked(lambda m, x: self._sequential("actor", x, True, m), max(self.params.hidden_pinet), states)
+        else:
+            out = self._sequential("actor", states)
+        mean, log_std = out.chunk(2, dim=-1)
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
     def _box(self) -> tuple[Tensor, Tensor]:
@@ -193,7 +284,9 @@ class StackedSAC(StackedAgent):
 
     def sample_action(self, states: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
         """SACAgent.sample_action with the member's noise given: (K, M, S), (K, M, A) → action, log π."""
-        mean, log_std = self._policy_head(states)
+        return self._squash(*self._policy_head(states), noise)
+
+    def _squash(self, mean: Tensor, log_std: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
         u = mean + log_std.exp() * noise
         squashed = torch.tanh(u)
         log_prob = (-0.5 * noise.pow(2) - log_std - _HALF_LOG_2PI).sum(-1)
@@ -202,9 +295,9 @@ class StackedSAC(StackedAgent):
         return center + scale * squashed, log_prob
 
     def _critic_value(self, states: Tensor, actions: Tensor, target: bool = False) -> Tensor:
-        x = torch.cat([states, actions], dim=-1)
-        q1, q2 = ("q1_target", "q2_target") if target else ("q1", "q2")
-        return torch.minimum(self._sequential(q1, x), self._sequential(q2, x)).squeeze(-1)
+        """min(Q1, Q2)(s, a) (of the target nets when `target`): (K, M)."""
+        q = self._q_values(("q1_target", "q2_target") if target else ("q1", "q2"), states, actions)
+        return torch.minimum(q[..., 0], q[..., 1])
 
     def _noise(self, generators: list[torch.Generator], rows: int, uniform: bool = False) -> Tensor:
         """(K, rows, A) draws, member k's from generator k (CPU generators: the solo run's CPU stream;
@@ -274,14 +367,18 @@ class StackedSAC(StackedAgent):
     # -- training ---------------------------------------------------------------------------------------
     def update(self, batch: EpisodeBatch, generators: list[torch.Generator],
                backward: Callable[[Tensor], None] = default_backward) -> list[dict[str, float]]:
-        """One SAC update of every member on its own batch: `batch` fields have a leading K dimension."""
+        """One SAC update of every member on its own batch: `batch` fields have a leading K dimension.
+
+        The arithmetic is SACAgent.update's, member by member, with three savings that change no value:
+        the policy head runs once over all H + 1 belief states of every episode (the critic target uses
+        the next-state rows, the actor loss the current-state rows; the actor's weights do not change in
+        between), Q1 and Q2 (and their targets) run as one pair (`_q_pair`), and the metrics reach the host
+        in one transfer (no per-member sync)."""
         p = self.params
         K, E, H = batch.rewards.shape
         n = E * H
         actor_states = self.encode_episodes("actor_belief", batch.slates, batch.clicks)  # (K, E, H+1, S)
         critic_states = self.encode_episodes("critic_belief", batch.slates, batch.clicks)
-        s_a = actor_states[:, :, :H].reshape(K, n, -1)
-        s_a_next = actor_states[:, :, 1:].reshape(K, n, -1).detach()
         s_c = critic_states[:, :, :H].reshape(K, n, -1)
         s_c_next = critic_states[:, :, 1:].reshape(K, n, -1).detach()
         actions = batch.actions.reshape(K, n, -1)
@@ -290,15 +387,17 @@ class StackedSAC(StackedAgent):
         not_done[:, -1] = 0.0
         not_done = not_done.reshape(1, n)
         alpha = self.tensors["alpha"].detach().clone().unsqueeze(1)  # (K, 1)
+        mean, log_std = self._policy_head(actor_states.reshape(K, E * (H + 1), -1), fold_bias=True)
+        mean, log_std = mean.view(K, E, H + 1, -1), log_std.view(K, E, H + 1, -1)
 
         # 1. critic: Σ_k ½(MSE(Q1_k, y_k) + MSE(Q2_k, y_k))
         with torch.no_grad():
-            next_actions, next_log_prob = self.sample_action(s_a_next, self._noise(generators, n))
+            next_actions, next_log_prob = self._squash(mean[:, :, 1:].reshape(K, n, -1),
+                                                       log_std[:, :, 1:].reshape(K, n, -1), self._noise(generators, n))
             next_q = self._critic_value(s_c_next, next_actions, target=True) - alpha * next_log_prob
             target = rewards + p.gamma * not_done * next_q
-        x = torch.cat([s_c, actions], dim=-1)
-        q1, q2 = self._sequential("q1", x).squeeze(-1), self._sequential("q2", x).squeeze(-1)
-        critic_loss = 0.5 * ((q1 - target).pow(2).mean(dim=1) + (q2 - target).pow(2).mean(dim=1))  # (K,)
+        q = self._q_values(("q1", "q2"), s_c, actions)  # (K, n, 2)
+        critic_loss = 0.5 * (q - target.unsqueeze(-1)).pow(2).mean(dim=1).sum(dim=-1)  # (K,)
         critic = self.optimizers["critic"]
         critic.zero_grad(set_to_none=True)
         backward(critic_loss.sum())
@@ -309,7 +408,8 @@ class StackedSAC(StackedAgent):
         for t in critic_weights:
             t.requires_grad_(False)
         try:
-            new_actions, log_prob = self.sample_action(s_a, self._noise(generators, n))
+            new_actions, log_prob = self._squash(mean[:, :, :H].reshape(K, n, -1), log_std[:, :, :H].reshape(K, n, -1),
+                                                 self._noise(generators, n))
             actor_loss = (alpha * log_prob - self._critic_value(s_c.detach(), new_actions)).mean(dim=1)
             actor = self.optimizers["actor"]
             actor.zero_grad(set_to_none=True)
@@ -319,10 +419,9 @@ class StackedSAC(StackedAgent):
                 t.requires_grad_(True)
         actor.step()
 
-        critic_loss, actor_loss = critic_loss.detach(), actor_loss.detach()
-        metrics = [{"critic_loss": float(critic_loss[k]), "actor_loss": float(actor_loss[k]),
-                    "alpha": float(alpha[k, 0]), "q_mean": float(q1[k].detach().mean()),
-                    "log_pi": float(log_prob[k].detach().mean())} for k in range(K)]
+        names = ["critic_loss", "actor_loss", "alpha", "q_mean", "log_pi"]
+        columns = [critic_loss.detach(), actor_loss.detach(), alpha[:, 0], q[..., 0].detach().mean(dim=1),
+                   log_prob.detach().mean(dim=1)]
         # 3. temperature, per member
         if p.auto_entropy:
             log_alpha = self.tensors["log_alpha"]
@@ -333,25 +432,48 @@ class StackedSAC(StackedAgent):
             temperature.step()
             with torch.no_grad():
                 self.tensors["alpha"].copy_(log_alpha.detach().exp())
-            for k in range(K):
-                metrics[k]["alpha_loss"] = float(alpha_loss[k].detach())
+            names.append("alpha_loss")
+            columns.append(alpha_loss.detach())
 
         # 4. targets, per element (so per member)
         with torch.no_grad():
             self.tensors["update_count"] += 1
-            if int(self.tensors["update_count"][0]) % p.target_update_frequency == 0:
+            self._update_count += 1
+            if self._update_count % p.target_update_frequency == 0:
                 for net in ("q1", "q2"):
                     online = [t for n_, t in self.tensors.items() if n_.startswith(f"{net}.")]
                     target = [self.tensors[n_.replace(f"{net}.", f"{net}_target.", 1)]
                               for n_ in self.tensors if n_.startswith(f"{net}.")]
                     torch._foreach_lerp_(target, online, p.tau)
-        return metrics
+        values = torch.stack(columns, dim=1).tolist()  # (K, metrics): one device-to-host transfer
+        return [dict(zip(names, row)) for row in values]
 
     def train(self) -> None:
         pass  # no dropout / batch norm: train and eval modes are the same computation
 
     def eval(self) -> None:
         pass
+
+
+def _with_ones(x: Tensor) -> Tensor:
+    """x (…, d) → (…, d + 1) with a last column of ones (a folded-in bias multiplies it)."""
+    return torch.cat([x, x.new_ones(*x.shape[:-1], 1)], dim=-1)
+
+
+def _block_diagonal(wa: Tensor, wb: Tensor) -> Tensor:
+    """Two stacked Linear weights (K, out, in) → (K, 2·in, 2·out): [[waᵀ, 0], [0, wbᵀ]] for x @ W."""
+    K, out, inp = wa.shape
+    zeros = wa.new_zeros(K, inp, out)
+    return torch.cat([torch.cat([wa.transpose(1, 2), zeros], dim=2),
+                      torch.cat([zeros, wb.transpose(1, 2)], dim=2)], dim=1)
+
+
+def _stacked_kernels(optimizer: torch.optim.Optimizer, hyper: dict) -> dict:
+    """Fused Adam for the stacked tensors: one kernel per tensor for all members, on CPU and CUDA alike
+    (Adam's formula per element is unchanged). Other optimizers keep the member's settings."""
+    if isinstance(optimizer, torch.optim.Adam) and "fused" in hyper and not hyper.get("differentiable", False):
+        return {"fused": True, "foreach": None}
+    return {}
 
 
 for _name in ("sac-gems", "sac-topk-ideal", "sac-topk-mf"):

@@ -1,0 +1,163 @@
+"""The stacked SAC kernels against the member modules they stand for (slatectl/agents/sac_population.py).
+
+The population tests (test_population.py) check a whole first update against a solo run; these check the
+pieces one by one, with member-specific random weights, so a wrong index or layout fails here by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from slatectl.agents import sac_population
+from slatectl.agents.base import EpisodeBatch
+from slatectl.agents.sac import SACParams, build_sac_topk
+from slatectl.agents.sac_population import StackedSAC
+from slatectl.sim.factory import make_env
+
+K, E, H, SLATE, ITEMS = 3, 4, 6, 10, 1000
+
+
+def _members(params: SACParams, count: int = K) -> list:
+    env = make_env("focused_topdown")
+    members = []
+    for k in range(count):
+        torch.manual_seed(100 + k)
+        agent = build_sac_topk(params, env, torch.randn(ITEMS, 8))
+        with torch.no_grad():  # targets differ from the online nets, as after some training
+            for p in [*agent.q1_target.parameters(), *agent.q2_target.parameters()]:
+                p.add_(0.1 * torch.randn_like(p))
+        members.append(agent)
+    return members
+
+
+def _batch(count: int = K, seed: int = 0) -> EpisodeBatch:
+    g = torch.Generator().manual_seed(seed)
+    slates = torch.randint(0, ITEMS, (count, E, H + 1, SLATE), generator=g)
+    clicks = torch.randint(0, 2, (count, E, H + 1, SLATE), generator=g).float()
+    actions = torch.randn(count, E, H, 8, generator=g)
+    rewards = torch.rand(count, E, H, generator=g)
+    return EpisodeBatch(slates, clicks, actions, slates[:, :, 1:], rewards, torch.randn(count, E, H + 1, 20, generator=g))
+
+
+@pytest.mark.parametrize("hidden", [(256,), (32, 16)], ids=["one-hidden-layer", "two-hidden-layers"])
+@pytest.mark.parametrize("target", [False, True], ids=["online", "target"])
+def test_fused_q_pair_equals_each_members_q1_and_q2_with_their_gradients(hidden, target):
+    members = _members(dataclasses.replace(SACParams(), hidden_qnet=hidden))
+    stacked = StackedSAC(members)
+    names = ("q1_target", "q2_target") if target else ("q1", "q2")
+    for name in names:
+        for i in range(0, len(members[0].get_submodule(name)), 2):
+            for field in ("weight", "bias"):
+                stacked.tensors[f"{name}.{i}.{field}"].requires_grad_(True)
+    states = torch.randn(K, 50, 20)
+    actions = torch.randn(K, 50, 8)
+    q = stacked._q_pair(names, states, actions)  # (K, 50, 2)
+    (q * torch.arange(1.0, 3.0)).sum().backward()  # different weights on the two columns
+    for k, member in enumerate(members):
+        x = torch.cat([states[k], actions[k]], dim=-1)
+        for j, name in enumerate(names):
+            net = member.get_submodule(name)
+            for p in net.parameters():
+                p.requires_grad_(True)
+            expected = net(x).squeeze(-1)
+            torch.testing.assert_close(q[k, :, j], expected, atol=1e-6, rtol=1e-6)
+            net.zero_grad()
+            ((j + 1.0) * expected).sum().backward()
+            for p_name, p in net.named_parameters():
+                torch.testing.assert_close(stacked.tensors[f"{name}.{p_name}"].grad[k], p.grad, atol=1e-5, rtol=1e-5)
+
+
+def test_critic_value_is_the_minimum_of_the_two_members_nets():
+    members = _members(SACParams())
+    stacked = StackedSAC(members)
+    states, actions = torch.randn(K, 30, 20), torch.randn(K, 30, 8)
+    value = stacked._critic_value(states, actions)
+    for k, member in enumerate(members):
+        torch.testing.assert_close(value[k], member.critic_value(states[k], actions[k]), atol=1e-6, rtol=1e-6)
+
+
+def test_policy_head_with_folded_bias_equals_each_members_actor():
+    members = _members(SACParams())
+    stacked = StackedSAC(members)
+    states = torch.randn(K, 40, 20)
+    for fold in (False, True):
+        mean, log_std = stacked._policy_head(states, fold_bias=fold)
+        for k, member in enumerate(members):
+            m, s = member._policy_head(states[k])
+            torch.testing.assert_close(mean[k], m, atol=1e-6, rtol=1e-6)
+            torch.testing.assert_close(log_std[k], s, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("belief", ["actor_belief", "critic_belief"])
+def test_stacked_gru_unroll_equals_each_members_gru_belief(belief):
+    members = _members(SACParams())
+    stacked = StackedSAC(members)
+    batch = _batch()
+    states = stacked.encode_episodes(belief, batch.slates, batch.clicks)
+    for k, member in enumerate(members):
+        expected = member.get_submodule(belief).encode_episodes(batch.slates[k], batch.clicks[k])
+        torch.testing.assert_close(states[k], expected, atol=1e-6, rtol=1e-5)
+
+
+def test_member_chunked_update_equals_the_update_of_all_members_at_once(monkeypatch):
+    """Splitting the training kernels into member chunks (CPU cache budget) changes no member's values."""
+    batch = _batch()
+    results = []
+    for budget in (1 << 40, 1):  # all members in one block; one member per block
+        monkeypatch.setattr(sac_population, "_CPU_BLOCK_BYTES", budget)
+        stacked = StackedSAC(_members(SACParams()))
+        assert len(stacked._member_chunks(E * H, 512)) == (1 if budget > 1 else K)
+        generators = [torch.Generator().manual_seed(7 + k) for k in range(K)]
+        metrics = [stacked.update(batch, generators) for _ in range(2)]
+        results.append((metrics, {n: t.detach().clone() for n, t in stacked.tensors.items()}))
+    (metrics_a, weights_a), (metrics_b, weights_b) = results
+    for step_a, step_b in zip(metrics_a, metrics_b):
+        for member_a, member_b in zip(step_a, step_b):
+            assert member_a.keys() == member_b.keys()
+            for key in member_a:
+                assert member_b[key] == pytest.approx(member_a[key], rel=1e-5, abs=1e-6), key
+    for name, value in weights_a.items():
+        torch.testing.assert_close(weights_b[name], value, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_update_returns_each_members_metrics_and_counts_updates_on_the_host():
+    stacked = StackedSAC(_members(SACParams()))
+    generators = [torch.Generator().manual_seed(k) for k in range(K)]
+    metrics = stacked.update(_batch(), generators)
+    assert len(metrics) == K
+    assert {"critic_loss", "actor_loss", "alpha", "q_mean", "log_pi", "alpha_loss"} == set(metrics[0])
+    assert all(isinstance(v, float) for m in metrics for v in m.values())
+    assert len({m["critic_loss"] for m in metrics}) == K  # members differ
+    assert stacked._update_count == int(stacked.tensors["update_count"][0]) == 1
+
+
+def test_member_optimizer_states_keep_the_solo_kernel_settings_and_load_into_a_solo_agent():
+    """The stacked optimizers use fused Adam; what a member exports is an ordinary solo optimizer state
+    (the solo agent's own foreach/fused settings), and a solo agent that loads it continues exactly."""
+    members = _members(SACParams())
+    stacked = StackedSAC(members)
+    assert all(opt.param_groups[0]["fused"] for opt in stacked.optimizers.values())
+    generators = [torch.Generator().manual_seed(k) for k in range(K)]
+    stacked.update(_batch(), generators)
+    k = 1
+    solo = _members(SACParams())[k]
+    solo.load_state_dict(stacked.member_state_dict(k))
+    for name, state in stacked.member_optimizer_states(k).items():
+        solo_optimizer = solo.optimizers()[name]
+        for key in ("fused", "foreach"):
+            assert state["param_groups"][0][key] == solo_optimizer.param_groups[0][key]
+        solo_optimizer.load_state_dict(state)
+    # one more update from the same batch and noise: the member and the solo agent move alike
+    batch = _batch(seed=1)
+    torch.manual_seed(0)
+    solo_draws = torch.Generator().manual_seed(123)
+    generators = [torch.Generator().manual_seed(123) for _ in range(K)]
+    stacked.update(batch, generators)
+    torch.set_rng_state(solo_draws.get_state())
+    solo.update(EpisodeBatch(*(getattr(batch, f)[k] for f in EpisodeBatch.__dataclass_fields__)))
+    after = stacked.member_state_dict(k)
+    for name, value in solo.state_dict().items():
+        torch.testing.assert_close(after[name], value, atol=1e-5, rtol=1e-4, msg=name)
