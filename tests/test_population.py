@@ -130,10 +130,11 @@ def test_member_equals_solo_run_weights_episode_batch_and_first_update(settings,
     assert torch.equal(member_episodes(batch, k).slates, solo_batch.slates)
     assert torch.equal(member_episodes(batch, k).rewards, solo_batch.rewards)
 
-    # first update: losses, gradients and new weights within 1e-5
+    # first update: losses, gradients and new weights within 1e-5 (and, for a loss in the hundreds such as
+    # SAC+WkNN's critic loss ≈ 422, within 1e-6 relative: one float32 ulp there is already 3e-5)
     solo_metrics = solo.update(solo_batch)
     for key, value in solo_metrics.items():
-        assert metrics[k][key] == pytest.approx(value, abs=1e-5), key
+        assert metrics[k][key] == pytest.approx(value, abs=1e-5, rel=1e-6), key
     trained = [n for n, p in solo.named_parameters() if p.requires_grad]
     assert {"actor.0.weight", "q1.0.weight", "critic_belief.gru.weight_hh_l0", "log_alpha"} <= set(trained)
     assert metrics[k]["critic_loss"] != metrics[1 - k % 2]["critic_loss"]  # members differ (different seeds)
