@@ -66,10 +66,12 @@ def _fake_rollout(env, policy, episodes, seed, batch_size=1024, on_batch=None):
     return SimpleNamespace(mean=1.0, std=0.0, sem=0.0, seconds=1.0)
 
 
-def _fake_dataset(registry, request, on_batch=None):
-    return SimpleNamespace(id=1, env=request.env, quality=request.quality, checkpoint_id=None, episodes=request.episodes,
-                           transitions=request.episodes * 100, return_mean=1.0, storage_key="datasets/x.npz",
-                           format=request.format, meta={})
+def _fake_datasets(registry, requests, on_batch_for=None):
+    for request in requests:
+        request.validate()
+        yield SimpleNamespace(id=1, env=request.env, quality=request.quality, checkpoint_id=None,
+                              episodes=request.episodes, transitions=request.episodes * 100, return_mean=1.0,
+                              storage_key="datasets/x.npz", format=request.format, meta={})
 
 
 def _fake_artifact(*args, **kwargs):
@@ -79,7 +81,7 @@ def _fake_artifact(*args, **kwargs):
 @pytest.fixture
 def stubbed(monkeypatch, sqlite_settings):
     monkeypatch.setattr(env_rollout_cmd, "rollout", _fake_rollout)
-    monkeypatch.setattr(collect_cmd, "collect_dataset", _fake_dataset)
+    monkeypatch.setattr(collect_cmd, "collect_datasets", _fake_datasets)
     monkeypatch.setattr(train_cmd, "train_runs", lambda *a, **k: iter([SimpleNamespace(run_id=1, tests=[])]))
     monkeypatch.setattr(train_cmd, "train_population", lambda *a, **k: [SimpleNamespace(run_id=1, tests=[])])
     for name in ("ensure_logged_data", "ensure_gems", "ensure_mf"):
