@@ -36,12 +36,12 @@ from slatectl.agents.base import ActMode, EpisodeBatch, default_backward
 from slatectl.agents.nets import first_click_index
 from slatectl.agents.slateq import SlateQ
 from slatectl.agents.spec import register_population
-from slatectl.agents.stacked import StackedAgent
+from slatectl.agents.stacked import StackedSlatePicker
 from slatectl.sim.click_model import relevance
 from slatectl.sim.member_envs import MemberEnvs
 
 
-class StackedSlateQ(StackedAgent):
+class StackedSlateQ(StackedSlatePicker):
     nets = ("q", "q_target")
     online_belief = "belief"
 
@@ -72,21 +72,9 @@ class StackedSlateQ(StackedAgent):
         return p.epsilon_end + (1.0 - p.epsilon_end) * math.exp(-int(self.tensors["step"][0]) / p.epsilon_decay)
 
     # -- acting ------------------------------------------------------------------------------------
-    def _random_slates(self, generators: list[torch.Generator], users: int) -> Tensor:
-        """`random_slates` of each member from its generator: (K, B, slate)."""
-        return self._per_member(generators, lambda g: torch.randint(
-            0, self.num_items, (users, self.slate_size), generator=g, device=g.device), self.device)
-
-    @torch.no_grad()
-    def act(self, mode: ActMode, generators: list[torch.Generator],
-            envs: MemberEnvs | None = None) -> tuple[Tensor, Tensor]:
-        state = self.belief_state()
+    def _pick_slates(self, mode: ActMode, state: Tensor, generators: list[torch.Generator],
+                     envs: MemberEnvs | None) -> Tensor:
         K, B = state.shape[:2]
-        empty = torch.zeros(K, B, 0, device=state.device)
-        if mode == "random":
-            return self._random_slates(generators, B), empty
-        if mode not in ("explore", "greedy"):
-            raise ValueError(f"unknown act mode {mode!r}")
         if envs is None:
             raise ValueError("SlateQ acts on the true relevances: pass the population's environments")
         # The solo agent's privileged read, on the batched simulator: row k·B + b is member k's user b.
@@ -99,7 +87,7 @@ class StackedSlateQ(StackedAgent):
                 if bool(explore.any()):
                     random = torch.randint(0, self.num_items, (B, self.slate_size), generator=g, device=g.device)
                     slates[k] = torch.where(explore[:, None], random.to(state.device), slates[k])
-        return slates, empty
+        return slates
 
     # -- training ----------------------------------------------------------------------------------
     def _click_probabilities(self, slate_relevance: Tensor, slate_topics: Tensor) -> Tensor:
