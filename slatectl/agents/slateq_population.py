@@ -54,6 +54,8 @@ class StackedSlateQ(StackedSlatePicker):
         self.num_topics, self.diversity_threshold = reference.num_topics, reference.diversity_threshold
         self.max_score = torch.tensor([m.max_score for m in members], dtype=torch.float32).view(-1, 1, 1)
         self.diversity_penalty = torch.tensor([m.diversity_penalty for m in members], dtype=torch.float32).view(-1, 1)
+        # Host copy of the members' (shared) `step` buffer: ε at every acting step needs no device read.
+        self._step = int(self.tensors["step"][0])
 
     def to(self, device: torch.device | str) -> "StackedSlateQ":
         super().to(device)
@@ -64,12 +66,18 @@ class StackedSlateQ(StackedSlatePicker):
     # -- schedule ----------------------------------------------------------------------------------
     def set_step(self, step: int) -> None:
         self.tensors["step"].fill_(int(step))
+        self._step = int(step)
+
+    @torch.no_grad()
+    def load_member_state_dict(self, k: int, state: dict[str, Tensor]) -> None:
+        super().load_member_state_dict(k, state)
+        self._step = int(self.tensors["step"][0])
 
     @property
     def epsilon(self) -> float:
         """SlateQ.epsilon at the shared training step."""
         p = self.params
-        return p.epsilon_end + (1.0 - p.epsilon_end) * math.exp(-int(self.tensors["step"][0]) / p.epsilon_decay)
+        return p.epsilon_end + (1.0 - p.epsilon_end) * math.exp(-self._step / p.epsilon_decay)
 
     # -- acting ------------------------------------------------------------------------------------
     def _pick_slates(self, mode: ActMode, state: Tensor, generators: list[torch.Generator],
@@ -83,10 +91,10 @@ class StackedSlateQ(StackedSlatePicker):
         if mode == "explore":
             epsilon = self.epsilon
             for k, g in enumerate(generators):
-                explore = (torch.rand(B, generator=g, device=g.device) < epsilon).to(state.device)
-                if bool(explore.any()):
+                explore = torch.rand(B, generator=g, device=g.device) < epsilon
+                if bool(explore.any()):  # on the generator's device (the host for CPU generators): no sync
                     random = torch.randint(0, self.num_items, (B, self.slate_size), generator=g, device=g.device)
-                    slates[k] = torch.where(explore[:, None], random.to(state.device), slates[k])
+                    slates[k] = torch.where(explore[:, None].to(state.device), random.to(state.device), slates[k])
         return slates
 
     # -- training ----------------------------------------------------------------------------------
@@ -143,6 +151,7 @@ class StackedSlateQ(StackedSlatePicker):
                 optimizer.step()
         with torch.no_grad():
             self.tensors["step"] += 1
+            self._step += 1
             self.tensors["update_count"] += active.to(torch.int64)
             self._polyak(active & (self.tensors["update_count"] % p.target_update_frequency == 0), p.tau)
 
