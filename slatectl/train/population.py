@@ -332,7 +332,7 @@ class PopulationTrainer:
                     agent.set_step(step)
                     episodes = play_member_episodes(envs, agent, torch.arange(step, step + count), seeds, mode,
                                                     generators)
-                    returns = episodes.rewards.sum(dim=2).mean(dim=1).tolist()  # (K,): one host read per step
+                    returns = episodes.rewards.sum(dim=2).mean(dim=1)  # (K,) read below, after the updates are queued
                     metrics: list[dict[str, float]] = [{} for _ in members]
                     for i in range(count):
                         for k, m in enumerate(members):
@@ -344,7 +344,8 @@ class PopulationTrainer:
                             metrics = agent.update(batch.to(self.device), generators)
                             update_times.append(time.perf_counter() - started)
                         step += 1
-                    rows = [{"step": step, "episode_return": returns[k], **metrics[k]} for k in range(len(members))]
+                    episode_returns = returns.tolist()  # one host read per step
+                    rows = [{"step": step, "episode_return": episode_returns[k], **metrics[k]} for k in range(len(members))]
                     if schedule.validates_at(step):
                         vals = self._evaluate(envs, agent, len(members), t.val_episodes, t.val_seed)
                         last_val = sum(v.mean for v in vals) / len(vals)
@@ -355,7 +356,8 @@ class PopulationTrainer:
                         log.write(row)
                     # updates/s summed over members: one stacked update is K member updates
                     updates_per_s = len(members) * len(update_times) / sum(update_times) if update_times else None
-                    self.reporter.advance(TrainingProgress(step, t.max_steps, t.random_steps, sum(returns) / len(returns),
+                    self.reporter.advance(TrainingProgress(step, t.max_steps, t.random_steps,
+                                                           sum(episode_returns) / len(episode_returns),
                                                            last_val, updates_per_s, updates_in_random_phase))
                     for heartbeat in heartbeats:
                         heartbeat.beat_if_due()
