@@ -61,6 +61,19 @@ def test_population_acting_reads_nothing_back_per_env_step(name, monkeypatch) ->
     assert episodes.rewards.device == member_envs.device
 
 
+@pytest.mark.parametrize("name", ["sac-topk-ideal", "reinforce-softmax"])
+def test_a_stacked_update_reads_every_members_metrics_in_one_transfer(name, monkeypatch) -> None:
+    envs = [make_env(n) for n in ENVS]
+    agent = _stacked(name, envs)
+    generators = [torch.Generator().manual_seed(k) for k in range(len(envs))]
+    episodes = play_member_episodes(MemberEnvs(envs), agent, torch.arange(4), [1, 2], "random", generators)
+    counts = count_host_reads(monkeypatch)
+    metrics = agent.update(episodes, generators)
+    assert _hot_path(counts) == 1, dict(counts)
+    assert len(metrics) == len(envs) and all(isinstance(v, float) for m in metrics for v in m.values())
+    assert metrics[0] != metrics[1]
+
+
 def test_member_envs_on_a_named_device_play_the_same_users_and_still_fill_oracle_positions() -> None:
     envs = [make_env(n) for n in ENVS]
     agent = _stacked("sac-topk-ideal", envs)

@@ -65,9 +65,9 @@ class StackedReinforce(StackedSlatePicker):
         backward(loss.sum())
         optimizer.step()
         episode_returns = batch.rewards.sum(dim=2).mean(dim=1)
-        clicked = has_click.sum(dim=(1, 2))
-        return [{"loss": float(loss[k].detach()), "return": float(episode_returns[k]),
-                 "clicked_steps": float(clicked[k])} for k in range(K)]
+        clicked = has_click.sum(dim=(1, 2)).to(loss.dtype)  # counts < 2²⁴: exact in float32
+        values = torch.stack([loss.detach(), episode_returns, clicked], dim=1).tolist()  # one host transfer
+        return [dict(zip(("loss", "return", "clicked_steps"), row)) for row in values]
 
 
 register_population("reinforce-softmax", StackedReinforce)

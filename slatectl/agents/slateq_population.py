@@ -157,16 +157,12 @@ class StackedSlateQ(StackedSlatePicker):
 
         q_sum = torch.where(kept, q.detach(), torch.zeros_like(q)).sum(dim=1)
         target_sum = torch.where(kept, target, torch.zeros_like(target)).sum(dim=1)
-        metrics = []
-        for k in range(K):
-            row = {"kept_transitions": float(kept_count[k]), "epsilon": epsilon}
-            if bool(active[k]):
-                row.update(q_loss=float(loss[k].detach()), q_mean=float(q_sum[k] / count[k]),
-                           target_mean=float(target_sum[k] / count[k]))
-            else:
-                row.update(q_loss=0.0, q_mean=0.0, target_mean=0.0)
-            metrics.append(row)
-        return metrics
+        # One host transfer (counts < 2²⁴ are exact in float32). A member without a kept transition reports
+        # zeros, as the solo agent: its masked sums are 0 and its count is clamped to 1.
+        values = torch.stack([kept_count.to(loss.dtype), loss.detach(), q_sum / count, target_sum / count],
+                             dim=1).tolist()
+        return [{"kept_transitions": kept, "epsilon": epsilon, "q_loss": q_loss, "q_mean": q_mean,
+                 "target_mean": target_mean} for kept, q_loss, q_mean, target_mean in values]
 
     @contextmanager
     def _frozen_members(self, optimizer: torch.optim.Optimizer, frozen: Tensor) -> Iterator[None]:
