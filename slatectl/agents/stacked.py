@@ -91,7 +91,7 @@ class StackedAgent:
         self._hidden: Tensor | None = None
 
     def _check_members(self, members: list[Agent]) -> None:
-        """Which members this class stacks: one class, equal hyper-parameters (subclasses add to it)."""
+        """Which members this class stacks: one class, equal hyper-parameters (a subclass may check more)."""
         reference = members[0]
         for m in members:
             if type(m) is not type(reference) or m.params != reference.params:
