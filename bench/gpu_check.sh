@@ -96,9 +96,10 @@ record() {
     printf '%s\t%s\t%s %s %s\t%s\n' "$check" "${figure:-–}" "$op" "$target" "$unit" "$met" >> "$RESULTS"
 }
 
-# -- 1. CUDA-vs-CPU equality tests (simulator: tests/test_device.py; GeMS and training: tests/test_gpu_paths.py)
+# -- 1. CUDA-vs-CPU equality tests (simulator: tests/test_device.py; GeMS and training: tests/test_gpu_paths.py;
+#       population training: tests/test_population_device.py, tests/test_stacked_agent.py)
 TESTS=()
-for f in tests/test_device.py tests/test_gpu_paths.py; do
+for f in tests/test_device.py tests/test_gpu_paths.py tests/test_population_device.py tests/test_stacked_agent.py; do
     if [[ -f $f ]]; then TESTS+=("$f"); else printf 'tests: %s\t–\tpresent\tFAIL (missing)\n' "$f" >> "$RESULTS"; fi
 done
 if (( ${#TESTS[@]} )); then

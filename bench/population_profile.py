@@ -21,13 +21,9 @@ from collections import defaultdict
 
 import torch
 
-from slatectl.agents.sac_population import StackedSAC
 from slatectl.sim.config import env_names
-from slatectl.sim.factory import make_env
-from slatectl.sim.member_envs import MemberEnvs
 from slatectl.train.population import member_episodes, play_member_episodes, stack_batches
-from slatectl.train.replay import EpisodeReplay
-from population_throughput import BENCH_CAPACITY, build_member  # bench/ is on sys.path when a script here runs
+from population_throughput import start_population  # bench/ is on sys.path when a script here runs
 
 
 class PhaseClock:
@@ -52,17 +48,7 @@ class PhaseClock:
 
 
 def profile(names: list[str], steps: int) -> tuple[dict[str, float], dict[str, float]]:
-    envs_by_name = {name: make_env(name) for name in set(names)}
-    members = [build_member(envs_by_name[name], k) for k, name in enumerate(names)]
-    params = members[0][1]
-    agent = StackedSAC([a for a, _ in members])
-    envs = MemberEnvs([envs_by_name[name] for name in names])
-    seeds = list(range(1, len(names) + 1))
-    generators = [torch.Generator().manual_seed(s) for s in seeds]
-    replays = [EpisodeReplay(BENCH_CAPACITY, params.batch_size) for _ in names]
-    first = play_member_episodes(envs, agent, torch.arange(params.batch_size), seeds, "random", generators)
-    for k, replay in enumerate(replays):
-        replay.add(member_episodes(first, k))
+    agent, envs, seeds, generators, replays = start_population(names)
 
     acting, updating = PhaseClock(), PhaseClock()
     acting.wrap(envs, "step", "simulator step")

@@ -91,7 +91,9 @@ def time_solo(env_name: str, steps: int, device: str) -> Timing:
     return Timing(steps, acting, updating)
 
 
-def time_population(names: list[str], steps: int, device: str) -> Timing:
+def start_population(names: list[str], device: str = "cpu"):
+    """A SAC+GeMS population of one member per env name (member k seeded k, its episodes seeded k + 1)
+    whose replays hold one random-phase batch: (agent, envs, seeds, generators, replays)."""
     envs_by_name = {name: make_env(name) for name in set(names)}
     members = [build_member(envs_by_name[name], k) for k, name in enumerate(names)]
     params = members[0][1]
@@ -103,6 +105,11 @@ def time_population(names: list[str], steps: int, device: str) -> Timing:
     first = play_member_episodes(envs, agent, torch.arange(params.batch_size), seeds, "random", generators)
     for k, replay in enumerate(replays):
         replay.add(member_episodes(first, k))
+    return agent, envs, seeds, generators, replays
+
+
+def time_population(names: list[str], steps: int, device: str) -> Timing:
+    agent, envs, seeds, generators, replays = start_population(names, device)
     acting = updating = 0.0
     for step in range(steps + 1):
         if step == 1:

@@ -15,8 +15,9 @@ semantics are decided: CPU runs are bit-reproducible for a fixed seed, machine a
 from __future__ import annotations
 
 import random
+import warnings
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -43,3 +44,18 @@ def seeded(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
     with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(seed)
         yield
+
+
+def capture_cuda_graph(record: Callable[[], None], what: str) -> tuple[torch.cuda.CUDAGraph | None, str | None]:
+    """`record()` captured into a new CUDA graph (recorded, not run: a replay runs it) and None; or, on a
+    torch/GPU that cannot capture it, None and why, after warning that `what` runs eagerly from then on."""
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            record()
+    except RuntimeError as exc:
+        failed = f"{type(exc).__name__}: {exc}"[:300]
+        warnings.warn(f"{what}: the CUDA graph capture failed, running eagerly ({failed})")
+        torch.cuda.synchronize()
+        return None, failed
+    return graph, None

@@ -21,11 +21,11 @@ from slatectl.agents.base import ActMode, EpisodeBatch, default_backward
 from slatectl.agents.nets import first_click_index
 from slatectl.agents.reinforce import ReinforceSoftmax, discounted_returns
 from slatectl.agents.spec import register_population
-from slatectl.agents.stacked import StackedAgent
+from slatectl.agents.stacked import StackedSlatePicker
 from slatectl.sim.member_envs import MemberEnvs
 
 
-class StackedReinforce(StackedAgent):
+class StackedReinforce(StackedSlatePicker):
     nets = ("policy",)
     online_belief = "belief"
 
@@ -33,25 +33,14 @@ class StackedReinforce(StackedAgent):
         super().__init__(members)
         self.num_items, self.slate_size = members[0].num_items, members[0].slate_size
 
-    @torch.no_grad()
-    def act(self, mode: ActMode, generators: list[torch.Generator],
-            envs: MemberEnvs | None = None) -> tuple[Tensor, Tensor]:
-        state = self.belief_state()
-        K, B = state.shape[:2]
-        empty = torch.zeros(K, B, 0, device=state.device)
-        if mode == "random":
-            return self._per_member(generators, lambda g: torch.randint(
-                0, self.num_items, (B, self.slate_size), generator=g, device=g.device), state.device), empty
+    def _pick_slates(self, mode: ActMode, state: Tensor, generators: list[torch.Generator],
+                     envs: MemberEnvs | None) -> Tensor:
         logits = self._sequential("policy", state)  # (K, B, N)
-        if mode == "explore":
-            probs = torch.softmax(logits, dim=-1)
-            slates = torch.stack([torch.multinomial(probs[k].to(g.device), self.slate_size, replacement=True,
-                                                    generator=g) for k, g in enumerate(generators)]).to(state.device)
-        elif mode == "greedy":
-            slates = logits.topk(self.slate_size, dim=-1).indices
-        else:
-            raise ValueError(f"unknown act mode {mode!r}")
-        return slates, empty
+        if mode == "greedy":
+            return logits.topk(self.slate_size, dim=-1).indices
+        probs = torch.softmax(logits, dim=-1)
+        return torch.stack([torch.multinomial(probs[k].to(g.device), self.slate_size, replacement=True,
+                                              generator=g) for k, g in enumerate(generators)]).to(state.device)
 
     def update(self, batch: EpisodeBatch, generators: list[torch.Generator],
                backward=default_backward) -> list[dict[str, float]]:
@@ -76,9 +65,9 @@ class StackedReinforce(StackedAgent):
         backward(loss.sum())
         optimizer.step()
         episode_returns = batch.rewards.sum(dim=2).mean(dim=1)
-        clicked = has_click.sum(dim=(1, 2))
-        return [{"loss": float(loss[k].detach()), "return": float(episode_returns[k]),
-                 "clicked_steps": float(clicked[k])} for k in range(K)]
+        clicked = has_click.sum(dim=(1, 2)).to(loss.dtype)  # counts < 2²⁴: exact in float32
+        values = torch.stack([loss.detach(), episode_returns, clicked], dim=1).tolist()  # one host transfer
+        return [dict(zip(("loss", "return", "clicked_steps"), row)) for row in values]
 
 
 register_population("reinforce-softmax", StackedReinforce)

@@ -3,7 +3,9 @@
 Every tensor of a member `SACAgent`'s state dict (same keys: `actor_belief.gru.weight_ih_l0`, `q1.0.weight`,
 `ranker.gems.decoder.0.weight`, `log_alpha`, …) is stacked along a new leading member dimension K. The
 forward passes are written with batched matmuls (`baddbmm`/`bmm`), one GRU cell per time step over
-(K, E, ·), and an embedding lookup into the K item tables laid end to end, so each op serves all members.
+(K, E, ·), and a lookup into the K item tables laid end to end, so each op serves all members. What every
+stacked agent shares (stacking, fused Adam over the stack, member views, `to`, the MLP and GRU blocks,
+the online actor belief) is `StackedAgent`'s; this module holds what is SAC's.
 
 Why this equals K independent solo updates (docs/population.md):
 - each loss is the SUM over members of the member's own loss (each a mean over its own transitions,
@@ -27,20 +29,16 @@ import math
 from typing import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from slatectl.agents.base import ActMode, EpisodeBatch
 from slatectl.agents.rankers import GeMSRanker, TopKRanker
 from slatectl.agents.sac import LOG_STD_MAX, LOG_STD_MIN, SACAgent, default_backward
 from slatectl.agents.spec import register_population
-from slatectl.agents.stacked import StackedAgent
+from slatectl.agents.stacked import StackedAgent, with_ones
 from slatectl.sim.member_envs import MemberEnvs
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
-#: Optimizer settings that choose a kernel, not the arithmetic: the stacked optimizers use PyTorch's fused
-#: Adam (one kernel over each stacked tensor, on CPU and CUDA); member states are exported with the
-#: member optimizers' own values so a resumed solo run keeps its own kernel choice.
-_KERNEL_CHOICES = ("foreach", "fused")
 #: Largest activation block of one training kernel on a CPU (`StackedSAC._member_chunks`).
 _CPU_BLOCK_BYTES = 8 << 20
 #: Rows of slot queries scored against the item table at once when ranking (keeps the block in cache).
@@ -51,138 +49,42 @@ class StackedSAC(StackedAgent):
     """K SAC members with stacked weights, all with GeMS rankers (SAC+GeMS) or all with TopK rankers
     (SAC+TopK ideal / MF). Built from K plain `SACAgent`s with identical architecture."""
 
+    online_belief = "actor_belief"
+
     def __init__(self, members: list[SACAgent]):
-        if not members:
-            raise ValueError("a population needs at least one member")
+        super().__init__(members)
         reference = members[0]
         self.ranker_kind = type(reference.ranker)
-        self._check_members(members)
-        self.members = members
-        self.K = len(members)
-        self.params = reference.params
-        self.action_dim = reference.action_dim
         self.target_entropy = reference.target_entropy
-        self.device = reference.action_center.device
-        states = [m.state_dict() for m in members]
-        self.tensors: dict[str, Tensor] = {
-            name: torch.stack([s[name].detach() for s in states]).clone() for name in states[0]}
-        name_of = {id(p): n for n, p in reference.named_parameters()}
-        self._optimizer_names: dict[str, list[str]] = {}
-        self._solo_kernels: dict[str, dict] = {}
-        self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        for opt_name, optimizer in reference.optimizers().items():
-            group = optimizer.param_groups[0]
-            names = [name_of[id(p)] for p in group["params"]]
-            for n in names:
-                self.tensors[n].requires_grad_(True)
-            hyper = {k: v for k, v in group.items() if k != "params"}
-            self._optimizer_names[opt_name] = names
-            self._solo_kernels[opt_name] = {k: hyper[k] for k in _KERNEL_CHOICES if k in hyper}
-            self.optimizers[opt_name] = type(optimizer)([self.tensors[n] for n in names],
-                                                        **{**hyper, **_stacked_kernels(optimizer, hyper)})
-        nets = ("actor", "q1", "q2", "q1_target", "q2_target")
         if self.ranker_kind is GeMSRanker:
-            nets += ("ranker.gems.decoder",)
             self.item_dim = int(reference.ranker.gems.item_dim)
-        self._layers = {prefix: list(reference.get_submodule(prefix)) for prefix in nets}
-        for prefix, layers in self._layers.items():
-            kinds = [type(layer) for layer in layers]
-            if kinds[::2] != [nn.Linear] * len(kinds[::2]) or kinds[1::2] != [nn.ReLU] * len(kinds[1::2]):
-                raise TypeError(f"{prefix}: only Linear layers, each followed by a ReLU or not, can be stacked")
         self.slate_size = int(reference.slate_size)
-        self._hidden: Tensor | None = None
         # Host copy of the members' (shared) update count: deciding a Polyak step needs no device sync.
         self._update_count = int(self.tensors["update_count"][0])
+
+    def _net_prefixes(self, reference: SACAgent) -> tuple[str, ...]:
+        nets = ("actor", "q1", "q2", "q1_target", "q2_target")
+        if type(reference.ranker) is GeMSRanker:
+            nets += ("ranker.gems.decoder",)
+        return nets
 
     def _check_members(self, members: list[SACAgent]) -> None:
         """Which members this class stacks (a subclass with its own acting overrides it)."""
         reference = members[0]
+        ranker_kind = type(reference.ranker)
         for m in members:
-            if type(m) is not SACAgent or type(m.ranker) is not self.ranker_kind or \
-                    self.ranker_kind not in (GeMSRanker, TopKRanker):
+            if type(m) is not SACAgent or type(m.ranker) is not ranker_kind or \
+                    ranker_kind not in (GeMSRanker, TopKRanker):
                 raise TypeError("StackedSAC stacks plain SACAgents that all rank with GeMS or all with TopK")
             if m.params != reference.params or m.action_dim != reference.action_dim or m.online_critic_belief:
                 raise ValueError("population members must share the SAC hyper-parameters and the latent dimension")
 
-    # -- member views ----------------------------------------------------------------------------------
-    def member_state_dict(self, k: int) -> dict[str, Tensor]:
-        """Member k's weights as an ordinary `SACAgent` state dict (on CPU)."""
-        return {name: t[k].detach().to("cpu").clone() for name, t in self.tensors.items()}
-
     @torch.no_grad()
     def load_member_state_dict(self, k: int, state: dict[str, Tensor]) -> None:
-        missing = set(self.tensors) ^ set(state)
-        if missing:
-            raise KeyError(f"member state does not match the agent: {sorted(missing)[:5]}")
-        for name, t in self.tensors.items():
-            t[k].copy_(state[name].to(t.device, t.dtype))
+        super().load_member_state_dict(k, state)
         self._update_count = int(self.tensors["update_count"][0])
 
-    def member_optimizer_states(self, k: int) -> dict[str, dict]:
-        """Member k's optimizer states in the solo agent's format (same parameter order)."""
-        out = {}
-        for name, optimizer in self.optimizers.items():
-            full = optimizer.state_dict()
-            out[name] = {"state": {i: {key: (v if key == "step" else v[k]).detach().to("cpu").clone()
-                                       for key, v in s.items()} for i, s in full["state"].items()},
-                         "param_groups": [{**g, **self._solo_kernels[name]} for g in full["param_groups"]]}
-        return out
-
-    def load_optimizer_states(self, member_states: list[dict[str, dict]]) -> None:
-        """Restore from K solo-format optimizer states (all members must be at the same update count)."""
-        for name, optimizer in self.optimizers.items():
-            per_member = [s[name] for s in member_states]
-            state = {}
-            for i in per_member[0]["state"]:
-                entry = {}
-                for key, v in per_member[0]["state"][i].items():
-                    entry[key] = v.clone() if key == "step" else torch.stack([m["state"][i][key] for m in per_member])
-                state[i] = entry
-            kernels = {k: optimizer.param_groups[0][k] for k in _KERNEL_CHOICES if k in optimizer.param_groups[0]}
-            groups = [{**g, **kernels} for g in per_member[0]["param_groups"]]
-            optimizer.load_state_dict({"state": state, "param_groups": groups})
-
-    def to(self, device: torch.device | str) -> "StackedSAC":
-        """Move the stacked tensors (keeping them the optimizers' parameters); call before any update."""
-        device = torch.device(device)
-        if device != self.device:
-            with torch.no_grad():
-                for t in self.tensors.values():
-                    t.data = t.data.to(device)
-                for optimizer in self.optimizers.values():  # e.g. after load_optimizer_states
-                    for state in optimizer.state.values():
-                        for key, value in state.items():
-                            if torch.is_tensor(value) and (key != "step" or value.dim() > 0 or
-                                                           optimizer.param_groups[0].get("fused")):
-                                state[key] = value.to(device)
-            self.device = device
-        return self
-
     # -- batched building blocks -------------------------------------------------------------------------
-    def _linear_indices(self, prefix: str) -> list[int]:
-        return list(range(0, len(self._layers[prefix]), 2))  # Linear, ReLU, Linear, … (checked at init)
-
-    def _relu_after(self, prefix: str, i: int) -> bool:
-        return i + 1 < len(self._layers[prefix])
-
-    def _sequential(self, prefix: str, x: Tensor, fold_bias: bool = False, members: slice = slice(None)) -> Tensor:
-        """A member nn.Sequential of Linear/ReLU layers, applied per member: x (K, M, in) → (K, M, out).
-
-        ReLU runs in place on the matmul's output (a matmul saves its inputs, not its output, for backward:
-        one (K, M, hidden) buffer less per layer). `fold_bias` (for many rows M): the first layer's bias
-        becomes a last weight column against a column of ones, so the first matmul writes its output once
-        instead of copying the bias there first and accumulating onto it. `members`: the members whose
-        rows x holds (a slice of the stack)."""
-        for i in self._linear_indices(prefix):
-            w, b = self.tensors[f"{prefix}.{i}.weight"][members], self.tensors[f"{prefix}.{i}.bias"][members]
-            if fold_bias and i == 0:
-                x = torch.bmm(_with_ones(x), torch.cat([w, b.unsqueeze(-1)], dim=-1).transpose(1, 2))
-            else:
-                x = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
-            if self._relu_after(prefix, i):
-                x = x.relu_()
-        return x
-
     def _q_pair(self, nets: tuple[str, str], states: Tensor, actions: Tensor, members: slice = slice(None)) -> Tensor:
         """(Q_a, Q_b)(s, a) of two critic MLPs of identical shape in one pass: (K, M, 2).
 
@@ -190,7 +92,7 @@ class StackedSAC(StackedAgent):
         (output 2·hidden, bias folded in), later layers block-diagonally (the zero blocks add exact zeros),
         so member k's column j equals `nets[j]` applied alone, up to summation order."""
         a, b = nets
-        x = _with_ones(torch.cat([states, actions], dim=-1))
+        x = with_ones(torch.cat([states, actions], dim=-1))
         for i in self._linear_indices(a):
             wa, wb = self.tensors[f"{a}.{i}.weight"][members], self.tensors[f"{b}.{i}.weight"][members]  # (k, out, in)
             ba, bb = self.tensors[f"{a}.{i}.bias"][members], self.tensors[f"{b}.{i}.bias"][members]
@@ -228,49 +130,6 @@ class StackedSAC(StackedAgent):
         return self._chunked(lambda m, s, a: self._q_pair(nets, s, a, m), 2 * max(self.params.hidden_qnet),
                              states, actions)
 
-    def _features(self, belief: str, slates: Tensor, clicks: Tensor) -> Tensor:
-        """(K, …, S) items and clicks → (K, …, S·(D+1)), each member with its own belief item table."""
-        table = self.tensors[f"{belief}.item_embeddings.weight"]  # (K, N, D)
-        K, N, D = table.shape
-        offsets = (torch.arange(K, device=slates.device) * N).view(K, *([1] * (slates.dim() - 1)))
-        # index_select rather than F.embedding: same values; its backward (index_add) is faster on CPU.
-        ids = slates + offsets
-        emb = table.reshape(K * N, D).index_select(0, ids.reshape(-1)).view(*ids.shape, D)
-        return torch.cat([emb, clicks.to(emb.dtype).unsqueeze(-1)], dim=-1).flatten(-2)
-
-    def _gru_input(self, belief: str, features: Tensor) -> Tensor:
-        """The input half of the GRU gates for all steps at once: one matmul over (K, …, features)."""
-        w, b = self.tensors[f"{belief}.gru.weight_ih_l0"], self.tensors[f"{belief}.gru.bias_ih_l0"]
-        shape = features.shape
-        x = features.reshape(shape[0], -1, shape[-1])
-        return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2)).view(*shape[:-1], w.shape[1])
-
-    def _gru_cell(self, belief: str, gates_in: Tensor, h: Tensor) -> Tensor:
-        """nn.GRU's cell (gates r, z, n in PyTorch's order) for (K, B, 3S) input gates and (K, B, S) state."""
-        w, b = self.tensors[f"{belief}.gru.weight_hh_l0"], self.tensors[f"{belief}.gru.bias_hh_l0"]
-        gates_h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-        S = h.shape[-1]
-        # r and z in one sigmoid, n = tanh(i_n + r·h_n) as one addcmul, n + z(h − n) as one lerp: the
-        # unroll is T small steps, so each step's op count is most of its cost (and its backward's).
-        rz = torch.sigmoid(gates_in[..., :2 * S] + gates_h[..., :2 * S])
-        n = torch.tanh(torch.addcmul(gates_in[..., 2 * S:], rz[..., :S], gates_h[..., 2 * S:]))
-        return torch.lerp(n, h, rz[..., S:])
-
-    def encode_episodes(self, belief: str, slates: Tensor, clicks: Tensor) -> Tensor:
-        """(K, E, T, S) slates and clicks → (K, E, T, state) beliefs from a zero state (GRUBelief's).
-
-        A Python loop of GRU cells, one batched cell for all members per step. (PyTorch's own GRU over a
-        group of members with a block-diagonal recurrent weight was tried and measured slower on CPU.)"""
-        gates = self._gru_input(belief, self._features(belief, slates, clicks))
-        K, E, T = gates.shape[:3]
-        h = gates.new_zeros(K, E, self.params.belief_state_dim)
-        outputs = []
-        # unbind, not gates[:, :, t]: the backward of T separate selects writes T full-size zero tensors
-        for gates_t in gates.unbind(dim=2):
-            h = self._gru_cell(belief, gates_t, h)
-            outputs.append(h)
-        return torch.stack(outputs, dim=2)
-
     def _policy_head(self, states: Tensor, fold_bias: bool = False) -> tuple[Tensor, Tensor]:
         if fold_bias:  # many rows: the training pass, in member chunks
             out = self._chunked(lambda m, x: self._sequential("actor", x, True, m), max(self.params.hidden_pinet), states)
@@ -303,8 +162,8 @@ class StackedSAC(StackedAgent):
         """(K, rows, A) draws, member k's from generator k (CPU generators: the solo run's CPU stream;
         on CUDA the draws are moved, so a CUDA member does not reproduce a solo CUDA run's noise)."""
         draw = torch.rand if uniform else torch.randn
-        noise = torch.stack([draw((rows, self.action_dim), generator=g, device=g.device) for g in generators])
-        return noise.to(self.device)
+        return self._per_member(generators, lambda g: draw((rows, self.action_dim), generator=g, device=g.device),
+                                self.device)
 
     @torch.no_grad()
     def rank(self, actions: Tensor) -> Tensor:
@@ -328,23 +187,6 @@ class StackedSAC(StackedAgent):
             block = torch.bmm(queries[:, start:start + rows], table_t)
             ranks[:, start:start + rows] = block.max(dim=-1).indices
         return ranks.view(K, B, self.slate_size)
-
-    # -- acting (online actor belief, (K, B, ·)) ---------------------------------------------------------
-    @torch.no_grad()
-    def begin_episodes(self, slates: Tensor, clicks: Tensor) -> None:
-        self._hidden = None
-        self.observe(slates, clicks)
-
-    @torch.no_grad()
-    def observe(self, slates: Tensor, clicks: Tensor) -> None:
-        gates = self._gru_input("actor_belief", self._features("actor_belief", slates, clicks))
-        h = self._hidden if self._hidden is not None else gates.new_zeros(*gates.shape[:2], self.params.belief_state_dim)
-        self._hidden = self._gru_cell("actor_belief", gates, h)
-
-    def belief_state(self) -> Tensor:
-        if self._hidden is None:
-            raise RuntimeError("no online belief: call begin_episodes first")
-        return self._hidden
 
     @torch.no_grad()
     def act(self, mode: ActMode, generators: list[torch.Generator],
@@ -448,17 +290,6 @@ class StackedSAC(StackedAgent):
         values = torch.stack(columns, dim=1).tolist()  # (K, metrics): one device-to-host transfer
         return [dict(zip(names, row)) for row in values]
 
-    def train(self) -> None:
-        pass  # no dropout / batch norm: train and eval modes are the same computation
-
-    def eval(self) -> None:
-        pass
-
-
-def _with_ones(x: Tensor) -> Tensor:
-    """x (…, d) → (…, d + 1) with a last column of ones (a folded-in bias multiplies it)."""
-    return torch.cat([x, x.new_ones(*x.shape[:-1], 1)], dim=-1)
-
 
 def _block_diagonal(wa: Tensor, wb: Tensor) -> Tensor:
     """Two stacked Linear weights (K, out, in) → (K, 2·in, 2·out): [[waᵀ, 0], [0, wbᵀ]] for x @ W."""
@@ -466,14 +297,6 @@ def _block_diagonal(wa: Tensor, wb: Tensor) -> Tensor:
     zeros = wa.new_zeros(K, inp, out)
     return torch.cat([torch.cat([wa.transpose(1, 2), zeros], dim=2),
                       torch.cat([zeros, wb.transpose(1, 2)], dim=2)], dim=1)
-
-
-def _stacked_kernels(optimizer: torch.optim.Optimizer, hyper: dict) -> dict:
-    """Fused Adam for the stacked tensors: one kernel per tensor for all members, on CPU and CUDA alike
-    (Adam's formula per element is unchanged). Other optimizers keep the member's settings."""
-    if isinstance(optimizer, torch.optim.Adam) and "fused" in hyper and not hyper.get("differentiable", False):
-        return {"fused": True, "foreach": None}
-    return {}
 
 
 for _name in ("sac-gems", "sac-topk-ideal", "sac-topk-mf"):

@@ -36,12 +36,12 @@ from slatectl.agents.base import ActMode, EpisodeBatch, default_backward
 from slatectl.agents.nets import first_click_index
 from slatectl.agents.slateq import SlateQ
 from slatectl.agents.spec import register_population
-from slatectl.agents.stacked import StackedAgent
+from slatectl.agents.stacked import StackedSlatePicker
 from slatectl.sim.click_model import relevance
 from slatectl.sim.member_envs import MemberEnvs
 
 
-class StackedSlateQ(StackedAgent):
+class StackedSlateQ(StackedSlatePicker):
     nets = ("q", "q_target")
     online_belief = "belief"
 
@@ -54,6 +54,8 @@ class StackedSlateQ(StackedAgent):
         self.num_topics, self.diversity_threshold = reference.num_topics, reference.diversity_threshold
         self.max_score = torch.tensor([m.max_score for m in members], dtype=torch.float32).view(-1, 1, 1)
         self.diversity_penalty = torch.tensor([m.diversity_penalty for m in members], dtype=torch.float32).view(-1, 1)
+        # Host copy of the members' (shared) `step` buffer: ε at every acting step needs no device read.
+        self._step = int(self.tensors["step"][0])
 
     def to(self, device: torch.device | str) -> "StackedSlateQ":
         super().to(device)
@@ -64,29 +66,23 @@ class StackedSlateQ(StackedAgent):
     # -- schedule ----------------------------------------------------------------------------------
     def set_step(self, step: int) -> None:
         self.tensors["step"].fill_(int(step))
+        self._step = int(step)
+
+    @torch.no_grad()
+    def load_member_state_dict(self, k: int, state: dict[str, Tensor]) -> None:
+        super().load_member_state_dict(k, state)
+        self._step = int(self.tensors["step"][0])
 
     @property
     def epsilon(self) -> float:
         """SlateQ.epsilon at the shared training step."""
         p = self.params
-        return p.epsilon_end + (1.0 - p.epsilon_end) * math.exp(-int(self.tensors["step"][0]) / p.epsilon_decay)
+        return p.epsilon_end + (1.0 - p.epsilon_end) * math.exp(-self._step / p.epsilon_decay)
 
     # -- acting ------------------------------------------------------------------------------------
-    def _random_slates(self, generators: list[torch.Generator], users: int) -> Tensor:
-        """`random_slates` of each member from its generator: (K, B, slate)."""
-        return self._per_member(generators, lambda g: torch.randint(
-            0, self.num_items, (users, self.slate_size), generator=g, device=g.device), self.device)
-
-    @torch.no_grad()
-    def act(self, mode: ActMode, generators: list[torch.Generator],
-            envs: MemberEnvs | None = None) -> tuple[Tensor, Tensor]:
-        state = self.belief_state()
+    def _pick_slates(self, mode: ActMode, state: Tensor, generators: list[torch.Generator],
+                     envs: MemberEnvs | None) -> Tensor:
         K, B = state.shape[:2]
-        empty = torch.zeros(K, B, 0, device=state.device)
-        if mode == "random":
-            return self._random_slates(generators, B), empty
-        if mode not in ("explore", "greedy"):
-            raise ValueError(f"unknown act mode {mode!r}")
         if envs is None:
             raise ValueError("SlateQ acts on the true relevances: pass the population's environments")
         # The solo agent's privileged read, on the batched simulator: row k·B + b is member k's user b.
@@ -95,11 +91,11 @@ class StackedSlateQ(StackedAgent):
         if mode == "explore":
             epsilon = self.epsilon
             for k, g in enumerate(generators):
-                explore = (torch.rand(B, generator=g, device=g.device) < epsilon).to(state.device)
-                if bool(explore.any()):
+                explore = torch.rand(B, generator=g, device=g.device) < epsilon
+                if bool(explore.any()):  # on the generator's device (the host for CPU generators): no sync
                     random = torch.randint(0, self.num_items, (B, self.slate_size), generator=g, device=g.device)
-                    slates[k] = torch.where(explore[:, None], random.to(state.device), slates[k])
-        return slates, empty
+                    slates[k] = torch.where(explore[:, None].to(state.device), random.to(state.device), slates[k])
+        return slates
 
     # -- training ----------------------------------------------------------------------------------
     def _click_probabilities(self, slate_relevance: Tensor, slate_topics: Tensor) -> Tensor:
@@ -155,21 +151,18 @@ class StackedSlateQ(StackedAgent):
                 optimizer.step()
         with torch.no_grad():
             self.tensors["step"] += 1
+            self._step += 1
             self.tensors["update_count"] += active.to(torch.int64)
             self._polyak(active & (self.tensors["update_count"] % p.target_update_frequency == 0), p.tau)
 
         q_sum = torch.where(kept, q.detach(), torch.zeros_like(q)).sum(dim=1)
         target_sum = torch.where(kept, target, torch.zeros_like(target)).sum(dim=1)
-        metrics = []
-        for k in range(K):
-            row = {"kept_transitions": float(kept_count[k]), "epsilon": epsilon}
-            if bool(active[k]):
-                row.update(q_loss=float(loss[k].detach()), q_mean=float(q_sum[k] / count[k]),
-                           target_mean=float(target_sum[k] / count[k]))
-            else:
-                row.update(q_loss=0.0, q_mean=0.0, target_mean=0.0)
-            metrics.append(row)
-        return metrics
+        # One host transfer (counts < 2²⁴ are exact in float32). A member without a kept transition reports
+        # zeros, as the solo agent: its masked sums are 0 and its count is clamped to 1.
+        values = torch.stack([kept_count.to(loss.dtype), loss.detach(), q_sum / count, target_sum / count],
+                             dim=1).tolist()
+        return [{"kept_transitions": kept, "epsilon": epsilon, "q_loss": q_loss, "q_mean": q_mean,
+                 "target_mean": target_mean} for kept, q_loss, q_mean, target_mean in values]
 
     @contextmanager
     def _frozen_members(self, optimizer: torch.optim.Optimizer, frozen: Tensor) -> Iterator[None]:

@@ -23,10 +23,11 @@ w.r.t. slice k is member k's gradient), and Adam is elementwise with a step coun
 update together (docs/population.md).
 
 Shared pieces: building the stacked tensors and the optimizers over them from the K solo agents (which
-stay as the layout: keys, optimizer membership and order), the member views, an MLP of Linear/ReLU
-layers as batched matmuls (`_sequential`), and the GRU belief (`GRUBelief`) as batched ops: item
-lookup in the K tables laid end to end, the input projection of all steps as one `baddbmm`, then
-nn.GRU's cell (gates r, z, n) per step for all members.
+stay as the layout: keys, optimizer membership and order; Adam runs fused over the stacked tensors and
+a member exports its solo kernel settings), the member views, `to(device)` (weights and optimizer
+state), an MLP of Linear/ReLU layers as batched matmuls (`_sequential`), and the GRU belief
+(`GRUBelief`) as batched ops: item lookup in the K tables laid end to end, the input projection of all
+steps as one `baddbmm`, then nn.GRU's cell (gates r, z, n) per step for all members.
 """
 
 from __future__ import annotations
@@ -34,11 +35,16 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slatectl.agents.base import ActMode, Agent, EpisodeBatch, default_backward
 from slatectl.sim.member_envs import MemberEnvs
+
+
+#: Optimizer settings that choose a kernel, not the arithmetic: the stacked optimizers use PyTorch's fused
+#: Adam (one kernel over each stacked tensor, on CPU and CUDA); member states are exported with the
+#: member optimizers' own values so a resumed solo run keeps its own kernel choice.
+_KERNEL_CHOICES = ("foreach", "fused")
 
 
 class StackedAgent:
@@ -52,10 +58,8 @@ class StackedAgent:
     def __init__(self, members: list[Agent]):
         if not members:
             raise ValueError("a population needs at least one member")
+        self._check_members(members)
         reference = members[0]
-        for m in members:
-            if type(m) is not type(reference) or m.params != reference.params:
-                raise ValueError(f"{type(self).__name__} stacks agents of one class with equal hyper-parameters")
         self.members = members
         self.K = len(members)
         self.params = reference.params
@@ -66,6 +70,7 @@ class StackedAgent:
         self.tensors: dict[str, Tensor] = {
             name: torch.stack([s[name].detach() for s in states]).clone() for name in states[0]}
         name_of = {id(p): n for n, p in reference.named_parameters()}
+        self._solo_kernels: dict[str, dict] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         for opt_name, optimizer in reference.optimizers().items():
             if len(optimizer.param_groups) != 1:
@@ -75,9 +80,26 @@ class StackedAgent:
             for n in names:
                 self.tensors[n].requires_grad_(True)
             hyper = {k: v for k, v in group.items() if k != "params"}
-            self.optimizers[opt_name] = type(optimizer)([self.tensors[n] for n in names], **hyper)
-        self._layers = {prefix: list(reference.get_submodule(prefix)) for prefix in self.nets}
+            self._solo_kernels[opt_name] = {k: hyper[k] for k in _KERNEL_CHOICES if k in hyper}
+            self.optimizers[opt_name] = type(optimizer)([self.tensors[n] for n in names],
+                                                        **{**hyper, **_stacked_kernels(optimizer, hyper)})
+        self._layers = {prefix: list(reference.get_submodule(prefix)) for prefix in self._net_prefixes(reference)}
+        for prefix, layers in self._layers.items():
+            kinds = [type(layer) for layer in layers]
+            if kinds[::2] != [nn.Linear] * len(kinds[::2]) or kinds[1::2] != [nn.ReLU] * len(kinds[1::2]):
+                raise TypeError(f"{prefix}: only Linear layers, each followed by a ReLU or not, can be stacked")
         self._hidden: Tensor | None = None
+
+    def _check_members(self, members: list[Agent]) -> None:
+        """Which members this class stacks: one class, equal hyper-parameters (a subclass may check more)."""
+        reference = members[0]
+        for m in members:
+            if type(m) is not type(reference) or m.params != reference.params:
+                raise ValueError(f"{type(self).__name__} stacks agents of one class with equal hyper-parameters")
+
+    def _net_prefixes(self, reference: Agent) -> tuple[str, ...]:
+        """The member MLPs that `_sequential` evaluates stacked (`nets`, unless they depend on the members)."""
+        return self.nets
 
     # -- the loop's contract -----------------------------------------------------------------------
     def set_step(self, step: int) -> None:
@@ -111,57 +133,87 @@ class StackedAgent:
             t[k].copy_(state[name].to(t.device, t.dtype))
 
     def member_optimizer_states(self, k: int) -> dict[str, dict]:
-        """Member k's optimizer states in the solo agent's format (same parameter order; shared `step`)."""
+        """Member k's optimizer states in the solo agent's format (same parameter order; shared `step`;
+        the solo optimizer's own kernel settings)."""
         out = {}
         for name, optimizer in self.optimizers.items():
             full = optimizer.state_dict()
             out[name] = {"state": {i: {key: (v if key == "step" else v[k]).detach().to("cpu").clone()
                                        for key, v in s.items()} for i, s in full["state"].items()},
-                         "param_groups": full["param_groups"]}
+                         "param_groups": [{**g, **self._solo_kernels[name]} for g in full["param_groups"]]}
         return out
 
     def load_optimizer_states(self, member_states: list[dict[str, dict]]) -> None:
-        """Restore from K solo-format optimizer states (all members at the same update count)."""
+        """Restore from K solo-format optimizer states (all members at the same update count), keeping
+        the stacked optimizers' kernel settings."""
         for name, optimizer in self.optimizers.items():
             per_member = [s[name] for s in member_states]
             state = {}
             for i, first in per_member[0]["state"].items():
                 state[i] = {key: v.clone() if key == "step" else torch.stack([m["state"][i][key] for m in per_member])
                             for key, v in first.items()}
-            optimizer.load_state_dict({"state": state, "param_groups": per_member[0]["param_groups"]})
+            kernels = {k: optimizer.param_groups[0][k] for k in _KERNEL_CHOICES if k in optimizer.param_groups[0]}
+            groups = [{**g, **kernels} for g in per_member[0]["param_groups"]]
+            optimizer.load_state_dict({"state": state, "param_groups": groups})
 
     def to(self, device: torch.device | str) -> "StackedAgent":
-        """Move the stacked tensors (they stay the optimizers' parameters); call before any update."""
+        """Move the stacked tensors (they stay the optimizers' parameters) and the optimizer state (e.g.
+        after `load_optimizer_states`); call before any update."""
         device = torch.device(device)
         if device != self.device:
             with torch.no_grad():
                 for t in self.tensors.values():
                     t.data = t.data.to(device)
+                for optimizer in self.optimizers.values():
+                    for state in optimizer.state.values():
+                        for key, value in state.items():
+                            # Adam keeps a scalar `step` on the host unless fused (then with the params)
+                            if torch.is_tensor(value) and (key != "step" or value.dim() > 0 or
+                                                           optimizer.param_groups[0].get("fused")):
+                                state[key] = value.to(device)
             self.device = device
         return self
 
     # -- batched building blocks -------------------------------------------------------------------
-    def _sequential(self, prefix: str, x: Tensor) -> Tensor:
-        """A member nn.Sequential of Linear/ReLU layers per member: x (K, M, in) → (K, M, out)."""
-        for i, layer in enumerate(self._layers[prefix]):
-            if isinstance(layer, nn.Linear):
-                w, b = self.tensors[f"{prefix}.{i}.weight"], self.tensors[f"{prefix}.{i}.bias"]
-                x = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
-            elif isinstance(layer, nn.ReLU):
-                x = F.relu(x)
+    def _relu_after(self, prefix: str, i: int) -> bool:
+        return i + 1 < len(self._layers[prefix])
+
+    def _linear_indices(self, prefix: str) -> list[int]:
+        return list(range(0, len(self._layers[prefix]), 2))  # Linear, ReLU, Linear, … (checked at init)
+
+    def _sequential(self, prefix: str, x: Tensor, fold_bias: bool = False, members: slice = slice(None)) -> Tensor:
+        """A member nn.Sequential of Linear/ReLU layers, applied per member: x (K, M, in) → (K, M, out).
+
+        ReLU runs in place on the matmul's output (a matmul saves its inputs, not its output, for backward:
+        one (K, M, hidden) buffer less per layer). `fold_bias` (for many rows M): the first layer's bias
+        becomes a last weight column against a column of ones, so the first matmul writes its output once
+        instead of copying the bias there first and accumulating onto it. `members`: the members whose
+        rows x holds (a slice of the stack)."""
+        for i in self._linear_indices(prefix):
+            w, b = self.tensors[f"{prefix}.{i}.weight"][members], self.tensors[f"{prefix}.{i}.bias"][members]
+            if fold_bias and i == 0:
+                x = torch.bmm(with_ones(x), torch.cat([w, b.unsqueeze(-1)], dim=-1).transpose(1, 2))
             else:
-                raise TypeError(f"{prefix}.{i}: only Linear and ReLU layers can be stacked")
+                x = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+            if self._relu_after(prefix, i):
+                x = x.relu_()
         return x
+
+    def _member_rows(self, table_name: str, ids: Tensor) -> Tensor:
+        """(K, …) row ids → (K, …, D) rows of each member's own table (the K tables laid end to end).
+        index_select rather than F.embedding: same values; its backward (index_add) is faster on CPU."""
+        table = self.tensors[table_name]  # (K, N, D)
+        K, N, D = table.shape
+        ids = ids + (torch.arange(K, device=ids.device) * N).view(K, *([1] * (ids.dim() - 1)))
+        return table.reshape(K * N, D).index_select(0, ids.reshape(-1)).view(*ids.shape, D)
 
     def _features(self, belief: str, slates: Tensor, clicks: Tensor) -> Tensor:
         """(K, …, S) items and clicks → (K, …, S·(D+1)), each member with its own belief item table."""
-        table = self.tensors[f"{belief}.item_embeddings.weight"]  # (K, N, D)
-        K, N, D = table.shape
-        offsets = (torch.arange(K, device=slates.device) * N).view(K, *([1] * (slates.dim() - 1)))
-        emb = F.embedding(slates + offsets, table.reshape(K * N, D))
+        emb = self._member_rows(f"{belief}.item_embeddings.weight", slates)
         return torch.cat([emb, clicks.to(emb.dtype).unsqueeze(-1)], dim=-1).flatten(-2)
 
     def _gru_input(self, belief: str, features: Tensor) -> Tensor:
+        """The input half of the GRU gates for all steps at once: one matmul over (K, …, features)."""
         w, b = self.tensors[f"{belief}.gru.weight_ih_l0"], self.tensors[f"{belief}.gru.bias_ih_l0"]
         shape = features.shape
         x = features.reshape(shape[0], -1, shape[-1])
@@ -171,23 +223,34 @@ class StackedAgent:
         """nn.GRU's cell (gates r, z, n in PyTorch's order) for (K, B, 3S) input gates and (K, B, S) state."""
         w, b = self.tensors[f"{belief}.gru.weight_hh_l0"], self.tensors[f"{belief}.gru.bias_hh_l0"]
         gates_h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-        i_r, i_z, i_n = gates_in.chunk(3, dim=-1)
-        h_r, h_z, h_n = gates_h.chunk(3, dim=-1)
-        r = torch.sigmoid(i_r + h_r)
-        z = torch.sigmoid(i_z + h_z)
-        n = torch.tanh(i_n + r * h_n)
-        return n + z * (h - n)
+        S = h.shape[-1]
+        # r and z in one sigmoid, n = tanh(i_n + r·h_n) as one addcmul, n + z(h − n) as one lerp: the
+        # unroll is T small steps, so each step's op count is most of its cost (and its backward's).
+        rz = torch.sigmoid(gates_in[..., :2 * S] + gates_h[..., :2 * S])
+        n = torch.tanh(torch.addcmul(gates_in[..., 2 * S:], rz[..., :S], gates_h[..., 2 * S:]))
+        return torch.lerp(n, h, rz[..., S:])
 
     def encode_episodes(self, belief: str, slates: Tensor, clicks: Tensor) -> Tensor:
-        """(K, E, T, S) slates and clicks → (K, E, T, state) beliefs from a zero state (GRUBelief's)."""
+        """(K, E, T, S) slates and clicks → (K, E, T, state) beliefs from a zero state (GRUBelief's).
+
+        A Python loop of GRU cells, one batched cell for all members per step. (PyTorch's own GRU over a
+        group of members with a block-diagonal recurrent weight was tried and measured slower on CPU.)"""
         gates = self._gru_input(belief, self._features(belief, slates, clicks))
         K, E, T = gates.shape[:3]
         h = gates.new_zeros(K, E, self.params.belief_state_dim)
         outputs = []
-        for t in range(T):
-            h = self._gru_cell(belief, gates[:, :, t], h)
+        # unbind, not gates[:, :, t]: the backward of T separate selects writes T full-size zero tensors
+        for gates_t in gates.unbind(dim=2):
+            h = self._gru_cell(belief, gates_t, h)
             outputs.append(h)
         return torch.stack(outputs, dim=2)
+
+    def _belief_step(self, belief: str, h: Tensor | None, slates: Tensor, clicks: Tensor) -> Tensor:
+        """One online step of a belief: (K, B, S) observations onto state h (zeros when None)."""
+        gates = self._gru_input(belief, self._features(belief, slates, clicks))
+        if h is None:
+            h = gates.new_zeros(*gates.shape[:2], self.params.belief_state_dim)
+        return self._gru_cell(belief, gates, h)
 
     @staticmethod
     def _per_member(generators: list[torch.Generator], draw: Callable[[torch.Generator], Tensor],
@@ -195,6 +258,12 @@ class StackedAgent:
         """(K, …) member k's draw from generator k (on the generator's device, then moved: a CUDA member
         does not reproduce a solo CUDA run's draws, which come from the CUDA generator)."""
         return torch.stack([draw(g) for g in generators]).to(device)
+
+    def _random_slates(self, generators: list[torch.Generator], users: int) -> Tensor:
+        """A random-phase slate per user, member k's from its generator as the solo agents' `randint(N,
+        (B, slate))`: (K, B, slate). Agents that pick items set `num_items` and `slate_size`."""
+        return self._per_member(generators, lambda g: torch.randint(
+            0, self.num_items, (users, self.slate_size), generator=g, device=g.device), self.device)
 
     # -- acting: the online belief, (K, B, ·) -------------------------------------------------------
     @torch.no_grad()
@@ -204,14 +273,46 @@ class StackedAgent:
 
     @torch.no_grad()
     def observe(self, slates: Tensor, clicks: Tensor) -> None:
-        belief = self.online_belief
-        gates = self._gru_input(belief, self._features(belief, slates, clicks))
-        h = self._hidden
-        if h is None:
-            h = gates.new_zeros(*gates.shape[:2], self.params.belief_state_dim)
-        self._hidden = self._gru_cell(belief, gates, h)
+        self._hidden = self._belief_step(self.online_belief, self._hidden, slates, clicks)
 
     def belief_state(self) -> Tensor:
         if self._hidden is None:
             raise RuntimeError("no online belief: call begin_episodes first")
         return self._hidden
+
+
+class StackedSlatePicker(StackedAgent):
+    """Base of the stacked agents that pick slates directly (SlateQ, REINFORCE): no continuous action,
+    so the raw actions are (K, B, 0); a random-phase step is `_random_slates`, the others
+    `_pick_slates`. Such agents set `num_items` and `slate_size`."""
+
+    @torch.no_grad()
+    def act(self, mode: ActMode, generators: list[torch.Generator],
+            envs: MemberEnvs | None = None) -> tuple[Tensor, Tensor]:
+        state = self.belief_state()
+        K, B = state.shape[:2]
+        if mode == "random":
+            slates = self._random_slates(generators, B)
+        elif mode in ("explore", "greedy"):
+            slates = self._pick_slates(mode, state, generators, envs)
+        else:
+            raise ValueError(f"unknown act mode {mode!r}")
+        return slates, torch.zeros(K, B, 0, device=state.device)
+
+    def _pick_slates(self, mode: ActMode, state: Tensor, generators: list[torch.Generator],
+                     envs: MemberEnvs | None) -> Tensor:
+        """(K, B, slate) for mode "explore" or "greedy" from the online beliefs (K, B, S)."""
+        raise NotImplementedError
+
+
+def with_ones(x: Tensor) -> Tensor:
+    """x (…, d) → (…, d + 1) with a last column of ones (a folded-in bias multiplies it)."""
+    return torch.cat([x, x.new_ones(*x.shape[:-1], 1)], dim=-1)
+
+
+def _stacked_kernels(optimizer: torch.optim.Optimizer, hyper: dict) -> dict:
+    """Fused Adam for the stacked tensors: one kernel per tensor for all members, on CPU and CUDA alike
+    (Adam's formula per element is unchanged). Other optimizers keep the member's settings."""
+    if isinstance(optimizer, torch.optim.Adam) and "fused" in hyper and not hyper.get("differentiable", False):
+        return {"fused": True, "foreach": None}
+    return {}

@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from slatectl.agents.base import ActMode, EpisodeBatch, default_backward
@@ -50,11 +49,8 @@ class StackedWkNN(StackedSAC):
 
     # -- member k's item table ---------------------------------------------------------------------
     def _lookup(self, items: Tensor) -> Tensor:
-        """(K, …) item ids → (K, …, D) rows of each member's own item table (tables laid end to end)."""
-        table = self.tensors["item_table"]
-        K, N, D = table.shape
-        offsets = (torch.arange(K, device=items.device) * N).view(K, *([1] * (items.dim() - 1)))
-        return F.embedding(items + offsets, table.reshape(K * N, D))
+        """(K, …) item ids → (K, …, D) rows of each member's own item table."""
+        return self._member_rows("item_table", items)
 
     def slate_embedding(self, slates: Tensor) -> Tensor:
         """(K, …, slate) items → (K, …, slate·D) the critic's slot-major action vector."""
@@ -82,10 +78,7 @@ class StackedWkNN(StackedSAC):
     def observe(self, slates: Tensor, clicks: Tensor) -> None:
         super().observe(slates, clicks)
         if self.online_critic:
-            gates = self._gru_input("critic_belief", self._features("critic_belief", slates, clicks))
-            h = self._critic_hidden if self._critic_hidden is not None else \
-                gates.new_zeros(*gates.shape[:2], self.params.belief_state_dim)
-            self._critic_hidden = self._gru_cell("critic_belief", gates, h)
+            self._critic_hidden = self._belief_step("critic_belief", self._critic_hidden, slates, clicks)
 
     def candidates(self, proto: Tensor) -> Tensor:
         """(K, B, slate·D) → (K, B, slate, k) the k items nearest (Euclidean) to each slot's query."""
@@ -121,8 +114,7 @@ class StackedWkNN(StackedSAC):
         state = self.belief_state()
         B = state.shape[1]
         if mode == "random":
-            slates = self._per_member(generators, lambda g: torch.randint(
-                0, self.num_items, (B, self.slate_size), generator=g, device=g.device), state.device)
+            slates = self._random_slates(generators, B)
             return slates, self._as_proto(self._lookup(slates))
         if mode == "explore":
             proto, _ = self.sample_action(state, self._noise(generators, B))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from slatectl.harness import seeded, torch_device
+from slatectl.harness import capture_cuda_graph, seeded, torch_device
 from slatectl.pretrain.data import check_logged_pair, num_validation
 from slatectl.pretrain.gems import GeMS
 
@@ -236,16 +235,9 @@ class _CapturedStep:
         """Record the step; False (and eager from then on) if this torch/GPU cannot capture it. Nothing
         recorded has run, so the eager step can take the batch whose capture failed."""
         self.eager.optimizer.zero_grad(set_to_none=True)  # gradients are allocated inside the graph
-        graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph):
-                self.eager(self.index)  # recorded, not run: the replay runs it
-        except RuntimeError as exc:
-            self.failed = f"{type(exc).__name__}: {exc}"[:300]
-            warnings.warn(f"GeMS pretraining: the CUDA graph capture failed, running eagerly ({self.failed})")
-            torch.cuda.synchronize()
+        self.graph, self.failed = capture_cuda_graph(lambda: self.eager(self.index), "GeMS pretraining")
+        if self.graph is None:
             return False
-        self.graph = graph
         # An eager partial batch sets .grad to None; the graph keeps writing these buffers.
         self.graph_gradients = [p.grad for p in self.eager.model.parameters()]
         return True

@@ -28,18 +28,22 @@ class MemberStep:
 
 
 class MemberEnvs:
-    """`envs[k]` is member k's environment (members of one env may pass the same or equal objects)."""
+    """`envs[k]` is member k's environment (members of one env may pass the same or equal objects). With
+    `device`, the batched simulator runs there (the agent's device: acting then sends nothing to the host;
+    same config, same table, same counter-based draws, so the same users); else where the envs are."""
 
-    def __init__(self, envs: list[TopicRec]):
+    def __init__(self, envs: list[TopicRec], device: torch.device | str | None = None):
         if not envs:
             raise ValueError("a population needs at least one member")
         distinct: dict[str, TopicRec] = {}
         for env in envs:
-            distinct.setdefault(env.config.name, env)
+            if env.config.name not in distinct:
+                distinct[env.config.name] = env if device is None else env.to(device)
         names = list(distinct)
         self.members = len(envs)
-        self.variant = torch.tensor([names.index(env.config.name) for env in envs], device=envs[0].device)
         self.env: TopicRec = distinct[names[0]] if len(names) == 1 else MixedTopicRec(list(distinct.values()))
+        self.device: torch.device = self.env.device
+        self.variant = torch.tensor([names.index(env.config.name) for env in envs], device=self.device)
         self.config = envs[0].config  # shape parameters, shared by all members (MixedTopicRec checks)
         self._batch = 0
 
@@ -58,9 +62,9 @@ class MemberEnvs:
         """(K, B, D) the hidden user embeddings now."""
         return self._split(self.env.user)
 
-    def step(self, slates: torch.Tensor) -> MemberStep:
-        """slates (K, B, slate_size) → member k's users step in member k's env."""
-        result = self.env.step(slates.reshape(self.members * self._batch, -1))
+    def step(self, slates: torch.Tensor, oracle: bool | None = None) -> MemberStep:
+        """slates (K, B, slate_size) → member k's users step in member k's env (`oracle` as `TopicRec.step`)."""
+        result = self.env.step(slates.reshape(self.members * self._batch, -1), oracle=oracle)
         obs = result.observation
         return MemberStep(Observation(self._split(obs.slate), self._split(obs.clicks)),
                           self._split(result.reward), self._split(result.user_state))

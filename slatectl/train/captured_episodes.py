@@ -25,12 +25,12 @@ to the host on CUDA (`tests/test_gpu_paths.py` counts the reads of the agents an
 
 from __future__ import annotations
 
-import warnings
 from typing import Callable
 
 import torch
 
 from slatectl.agents.base import ActMode, Agent, EpisodeBatch
+from slatectl.harness import capture_cuda_graph
 from slatectl.sim.topicrec import TopicRec
 from slatectl.train.episodes import play_episodes
 
@@ -82,14 +82,8 @@ class CapturedEpisodes:
         return self.output
 
     def _capture(self) -> bool:
-        graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph):
-                self.output = self.play(self.user_ids)  # recorded, not run: the first replay runs it
-        except RuntimeError as exc:
-            self.failed = f"{type(exc).__name__}: {exc}"[:300]
-            warnings.warn(f"training: the CUDA graph capture of an episode failed, playing eagerly ({self.failed})")
-            torch.cuda.synchronize()
-            return False
-        self.graph = graph
-        return True
+        def record() -> None:
+            self.output = self.play(self.user_ids)  # recorded, not run: the first replay runs it
+
+        self.graph, self.failed = capture_cuda_graph(record, "training episodes")
+        return self.graph is not None

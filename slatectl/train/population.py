@@ -36,7 +36,8 @@ from slatectl.agents.base import ActMode, Agent, EpisodeBatch
 from slatectl.agents.spec import stacked_agents
 from slatectl.agents.stacked import StackedAgent
 from slatectl.errors import BadInput
-from slatectl.harness import seed_everything, torch_device
+from slatectl.device import resolve_device
+from slatectl.harness import seed_everything
 from slatectl.registry import Registry, Run
 from slatectl.sim.member_envs import MemberEnvs
 from slatectl.sim.topicrec import TopicRec
@@ -46,8 +47,8 @@ from slatectl.train.checkpoints import (ResumeState, load_resume_state, register
 from slatectl.train.config import RunConfig, run_config_from_dict
 from slatectl.train.evaluation import Evaluation, TestResult, test_checkpoints
 from slatectl.train.lifecycle import Heartbeat, StopRequests
-from slatectl.train.loop import (RunInterrupted, StartedRun, Trainer, TrainResult, finish_after_error, recorded_config,
-                                 trained_from_start)
+from slatectl.train.loop import (RunInterrupted, StartedRun, Trainer, TrainResult, finish_after_error, on_device,
+                                 recorded_config, trained_from_start)
 from slatectl.train.metrics_log import MetricsLog
 from slatectl.train.progress import SilentReporter, TrainingProgress, TrainingReporter
 from slatectl.train.replay import EpisodeReplay
@@ -166,26 +167,31 @@ def play_member_episodes(envs: MemberEnvs, agent: StackedAgent, user_ids: torch.
                          mode: ActMode, generators: list[torch.Generator]) -> EpisodeBatch:
     """`play_episodes` for a population: member k plays users `user_ids` of its env with seed `seeds[k]`.
 
-    Returns an `EpisodeBatch` whose fields have a leading member dimension (K, B, …), on CPU.
+    Returns an `EpisodeBatch` whose fields have a leading member dimension (K, B, …), on the simulator's
+    device (`envs.device`). Observations go to the agent's device, slates to the simulator's; with both
+    on one device nothing is copied and no env step waits for the host (as `play_episodes`).
     """
     cfg = envs.config
     K, B, H, S = envs.members, user_ids.shape[0], cfg.episode_length, cfg.slate_size
-    slates = torch.empty(K, B, H + 1, S, dtype=torch.int64)
-    clicks = torch.empty(K, B, H + 1, S, dtype=torch.float32)
-    actions = torch.zeros(K, B, H, agent.action_dim, dtype=torch.float32)
-    rewards = torch.empty(K, B, H, dtype=torch.float32)
-    user_states = torch.empty(K, B, H + 1, cfg.embedding_dim, dtype=torch.float32)
+    on = {"device": envs.device}  # the episode buffers live with the simulator
+    slates = torch.empty(K, B, H + 1, S, dtype=torch.int64, **on)
+    clicks = torch.empty(K, B, H + 1, S, dtype=torch.float32, **on)
+    actions = torch.zeros(K, B, H, agent.action_dim, dtype=torch.float32, **on)
+    rewards = torch.empty(K, B, H, dtype=torch.float32, **on)
+    user_states = torch.empty(K, B, H + 1, cfg.embedding_dim, dtype=torch.float32, **on)
     device = agent.device
     first = envs.reset(user_ids, seeds)
     slates[:, :, 0], clicks[:, :, 0], user_states[:, :, 0] = first.slate, first.clicks, envs.user_states()
     agent.begin_episodes(first.slate.to(device), first.clicks.to(device))
     for t in range(H):
         slate, action = agent.act(mode, generators, envs)
-        result = envs.step(slate.to("cpu"))
+        # Agents never put oracle positions in a slate; saying so spares the simulator a per-step check.
+        result = envs.step(slate.to(envs.device), oracle=False)
         obs = result.observation
         agent.observe(obs.slate.to(device), obs.clicks.to(device))
         slates[:, :, t + 1], clicks[:, :, t + 1] = obs.slate, obs.clicks
-        actions[:, :, t] = action.to("cpu")
+        if agent.action_dim:
+            actions[:, :, t] = action
         rewards[:, :, t] = result.reward
         user_states[:, :, t + 1] = result.user_state
     return EpisodeBatch(slates, clicks, actions, slates[:, :, 1:], rewards, user_states)
@@ -211,11 +217,13 @@ class PopulationTrainer:
             raise BadInput(f"agent {configs[0].agent_name!r} cannot train as a stacked population yet "
                            f"(stacked: {', '.join(stacked_agents())}); train its members one after another.")
         self.registry = registry
-        self.configs = configs
-        self.training = configs[0].training
         self.reporter = reporter or SilentReporter()
         self.logs_dir = logs_dir
-        self.device = torch_device(self.training.device)
+        # As a solo run (`Trainer`): `auto` takes CUDA when torch sees a GPU; the members' configs record
+        # the resolved device, and GeMS inputs a member pretrains for itself are pretrained there.
+        self.device = torch.device(resolve_device(configs[0].training.device, say=self.reporter.message))
+        self.configs = [on_device(cfg, self.device) for cfg in configs]
+        self.training = self.configs[0].training
         self.group = ""
 
     # ------------------------------------------------------------------ entry points
@@ -232,7 +240,7 @@ class PopulationTrainer:
             generator = torch.Generator()
             generator.set_state(torch.get_rng_state())
             members.append(Member(cfg, env, agent, resolved, generator,
-                                  EpisodeReplay(cfg.agent.capacity, cfg.agent.batch_size)))
+                                  EpisodeReplay(cfg.agent.capacity, cfg.agent.batch_size, self.device)))
         return members
 
     def stack(self, members: list[Member]) -> StackedAgent:
@@ -306,7 +314,7 @@ class PopulationTrainer:
     def _train(self, members: list[Member], agent: StackedAgent, first_step: int) -> list[TrainResult]:
         t = self.training
         agent.to(self.device)
-        envs = MemberEnvs([m.env for m in members])
+        envs = MemberEnvs([m.env for m in members], self.device)  # the simulator on the agent's device
         seeds = [m.config.training.seed for m in members]
         generators = [m.generator for m in members]
         schedule = StepSchedule(t)
@@ -324,7 +332,7 @@ class PopulationTrainer:
                     agent.set_step(step)
                     episodes = play_member_episodes(envs, agent, torch.arange(step, step + count), seeds, mode,
                                                     generators)
-                    returns = episodes.rewards.sum(dim=2).mean(dim=1)  # (K,)
+                    returns = episodes.rewards.sum(dim=2).mean(dim=1)  # (K,) read below, after the updates are queued
                     metrics: list[dict[str, float]] = [{} for _ in members]
                     for i in range(count):
                         for k, m in enumerate(members):
@@ -336,7 +344,8 @@ class PopulationTrainer:
                             metrics = agent.update(batch.to(self.device), generators)
                             update_times.append(time.perf_counter() - started)
                         step += 1
-                    rows = [{"step": step, "episode_return": float(returns[k]), **metrics[k]} for k in range(len(members))]
+                    episode_returns = returns.tolist()  # one host read per step
+                    rows = [{"step": step, "episode_return": episode_returns[k], **metrics[k]} for k in range(len(members))]
                     if schedule.validates_at(step):
                         vals = self._evaluate(envs, agent, len(members), t.val_episodes, t.val_seed)
                         last_val = sum(v.mean for v in vals) / len(vals)
@@ -347,7 +356,8 @@ class PopulationTrainer:
                         log.write(row)
                     # updates/s summed over members: one stacked update is K member updates
                     updates_per_s = len(members) * len(update_times) / sum(update_times) if update_times else None
-                    self.reporter.advance(TrainingProgress(step, t.max_steps, t.random_steps, float(returns.mean()),
+                    self.reporter.advance(TrainingProgress(step, t.max_steps, t.random_steps,
+                                                           sum(episode_returns) / len(episode_returns),
                                                            last_val, updates_per_s, updates_in_random_phase))
                     for heartbeat in heartbeats:
                         heartbeat.beat_if_due()
@@ -388,7 +398,7 @@ class PopulationTrainer:
             batch = play_member_episodes(envs, agent, torch.arange(episodes), [seed] * K, "greedy", [])
         finally:
             agent.train()
-        returns = batch.rewards.sum(dim=2).double()  # (K, episodes)
+        returns = batch.rewards.sum(dim=2).double().cpu()  # (K, episodes), read once
         return [Evaluation(float(r.mean()), float(r.std()) if episodes > 1 else 0.0, episodes) for r in returns]
 
     def _record_validations(self, members: list[Member], step: int, vals: list[Evaluation], rows: list[dict]) -> None:
