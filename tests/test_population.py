@@ -480,6 +480,7 @@ def test_cli_slateq_population_is_stacked_and_lists_every_members_checkpoints(tm
                                  "--seeds", "2", "--seed", "5", "--steps", "12", "--save-every", "6", *small])
     assert result.exit_code == 0, result.output
     assert "stacked population of 4 runs" in result.output and "one after another" not in result.output
+    assert "12 steps each on cpu" in result.output  # the device it trains on (auto resolves to cpu here)
     listed = json.loads(runner.invoke(app, ["--home", home, "ckpt", "list", "--json"]).stdout)
     with open_registry(Settings.resolve(home=tmp_path / "home")) as registry:
         runs = {r.id: r for r in registry.list_runs()}

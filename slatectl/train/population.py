@@ -257,7 +257,8 @@ class PopulationTrainer:
                                           group_id=self.group)
             m.run_id = run.id
         self.reporter.message(f"population {self.group}: {len(members)} runs of {self.configs[0].agent_name} "
-                              f"(runs {members[0].run_id}–{members[-1].run_id}), {self.training.max_steps:,} steps each")
+                              f"(runs {members[0].run_id}–{members[-1].run_id}), {self.training.max_steps:,} steps each "
+                              f"on {self.device.type}")
         return self._train(members, self.stack(members), first_step=0)
 
     @classmethod
