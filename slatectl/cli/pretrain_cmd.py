@@ -111,10 +111,10 @@ def pretrain_gems(
 
     Example: slatectl pretrain gems --env diffuse_topdown --set max_epochs=10
     """
-    simulator = make_env(env)
+    resolved = resolve_device(device, say=_say)
+    simulator = make_env(env, device=resolved)  # missing logged data is simulated on the same device
     gems_overrides = [o for o in overrides if not o.startswith("logged.")]
     logged_overrides = [o for o in overrides if o.startswith("logged.")]
-    resolved = resolve_device(device, say=_say)
     config = build_config(GeMSConfig, _section("gems", [f"accelerator={resolved}", *gems_overrides]), "gems.")
     resolve_device(config.accelerator)  # `--set accelerator=cuda` without a GPU: exit 2 before any work
     _check_logged_overrides(logged_overrides)
@@ -140,12 +140,12 @@ def pretrain_mf(
 
     Example: slatectl pretrain mf --env focused_mix
     """
-    simulator = make_env(env)
+    resolved = resolve_device(device, say=_say)
+    simulator = make_env(env, device=resolved)  # missing logged data is simulated on the same device
     mf_overrides = [o for o in overrides if not o.startswith("logged.")]
     logged_overrides = [o for o in overrides if o.startswith("logged.")]
     config = build_config(MFConfig, _section("mf", mf_overrides), "mf.")
     _check_logged_overrides(logged_overrides)
-    resolved = resolve_device(device, say=_say)
     configure_torch_threads(get_settings().threads)
     with open_registry(get_settings()) as registry:
         logged_artifact = _logged(registry, simulator, None, None, logged_overrides)
