@@ -21,7 +21,7 @@ from slatectl.agents.base import ActMode, EpisodeBatch, default_backward
 from slatectl.agents.nets import first_click_index
 from slatectl.agents.reinforce import ReinforceSoftmax, discounted_returns
 from slatectl.agents.spec import register_population
-from slatectl.agents.stacked import StackedSlatePicker
+from slatectl.agents.stacked import StackedSlatePicker, member_metrics
 from slatectl.sim.member_envs import MemberEnvs
 
 
@@ -65,9 +65,8 @@ class StackedReinforce(StackedSlatePicker):
         backward(loss.sum())
         optimizer.step()
         episode_returns = batch.rewards.sum(dim=2).mean(dim=1)
-        clicked = has_click.sum(dim=(1, 2)).to(loss.dtype)  # counts < 2²⁴: exact in float32
-        values = torch.stack([loss.detach(), episode_returns, clicked], dim=1).tolist()  # one host transfer
-        return [dict(zip(("loss", "return", "clicked_steps"), row)) for row in values]
+        clicked = has_click.sum(dim=(1, 2)).to(loss.dtype)
+        return member_metrics({"loss": loss, "return": episode_returns, "clicked_steps": clicked})
 
 
 register_population("reinforce-softmax", StackedReinforce)

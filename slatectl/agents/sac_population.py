@@ -35,7 +35,7 @@ from slatectl.agents.base import ActMode, EpisodeBatch
 from slatectl.agents.rankers import GeMSRanker, TopKRanker
 from slatectl.agents.sac import LOG_STD_MAX, LOG_STD_MIN, SACAgent, default_backward
 from slatectl.agents.spec import register_population
-from slatectl.agents.stacked import StackedAgent, with_ones
+from slatectl.agents.stacked import StackedAgent, member_metrics, with_ones
 from slatectl.sim.member_envs import MemberEnvs
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -287,8 +287,7 @@ class StackedSAC(StackedAgent):
                     target = [self.tensors[n_.replace(f"{net}.", f"{net}_target.", 1)]
                               for n_ in self.tensors if n_.startswith(f"{net}.")]
                     torch._foreach_lerp_(target, online, p.tau)
-        values = torch.stack(columns, dim=1).tolist()  # (K, metrics): one device-to-host transfer
-        return [dict(zip(names, row)) for row in values]
+        return member_metrics(dict(zip(names, columns)))
 
 
 def _block_diagonal(wa: Tensor, wb: Tensor) -> Tensor:

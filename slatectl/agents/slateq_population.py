@@ -36,7 +36,7 @@ from slatectl.agents.base import ActMode, EpisodeBatch, default_backward
 from slatectl.agents.nets import first_click_index
 from slatectl.agents.slateq import SlateQ
 from slatectl.agents.spec import register_population
-from slatectl.agents.stacked import StackedSlatePicker
+from slatectl.agents.stacked import StackedSlatePicker, member_metrics
 from slatectl.sim.click_model import relevance
 from slatectl.sim.member_envs import MemberEnvs
 
@@ -157,12 +157,11 @@ class StackedSlateQ(StackedSlatePicker):
 
         q_sum = torch.where(kept, q.detach(), torch.zeros_like(q)).sum(dim=1)
         target_sum = torch.where(kept, target, torch.zeros_like(target)).sum(dim=1)
-        # One host transfer (counts < 2²⁴ are exact in float32). A member without a kept transition reports
-        # zeros, as the solo agent: its masked sums are 0 and its count is clamped to 1.
-        values = torch.stack([kept_count.to(loss.dtype), loss.detach(), q_sum / count, target_sum / count],
-                             dim=1).tolist()
-        return [{"kept_transitions": kept, "epsilon": epsilon, "q_loss": q_loss, "q_mean": q_mean,
-                 "target_mean": target_mean} for kept, q_loss, q_mean, target_mean in values]
+        # A member without a kept transition reports zeros, as the solo agent: its masked sums are 0 and its
+        # count is clamped to 1.
+        rows = member_metrics({"kept_transitions": kept_count.to(loss.dtype), "q_loss": loss,
+                               "q_mean": q_sum / count, "target_mean": target_sum / count})
+        return [{"kept_transitions": row["kept_transitions"], "epsilon": epsilon, **row} for row in rows]
 
     @contextmanager
     def _frozen_members(self, optimizer: torch.optim.Optimizer, frozen: Tensor) -> Iterator[None]:

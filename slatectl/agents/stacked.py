@@ -305,6 +305,14 @@ class StackedSlatePicker(StackedAgent):
         raise NotImplementedError
 
 
+def member_metrics(columns: dict[str, Tensor]) -> list[dict[str, float]]:
+    """Per-member metrics ({name: (K,) tensor}) as one dict of floats per member, copied to the host in
+    one transfer (a separate read per value would wait for a GPU each time). Stacking promotes mixed
+    dtypes, so every value stays exact (counts < 2²⁴ are exact even in float32)."""
+    rows = torch.stack([c.detach() for c in columns.values()], dim=1).tolist()
+    return [dict(zip(columns, row)) for row in rows]
+
+
 def with_ones(x: Tensor) -> Tensor:
     """x (…, d) → (…, d + 1) with a last column of ones (a folded-in bias multiplies it)."""
     return torch.cat([x, x.new_ones(*x.shape[:-1], 1)], dim=-1)
