@@ -1,16 +1,17 @@
 """Population training throughput of SAC+GeMS: training steps/s (one episode + one update per member and
 step, the reference's step) summed over the K members and per member, against a solo run, at each torch
-thread count asked for — all in one process, so the rows compare under the same machine load.
+thread count asked for — all in one process, in interleaved rounds (one step of the solo run, then one
+step of each population, and again), so the rows compare under the same machine load.
 
 Usage: python bench/population_throughput.py [--sizes 1,6,12,60] [--threads 1,2] [--steps 20]
                                              [--device cpu|cuda] [--same-env 6] [--quick]
 K members are the six environments × ⌈K/6⌉ seeds (K = 1: focused_topdown; K = 60: six envs × ten seeds);
 `--same-env K` adds rows of K seeds of one env. Per thread count: the solo run (`play_episodes` +
-`SACAgent.update`, the Trainer's code path), then each K through the population code path
-(`play_member_episodes`, one replay per member, `stack_batches`, `StackedSAC.update`). GeMS decoders are
+`SACAgent.update`, the Trainer's code path) and each K through the population code path
+(`play_member_episodes`, one replay per member, `stack_batches`, `StackedSAC.update`), a step of each in turn. GeMS decoders are
 randomly initialised per member (weights do not change the cost); each replay starts with one batch of
 random-phase episodes and holds at most 200 episodes (sampling does not depend on the capacity; the
-reference's 10,000 per member would need ≈ 12 GB at K = 60). Timing starts after one warm-up step; on
+reference's 10,000 per member would need ≈ 12 GB at K = 60). Timing starts after one warm-up step of each; on
 CUDA every timed interval ends with a device synchronisation. `--quick` (a dry run of the code path,
 e.g. on CPU before a GPU script): 2 timed steps.
 
@@ -69,26 +70,28 @@ def build_member(env, seed: int):
     return build_sac_gems(env)
 
 
-def time_solo(env_name: str, steps: int, device: str) -> Timing:
-    env = make_env(env_name)
-    agent, params = build_member(env, 0)
-    agent.to(device)
-    replay = EpisodeReplay(BENCH_CAPACITY, params.batch_size)
-    replay.add(play_episodes(env, agent, torch.arange(params.batch_size), seed=1, mode="random", device=device))
-    acting = updating = 0.0
-    for step in range(steps + 1):
-        if step == 1:
-            acting = updating = 0.0  # the first step is a warm-up
+class SoloRun:
+    """One solo SAC+GeMS run through the Trainer's code path: `step` plays one episode and makes one update."""
+
+    def __init__(self, env_name: str, device: str):
+        self.env = make_env(env_name)
+        self.agent, params = build_member(self.env, 0)
+        self.agent.to(device)
+        self.device = device
+        self.replay = EpisodeReplay(BENCH_CAPACITY, params.batch_size)
+        self.replay.add(play_episodes(self.env, self.agent, torch.arange(params.batch_size), seed=1, mode="random",
+                                      device=device))
+
+    def step(self, step: int) -> tuple[float, float]:
+        """(acting, updating) seconds of training step `step`."""
         t0 = time.perf_counter()
-        replay.add(play_episodes(env, agent, torch.arange(step, step + 1), seed=1, mode="explore", device=device))
-        synchronize(device)
+        self.replay.add(play_episodes(self.env, self.agent, torch.arange(step, step + 1), seed=1, mode="explore",
+                                      device=self.device))
+        synchronize(self.device)
         t1 = time.perf_counter()
-        agent.update(replay.sample().to(device), lambda loss: loss.backward())
-        synchronize(device)
-        t2 = time.perf_counter()
-        acting += t1 - t0
-        updating += t2 - t1
-    return Timing(steps, acting, updating)
+        self.agent.update(self.replay.sample().to(self.device), lambda loss: loss.backward())
+        synchronize(self.device)
+        return t1 - t0, time.perf_counter() - t1
 
 
 def start_population(names: list[str], device: str = "cpu"):
@@ -108,25 +111,38 @@ def start_population(names: list[str], device: str = "cpu"):
     return agent, envs, seeds, generators, replays
 
 
-def time_population(names: list[str], steps: int, device: str) -> Timing:
-    agent, envs, seeds, generators, replays = start_population(names, device)
-    acting = updating = 0.0
-    for step in range(steps + 1):
-        if step == 1:
-            acting = updating = 0.0  # the first step is a warm-up
+class PopulationRun:
+    """A population through the population code path: `step` plays one episode and makes one update per member."""
+
+    def __init__(self, names: list[str], device: str):
+        self.agent, self.envs, self.seeds, self.generators, self.replays = start_population(names, device)
+        self.device = device
+
+    def step(self, step: int) -> tuple[float, float]:
         t0 = time.perf_counter()
-        episodes = play_member_episodes(envs, agent, torch.arange(step, step + 1), seeds, "explore", generators)
-        for k, replay in enumerate(replays):
+        episodes = play_member_episodes(self.envs, self.agent, torch.arange(step, step + 1), self.seeds, "explore",
+                                        self.generators)
+        for k, replay in enumerate(self.replays):
             replay.add(member_episodes(episodes, k))
-        synchronize(device)
+        synchronize(self.device)
         t1 = time.perf_counter()
-        batch = stack_batches([r.sample(g) for r, g in zip(replays, generators)])
-        agent.update(batch.to(device), generators)
-        synchronize(device)
-        t2 = time.perf_counter()
-        acting += t1 - t0
-        updating += t2 - t1
-    return Timing(steps, acting, updating)
+        batch = stack_batches([r.sample(g) for r, g in zip(self.replays, self.generators)])
+        self.agent.update(batch.to(self.device), self.generators)
+        synchronize(self.device)
+        return t1 - t0, time.perf_counter() - t1
+
+
+def time_interleaved(runs: list, steps: int) -> list[Timing]:
+    """One warm-up step of every run, then `steps` rounds of one step of each run in turn: a change of
+    machine load during the measurement falls on every run alike, so their ratios hold."""
+    totals = [[0.0, 0.0] for _ in runs]
+    for step in range(steps + 1):
+        for run, total in zip(runs, totals):
+            acting, updating = run.step(step)
+            if step:  # step 0 is the warm-up
+                total[0] += acting
+                total[1] += updating
+    return [Timing(steps, acting, updating) for acting, updating in totals]
 
 
 def population_rows(sizes: list[int], same_env: list[int]) -> list[tuple[str, list[str]]]:
@@ -168,14 +184,15 @@ def main() -> None:
     update_per_member: dict[tuple[int, int], float] = {}
     for n_threads in threads:
         torch.set_num_threads(n_threads)
-        solo = time_solo(env_names()[0], steps, args.device)
+        rows = population_rows(sizes, same_env)
+        solo, *populations = time_interleaved(
+            [SoloRun(env_names()[0], args.device)] + [PopulationRun(names, args.device) for _, names in rows], steps)
         solo_rate[n_threads] = solo.steps_per_s
         solo_step_s[n_threads] = 1 / solo.steps_per_s
         print(f"| solo run (Trainer's code path) | 1 | {n_threads} | {solo.steps_per_s:.2f} | {solo.steps_per_s:.2f} "
               f"| 1.00 | {solo.share()} | {solo.updating / steps * 1e3:.0f} |", flush=True)
-        for label, names in population_rows(sizes, same_env):
+        for (label, names), timing in zip(rows, populations):
             K = len(names)
-            timing = time_population(names, steps, args.device)
             aggregate = timing.steps_per_s * K
             per_member_update = timing.updating / steps / K
             update_per_member[(K, n_threads)] = per_member_update

@@ -150,17 +150,18 @@ def test_member_equals_solo_run_weights_episode_batch_and_first_update(settings,
     torch.testing.assert_close(member_episodes(explored, k).actions, solo_explored.actions, atol=1e-4, rtol=1e-3)
 
 
-def _assert_close_but_relu_kinks(actual, expected, name):
+def _assert_close_but_relu_kinks(actual, expected, name, updates=2):
     """Equal within 1e-4 up to float rounding, except a few elements (≤ 0.1 %): a ReLU input within
     rounding of 0 for some transition switches that transition's gradient through the unit on or off in
-    one kernel and not in the other, and Adam's normalised step turns that into a weight difference of
-    the order of the learning rate. Bound: in its first steps Adam moves a weight by at most about lr per
-    step (|m̂/√v̂| ≲ 1), so two updates at the largest lr (pi_lr = 3e-3) on either side differ by at most
-    about 2 · 2 · 3e-3 ≈ 1e-2."""
+    one kernel and not in the other, and a gradient that is nearly zero (an item embedding row hardly seen)
+    is mostly rounding; Adam's normalised step turns either into a weight difference of the order of the
+    learning rate. Bound: in its first steps Adam moves a weight by at most about lr per step
+    (|m̂/√v̂| ≲ 1), so `updates` updates at the largest lr (3e-3: pi_lr of SAC and REINFORCE) on either side
+    differ by at most about 2 · updates · 3e-3 (≈ 1e-2 for two updates)."""
     diff = (actual.double() - expected.double()).abs()
     beyond = diff > 1e-4 + 1e-3 * expected.double().abs()
     assert int(beyond.sum()) <= max(1, expected.numel() // 1000), (name, int(beyond.sum()), float(diff.max()))
-    assert diff.numel() == 0 or float(diff.max()) < 1e-2, (name, float(diff.max()))
+    assert diff.numel() == 0 or float(diff.max()) < 2 * updates * 3e-3, (name, float(diff.max()))
 
 
 # SlateQ with a fast ε schedule (ε ≈ 0.01 at step 10) so that exploring episodes mostly act on the Q-net.
@@ -324,7 +325,8 @@ def test_stacked_population_checkpoints_at_the_requested_steps_match_solo_runs(s
     for member_state, solo_state in zip(member_states, solo_states):  # ordinary solo checkpoints, same weights
         assert set(member_state) == set(solo_state)
         for name, value in solo_state.items():
-            torch.testing.assert_close(member_state[name], value, atol=1e-4, rtol=1e-3, msg=name)
+            # up to 12 updates (REINFORCE updates at every step): rounding, as the two-update check below
+            _assert_close_but_relu_kinks(member_state[name], value, name, updates=12)
     if agent != "reinforce-softmax":  # no update in the random phase: the very same validation return at step 6
         assert member_vals[6] == solo_vals[6]
 

@@ -11,7 +11,7 @@ import dataclasses
 import pytest
 import torch
 
-from slatectl.agents import sac_population
+from slatectl.agents import critic_pair, sac_population
 from slatectl.agents.base import EpisodeBatch
 from slatectl.agents.sac import SACParams, build_sac_topk
 from slatectl.agents.sac_population import StackedSAC
@@ -161,3 +161,23 @@ def test_member_optimizer_states_keep_the_solo_kernel_settings_and_load_into_a_s
     after = stacked.member_state_dict(k)
     for name, value in solo.state_dict().items():
         torch.testing.assert_close(after[name], value, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_critic_pair_layers_backward_matches_finite_differences():
+    """The pair's input and output layers (slatectl/agents/critic_pair.py): values by hand, hand-written
+    backward against finite differences, with every input needing its gradient and with each alone."""
+    g = torch.Generator().manual_seed(3)
+    f64 = {"generator": g, "dtype": torch.float64}
+    states, actions = torch.randn(2, 7, 3, **f64), torch.randn(2, 7, 4, **f64)
+    first = torch.randn(2, 10, 3 + 4 + 1, **f64)
+    hidden, weight, bias = torch.randn(2, 7, 2 * 5, **f64), torch.randn(2, 2, 5, **f64), torch.randn(2, 2, **f64)
+    x = torch.cat([states, actions, torch.ones(2, 7, 1, dtype=torch.float64)], dim=-1)
+    torch.testing.assert_close(critic_pair.input_layer(states, actions, first), x @ first.transpose(1, 2))
+    q = critic_pair.output_layer(hidden, weight, bias)
+    for j, half in enumerate((slice(0, 5), slice(5, 10))):  # critic j reads only its own half
+        torch.testing.assert_close(q[..., j], (hidden[..., half] * weight[:, j].unsqueeze(1)).sum(-1) + bias[:, j:j + 1])
+    for layer, inputs in ((critic_pair.input_layer, (states, actions, first)),
+                          (critic_pair.output_layer, (hidden, weight, bias))):
+        for needs in ((True, True, True), (True, False, False), (False, True, False), (False, False, True)):
+            args = tuple(t.clone().requires_grad_(n) for t, n in zip(inputs, needs))
+            assert torch.autograd.gradcheck(layer, args, eps=1e-6, atol=1e-7), (layer.__name__, needs)

@@ -35,7 +35,8 @@ from slatectl.agents.base import ActMode, EpisodeBatch
 from slatectl.agents.rankers import GeMSRanker, TopKRanker
 from slatectl.agents.sac import LOG_STD_MAX, LOG_STD_MIN, SACAgent, default_backward
 from slatectl.agents.spec import register_population
-from slatectl.agents.stacked import StackedAgent, member_metrics, with_ones
+from slatectl.agents.critic_pair import block_diagonal, input_layer, output_layer
+from slatectl.agents.stacked import StackedAgent, member_metrics
 from slatectl.sim.member_envs import MemberEnvs
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -92,16 +93,17 @@ class StackedSAC(StackedAgent):
         (output 2·hidden, bias folded in), later layers block-diagonally (the zero blocks add exact zeros),
         so member k's column j equals `nets[j]` applied alone, up to summation order."""
         a, b = nets
-        x = with_ones(torch.cat([states, actions], dim=-1))
         for i in self._linear_indices(a):
             wa, wb = self.tensors[f"{a}.{i}.weight"][members], self.tensors[f"{b}.{i}.weight"][members]  # (k, out, in)
             ba, bb = self.tensors[f"{a}.{i}.bias"][members], self.tensors[f"{b}.{i}.bias"][members]
             if i == 0:
                 w = torch.cat([torch.cat([wa, ba.unsqueeze(-1)], dim=-1),
                                torch.cat([wb, bb.unsqueeze(-1)], dim=-1)], dim=1)  # (K, 2·out, in + 1)
-                x = torch.bmm(x, w.transpose(1, 2))
+                x = input_layer(states, actions, w)
+            elif wa.shape[1] == 1:  # the output layers, one value per net
+                x = output_layer(x, torch.cat([wa, wb], dim=1), torch.cat([ba, bb], dim=-1))
             else:
-                x = torch.baddbmm(torch.cat([ba, bb], dim=-1).unsqueeze(1), x, _block_diagonal(wa, wb))
+                x = torch.baddbmm(torch.cat([ba, bb], dim=-1).unsqueeze(1), x, block_diagonal(wa, wb))
             if self._relu_after(a, i):
                 x = x.relu_()
         return x
@@ -141,16 +143,20 @@ class StackedSAC(StackedAgent):
     def _box(self) -> tuple[Tensor, Tensor]:
         return self.tensors["action_center"].unsqueeze(1), self.tensors["action_scale"].unsqueeze(1)
 
-    def sample_action(self, states: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
-        """SACAgent.sample_action with the member's noise given: (K, M, S), (K, M, A) → action, log π."""
-        return self._squash(*self._policy_head(states), noise)
+    def sample_action(self, states: Tensor, noise: Tensor, with_log_prob: bool = True) -> tuple[Tensor, Tensor | None]:
+        """SACAgent.sample_action with the member's noise given: (K, M, S), (K, M, A) → action, log π
+        (None without `with_log_prob`: acting does not use it)."""
+        return self._squash(*self._policy_head(states), noise, with_log_prob)
 
-    def _squash(self, mean: Tensor, log_std: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
+    def _squash(self, mean: Tensor, log_std: Tensor, noise: Tensor,
+                with_log_prob: bool = True) -> tuple[Tensor, Tensor | None]:
         u = mean + log_std.exp() * noise
         squashed = torch.tanh(u)
+        center, scale = self._box()
+        if not with_log_prob:
+            return center + scale * squashed, None
         log_prob = (-0.5 * noise.pow(2) - log_std - _HALF_LOG_2PI).sum(-1)
         log_prob = log_prob - torch.log(1 - squashed.pow(2) + 1e-6).sum(-1)
-        center, scale = self._box()
         return center + scale * squashed, log_prob
 
     def _critic_value(self, states: Tensor, actions: Tensor, target: bool = False) -> Tensor:
@@ -198,7 +204,7 @@ class StackedSAC(StackedAgent):
         if mode == "random":
             action = center + scale * (self._noise(generators, B, uniform=True) - 0.5)
         elif mode == "explore":
-            action, _ = self.sample_action(state, self._noise(generators, B))
+            action, _ = self.sample_action(state, self._noise(generators, B), with_log_prob=False)
         elif mode == "greedy":
             mean, _ = self._policy_head(state)
             action = center + scale * torch.tanh(mean)
@@ -288,14 +294,6 @@ class StackedSAC(StackedAgent):
                               for n_ in self.tensors if n_.startswith(f"{net}.")]
                     torch._foreach_lerp_(target, online, p.tau)
         return member_metrics(dict(zip(names, columns)))
-
-
-def _block_diagonal(wa: Tensor, wb: Tensor) -> Tensor:
-    """Two stacked Linear weights (K, out, in) → (K, 2·in, 2·out): [[waᵀ, 0], [0, wbᵀ]] for x @ W."""
-    K, out, inp = wa.shape
-    zeros = wa.new_zeros(K, inp, out)
-    return torch.cat([torch.cat([wa.transpose(1, 2), zeros], dim=2),
-                      torch.cat([zeros, wb.transpose(1, 2)], dim=2)], dim=1)
 
 
 for _name in ("sac-gems", "sac-topk-ideal", "sac-topk-mf"):

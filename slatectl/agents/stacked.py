@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from slatectl.agents.base import ActMode, Agent, EpisodeBatch, default_backward
+from slatectl.agents.batched_gru import gru_unroll
 from slatectl.sim.member_envs import MemberEnvs
 
 
@@ -233,17 +234,12 @@ class StackedAgent:
     def encode_episodes(self, belief: str, slates: Tensor, clicks: Tensor) -> Tensor:
         """(K, E, T, S) slates and clicks → (K, E, T, state) beliefs from a zero state (GRUBelief's).
 
-        A Python loop of GRU cells, one batched cell for all members per step. (PyTorch's own GRU over a
-        group of members with a block-diagonal recurrent weight was tried and measured slower on CPU.)"""
+        The input gates of all steps in one matmul, then the recurrence for all members per step with a
+        hand-written backward (`gru_unroll`: the unroll is T tiny steps, whose autograd graph cost twice
+        their forward). PyTorch's own GRU over a group of members with a block-diagonal recurrent weight
+        was tried and measured slower on CPU."""
         gates = self._gru_input(belief, self._features(belief, slates, clicks))
-        K, E, T = gates.shape[:3]
-        h = gates.new_zeros(K, E, self.params.belief_state_dim)
-        outputs = []
-        # unbind, not gates[:, :, t]: the backward of T separate selects writes T full-size zero tensors
-        for gates_t in gates.unbind(dim=2):
-            h = self._gru_cell(belief, gates_t, h)
-            outputs.append(h)
-        return torch.stack(outputs, dim=2)
+        return gru_unroll(gates, self.tensors[f"{belief}.gru.weight_hh_l0"], self.tensors[f"{belief}.gru.bias_hh_l0"])
 
     def _belief_step(self, belief: str, h: Tensor | None, slates: Tensor, clicks: Tensor) -> Tensor:
         """One online step of a belief: (K, B, S) observations onto state h (zeros when None)."""

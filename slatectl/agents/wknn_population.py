@@ -117,7 +117,7 @@ class StackedWkNN(StackedSAC):
             slates = self._random_slates(generators, B)
             return slates, self._as_proto(self._lookup(slates))
         if mode == "explore":
-            proto, _ = self.sample_action(state, self._noise(generators, B))
+            proto, _ = self.sample_action(state, self._noise(generators, B), with_log_prob=False)
         elif mode == "greedy":
             mean, _ = self._policy_head(state)
             center, scale = self._box()
