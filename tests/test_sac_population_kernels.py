@@ -11,10 +11,13 @@ import dataclasses
 import pytest
 import torch
 
-from slatectl.agents import critic_pair, sac_population
+from slatectl.agents import AGENTS, AgentInputs, critic_pair, sac_population
 from slatectl.agents.base import EpisodeBatch
 from slatectl.agents.sac import SACParams, build_sac_topk
 from slatectl.agents.sac_population import StackedSAC
+from slatectl.config_tools import build_config
+from slatectl.pretrain.gems_train import GeMSConfig, build_gems
+from slatectl.train.config import default_config_dict
 from slatectl.sim.factory import make_env
 
 K, E, H, SLATE, ITEMS = 3, 4, 6, 10, 1000
@@ -181,3 +184,31 @@ def test_critic_pair_layers_backward_matches_finite_differences():
         for needs in ((True, True, True), (True, False, False), (False, True, False), (False, False, True)):
             args = tuple(t.clone().requires_grad_(n) for t, n in zip(inputs, needs))
             assert torch.autograd.gradcheck(layer, args, eps=1e-6, atol=1e-7), (layer.__name__, needs)
+
+
+def _gems_members(count: int = K) -> list:
+    env = make_env("focused_topdown")
+    params = build_config(AGENTS["sac-gems"].params_cls, default_config_dict("sac-gems")["agent"])
+    members = []
+    for k in range(count):
+        torch.manual_seed(200 + k)
+        gems = build_gems(GeMSConfig()).eval()
+        bounds = (torch.zeros(GeMSConfig().latent_dim), torch.full((GeMSConfig().latent_dim,), 2.0))
+        members.append(AGENTS["sac-gems"].build(params, env, AgentInputs(gems=gems, gems_bounds=bounds)))
+    return members
+
+
+def test_gems_ranking_is_each_members_own_and_follows_a_loaded_member_state():
+    """Stacked GeMS ranking (cached (K, in, out) copies of the frozen decoder) equals each member's own
+    ranker, also after member 1's weights are replaced by another agent's (the copy is made again)."""
+    members = _gems_members()
+    stacked = StackedSAC(members)
+    actions = torch.rand(K, 5, members[0].action_dim, generator=torch.Generator().manual_seed(0)) * 2
+    for k in range(K):
+        assert torch.equal(stacked.rank(actions)[k], members[k].ranker.rank(actions[k]))
+    other = _gems_members(K + 1)[K]
+    stacked.load_member_state_dict(1, other.state_dict())
+    slates = stacked.rank(actions)
+    assert torch.equal(slates[1], other.ranker.rank(actions[1]))
+    assert not torch.equal(slates[1], members[1].ranker.rank(actions[1]))
+    assert torch.equal(slates[0], members[0].ranker.rank(actions[0]))
