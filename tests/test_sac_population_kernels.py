@@ -212,3 +212,34 @@ def test_gems_ranking_is_each_members_own_and_follows_a_loaded_member_state():
     assert torch.equal(slates[1], other.ranker.rank(actions[1]))
     assert not torch.equal(slates[1], members[1].ranker.rank(actions[1]))
     assert torch.equal(slates[0], members[0].ranker.rank(actions[0]))
+
+
+def test_acting_reads_the_current_weights_after_updates_loads_and_moved_storage():
+    """Acting (no autograd) keeps its weight views between calls (`_linear_operands`); they must follow
+    in-place updates and loads, and be made again when the storage is replaced (as `to` does)."""
+    members = _members(SACParams())
+    stacked = StackedSAC(members)
+    states = torch.randn(K, 4, members[0].params.belief_state_dim, generator=torch.Generator().manual_seed(5))
+
+    def acting_mean() -> torch.Tensor:
+        with torch.no_grad():
+            return stacked._policy_head(states)[0]
+
+    def expected(k: int, agent) -> torch.Tensor:
+        return agent._policy_head(states[k])[0]
+
+    acting_mean()  # the views are made here
+    stacked.update(_batch(), [torch.Generator().manual_seed(k) for k in range(K)])  # in-place Adam steps
+    for k in range(K):
+        member = _members(SACParams())[k]
+        member.load_state_dict(stacked.member_state_dict(k))
+        torch.testing.assert_close(acting_mean()[k], expected(k, member))
+    other = _members(SACParams(), K + 1)[K]
+    stacked.load_member_state_dict(2, other.state_dict())
+    torch.testing.assert_close(acting_mean()[2], expected(2, other))
+    with torch.no_grad():  # new storage, as `to(device)` gives
+        for tensor in stacked.tensors.values():
+            tensor.data = tensor.data.clone() * 2
+    doubled = _members(SACParams())[0]
+    doubled.load_state_dict(stacked.member_state_dict(0))
+    torch.testing.assert_close(acting_mean()[0], expected(0, doubled))

@@ -168,9 +168,15 @@ class StackedSAC(StackedAgent):
     def _noise(self, generators: list[torch.Generator], rows: int, uniform: bool = False) -> Tensor:
         """(K, rows, A) draws, member k's from generator k (CPU generators: the solo run's CPU stream;
         on CUDA the draws are moved, so a CUDA member does not reproduce a solo CUDA run's noise)."""
-        draw = torch.rand if uniform else torch.randn
-        return self._per_member(generators, lambda g: draw((rows, self.action_dim), generator=g, device=g.device),
-                                self.device)
+        # Filled in place member by member (uniform_ / normal_ are what torch.rand / torch.randn run): the
+        # same draws as K separate tensors stacked, in fewer ops (acting draws at every step).
+        out = torch.empty(len(generators), rows, self.action_dim, device=generators[0].device)
+        for g, member_rows in zip(generators, out.unbind(0)):
+            if uniform:
+                member_rows.uniform_(generator=g)
+            else:
+                member_rows.normal_(generator=g)
+        return out.to(self.device)
 
     @torch.no_grad()
     def rank(self, actions: Tensor) -> Tensor:

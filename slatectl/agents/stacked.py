@@ -90,6 +90,8 @@ class StackedAgent:
             if kinds[::2] != [nn.Linear] * len(kinds[::2]) or kinds[1::2] != [nn.ReLU] * len(kinds[1::2]):
                 raise TypeError(f"{prefix}: only Linear layers, each followed by a ReLU or not, can be stacked")
         self._hidden: Tensor | None = None
+        self._acting_views: dict[str, tuple[int, Tensor, Tensor]] = {}  # `_linear_operands`
+        self._row_offsets: dict[tuple, Tensor] = {}  # `_member_rows`
 
     def _check_members(self, members: list[Agent]) -> None:
         """Which members this class stacks: one class, equal hyper-parameters (a subclass may check more)."""
@@ -191,21 +193,41 @@ class StackedAgent:
         instead of copying the bias there first and accumulating onto it. `members`: the members whose
         rows x holds (a slice of the stack)."""
         for i in self._linear_indices(prefix):
-            w, b = self.tensors[f"{prefix}.{i}.weight"][members], self.tensors[f"{prefix}.{i}.bias"][members]
-            if fold_bias and i == 0:
-                x = torch.bmm(with_ones(x), torch.cat([w, b.unsqueeze(-1)], dim=-1).transpose(1, 2))
+            if members == slice(None) and not (fold_bias and i == 0):
+                x = torch.baddbmm(*self._linear_operands(f"{prefix}.{i}.weight", f"{prefix}.{i}.bias", x))
             else:
-                x = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+                w, b = self.tensors[f"{prefix}.{i}.weight"][members], self.tensors[f"{prefix}.{i}.bias"][members]
+                if fold_bias and i == 0:
+                    x = torch.bmm(with_ones(x), torch.cat([w, b.unsqueeze(-1)], dim=-1).transpose(1, 2))
+                else:
+                    x = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
             if self._relu_after(prefix, i):
                 x = x.relu_()
         return x
+
+    def _linear_operands(self, weight: str, bias: str, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The `baddbmm` arguments of a stacked Linear on x (K, M, in): ((K, 1, out) bias, x, (K, in, out)
+        weightᵀ). Without autograd (acting) the two views are kept between calls and made again when `to`
+        moves the storage: at one user per member an acting step is ~170 tiny ops, a sixth of them making
+        these views. (Views kept from a no-grad call must not enter a graph, hence only then.)"""
+        w, b = self.tensors[weight], self.tensors[bias]
+        if torch.is_grad_enabled():
+            return b.unsqueeze(1), x, w.transpose(1, 2)
+        cached = self._acting_views.get(weight)
+        if cached is None or cached[0] != w.data_ptr():
+            cached = self._acting_views[weight] = (w.data_ptr(), b.detach().unsqueeze(1), w.detach().transpose(1, 2))
+        return cached[1], x, cached[2]
 
     def _member_rows(self, table_name: str, ids: Tensor) -> Tensor:
         """(K, …) row ids → (K, …, D) rows of each member's own table (the K tables laid end to end).
         index_select rather than F.embedding: same values; its backward (index_add) is faster on CPU."""
         table = self.tensors[table_name]  # (K, N, D)
         K, N, D = table.shape
-        ids = ids + (torch.arange(K, device=ids.device) * N).view(K, *([1] * (ids.dim() - 1)))
+        key = (N, ids.dim(), ids.device)
+        offsets = self._row_offsets.get(key)
+        if offsets is None:  # member k's rows start at k·N
+            offsets = self._row_offsets[key] = (torch.arange(K, device=ids.device) * N).view(K, *([1] * (ids.dim() - 1)))
+        ids = ids + offsets
         return table.reshape(K * N, D).index_select(0, ids.reshape(-1)).view(*ids.shape, D)
 
     def _features(self, belief: str, slates: Tensor, clicks: Tensor) -> Tensor:
@@ -215,15 +237,14 @@ class StackedAgent:
 
     def _gru_input(self, belief: str, features: Tensor) -> Tensor:
         """The input half of the GRU gates for all steps at once: one matmul over (K, …, features)."""
-        w, b = self.tensors[f"{belief}.gru.weight_ih_l0"], self.tensors[f"{belief}.gru.bias_ih_l0"]
         shape = features.shape
         x = features.reshape(shape[0], -1, shape[-1])
-        return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2)).view(*shape[:-1], w.shape[1])
+        gates = torch.baddbmm(*self._linear_operands(f"{belief}.gru.weight_ih_l0", f"{belief}.gru.bias_ih_l0", x))
+        return gates.view(*shape[:-1], gates.shape[-1])
 
     def _gru_cell(self, belief: str, gates_in: Tensor, h: Tensor) -> Tensor:
         """nn.GRU's cell (gates r, z, n in PyTorch's order) for (K, B, 3S) input gates and (K, B, S) state."""
-        w, b = self.tensors[f"{belief}.gru.weight_hh_l0"], self.tensors[f"{belief}.gru.bias_hh_l0"]
-        gates_h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+        gates_h = torch.baddbmm(*self._linear_operands(f"{belief}.gru.weight_hh_l0", f"{belief}.gru.bias_hh_l0", h))
         S = h.shape[-1]
         # r and z in one sigmoid, n = tanh(i_n + r·h_n) as one addcmul, n + z(h − n) as one lerp: the
         # unroll is T small steps, so each step's op count is most of its cost (and its backward's).
