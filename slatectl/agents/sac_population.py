@@ -91,7 +91,8 @@ class StackedSAC(StackedAgent):
         """(Q_a, Q_b)(s, a) of two critic MLPs of identical shape in one pass: (K, M, 2).
 
         One matmul serves both nets per layer: the first layers (same input [s, a]) are laid side by side
-        (output 2·hidden, bias folded in), later layers block-diagonally (the zero blocks add exact zeros),
+        (output 2·hidden, bias folded in), later hidden layers block-diagonally (the zero blocks add exact
+        zeros), and the output units each read their own net's half (layers: slatectl/agents/critic_pair.py),
         so member k's column j equals `nets[j]` applied alone, up to summation order."""
         a, b = nets
         for i in self._linear_indices(a):
@@ -188,11 +189,11 @@ class StackedSAC(StackedAgent):
         return self._rank_gems(actions)
 
     def _frozen_transposed(self, name: str) -> Tensor:
-        """A frozen stacked matrix (K, a, b) (GeMS: ranking only) as a contiguous (K, b, a) copy, made again whenever the
-        weight changes (new storage after `to`, or a bumped version after `load_member_state_dict`). Why:
-        acting multiplies a few rows per member by the GeMS decoder's weights and item table every step, a
-        read of every weight; this layout streams them faster than the transposed view (decoder layers at
-        K = 6: 84 against 175 µs per call in the training loop, measured)."""
+        """A frozen stacked matrix (K, a, b) (GeMS: ranking only) as a contiguous (K, b, a) copy, made
+        again whenever the matrix changes (new storage after `to`, or a bumped version after
+        `load_member_state_dict`). Why: acting multiplies a few rows per member by the GeMS decoder's
+        weights and item table every step, a read of every weight; this layout streams them faster than
+        the transposed view (decoder layers at K = 6: 84 against 175 µs per call in the training loop)."""
         weight = self.tensors[name]
         key = (weight.data_ptr(), weight._version)
         cached = self._transposed.get(name)

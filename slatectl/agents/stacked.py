@@ -226,7 +226,8 @@ class StackedAgent:
         key = (N, ids.dim(), ids.device)
         offsets = self._row_offsets.get(key)
         if offsets is None:  # member k's rows start at k·N
-            offsets = self._row_offsets[key] = (torch.arange(K, device=ids.device) * N).view(K, *([1] * (ids.dim() - 1)))
+            offsets = (torch.arange(K, device=ids.device) * N).view(K, *([1] * (ids.dim() - 1)))
+            self._row_offsets[key] = offsets
         ids = ids + offsets
         return table.reshape(K * N, D).index_select(0, ids.reshape(-1)).view(*ids.shape, D)
 
