@@ -62,7 +62,6 @@ class StackedSAC(StackedAgent):
         self.slate_size = int(reference.slate_size)
         # Host copy of the members' (shared) update count: deciding a Polyak step needs no device sync.
         self._update_count = int(self.tensors["update_count"][0])
-        self._transposed: dict[str, tuple[tuple[int, int], Tensor]] = {}
 
     def _net_prefixes(self, reference: SACAgent) -> tuple[str, ...]:
         nets = ("actor", "q1", "q2", "q1_target", "q2_target")
@@ -169,15 +168,9 @@ class StackedSAC(StackedAgent):
     def _noise(self, generators: list[torch.Generator], rows: int, uniform: bool = False) -> Tensor:
         """(K, rows, A) draws, member k's from generator k (CPU generators: the solo run's CPU stream;
         on CUDA the draws are moved, so a CUDA member does not reproduce a solo CUDA run's noise)."""
-        # Filled in place member by member (uniform_ / normal_ are what torch.rand / torch.randn run): the
-        # same draws as K separate tensors stacked, in fewer ops (acting draws at every step).
-        out = torch.empty(len(generators), rows, self.action_dim, device=generators[0].device)
-        for g, member_rows in zip(generators, out.unbind(0)):
-            if uniform:
-                member_rows.uniform_(generator=g)
-            else:
-                member_rows.normal_(generator=g)
-        return out.to(self.device)
+        if uniform:
+            return self._per_member(generators, (rows, self.action_dim), lambda t, g: t.uniform_(generator=g), self.device)
+        return self._per_member(generators, (rows, self.action_dim), lambda t, g: t.normal_(generator=g), self.device)
 
     @torch.no_grad()
     def rank(self, actions: Tensor) -> Tensor:
@@ -188,30 +181,12 @@ class StackedSAC(StackedAgent):
             return scores.topk(self.slate_size, dim=-1, sorted=True).indices
         return self._rank_gems(actions)
 
-    def _frozen_transposed(self, name: str) -> Tensor:
-        """A frozen stacked matrix (K, a, b) (GeMS: ranking only) as a contiguous (K, b, a) copy, made
-        again whenever the matrix changes (new storage after `to`, or a bumped version after
-        `load_member_state_dict`). Why: acting multiplies a few rows per member by the GeMS decoder's
-        weights and item table every step, a read of every weight; this layout streams them faster than
-        the transposed view (decoder layers at K = 6: 84 against 175 µs per call in the training loop)."""
-        weight = self.tensors[name]
-        key = (weight.data_ptr(), weight._version)
-        cached = self._transposed.get(name)
-        if cached is None or cached[0] != key:
-            cached = self._transposed[name] = (key, weight.detach().transpose(1, 2).contiguous())
-        return cached[1]
-
     def _rank_gems(self, actions: Tensor) -> Tensor:
         """GeMSRanker.rank: per slot the argmax item of member k's decoder (first maximal item)."""
         K, B, _ = actions.shape
-        h = actions
-        for i in self._linear_indices("ranker.gems.decoder"):
-            h = torch.baddbmm(self.tensors[f"ranker.gems.decoder.{i}.bias"].unsqueeze(1), h,
-                              self._frozen_transposed(f"ranker.gems.decoder.{i}.weight"))
-            if self._relu_after("ranker.gems.decoder", i):
-                h = h.relu_()
-        queries = torch.baddbmm(self.tensors["ranker.gems.slate_head.bias"].unsqueeze(1), h,
-                                self._frozen_transposed("ranker.gems.slate_head.weight"))
+        h = self._sequential("ranker.gems.decoder", actions, frozen=True)
+        queries = torch.baddbmm(*self._linear_operands("ranker.gems.slate_head.weight", "ranker.gems.slate_head.bias",
+                                                       h, frozen=True))
         queries = queries.reshape(K, B * self.slate_size, self.item_dim)
         table_t = self._frozen_transposed("ranker.gems.item_embeddings.weight")  # (K, D, N)
         ranks = torch.empty(K, queries.shape[1], dtype=torch.int64, device=queries.device)

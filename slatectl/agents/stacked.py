@@ -92,6 +92,7 @@ class StackedAgent:
         self._hidden: Tensor | None = None
         self._acting_views: dict[str, tuple[int, Tensor, Tensor]] = {}  # `_linear_operands`
         self._row_offsets: dict[tuple, Tensor] = {}  # `_member_rows`
+        self._frozen_copies: dict[str, tuple[tuple[int, int], Tensor]] = {}  # `_frozen_transposed`
 
     def _check_members(self, members: list[Agent]) -> None:
         """Which members this class stacks: one class, equal hyper-parameters (a subclass may check more)."""
@@ -184,17 +185,18 @@ class StackedAgent:
     def _linear_indices(self, prefix: str) -> list[int]:
         return list(range(0, len(self._layers[prefix]), 2))  # Linear, ReLU, Linear, … (checked at init)
 
-    def _sequential(self, prefix: str, x: Tensor, fold_bias: bool = False, members: slice = slice(None)) -> Tensor:
+    def _sequential(self, prefix: str, x: Tensor, fold_bias: bool = False, members: slice = slice(None),
+                    frozen: bool = False) -> Tensor:
         """A member nn.Sequential of Linear/ReLU layers, applied per member: x (K, M, in) → (K, M, out).
 
         ReLU runs in place on the matmul's output (a matmul saves its inputs, not its output, for backward:
         one (K, M, hidden) buffer less per layer). `fold_bias` (for many rows M): the first layer's bias
         becomes a last weight column against a column of ones, so the first matmul writes its output once
         instead of copying the bias there first and accumulating onto it. `members`: the members whose
-        rows x holds (a slice of the stack)."""
+        rows x holds (a slice of the stack). `frozen`: weights that never train (`_linear_operands`)."""
         for i in self._linear_indices(prefix):
             if members == slice(None) and not (fold_bias and i == 0):
-                x = torch.baddbmm(*self._linear_operands(f"{prefix}.{i}.weight", f"{prefix}.{i}.bias", x))
+                x = torch.baddbmm(*self._linear_operands(f"{prefix}.{i}.weight", f"{prefix}.{i}.bias", x, frozen))
             else:
                 w, b = self.tensors[f"{prefix}.{i}.weight"][members], self.tensors[f"{prefix}.{i}.bias"][members]
                 if fold_bias and i == 0:
@@ -205,18 +207,35 @@ class StackedAgent:
                 x = x.relu_()
         return x
 
-    def _linear_operands(self, weight: str, bias: str, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _linear_operands(self, weight: str, bias: str, x: Tensor,
+                         frozen: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         """The `baddbmm` arguments of a stacked Linear on x (K, M, in): ((K, 1, out) bias, x, (K, in, out)
         weightᵀ). Without autograd (acting) the two views are kept between calls and made again when `to`
         moves the storage: at one user per member an acting step is ~170 tiny ops, a sixth of them making
-        these views. (Views kept from a no-grad call must not enter a graph, hence only then.)"""
+        these views. (Views kept from a no-grad call must not enter a graph, hence only then.) A `frozen`
+        weight (one that never trains: GeMS decoding) comes as a contiguous copy (`_frozen_transposed`)."""
         w, b = self.tensors[weight], self.tensors[bias]
+        if frozen:
+            return b.unsqueeze(1), x, self._frozen_transposed(weight)
         if torch.is_grad_enabled():
             return b.unsqueeze(1), x, w.transpose(1, 2)
         cached = self._acting_views.get(weight)
         if cached is None or cached[0] != w.data_ptr():
             cached = self._acting_views[weight] = (w.data_ptr(), b.detach().unsqueeze(1), w.detach().transpose(1, 2))
         return cached[1], x, cached[2]
+
+    def _frozen_transposed(self, name: str) -> Tensor:
+        """A stacked matrix that never trains (K, a, b) as a contiguous (K, b, a) copy, made again whenever
+        it changes (new storage after `to`, or a bumped version after `load_member_state_dict`). Why:
+        acting multiplies a few rows per member by the GeMS decoder's weights and item table every step, a
+        read of every weight; this layout streams them faster than the transposed view (decoder layers at
+        K = 6: 84 against 175 µs per call in the training loop)."""
+        matrix = self.tensors[name]
+        key = (matrix.data_ptr(), matrix._version)
+        cached = self._frozen_copies.get(name)
+        if cached is None or cached[0] != key:
+            cached = self._frozen_copies[name] = (key, matrix.detach().transpose(1, 2).contiguous())
+        return cached[1]
 
     def _member_rows(self, table_name: str, ids: Tensor) -> Tensor:
         """(K, …) row ids → (K, …, D) rows of each member's own table (the K tables laid end to end).
@@ -271,17 +290,24 @@ class StackedAgent:
         return self._gru_cell(belief, gates, h)
 
     @staticmethod
-    def _per_member(generators: list[torch.Generator], draw: Callable[[torch.Generator], Tensor],
-                    device: torch.device) -> Tensor:
-        """(K, …) member k's draw from generator k (on the generator's device, then moved: a CUDA member
-        does not reproduce a solo CUDA run's draws, which come from the CUDA generator)."""
-        return torch.stack([draw(g) for g in generators]).to(device)
+    def _per_member(generators: list[torch.Generator], shape: tuple[int, ...],
+                    fill: Callable[[Tensor, torch.Generator], None], device: torch.device,
+                    dtype: torch.dtype = torch.float32) -> Tensor:
+        """(K, *shape): member k's rows filled in place by `fill(rows, generators[k])`, with the in-place op
+        that the solo agent's `torch.rand` / `randn` / `randint` runs (`uniform_`, `normal_`, `random_`), so
+        the same draws; fewer ops than K tensors stacked (acting draws at every step). Drawn on the
+        generators' device, then moved: a CUDA member does not reproduce a solo CUDA run's draws, which
+        come from the CUDA generator."""
+        out = torch.empty(len(generators), *shape, dtype=dtype, device=generators[0].device)
+        for g, rows in zip(generators, out.unbind(0)):
+            fill(rows, g)
+        return out.to(device)
 
     def _random_slates(self, generators: list[torch.Generator], users: int) -> Tensor:
         """A random-phase slate per user, member k's from its generator as the solo agents' `randint(N,
         (B, slate))`: (K, B, slate). Agents that pick items set `num_items` and `slate_size`."""
-        return self._per_member(generators, lambda g: torch.randint(
-            0, self.num_items, (users, self.slate_size), generator=g, device=g.device), self.device)
+        return self._per_member(generators, (users, self.slate_size),
+                                lambda rows, g: rows.random_(0, self.num_items, generator=g), self.device, torch.int64)
 
     # -- acting: the online belief, (K, B, ·) -------------------------------------------------------
     @torch.no_grad()
