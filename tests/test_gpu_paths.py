@@ -14,7 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from host_reads import count_host_reads
+from host_reads import count_host_reads, count_tensors_from_host_data
 from slatectl.agents import AGENTS, AgentInputs
 from slatectl.cli import app
 from slatectl.config_tools import build_config
@@ -100,6 +100,8 @@ def _agent(name: str, env, device: str = "cpu"):
     if name == "sac-gems":
         gems = build_gems(GeMSConfig()).eval().requires_grad_(False)
         inputs = AgentInputs(gems=gems, gems_bounds=(torch.zeros(32), torch.full((32,), 2.0)))
+    elif name == "sac-topk-mf":
+        inputs = AgentInputs(mf=torch.randn(env.config.num_items, 20))
     return AGENTS[name].build(params, env, inputs).to(device)
 
 
@@ -112,6 +114,34 @@ def test_acting_reads_nothing_back_per_env_step(name, monkeypatch) -> None:
     episodes = play_episodes(env, agent, torch.arange(3), seed=1, mode="explore")
     assert _hot_path(counts) == 0, dict(counts)
     assert episodes.rewards.shape == (3, env.config.episode_length)
+
+
+@pytest.mark.parametrize("name", sorted(name for name, spec in AGENTS.items() if spec.trainable))
+def test_a_capturable_episode_makes_no_tensor_from_host_data(name, monkeypatch) -> None:
+    # On CUDA the training loop records exploring episodes into a CUDA graph (captured_episodes.py): a
+    # `torch.tensor(x, device=...)` there (the simulator's diversity penalty and reset draw had one each)
+    # is a synchronous host-to-device copy that fails the capture, and every episode then runs eagerly.
+    torch.manual_seed(0)
+    env = make_env("focused_divpen")  # a diversity penalty: the click model's crowded-slate branch runs
+    agent = _agent(name, env)
+    made = count_tensors_from_host_data(monkeypatch)
+    episodes = play_episodes(env, agent, torch.arange(3), seed=1, mode="explore")
+    assert not made, dict(made)
+    assert episodes.rewards.shape == (3, env.config.episode_length)
+
+
+def test_the_gems_training_step_makes_no_tensor_from_host_data(monkeypatch) -> None:
+    from slatectl.pretrain.gems_train import _EagerStep
+
+    slates, clicks, _ = prototype_slates(episodes=2, steps=10, seed=1)
+    model = build_gems(GeMSConfig())
+    loss_sum = torch.zeros(())
+    step = _EagerStep(model, torch.optim.Adam(model.parameters()), (slates.reshape(-1, 10), clicks.reshape(-1, 10)),
+                      GeMSConfig(), loss_sum)
+    made = count_tensors_from_host_data(monkeypatch)
+    step(torch.arange(8))
+    assert not made, dict(made)
+    assert float(loss_sum) > 0
 
 
 @pytest.mark.parametrize("name", ["sac-gems", "reinforce-softmax"])
