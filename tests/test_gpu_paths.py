@@ -283,6 +283,7 @@ class _FakeCuda:
 
     def __init__(self, step: _RecordingStep, fail_capture: bool) -> None:
         self.step, self.fail_capture, self.captures = step, fail_capture, 0
+        self.set_streams: list[object] = []  # torch.cuda.set_stream calls
 
     def install(self, monkeypatch) -> None:
         from contextlib import contextmanager
@@ -305,8 +306,10 @@ class _FakeCuda:
                 fake.step.capturing = False
 
         stream = type("Stream", (), {"wait_stream": lambda self, other: None})
+        self.main_stream = stream()
         monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: stream())
-        monkeypatch.setattr(torch.cuda, "current_stream", lambda: stream())
+        monkeypatch.setattr(torch.cuda, "current_stream", lambda: self.main_stream)
+        monkeypatch.setattr(torch.cuda, "set_stream", self.set_streams.append)
         monkeypatch.setattr(torch.cuda, "stream", contextmanager(lambda s: (yield)))
         monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
         monkeypatch.setattr(torch.cuda, "graph", graph)
@@ -347,6 +350,8 @@ def test_the_captured_gems_step_runs_every_batch_once_in_order(fail_capture, mon
                 captured(index)
     assert recorder.executed == [b.tolist() for b in batches] * 2
     assert fake.captures == 1 and captured.replaying is not fail_capture
+    # A failed capture puts the caller's stream back (torch.cuda.graph leaves its own current then).
+    assert fake.set_streams == ([fake.main_stream] if fail_capture else [])
 
 
 @pytest.mark.parametrize("fail_capture", [False, True])
