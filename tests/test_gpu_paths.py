@@ -251,6 +251,30 @@ def test_pretrain_gems_accelerator_override_to_cuda_without_a_gpu_exits_2(tmp_pa
     assert "no CUDA GPU" in result.output and not (tmp_path / "home" / "artifacts").exists()
 
 
+class _TensorOffTheHost(torch.Tensor):
+    """A CPU tensor that refuses `.numpy()` as a CUDA tensor does; `.cpu()` gives a plain tensor back."""
+
+    def numpy(self, *args, **kwargs):
+        raise TypeError("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the tensor "
+                        "to host memory first.")
+
+    def cpu(self, *args, **kwargs):
+        return torch.Tensor.cpu(self, *args, **kwargs).as_subclass(torch.Tensor)
+
+
+def test_the_item_table_hash_of_a_simulator_off_the_host_is_the_cpu_one() -> None:
+    # `data logged` and `pretrain gems|mf` build their simulator on --device (auto: CUDA on a GPU machine)
+    # and hash its item table to identify the logged data: `.numpy()` of a CUDA table raised TypeError.
+    from slatectl.train.inputs import env_table_sha256
+
+    env = make_env("focused_topdown")
+    on_cpu = env_table_sha256(env)
+    env.item_embeddings = env.item_embeddings.as_subclass(_TensorOffTheHost)
+    with pytest.raises(TypeError, match="cuda"):
+        env.item_embeddings.numpy()  # the stand-in behaves as a CUDA table
+    assert env_table_sha256(env) == on_cpu
+
+
 def test_pretrain_gems_on_the_cpu_records_the_device_in_the_artifact(tmp_path) -> None:
     home = tmp_path / "home"
     result = CliRunner().invoke(app, ["--home", str(home), "pretrain", "gems", "--env", "focused_topdown", "--device", "cpu",
