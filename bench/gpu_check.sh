@@ -7,17 +7,40 @@
 #   bash bench/gpu_check.sh                 # on the GPU machine, from the repository root
 #   bash bench/gpu_check.sh --cpu-dry-run   # the same steps at tiny sizes on the CPU (GPU_CHECK_DRY_RUN=1 too)
 #
-# It installs nothing: it needs a Python with torch and slatectl importable (a carried venv: `PYTHON=.venv/bin/python`
-# or an activated one). Each step runs under `timeout`, inside a global budget (GPU_CHECK_BUDGET_S, default
-# 450 s) so the whole check ends in time; a failing or timed-out step is recorded as FAIL and the check goes
-# on. Exit status: 0 when every step ran and every target was met (dry run: every step ran), else 1.
-# The benchmarks' common flags are `--device cpu|cuda` and `--quick` (tiny sizes); the dry run uses them.
+# Python: $PYTHON if set, else the first of .venv/bin/python, python3, python whose torch imports and (GPU
+# check) sees CUDA. A venv made on the 2-core machine cannot serve on the GPU machine: it is ~1 GB (the
+# device tool carries at most 64 MiB), its interpreter path does not exist there and its torch is the CPU
+# build. The GPU machine's own python3 has a CUDA torch, numpy, pytest, hypothesis, typer, rich and pyyaml,
+# but not sqlmodel (with pydantic and SQLAlchemy) or gymnasium: make their wheels here with
+# `bash bench/gpu_wheels.sh` (into .gpu_wheels/, git-ignored) and carry `.gpu_wheels` with the run; this
+# script installs the missing ones from there into a temporary folder (offline, --no-deps). slatectl itself
+# is staged from this working tree (the folders pyproject.toml maps into the package), so the check always
+# runs the code it is run from. If an import still fails, the check stops at once, saying what is missing,
+# instead of spending the device time on failing steps.
+#
+# Each step runs under `timeout`, inside a global budget (GPU_CHECK_BUDGET_S, default 450 s) so the whole
+# check ends in time; a failing or timed-out step is recorded as FAIL and the check goes on. Exit status: 0
+# when every step ran and every target was met (dry run: every step ran), else 1. With $OUT set, the table
+# goes to $OUT/gpu_check.md and every step's log to one file, $OUT/gpu_check_logs.txt (the device tool
+# returns at most 8 files). The benchmarks' common flags are `--device cpu|cuda` and `--quick` (tiny sizes);
+# the dry run uses them.
 set -u
 
 cd "$(dirname "$0")/.." || exit 1
-PY=${PYTHON:-python}
 DRY=0
 if [[ "${1:-}" == "--cpu-dry-run" || "${GPU_CHECK_DRY_RUN:-0}" == "1" ]]; then DRY=1; fi
+WHEELS=${GPU_CHECK_WHEELS:-.gpu_wheels}
+if [[ -n "${PYTHON:-}" ]]; then
+    PY=$PYTHON
+else
+    if [[ $DRY == 1 ]]; then WANT='import torch'; else WANT='import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; fi
+    PY=python3
+    for candidate in .venv/bin/python python3 python; do
+        if { [[ -x $candidate ]] || command -v "$candidate" > /dev/null 2>&1; } && "$candidate" -c "$WANT" > /dev/null 2>&1; then
+            PY=$candidate; break
+        fi
+    done
+fi
 BUDGET=${GPU_CHECK_BUDGET_S:-$([[ $DRY == 1 ]] && echo 240 || echo 450)}
 # The 2-core CPU's solo SAC+GeMS training steps/s (1 episode + 1 update per step), BENCHMARKS.md
 # "Training throughput" (reference semantics, parallel_episodes=1); the GPU target is 3× this.
@@ -27,14 +50,67 @@ RESULTS=$LOGS/results.tsv
 : > "$RESULTS"
 STARTED=$SECONDS
 
+# -- 0. Python, slatectl and its dependencies
+SITE=$LOGS/site
+DEPS=$LOGS/deps
+echo "== python: $PY ($($PY -c 'import sys; print(sys.version.split()[0])' 2>&1))"
+# slatectl from this tree: each folder pyproject.toml maps (slatectl, registry/ → slatectl.registry, …) copied
+# to where the package puts it, data files included; nothing is built, nothing is fetched.
+$PY - "$SITE" <<'EOF' || echo "staging slatectl failed"
+import shutil, sys, tomllib
+from pathlib import Path
+site = Path(sys.argv[1])
+folders = tomllib.loads(Path("pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+for package, folder in sorted(folders.items(), key=lambda item: item[0].count(".")):
+    shutil.copytree(folder, site / package.replace(".", "/"), dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+EOF
+export PYTHONPATH=$SITE:$DEPS${PYTHONPATH:+:$PYTHONPATH}
+# Third-party modules the tests and benchmarks import; a missing one is installed from $WHEELS if a wheel is there.
+# typing_extensions is there, but may be older than pydantic needs: a newer wheel of it replaces it.
+MODULES="numpy typer rich yaml sqlmodel sqlalchemy pydantic pydantic_core annotated_types typing_inspection gymnasium farama_notifications pytest hypothesis"
+MISSING_WHEELS=$($PY - "$WHEELS" $MODULES <<'EOF'
+import importlib.metadata, importlib.util, re, sys
+from pathlib import Path
+folder, modules = Path(sys.argv[1]), sys.argv[2:]
+missing = {m for m in modules if importlib.util.find_spec(m) is None}
+def numbers(version):
+    return tuple(int(n) for n in re.findall(r"\d+", version)[:3])
+def wanted(wheel):
+    dist, version = wheel.name.split("-")[:2]
+    name = re.sub(r"[-.]+", "_", dist).lower()
+    if name == "typing_extensions":
+        try:
+            return numbers(importlib.metadata.version("typing_extensions")) < numbers(version)
+        except importlib.metadata.PackageNotFoundError:
+            return True
+    return {"pyyaml": "yaml"}.get(name, name) in missing
+print(" ".join(str(w) for w in sorted(folder.glob("*.whl")) if wanted(w)) if folder.is_dir() else "")
+EOF
+)
+if [[ -n "$MISSING_WHEELS" ]]; then
+    echo "== installing from $WHEELS: $MISSING_WHEELS"
+    # shellcheck disable=SC2086  # one path per word
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$DEPS" $MISSING_WHEELS 2>&1 | tail -5
+fi
 echo "== torch"
-$PY -c 'import torch; print(torch.__version__, torch.cuda.is_available())' 2>&1 | tee "$LOGS/torch.log"
-if [[ $DRY == 0 ]] && ! grep -q " True$" "$LOGS/torch.log"; then
+# PYTHONSAFEPATH (as for pytest below): the working directory is not on sys.path, so this imports the staged slatectl.
+PYTHONSAFEPATH=1 $PY - <<'EOF' 2>&1 | tee "$LOGS/torch.log"
+import torch
+import slatectl, slatectl.registry, slatectl.train.loop, slatectl.train.population, slatectl.collect.collector, pytest, hypothesis
+print(f"slatectl from {slatectl.__path__[0]}")
+print(torch.__version__, torch.cuda.is_available())
+EOF
+SKIP_ALL=0
+if ! grep -qE " (True|False)$" "$LOGS/torch.log"; then
+    printf 'imports (torch, slatectl and its dependencies)\t%s\timportable\tFAIL\n' "$(grep -E 'Error' "$LOGS/torch.log" | tail -1)" >> "$RESULTS"
+    echo "A module is missing (see above): make the wheels with 'bash bench/gpu_wheels.sh' on a machine with PyPI and"
+    echo "carry .gpu_wheels with the run (or set PYTHON to a Python that has them). Nothing else is run."
+    SKIP_ALL=1
+elif [[ $DRY == 0 ]] && ! grep -q " True$" "$LOGS/torch.log"; then
     printf 'torch\t%s\tCUDA available\tFAIL\n' "$(tail -1 "$LOGS/torch.log")" >> "$RESULTS"
     echo "torch sees no CUDA GPU: nothing to check (use --cpu-dry-run for the CPU rehearsal)."
     SKIP_ALL=1
-else
-    SKIP_ALL=0
 fi
 if [[ $DRY == 1 ]]; then DEVICE=cpu; else DEVICE=cuda; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee "$LOGS/gpu.log"; fi
 
@@ -103,7 +179,9 @@ for f in tests/test_device.py tests/test_gpu_paths.py tests/test_population_devi
     if [[ -f $f ]]; then TESTS+=("$f"); else printf 'tests: %s\t–\tpresent\tFAIL (missing)\n' "$f" >> "$RESULTS"; fi
 done
 if (( ${#TESTS[@]} )); then
-    run tests 200 $PY -m pytest -q -p no:cacheprovider "${TESTS[@]}"; rc=$?
+    # PYTHONSAFEPATH: the repository root is not put on sys.path, so `slatectl` is the staged package (the bare
+    # ./slatectl folder lacks its mapped subpackages); pytest still puts tests/ there for the helper modules.
+    run tests 200 env PYTHONSAFEPATH=1 $PY -m pytest -q -p no:cacheprovider "${TESTS[@]}"; rc=$?
     passed=$(grep -Eo '[0-9]+ passed' "$LOGS/tests.log" | tail -1 | grep -Eo '[0-9]+')
     skipped=$(grep -Eo '[0-9]+ skipped' "$LOGS/tests.log" | tail -1 | grep -Eo '[0-9]+')
     record "equality tests (${TESTS[*]}): passed, ${skipped:-0} skipped" $rc "${passed:-}" ">=" 1 "and none failed"
@@ -160,8 +238,10 @@ ELAPSED=$(( SECONDS - STARTED ))
 echo
 cat "$LOGS/gpu_check.md"
 if [[ -n "${OUT:-}" ]]; then
-    mkdir -p "$OUT/gpu_check_logs" && cp "$LOGS"/*.log "$OUT/gpu_check_logs/" && cp "$LOGS/gpu_check.md" "$OUT/gpu_check.md"
-    echo "written to $OUT/gpu_check.md"
+    # One file for all the logs: the device tool brings back at most 8 files.
+    for log in "$LOGS"/*.log; do echo "===== $(basename "$log")"; cat "$log"; done > "$OUT/gpu_check_logs.txt"
+    cp "$LOGS/gpu_check.md" "$OUT/gpu_check.md"
+    echo "written to $OUT/gpu_check.md and $OUT/gpu_check_logs.txt"
 fi
 if grep -qE $'\t(FAIL|no)' "$RESULTS"; then exit 1; fi
 exit 0

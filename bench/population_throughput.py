@@ -35,7 +35,9 @@ from slatectl.agents.sac_population import StackedSAC
 from slatectl.sim.config import env_names
 from slatectl.sim.factory import make_env
 from slatectl.sim.member_envs import MemberEnvs
+from slatectl.train.captured_episodes import CapturedEpisodes
 from slatectl.train.episodes import play_episodes
+from slatectl.train.loop import simulator_on
 from slatectl.train.population import member_episodes, play_member_episodes, stack_batches
 from slatectl.train.replay import EpisodeReplay
 from train_throughput import build_sac_gems  # bench/ is on sys.path when a script here runs
@@ -74,19 +76,26 @@ class SoloRun:
     """One solo SAC+GeMS run through the Trainer's code path: `step` plays one episode and makes one update."""
 
     def __init__(self, env_name: str, device: str):
-        self.env = make_env(env_name)
+        # As the Trainer: the simulator, the agent and the replay on the device, and on CUDA the exploring
+        # episodes replayed from a captured CUDA graph (a CPU simulator beside a GPU agent would wait for
+        # the host at every env step, a slower solo run than `slatectl train` makes).
+        self.env = simulator_on(make_env(env_name), torch.device(device))
         self.agent, params = build_member(self.env, 0)
         self.agent.to(device)
         self.device = device
-        self.replay = EpisodeReplay(BENCH_CAPACITY, params.batch_size)
+        self.replay = EpisodeReplay(BENCH_CAPACITY, params.batch_size, device)
         self.replay.add(play_episodes(self.env, self.agent, torch.arange(params.batch_size), seed=1, mode="random",
                                       device=device))
+        self.play = lambda user_ids: play_episodes(self.env, self.agent, user_ids, 1, "explore", device)
+        if torch.device(device).type == "cuda":
+            self.play = CapturedEpisodes(self.env, self.agent, 1, "explore", torch.device(device))
+            for user in (-2, -1):  # its eager first episode, then the capture: not part of the timed steps
+                self.play(torch.tensor([10**6 + user], device=device))
 
     def step(self, step: int) -> tuple[float, float]:
         """(acting, updating) seconds of training step `step`."""
         t0 = time.perf_counter()
-        self.replay.add(play_episodes(self.env, self.agent, torch.arange(step, step + 1), seed=1, mode="explore",
-                                      device=self.device))
+        self.replay.add(self.play(torch.arange(step, step + 1, device=self.device)))
         synchronize(self.device)
         t1 = time.perf_counter()
         self.agent.update(self.replay.sample().to(self.device), lambda loss: loss.backward())
@@ -101,10 +110,10 @@ def start_population(names: list[str], device: str = "cpu"):
     members = [build_member(envs_by_name[name], k) for k, name in enumerate(names)]
     params = members[0][1]
     agent = StackedSAC([a for a, _ in members]).to(device)
-    envs = MemberEnvs([envs_by_name[name] for name in names])
+    envs = MemberEnvs([envs_by_name[name] for name in names], device)  # as PopulationTrainer: on the agent's device
     seeds = list(range(1, len(names) + 1))
     generators = [torch.Generator().manual_seed(s) for s in seeds]
-    replays = [EpisodeReplay(BENCH_CAPACITY, params.batch_size) for _ in names]
+    replays = [EpisodeReplay(BENCH_CAPACITY, params.batch_size, device) for _ in names]
     first = play_member_episodes(envs, agent, torch.arange(params.batch_size), seeds, "random", generators)
     for k, replay in enumerate(replays):
         replay.add(member_episodes(first, k))

@@ -50,10 +50,14 @@ def capture_cuda_graph(record: Callable[[], None], what: str) -> tuple[torch.cud
     """`record()` captured into a new CUDA graph (recorded, not run: a replay runs it) and None; or, on a
     torch/GPU that cannot capture it, None and why, after warning that `what` runs eagerly from then on."""
     graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.current_stream()
     try:
         with torch.cuda.graph(graph):
             record()
     except RuntimeError as exc:
+        # When the capture fails inside the block, torch.cuda.graph's exit raises from capture_end before it
+        # restores the stream, so its capture stream would stay current for all the eager work after this.
+        torch.cuda.set_stream(stream)
         failed = f"{type(exc).__name__}: {exc}"[:300]
         warnings.warn(f"{what}: the CUDA graph capture failed, running eagerly ({failed})")
         torch.cuda.synchronize()

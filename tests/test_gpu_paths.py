@@ -14,7 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from host_reads import count_host_reads
+from host_reads import count_host_reads, count_tensors_from_host_data
 from slatectl.agents import AGENTS, AgentInputs
 from slatectl.cli import app
 from slatectl.config_tools import build_config
@@ -84,9 +84,13 @@ def test_gems_on_cuda_captured_step_matches_the_eager_step_and_the_cpu() -> None
     for key in ("train_loss", "val_loss"):
         # Same batches and noise on one device: only Adam's capturable arithmetic differs (rounding).
         assert [h[key] for h in captured["history"]] == pytest.approx([h[key] for h in eager["history"]], rel=1e-3)
-        # CUDA draws its sampling noise from another generator: the same schedule, another sample path.
-        assert [h[key] for h in captured["history"]] == pytest.approx([h[key] for h in on_cpu["history"]], rel=0.05)
-    assert captured["val_slate_accuracy"] > 0.5
+        # CUDA draws its sampling noise from another generator: the same schedule, another sample path. On
+        # the CPU, 24 other noise streams (same data, init and batches) moved the epoch losses by up to 4.5 %
+        # (validation, epoch 2) and 2.8 % (training) from this seed's: 10 % leaves room for that spread,
+        # and a wrong schedule (stale rows, a step replayed twice) moves them far more.
+        assert [h[key] for h in captured["history"]] == pytest.approx([h[key] for h in on_cpu["history"]], rel=0.1)
+    # Those noise streams gave validation slate accuracies of 0.52-0.60 after the 2 epochs.
+    assert captured["val_slate_accuracy"] > 0.45
 
 
 # -- solo training ---------------------------------------------------------------------------------------
@@ -100,6 +104,8 @@ def _agent(name: str, env, device: str = "cpu"):
     if name == "sac-gems":
         gems = build_gems(GeMSConfig()).eval().requires_grad_(False)
         inputs = AgentInputs(gems=gems, gems_bounds=(torch.zeros(32), torch.full((32,), 2.0)))
+    elif name == "sac-topk-mf":
+        inputs = AgentInputs(mf=torch.randn(env.config.num_items, 20))
     return AGENTS[name].build(params, env, inputs).to(device)
 
 
@@ -112,6 +118,34 @@ def test_acting_reads_nothing_back_per_env_step(name, monkeypatch) -> None:
     episodes = play_episodes(env, agent, torch.arange(3), seed=1, mode="explore")
     assert _hot_path(counts) == 0, dict(counts)
     assert episodes.rewards.shape == (3, env.config.episode_length)
+
+
+@pytest.mark.parametrize("name", sorted(name for name, spec in AGENTS.items() if spec.trainable))
+def test_a_capturable_episode_makes_no_tensor_from_host_data(name, monkeypatch) -> None:
+    # On CUDA the training loop records exploring episodes into a CUDA graph (captured_episodes.py): a
+    # `torch.tensor(x, device=...)` there (the simulator's diversity penalty and reset draw had one each)
+    # is a synchronous host-to-device copy that fails the capture, and every episode then runs eagerly.
+    torch.manual_seed(0)
+    env = make_env("focused_divpen")  # a diversity penalty: the click model's crowded-slate branch runs
+    agent = _agent(name, env)
+    made = count_tensors_from_host_data(monkeypatch)
+    episodes = play_episodes(env, agent, torch.arange(3), seed=1, mode="explore")
+    assert not made, dict(made)
+    assert episodes.rewards.shape == (3, env.config.episode_length)
+
+
+def test_the_gems_training_step_makes_no_tensor_from_host_data(monkeypatch) -> None:
+    from slatectl.pretrain.gems_train import _EagerStep
+
+    slates, clicks, _ = prototype_slates(episodes=2, steps=10, seed=1)
+    model = build_gems(GeMSConfig())
+    loss_sum = torch.zeros(())
+    step = _EagerStep(model, torch.optim.Adam(model.parameters()), (slates.reshape(-1, 10), clicks.reshape(-1, 10)),
+                      GeMSConfig(), loss_sum)
+    made = count_tensors_from_host_data(monkeypatch)
+    step(torch.arange(8))
+    assert not made, dict(made)
+    assert float(loss_sum) > 0
 
 
 @pytest.mark.parametrize("name", ["sac-gems", "reinforce-softmax"])
@@ -217,6 +251,30 @@ def test_pretrain_gems_accelerator_override_to_cuda_without_a_gpu_exits_2(tmp_pa
     assert "no CUDA GPU" in result.output and not (tmp_path / "home" / "artifacts").exists()
 
 
+class _TensorOffTheHost(torch.Tensor):
+    """A CPU tensor that refuses `.numpy()` as a CUDA tensor does; `.cpu()` gives a plain tensor back."""
+
+    def numpy(self, *args, **kwargs):
+        raise TypeError("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the tensor "
+                        "to host memory first.")
+
+    def cpu(self, *args, **kwargs):
+        return torch.Tensor.cpu(self, *args, **kwargs).as_subclass(torch.Tensor)
+
+
+def test_the_item_table_hash_of_a_simulator_off_the_host_is_the_cpu_one() -> None:
+    # `data logged` and `pretrain gems|mf` build their simulator on --device (auto: CUDA on a GPU machine)
+    # and hash its item table to identify the logged data: `.numpy()` of a CUDA table raised TypeError.
+    from slatectl.train.inputs import env_table_sha256
+
+    env = make_env("focused_topdown")
+    on_cpu = env_table_sha256(env)
+    env.item_embeddings = env.item_embeddings.as_subclass(_TensorOffTheHost)
+    with pytest.raises(TypeError, match="cuda"):
+        env.item_embeddings.numpy()  # the stand-in behaves as a CUDA table
+    assert env_table_sha256(env) == on_cpu
+
+
 def test_pretrain_gems_on_the_cpu_records_the_device_in_the_artifact(tmp_path) -> None:
     home = tmp_path / "home"
     result = CliRunner().invoke(app, ["--home", str(home), "pretrain", "gems", "--env", "focused_topdown", "--device", "cpu",
@@ -253,6 +311,7 @@ class _FakeCuda:
 
     def __init__(self, step: _RecordingStep, fail_capture: bool) -> None:
         self.step, self.fail_capture, self.captures = step, fail_capture, 0
+        self.set_streams: list[object] = []  # torch.cuda.set_stream calls
 
     def install(self, monkeypatch) -> None:
         from contextlib import contextmanager
@@ -275,8 +334,10 @@ class _FakeCuda:
                 fake.step.capturing = False
 
         stream = type("Stream", (), {"wait_stream": lambda self, other: None})
+        self.main_stream = stream()
         monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: stream())
-        monkeypatch.setattr(torch.cuda, "current_stream", lambda: stream())
+        monkeypatch.setattr(torch.cuda, "current_stream", lambda: self.main_stream)
+        monkeypatch.setattr(torch.cuda, "set_stream", self.set_streams.append)
         monkeypatch.setattr(torch.cuda, "stream", contextmanager(lambda s: (yield)))
         monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
         monkeypatch.setattr(torch.cuda, "graph", graph)
@@ -317,6 +378,8 @@ def test_the_captured_gems_step_runs_every_batch_once_in_order(fail_capture, mon
                 captured(index)
     assert recorder.executed == [b.tolist() for b in batches] * 2
     assert fake.captures == 1 and captured.replaying is not fail_capture
+    # A failed capture puts the caller's stream back (torch.cuda.graph leaves its own current then).
+    assert fake.set_streams == ([fake.main_stream] if fail_capture else [])
 
 
 @pytest.mark.parametrize("fail_capture", [False, True])

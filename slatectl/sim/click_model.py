@@ -35,7 +35,9 @@ def diversity_penalty_factor(slate_topics: torch.Tensor, num_topics: int, thresh
     counts = torch.zeros(slate_topics.shape[0], num_topics, dtype=torch.int64, device=device)
     counts.scatter_add_(1, slate_topics, torch.ones_like(slate_topics))
     crowded = counts.max(dim=1).values >= threshold
-    return torch.where(crowded, torch.tensor(float(penalty), device=device), torch.tensor(1.0, device=device))
+    # Python scalars, not `torch.tensor(x, device=...)`: that is a synchronous host-to-device copy, which
+    # a CUDA graph capture (training's captured episodes) refuses. Same float32 values.
+    return torch.where(crowded, float(penalty), 1.0)
 
 
 def click_probabilities(

@@ -81,7 +81,7 @@ class MixedTopicRec(TopicRec):
         counts = torch.zeros(slate.shape[0], cfg.num_topics, dtype=torch.int64, device=self.device)
         counts.scatter_add_(1, topics, torch.ones_like(topics))
         crowded = counts.max(dim=1).values >= cfg.diversity_threshold
-        divisor = torch.where(crowded, self._penalties[self.variant], torch.tensor(1.0, device=self.device))
+        divisor = torch.where(crowded, self._penalties[self.variant], 1.0)  # a scalar: no host-to-device copy
         probs = relevance(slate_scores, cfg.offset, cfg.slope) / divisor[:, None] * self._propensities[self.variant]
         return (self.rng.uniform(counter, cfg.slate_size) < probs).to(torch.int64)
 

@@ -89,8 +89,11 @@ class CounterRNG:
 
     def integers(self, counter: int, n: int, high: int | torch.Tensor) -> torch.Tensor:
         """(B, n) int64 uniform on [0, high) (high may vary per column)."""
-        high_t = torch.as_tensor(high, dtype=torch.int64, device=self.key.device)
-        return (self.bits(counter, n) * high_t) >> 32
+        # An int `high` stays a Python scalar: `torch.as_tensor(int, device=...)` would be a synchronous
+        # host-to-device copy at every reset, which a CUDA graph capture refuses. Same int64 products.
+        if isinstance(high, torch.Tensor):
+            high = high.to(device=self.key.device, dtype=torch.int64)
+        return (self.bits(counter, n) * high) >> 32
 
     def distinct_items(self, counter: int, num_items: int, k: int) -> torch.Tensor:
         """(B, k) distinct items, a uniformly random ordered k-subset of range(num_items).

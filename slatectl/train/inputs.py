@@ -27,7 +27,9 @@ Say = Callable[[str], None]
 
 
 def env_table_sha256(env: TopicRec) -> str:
-    return hashlib.sha256(env.item_embeddings.numpy().tobytes()).hexdigest()
+    """The item table's hash, the same wherever the simulator runs: `data logged` and `pretrain` build their
+    simulator on --device, and a CUDA tensor has no `.numpy()` (the copy is the same float32 bytes)."""
+    return hashlib.sha256(env.item_embeddings.detach().cpu().numpy().tobytes()).hexdigest()
 
 
 def _env_identity(env: TopicRec) -> dict[str, Any]:
