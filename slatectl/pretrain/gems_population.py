@@ -114,11 +114,7 @@ def train_stacked_gems(members: Sequence[GeMSMember],
     config = members[0].config
     slate_size = splits[0][0][0].shape[1]
     device = torch_device(config.accelerator)
-    models, noise = [], []
-    for member in members:
-        with seeded(member.seed, device):
-            models.append(build_gems(member.config, slate_size))
-            noise.append(_noise_generator(member.seed, device))
+    models, noise = _initial_models(members, slate_size, device)
     shuffles = [torch.Generator().manual_seed(m.seed) if config.shuffle else None for m in members]
     train = (_stack_rows([s[0][0] for s in splits], device), _stack_clicks([s[0][1] for s in splits], device))
     val = (_stack_rows([s[1][0] for s in splits], device), _stack_clicks([s[1][1] for s in splits], device))
@@ -135,6 +131,17 @@ def train_stacked_gems(members: Sequence[GeMSMember],
         metrics["cuda_graph"] = False
         results.append((model, metrics))
     return results
+
+
+def _initial_models(members: Sequence[GeMSMember], slate_size: int,
+                    device: torch.device) -> tuple[list[GeMS], list[torch.Generator]]:
+    """Each member's initial GeMS (on the CPU) and sampling-noise generator, as its solo run draws them."""
+    models, noise = [], []
+    for member in members:
+        with seeded(member.seed, device):
+            models.append(build_gems(member.config, slate_size))
+            noise.append(_noise_generator(member.seed, device))
+    return models, noise
 
 
 def _noise_generator(seed: int, device: torch.device) -> torch.Generator:
