@@ -248,3 +248,31 @@ def test_pretrain_gems_all_refuses_bad_input_before_any_work(tmp_path, env, over
     assert result.exit_code == 2, result.output
     assert fragment in result.output and "Traceback" not in result.output
     assert not (home / "artifacts").exists()
+
+
+# -- population training: members' missing GeMS are pretrained as one stack --------------------------------
+
+
+def test_population_members_missing_gems_are_pretrained_as_one_stack(tmp_path, monkeypatch):
+    from slatectl.settings import Settings
+    from slatectl.train.config import resolve_run_config
+    from slatectl.train.population import PopulationTrainer, population_configs
+
+    overrides = ["logged.episodes=4", "gems.max_epochs=1", "gems.max_slates=300", "training.random_steps=2"]
+    base = [resolve_run_config("sac-gems", env, overrides=overrides, cli_training={"max_steps": 4, "device": "cpu"})
+            for env in ("focused_topdown", "diffuse_divpen")]
+    configs = population_configs(base, [21, 22])  # 4 members: 2 envs × 2 seeds, each its own GeMS
+    stacked_sizes: list[int] = []
+    original = inputs.train_stacked_gems
+    monkeypatch.setattr(inputs, "train_stacked_gems",
+                        lambda members, **kw: stacked_sizes.append(len(members)) or original(members, **kw))
+    monkeypatch.setattr(inputs, "train_gems", lambda *a, **kw: pytest.fail("a member's GeMS was pretrained alone"))
+    with open_registry(Settings.resolve(home=tmp_path / "home")) as registry:
+        members = PopulationTrainer(registry, configs).build_members()
+        assert stacked_sizes == [4]
+        gems = registry.list_artifacts(kind="gems")
+        assert sorted((a.env, a.config["seed"]) for a in gems) == [
+            ("diffuse_divpen", 21), ("diffuse_divpen", 22), ("focused_topdown", 21), ("focused_topdown", 22)]
+        for member in members:  # each member was built from its own (env, seed) GeMS
+            assert any(a.id in member.inputs.artifact_ids and a.env == member.config.env and
+                       a.config["seed"] == member.config.training.seed for a in gems)
