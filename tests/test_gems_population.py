@@ -250,11 +250,12 @@ def test_pretrain_gems_all_refuses_bad_input_before_any_work(tmp_path, env, over
     assert not (home / "artifacts").exists()
 
 
-# -- population training: members' missing GeMS are pretrained as one stack --------------------------------
+# -- population training: members' missing GeMS as one stack (`ensure_population_gems`) ----------------------
 
 
-def test_population_members_missing_gems_are_pretrained_as_one_stack(tmp_path, monkeypatch):
+def test_population_members_missing_gems_are_pretrained_as_one_stack_and_used_by_the_members(tmp_path, monkeypatch):
     from slatectl.settings import Settings
+    from slatectl.train.assembly import ensure_population_gems
     from slatectl.train.config import resolve_run_config
     from slatectl.train.population import PopulationTrainer, population_configs
 
@@ -268,11 +269,15 @@ def test_population_members_missing_gems_are_pretrained_as_one_stack(tmp_path, m
                         lambda members, **kw: stacked_sizes.append(len(members)) or original(members, **kw))
     monkeypatch.setattr(inputs, "train_gems", lambda *a, **kw: pytest.fail("a member's GeMS was pretrained alone"))
     with open_registry(Settings.resolve(home=tmp_path / "home")) as registry:
-        members = PopulationTrainer(registry, configs).build_members()
+        trainer = PopulationTrainer(registry, configs)
+        ensure_population_gems(registry, trainer.configs, say=lambda _: None)
         assert stacked_sizes == [4]
+        members = trainer.build_members()  # finds them: nothing is pretrained alone
         gems = registry.list_artifacts(kind="gems")
         assert sorted((a.env, a.config["seed"]) for a in gems) == [
             ("diffuse_divpen", 21), ("diffuse_divpen", 22), ("focused_topdown", 21), ("focused_topdown", 22)]
         for member in members:  # each member was built from its own (env, seed) GeMS
             assert any(a.id in member.inputs.artifact_ids and a.env == member.config.env and
                        a.config["seed"] == member.config.training.seed for a in gems)
+        ensure_population_gems(registry, trainer.configs, say=lambda _: None)
+        assert stacked_sizes == [4]  # all found

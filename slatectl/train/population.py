@@ -41,8 +41,7 @@ from slatectl.harness import seed_everything
 from slatectl.registry import Registry, Run
 from slatectl.sim.member_envs import MemberEnvs
 from slatectl.sim.topicrec import TopicRec
-from slatectl.train.assembly import (ResolvedInputs, build_agent, ensure_agent_inputs, ensure_population_gems,
-                                     registered_agent_inputs)
+from slatectl.train.assembly import ResolvedInputs, build_agent, ensure_agent_inputs, registered_agent_inputs
 from slatectl.train.checkpoints import (ResumeState, load_resume_state, register_checkpoint, register_resume_state,
                                         resume_states_by_step)
 from slatectl.train.config import RunConfig, run_config_from_dict
@@ -233,8 +232,6 @@ class PopulationTrainer:
         (pretrained inputs are found or built with forked RNG state, so they do not shift the stream); a
         resumed member from exactly the inputs its run recorded."""
         members: list[Member] = []
-        if runs is None:  # missing GeMS of several members: pretrained as one stack, not one after another
-            ensure_population_gems(self.registry, self.configs, self.reporter.message)
         for k, cfg in enumerate(self.configs):
             seed_everything(cfg.training.seed)
             resolved = (ensure_agent_inputs(self.registry, cfg, self.reporter.message) if runs is None
