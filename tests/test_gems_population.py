@@ -84,8 +84,9 @@ def test_first_batch_losses_and_gradients_match_the_solo_model():
                           generator=generator)["total"]
         loss.backward()
         assert abs(losses[k].item() - loss.item()) < 1e-5
+        gradients = stack.member_gradients(k)
         for name, parameter in model.named_parameters():
-            assert torch.allclose(stack.tensors[name].grad[k], parameter.grad, rtol=1e-4, atol=1e-6), name
+            assert torch.allclose(gradients[name], parameter.grad, rtol=1e-4, atol=1e-6), name
 
 
 @pytest.mark.parametrize("batches", [1, 3])
