@@ -5,7 +5,7 @@ rounding of batched versus unbatched kernels:
 
 - **Initial weights**: the member's GeMS is built exactly as the solo run builds it, under
   `seeded(seed, device)` (the global CPU generator seeded, the module initialised on the CPU). Its weights
-  are then stacked along a leading member dimension under the solo state-dict keys.
+  are then stacked along a leading member dimension under the solo state-dict keys (`_StackedGeMS`).
 - **Sampling noise**: the solo run draws `randn(B, latent)` per batch from the global generator of the
   device after the initialisation. On the CPU the member's noise generator takes the global CPU state
   left after its initialisation (it continues the solo stream); on CUDA it is a CUDA generator seeded with
@@ -35,7 +35,8 @@ Device: written for any device, like `train_gems`: the logged rows are moved to 
 dtypes), batches are gathered there, and nothing is read back per batch (training and validation losses of
 all members are read once per epoch). The stacked step is run eagerly: no CUDA graph capture (the stack
 already amortises the per-kernel launch cost over K members). The layers are written as batched matmuls
-here rather than with `slatectl.agents.stacked` (pretrain sits below agents in the dependency order).
+here rather than with `slatectl.agents.stacked`'s helpers: pretrain may not import agents
+(docs/architecture.md, dependency rules).
 """
 
 from __future__ import annotations
@@ -168,8 +169,9 @@ def _stack_clicks(parts: list[Tensor], device: torch.device) -> Tensor:
 class _StackedGeMS:
     """The K members' GeMS weights stacked (K, …) under the solo keys, and the GeMS loss for all members.
 
-    Every layer is one batched matmul for all members (`baddbmm` over (K, rows, in)); the item lookup
-    reads the K item tables laid end to end (member k's ids offset by k·N)."""
+    Every layer is one batched matmul for all members (`baddbmm` over (K, rows, in), the Linear weights
+    held as (K, in, out); `member_state_dict` and `member_gradients` give them back in the solo layout);
+    the item lookup reads the K item tables laid end to end (member k's ids offset by k·N)."""
 
     def __init__(self, models: list[GeMS], device: torch.device):
         reference = models[0]
