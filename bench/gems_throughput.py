@@ -13,8 +13,8 @@ Prints a Markdown table; `--quick` shrinks the data to a few seconds of work on 
 `--stacked K` measures, in one process, K members (synthetic logs of their own, seeds 0…K−1) trained
 as K solo `train_gems` runs one after another and as one stacked population (`train_stacked_gems`,
 what `slatectl pretrain gems --env all` runs), and prints both rates in member batches per second and
-their ratio. Solo runs are eager (no CUDA graph), like the stacked step, unless the device is cuda and
---no-cuda-graph is not given.
+their ratio. On cuda the solo runs replay their CUDA graph (eager with --no-cuda-graph); the stack
+always runs eagerly.
 """
 
 from __future__ import annotations

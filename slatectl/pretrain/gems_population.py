@@ -117,8 +117,10 @@ def train_stacked_gems(members: Sequence[GeMSMember],
     device = torch_device(config.accelerator)
     models, noise = _initial_models(members, slate_size, device)
     shuffles = [torch.Generator().manual_seed(m.seed) if config.shuffle else None for m in members]
-    train = (_stack_rows([s[0][0] for s in splits], device), _stack_clicks([s[0][1] for s in splits], device))
-    val = (_stack_rows([s[1][0] for s in splits], device), _stack_clicks([s[1][1] for s in splits], device))
+    train = (_stack_rows([s[0][0] for s in splits], config.num_items, device),
+             _stack_clicks([s[0][1] for s in splits], device))
+    val = (_stack_rows([s[1][0] for s in splits], config.num_items, device),
+           _stack_clicks([s[1][1] for s in splits], device))
     with torch.enable_grad():
         stack = _StackedGeMS(models, device)
         outcomes = _fit(stack, train, val, config, noise, shuffles, progress_callback, batch_callback)
@@ -155,9 +157,11 @@ def _noise_generator(seed: int, device: torch.device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def _stack_rows(parts: list[Tensor], device: torch.device) -> Tensor:
-    """(K, rows, slate) item ids on the device, int32 (K reference-size logs in int64 would be ~5 GB)."""
-    return torch.stack([p.to(torch.int32) for p in parts]).to(device)
+def _stack_rows(parts: list[Tensor], num_items: int, device: torch.device) -> Tensor:
+    """(K, rows, slate) item ids on the device in the narrowest integer type that holds them (int16 for
+    1,000 items: six reference-size logs take 1.1 GB, not 4.3 GB in int64); widened per batch."""
+    dtype = torch.int16 if num_items <= 2**15 else torch.int32 if num_items <= 2**31 else torch.int64
+    return torch.stack([p.to(dtype) for p in parts]).to(device)
 
 
 def _stack_clicks(parts: list[Tensor], device: torch.device) -> Tensor:
