@@ -271,9 +271,8 @@ def test_population_members_missing_gems_are_pretrained_as_one_stack_and_used_by
     monkeypatch.setattr(inputs, "train_gems", lambda *a, **kw: pytest.fail("a member's GeMS was pretrained alone"))
     with open_registry(Settings.resolve(home=tmp_path / "home")) as registry:
         trainer = PopulationTrainer(registry, configs)
-        ensure_population_gems(registry, trainer.configs, say=lambda _: None)
+        members = trainer.build_members()  # the four missing GeMS: one stack, nothing pretrained alone
         assert stacked_sizes == [4]
-        members = trainer.build_members()  # finds them: nothing is pretrained alone
         gems = registry.list_artifacts(kind="gems")
         assert sorted((a.env, a.config["seed"]) for a in gems) == [
             ("diffuse_divpen", 21), ("diffuse_divpen", 22), ("focused_topdown", 21), ("focused_topdown", 22)]

@@ -51,13 +51,8 @@ def ensure_population_gems(registry: Registry, configs: Sequence[RunConfig], say
     """The GeMS of every member that needs one, found or pretrained together: the missing ones train as
     stacked populations (`pretrained.ensure_gems_population`), under the keys `ensure_agent_inputs` then
     finds them by. Nothing draws from the global RNG here (logged data is counter-based, GeMS pretraining
-    forks the RNG state or uses its own generators), so the members' streams are unchanged.
-
-    Meant to run at the start of `PopulationTrainer.build_members` (before the members are built); not
-    called there yet: with it, tests/test_population.py's SAC+GeMS member-vs-solo gradient check fails
-    for seeds 11–13 (q2 gradients 4e-4 apart with that stack-pretrained GeMS, 1e-8 with the
-    solo-pretrained one, and 1e-8 for seeds 21–23 and 31–33 with stack-pretrained ones): that check is
-    sensitive to the GeMS weights, which is for the population loop's owner to look at first."""
+    forks the RNG state or uses its own generators), so the members' streams are unchanged. Called by
+    `PopulationTrainer.build_members` before it builds the members."""
     requests = []
     for config in configs:
         if "gems" in config.spec.needs_for(config.agent):
