@@ -124,17 +124,23 @@ def ensure_gems_population(registry: Registry, requests: list[GeMSRequest], say:
         else:
             missing[key] = index
     todo = list(missing.values())
-    data = {i: load_logged_data(registry, requests[i].logged) for i in todo}
+    logs: dict[int, LoggedData] = {}  # by artifact id: seeds of one env share their logged data
+    for i in todo:
+        if requests[i].logged.id not in logs:
+            logs[requests[i].logged.id] = load_logged_data(registry, requests[i].logged)
+    data = {i: logs[requests[i].logged.id] for i in todo}
     members = [GeMSMember(data[i].slates, data[i].clicks, requests[i].config, requests[i].seed) for i in todo]
     for group in stack_groups(members):
         indices = [todo[g] for g in group]
-        names = [requests[i].env.config.name for i in indices]
         config = requests[indices[0]].config
         epochs = f"{config.max_epochs} epoch" + ("" if config.max_epochs == 1 else "s")
-        seeds = list(dict.fromkeys(requests[i].seed for i in indices))
-        seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
+        seeds = set(requests[i].seed for i in indices)
+        # a member's name in the progress lines: its env, and its seed where the seeds differ
+        names = [requests[i].env.config.name + ("" if len(seeds) == 1 else f" (seed {requests[i].seed})")
+                 for i in indices]
+        seed_text = f", seed {seeds.pop()}" if len(seeds) == 1 else ""
         say(f"pretraining GeMS for {', '.join(names)} as one stack of {len(indices)} (latent dim {config.latent_dim}, "
-            f"{epochs} over {_logged_slates(data[indices[0]], config):,} logged slates each, {seed_text}); "
+            f"{epochs} over {_logged_slates(data[indices[0]], config):,} logged slates each{seed_text}); "
             "progress is reported every quarter epoch")
         reports = _GeMSProgress(config.max_epochs, say, label=f"GeMS stack of {len(indices)}")
         trained = train_stacked_gems([members[g] for g in group],
