@@ -159,6 +159,18 @@ def test_host_reads_do_not_grow_with_the_number_of_batches(monkeypatch):
     assert totals[1] == totals[0], f"host reads grow with the number of batches: {dict(reads)}"
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the stack on the device vs solo CUDA runs")
+def test_on_cuda_members_match_the_solo_cuda_runs():
+    """On CUDA the member's noise comes from a CUDA generator seeded as the solo run's global one."""
+    members = [_member(seed, seed, max_epochs=1, accelerator="cuda") for seed in (1, 2)]
+    stacked = train_stacked_gems(members)
+    for member, (model, metrics) in zip(members, stacked):
+        solo, solo_metrics = train_gems(member.slates.long(), member.clicks.float(), member.config, member.seed,
+                                        cuda_graph=False)
+        assert metrics["val_loss"] == pytest.approx(solo_metrics["val_loss"], rel=1e-5)
+        assert _max_difference(model.state_dict(), solo.state_dict()) < 1e-3
+
+
 # -- registry: ensure_gems_population --------------------------------------------------------------------
 
 
