@@ -1,7 +1,7 @@
 """GeMS pretraining throughput: optimiser steps (batches of 256 slates) per second of `train_gems`.
 
 Usage: python bench/gems_throughput.py [--device cpu|cuda] [--quick] [--episodes E] [--epochs N]
-       [--no-cuda-graph] [--threads N]
+       [--no-cuda-graph] [--threads N] [--stacked K]
 
 Runs `train_gems` itself (the code `slatectl pretrain gems` runs) on synthetic logged episodes of the
 reference shape (100 slates of 10 items per episode, 1,000 items) with the reference settings (batch 256,
@@ -9,6 +9,12 @@ Adam 1e-3); the first epoch is the warm-up (and, on CUDA, the graph capture), th
 An epoch's time is read when its loss is reported, which waits for the device, so asynchronous CUDA work
 is counted. The validation part is kept small (1 %) so that the figure is the training step's.
 Prints a Markdown table; `--quick` shrinks the data to a few seconds of work on a CPU.
+
+`--stacked K` measures, in one process, K members (synthetic logs of their own, seeds 0…K−1) trained
+as K solo `train_gems` runs one after another and as one stacked population (`train_stacked_gems`,
+what `slatectl pretrain gems --env all` runs), and prints both rates in member batches per second and
+their ratio. On cuda the solo runs replay their CUDA graph (eager with --no-cuda-graph); the stack
+always runs eagerly.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import time
 
 import torch
 
+from slatectl.pretrain.gems_population import GeMSMember, train_stacked_gems
 from slatectl.pretrain.gems_train import GeMSConfig, train_gems
 
 EPISODE_LENGTH, SLATE_SIZE, NUM_ITEMS = 100, 10, 1000
@@ -43,6 +50,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="epochs, the first one untimed (default 3; 2 with --quick)")
     parser.add_argument("--no-cuda-graph", action="store_true", help="on cuda: the eager step instead of the captured one")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--stacked", type=int, default=None, metavar="K",
+                        help="compare K stacked members with K solo runs (member batches/s and the ratio)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -50,6 +59,11 @@ def main() -> None:
     epochs = args.epochs or (2 if args.quick else 3)
     if epochs < 2:
         parser.error("--epochs must be >= 2 (the first epoch is the untimed warm-up)")
+    if args.stacked is not None:
+        if args.stacked < 1:
+            parser.error("--stacked must be >= 1")
+        compare_stacked(args.stacked, episodes, epochs, args.device, not args.no_cuda_graph)
+        return
     slates, clicks = synthetic_logged(episodes)
     config = GeMSConfig(max_epochs=epochs, val_fraction=0.01, accelerator=args.device)
     options = {}
@@ -72,6 +86,38 @@ def main() -> None:
     print(f"| first epoch (warm-up{', capture' if args.device == 'cuda' else ''}) s | {epoch_ends[0] - started:.2f} |")
     print(f"| training step replayed from a CUDA graph | {'yes' if metrics.get('cuda_graph') else 'no'} |")
     print(f"| reference size (527k batches) at this rate, min | {527_000 / (per_epoch / timed) / 60:,.1f} |")
+
+
+def _timed_rate(epoch_ends: list[float], batches_per_epoch: int) -> float:
+    """Batches per second over epochs 2…: the first epoch is the warm-up."""
+    return batches_per_epoch * (len(epoch_ends) - 1) / (epoch_ends[-1] - epoch_ends[0])
+
+
+def compare_stacked(members: int, episodes: int, epochs: int, device: str, cuda_graph: bool) -> None:
+    """K solo runs and one stack of the same K members, timed in this process (see the module docstring)."""
+    config = GeMSConfig(max_epochs=epochs, val_fraction=0.01, accelerator=device)
+    stack = [GeMSMember(*synthetic_logged(episodes, seed=k), config, seed=k) for k in range(members)]
+    solo_seconds, per_epoch = 0.0, 0
+    for member in stack:
+        ends: list[float] = []
+        _, metrics = train_gems(member.slates, member.clicks, config, member.seed,
+                                progress_callback=lambda row: ends.append(time.perf_counter()), cuda_graph=cuda_graph)
+        per_epoch = -(-metrics["n_train_slates"] // config.batch_size)
+        solo_seconds += (ends[-1] - ends[0]) / (len(ends) - 1)  # one timed epoch of this member
+    solo_rate = members * per_epoch / solo_seconds
+    stacked_ends: list[float] = []
+    train_stacked_gems(stack, progress_callback=lambda k, row: stacked_ends.append(time.perf_counter()) if k == 0 else None)
+    stacked_rate = members * _timed_rate(stacked_ends, per_epoch)
+    device_name = torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or platform.machine()
+    print(f"device: {device} ({device_name}), {torch.get_num_threads()} torch threads, torch {torch.__version__}; "
+          f"K = {members} members of {episodes:,} episodes, {per_epoch:,} batches of {config.batch_size} per "
+          f"epoch each, {epochs} epochs (the first untimed)")
+    print("| measure | value |")
+    print("|---|---:|")
+    print(f"| K solo runs one after another, member batches/s | {solo_rate:,.1f} |")
+    print(f"| one stack of K, member batches/s | {stacked_rate:,.1f} |")
+    print(f"| stacked / solo | {stacked_rate / solo_rate:.2f}x |")
+    print(f"| reference size for K members (K × 527k batches) stacked, h | {members * 527_000 / stacked_rate / 3600:,.1f} |")
 
 
 if __name__ == "__main__":

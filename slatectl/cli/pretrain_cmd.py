@@ -16,6 +16,8 @@ from slatectl.config_tools import apply_overrides, build_config
 from slatectl.pretrain.gems_train import GeMSConfig
 from slatectl.pretrain.logged import LoggedDataConfig
 from slatectl.pretrain.mf import MFConfig
+from slatectl.errors import BadInput
+from slatectl.sim.config import env_names
 from slatectl.sim.factory import make_env
 from slatectl.threads import configure_torch_threads
 from slatectl.train import inputs as pretrained
@@ -96,23 +98,40 @@ def logged(
     typer.echo(artifact.id)
 
 
+def _gems_envs(env: str) -> list[str] | None:
+    """The envs of a stacked `pretrain gems` (`all` or a comma-separated list), or None for one env."""
+    if env != "all" and "," not in env:
+        return None
+    envs = env_names() if env == "all" else [e.strip() for e in env.split(",") if e.strip()]
+    if not envs or len(set(envs)) != len(envs):
+        raise BadInput(f"--env must be an environment, `all` or a comma-separated list of distinct environments (got {env!r}).")
+    return envs
+
+
 @pretrain_app.command("gems")
 def pretrain_gems(
-    env: str = typer.Option(..., "--env", metavar="ENV", help="Environment name (see `slatectl env list`)."),
-    seed: Optional[int] = typer.Option(None, "--seed", metavar="SEED", **SEED_RANGE, help="GeMS seed [default: the training seed 58407201]."),
+    env: str = typer.Option(..., "--env", metavar="ENV", help="Environment name (see `slatectl env list`), `all`, or a comma-separated list: several envs train as one stacked population."),
+    seed: Optional[int] = typer.Option(None, "--seed", metavar="SEED", **SEED_RANGE, help="GeMS seed (of every env) [default: the training seed 58407201]."),
     overrides: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a GeMS value: --set max_epochs=5 (or logged.episodes=…); repeatable."),
     device: Device = typer.Option(Device.auto, "--device", help=DEVICE_HELP + " (`--set accelerator=…` overrides it.)"),
 ) -> None:
     """Pretrain the GeMS slate VAE on the env's logged data (built if missing); prints the artifact id.
 
-    Torch uses `slatectl --threads N` CPU threads (default 1). On CUDA the training step is replayed
-    from a CUDA graph (SLATECTL_GEMS_CUDA_GRAPH=0 runs it eagerly). The device is part of the artifact's
-    config: a GeMS pretrained on CUDA is not reused by a CPU run, and vice versa.
+    With `--env all` (or E1,E2,…) every env's GeMS is found or pretrained: the missing ones train
+    together as one stacked population (each member is its solo run up to float rounding, with the
+    solo run's cache key: an existing GeMS is reused either way); prints one artifact id per env.
+    Torch uses `slatectl --threads N` CPU threads (default 1). On CUDA a single env's training step
+    is replayed from a CUDA graph (SLATECTL_GEMS_CUDA_GRAPH=0 runs it eagerly; a stack runs eagerly).
+    The device is part of the artifact's config: a GeMS pretrained on CUDA is not reused by a CPU run,
+    and vice versa.
 
     Example: slatectl pretrain gems --env diffuse_topdown --set max_epochs=10
+    Example: slatectl pretrain gems --env all
     """
+    envs = _gems_envs(env)
     resolved = resolve_device(device, say=_say)
-    simulator = make_env(env, device=resolved)  # missing logged data is simulated on the same device
+    # missing logged data is simulated on the same device; an unknown env fails here, before any work
+    simulators = [make_env(name, device=resolved) for name in (envs or [env])]
     gems_overrides = [o for o in overrides if not o.startswith("logged.")]
     logged_overrides = [o for o in overrides if o.startswith("logged.")]
     config = build_config(GeMSConfig, _section("gems", [f"accelerator={resolved}", *gems_overrides]), "gems.")
@@ -121,10 +140,16 @@ def pretrain_gems(
     seed = TrainingConfig().seed if seed is None else seed
     configure_torch_threads(get_settings().threads)
     with open_registry(get_settings()) as registry:
-        logged_artifact = _logged(registry, simulator, None, None, logged_overrides)
-        artifact = pretrained.ensure_gems(registry, simulator, logged_artifact, config, seed, say=_say)
-    console.print(f"GeMS for {env} ({config.accelerator}): artifact {artifact.id}")
-    typer.echo(artifact.id)
+        logged_artifacts = [_logged(registry, simulator, None, None, logged_overrides) for simulator in simulators]
+        if envs is None:
+            artifacts = [pretrained.ensure_gems(registry, simulators[0], logged_artifacts[0], config, seed, say=_say)]
+        else:
+            requests = [pretrained.GeMSRequest(simulator, logged, config, seed)
+                        for simulator, logged in zip(simulators, logged_artifacts)]
+            artifacts = pretrained.ensure_gems_population(registry, requests, say=_say)
+    for simulator, artifact in zip(simulators, artifacts):
+        console.print(f"GeMS for {simulator.config.name} ({config.accelerator}): artifact {artifact.id}")
+        typer.echo(artifact.id)
 
 
 @pretrain_app.command("mf")

@@ -91,7 +91,7 @@ def build_gems(config: GeMSConfig, slate_size: int = 10) -> GeMS:
 # -- data ---------------------------------------------------------------------------------------------
 
 
-def _epoch_order(rows: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+def epoch_order(rows: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
     """One epoch's row order on `device`: a fresh permutation from the CPU `generator`, or file order.
 
     Drawn on the CPU so that a seed gives the same batch order on every device, then moved in one copy
@@ -101,7 +101,7 @@ def _epoch_order(rows: int, generator: torch.Generator | None, device: torch.dev
     return torch.randperm(rows, generator=generator).to(device)
 
 
-def _split_logged(slates: Tensor, clicks: Tensor, config: GeMSConfig) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+def split_logged(slates: Tensor, clicks: Tensor, config: GeMSConfig) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
     """Flatten (E, H, K) to (E·H, K) if needed, cap at max_slates, hold out the leading val_fraction.
 
     For episode-major rows the leading rows are the first episodes; with 3-D input the cut is made on
@@ -152,7 +152,7 @@ def reconstruction_scores(model: GeMS, slates: Tensor, clicks: Tensor) -> dict[s
 
 
 @dataclass
-class _Outcome:
+class FitOutcome:
     history: list[dict[str, float]]
     best_val_loss: float = math.inf
     best_epoch: int = -1
@@ -165,7 +165,7 @@ def _validation_loss(model: GeMS, slates: Tensor, clicks: Tensor, config: GeMSCo
     """Mean validation loss (decoded from z = mu), summed on the device and read once."""
     model.eval()
     total = torch.zeros((), device=slates.device)
-    for index in _epoch_order(slates.shape[0], None, slates.device).split(config.batch_size):
+    for index in epoch_order(slates.shape[0], None, slates.device).split(config.batch_size):
         s, c = slates[index].long(), clicks[index].float()
         total += model.loss(s, c, config.lambda_click, config.lambda_KL, sample=False)["total"] * s.shape[0]
     return (total / slates.shape[0]).item()
@@ -245,7 +245,7 @@ class _CapturedStep:
 
 def _fit(model: GeMS, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], config: GeMSConfig, seed: int,
          progress_callback: ProgressCallback | None, batch_callback: BatchCallback | None,
-         cuda_graph: bool) -> _Outcome:
+         cuda_graph: bool) -> FitOutcome:
     device = train[0].device
     capture = cuda_graph and device.type == "cuda"
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, capturable=capture)
@@ -257,12 +257,12 @@ def _fit(model: GeMS, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], 
     step: Callable[[Tensor], None] = _EagerStep(model, optimizer, train, config, loss_sum)
     if capture:
         step = _CapturedStep(step, config.batch_size, device)
-    outcome = _Outcome(history=[])
+    outcome = FitOutcome(history=[])
     outcome.step = step
     for epoch in range(config.max_epochs):
         model.train()
         loss_sum.zero_()
-        for done, index in enumerate(_epoch_order(rows, shuffle, device).split(config.batch_size), start=1):
+        for done, index in enumerate(epoch_order(rows, shuffle, device).split(config.batch_size), start=1):
             step(index)
             if batch_callback is not None:
                 batch_callback(epoch, done, per_epoch)
@@ -297,7 +297,7 @@ def train_gems(
     None reads CUDA_GRAPH_ENV (on unless it is "0"), the switch for runs started from the CLI.
     `batch_callback` is called after each batch is *queued* (on CUDA the device may still be behind).
     """
-    (train_slates, train_clicks), (val_slates, val_clicks) = _split_logged(slates, clicks, config)
+    (train_slates, train_clicks), (val_slates, val_clicks) = split_logged(slates, clicks, config)
     if cuda_graph is None:
         cuda_graph = os.environ.get(CUDA_GRAPH_ENV, "1") != "0"
     slate_size = train_slates.shape[1]
@@ -313,14 +313,14 @@ def train_gems(
     if outcome.best_state is not None:
         model.load_state_dict(outcome.best_state)
     model.eval()
-    metrics = _final_metrics(model, outcome, config, val_slates, val_clicks, n_train=train_slates.shape[0])
+    metrics = final_metrics(model, outcome, config, val_slates, val_clicks, n_train=train_slates.shape[0])
     # Whether full batches were replayed from a CUDA graph (False on the CPU, or if capture failed).
     metrics["cuda_graph"] = isinstance(outcome.step, _CapturedStep) and outcome.step.replaying
     return model, metrics
 
 
 @torch.no_grad()
-def _final_metrics(model: GeMS, outcome: _Outcome, config: GeMSConfig, val_slates: Tensor, val_clicks: Tensor,
+def final_metrics(model: GeMS, outcome: FitOutcome, config: GeMSConfig, val_slates: Tensor, val_clicks: Tensor,
                    n_train: int) -> dict[str, Any]:
     history = outcome.history
     kept = outcome.best_epoch if outcome.best_epoch >= 0 else len(history) - 1

@@ -47,6 +47,22 @@ def ensure_agent_inputs(registry: Registry, config: RunConfig, say: Say) -> Reso
     return ResolvedInputs(AgentInputs(**values), ids)
 
 
+def ensure_population_gems(registry: Registry, configs: Sequence[RunConfig], say: Say) -> None:
+    """The GeMS of every member that needs one, found or pretrained together: the missing ones train as
+    stacked populations (`pretrained.ensure_gems_population`), under the keys `ensure_agent_inputs` then
+    finds them by. Nothing draws from the global RNG here (logged data is counter-based, GeMS pretraining
+    forks the RNG state or uses its own generators), so the members' streams are unchanged. Called by
+    `PopulationTrainer.build_members` before it builds the members."""
+    requests = []
+    for config in configs:
+        if "gems" in config.spec.needs_for(config.agent):
+            env = make_env(config.env)
+            logged = pretrained.ensure_logged_data(registry, env, config.logged, say=say)
+            requests.append(pretrained.GeMSRequest(env, logged, config.gems, config.training.seed))
+    if len(requests) > 1:
+        pretrained.ensure_gems_population(registry, requests, say=say)
+
+
 def registered_agent_inputs(registry: Registry, artifact_ids: Sequence[int]) -> ResolvedInputs:
     """The pretrained inputs a run recorded, loaded by id (SHA-256 checked by the registry)."""
     values: dict = {}

@@ -7,13 +7,16 @@ same settings reuses it. Lineage: logged data ← env; GeMS and MF ← logged da
 from __future__ import annotations
 
 import hashlib
+import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import torch
 
 from slatectl.registry import Artifact, Registry
+from slatectl.pretrain.gems import GeMS
+from slatectl.pretrain.gems_population import GeMSMember, stack_groups, train_stacked_gems
 from slatectl.pretrain.gems_train import GeMSConfig, build_gems, train_gems
 from slatectl.pretrain.logged import LoggedData, LoggedDataConfig, generate_logged_data
 from slatectl.pretrain.mf import MFConfig, train_mf
@@ -53,35 +56,110 @@ def load_logged_data(registry: Registry, artifact: Artifact) -> LoggedData:
     return LoggedData.from_state_dict(registry.load_artifact_state(artifact.id))
 
 
-def ensure_gems(registry: Registry, env: TopicRec, logged: Artifact, config: GeMSConfig, seed: int, say: Say = print,
-                progress: Callable[[dict[str, float]], None] | None = None) -> Artifact:
-    identity = {"env": env.config.name, "logged_artifact": logged.id, "gems": asdict(config), "seed": seed}
-    found = registry.find_artifact(GEMS_KIND, env.config.name, config=identity)
-    if found is not None:
-        return found
-    data = load_logged_data(registry, logged)
+def _gems_identity(env_name: str, logged: Artifact, config: GeMSConfig, seed: int) -> dict[str, Any]:
+    """A GeMS artifact's cache key, the same for a solo and a stacked pretraining (see ensure_gems_population)."""
+    return {"env": env_name, "logged_artifact": logged.id, "gems": asdict(config), "seed": seed}
+
+
+def _logged_slates(data: LoggedData, config: GeMSConfig) -> int:
     slates = data.slates.numel() // data.slates.shape[-1]
-    if config.max_slates is not None:
-        slates = min(slates, config.max_slates)
-    epochs = f"{config.max_epochs} epoch" + ("" if config.max_epochs == 1 else "s")
-    say(f"pretraining GeMS for {env.config.name} (latent dim {config.latent_dim}, {epochs} over "
-        f"{slates:,} logged slates, seed {seed}); progress is reported every quarter epoch")
-    reports = _GeMSProgress(config.max_epochs, say)
-    model, metrics = train_gems(data.slates.long(), data.clicks.float(), config, seed,
-                                progress_callback=progress or reports.epoch_done, batch_callback=reports.batch_done)
+    return slates if config.max_slates is None else min(slates, config.max_slates)
+
+
+def _register_gems(registry: Registry, env_name: str, logged: Artifact, identity: dict[str, Any], data: LoggedData,
+                   model: GeMS, metrics: dict[str, Any]) -> Artifact:
+    """The trained model with its action bounds (from the first BOUNDS_EPISODES logged episodes) as an
+    artifact: the file is written completely, then the registry row."""
     bounds_slates = data.slates[:BOUNDS_EPISODES].long().flatten(0, 1)
     bounds_clicks = data.clicks[:BOUNDS_EPISODES].float().flatten(0, 1)
     center, scale = model.action_bounds(bounds_slates, bounds_clicks)
     state = {"model": model.state_dict(), "action_center": center, "action_scale": scale}
-    return registry.register_artifact(GEMS_KIND, env.config.name, state, config=identity,
+    return registry.register_artifact(GEMS_KIND, env_name, state, config=identity,
                                       metrics=_jsonable(metrics), parents=[logged.id])
+
+
+def ensure_gems(registry: Registry, env: TopicRec, logged: Artifact, config: GeMSConfig, seed: int, say: Say = print,
+                progress: Callable[[dict[str, float]], None] | None = None) -> Artifact:
+    identity = _gems_identity(env.config.name, logged, config, seed)
+    found = registry.find_artifact(GEMS_KIND, env.config.name, config=identity)
+    if found is not None:
+        return found
+    data = load_logged_data(registry, logged)
+    epochs = f"{config.max_epochs} epoch" + ("" if config.max_epochs == 1 else "s")
+    say(f"pretraining GeMS for {env.config.name} (latent dim {config.latent_dim}, {epochs} over "
+        f"{_logged_slates(data, config):,} logged slates, seed {seed}); progress is reported every quarter epoch")
+    reports = _GeMSProgress(config.max_epochs, say)
+    model, metrics = train_gems(data.slates.long(), data.clicks.float(), config, seed,
+                                progress_callback=progress or reports.epoch_done, batch_callback=reports.batch_done)
+    return _register_gems(registry, env.config.name, logged, identity, data, model, metrics)
+
+
+@dataclass(frozen=True)
+class GeMSRequest:
+    """One GeMS that `ensure_gems_population` finds or pretrains: as ensure_gems's arguments."""
+
+    env: TopicRec
+    logged: Artifact
+    config: GeMSConfig
+    seed: int
+
+
+def ensure_gems_population(registry: Registry, requests: list[GeMSRequest], say: Say = print) -> list[Artifact]:
+    """One GeMS artifact per request (in order): found in the registry, or pretrained together with the
+    other missing ones as stacked populations (`slatectl.pretrain.gems_population`) and registered.
+
+    The cache key is ensure_gems's: a stacked member is the solo algorithm (same data, seed, draws, batch
+    order, Adam) computed with batched kernels, so it differs from the solo result only by float rounding,
+    as a run with another thread count does; a solo run reuses a stacked member's artifact and vice versa.
+    Equal requests are trained once. Each stack's members are registered as soon as the stack finishes
+    (file, then row, as ensure_gems), so an interrupted call keeps the stacks it finished."""
+    identities = [_gems_identity(r.env.config.name, r.logged, r.config, r.seed) for r in requests]
+    keys = [json.dumps(identity, sort_keys=True) for identity in identities]
+    artifacts: dict[str, Artifact] = {}
+    missing: dict[str, int] = {}  # key → the first request that asks for it
+    for index, (request, identity, key) in enumerate(zip(requests, identities, keys)):
+        if key in artifacts or key in missing:
+            continue
+        found = registry.find_artifact(GEMS_KIND, request.env.config.name, config=identity)
+        if found is not None:
+            artifacts[key] = found
+        else:
+            missing[key] = index
+    todo = list(missing.values())
+    logs: dict[int, LoggedData] = {}  # by artifact id: seeds of one env share their logged data
+    for i in todo:
+        if requests[i].logged.id not in logs:
+            logs[requests[i].logged.id] = load_logged_data(registry, requests[i].logged)
+    data = {i: logs[requests[i].logged.id] for i in todo}
+    members = [GeMSMember(data[i].slates, data[i].clicks, requests[i].config, requests[i].seed) for i in todo]
+    for group in stack_groups(members):
+        indices = [todo[g] for g in group]
+        config = requests[indices[0]].config
+        epochs = f"{config.max_epochs} epoch" + ("" if config.max_epochs == 1 else "s")
+        seeds = set(requests[i].seed for i in indices)
+        # a member's name in the progress lines: its env, and its seed where the seeds differ
+        names = [requests[i].env.config.name + ("" if len(seeds) == 1 else f" (seed {requests[i].seed})")
+                 for i in indices]
+        seed_text = f", seed {seeds.pop()}" if len(seeds) == 1 else ""
+        say(f"pretraining GeMS for {', '.join(names)} as one stack of {len(indices)} (latent dim {config.latent_dim}, "
+            f"{epochs} over {_logged_slates(data[indices[0]], config):,} logged slates each{seed_text}); "
+            "progress is reported every quarter epoch")
+        reports = _GeMSProgress(config.max_epochs, say, label=f"GeMS stack of {len(indices)}")
+        trained = train_stacked_gems([members[g] for g in group],
+                                     progress_callback=lambda k, row: reports.epoch_done(row, label=f"GeMS {names[k]}"),
+                                     batch_callback=reports.batch_done)
+        for i, (model, metrics) in zip(indices, trained):
+            request = requests[i]
+            artifacts[keys[i]] = _register_gems(registry, request.env.config.name, request.logged, identities[i],
+                                                data[i], model, metrics)
+    return [artifacts[key] for key in keys]
 
 
 class _GeMSProgress:
     """Plain progress lines for a long pretraining (hours at the reference size on a CPU), with an ETA."""
 
-    def __init__(self, epochs: int, say: Say):
-        self.epochs, self.say = epochs, say
+    def __init__(self, epochs: int, say: Say, label: str = "GeMS"):
+        self.epochs, self.say, self.label = epochs, say, label
         self.started = time.perf_counter()
 
     def batch_done(self, epoch: int, done: int, total: int) -> None:
@@ -90,11 +168,11 @@ class _GeMSProgress:
             return
         fraction = (epoch + done / total) / self.epochs
         elapsed = time.perf_counter() - self.started
-        self.say(f"GeMS epoch {epoch + 1}/{self.epochs}: {done:,}/{total:,} batches; "
+        self.say(f"{self.label} epoch {epoch + 1}/{self.epochs}: {done:,}/{total:,} batches; "
                  f"{_duration(elapsed)} elapsed, about {_duration(elapsed / fraction - elapsed)} left")
 
-    def epoch_done(self, row: dict[str, float]) -> None:
-        self.say(f"GeMS epoch {int(row['epoch']) + 1}/{self.epochs} done: train loss {row['train_loss']:.4f}, "
+    def epoch_done(self, row: dict[str, float], label: str | None = None) -> None:
+        self.say(f"{label or self.label} epoch {int(row['epoch']) + 1}/{self.epochs} done: train loss {row['train_loss']:.4f}, "
                  f"validation loss {row['val_loss']:.4f} ({_duration(time.perf_counter() - self.started)} elapsed)")
 
 

@@ -41,7 +41,8 @@ from slatectl.harness import seed_everything
 from slatectl.registry import Registry, Run
 from slatectl.sim.member_envs import MemberEnvs
 from slatectl.sim.topicrec import TopicRec
-from slatectl.train.assembly import ResolvedInputs, build_agent, ensure_agent_inputs, registered_agent_inputs
+from slatectl.train.assembly import (ResolvedInputs, build_agent, ensure_agent_inputs, ensure_population_gems,
+                                     registered_agent_inputs)
 from slatectl.train.checkpoints import (ResumeState, load_resume_state, register_checkpoint, register_resume_state,
                                         resume_states_by_step)
 from slatectl.train.config import RunConfig, run_config_from_dict
@@ -229,9 +230,12 @@ class PopulationTrainer:
     # ------------------------------------------------------------------ entry points
     def build_members(self, runs: list[Run] | None = None) -> list[Member]:
         """Each member built exactly as a solo run builds its agent: seed_everything(seed), then the agent
-        (pretrained inputs are found or built with forked RNG state, so they do not shift the stream); a
-        resumed member from exactly the inputs its run recorded."""
+        (pretrained inputs are found or built with forked RNG state, so they do not shift the stream; the
+        missing GeMS of several members are first pretrained as one stack); a resumed member from exactly
+        the inputs its run recorded."""
         members: list[Member] = []
+        if runs is None:  # missing GeMS of several members: pretrained as one stack, not one after another
+            ensure_population_gems(self.registry, self.configs, self.reporter.message)
         for k, cfg in enumerate(self.configs):
             seed_everything(cfg.training.seed)
             resolved = (ensure_agent_inputs(self.registry, cfg, self.reporter.message) if runs is None
