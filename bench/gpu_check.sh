@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check of the CUDA path, as ONE run on one H100/H200 (≤ 8 minutes): the CUDA-vs-CPU equality
 # tests, then every GPU benchmark at its target size, then one summary table (check, figure, target,
-# met?), also written to $OUT/gpu_check.md when $OUT is set (with every step's log under
-# $OUT/gpu_check_logs/).
+# met?), also written to $OUT/gpu_check.md when $OUT is set (with every step's log in
+# $OUT/gpu_check_logs.txt).
 #
 #   bash bench/gpu_check.sh                 # on the GPU machine, from the repository root
 #   bash bench/gpu_check.sh --cpu-dry-run   # the same steps at tiny sizes on the CPU (GPU_CHECK_DRY_RUN=1 too)
