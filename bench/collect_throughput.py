@@ -2,12 +2,14 @@
 (simulate, record, copy to the host, write the npz, hash, register), by device, agent and batch size.
 
 Usage: python bench/collect_throughput.py [--device cpu|cuda] [--env focused_topdown] [--episodes 10000]
-       [--batch 1000,5000] [--agents random,sac-gems] [--threads N] [--quick]
+       [--batch 1000,5000] [--agents random,sac-gems] [--threads N] [--workers 1,2] [--quick]
 The SAC+GeMS checkpoint comes from a tiny run in a throwaway registry (small logged data, one short GeMS
 epoch, random-phase steps only): its weights do not change the cost of acting. `--quick`: 300 episodes,
 batch 150 (seconds of collection on a CPU, plus the tiny run; for scripts and smoke runs). GPU targets:
 ≥ 1,000,000 transitions/s of policy + simulation with SAC+GeMS, and 10,000 episodes end to end ≤ 5 s
-(`--device cuda --batch 10000`). Prints one Markdown table.
+(`--device cuda --batch 10000`). `--workers` lists the recorder's worker counts to time (policy + simulation;
+default: its default, one per torch thread on a CPU) — `--threads 2 --workers 1,2` compares one loop with
+two threads against two batches at once. Prints one Markdown table.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def main() -> None:
     parser.add_argument("--batch", default="1000,5000", help="users simulated at once (collect --batch)")
     parser.add_argument("--agents", default="random,sac-gems")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--workers", default=None, help="recorder worker counts to time, e.g. 1,2 (default: its default)")
     parser.add_argument("--quick", action="store_true", help="300 episodes, batch 150")
     args = parser.parse_args()
     if args.quick:
@@ -61,8 +64,9 @@ def main() -> None:
     transitions = args.episodes * 100
     print(f"collection throughput: {device} ({card}),{load} {torch.get_num_threads()} torch threads, "
           f"torch {torch.__version__}, env {args.env}, {args.episodes:,} episodes = {transitions:,} transitions")
-    print("| device | policy | batch | policy+sim s | policy+sim transitions/s | end-to-end s | end-to-end transitions/s |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    worker_counts = [None] if args.workers is None else [int(w) for w in args.workers.split(",")]
+    print("| device | policy | batch | workers | policy+sim s | policy+sim transitions/s | end-to-end s | end-to-end transitions/s |")
+    print("|---|---|---:|---|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as home, open_registry(Settings.resolve(home=Path(home))) as registry:
         for agent_name in args.agents.split(","):
             if agent_name == "random":
@@ -73,15 +77,17 @@ def main() -> None:
                 env, agent, _ = agent_for_checkpoint(registry, promote_tiny_checkpoint(registry, agent_name, args.env), device)
             for batch in (int(b) for b in args.batch.split(",")):
                 record_dataset(env, agent, min(batch, args.episodes), 0, batch)  # warm-up (allocations, kernels)
-                start = time.perf_counter()
-                record_dataset(env, agent, args.episodes, 0, batch)  # returns host arrays: the device is done
-                simulated = time.perf_counter() - start
-                start = time.perf_counter()
-                dataset = collect_dataset(registry, CollectRequest(args.env, quality, args.episodes, seed=0,
-                                                                   batch_size=batch, device=device))
-                end_to_end = time.perf_counter() - start
-                print(f"| {device} | {agent_name} | {batch:,} | {simulated:.2f} | {transitions / simulated:,.0f} | "
-                      f"{end_to_end:.2f} | {dataset.transitions / end_to_end:,.0f} |", flush=True)
+                for workers in worker_counts:
+                    start = time.perf_counter()
+                    record_dataset(env, agent, args.episodes, 0, batch, workers=workers)  # host arrays: the device is done
+                    simulated = time.perf_counter() - start
+                    start = time.perf_counter()
+                    dataset = collect_dataset(registry, CollectRequest(args.env, quality, args.episodes, seed=0,
+                                                                       batch_size=batch, device=device))
+                    end_to_end = time.perf_counter() - start  # collect's own default workers
+                    print(f"| {device} | {agent_name} | {batch:,} | {'default' if workers is None else workers} | "
+                          f"{simulated:.2f} | {transitions / simulated:,.0f} | {end_to_end:.2f} | "
+                          f"{dataset.transitions / end_to_end:,.0f} |", flush=True)
 
 
 if __name__ == "__main__":

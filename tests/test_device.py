@@ -9,6 +9,8 @@ run under `torch.device("meta")` as the default device, where any tensor made wi
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,7 @@ from typer.testing import CliRunner
 
 from slatectl.agents.pretrained import AgentInputs
 from slatectl.cli import app
+from slatectl.collect import recorder
 from slatectl.collect.recorder import record_dataset
 from slatectl.device import resolve_device
 from slatectl.errors import BadInput
@@ -163,6 +166,56 @@ def test_collected_arrays_do_not_depend_on_batches_or_on_staged_copies(agent_nam
     assert want["rewards"].shape == (900,) and want["observations/slate"].dtype == np.int16
     np.testing.assert_array_equal(want["observations/slate"].reshape(9, 100, 10)[:, 1:],
                                   want["actions/slate"].reshape(9, 100, 10)[:, :-1])
+
+
+@pytest.mark.parametrize("agent_name", ["random", "sac-gems"])
+def test_parallel_workers_record_the_same_arrays_and_restore_the_thread_count(agent_name, monkeypatch):
+    env, agent = _agent(agent_name, "cpu")
+    want = record_dataset(env, agent, episodes=13, seed=3, batch_size=4, workers=1)
+    threads = torch.get_num_threads()
+    seen, names = [], set()
+
+    def on_batch(done, mean):
+        seen.append(done)
+        names.add(threading.current_thread().name)
+
+    got = record_dataset(env, agent, episodes=13, seed=3, batch_size=4, workers=3, on_batch=on_batch)
+    _assert_same_arrays(got, want)
+    # one report per batch, the episodes recorded so far (batches land in any order across workers)
+    assert len(seen) == 4 and seen == sorted(seen) and seen[-1] == 13
+    assert all(n.startswith("recorder") for n in names)
+    assert torch.get_num_threads() == threads
+    # By default: one worker per torch thread on the CPU for batches of MIN_PARALLEL_BATCH users or more,
+    # one loop in the calling thread for smaller ones.
+    torch.set_num_threads(2)
+    try:
+        for smallest, in_workers in ((5, False), (4, True)):
+            monkeypatch.setattr(recorder, "MIN_PARALLEL_BATCH", smallest)
+            names.clear()
+            _assert_same_arrays(record_dataset(env, agent, episodes=13, seed=3, batch_size=4, on_batch=on_batch), want)
+            assert names and all(n.startswith("recorder_") == in_workers for n in names)
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_a_failing_worker_stops_the_recording_with_its_error(monkeypatch):
+    env, agent = _agent("random", "cpu")
+    recorded = []
+    play = recorder._record_batch
+
+    def failing(env, agent, seed, out, first, size):
+        if first == 0:  # worker 0's first batch
+            raise RuntimeError("batch 0 failed")
+        recorded.append(first)
+        play(env, agent, seed, out, first, size)
+
+    monkeypatch.setattr(recorder, "_record_batch", failing)
+    threads = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="batch 0 failed"):
+        record_dataset(env, agent, episodes=40, seed=3, batch_size=2, workers=2)
+    assert torch.get_num_threads() == threads
+    assert len(recorded) < 10  # worker 1 stopped instead of playing all its 10 batches
 
 
 @pytest.mark.parametrize("device", DEVICES)

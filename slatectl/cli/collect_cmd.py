@@ -32,7 +32,8 @@ def collect(
     """Collect a dataset with the checkpoint promoted for (env, quality); the last stdout line is its id.
 
     The agent and the simulator run on --device; on the CPU torch uses `slatectl --threads N` threads
-    (default 1). The same seed gives the same file on the CPU whatever --batch.
+    (default 1), and with N >= 2 N batches of at least 2000 users are simulated at once, one per
+    thread. The same seed gives the same file on the CPU whatever --batch and --threads.
 
     Example: slatectl collect --quality medium --env diffuse_topdown --episodes 1000
 
