@@ -39,13 +39,18 @@ class EpisodeReplay:
                         for f in _FIELDS}
 
     def add(self, episodes: EpisodeBatch) -> None:
-        """Append E episodes, evicting the oldest beyond capacity."""
+        """Append E episodes, evicting the oldest beyond capacity.
+
+        With E > capacity only the newest `capacity` episodes of the batch are written (the others would
+        be evicted by later ones of the same batch): an indexed write with repeated slots has no defined
+        winner (torch says so), and on two CPU threads it mixed fields of different episodes in one slot."""
         n = episodes.episodes
         if self.storage is None:
             self._allocate({f: getattr(episodes, f) for f in _FIELDS})
-        slots = (self.next_slot + torch.arange(n, device=self.device)) % self.capacity
+        kept = max(0, n - self.capacity)
+        slots = (self.next_slot + torch.arange(kept, n, device=self.device)) % self.capacity
         for f in _FIELDS:
-            self.storage[f][slots] = getattr(episodes, f).detach().to(self.device, self.storage[f].dtype)
+            self.storage[f][slots] = getattr(episodes, f)[kept:].detach().to(self.device, self.storage[f].dtype)
         self.next_slot = int((self.next_slot + n) % self.capacity)
         self.size = min(self.size + n, self.capacity)
 
