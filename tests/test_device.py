@@ -9,6 +9,7 @@ run under `torch.device("meta")` as the default device, where any tensor made wi
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 
 import numpy as np
@@ -216,6 +217,27 @@ def test_a_failing_worker_stops_the_recording_with_its_error(monkeypatch):
         record_dataset(env, agent, episodes=40, seed=3, batch_size=2, workers=2)
     assert torch.get_num_threads() == threads
     assert len(recorded) < 10  # worker 1 stopped instead of playing all its 10 batches
+
+
+def test_ctrl_c_while_workers_record_stops_them_at_their_next_batch(monkeypatch):
+    env, agent = _agent("random", "cpu")
+    recorded = []
+    play = recorder._record_batch
+
+    def slow_play(env, agent, seed, out, first, size):
+        recorded.append(first)
+        play(env, agent, seed, out, first, size)
+
+    def interrupted(self, timeout=None):  # the main thread waiting for a worker receives Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recorder, "_record_batch", slow_play)
+    monkeypatch.setattr(concurrent.futures.Future, "result", interrupted)
+    threads = torch.get_num_threads()
+    with pytest.raises(KeyboardInterrupt):
+        record_dataset(env, agent, episodes=400, seed=3, batch_size=2, workers=2)
+    assert torch.get_num_threads() == threads
+    assert len(recorded) < 50  # of 200 batches: both workers stopped soon after the interrupt
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -211,7 +211,7 @@ def _record_in_parallel(env: TopicRec, agent: Agent, seed: int, arrays: _Arrays,
     """Worker w records batches w, w + workers, … with its own simulator and agent (copies: both hold the
     state of the episodes they play) into its own rows of the host arrays. The torch thread count is
     process-wide, so it is lowered before the workers start (a new thread takes the count current at its
-    first parallel op) and restored after; a failing worker stops the others at their next batch."""
+    first parallel op) and restored after; a failing worker, or Ctrl-C, stops the others at their next batch."""
     players = [(env, agent)] + [(copy.deepcopy(env), copy.deepcopy(agent)) for _ in range(workers - 1)]
     failed = threading.Event()
 
@@ -232,8 +232,12 @@ def _record_in_parallel(env: TopicRec, agent: Agent, seed: int, arrays: _Arrays,
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="recorder") as pool:
             futures = [pool.submit(work, e, a, batches[w::workers]) for w, (e, a) in enumerate(players)]
-            for future in futures:
-                future.result()  # re-raises a worker's error here
+            try:
+                for future in futures:
+                    future.result()  # re-raises a worker's error here
+            except BaseException:  # a worker's error or Ctrl-C: the others stop at their next batch
+                failed.set()
+                raise
     finally:
         torch.set_num_threads(threads_before)
 
