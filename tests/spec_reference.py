@@ -77,7 +77,11 @@ class OneUserTopicRec:
         self.short_term = self.topic[slate[clicked[-1]]] if clicked else int(self.rng.integers(40, 1, T)[0, 0])
         return slate, clicks
 
-    def step(self, slate):
+    def step(self, slate, near_ties=None, tie_tolerance=0.0):
+        """One step with the action `slate` (−1: the oracle's item of that rank). `near_ties` (the slate the
+        batched simulator showed) is taken instead of the oracle's item of a rank where their scores
+        differ by at most `tie_tolerance`: the batched simulator ranks float32 scores, this one float64
+        scores, so two items whose scores differ by less than float32 rounding may come out either way."""
         c = self.c
         self.t += 1
         t = self.t
@@ -93,7 +97,11 @@ class OneUserTopicRec:
                 self.bored[topic] = True
         masked = self._masked()
         if any(i < 0 for i in slate):
-            order = np.argsort(-(self.E @ masked), kind="stable")[: c.slate_size]
+            scores = self.E @ masked
+            order = np.argsort(-scores, kind="stable")[: c.slate_size]
+            if near_ties is not None:
+                order = [near_ties[r] if abs(scores[near_ties[r]] - scores[order[r]]) <= tie_tolerance else order[r]
+                         for r in range(c.slate_size)]
             slate = [int(order[r]) if slate[r] < 0 else int(slate[r]) for r in range(c.slate_size)]
         clicks = self._clicks(slate, masked, self.rng.uniform(t * DRAWS_PER_STEP, c.slate_size)[0].double().numpy())
         for r in range(c.slate_size):
