@@ -199,8 +199,8 @@ class Registry:
     # -- promotions -------------------------------------------------------------------------------------------
 
     def promote_checkpoint(self, env: str | None, quality: str, checkpoint_id: int, note: str | None = None,
-                           promoted_by: str | None = None) -> Promotion:
-        return self.promotions.promote_checkpoint(env, quality, checkpoint_id, note, promoted_by)
+                           promoted_by: str | None = None, allow_same: bool = False) -> Promotion:
+        return self.promotions.promote_checkpoint(env, quality, checkpoint_id, note, promoted_by, allow_same)
 
     def active_promotion(self, env: str, quality: str) -> Promotion | None:
         return self.promotions.active_promotion(env, quality)

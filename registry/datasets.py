@@ -117,6 +117,9 @@ class DatasetRepository:
                                              {"config_hash": run.config_hash, "code_version": run.code_version,
                                               "command": run.command}))
                     pending.extend(run.inputs)
+            encoder = (dataset.meta or {}).get("encoder") or {}
+            if encoder.get("artifact_id") is not None:  # the encoder of the dataset's features (a GeMS)
+                pending.append(int(encoder["artifact_id"]))
             seen: set[int] = set()
             while pending:
                 artifact_id = pending.pop(0)

@@ -11,6 +11,7 @@ import getpass
 
 from sqlmodel import select
 
+from slatectl.domain import PROMOTABLE_QUALITIES
 from slatectl.errors import BadInput
 from slatectl.registry.database import Database
 from slatectl.registry.db import serialize_on
@@ -30,12 +31,13 @@ class PromotionRepository:
         self.db = db
 
     def promote_checkpoint(self, env: str | None, quality: str, checkpoint_id: int, note: str | None = None,
-                           promoted_by: str | None = None) -> Promotion:
+                           promoted_by: str | None = None, allow_same: bool = False) -> Promotion:
         """Make `checkpoint_id` the active one for (env, quality); the previous one stays in history.
 
         `env` may be None (taken from the checkpoint); if given it must be the checkpoint's env. The
         checkpoint's file must match its recorded size and SHA-256 (MissingFile / CorruptFile otherwise,
-        and nothing is written).
+        and nothing is written). A checkpoint already active for another quality of the env (medium and
+        expert the same policy, so their datasets would be alike) is refused unless `allow_same`.
         """
         quality = check_quality(quality)
         with self.db.read() as session:
@@ -48,6 +50,8 @@ class PromotionRepository:
             env = checkpoint.env
             serialize_on(session, f"promotion:{env}:{quality}")
             previous = active(session, env, quality)
+            if not allow_same:
+                _refuse_same_checkpoint(session, env, quality, checkpoint_id)
             if previous is not None:
                 # Deactivate first: the partial unique index allows one active row per (env, quality).
                 previous.active = False
@@ -102,3 +106,14 @@ class PromotionRepository:
 def active(session, env: str, quality: str) -> Promotion | None:
     return session.exec(select(Promotion).where(Promotion.env == env, Promotion.quality == quality,
                                                 Promotion.active)).first()
+
+
+def _refuse_same_checkpoint(session, env: str, quality: str, checkpoint_id: int) -> None:
+    for other in PROMOTABLE_QUALITIES:
+        if other == quality:
+            continue
+        current = active(session, env, other)
+        if current is not None and current.checkpoint_id == checkpoint_id:
+            raise BadInput(f"checkpoint {checkpoint_id} is already promoted as {other} for {env}: {other} and "
+                           f"{quality} would be the same policy and their datasets alike. Promote another "
+                           f"checkpoint, or pass --allow-same to promote it as both.")

@@ -27,3 +27,10 @@ class DatasetFormat(StrEnum):
 
     NPZ = "npz"        # one numpy .npz file
     MINARI = "minari"  # a Minari (HDF5) dataset folder
+
+
+class BehaviourMode(StrEnum):
+    """Which of a checkpoint's policies collects a dataset."""
+
+    SAMPLE = "sample"  # the stochastic policy as trained (SAC's squashed Gaussian, SlateQ's ε-greedy, ...)
+    GREEDY = "greedy"  # the deterministic evaluation policy (what validation returns measure)

@@ -13,26 +13,12 @@ from slatectl.collect import load_npz
 from slatectl.collect.collector import CollectRequest, collect_dataset, collect_datasets
 from slatectl.errors import BadInput
 from slatectl.settings import Settings
-from slatectl.train.config import resolve_run_config
-from slatectl.train.loop import Trainer
-
-SMALL = ["training.random_steps=10", "training.val_every=10", "training.val_episodes=100", "training.test_episodes=10",
-         "agent.batch_size=4", "agent.capacity=50"]
-
+from offline_helpers import trained_home
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    settings = Settings.resolve(home=tmp_path_factory.mktemp("collect") / "home")
-    config = resolve_run_config("sac-topk-ideal", "focused_topdown", overrides=SMALL,
-                                cli_training={"max_steps": 20, "save_every": 10})
-    with open_registry(settings) as registry:
-        run_id = Trainer(registry, config).run(command="test").run_id
-        checkpoints = registry.list_checkpoints(run_id=run_id)
-        best = next(c for c in checkpoints if c.is_best)
-        other = next(c for c in checkpoints if not c.is_best)
-        registry.promote_checkpoint("focused_topdown", "expert", best.id)
-        registry.promote_checkpoint("focused_topdown", "medium", other.id)
-    return settings, best, other
+    home = trained_home(tmp_path_factory.mktemp("collect") / "home")
+    return home.settings, home.best, home.other
 
 
 def _load(registry, dataset):
@@ -43,13 +29,19 @@ def _load(registry, dataset):
 def test_same_seed_gives_identical_files_and_consistent_arrays(trained):
     settings, best, _ = trained
     with open_registry(settings) as registry:
-        a = collect_dataset(registry, CollectRequest("focused_topdown", "expert", episodes=30, seed=5, batch_size=16))
-        b = collect_dataset(registry, CollectRequest("focused_topdown", "expert", episodes=30, seed=5, batch_size=30))
-        c = collect_dataset(registry, CollectRequest("focused_topdown", "expert", episodes=30, seed=6))
+        greedy = dict(episodes=30, seed=5, act="greedy")
+        a = collect_dataset(registry, CollectRequest("focused_topdown", "expert", batch_size=16, **greedy))
+        b = collect_dataset(registry, CollectRequest("focused_topdown", "expert", batch_size=30, **greedy))
+        c = collect_dataset(registry, CollectRequest("focused_topdown", "expert", episodes=30, seed=6, act="greedy"))
+        # the stochastic policy: the same seed and batch size give the same file, another seed another one
+        d, e, f = (collect_dataset(registry, CollectRequest("focused_topdown", "expert", episodes=30, seed=s, batch_size=16))
+                   for s in (5, 5, 6))
         arrays = _load(registry, a)
     assert a.sha256 == b.sha256 != c.sha256
+    assert d.sha256 == e.sha256 != f.sha256 and d.sha256 != a.sha256
     assert arrays["rewards"].shape == (3000,) and arrays["observations/slate"].shape == (3000, 10)
-    assert arrays["observations/belief"].shape == (3000, 20) and arrays["actions/latent"].shape == (3000, 20)
+    assert arrays["agent/belief"].shape == (3000, 20) and arrays["agent/latent"].shape == (3000, 20)
+    assert arrays["observations/latent"].shape == (3000, 32) and arrays["actions/latent"].shape == (3000, 32)
     np.testing.assert_allclose(arrays["rewards"].reshape(30, 100).sum(axis=1), arrays["episode_returns"])
 
     # the observation at t+1 is the slate recommended at t
@@ -79,7 +71,8 @@ def test_load_npz_returns_the_arrays_and_the_decoded_metadata(trained):
 def test_returns_match_validation_and_order_random_medium_expert(trained):
     settings, best, other = trained
     with open_registry(settings) as registry:
-        datasets = {q: collect_dataset(registry, CollectRequest("focused_topdown", q, episodes=200, seed=1, batch_size=200))
+        datasets = {q: collect_dataset(registry, CollectRequest("focused_topdown", q, episodes=200, seed=1, batch_size=200,
+                                                                act="greedy"))
                     for q in ("random", "medium", "expert")}
     expert, medium, random_ = datasets["expert"], datasets["medium"], datasets["random"]
     # different users than validation: 4 standard errors of the difference of two means
@@ -154,7 +147,7 @@ def test_minari_export_loads_with_minari_and_matches_the_npz(trained, tmp_path, 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     settings, best, _ = trained
     with open_registry(settings) as registry:
-        npz = collect_dataset(registry, CollectRequest("focused_topdown", "medium", episodes=12, seed=9, batch_size=5))
+        npz = collect_dataset(registry, CollectRequest("focused_topdown", "medium", episodes=12, seed=9, batch_size=12))
         first = collect_dataset(registry, CollectRequest("focused_topdown", "medium", episodes=12, seed=9, format="minari"))
         second = collect_dataset(registry, CollectRequest("focused_topdown", "random", episodes=3, format="minari"))
         arrays = _load(registry, npz)
@@ -169,12 +162,17 @@ def test_minari_export_loads_with_minari_and_matches_the_npz(trained, tmp_path, 
     episodes = list(dataset.iterate_episodes())
     rewards = np.concatenate([e.rewards for e in episodes])
     np.testing.assert_allclose(rewards, arrays["rewards"])
-    np.testing.assert_array_equal(np.concatenate([e.actions["slate"] for e in episodes]), arrays["actions/slate"])
-    np.testing.assert_allclose(np.concatenate([e.actions["latent"] for e in episodes]), arrays["actions/latent"], rtol=1e-6)
+    np.testing.assert_array_equal(np.concatenate([e.actions for e in episodes]), arrays["actions/latent"])
+    np.testing.assert_array_equal(np.concatenate([e.observations["slate"][1:] for e in episodes]), arrays["actions/slate"])
+    np.testing.assert_array_equal(np.stack([e.observations["latent"][-1] for e in episodes]), arrays["final/latent"])
+    np.testing.assert_array_equal(np.concatenate([e.infos["agent_latent"][1:] for e in episodes]), arrays["agent/latent"])
     ep = episodes[0]
-    assert ep.observations["slate"].shape == (101, 10) and ep.observations["belief"].shape == (101, 20)
-    assert ep.observations["slate"].dtype == np.int16 and ep.observations["clicks"].dtype == np.int8
-    np.testing.assert_array_equal(ep.observations["slate"][1:], ep.actions["slate"])
+    assert ep.observations["slate"].shape == (101, 10) and ep.observations["latent"].shape == (101, 32)
+    # one dtype table for the npz, Minari and the env (docs/offline.md)
+    for key in ("slate", "clicks", "latent"):
+        assert ep.observations[key].dtype == arrays[f"observations/{key}"].dtype, key
+    assert ep.actions.dtype == arrays["actions/latent"].dtype == np.float32
+    assert ep.rewards.dtype == arrays["rewards"].dtype == np.float32
     assert ep.truncations[-1] and not ep.truncations[:-1].any() and not ep.terminations.any()  # the time limit
     assert ep.infos["user_state"].shape == (101, 20) and ep.infos["bored"].shape[0] == 101
 
@@ -189,6 +187,13 @@ def test_minari_export_loads_with_minari_and_matches_the_npz(trained, tmp_path, 
     env = dataset.recover_environment()
     observation, _ = env.reset(seed=0)
     assert observation["slate"].shape == (10,)
+    # the eval env is the dataset's own: its spaces are the dataset's, and it replays the dataset's users
+    monkeypatch.setenv("SLATECTL_HOME", str(settings.home))
+    eval_env = dataset.recover_environment(eval_env=True)
+    assert eval_env.observation_space == dataset.observation_space and eval_env.action_space == dataset.action_space
+    observation, _ = eval_env.reset(seed=9)
+    for key in ("slate", "clicks", "latent"):
+        np.testing.assert_array_equal(observation[key], ep.observations[key][0])
 
 
 def test_minari_export_works_with_the_default_relative_home(tmp_path, monkeypatch):
@@ -198,7 +203,7 @@ def test_minari_export_works_with_the_default_relative_home(tmp_path, monkeypatc
     monkeypatch.delenv("SLATECTL_HOME", raising=False)
     monkeypatch.setenv("MINARI_DATASETS_PATH", "minari-datasets")  # relative too
     result = CliRunner().invoke(app, ["--home", ".slatectl", "collect", "--quality", "random", "--env", "focused_mix",
-                                      "--episodes", "3", "--format", "minari", "--json"])
+                                      "--episodes", "3", "--format", "minari", "--encoder", "none", "--json"])
     assert result.exit_code == 0, result.output
     [row] = json.loads(result.stdout)
     assert row["minari_dataset_id"] == "slatectl/focused_mix/random-v1" and row["transitions"] == 300

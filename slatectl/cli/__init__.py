@@ -27,6 +27,8 @@ COMMANDS: dict[str, LazyCommand] = {
     "train": LazyCommand("slatectl.cli.train_cmd:train", "Train an agent online; checkpoints are validated and registered."),
     "ckpt": LazyCommand("slatectl.cli.ckpt_cmd:app", "Registered checkpoints: list, show, promote for a quality, promotion history."),
     "collect": LazyCommand("slatectl.cli.collect_cmd:collect", "Collect a D4RL-style dataset with a promoted checkpoint."),
+    "evaluate": LazyCommand("slatectl.cli.offline_cmd:evaluate", "Score an offline-trained policy on the test users, in a dataset's spaces."),
+    "relabel": LazyCommand("slatectl.cli.offline_cmd:relabel", "A dataset's transitions with another encoder's features (a new dataset)."),
     "inspect": LazyCommand("slatectl.cli.inspect_cmd:app", "The registry at a glance; a run's learning curve; a dataset's lineage."),
     "registry": LazyCommand("slatectl.cli.registry_cmd:app", "The registry itself: verify every recorded file."),
 }

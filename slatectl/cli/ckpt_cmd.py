@@ -218,6 +218,7 @@ def promote(
                                           help="Medium rule: target = random + F × (best − random), F strictly between 0 and 1."),
     agent: Optional[str] = typer.Option(None, "--agent", metavar="AGENT", help="Only consider checkpoints of this agent."),
     run: Optional[int] = typer.Option(None, "--run", min=1, max=MAX_ID, metavar="RUN_ID", help="Only consider checkpoints of this run."),
+    allow_same: bool = typer.Option(False, "--allow-same", help="Allow the checkpoint already promoted for the other quality (medium and expert the same policy)."),
 ) -> None:
     """Promote a checkpoint as the medium or expert policy of an env (the previous one stays in history).
 
@@ -268,7 +269,7 @@ def promote(
                     console.print("Nothing promoted.")
                     raise typer.Exit(0)
         previous = reg.active_promotion(chosen.env, quality)
-        promotion = reg.promote_checkpoint(chosen.env, quality, chosen.id, note)
+        promotion = reg.promote_checkpoint(chosen.env, quality, chosen.id, note, allow_same=allow_same)
         if unrecorded_random is not None:  # measured for this promotion: keep it for next time
             reg.record_policy_return(chosen.env, Quality.RANDOM, unrecorded_random)
     console.print(f"Promoted {describe(chosen)} as {quality} for {chosen.env} (promotion {promotion.id}).")

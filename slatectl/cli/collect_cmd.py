@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from slatectl.domain import DatasetFormat, Quality
+from slatectl.domain import BehaviourMode, DatasetFormat, Quality
 from slatectl.registry import open_registry
 from slatectl.cli.common import (BATCH_RANGE, DEVICE_HELP, EPISODES_RANGE, SEED_RANGE, Device, console, err_console,
                                  get_settings, print_json)
@@ -26,10 +26,15 @@ def collect(
     seed: int = typer.Option(0, "--seed", metavar="SEED", **SEED_RANGE, help="Seed of the collected users."),
     fmt: DatasetFormat = typer.Option(DatasetFormat.NPZ, "--format", help="npz (one registered file) or minari (a Minari HDF5 dataset in $MINARI_DATASETS_PATH, its file also registered)."),
     batch: int = typer.Option(5000, "--batch", metavar="N", **BATCH_RANGE, help="Users simulated at once (memory grows with it)."),
+    act: BehaviourMode = typer.Option(BehaviourMode.SAMPLE, "--act", help="The checkpoint's stochastic policy as trained (sample, as D4RL's medium/expert) or its deterministic evaluation policy (greedy)."),
+    encoder: str = typer.Option(None, "--encoder", metavar="ARTIFACT", help="GeMS artifact id whose features give the dataset's continuous observation and action, or `none` [default: the encoder of the env's datasets, else the run's GeMS, else the env's newest GeMS]."),
     device: Device = typer.Option("auto", "--device", help=DEVICE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Collect a dataset with the checkpoint promoted for (env, quality); the last stdout line is its id.
+
+    Every dataset of an env has the same spaces: the slate and clicks, plus the features of the env's one
+    encoder (a registered GeMS); docs/offline.md.
 
     The agent and the simulator run on --device; on the CPU torch uses `slatectl --threads N` threads
     (default 1), and with N >= 2 N batches of at least 2000 users are simulated at once, one per
@@ -38,6 +43,8 @@ def collect(
     Example: slatectl collect --quality medium --env diffuse_topdown --episodes 1000
 
     Example: slatectl collect --quality expert --env focused_topdown --format minari
+
+    Example: slatectl collect --quality random --env focused_topdown --encoder 2 --act greedy
     """
     quality, fmt = quality.value, fmt.value
     CollectRequest(env, quality, episodes, seed, fmt, batch).validate()
@@ -55,7 +62,7 @@ def collect(
             if not envs:
                 raise BadInput(f"no checkpoint is promoted as {quality} for any environment; choose one with "
                                f"`slatectl ckpt promote --quality {quality} --env ENV`.")
-        requests = [CollectRequest(name, quality, episodes, seed, fmt, batch, resolved) for name in envs]
+        requests = [CollectRequest(name, quality, episodes, seed, fmt, batch, resolved, act, encoder) for name in envs]
         err_console.print(f"collecting on {resolved}", highlight=False)
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("return {task.fields[ret]:.1f}"), TimeElapsedColumn(),

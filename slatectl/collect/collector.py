@@ -2,23 +2,28 @@
 
 The agent is rebuilt only from registered things: the checkpoint's file (SHA-256 checked, weights only)
 and the pretrained inputs its run recorded (GeMS / MF artifacts by id). Users 0 … N−1 of the given seed,
-simulated `batch_size` at a time with the greedy (evaluation) policy, so a dataset's return matches the
-checkpoint's validation return within noise, and the same seed gives the same file.
+simulated `batch_size` at a time. The behaviour policy is the agent's stochastic policy as trained
+(`act="sample"`, the default, as D4RL's medium and expert datasets were collected with their SAC
+policies' samples) or its deterministic evaluation policy (`act="greedy"`, whose return matches the
+checkpoint's validation return within noise); the metadata records which.
 
-Device: the simulator and the agent run on `device` (CPU or CUDA, one code path: see
-`slatectl.collect.recorder`, which also says how the data reaches the host); the same seed gives the same
-file on the CPU whatever the batch size.
-
-Arrays (T = N·H transitions, episode-major):
-  observations/slate, observations/clicks   (T, K)  the observation o_t the agent acted on
-  observations/belief                       (T, S)  the agent's belief state at t (zeros for `random`)
-  actions/slate (T, K), actions/latent (T, A)        the slate recommended; the raw (latent) action
+Every dataset of an env has the same spaces (slatectl/collect/encoder.py): the env's own observation and
+action are primary, continuous features come from the env's one encoder, and what belongs to the
+collecting agent alone is under `agent/`. Arrays (T = N·H transitions, episode-major; dtypes in
+docs/offline.md, the same in the npz, the Minari export and the gymnasium env):
+  observations/slate, observations/clicks   (T, K)  the observation o_t the policy acted on
+  observations/latent                       (T, d)  the encoder's features of o_t
+  actions/slate (T, K), actions/latent (T, d)       the slate recommended; the encoder's action in [−1, 1]^d
   rewards (T,), terminals (T,), timeouts (T,)        clicks; episodes end only by the time limit H, so
                                                      timeouts = 1 on each episode's last step and
                                                      terminals = 0 everywhere (D4RL's convention)
   episode_returns (N,)
-  final/clicks (N, K), final/user_state (N, D)       the observation after each episode's last step
+  final/slate, final/clicks (N, K), final/latent (N, d), final/user_state (N, D)
+                                                     the observation after each episode's last step
+  agent/belief (T, S), agent/latent (T, A)          the collecting agent's own belief and raw action
+                                                     (absent for the random policy)
   infos/user_state (T, D), infos/bored (T, Topics)   hidden user state before / during step t
+Without an encoder (`encoder="none"`) the `*/latent` arrays are absent.
 """
 
 from __future__ import annotations
@@ -42,13 +47,21 @@ from slatectl.collect.minari_export import export_minari
 from slatectl.collect.recorder import record_dataset
 from slatectl.collect.npz import METADATA_KEY, write_npz
 from slatectl.collect.random_return import compute_random_return
-from slatectl.domain import DatasetFormat, Quality
+from slatectl.collect.encoder import DatasetEncoder, encode_arrays, resolve_encoder
+from slatectl.domain import BehaviourMode, DatasetFormat, Quality
 from slatectl.errors import BadInput
 from slatectl.sim.topicrec import TopicRec
 from slatectl.train.assembly import build_agent, load_checkpoint_agent
 from slatectl.train.config import resolve_run_config
 
 RANDOM_POLICY = "random"  # the agent that collects the `random` quality
+#: Version of the dataset layout: 2 = env-primary spaces with one encoder per env (agent extras under agent/).
+FORMAT_VERSION = 2
+#: The discount every reference agent trains with (configs/agents/*.yaml; tested); returns, scores and
+#: `episode_returns` are undiscounted click sums.
+GAMMA = 0.8
+#: The agents' act mode for each behaviour policy.
+ACT_MODES = {BehaviourMode.SAMPLE: "explore", BehaviourMode.GREEDY: "greedy"}
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,8 @@ class CollectRequest:
     format: DatasetFormat = DatasetFormat.NPZ
     batch_size: int = 5000
     device: str = "cpu"  # a resolved device ("cpu", "cuda"): `slatectl.device.resolve_device` picks it
+    act: BehaviourMode = BehaviourMode.SAMPLE
+    encoder: int | str | None = None  # a GeMS artifact id, "none", or None for the env's default
 
     def validate(self) -> None:
         if self.quality not in set(Quality):
@@ -126,7 +141,7 @@ def collect_datasets(registry: Registry, requests: list[CollectRequest],
                 if pending is not None:
                     done, pending = pending, None
                     yield _register(registry, *done)
-                scratch = tempfile.TemporaryDirectory(dir=_scratch_dir(registry))
+                scratch = tempfile.TemporaryDirectory(dir=scratch_dir(registry))
                 written = (writer.submit(write_npz, Path(scratch.name) / "dataset.npz", simulated.arrays)
                            if request.format == DatasetFormat.NPZ else None)
                 pending = (simulated, scratch, written)
@@ -143,20 +158,40 @@ def collect_datasets(registry: Registry, requests: list[CollectRequest],
 def _simulate(registry: Registry, request: CollectRequest, on_batch) -> _Simulated:
     promotion = checkpoint = None
     lineage: dict = {}
-    if request.quality == "random":
+    run_inputs: list[int] = []
+    if request.quality == Quality.RANDOM:
         env, agent = random_policy_agent(request.env, request.device)
     else:
         promotion, checkpoint = registry.promoted_checkpoint(request.env, request.quality)
+        run_inputs = list(registry.get_run(checkpoint.run_id).inputs)
+    encoder = resolve_encoder(registry, request.env, request.encoder, run_inputs)  # before the long part
+    if checkpoint is not None:
         env, agent, lineage = agent_for_checkpoint(registry, checkpoint.id, request.device)
+    ref_min, ref_max, ref_max_source = reference_scores(registry, request.env, checkpoint, request.quality)
 
-    arrays = _with_episode_ends(record_dataset(env, agent, request.episodes, request.seed, request.batch_size, on_batch),
+    recorded = record_dataset(env, agent, request.episodes, request.seed, request.batch_size, on_batch,
+                              mode=ACT_MODES[BehaviourMode(request.act)])
+    arrays = _with_episode_ends({name: a for name, a in recorded.items() if not (name.startswith("agent/") and a.shape[-1] == 0)},
                                 request.episodes, env.config.episode_length)
-    metadata = {"env": request.env, "quality": request.quality, "seed": request.seed, "episodes": request.episodes,
-                "slatectl_version": __version__, "checkpoint_id": checkpoint.id if checkpoint else None,
-                "promotion_id": promotion.id if promotion else None, "policy": "random" if checkpoint is None else None,
-                **lineage}
+    arrays.update(encode_arrays(arrays, encoder))
+    metadata = {"format_version": FORMAT_VERSION, "env": request.env, "quality": request.quality, "seed": request.seed,
+                "episodes": request.episodes, "slatectl_version": __version__,
+                "checkpoint_id": checkpoint.id if checkpoint else None,
+                "promotion_id": promotion.id if promotion else None,
+                "policy": RANDOM_POLICY if checkpoint is None else lineage["agent"], **lineage,
+                "behaviour": str(BehaviourMode(request.act)) if checkpoint is not None else "uniform random",
+                **spaces_metadata(env.config, encoder),
+                "ref_min_score": ref_min, "ref_max_score": ref_max, "ref_max_source": ref_max_source}
     arrays[METADATA_KEY] = np.frombuffer(json.dumps(metadata, sort_keys=True).encode(), dtype=np.uint8)
     return _Simulated(request, env, arrays, metadata, checkpoint, promotion)
+
+
+def spaces_metadata(env_config, encoder: DatasetEncoder | None) -> dict:
+    """What a learner needs to know besides the arrays: horizon, discount, the encoder and the spaces."""
+    K, N = env_config.slate_size, env_config.num_items
+    latent = {"observation_latent_dim": encoder.latent_dim, "action_low": -1.0, "action_high": 1.0} if encoder else {}
+    return {"horizon": env_config.episode_length, "gamma": GAMMA, "slate_size": K, "num_items": N,
+            "encoder": encoder.describe() if encoder else None, **latent}
 
 
 def _register(registry: Registry, simulated: _Simulated, scratch: tempfile.TemporaryDirectory,
@@ -188,33 +223,47 @@ def _register(registry: Registry, simulated: _Simulated, scratch: tempfile.Tempo
             raise
 
 
-def reference_scores(registry: Registry, env: str, checkpoint=None, quality: str = "") -> tuple[float | None, float | None]:
-    """(ref_min, ref_max) for score normalisation: the random policy's return and the expert checkpoint's
-    (its test return when it has one, else its validation return); (None, None) with no expert promoted."""
-    if quality == "expert" and checkpoint is not None:
-        expert = checkpoint
-    else:
-        try:
-            _, expert = registry.promoted_checkpoint(env, "expert")
-        except BadInput:
-            return None, None
-    ref_max = expert.test_return_mean if expert.test_return_mean is not None else expert.val_return_mean
-    return resolve_random_return(registry, env, compute_random_return).value, ref_max
+def reference_scores(registry: Registry, env: str, checkpoint=None, quality: str = "") -> tuple[float, float | None, str]:
+    """(ref_min, ref_max, where ref_max came from) for D4RL's normalised score
+    100 · (R − ref_min) / (ref_max − ref_min): ref_min is the random policy's return, ref_max the expert
+    checkpoint's return (its test return when it has one, else its validation return). With no expert
+    promoted, ref_max is the best trained checkpoint of the env (by the same return), and the source
+    says so; with no trained checkpoint at all it is None and the source says why."""
+    ref_min = resolve_random_return(registry, env, compute_random_return).value
+    if quality == Quality.EXPERT and checkpoint is not None:
+        return ref_min, _checkpoint_return(checkpoint), f"the expert checkpoint {checkpoint.id} (this dataset's)"
+    promotion = registry.active_promotion(env, Quality.EXPERT)
+    if promotion is not None:
+        expert = registry.get_checkpoint(promotion.checkpoint_id)
+        return ref_min, _checkpoint_return(expert), f"the expert checkpoint {expert.id} promoted for {env}"
+    trained = [c for c in registry.list_checkpoints(env=env) if c.trained is not False]
+    if not trained:
+        return ref_min, None, f"no expert is promoted and no trained checkpoint exists for {env}"
+    best = max(trained, key=_checkpoint_return)
+    return ref_min, _checkpoint_return(best), (f"no expert is promoted for {env}: the best trained checkpoint "
+                                               f"{best.id} ({best.agent}, step {best.step})")
+
+
+def _checkpoint_return(checkpoint) -> float:
+    return checkpoint.test_return_mean if checkpoint.test_return_mean is not None else checkpoint.val_return_mean
 
 
 def _export_minari(registry, request, env, arrays, metadata, checkpoint, scratch: Path):
-    ref_min, ref_max = reference_scores(registry, request.env, checkpoint, request.quality)
-    source = (f"checkpoint {checkpoint.id} (run {metadata.get('run_id')}, {metadata.get('agent')}, step {checkpoint.step})"
-              if checkpoint is not None else "the uniform random slate policy")
+    source = (f"checkpoint {checkpoint.id} (run {metadata.get('run_id')}, {metadata.get('agent')}, step {checkpoint.step}, "
+              f"{metadata['behaviour']} policy)" if checkpoint is not None else "the uniform random slate policy")
+    scores = (f" Normalised scores: ref_min_score is the random policy's return, ref_max_score that of "
+              f"{metadata['ref_max_source']}." if metadata["ref_max_score"] is not None
+              else f" No normalised scores: {metadata['ref_max_source']}.")
     return export_minari(
         arrays, env_cfg=env.config, quality=request.quality, episodes=request.episodes, seed=request.seed,
-        scratch=scratch, algorithm=metadata.get("agent") or "random",
+        scratch=scratch, algorithm=metadata.get("agent") or RANDOM_POLICY, encoder=metadata["encoder"],
         description=(f"slatectl {request.quality} dataset for TopicRec {request.env}: {request.episodes} episodes "
-                     f"of {source}, users 0..{request.episodes - 1} of seed {request.seed}."),
-        ref_min_score=ref_min, ref_max_score=ref_max)
+                     f"of {source}, users 0..{request.episodes - 1} of seed {request.seed}.{scores}"),
+        ref_min_score=metadata["ref_min_score"], ref_max_score=metadata["ref_max_score"],
+        registry_home=registry.home, registry_url=registry.url)
 
 
-def _scratch_dir(registry: Registry) -> str:
+def scratch_dir(registry: Registry) -> str:
     """A scratch folder beside (not inside) the artifact store, so `registry verify` never sees it.
 
     Absolute, resolved here once: Minari joins the datasets folder it is given with paths it derives from
@@ -228,8 +277,8 @@ def _scratch_dir(registry: Registry) -> str:
 def _with_episode_ends(arrays: dict[str, np.ndarray], episodes: int, horizon: int) -> dict[str, np.ndarray]:
     """Add terminals, timeouts and episode returns to the recorded arrays."""
     # The time limit is the only episode end: a timeout (the state is not terminal), never a terminal.
-    timeouts = np.zeros((episodes, horizon), dtype=np.uint8)
-    timeouts[:, -1] = 1
+    timeouts = np.zeros((episodes, horizon), dtype=np.bool_)
+    timeouts[:, -1] = True
     rewards = torch.from_numpy(arrays["rewards"]).view(episodes, horizon)
-    return {**arrays, "terminals": np.zeros(episodes * horizon, dtype=np.uint8), "timeouts": timeouts.reshape(-1),
+    return {**arrays, "terminals": np.zeros(episodes * horizon, dtype=np.bool_), "timeouts": timeouts.reshape(-1),
             "episode_returns": rewards.sum(dim=1).double().numpy()}

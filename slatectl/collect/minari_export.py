@@ -1,19 +1,25 @@
 """Export a collected dataset as a Minari dataset (HDF5 backend), loadable with `minari.load_dataset`.
 
-Layout per episode (Minari keeps H + 1 observations, H actions/rewards):
-  observations: {"slate" int16, "clicks" int8} (the env's gymnasium observation) plus "belief" (the belief state
-                the agent acted on; the last row repeats the belief at H−1, which no action used)
-  actions:      the slate of item ids; agents with a latent action (SAC+GeMS, SAC+TopK, SAC+WkNN) store
-                {"slate", "latent"}
-  rewards, terminations (all False), truncations (True at the last step: episodes end only by the H-step
-                time limit, as the gymnasium env reports it)
-  infos:        "user_state" (H + 1 rows) and "bored" (H + 1 rows, all False at reset)
+Layout per episode (Minari keeps H + 1 observations, H actions/rewards), in the dtypes of the npz and of
+the gymnasium env (slatectl/collect/dataset_env.py, docs/offline.md):
+  observations: {"slate" int16, "clicks" uint8, "latent" float32 (the encoder's features; absent without
+                an encoder)}: the dataset's observation space, the same for every quality and agent
+  actions:      the encoder's latent action in [−1, 1]^d (float32), or the slate of item ids (int16) for a
+                dataset without an encoder; the slate recommended is also the next observation's slate
+  rewards (float32), terminations (all False), truncations (True at the last step: episodes end only by
+                the H-step time limit, as the gymnasium env reports it)
+  infos:        "user_state" and "bored" (H + 1 rows, bored all False at reset); the collecting agent's
+                extras "agent_belief" (row t = the belief o_t was acted on; the last row repeats row H−1)
+                and "agent_latent" (row t + 1 = its raw action at step t; row 0 zeros)
 
 The dataset id is `slatectl/<env>/<quality>-v<N>`, N one above the highest version already in the Minari
 datasets folder (`MINARI_DATASETS_PATH`, default ~/.minari/datasets): nothing there is ever overwritten.
 It is built in a scratch folder and moved into place whole, so a failure leaves nothing half-written.
-The env id recorded is `slatectl/TopicRec-<env>-v0` (registered when `slatectl.sim` is imported), with
-ref_min_score = the random policy's return and ref_max_score = the expert checkpoint's return.
+The env recorded is `slatectl/TopicRec-<env>-v0` (the raw env); the eval env is the dataset's own
+(`slatectl/TopicRecDataset-v0` with the env and encoder as kwargs), so where slatectl is installed
+`dataset.recover_environment(eval_env=True)` gives an env in the dataset's spaces.
+ref_min_score = the random policy's return and ref_max_score = the expert checkpoint's return (or the
+best trained checkpoint's when no expert is promoted; the description says which).
 No remote is recorded (the dataset is local only). `minari show` (Minari 0.5) nevertheless prints a
 "Download: minari download <id>" row for every dataset, local ones included: the row is hard-coded in
 Minari's table, not derived from any metadata field, so it cannot be turned off from here.
@@ -28,10 +34,13 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
+from gymnasium.envs.registration import EnvSpec
 
 from slatectl import __version__
+from slatectl.collect.dataset_env import (CLICKS_DTYPE, DATASET_ENV_ID, FLOAT_DTYPE, SLATE_DTYPE, action_space,
+                                          dataset_env_kwargs, observation_space, register_dataset_env)
 from slatectl.errors import BadInput
 from slatectl.sim.gym_registration import gym_env_id
 from slatectl.storage.atomic import install_tree
@@ -67,86 +76,87 @@ def next_dataset_id(root: Path, env: str, quality: str) -> str:
 
 
 @contextlib.contextmanager
-def _datasets_path(path: Path):
-    """Minari reads its datasets folder from the environment at call time; point it at `path` briefly."""
-    previous = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(path)
+def _environment(**values: str):
+    """Set environment variables briefly. Minari reads its datasets folder from the environment at call
+    time, and builds the eval env (which finds the registry as the CLI does) to check its spaces."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop("MINARI_DATASETS_PATH", None)
-        else:
-            os.environ["MINARI_DATASETS_PATH"] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
-def _spaces(env_cfg, belief_dim: int, latent_dim: int):
-    K, N = env_cfg.slate_size, env_cfg.num_items
-    # Compact integer types (as in the npz): the gymnasium env's int64 would make the file ~1.6× larger.
-    observation = {"slate": spaces.Box(0, N - 1, shape=(K,), dtype=np.int16),
-                   "clicks": spaces.Box(0, 1, shape=(K,), dtype=np.int8)}
-    if belief_dim:
-        observation["belief"] = spaces.Box(-np.inf, np.inf, shape=(belief_dim,), dtype=np.float32)
-    slate = spaces.Box(-1, N - 1, shape=(K,), dtype=np.int16)
-    action = spaces.Dict({"slate": slate, "latent": spaces.Box(-np.inf, np.inf, shape=(latent_dim,), dtype=np.float32)}) \
-        if latent_dim else slate
-    return spaces.Dict(observation), action
-
-
-def _episode_buffers(arrays: dict[str, np.ndarray], episodes: int, horizon: int, seed: int):
+def _episode_buffers(arrays: dict[str, np.ndarray], episodes: int, horizon: int, seed: int, latent: bool):
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
-    def per_episode(name, dtype=None):
+    def per_episode(name, dtype):
         a = arrays[name]
-        a = a.reshape(episodes, horizon, *a.shape[1:])
-        return a.astype(dtype) if dtype is not None else a
+        return a.reshape(episodes, horizon, *a.shape[1:]).astype(dtype, copy=False)
 
-    obs_slate, obs_clicks = per_episode("observations/slate", np.int16), per_episode("observations/clicks", np.int8)
-    final_slate, final_clicks = per_episode("actions/slate", np.int16), arrays["final/clicks"].astype(np.int8)
-    belief = per_episode("observations/belief", np.float32)
-    act_slate, latent = per_episode("actions/slate", np.int16), per_episode("actions/latent", np.float32)
-    rewards = per_episode("rewards", np.float64)
-    user_state, final_user = per_episode("infos/user_state", np.float32), arrays["final/user_state"].astype(np.float32)
+    def finals(name, dtype):
+        return arrays[name].astype(dtype, copy=False)[:, None]
+
+    obs = {"slate": (per_episode("observations/slate", SLATE_DTYPE), finals("final/slate", SLATE_DTYPE)),
+           "clicks": (per_episode("observations/clicks", CLICKS_DTYPE), finals("final/clicks", CLICKS_DTYPE))}
+    if latent:
+        obs["latent"] = (per_episode("observations/latent", FLOAT_DTYPE), finals("final/latent", FLOAT_DTYPE))
+    actions = per_episode("actions/latent" if latent else "actions/slate", FLOAT_DTYPE if latent else SLATE_DTYPE)
+    rewards = per_episode("rewards", FLOAT_DTYPE)
+    user_state, final_user = per_episode("infos/user_state", FLOAT_DTYPE), finals("final/user_state", FLOAT_DTYPE)
     bored = per_episode("infos/bored", np.bool_)
+    belief = per_episode("agent/belief", FLOAT_DTYPE) if "agent/belief" in arrays else None
+    agent_latent = per_episode("agent/latent", FLOAT_DTYPE) if "agent/latent" in arrays else None
     terminations = np.zeros(horizon, dtype=np.bool_)
     truncations = np.zeros(horizon, dtype=np.bool_)
     truncations[-1] = True  # the time limit, not a terminal state
     buffers = []
     for e in range(episodes):
-        observations = {"slate": np.concatenate([obs_slate[e], final_slate[e, -1:]]),
-                        "clicks": np.concatenate([obs_clicks[e], final_clicks[e][None]])}
-        if belief.shape[-1]:
-            observations["belief"] = np.concatenate([belief[e], belief[e, -1:]])
-        actions = {"slate": act_slate[e], "latent": latent[e]} if latent.shape[-1] else act_slate[e]
-        infos = {"user_state": np.concatenate([user_state[e], final_user[e][None]]),
+        infos = {"user_state": np.concatenate([user_state[e], final_user[e]]),
                  "bored": np.concatenate([np.zeros_like(bored[e, :1]), bored[e]])}
-        buffers.append(EpisodeBuffer(id=e, seed=seed, observations=observations, actions=actions,
-                                     rewards=rewards[e], terminations=terminations, truncations=truncations,
-                                     infos=infos))
+        if belief is not None:
+            infos["agent_belief"] = np.concatenate([belief[e], belief[e, -1:]])
+        if agent_latent is not None:
+            infos["agent_latent"] = np.concatenate([np.zeros_like(agent_latent[e, :1]), agent_latent[e]])
+        buffers.append(EpisodeBuffer(id=e, seed=seed, observations={k: np.concatenate([steps[e], last[e]]) for k, (steps, last) in obs.items()},
+                                     actions=actions[e], rewards=rewards[e], terminations=terminations,
+                                     truncations=truncations, infos=infos))
     return buffers
 
 
 def export_minari(arrays: dict[str, np.ndarray], *, env_cfg, quality: str, episodes: int, seed: int,
-                  scratch: Path, description: str, algorithm: str,
-                  ref_min_score: float | None, ref_max_score: float | None,
-                  root: Path | None = None) -> MinariExport:
-    """Write `arrays` (the collector's, plus final/clicks and final/user_state) as a Minari dataset."""
+                  scratch: Path, description: str, algorithm: str, encoder: dict | None,
+                  ref_min_score: float | None, ref_max_score: float | None, registry_home: Path,
+                  registry_url: str, root: Path | None = None) -> MinariExport:
+    """Write `arrays` (the collector's, episode ends included) as a Minari dataset; `encoder` is the
+    metadata's record of the dataset's encoder (None: no latent features), held in the registry at
+    `registry_home` / `registry_url`. The eval env records no path: where it is rebuilt, it finds the
+    registry as the CLI does (SLATECTL_HOME, SLATECTL_REGISTRY_URL)."""
     minari = _minari()
     # Both folders absolute: Minari re-joins relative paths with its datasets folder (they would be doubled).
     root = Path(root).expanduser().resolve() if root is not None else minari_root()
     horizon = env_cfg.episode_length
-    observation_space, action_space = _spaces(env_cfg, arrays["observations/belief"].shape[-1],
-                                               arrays["actions/latent"].shape[-1])
+    latent_dim = encoder["latent_dim"] if encoder else None
+    observations, actions = observation_space(env_cfg, latent_dim), action_space(env_cfg, latent_dim, "latent" if encoder else "slate")
+    register_dataset_env()
+    eval_env = gym.spec(DATASET_ENV_ID)
+    eval_env = EnvSpec(id=eval_env.id, entry_point=eval_env.entry_point, max_episode_steps=horizon,
+                       kwargs=dataset_env_kwargs(env_cfg.name, encoder))
     dataset_id = next_dataset_id(root, env_cfg.name, quality)
     build_root = Path(scratch).resolve() / "minari"
     scores = {}
     if ref_min_score is not None and ref_max_score is not None:
         scores = {"ref_min_score": float(ref_min_score), "ref_max_score": float(ref_max_score)}
-    with _datasets_path(build_root), warnings.catch_warnings():
+    with _environment(MINARI_DATASETS_PATH=str(build_root), SLATECTL_HOME=str(Path(registry_home).resolve()),
+                      SLATECTL_REGISTRY_URL=registry_url), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # minari nags about author e-mail and code permalink
         minari.create_dataset_from_buffers(
-            dataset_id=dataset_id, buffer=_episode_buffers(arrays, episodes, horizon, seed),
-            env=gym_env_id(env_cfg.name), observation_space=observation_space, action_space=action_space,
+            dataset_id=dataset_id, buffer=_episode_buffers(arrays, episodes, horizon, seed, latent=encoder is not None),
+            env=gym_env_id(env_cfg.name), eval_env=eval_env, observation_space=observations, action_space=actions,
             algorithm_name=algorithm, author="slatectl", description=description,
             code_permalink=f"slatectl {__version__}", data_format="hdf5",
             requirements=[f"slatectl=={__version__}"], **scores)

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from slatectl.errors import BadInput
+
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 METADATA_KEY = "metadata_json"  # UTF-8 JSON stored as a uint8 array (npz holds arrays only, no pickles)
 
@@ -43,3 +45,14 @@ def load_npz(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     raw = arrays.pop(METADATA_KEY, None)
     metadata = json.loads(raw.tobytes().decode("utf-8")) if raw is not None else {}
     return arrays, metadata
+
+
+def read_npz_metadata(path: str | Path) -> dict[str, Any]:
+    """Only the decoded metadata of an npz dataset (the arrays are not read)."""
+    try:
+        with np.load(Path(path), allow_pickle=False) as data:
+            if METADATA_KEY not in data.files:
+                raise ValueError(f"it has no {METADATA_KEY} entry")
+            return json.loads(data[METADATA_KEY].tobytes().decode("utf-8"))
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise BadInput(f"{path} is not a slatectl npz dataset ({exc}).") from exc

@@ -30,16 +30,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from slatectl.agents.base import Agent
+from slatectl.agents.base import ActMode, Agent
 from slatectl.sim.topicrec import TopicRec
 
 #: Per-step arrays (one row per transition): name → (dtype, width attribute of `_Widths`).
 STEP_ARRAYS = {
     "observations/slate": (torch.int16, "slate"),
     "observations/clicks": (torch.uint8, "slate"),
-    "observations/belief": (torch.float32, "belief"),
     "actions/slate": (torch.int16, "slate"),
-    "actions/latent": (torch.float32, "action"),
+    "agent/belief": (torch.float32, "belief"),
+    "agent/latent": (torch.float32, "action"),
     "rewards": (torch.float32, None),
     "infos/user_state": (torch.float32, "user"),
     "infos/bored": (torch.bool, "topics"),
@@ -51,6 +51,7 @@ STEP_ARRAYS = {
 MIN_PARALLEL_BATCH = 2000
 #: Per-episode arrays (one row per episode).
 EPISODE_ARRAYS = {
+    "final/slate": (torch.int16, "slate"),
     "final/clicks": (torch.uint8, "slate"),
     "final/user_state": (torch.float32, "user"),
 }
@@ -134,8 +135,15 @@ class _Arrays:
 @torch.no_grad()
 def record_dataset(env: TopicRec, agent: Agent, episodes: int, seed: int, batch_size: int,
                    on_batch: Callable[[int, float], None] | None = None, staged: bool | None = None,
-                   workers: int | None = None) -> dict[str, np.ndarray]:
-    """Users 0 … episodes−1 of `seed`, `batch_size` at a time, the agent acting greedily; the dataset's arrays.
+                   workers: int | None = None, mode: ActMode = "greedy") -> dict[str, np.ndarray]:
+    """Users 0 … episodes−1 of `seed`, `batch_size` at a time, the agent acting in `mode`; the dataset's arrays.
+
+    `mode` "greedy" is the agent's deterministic evaluation policy, "explore" its stochastic policy as
+    trained (SAC's squashed Gaussian, SlateQ's ε-greedy, REINFORCE's softmax draws). Greedy records
+    depend only on the users, the seed and the weights. The stochastic policy draws from torch's global
+    RNG, which is seeded per batch from (seed, first user) inside a forked RNG state (the caller's RNG is
+    left as it was): the same seed and batch size give the same file, and such batches are recorded one
+    at a time (worker threads would share the global RNG).
 
     The simulator and the agent must be on the same device. `staged` (default: off the CPU) records into
     device buffers copied to the host per batch; tests force it on a CPU to run that path. `workers`
@@ -146,8 +154,11 @@ def record_dataset(env: TopicRec, agent: Agent, episodes: int, seed: int, batch_
     H, device = env.config.episode_length, env.device
     staged = device.type != "cpu" if staged is None else staged
     batches = [(first, min(batch_size, episodes - first)) for first in range(0, episodes, batch_size)]
+    stochastic = mode == "explore"
+    if stochastic and workers not in (None, 1):
+        raise ValueError("the stochastic policy draws from the global RNG: record its batches one at a time")
     if workers is None:
-        parallel = device.type == "cpu" and not staged and batch_size >= MIN_PARALLEL_BATCH
+        parallel = device.type == "cpu" and not staged and batch_size >= MIN_PARALLEL_BATCH and not stochastic
         workers = torch.get_num_threads() if parallel else 1
     workers = max(1, min(workers, len(batches)))
     if staged and workers > 1:
@@ -155,13 +166,24 @@ def record_dataset(env: TopicRec, agent: Agent, episodes: int, seed: int, batch_
     arrays = _Arrays(episodes, H, _widths(env, agent, seed), device, batches[0][1], staged)
     progress = _Progress(arrays, on_batch)
     if workers == 1:
-        for first, size in batches:
-            _record_batch(env, agent, seed, arrays.batch_targets(first, size), first, size)
-            progress.landed(arrays.submit(first, size))
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            for first, size in batches:
+                if stochastic:
+                    torch.manual_seed(batch_rng_seed(seed, first))
+                _record_batch(env, agent, seed, arrays.batch_targets(first, size), first, size, mode)
+                progress.landed(arrays.submit(first, size))
         progress.landed(arrays.drain())
     else:
         _record_in_parallel(env, agent, seed, arrays, batches, workers, progress)
     return arrays.host
+
+
+def batch_rng_seed(seed: int, first_user: int) -> int:
+    """The global-RNG seed of the stochastic policy for the batch starting at `first_user` (a 63-bit mix,
+    so neighbouring seeds and batches get unrelated streams)."""
+    mixed = (seed * 0x9E3779B97F4A7C15 + first_user * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB) % (1 << 64)
+    mixed ^= mixed >> 31
+    return mixed % (1 << 63)
 
 
 def _widths(env: TopicRec, agent: Agent, seed: int) -> _Widths:
@@ -173,7 +195,8 @@ def _widths(env: TopicRec, agent: Agent, seed: int) -> _Widths:
     return _Widths(cfg.slate_size, agent.belief_state().shape[1], agent.action_dim, cfg.embedding_dim, cfg.num_topics)
 
 
-def _record_batch(env: TopicRec, agent: Agent, seed: int, out: dict[str, torch.Tensor], first: int, B: int) -> None:
+def _record_batch(env: TopicRec, agent: Agent, seed: int, out: dict[str, torch.Tensor], first: int, B: int,
+                  mode: ActMode = "greedy") -> None:
     """Play users first … first+B−1 for one episode, writing every record into `out` ((B, H, ·) step
     arrays, (B, ·) episode arrays)."""
     H = env.config.episode_length
@@ -186,14 +209,14 @@ def _record_batch(env: TopicRec, agent: Agent, seed: int, out: dict[str, torch.T
     out["infos/user_state"][:, 0] = env.user
     for t in range(H):
         if belief.shape[1]:
-            out["observations/belief"][:, t] = belief
-        slate, action = agent.act(env, "greedy")
+            out["agent/belief"][:, t] = belief
+        slate, action = agent.act(env, mode)
         result = env.step(slate, oracle=False)  # agents send item ids, never oracle positions
         agent.observe(result.observation)
         shown = result.observation
         out["actions/slate"][:, t] = shown.slate
         if agent.action_dim:
-            out["actions/latent"][:, t] = action
+            out["agent/latent"][:, t] = action
         out["rewards"][:, t] = result.reward
         out["infos/bored"][:, t] = result.bored
         if t + 1 < H:
@@ -202,6 +225,7 @@ def _record_batch(env: TopicRec, agent: Agent, seed: int, out: dict[str, torch.T
             out["infos/user_state"][:, t + 1] = result.user_state
             belief = agent.belief_state()
         else:
+            out["final/slate"][:] = shown.slate
             out["final/clicks"][:] = shown.clicks
             out["final/user_state"][:] = result.user_state
 

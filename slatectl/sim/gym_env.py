@@ -1,7 +1,10 @@
 """Gymnasium view of one TopicRec user: `gymnasium.make("slatectl/TopicRec-focused_topdown-v0")`.
 
-The batched core runs with B = 1, on the CPU (observations are numpy arrays). Observation = the slate shown and its clicks (Box spaces); action = a
-slate of K item ids (−1 lets the env's oracle fill a position). Each `reset(seed=s)` starts a new user:
+The batched core runs with B = 1, on the CPU (observations are numpy arrays). Observation = the slate shown
+(int16 item ids) and its clicks (uint8) (Box spaces); action = a slate of K item ids (−1 lets the env's oracle
+fill a position); reward = clicks as float32: the dtypes of the collected datasets (docs/offline.md). For an
+env in a dataset's own spaces (with its encoder's latent features and actions) use
+`slatectl.make_env(dataset=…)`. Each `reset(seed=s)` starts a new user:
 user id = number of resets since the env's seed was set, so a seeded env replays the same users.
 
 An episode ends only by its time limit (H = 100 steps): `step` then returns `terminated=False,
@@ -29,15 +32,16 @@ class TopicRecGymEnv(gym.Env):
         self.sim = make_env(env_name, item_embeddings)
         cfg = self.sim.config
         self.observation_space = spaces.Dict({
-            "slate": spaces.Box(0, cfg.num_items - 1, shape=(cfg.slate_size,), dtype=np.int64),
-            "clicks": spaces.Box(0, 1, shape=(cfg.slate_size,), dtype=np.int64),
+            "slate": spaces.Box(0, cfg.num_items - 1, shape=(cfg.slate_size,), dtype=np.int16),
+            "clicks": spaces.Box(0, 1, shape=(cfg.slate_size,), dtype=np.uint8),
         })
-        self.action_space = spaces.Box(-1, cfg.num_items - 1, shape=(cfg.slate_size,), dtype=np.int64)
+        self.action_space = spaces.Box(-1, cfg.num_items - 1, shape=(cfg.slate_size,), dtype=np.int16)
         self._seed = 0
         self._next_user = 0
 
     def _obs(self, observation) -> dict[str, np.ndarray]:
-        return {"slate": observation.slate[0].numpy().copy(), "clicks": observation.clicks[0].numpy().copy()}
+        # The dtypes of the datasets (docs/offline.md): int16 item ids, uint8 clicks.
+        return {"slate": observation.slate[0].numpy().astype(np.int16), "clicks": observation.clicks[0].numpy().astype(np.uint8)}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -54,5 +58,5 @@ class TopicRecGymEnv(gym.Env):
         result = self.sim.step(slate)
         info = {"user_state": result.user_state[0].numpy(), "bored": result.bored[0].numpy()}
         terminated, truncated = False, bool(result.done)  # the only episode end is the time limit
-        return self._obs(result.observation), float(result.reward[0]), terminated, truncated, info
+        return self._obs(result.observation), np.float32(result.reward[0]), terminated, truncated, info
 
