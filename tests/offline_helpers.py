@@ -36,7 +36,7 @@ def tiny_gems(registry, env_name: str = ENV, seed: int = 1) -> Artifact:
                               say=lambda _: None)
 
 
-def trained_home(path) -> TrainedHome:
+def trained_home(path, promote_expert: bool = True) -> TrainedHome:
     settings = Settings.resolve(home=path)
     config = resolve_run_config("sac-topk-ideal", ENV, overrides=SMALL, cli_training={"max_steps": 20, "save_every": 10})
     with open_registry(settings) as registry:
@@ -45,6 +45,7 @@ def trained_home(path) -> TrainedHome:
         checkpoints = registry.list_checkpoints(run_id=run_id)
         best = next(c for c in checkpoints if c.is_best)
         other = next(c for c in checkpoints if not c.is_best)
-        registry.promote_checkpoint(ENV, "expert", best.id)
+        if promote_expert:
+            registry.promote_checkpoint(ENV, "expert", best.id)
         registry.promote_checkpoint(ENV, "medium", other.id)
     return TrainedHome(settings, gems, best, other)

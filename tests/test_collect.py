@@ -192,8 +192,10 @@ def test_minari_export_loads_with_minari_and_matches_the_npz(trained, tmp_path, 
     eval_env = dataset.recover_environment(eval_env=True)
     assert eval_env.observation_space == dataset.observation_space and eval_env.action_space == dataset.action_space
     observation, _ = eval_env.reset(seed=9)
-    for key in ("slate", "clicks", "latent"):
+    for key in ("slate", "clicks"):
         np.testing.assert_array_equal(observation[key], ep.observations[key][0])
+    # one row encoded alone against a block of rows: float32 rounding of the matrix products only
+    np.testing.assert_allclose(observation["latent"], ep.observations["latent"][0], rtol=0, atol=1e-5)
 
 
 def test_minari_export_works_with_the_default_relative_home(tmp_path, monkeypatch):

@@ -4,7 +4,7 @@ A policy is either
 - a TorchScript file (`torch.jit.save`, or d3rlpy's `save_policy("policy.pt")`): a module mapping a
   (B, F) float32 batch of *flat observations* to a (B, A) batch of actions. The flat observation is the
   dataset's `observations/latent` when it has an encoder, else its slate ids and clicks side by side
-  (B, 2K). TorchScript archives hold code and tensors, not pickled Python objects; or
+  (B, 2K). TorchScript archives hold TorchScript code and tensors, not pickled Python objects; or
 - a Python callable named `module:function`, called with the observation dict of numpy arrays
   ({"slate" (B, K) int16, "clicks" (B, K) uint8, "latent" (B, d) float32}) and returning the actions.
 Actions are latent actions in [−1, 1]^d (decoded by the dataset's encoder) or slates of item ids.
@@ -87,8 +87,9 @@ def load_policy(spec: str) -> Policy:
     if path.is_file():
         try:
             module = torch.jit.load(str(path), map_location="cpu")
-        except (RuntimeError, ValueError) as exc:
-            raise BadInput(f"{path} is not a TorchScript policy file ({str(exc).splitlines()[0]}).") from exc
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise BadInput(f"{path} is not a TorchScript policy file "
+                           f"({(str(exc).splitlines() or [type(exc).__name__])[0]}).") from exc
         module.eval()
 
         def scripted(observation: dict[str, np.ndarray]) -> np.ndarray:
