@@ -99,7 +99,7 @@ def complete(words: str) -> list[str]:
 
 
 def test_shell_completion_knows_lazy_commands_and_choices():
-    assert complete("slatectl re") == ["registry"]
+    assert sorted(complete("slatectl re")) == ["registry", "relabel"] and complete("slatectl ev") == ["evaluate"]
     assert "inspect" in complete("slatectl ") and "train" in complete("slatectl ")
     assert complete("slatectl env ro") == ["rollout"]
     assert "sac-gems" in complete("slatectl train ")

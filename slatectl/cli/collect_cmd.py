@@ -78,7 +78,9 @@ def collect(
                                 "checkpoint_id": dataset.checkpoint_id, "episodes": dataset.episodes,
                                 "transitions": dataset.transitions, "mean_return": dataset.return_mean, "device": resolved,
                                 "path": str(registry.store.path_for(dataset.storage_key)), "format": dataset.format,
-                                "minari_dataset_id": (dataset.meta.get("minari") or {}).get("dataset_id")})
+                                "minari_dataset_id": (dataset.meta.get("minari") or {}).get("dataset_id"),
+                                "behaviour": dataset.meta.get("behaviour"),
+                                "encoder_id": (dataset.meta.get("encoder") or {}).get("artifact_id")})
     if as_json:
         print_json(results)
         return
@@ -86,6 +88,9 @@ def collect(
         source = "the random policy" if r["checkpoint_id"] is None else f"checkpoint {r['checkpoint_id']}"
         console.print(f"dataset {r['id']}: {r['env']} / {r['quality']}, {r['episodes']:,} episodes, "
                       f"{r['transitions']:,} transitions, mean return {r['mean_return']:.2f} ({source})")
+        console.print(f"  behaviour: {r['behaviour']} policy; features: "
+                      + (f"GeMS encoder {r['encoder_id']}" if r["encoder_id"] is not None else "none (ids and clicks only)"),
+                      highlight=False)
         if r["minari_dataset_id"]:
             console.print(f"  Minari: minari.load_dataset({r['minari_dataset_id']!r})")
     typer.echo(results[-1]["id"])

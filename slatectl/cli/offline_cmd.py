@@ -40,15 +40,19 @@ def evaluate(
     if as_json:
         print_json(score.as_dict())
         return
-    console.print(f"{policy} on {score.env}: mean return {score.mean:.2f} ± {score.sem:.2f} (SEM, "
-                  f"{score.episodes} users of seed {score.seed}; {score.action} actions"
-                  + (f", encoder {score.encoder_id})" if score.encoder_id is not None else ")"), highlight=False)
+    rows = [("policy", policy),
+            ("env", f"{score.env}, {score.action} actions"
+                    + (f", encoder {score.encoder_id}" if score.encoder_id is not None else ", no encoder")),
+            ("users", f"{score.episodes} of seed {score.seed}"),
+            ("mean return", f"{score.mean:.2f} ± {score.sem:.2f} (SEM)")]
     if score.normalised is None:
-        console.print(f"no normalised score: {score.ref_max_source}", highlight=False)
+        rows.append(("normalised", f"none: {score.ref_max_source}"))
     else:
-        console.print(f"normalised score {score.normalised:.1f} ± {score.normalised_sem:.1f} "
-                      f"(0 = random {score.ref_min_score:.2f}, 100 = {score.ref_max_score:.2f}: "
-                      f"{score.ref_max_source})", highlight=False)
+        rows += [("normalised", f"{score.normalised:.1f} ± {score.normalised_sem:.1f} "
+                                f"(0 = {score.ref_min_score:.2f}, 100 = {score.ref_max_score:.2f})"),
+                 ("0 is", "the uniform random policy's return"), ("100 is", score.ref_max_source)]
+    for name, value in rows:  # one fact per line: paths and names stay whole at 80 columns
+        console.print(f"{name + ':':<13}{value}", highlight=False, soft_wrap=True)
 
 
 def relabel(
