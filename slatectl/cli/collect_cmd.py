@@ -47,7 +47,7 @@ def collect(
     Example: slatectl collect --quality random --env focused_topdown --encoder 2 --act greedy
     """
     quality, fmt = quality.value, fmt.value
-    CollectRequest(env, quality, episodes, seed, fmt, batch).validate()
+    CollectRequest(env, quality, episodes, seed, fmt, batch, act=act, encoder=encoder).validate()
     resolved = resolve_device(device, say=lambda text: err_console.print(text, highlight=False))
     configure_torch_threads(get_settings().threads)
     results = []

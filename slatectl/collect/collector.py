@@ -47,7 +47,7 @@ from slatectl.collect.minari_export import export_minari
 from slatectl.collect.recorder import record_dataset
 from slatectl.collect.npz import METADATA_KEY, write_npz
 from slatectl.collect.random_return import compute_random_return
-from slatectl.collect.encoder import DatasetEncoder, encode_arrays, resolve_encoder
+from slatectl.collect.encoder import NO_ENCODER, DatasetEncoder, encode_arrays, resolve_encoder
 from slatectl.domain import BehaviourMode, DatasetFormat, Quality
 from slatectl.errors import BadInput
 from slatectl.sim.topicrec import TopicRec
@@ -83,6 +83,10 @@ class CollectRequest:
             raise BadInput("--episodes and the batch size must be >= 1.")
         if self.format not in set(DatasetFormat):
             raise BadInput(f"unknown format {self.format!r}; choose one of {', '.join(DatasetFormat)}.")
+        if self.act not in set(BehaviourMode):
+            raise BadInput(f"unknown behaviour {self.act!r}; choose one of {', '.join(BehaviourMode)}.")
+        if self.encoder is not None and str(self.encoder) != NO_ENCODER and not str(self.encoder).isdigit():
+            raise BadInput(f"--encoder takes a GeMS artifact id or '{NO_ENCODER}', not {self.encoder!r}.")
 
 
 def agent_for_checkpoint(registry: Registry, checkpoint_id: int, device: str = "cpu") -> tuple[TopicRec, Agent, dict]:
