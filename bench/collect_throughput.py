@@ -3,13 +3,16 @@
 
 Usage: python bench/collect_throughput.py [--device cpu|cuda] [--env focused_topdown] [--episodes 10000]
        [--batch 1000,5000] [--agents random,sac-gems] [--threads N] [--workers 1,2] [--quick]
+       [--act sample|greedy] [--encoder default|none]
 The SAC+GeMS checkpoint comes from a tiny run in a throwaway registry (small logged data, one short GeMS
 epoch, random-phase steps only): its weights do not change the cost of acting. `--quick`: 300 episodes,
 batch 150 (seconds of collection on a CPU, plus the tiny run; for scripts and smoke runs). GPU targets:
 ≥ 1,000,000 transitions/s of policy + simulation with SAC+GeMS, and 10,000 episodes end to end ≤ 5 s
 (`--device cuda --batch 10000`). `--workers` lists the recorder's worker counts to time (policy + simulation;
 default: its default, one per torch thread on a CPU) — `--threads 2 --workers 1,2` compares one loop with
-two threads against two batches at once. Prints one Markdown table.
+two threads against two batches at once. `--act` is the behaviour policy (collect --act; the stochastic policy
+records one batch at a time), `--encoder none` leaves out the encoder's features (end to end includes
+encoding them; the tiny run's GeMS is the encoder). Prints one Markdown table.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from pathlib import Path
 import torch
 
 from slatectl.registry import open_registry
-from slatectl.collect.collector import CollectRequest, agent_for_checkpoint, collect_dataset, random_policy_agent
+from slatectl.collect.collector import ACT_MODES, CollectRequest, agent_for_checkpoint, collect_dataset, random_policy_agent
+from slatectl.domain import BehaviourMode
 from slatectl.collect.recorder import record_dataset
 from slatectl.device import resolve_device
 from slatectl.settings import Settings
@@ -53,6 +57,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--workers", default=None, help="recorder worker counts to time, e.g. 1,2 (default: its default)")
     parser.add_argument("--quick", action="store_true", help="300 episodes, batch 150")
+    parser.add_argument("--act", default="sample", choices=["sample", "greedy"])
+    parser.add_argument("--encoder", default="default", choices=["default", "none"])
     args = parser.parse_args()
     if args.quick:
         args.episodes, args.batch = 300, "150"
@@ -67,23 +73,28 @@ def main() -> None:
     worker_counts = [None] if args.workers is None else [int(w) for w in args.workers.split(",")]
     print("| device | policy | batch | workers | policy+sim s | policy+sim transitions/s | end-to-end s | end-to-end transitions/s |")
     print("|---|---|---:|---|---:|---:|---:|---:|")
+    mode = ACT_MODES[BehaviourMode(args.act)]
     with tempfile.TemporaryDirectory() as home, open_registry(Settings.resolve(home=Path(home))) as registry:
+        checkpoints = {name: promote_tiny_checkpoint(registry, name, args.env)  # the first builds the GeMS encoder
+                       for name in ["sac-gems"] + [a for a in args.agents.split(",") if a not in ("random", "sac-gems")]}
         for agent_name in args.agents.split(","):
             if agent_name == "random":
                 quality = "random"
                 env, agent = random_policy_agent(args.env, device)
             else:
                 quality = "medium"
-                env, agent, _ = agent_for_checkpoint(registry, promote_tiny_checkpoint(registry, agent_name, args.env), device)
+                registry.promote_checkpoint(args.env, quality, checkpoints[agent_name])
+                env, agent, _ = agent_for_checkpoint(registry, checkpoints[agent_name], device)
             for batch in (int(b) for b in args.batch.split(",")):
-                record_dataset(env, agent, min(batch, args.episodes), 0, batch)  # warm-up (allocations, kernels)
+                record_dataset(env, agent, min(batch, args.episodes), 0, batch, mode=mode)  # warm-up (allocations, kernels)
                 for workers in worker_counts:
                     start = time.perf_counter()
-                    record_dataset(env, agent, args.episodes, 0, batch, workers=workers)  # host arrays: the device is done
+                    record_dataset(env, agent, args.episodes, 0, batch, workers=workers, mode=mode)  # host arrays: the device is done
                     simulated = time.perf_counter() - start
                     start = time.perf_counter()
                     dataset = collect_dataset(registry, CollectRequest(args.env, quality, args.episodes, seed=0,
-                                                                       batch_size=batch, device=device))
+                                                                       batch_size=batch, device=device, act=args.act,
+                                                                       encoder=None if args.encoder == "default" else "none"))
                     end_to_end = time.perf_counter() - start  # collect's own default workers
                     print(f"| {device} | {agent_name} | {batch:,} | {'default' if workers is None else workers} | "
                           f"{simulated:.2f} | {transitions / simulated:,.0f} | {end_to_end:.2f} | "
