@@ -182,20 +182,18 @@ def test_minari_export_loads_with_minari_and_matches_the_npz(trained, tmp_path, 
     assert dataset.storage.metadata["ref_max_score"] == pytest.approx(expert_return)
     normalized = minari.get_normalized_score(dataset, np.array([random_return, expert_return]))
     np.testing.assert_allclose(normalized, [0.0, 1.0])
-    assert dataset.spec.env_spec.id == "slatectl/TopicRec-focused_topdown-v0"
+    assert dataset.spec.env_spec.id == "slatectl/TopicRecDataset-v0"
+    assert dataset.spec.env_spec.kwargs["env_name"] == "focused_topdown"
     assert dataset.spec.env_spec.max_episode_steps == 100  # the time limit that truncates every episode
-    env = dataset.recover_environment()
-    observation, _ = env.reset(seed=0)
-    assert observation["slate"].shape == (10,)
-    # the eval env is the dataset's own: its spaces are the dataset's, and it replays the dataset's users
+    # the recovered env (and the eval env) is the dataset's own: its spaces, the dataset's users
     monkeypatch.setenv("SLATECTL_HOME", str(settings.home))
-    eval_env = dataset.recover_environment(eval_env=True)
-    assert eval_env.observation_space == dataset.observation_space and eval_env.action_space == dataset.action_space
-    observation, _ = eval_env.reset(seed=9)
-    for key in ("slate", "clicks"):
-        np.testing.assert_array_equal(observation[key], ep.observations[key][0])
-    # one row encoded alone against a block of rows: float32 rounding of the matrix products only
-    np.testing.assert_allclose(observation["latent"], ep.observations["latent"][0], rtol=0, atol=1e-5)
+    for env in (dataset.recover_environment(), dataset.recover_environment(eval_env=True)):
+        assert env.observation_space == dataset.observation_space and env.action_space == dataset.action_space
+        observation, _ = env.reset(seed=9)
+        for key in ("slate", "clicks"):
+            np.testing.assert_array_equal(observation[key], ep.observations[key][0])
+        # one row encoded alone against a block of rows: float32 rounding of the matrix products only
+        np.testing.assert_allclose(observation["latent"], ep.observations["latent"][0], rtol=0, atol=1e-5)
 
 
 def test_minari_export_works_with_the_default_relative_home(tmp_path, monkeypatch):

@@ -15,9 +15,9 @@ the gymnasium env (slatectl/collect/dataset_env.py, docs/offline.md):
 The dataset id is `slatectl/<env>/<quality>-v<N>`, N one above the highest version already in the Minari
 datasets folder (`MINARI_DATASETS_PATH`, default ~/.minari/datasets): nothing there is ever overwritten.
 It is built in a scratch folder and moved into place whole, so a failure leaves nothing half-written.
-The env recorded is `slatectl/TopicRec-<env>-v0` (the raw env); the eval env is the dataset's own
-(`slatectl/TopicRecDataset-v0` with the env and encoder as kwargs), so where slatectl is installed
-`dataset.recover_environment(eval_env=True)` gives an env in the dataset's spaces.
+The env recorded (and the eval env) is the dataset's own: `slatectl/TopicRecDataset-v0` with the env and
+the encoder (id and SHA-256) as kwargs, so where slatectl is installed `dataset.recover_environment()`
+gives an env in the dataset's spaces (the raw env stays `gymnasium.make("slatectl/TopicRec-<env>-v0")`).
 ref_min_score = the random policy's return and ref_max_score = the expert checkpoint's return (or the
 best trained checkpoint's when no expert is promoted; the description says which).
 No remote is recorded (the dataset is local only). `minari show` (Minari 0.5) nevertheless prints a
@@ -42,7 +42,6 @@ from slatectl import __version__
 from slatectl.collect.dataset_env import (CLICKS_DTYPE, DATASET_ENV_ID, FLOAT_DTYPE, SLATE_DTYPE, action_space,
                                           dataset_env_kwargs, observation_space, register_dataset_env)
 from slatectl.errors import BadInput
-from slatectl.sim.gym_registration import gym_env_id
 from slatectl.storage.atomic import install_tree
 
 
@@ -143,8 +142,7 @@ def export_minari(arrays: dict[str, np.ndarray], *, env_cfg, quality: str, episo
     latent_dim = encoder["latent_dim"] if encoder else None
     observations, actions = observation_space(env_cfg, latent_dim), action_space(env_cfg, latent_dim, "latent" if encoder else "slate")
     register_dataset_env()
-    eval_env = gym.spec(DATASET_ENV_ID)
-    eval_env = EnvSpec(id=eval_env.id, entry_point=eval_env.entry_point, max_episode_steps=horizon,
+    env_spec = EnvSpec(id=DATASET_ENV_ID, entry_point=gym.spec(DATASET_ENV_ID).entry_point, max_episode_steps=horizon,
                        kwargs=dataset_env_kwargs(env_cfg.name, encoder))
     dataset_id = next_dataset_id(root, env_cfg.name, quality)
     build_root = Path(scratch).resolve() / "minari"
@@ -156,7 +154,7 @@ def export_minari(arrays: dict[str, np.ndarray], *, env_cfg, quality: str, episo
         warnings.simplefilter("ignore", UserWarning)  # minari nags about author e-mail and code permalink
         minari.create_dataset_from_buffers(
             dataset_id=dataset_id, buffer=_episode_buffers(arrays, episodes, horizon, seed, latent=encoder is not None),
-            env=gym_env_id(env_cfg.name), eval_env=eval_env, observation_space=observations, action_space=actions,
+            env=env_spec, eval_env=env_spec, observation_space=observations, action_space=actions,
             algorithm_name=algorithm, author="slatectl", description=description,
             code_permalink=f"slatectl {__version__}", data_format="hdf5",
             requirements=[f"slatectl=={__version__}"], **scores)
