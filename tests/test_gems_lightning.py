@@ -78,9 +78,9 @@ def test_epoch_chunks_cover_every_row_once_per_epoch_in_the_generators_order():
     expected = torch.Generator().manual_seed(9)
     for _ in range(2):  # each iteration is an epoch with a fresh permutation, drawn as the plain loop draws it
         epoch = list(chunks)
-        assert [len(chunk) for chunk in epoch] == [4, 4, 3]
-        assert [len(index) for chunk in epoch for index in chunk] == [10] * 10 + [3]
-        rows = torch.cat([index for chunk in epoch for index in chunk])
+        assert [len(chunk) for chunk in epoch] == [40, 40, 23]
+        assert [len(index) for chunk in epoch for index in chunk.split(10)] == [10] * 10 + [3]
+        rows = torch.cat(epoch)
         torch.testing.assert_close(rows, torch.randperm(103, generator=expected))
 
 

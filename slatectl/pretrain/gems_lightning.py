@@ -43,7 +43,7 @@ CHUNK_BATCHES = 32
 
 
 class EpochChunks:
-    """The training batches of an epoch as chunks of row-index tensors (one chunk per `training_step`).
+    """The training rows of an epoch in chunks of `chunk_batches` batches (one chunk per `training_step`).
 
     Iterating starts an epoch: the row order is drawn then from the CPU `generator` (or file order when
     it is None), exactly when the plain loop draws it, and moved to the device once."""
@@ -60,10 +60,11 @@ class EpochChunks:
     def __len__(self) -> int:
         return math.ceil(self.batches_per_epoch / self.chunk_batches)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
-        batches = epoch_order(self.rows, self.generator, self.device).split(self.batch_size)
-        for start in range(0, len(batches), self.chunk_batches):
-            yield batches[start : start + self.chunk_batches]
+    def __iter__(self) -> Iterator[Tensor]:
+        """Each chunk is one index tensor of up to chunk_batches × batch_size rows (`training_step`
+        splits it into batches): one tensor is all the Trainer has to walk through to move a chunk."""
+        order = epoch_order(self.rows, self.generator, self.device)
+        yield from order.split(self.chunk_batches * self.batch_size)
 
 
 class GeMSModule(pl.LightningModule):
@@ -109,13 +110,14 @@ class GeMSModule(pl.LightningModule):
         self.loss_sum.zero_()
         self._epoch_batches = 0
 
-    def training_step(self, chunk: tuple[Tensor, ...], chunk_index: int) -> None:
-        for index in chunk:
+    def training_step(self, chunk: Tensor, chunk_index: int) -> None:
+        batches = chunk.split(self.config.batch_size)
+        for index in batches:
             self.step_fn(index)
             self._epoch_batches += 1
             if self.batch_callback is not None:
                 self.batch_callback(self.current_epoch, self._epoch_batches, self.chunks.batches_per_epoch)
-        self.batches_done += len(chunk)
+        self.batches_done += len(batches)
 
     def on_train_epoch_end(self) -> None:
         # The one host read of the epoch's training (it waits for the device to finish the epoch).
