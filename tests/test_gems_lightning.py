@@ -93,3 +93,14 @@ def test_the_callers_rng_is_untouched_and_a_bad_engine_is_refused():
     assert torch.equal(torch.get_rng_state(), before)
     with pytest.raises(ValueError, match="engine must be one of lightning, loop"):
         train_gems(slates, clicks, config, seed=0, engine="fabric")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bench/gpu_check.sh runs it there)")
+def test_on_cuda_the_trainer_replays_the_captured_step_and_matches_the_loop():
+    slates, clicks = logged(episodes=40)
+    config = GeMSConfig(max_epochs=2, batch_size=64, latent_dim=8, accelerator="cuda")
+    loop_model, loop_metrics = train_gems(slates, clicks, config, seed=4, engine="loop")
+    trainer_model, trainer_metrics = train_gems(slates, clicks, config, seed=4, engine="lightning")
+    assert loop_metrics["cuda_graph"] is True and trainer_metrics["cuda_graph"] is True
+    for key, value in loop_model.state_dict().items():  # GPU reductions may reorder: float rounding only
+        torch.testing.assert_close(trainer_model.state_dict()[key], value, rtol=1e-4, atol=1e-5, msg=key)
