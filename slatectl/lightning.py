@@ -91,6 +91,7 @@ class RegistryCheckpoint(pl.Callback):
         self._validated_steps: set[int] = set()
         self._last_heartbeat = 0.0
         self._pending_step: int | None = None  # a step save due, made before the weights change
+        self._active = False  # between the start and the end of `fit` on rank zero: only then it records
 
     # -- Lightning hooks ----------------------------------------------------------------------------------
 
@@ -104,6 +105,7 @@ class RegistryCheckpoint(pl.Callback):
             self.run_id = run.id
         else:
             self.registry.claim_run(self.run_id)
+        self._active = True
         self._last_heartbeat = time.monotonic()
 
     # A step save is due after the batch's optimizer step but made just before the weights next change
@@ -111,7 +113,7 @@ class RegistryCheckpoint(pl.Callback):
     # between: that validation's metric then belongs to exactly these weights.
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if not trainer.is_global_zero or self.run_id is None:
+        if not self._active:
             return
         step = trainer.global_step
         if self.every_n_train_steps and step > 0 and step % self.every_n_train_steps == 0:
@@ -126,7 +128,7 @@ class RegistryCheckpoint(pl.Callback):
         self._save_pending(trainer, pl_module)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or self.run_id is None:
+        if trainer.sanity_checking or not self._active:
             return
         step = trainer.global_step
         value = self.monitored_value(trainer)
@@ -138,13 +140,15 @@ class RegistryCheckpoint(pl.Callback):
             self.save(trainer, pl_module, step)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.is_global_zero and self.run_id is not None:
+        if self._active:
+            self._active = False
             status = RunStatus.INTERRUPTED if trainer.interrupted else RunStatus.FINISHED
             self.registry.finish_run(self.run_id, status)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if not trainer.is_global_zero or self.run_id is None or self.registry is None:
+        if not self._active:
             return
+        self._active = False
         if isinstance(exception, KeyboardInterrupt):
             self.registry.finish_run(self.run_id, RunStatus.INTERRUPTED)
         else:
@@ -219,7 +223,7 @@ class RegistryCheckpoint(pl.Callback):
         return str(agent), str(env), seed, config
 
     def _save_pending(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._pending_step is not None and trainer.is_global_zero and self.run_id is not None:
+        if self._pending_step is not None and self._active:
             step, self._pending_step = self._pending_step, None
             self.save(trainer, pl_module, step)
 

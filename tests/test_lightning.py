@@ -215,3 +215,20 @@ def test_hyper_parameters_are_stored_json_safe():
     safe = json_safe({"layers": (2, 3), "path": Path("/x"), "nan": float("nan"), "nested": {"f": torch.nn.ReLU()}})
     assert json.loads(json.dumps(safe)) == {"layers": [2, 3], "path": repr(Path("/x")), "nan": "nan",
                                             "nested": {"f": "ReLU()"}}
+
+
+def test_resuming_the_trainer_from_its_own_checkpoint_continues_the_registry_run(sqlite_settings, tmp_path):
+    with open_registry(sqlite_settings) as reg:
+        first = RegistryCheckpoint(monitor="val_score", registry=reg)
+        trainer = fit(Scorer(), first, epochs=1)
+        trainer.save_checkpoint(tmp_path / "lightning.ckpt")  # the callback's run id travels in it
+        trainer.validate(trainer.lightning_module, data()[1], verbose=False)  # after fit: no run to record in
+        resumed = RegistryCheckpoint(monitor="val_score", registry=reg)
+        train, val = data()
+        pl.Trainer(max_epochs=2, callbacks=[resumed], logger=False, enable_checkpointing=False,
+                   enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0).fit(
+            Scorer(), train, val, ckpt_path=tmp_path / "lightning.ckpt")
+        assert resumed.run_id == first.run_id and len(reg.list_runs()) == 1
+        assert [c.step for c in reg.list_checkpoints(run_id=first.run_id)] == [12, 24]
+        assert [v.step for v in reg.validations(first.run_id)] == [12, 24]
+        assert reg.get_run(first.run_id).status == RunStatus.FINISHED.value
