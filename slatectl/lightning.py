@@ -78,8 +78,8 @@ class RegistryCheckpoint(pl.Callback):
             raise BadInput("RegistryCheckpoint would never save: give every_n_train_steps or save_on_validation=True.")
         if env is not None:
             check_env(env)
-        if seed is not None and not 0 <= int(seed) < 2**63:
-            raise BadInput(f"seed must be in [0, 2^63), got {seed}.")
+        if seed is not None:
+            seed = check_seed(seed)
         self.monitor, self.mode = monitor, mode
         self.every_n_train_steps, self.save_on_validation = every_n_train_steps, bool(save_on_validation)
         self.env, self.agent, self.seed = env, agent, seed
@@ -209,11 +209,7 @@ class RegistryCheckpoint(pl.Callback):
             raise BadInput("RegistryCheckpoint needs the run's environment: pass env=... or save it in the "
                            f"module's hyper-parameters (self.save_hyperparameters()); one of {', '.join(env_names())}.")
         check_env(str(env))
-        seed = self.seed if self.seed is not None else hparams.get("seed", os.environ.get("PL_GLOBAL_SEED", 0))
-        try:
-            seed = int(seed)
-        except (TypeError, ValueError):
-            raise BadInput(f"the run's seed must be a whole number, got {seed!r}.") from None
+        seed = check_seed(self.seed if self.seed is not None else hparams.get("seed", os.environ.get("PL_GLOBAL_SEED", 0)))
         config = {"lightning": {"module": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}",
                                 "monitor": self.monitor, "mode": self.mode,
                                 "val_return": f"-{self.monitor}" if self.mode == "min" else self.monitor,
@@ -239,6 +235,18 @@ def check_env(env: str) -> str:
         raise BadInput(f"unknown environment {env!r} for a registry run; one of {', '.join(env_names())} "
                        "(promotions and datasets are per environment).")
     return env
+
+
+def check_seed(value: Any) -> int:
+    """A run's seed: a whole number in [0, 2^63) (the registry's range), from an argument, the
+    hyper-parameters or PL_GLOBAL_SEED (a string)."""
+    try:
+        seed = int(value) if not isinstance(value, (bool, float)) else None
+    except (TypeError, ValueError):
+        seed = None
+    if seed is None or not 0 <= seed < 2**63:
+        raise BadInput(f"the run's seed must be a whole number in [0, 2^63), got {value!r}.")
+    return seed
 
 
 def json_safe(value: Any) -> Any:

@@ -196,6 +196,9 @@ def test_a_module_without_an_env_is_refused_before_any_row(sqlite_settings):
     (dict(monitor="val_loss", every_n_train_steps=0), "every_n_train_steps must be"),
     (dict(monitor="val_loss", every_n_train_steps=None, save_on_validation=False), "would never save"),
     (dict(monitor="val_loss", env="focused"), "unknown environment 'focused'"),
+    (dict(monitor="val_loss", seed=-1), r"seed must be a whole number in \[0, 2\^63\), got -1"),
+    (dict(monitor="val_loss", seed="seven"), "seed must be a whole number"),
+    (dict(monitor="val_loss", seed=2.5), "seed must be a whole number"),
 ])
 def test_bad_arguments_are_refused_at_construction(kwargs, message):
     with pytest.raises(BadInput, match=message):
@@ -232,3 +235,14 @@ def test_resuming_the_trainer_from_its_own_checkpoint_continues_the_registry_run
         assert [c.step for c in reg.list_checkpoints(run_id=first.run_id)] == [12, 24]
         assert [v.step for v in reg.validations(first.run_id)] == [12, 24]
         assert reg.get_run(first.run_id).status == RunStatus.FINISHED.value
+
+
+def test_a_module_without_hyper_parameters_gets_the_defaults(monkeypatch):
+    class Bare(pl.LightningModule):
+        pass
+
+    monkeypatch.setenv("PL_GLOBAL_SEED", "42")  # what seed_everything(42) leaves
+    agent, env, seed, config = RegistryCheckpoint(monitor="val_loss", env="diffuse_divpen").describe_run(Bare())
+    assert (agent, env, seed, config["hparams"]) == ("Bare", "diffuse_divpen", 42, {})
+    monkeypatch.delenv("PL_GLOBAL_SEED")
+    assert RegistryCheckpoint(monitor="m", env="diffuse_divpen", agent="mine").describe_run(Bare())[::2] == ("mine", 0)
