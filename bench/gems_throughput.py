@@ -1,7 +1,7 @@
 """GeMS pretraining throughput: optimiser steps (batches of 256 slates) per second of `train_gems`.
 
 Usage: python bench/gems_throughput.py [--device cpu|cuda] [--quick] [--episodes E] [--epochs N]
-       [--no-cuda-graph] [--threads N] [--stacked K]
+       [--no-cuda-graph] [--threads N] [--stacked K] [--engine lightning|loop] [--ab]
 
 Runs `train_gems` itself (the code `slatectl pretrain gems` runs) on synthetic logged episodes of the
 reference shape (100 slates of 10 items per episode, 1,000 items) with the reference settings (batch 256,
@@ -9,6 +9,12 @@ Adam 1e-3); the first epoch is the warm-up (and, on CUDA, the graph capture), th
 An epoch's time is read when its loss is reported, which waits for the device, so asynchronous CUDA work
 is counted. The validation part is kept small (1 %) so that the figure is the training step's.
 Prints a Markdown table; `--quick` shrinks the data to a few seconds of work on a CPU.
+
+`--engine` picks how `train_gems` runs its epochs (default: its default, the Lightning Trainer). `--ab`
+is the one-run A/B of the two engines: in one process, loop, lightning, lightning, loop (ABBA, so that a
+drift of the machine's speed hits both alike) on the same data and seed, each timed per epoch after its
+warm-up epoch; it prints the median batches/s of each engine and their ratio (and checks that both gave
+the same weights).
 
 `--stacked K` measures, in one process, K members (synthetic logs of their own, seeds 0…K−1) trained
 as K solo `train_gems` runs one after another and as one stacked population (`train_stacked_gems`,
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import platform
+import statistics
 import time
 
 import torch
@@ -50,6 +57,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="epochs, the first one untimed (default 3; 2 with --quick)")
     parser.add_argument("--no-cuda-graph", action="store_true", help="on cuda: the eager step instead of the captured one")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--engine", choices=("lightning", "loop"), default=None, help="train_gems's engine (default: its default)")
+    parser.add_argument("--ab", action="store_true", help="A/B of the loop and Lightning engines in one process (ABBA)")
     parser.add_argument("--stacked", type=int, default=None, metavar="K",
                         help="compare K stacked members with K solo runs (member batches/s and the ratio)")
     args = parser.parse_args()
@@ -64,9 +73,14 @@ def main() -> None:
             parser.error("--stacked must be >= 1")
         compare_stacked(args.stacked, episodes, epochs, args.device, not args.no_cuda_graph)
         return
+    if args.ab:
+        compare_engines(episodes, epochs, args.device, not args.no_cuda_graph)
+        return
     slates, clicks = synthetic_logged(episodes)
     config = GeMSConfig(max_epochs=epochs, val_fraction=0.01, accelerator=args.device)
     options = {}
+    if args.engine is not None:
+        options["engine"] = args.engine
     if "cuda_graph" in inspect.signature(train_gems).parameters:  # older versions had no switch
         options["cuda_graph"] = not args.no_cuda_graph
     epoch_ends: list[float] = []
@@ -91,6 +105,45 @@ def main() -> None:
 def _timed_rate(epoch_ends: list[float], batches_per_epoch: int) -> float:
     """Batches per second over epochs 2…: the first epoch is the warm-up."""
     return batches_per_epoch * (len(epoch_ends) - 1) / (epoch_ends[-1] - epoch_ends[0])
+
+
+def compare_engines(episodes: int, epochs: int, device: str, cuda_graph: bool) -> None:
+    """The loop and the Lightning engine on the same data and seed, ABBA in one process (module docstring)."""
+    slates, clicks = synthetic_logged(episodes)
+    config = GeMSConfig(max_epochs=epochs, val_fraction=0.01, accelerator=device)
+    rates: dict[str, list[float]] = {"loop": [], "lightning": []}
+    cpu_rates: dict[str, list[float]] = {"loop": [], "lightning": []}
+    weights: dict[str, dict[str, torch.Tensor]] = {}
+    per_epoch = 0
+    for engine in ("loop", "lightning", "lightning", "loop"):
+        ends: list[tuple[float, float]] = []
+        model, metrics = train_gems(slates, clicks, config, seed=0, cuda_graph=cuda_graph, engine=engine,
+                                    progress_callback=lambda row: ends.append((time.perf_counter(), time.process_time())))
+        per_epoch = -(-metrics["n_train_slates"] // config.batch_size)
+        rates[engine] += [per_epoch / (b[0] - a[0]) for a, b in zip(ends, ends[1:])]  # epochs 2…, one rate each
+        cpu_rates[engine] += [per_epoch / (b[1] - a[1]) for a, b in zip(ends, ends[1:])]
+        weights.setdefault(engine, model.state_dict())
+    same = all(torch.equal(weights["loop"][k], weights["lightning"][k]) for k in weights["loop"])
+    loop, lightning = statistics.median(rates["loop"]), statistics.median(rates["lightning"])
+    device_name = torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or platform.machine()
+    print(f"device: {device} ({device_name}), {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+          f"pytorch-lightning {pl_version()}; {episodes:,} episodes, {per_epoch:,} batches of {config.batch_size} "
+          f"per epoch, {epochs} epochs per run (the first untimed), runs loop, lightning, lightning, loop")
+    cpu_loop, cpu_lightning = statistics.median(cpu_rates["loop"]), statistics.median(cpu_rates["lightning"])
+    # Per second of this process's CPU time too: on a shared machine the wall-clock rate also measures the
+    # neighbours; the CPU-time rate is what each engine costs.
+    print("| engine | median batches/s (wall) | median batches per CPU-second | timed epochs |")
+    print("|---|---:|---:|---:|")
+    print(f"| plain loop | {loop:,.1f} | {cpu_loop:,.1f} | {len(rates['loop'])} |")
+    print(f"| Lightning Trainer | {lightning:,.1f} | {cpu_lightning:,.1f} | {len(rates['lightning'])} |")
+    print(f"| Lightning / loop | {lightning / loop:.3f} | {cpu_lightning / cpu_loop:.3f} | |")
+    print(f"| same weights (bitwise) | {'yes' if same else 'NO'} | | |")
+
+
+def pl_version() -> str:
+    import pytorch_lightning
+
+    return pytorch_lightning.__version__
 
 
 def compare_stacked(members: int, episodes: int, epochs: int, device: str, cuda_graph: bool) -> None:

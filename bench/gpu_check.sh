@@ -68,7 +68,7 @@ EOF
 export PYTHONPATH=$SITE:$DEPS${PYTHONPATH:+:$PYTHONPATH}
 # Third-party modules the tests and benchmarks import; a missing one is installed from $WHEELS if a wheel is there.
 # typing_extensions is there, but may be older than pydantic needs: a newer wheel of it replaces it.
-MODULES="numpy typer rich yaml sqlmodel sqlalchemy pydantic pydantic_core annotated_types typing_inspection gymnasium farama_notifications pytest hypothesis"
+MODULES="numpy typer rich yaml sqlmodel sqlalchemy pydantic pydantic_core annotated_types typing_inspection gymnasium farama_notifications pytest hypothesis pytorch_lightning lightning_utilities torchmetrics"
 MISSING_WHEELS=$($PY - "$WHEELS" $MODULES <<'EOF'
 import importlib.metadata, importlib.util, re, sys
 from pathlib import Path
@@ -98,6 +98,7 @@ echo "== torch"
 PYTHONSAFEPATH=1 $PY - <<'EOF' 2>&1 | tee "$LOGS/torch.log"
 import torch
 import slatectl, slatectl.registry, slatectl.train.loop, slatectl.train.population, slatectl.collect.collector, pytest, hypothesis
+import pytorch_lightning, slatectl.pretrain.gems_lightning
 print(f"slatectl from {slatectl.__path__[0]}")
 print(torch.__version__, torch.cuda.is_available())
 EOF
@@ -175,7 +176,7 @@ record() {
 # -- 1. CUDA-vs-CPU equality tests (simulator: tests/test_device.py; GeMS and training: tests/test_gpu_paths.py;
 #       population training: tests/test_population_device.py, tests/test_stacked_agent.py)
 TESTS=()
-for f in tests/test_device.py tests/test_gpu_paths.py tests/test_population_device.py tests/test_stacked_agent.py; do
+for f in tests/test_device.py tests/test_gpu_paths.py tests/test_population_device.py tests/test_stacked_agent.py tests/test_gems_lightning.py; do
     if [[ -f $f ]]; then TESTS+=("$f"); else printf 'tests: %s\t–\tpresent\tFAIL (missing)\n' "$f" >> "$RESULTS"; fi
 done
 if (( ${#TESTS[@]} )); then
@@ -193,6 +194,11 @@ if [[ $DRY == 1 ]]; then QUICK=(--quick); else QUICK=(); fi
 if [[ $DRY == 1 ]]; then SIZE=(); else SIZE=(--episodes 20000); fi
 run gems 100 $PY bench/gems_throughput.py --device $DEVICE "${QUICK[@]}" "${SIZE[@]}"; rc=$?
 record "GeMS pretraining batches/s (batch 256)" $rc "$(extract "$LOGS/gems.log" 'GeMS batches/s' '^value$')" ">=" 900
+
+# -- 2b. GeMS pretraining: the Lightning Trainer (the default engine) against the plain loop, ABBA in one run
+if [[ $DRY == 1 ]]; then SIZE=(); else SIZE=(--episodes 5000 --epochs 3); fi
+run gems_ab 90 $PY bench/gems_throughput.py --device $DEVICE --ab "${QUICK[@]}" "${SIZE[@]}"; rc=$?
+record "GeMS Lightning Trainer / plain loop, batches/s" $rc "$(extract "$LOGS/gems_ab.log" 'Lightning / loop' 'wall')" ">=" 0.95
 
 # -- 3. Solo SAC+GeMS training steps/s (1 episode + 1 update per step), against the 2-core CPU
 run train 80 $PY bench/train_throughput.py --device $DEVICE "${QUICK[@]}"; rc=$?

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The wheels that bench/gpu_check.sh needs on the GPU machine and its image lacks, downloaded HERE (the GPU
-# machine reaches no package registry): sqlmodel with pydantic, pydantic-core and SQLAlchemy, and gymnasium
-# (and typing-extensions, used when the image's is older than pydantic wants).
+# machine reaches no package registry): sqlmodel with pydantic, pydantic-core and SQLAlchemy, gymnasium,
+# pytorch-lightning with lightning-utilities and torchmetrics (GeMS/MF pretraining run on its Trainer), and
+# typing-extensions (used when the image's is older than pydantic wants).
 # Everything else the check imports (a CUDA torch, numpy, pytest, hypothesis, typer, rich, pyyaml) is in that
 # image. Versions are this environment's (what CI tests) where it has the package.
 #
@@ -13,7 +14,8 @@ cd "$(dirname "$0")/.."
 DEST=${1:-.gpu_wheels}
 PYTHON_VERSION=${GPU_PYTHON_VERSION:-3.12}
 PY=${PYTHON:-$( [[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3 )}
-PACKAGES=(sqlmodel sqlalchemy pydantic pydantic-core annotated-types typing-inspection typing-extensions gymnasium farama-notifications)
+PACKAGES=(sqlmodel sqlalchemy pydantic pydantic-core annotated-types typing-inspection typing-extensions gymnasium farama-notifications
+          pytorch-lightning lightning-utilities torchmetrics)
 pins=()
 for package in "${PACKAGES[@]}"; do
     version=$("$PY" -m pip show "$package" 2>/dev/null | awk '/^Version:/ {print $2}')

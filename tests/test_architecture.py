@@ -23,6 +23,8 @@ ALLOWED: dict[str, set[str]] = {
     "pretrain": FOUNDATION | {"sim", "harness", "config_tools"},
     "train": FOUNDATION | {"sim", "harness", "agents", "pretrain", "config_tools", "registry", "storage"},
     "collect": FOUNDATION | {"sim", "harness", "agents", "pretrain", "config_tools", "registry", "storage", "train"},
+    # slatectl.lightning (RegistryCheckpoint) registers checkpoints through train's one registration path.
+    "lightning": FOUNDATION | {"registry", "storage", "train"},
 }
 
 
@@ -60,3 +62,4 @@ def test_every_import_follows_the_dependency_direction():
 def test_the_rules_reject_an_upward_import():
     assert "train" not in ALLOWED["registry"] and "cli" not in ALLOWED["train"] and "sim" not in ALLOWED["storage"]
     assert "collect" not in ALLOWED["train"] and "train" not in ALLOWED["agents"]
+    assert "lightning" not in ALLOWED["train"] and "lightning" not in ALLOWED["registry"]

@@ -47,7 +47,7 @@ def test_importing_the_cli_loads_no_torch_and_no_lightning():
 @pytest.mark.parametrize("args, code", [
     (["--help"], 0), (["--version"], 0), (["env", "list"], 0), (["env", "show", "focused_mix", "--json"], 0),
     (["env", "--help"], 0), (["ckpt", "list"], 0), (["ckpt", "history", "--json"], 0), (["ckpt", "show", "1"], 2),
-    (["inspect"], 0), (["inspect", "run", "1"], 2), (["registry", "verify"], 0),
+    (["inspect"], 0), (["inspect", "run", "1"], 2), (["registry", "verify"], 0), (["ckpt", "promote", "--help"], 0),
 ])
 def test_fast_commands_import_no_torch(args, code, tmp_path):
     outcome = run_cli(args, tmp_path / "home")
@@ -59,6 +59,15 @@ def test_a_compute_command_still_loads_torch_when_it_runs(tmp_path):
     # The lazy group must import the command's module when it runs (here its --help), not skip it.
     outcome = run_cli(["env", "rollout", "--help"], tmp_path / "home")
     assert outcome["code"] == 0 and "torch" in outcome["heavy"]
+
+
+def test_the_check_sees_lightning_where_it_is_used():
+    # pytorch-lightning is a dependency (slatectl.lightning, pretraining); the cases above would pass
+    # vacuously if the scan could not see it, so import the module that uses it and look.
+    code = f"import sys, slatectl.lightning; print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r}))"
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert {"torch", "pytorch_lightning"} <= set(json.loads(completed.stdout.strip().replace("'", '"')))
 
 
 def test_import_slatectl_sim_registers_gym_ids_without_torch():

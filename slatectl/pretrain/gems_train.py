@@ -1,4 +1,6 @@
-"""Pretraining GeMS on logged slates (docs/algorithms.md §2), a plain PyTorch loop (`slatectl.harness`).
+"""Pretraining GeMS on logged slates (docs/algorithms.md §2): the step, the plain PyTorch loop
+(`slatectl.harness`) and `train_gems`, which runs the epochs on a Lightning Trainer by default
+(`gems_lightning.py`, the same step and the same weights) or on the plain loop (`engine="loop"`).
 
 Reference schedule: first 10 % of the logged episodes are validation, the rest training, flattened to
 single slates; batch 256; Adam 1e-3; `max_epochs` epochs (15 in pretrain_GeMS.yml); the weights of the
@@ -279,6 +281,20 @@ def _fit(model: GeMS, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], 
     return outcome
 
 
+def _fit_with_trainer(*args: Any) -> FitOutcome:
+    # Lightning is imported when GeMS trains, not when this module is (compute commands that reuse a
+    # registered GeMS never pay its import; docs/architecture.md rule 4).
+    from slatectl.pretrain.gems_lightning import fit_with_trainer
+
+    return fit_with_trainer(*args)
+
+
+#: How the epochs run: "lightning" (a pytorch_lightning.Trainer over `gems_lightning.GeMSModule`) or
+#: "loop" (the plain loop `_fit`); both give the same weights for a seed (tests/test_gems_lightning.py).
+ENGINES: dict[str, Callable[..., FitOutcome]] = {"lightning": _fit_with_trainer, "loop": _fit}
+DEFAULT_ENGINE = "lightning"
+
+
 def train_gems(
     slates: Tensor,
     clicks: Tensor,
@@ -287,6 +303,7 @@ def train_gems(
     progress_callback: ProgressCallback | None = None,
     batch_callback: BatchCallback | None = None,
     cuda_graph: bool | None = None,
+    engine: str = DEFAULT_ENGINE,
 ) -> tuple[GeMS, dict[str, Any]]:
     """Train GeMS on logged slates; return the best-validation model (CPU, eval mode) and metrics.
 
@@ -296,7 +313,10 @@ def train_gems(
     reductions). `cuda_graph` replays the training step from a CUDA graph on CUDA (ignored on the CPU);
     None reads CUDA_GRAPH_ENV (on unless it is "0"), the switch for runs started from the CLI.
     `batch_callback` is called after each batch is *queued* (on CUDA the device may still be behind).
+    `engine`: one of ENGINES (same result; "loop" is kept for comparison and benchmarks).
     """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     (train_slates, train_clicks), (val_slates, val_clicks) = split_logged(slates, clicks, config)
     if cuda_graph is None:
         cuda_graph = os.environ.get(CUDA_GRAPH_ENV, "1") != "0"
@@ -307,7 +327,7 @@ def train_gems(
         model = build_gems(config, slate_size).to(device)
         train = (train_slates.to(device), train_clicks.to(device))
         val = (val_slates.to(device), val_clicks.to(device))
-        outcome = _fit(model, train, val, config, seed, progress_callback, batch_callback, cuda_graph)
+        outcome = ENGINES[engine](model, train, val, config, seed, progress_callback, batch_callback, cuda_graph)
 
     model = model.cpu()
     if outcome.best_state is not None:

@@ -150,21 +150,38 @@ def fold_in_evaluate(item_table: Tensor, pairs: FoldInPairs) -> dict[str, float]
 
 
 def train_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int,
-             device: torch.device | str = "cpu") -> tuple[Tensor, dict[str, Any]]:
+             device: torch.device | str = "cpu", engine: str = "lightning") -> tuple[Tensor, dict[str, Any]]:
     """Train BPR-MF on (E, H, K) logged episodes; return the item table (num_items, dim, on the CPU)
     with the best validation loss, and metrics.
 
     Evaluation every `eval_every_batches` steps and once more at the end of training; stop after
     `patience` evaluations without improvement. Without validation users the final table is returned.
+    `engine`: "lightning" (a pytorch_lightning.Trainer over `mf_lightning.MFModule`, the default) or
+    "loop" (the plain loop below); both give the same table for a seed (tests/test_mf_lightning.py).
     """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     # Gradients on whatever global grad mode the caller left (simulator rollouts switch it off).
     with torch.enable_grad():
-        table, metrics = _train_mf(slates, clicks, config, seed, torch.device(device))
+        table, metrics = ENGINES[engine](slates, clicks, config, seed, torch.device(device))
     return table.cpu(), metrics
 
 
-def _train_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int,
-              device: torch.device) -> tuple[Tensor, dict[str, Any]]:
+@dataclass
+class MFSetup:
+    """What both engines train from: validation pairs, training positives, the model, its optimizer
+    and the CPU generator of the epoch draws, in the order the plain loop always made them."""
+
+    pairs: FoldInPairs
+    train_user: Tensor
+    train_item: Tensor
+    model: BPRMatrixFactorization
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    n_val: int
+
+
+def prepare_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int, device: torch.device) -> MFSetup:
     check_logged_pair(slates, clicks, ndim=(3,))
     if slates.numel() and int(slates.max()) >= config.num_items:
         raise ValueError(f"item id {int(slates.max())} >= num_items {config.num_items}")
@@ -181,6 +198,14 @@ def _train_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int,
         model = BPRMatrixFactorization(slates.shape[0] - n_val, config.num_items, config.embedding_dim)
     model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return MFSetup(pairs, train_user, train_item, model, optimizer, generator, n_val)
+
+
+def _train_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int,
+              device: torch.device) -> tuple[Tensor, dict[str, Any]]:
+    setup = prepare_mf(slates, clicks, config, seed, device)
+    pairs, train_user, train_item = setup.pairs, setup.train_user, setup.train_item
+    model, optimizer, generator = setup.model, setup.optimizer, setup.generator
 
     state = _EarlyStopping(config.patience)
     window = _RunningMean(device)  # training loss since the last evaluation
@@ -211,7 +236,13 @@ def _train_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int,
     # points still chooses among all the weights it produced.
     if len(pairs) and state.last_batch != batch:
         evaluate()
+    return mf_result(setup, state, window, batch, epoch)
 
+
+def mf_result(setup: MFSetup, state: "_EarlyStopping", window: "_RunningMean", batch: int,
+              epoch: int) -> tuple[Tensor, dict[str, Any]]:
+    """The best item table and the metrics, from where an engine's training ended."""
+    pairs, model = setup.pairs, setup.model
     final_train_loss = state.history[-1]["train_loss"] if state.history else window.pop()
     table = state.best_table if state.best_table is not None else model.item_embeddings.weight.detach().clone()
     metrics: dict[str, Any] = {
@@ -222,9 +253,9 @@ def _train_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int,
         "val_loss": state.best_loss if len(pairs) else math.nan,
         "val_auc": fold_in_evaluate(table, pairs)["auc"] if len(pairs) else math.nan,
         "train_loss": final_train_loss,
-        "n_train_users": slates.shape[0] - n_val,
-        "n_train_positives": int(train_item.shape[0]),
-        "n_val_users": n_val,
+        "n_train_users": setup.model.user_embeddings.num_embeddings,
+        "n_train_positives": int(setup.train_item.shape[0]),
+        "n_val_users": setup.n_val,
         "n_val_pairs": len(pairs),
         "history": state.history,
     }
@@ -287,3 +318,14 @@ class _EarlyStopping:
         else:
             self.bad_evaluations += 1
             self.stop = self.bad_evaluations >= self.patience
+
+
+def _train_mf_with_trainer(*args: Any) -> tuple[Tensor, dict[str, Any]]:
+    # Lightning is imported when MF trains, not when this module is (start-up; docs/architecture.md rule 4).
+    from slatectl.pretrain.mf_lightning import train_mf_with_trainer
+
+    return train_mf_with_trainer(*args)
+
+
+#: How the batches run; both engines give the same item table for a seed.
+ENGINES = {"lightning": _train_mf_with_trainer, "loop": _train_mf}

@@ -77,12 +77,17 @@ def register_resume_state(registry: Registry, run_id: int, env_name: str, state:
 
 
 def register_checkpoint(registry: Registry, run_id: int, step: int, agent_state: dict[str, Any], val: Evaluation,
-                        episode_length: int, trained: bool | None = None) -> Checkpoint:
-    """`trained`: True for agents that update from the first episode; None lets the registry apply the
-    random-phase rule (step > training.random_steps) from the run's config."""
+                        episode_length: int | None, trained: bool | None = None) -> Checkpoint:
+    """The one path by which weights become a registered checkpoint (training loops and
+    `slatectl.lightning.RegistryCheckpoint`): the store writes the file (temp + fsync + rename, SHA-256),
+    then the row. `trained`: True for agents that update from the first episode; None lets the registry
+    apply the random-phase rule (step > training.random_steps) from the run's config. `episode_length`:
+    None when a step is not an episode (a Lightning optimizer step), leaving episodes/env_steps empty."""
+    episodes = step if episode_length is not None else None
+    env_steps = step * episode_length if episode_length is not None else None
     return registry.register_checkpoint(
         run_id, step, cpu_state(agent_state), val_return_mean=val.mean, val_return_std=val.std,
-        val_episodes=val.episodes, episodes=step, env_steps=step * episode_length, trained=trained)
+        val_episodes=val.episodes, episodes=episodes, env_steps=env_steps, trained=trained)
 
 
 def latest_resume_state(registry: Registry, run_id: int, env_name: str) -> ResumeState | None:
