@@ -60,8 +60,10 @@ def train_runs(settings: Settings, configs: list[RunConfig], command: str, jobs:
         for config in configs:
             yield train_one(settings, config, command, reporter_for(label(config)) if reporter_for else None)
         return
+    concurrent = min(jobs, len(configs))  # the cores are shared by the jobs that actually run at once
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(_train_in_worker, settings, config, command, jobs, label(config)) for config in configs]
+        futures = [pool.submit(_train_in_worker, settings, config, command, concurrent, label(config))
+                   for config in configs]
         for future in futures:
             yield future.result()
 
