@@ -193,7 +193,7 @@ def test_plain_progress_lines_label_the_random_phase_and_give_a_steady_eta():
     etas = []
     for step in range(2010, 3001, 10):  # learning: 1 step/s, with a 30 s validation pause at step 2,500
         clock.now += 10.0 + (30.0 if step == 2500 else 0.0)
-        reporter.advance(TrainingProgress(step, 3000, 2000, 120.0, 130.55, 8.0))
+        reporter.advance(TrainingProgress(step, 3000, 2000, 120.0, 130.55, 0.125))
     lines = stream.getvalue().splitlines()
     assert lines[0] == "sac/focused_mix: random phase: random actions until step 2,000"
     assert any("random phase: no updates until step 2,000" in line and "random phase ends in ~" in line for line in lines)
