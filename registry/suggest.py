@@ -1,6 +1,6 @@
 """Which checkpoint to promote: the rule, and the random-policy return it needs.
 
-expert: the highest validation return (earliest step on ties).
+expert: the highest validation return among trained checkpoints (earliest step on ties).
 medium: the validation return closest to  random + f × (best − random),  f = target fraction in (0, 1)
         (0.5: half-way between the random policy and the best checkpoint); earliest step on ties.
 Untrained checkpoints (saved within the random phase, before any agent update) are shown but never
@@ -100,13 +100,14 @@ def suggest_from(checkpoints: Sequence[Checkpoint], quality: str, random_return:
     warnings: list[str] = []
     if quality == Quality.EXPERT:
         suggested, target = best, best_return
-        rule = f"expert = the highest validation return ({best_return:,.1f}, checkpoint {best.id})"
+        rule = f"expert = the highest validation return among trained checkpoints ({best_return:,.1f}, checkpoint {best.id})"
     else:
         if random_return is None:
             raise BadInput("the medium rule needs the random policy's return on this env.")
         target = random_return + target_fraction * (best_return - random_return)
         suggested = min(trained, key=lambda c: abs(c.val_return_mean - target))
-        rule = (f"medium = the validation return closest to random + {target_fraction:g} × (best − random) = "
+        rule = (f"medium = the validation return closest to random + {target_fraction:g} × (best − random), best "
+                f"among trained checkpoints: "
                 f"{random_return:,.3f} + {target_fraction:g} × ({best_return:,.3f} − {random_return:,.3f}) = {target:,.3f}")
         span = best_return - random_return
         miss = abs(suggested.val_return_mean - target)

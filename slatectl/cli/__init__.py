@@ -10,6 +10,7 @@ one-paragraph message on stderr and exit 2 (bad input) or 1 (job failed); the ma
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -28,7 +29,7 @@ COMMANDS: dict[str, LazyCommand] = {
     "ckpt": LazyCommand("slatectl.cli.ckpt_cmd:app", "Registered checkpoints: list, show, promote for a quality, promotion history."),
     "collect": LazyCommand("slatectl.cli.collect_cmd:collect", "Collect a D4RL-style dataset with a promoted checkpoint."),
     "inspect": LazyCommand("slatectl.cli.inspect_cmd:app", "The registry at a glance; a run's learning curve; a dataset's lineage."),
-    "registry": LazyCommand("slatectl.cli.registry_cmd:app", "The registry itself: verify every recorded file."),
+    "registry": LazyCommand("slatectl.cli.registry_cmd:app", "The registry itself: verify its files, back it up, restore it, collect garbage."),
 }
 
 
@@ -63,7 +64,7 @@ def _global_options(
     threads: Optional[int] = typer.Option(
         None, "--threads", envvar="SLATECTL_THREADS", min=1, max=MAX_THREADS, metavar="N",
         help="Torch CPU threads for compute commands (train, collect, pretrain, data logged, env rollout), "
-             "per process; --jobs K runs K processes [default: 1, fastest on a shared machine]."),
+             "per process; --jobs K runs K processes [default: auto = the available cores ÷ the jobs running at once]."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
@@ -72,4 +73,8 @@ def _global_options(
 
 def main() -> None:
     """Console-script entry point."""
+    # Before anything imports torch (command modules load lazily, after this): OpenMP reads its wait policy
+    # once, when torch loads it. PASSIVE puts idle torch threads to sleep instead of spinning against other
+    # processes on a busy machine (slatectl/threads.py); a policy the user exported is kept.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     app()

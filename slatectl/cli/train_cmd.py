@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from slatectl.agents import trainable_agents
-from slatectl.cli.common import (JOBS_RANGE, SEEDS_RANGE, STEPS_RANGE, TRAIN_SEED_RANGE, DEVICE_HELP, Device, console, err_console,
+from slatectl.cli.common import (JOBS_RANGE, SEEDS_RANGE, STEPS_RANGE, TRAIN_SEED_RANGE, DEVICE_HELP, Device, complete_envs, console, err_console,
                                  get_settings)
 from slatectl.device import resolve_device
 from slatectl.errors import BadInput
@@ -38,7 +38,7 @@ def render_result(result: TrainResult) -> None:
 
 def train(
     agent: AgentName = typer.Argument(..., metavar="AGENT", help="Agent to train."),
-    env: Optional[str] = typer.Option(None, "--env", metavar="ENV", help="Environment (see `slatectl env list`), `all` for the six, or E1,E2,… (a list trains a population); not needed with --resume."),
+    env: Optional[str] = typer.Option(None, "--env", metavar="ENV", help="Environment (see `slatectl env list`), `all` for the six, or E1,E2,… (a list trains a population); not needed with --resume.", autocompletion=complete_envs),
     steps: Optional[int] = typer.Option(None, "--steps", metavar="N", **STEPS_RANGE, help="Training steps (episodes, each followed by one update) [default: 100000]."),
     save_every: Optional[int] = typer.Option(None, "--save-every", metavar="N", **STEPS_RANGE, help="Save and register a checkpoint every N steps (and at the end)."),
     seed: Optional[int] = typer.Option(None, "--seed", metavar="SEED", **TRAIN_SEED_RANGE, help="Training seed [default: 58407201]."),
@@ -54,7 +54,7 @@ def train(
 
     Metrics go to <home>/logs as CSV, and as TensorBoard event files when TensorBoard is installed
     (pip install "slatectl[tensorboard]"; view with tensorboard --logdir <home>/logs/tensorboard).
-    Each training process uses `slatectl --threads N` torch CPU threads (default 1).
+    Each training process uses `slatectl --threads N` torch CPU threads (default: the cores ÷ --jobs).
 
     Example: slatectl train sac-gems --env diffuse_topdown --save-every 50000
 

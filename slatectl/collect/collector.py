@@ -153,8 +153,8 @@ def _simulate(registry: Registry, request: CollectRequest, on_batch) -> _Simulat
                                 request.episodes, env.config.episode_length)
     metadata = {"env": request.env, "quality": request.quality, "seed": request.seed, "episodes": request.episodes,
                 "slatectl_version": __version__, "checkpoint_id": checkpoint.id if checkpoint else None,
-                "promotion_id": promotion.id if promotion else None, "policy": "random" if checkpoint is None else None,
-                **lineage}
+                "promotion_id": promotion.id if promotion else None,
+                "policy": "random" if checkpoint is None else checkpoint.agent, **lineage}
     arrays[METADATA_KEY] = np.frombuffer(json.dumps(metadata, sort_keys=True).encode(), dtype=np.uint8)
     return _Simulated(request, env, arrays, metadata, checkpoint, promotion)
 
