@@ -247,3 +247,47 @@ def inspect_cmd_figure(run, checkpoints, validations, promotions, reference):
     from slatectl.cli.plots import learning_curve_figure
 
     return learning_curve_figure(run, checkpoints, validations, promotions, reference)
+
+
+def _checkpoint(id_, step, value, trained):
+    from slatectl.registry import Checkpoint
+
+    return Checkpoint(id=id_, run_id=1, env="focused_topdown", agent="sac-gems", step=step, val_return_mean=value,
+                      val_return_std=1.0, val_episodes=100, storage_key=f"checkpoint/{id_}.pt", size=1,
+                      sha256=str(id_), trained=trained)
+
+
+# The README's main job as the issue measured it: untrained 82.3 at step 500, then 54.2 and 63.6.
+QUICKSTART = [(1, 500, 82.3, False), (2, 1000, 54.2, True), (3, 1500, 63.6, True)]
+
+
+def test_promote_says_why_an_untrained_checkpoint_can_lead():
+    from slatectl.registry import suggest_from
+
+    suggestion = suggest_from([_checkpoint(*c) for c in QUICKSTART], "medium", random_return=30.0)
+    (warning,) = [w for w in suggestion.warnings if "untrained" in w]
+    assert ("untrained checkpoint 1 (step 500) has a higher validation return (82.3) than every trained "
+            "checkpoint (best: 63.6, checkpoint 3)") in warning
+    assert "expected early in training" in warning and "never suggested" in warning
+    assert suggestion.suggested.id in (2, 3)  # still never the untrained one
+    # no such note when training has passed its start
+    ahead = suggest_from([_checkpoint(1, 500, 50.0, False), _checkpoint(2, 1000, 54.2, True)], "expert")
+    assert not any("higher validation return" in w for w in ahead.warnings)
+
+
+def test_train_summary_marks_untrained_checkpoints_and_explains_a_lead(monkeypatch):
+    from rich.console import Console
+
+    from slatectl.cli import train_cmd
+    from slatectl.train.evaluation import TestResult
+    from slatectl.train.loop import TrainResult
+
+    console = Console(width=80, record=True)
+    monkeypatch.setattr(train_cmd, "console", console)
+    checkpoints = [_checkpoint(*c) for c in QUICKSTART]
+    tests = [TestResult(c.id, c.step, c.id == 1, c.val_return_mean, c.val_return_mean + 1, 5.0, 200) for c in checkpoints]
+    train_cmd.render_result(TrainResult(run_id=1, checkpoints=checkpoints, tests=tests))
+    text = console.export_text()
+    rows = {line.split()[0]: line for line in lines_of(text) if line.split()[:1] in (["1"], ["2"], ["3"])}
+    assert "untrained" in rows["1"] and "untrained" not in rows["2"] + rows["3"]
+    assert "Note: untrained checkpoint 1 (step 500)" in " ".join(text.split())

@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from slatectl.agents import trainable_agents
 from slatectl.cli.common import (JOBS_RANGE, SEEDS_RANGE, STEPS_RANGE, TRAIN_SEED_RANGE, DEVICE_HELP, Device, complete_envs, console, err_console,
                                  get_settings)
+from slatectl.cli.formatting import DROP, compact_table
 from slatectl.device import resolve_device
 from slatectl.errors import BadInput
+from slatectl.registry import explain_untrained_ahead, untrained_ahead
 from slatectl.threads import configure_torch_threads
 from slatectl.train.loop import TrainResult
 from slatectl.train.orchestration import resolve_run_configs, resume_run, train_runs
@@ -27,13 +28,17 @@ AgentName = Enum("AgentName", {name: name for name in trainable_agents()}, type=
 
 
 def render_result(result: TrainResult) -> None:
-    table = Table(title=f"run {result.run_id}: checkpoints tested on fixed test users")
-    for column in ("checkpoint", "step", "best", "val return", "test return", "test std", "episodes"):
-        table.add_column(column, justify="right")
-    for r in result.tests:
-        table.add_row(str(r.checkpoint_id), f"{r.step:,}", "★" if r.best else "", f"{r.val_return:.2f}",
-                      f"{r.test_mean:.2f}", f"{r.test_std:.2f}", f"{r.episodes:,}")
-    console.print(table)
+    untrained = {c.id for c in result.checkpoints if c.trained is False}
+    columns = [("checkpoint", "right"), ("step", "right"), ("best", "right"), ("val return", "right"),
+               ("test return", "right"), ("test std", "right"), ("episodes", "right"), ("", "left")]
+    rows = [[str(r.checkpoint_id), f"{r.step:,}", "★" if r.best else "", f"{r.val_return:.2f}", f"{r.test_mean:.2f}",
+             f"{r.test_std:.2f}", f"{r.episodes:,}", "untrained" if r.checkpoint_id in untrained else ""]
+            for r in result.tests]
+    console.print(compact_table(f"run {result.run_id}: checkpoints tested on fixed test users", columns, rows,
+                                give_way=(("episodes", DROP), ("test std", DROP)), width=console.width))
+    ahead = untrained_ahead(result.checkpoints)
+    if ahead is not None:
+        console.print(f"Note: {explain_untrained_ahead(*ahead)}", highlight=False)
 
 
 def train(
