@@ -19,6 +19,7 @@ from slatectl.cli import app
 from slatectl.cli import inspect_cmd
 from slatectl.configs import env_names
 from slatectl.registry import open_registry
+from slatectl.registry.db import SCHEMA_VERSION as SCHEMA
 
 runner = CliRunner()
 COLUMNS_80 = {"COLUMNS": "80"}
@@ -99,7 +100,9 @@ def test_inspect_overview_shows_agent_and_env_names_whole(registry_home):
     assert LONGEST_AGENT in dataset_line  # the dataset's policy: the agent that acted
     assert "…" not in result.stdout  # nothing cut; columns that do not fit are named as left out
     assert "not shown at 80 columns" in result.stdout
-    assert_fits_80(result.stdout, allowed_longer=(f"{settings.artifacts_dir}",))
+    assert_whole_on_one_line(result.stdout, str(settings.artifacts_dir), settings.registry_url)
+    assert_fits_80(result.stdout, allowed_longer=(f"Artifacts in {settings.artifacts_dir}",
+                                                  f"Registry {settings.registry_url} (schema v{SCHEMA})"))
 
 
 def test_inspect_dataset_prints_path_sha256_and_config_hash_whole(registry_home):

@@ -6,13 +6,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from slatectl.registry import open_registry, run_liveness
 from slatectl.cli.plots import PLOT_SUFFIXES, plot_destination, plot_learning_curve, plot_return_histogram
 from slatectl.registry.records import checkpoint_record, dataset_record, iso, promotion_record, run_record, validation_record
 from slatectl.cli.ckpt_cmd import active_qualities, checkpoint_table
-from slatectl.cli.formatting import DROP, SQUEEZE, compact_table, fmt_bytes, format_field, format_settings, print_record
+from slatectl.cli.formatting import DROP, FOLD, SQUEEZE, compact_table, fmt_bytes, format_field, format_settings, print_record
 from slatectl.cli.common import MAX_LIST, console, get_settings, print_json
 from slatectl.collect.random_return import compute_oracle_return, compute_random_return
 from slatectl.collect.reader import UnreadableDataset, episode_returns, return_summary
@@ -58,7 +57,9 @@ def overview(
             "datasets": [dataset_record(d) for d in view.datasets],
         })
         return
-    console.print(f"Registry {url} (schema v{schema}); artifacts in {settings.artifacts_dir}")
+    # The URL and the folder whole, each on its own line (unwrapped, so they can be copied).
+    console.print(f"Registry {url} (schema v{schema})", soft_wrap=True)
+    console.print(f"Artifacts in {settings.artifacts_dir}", soft_wrap=True)
     console.print("  ".join(f"{name}: {count}" for name, count in view.counts.items()))
     if view.runs:
         columns = [("id", "right"), ("agent", "left"), ("env", "left"), ("seed", "right"), ("status", "left"),
@@ -174,12 +175,9 @@ def inspect_dataset(
     fields += [(f"metadata.{key}", format_field(key, value)) for key, value in _flatten(dataset.meta).items()]
     fields.append(("returns", summary if isinstance(summary, str) else "  ".join(f"{k} {v:.2f}" for k, v in summary.items())))
     print_record(console, f"dataset {dataset_id}", fields)
-    tree = Table(title="lineage (newest first)")
-    for column in ("kind", "id", "what"):
-        tree.add_column(column)
-    for node in lineage:
-        tree.add_row(node.kind, str(node.id), node.label)
-    console.print(tree)
+    console.print(compact_table("lineage (newest first)", [("kind", "left"), ("id", "right"), ("what", "left")],
+                                [[node.kind, str(node.id), node.label] for node in lineage],
+                                give_way=(("what", FOLD),), width=console.width))
     if plot is not None:
         console.print(f"Return histogram written to {plot}")
 
