@@ -102,3 +102,36 @@ def test_the_cli_entry_makes_idle_openmp_threads_sleep(tmp_path):
 def test_a_wait_policy_the_user_exported_is_kept(tmp_path):
     settings = _openmp_settings(tmp_path, OMP_WAIT_POLICY="ACTIVE")
     assert "OMP_WAIT_POLICY = 'ACTIVE'" in settings and "GOMP_SPINCOUNT = '0'" not in settings
+
+
+def test_parallel_runs_share_the_cores_among_the_runs_that_run_at_once(monkeypatch, sqlite_settings):
+    """`--jobs 4` with two runs: each worker is told 2 jobs run at once (not 4), so auto gives each
+    cores ÷ 2 threads."""
+    from concurrent.futures import Future
+
+    from slatectl.train import orchestration
+
+    told = []
+
+    class InlinePool:  # stands in for the process pool: records what each worker is given
+        def __init__(self, max_workers):
+            self.max_workers = max_workers
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def submit(self, function, settings, config, command, jobs, label):
+            told.append((label, jobs))
+            future = Future()
+            future.set_result(label)
+            return future
+
+    monkeypatch.setattr(orchestration, "ProcessPoolExecutor", InlinePool)
+    configs = orchestration.resolve_run_configs("slateq", "all")[:2]
+    assert list(orchestration.train_runs(sqlite_settings, configs, "test", jobs=4)) == [
+        "slateq/focused_topdown", "slateq/focused_mix"]
+    assert told == [("slateq/focused_topdown", 2), ("slateq/focused_mix", 2)]
+    assert threads_per_job(None, 2, cores=2) == 1 and threads_per_job(None, 2, cores=8) == 4
