@@ -231,10 +231,11 @@ def promote(
     the same file) and suggests one. expert = the highest validation return among trained checkpoints.
     medium = the validation return closest to the target random + F × (best − random): the random
     policy's return (a registered rollout, else simulated once) plus the fraction F (--target-fraction,
-    default 0.5 = half-way) of the distance to the best trained checkpoint. Untrained checkpoints (saved within the random phase) are never
-    suggested; a warning says when the closest checkpoint is still far from the target. In a terminal it
-    asks before promoting; without one it needs --yes (take the suggestion), --step or an id. The file's
-    size and SHA-256 are checked first; a refused promotion writes nothing.
+    default 0.5 = half-way) of the distance to the best trained checkpoint. Untrained checkpoints (saved
+    within the random phase) are never suggested; a warning says when one scores above every trained
+    checkpoint, and when the closest checkpoint is still far from the target. In a terminal it asks
+    before promoting; without one it needs --yes (take the suggestion), --step or an id. The file's size
+    and SHA-256 are checked first; a refused promotion writes nothing.
 
     Example: slatectl ckpt promote --quality medium --env diffuse_topdown --note "50k of 100k"
     """

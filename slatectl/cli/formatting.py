@@ -86,11 +86,14 @@ _FLOOR = 6
 
 
 def compact_table(title: str, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[str]],
-                  give_way: Sequence[tuple[str, str]] = (), width: int = 80) -> Table:
+                  give_way: Sequence[tuple[str, str]] = (), width: int = 80,
+                  elsewhere: str = "--json has every field") -> Table:
     """A borderless table that fits `width` characters (80 without a terminal): when the cells' full width
     does not fit, the `give_way` columns give way in the order listed ((column, SQUEEZE | WRAP | FOLD |
-    DROP)); every other cell keeps its full width, so ids, names and numbers are never cut."""
-    widths = {name: max([len(name), *(len(row[i]) for row in rows)]) for i, (name, _) in enumerate(columns)}
+    DROP)); every other cell keeps its full width, so ids, names and numbers are never cut. A caption names
+    dropped columns and says where to see them (`elsewhere`)."""
+    index = {name: i for i, (name, _) in enumerate(columns)}
+    widths = {name: max([len(name), *(len(row[index[name]]) for row in rows)]) for name, _ in columns}
     kept = [name for name, _ in columns]
     modes: dict[str, str] = {}
 
@@ -105,7 +108,7 @@ def compact_table(title: str, columns: Sequence[tuple[str, str]], rows: Sequence
         if mode == DROP:
             kept.remove(name)
             continue
-        cells = [name, *(row[[c for c, _ in columns].index(name)] for row in rows)]
+        cells = [name, *(row[index[name]] for row in rows)]
         floor = max(len(word) for cell in cells for word in cell.split() or [""]) if mode == WRAP else _FLOOR
         give = min(excess(), max(0, widths[name] - floor))
         if give:
@@ -115,8 +118,7 @@ def compact_table(title: str, columns: Sequence[tuple[str, str]], rows: Sequence
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=0)
     dropped = [name for name, _ in columns if name not in kept]
     if dropped:
-        table.caption = f"not shown at {width} columns: {', '.join(dropped)} (--json has every field)"
-    index = {name: i for i, (name, _) in enumerate(columns)}
+        table.caption = f"not shown at {width} columns: {', '.join(dropped)} ({elsewhere})"
     for name, justify in columns:
         if name in kept:
             mode = modes.get(name)

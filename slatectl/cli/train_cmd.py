@@ -35,7 +35,8 @@ def render_result(result: TrainResult) -> None:
              f"{r.test_std:.2f}", f"{r.episodes:,}", "untrained" if r.checkpoint_id in untrained else ""]
             for r in result.tests]
     console.print(compact_table(f"run {result.run_id}: checkpoints tested on fixed test users", columns, rows,
-                                give_way=(("episodes", DROP), ("test std", DROP)), width=console.width))
+                                give_way=(("episodes", DROP), ("test std", DROP)), width=console.width,
+                                elsewhere=f"`slatectl inspect run {result.run_id}` lists every checkpoint"))
     ahead = untrained_ahead(result.checkpoints)
     if ahead is not None:
         console.print(f"Note: {explain_untrained_ahead(*ahead)}", highlight=False)
