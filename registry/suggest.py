@@ -97,8 +97,8 @@ def explain_untrained_ahead(untrained: Checkpoint, trained: Checkpoint) -> str:
             f"({untrained.val_return_mean:,.1f}) than every trained checkpoint (best: {trained.val_return_mean:,.1f}, "
             f"checkpoint {trained.id}). That is expected early in training: an untrained actor outputs an almost "
             "constant action, which a pretrained decoder (GeMS) already turns into a sensible slate, and the first "
-            "few thousand updates move the actor away from it before they improve on it (docs/algorithms.md §6.1 "
-            "shows a longer run). Untrained checkpoints are never suggested.")
+            "updates often move the actor away from it before later ones improve on it; train longer to see "
+            "learning (docs/algorithms.md §6.1 shows a longer run). Untrained checkpoints are never suggested.")
 
 
 def suggest_from(checkpoints: Sequence[Checkpoint], quality: str, random_return: float | None = None,
