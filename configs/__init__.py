@@ -28,3 +28,19 @@ def env_names() -> list[str]:
         return (spread not in _TOPIC_SPREAD_ORDER[:1], _USER_MODEL_ORDER.get(model, 9), name)
 
     return sorted(names, key=order)
+
+
+# Agents configured in agents/*.yaml that are never trained (so never have checkpoints): `random` is the
+# uniform random slate policy behind `collect --quality random`.
+_UNTRAINED_POLICIES = ("random",)
+
+
+def agent_dir() -> Traversable:
+    return resources.files(__name__).joinpath("agents")
+
+
+def trained_agent_names() -> list[str]:
+    """The agents of agents/*.yaml that `slatectl train` trains (sorted), read from the file names so the
+    registry-only commands (`ckpt list --agent`) can check a name without importing torch."""
+    names = (p.name[:-5] for p in agent_dir().iterdir() if p.name.endswith(".yaml"))
+    return sorted(name for name in names if name not in _UNTRAINED_POLICIES)

@@ -24,14 +24,14 @@ from slatectl.registry.lease import DEFAULT_STALE_AFTER_S, STALE, run_liveness
 from slatectl.registry.lookups import check_quality
 from slatectl.registry.models import Artifact, Checkpoint, Dataset, Promotion, Run, RunStatus, Validation
 from slatectl.registry.suggest import (Candidate, RandomReturn, RandomReturnFn, Suggestion, check_target_fraction,
-                                       resolve_random_return, suggest_from)
+                                       explain_untrained_ahead, resolve_random_return, suggest_from, untrained_ahead)
 from slatectl.registry.verify import FileProblem, VerifyReport
 
 __all__ = [
     "Registry", "open_registry", "SCHEMA_VERSION", "config_hash", "check_quality", "check_target_fraction",
     "Run", "RunStatus", "Validation", "Checkpoint", "Artifact", "Promotion", "Dataset", "LineageNode",
     "Quality", "PROMOTABLE_QUALITIES", "DatasetFormat", "RESUME_STATE_KIND", "ROLLOUT_KIND",
-    "Candidate", "Suggestion", "RandomReturn", "RandomReturnFn", "suggest_from", "resolve_random_return",
+    "Candidate", "Suggestion", "RandomReturn", "RandomReturnFn", "suggest_from", "resolve_random_return", "untrained_ahead", "explain_untrained_ahead",
     "VerifyReport", "FileProblem", "GcReport", "DEFAULT_STALE_AFTER_S", "STALE", "run_liveness",
     "backup_registry", "restore_registry", "BackupResult", "RestoreResult",
 ]

@@ -1,6 +1,6 @@
 """Which checkpoint to promote: the rule, and the random-policy return it needs.
 
-expert: the highest validation return (earliest step on ties).
+expert: the highest validation return among trained checkpoints (earliest step on ties).
 medium: the validation return closest to  random + f × (best − random),  f = target fraction in (0, 1)
         (0.5: half-way between the random policy and the best checkpoint); earliest step on ties.
 Untrained checkpoints (saved within the random phase, before any agent update) are shown but never
@@ -78,6 +78,29 @@ def is_untrained(checkpoint: Checkpoint) -> bool:
     return checkpoint.trained is False
 
 
+def untrained_ahead(checkpoints: Sequence[Checkpoint]) -> tuple[Checkpoint, Checkpoint] | None:
+    """(best untrained, best trained) when an untrained checkpoint has a higher validation return than every
+    trained one (earliest of equals), else None."""
+    untrained = [c for c in checkpoints if is_untrained(c)]
+    trained = [c for c in checkpoints if not is_untrained(c)]
+    if not untrained or not trained:
+        return None
+    ordered = lambda group: sorted(group, key=lambda c: (c.step, c.id or 0))  # noqa: E731
+    best_untrained = max(ordered(untrained), key=lambda c: c.val_return_mean)
+    best_trained = max(ordered(trained), key=lambda c: c.val_return_mean)
+    return (best_untrained, best_trained) if best_untrained.val_return_mean > best_trained.val_return_mean else None
+
+
+def explain_untrained_ahead(untrained: Checkpoint, trained: Checkpoint) -> str:
+    """Why an untrained checkpoint can beat the trained ones, for a person reading a short run's results."""
+    return (f"untrained checkpoint {untrained.id} (step {untrained.step:,}) has a higher validation return "
+            f"({untrained.val_return_mean:,.1f}) than every trained checkpoint (best: {trained.val_return_mean:,.1f}, "
+            f"checkpoint {trained.id}). That is expected early in training: an untrained actor outputs an almost "
+            "constant action, which a pretrained decoder (GeMS) already turns into a sensible slate, and the first "
+            "updates often move the actor away from it before later ones improve on it; train longer to see "
+            "learning (docs/algorithms.md §6.1 shows a longer run). Untrained checkpoints are never suggested.")
+
+
 def suggest_from(checkpoints: Sequence[Checkpoint], quality: str, random_return: float | None = None,
                  target_fraction: float = 0.5, random_source: str | None = None) -> Suggestion:
     """Apply the rule to `checkpoints` (one env). Pure: no database, no simulator."""
@@ -100,13 +123,14 @@ def suggest_from(checkpoints: Sequence[Checkpoint], quality: str, random_return:
     warnings: list[str] = []
     if quality == Quality.EXPERT:
         suggested, target = best, best_return
-        rule = f"expert = the highest validation return ({best_return:,.1f}, checkpoint {best.id})"
+        rule = f"expert = the highest validation return among trained checkpoints ({best_return:,.1f}, checkpoint {best.id})"
     else:
         if random_return is None:
             raise BadInput("the medium rule needs the random policy's return on this env.")
         target = random_return + target_fraction * (best_return - random_return)
         suggested = min(trained, key=lambda c: abs(c.val_return_mean - target))
-        rule = (f"medium = the validation return closest to random + {target_fraction:g} × (best − random) = "
+        rule = (f"medium = the validation return closest to random + {target_fraction:g} × (best − random), best "
+                f"among trained checkpoints: "
                 f"{random_return:,.3f} + {target_fraction:g} × ({best_return:,.3f} − {random_return:,.3f}) = {target:,.3f}")
         span = best_return - random_return
         miss = abs(suggested.val_return_mean - target)
@@ -118,7 +142,10 @@ def suggest_from(checkpoints: Sequence[Checkpoint], quality: str, random_return:
                             f"target {target:,.1f} ({miss:,.1f} away, {100 * miss / span:.0f}% of best − random); "
                             "save checkpoints more often (--save-every) to get one near the target.")
     untrained = [c for c in ordered if is_untrained(c)]
-    if untrained:
+    ahead = untrained_ahead(ordered)
+    if ahead is not None:
+        warnings.append(explain_untrained_ahead(*ahead))
+    elif untrained:
         warnings.append(f"{len(untrained)} untrained checkpoint(s) (saved within the random phase, before any "
                         "agent update) are listed but never suggested.")
     by_digest: dict[str, list[int]] = {}

@@ -18,7 +18,7 @@ class Settings:
     home: Path
     registry_url: str
     debug: bool = False
-    # Torch CPU threads per compute process (each of --jobs K gets this many); None = 1.
+    # Torch CPU threads per compute process (each of --jobs K gets this many); None = auto (slatectl/threads.py).
     threads: int | None = None
 
     @property

@@ -3,6 +3,8 @@ server (marked `postgres`; skipped with the reason when no server can be started
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from slatectl.settings import Settings
@@ -45,3 +47,14 @@ def reg(registry_settings):
 
     with open_registry(registry_settings) as opened:
         yield opened
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """Restore torch's thread count after each test: in-process CLI commands set it for the whole process
+    (the default is every core), and later tests must not inherit what an earlier one chose."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    yield
+    if before is not None and torch.get_num_threads() != before:
+        torch.set_num_threads(before)

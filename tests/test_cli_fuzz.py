@@ -82,8 +82,8 @@ def _fake_artifact(*args, **kwargs):
 def stubbed(monkeypatch, sqlite_settings):
     monkeypatch.setattr(env_rollout_cmd, "rollout", _fake_rollout)
     monkeypatch.setattr(collect_cmd, "collect_datasets", _fake_datasets)
-    monkeypatch.setattr(train_cmd, "train_runs", lambda *a, **k: iter([SimpleNamespace(run_id=1, tests=[])]))
-    monkeypatch.setattr(train_cmd, "train_population", lambda *a, **k: [SimpleNamespace(run_id=1, tests=[])])
+    monkeypatch.setattr(train_cmd, "train_runs", lambda *a, **k: iter([SimpleNamespace(run_id=1, tests=[], checkpoints=[])]))
+    monkeypatch.setattr(train_cmd, "train_population", lambda *a, **k: [SimpleNamespace(run_id=1, tests=[], checkpoints=[])])
     for name in ("ensure_logged_data", "ensure_gems", "ensure_mf"):
         monkeypatch.setattr(pretrained, name, _fake_artifact)
     with open_registry(sqlite_settings):

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -58,6 +59,8 @@ def test_load_npz_returns_the_arrays_and_the_decoded_metadata(trained):
         path = registry.dataset_path(dataset.id)
     arrays, metadata = load_npz(path)
     assert metadata["checkpoint_id"] == best.id and metadata["quality"] == "expert"
+    # the acting policy is named the same in the file, the registry row and the lineage: the checkpoint's agent
+    assert metadata["policy"] == dataset.policy == metadata["agent"] == "sac-topk-ideal"
     assert metadata["episodes"] == 4 and metadata["seed"] == 2 and metadata["env"] == "focused_topdown"
     assert "metadata_json" not in arrays
     with np.load(path) as raw:  # the same arrays as numpy reads them, and the same metadata by hand
@@ -124,7 +127,10 @@ def test_the_users_three_commands_end_to_end(tmp_path):
     assert promoted.exit_code == 0, promoted.output
     collected = runner.invoke(app, home + ["collect", "--quality", "medium", "--episodes", "1000"])
     assert collected.exit_code == 0, collected.output
-    dataset_id = collected.stdout.strip().splitlines()[-1]
+    # The human output names the dataset in a sentence; the last line is its id alone (the command contract).
+    dataset_id = re.search(r"^dataset (\d+): diffuse_topdown / medium", collected.stdout, re.M).group(1)
+    lines = collected.stdout.strip().splitlines()
+    assert lines[-1] == dataset_id and not any(line.strip().isdigit() for line in lines[:-1]), collected.stdout
     histogram = tmp_path / "returns.png"
     shown = runner.invoke(app, home + ["inspect", "dataset", dataset_id, "--json", "--plot", str(histogram)])
     assert shown.exit_code == 0, shown.output

@@ -22,7 +22,7 @@ from slatectl.settings import Settings
 from slatectl.registry import RESUME_STATE_KIND
 from slatectl.train.config import resolve_run_config
 from slatectl.train.loop import Trainer
-from slatectl.train.progress import PhaseClock, PlainReporter, TrainingProgress
+from slatectl.train.progress import PhaseClock, PlainReporter, TrainingProgress, describe
 from slatectl.train.replay import EpisodeReplay
 from training_helpers import StopAt
 
@@ -193,7 +193,7 @@ def test_plain_progress_lines_label_the_random_phase_and_give_a_steady_eta():
     etas = []
     for step in range(2010, 3001, 10):  # learning: 1 step/s, with a 30 s validation pause at step 2,500
         clock.now += 10.0 + (30.0 if step == 2500 else 0.0)
-        reporter.advance(TrainingProgress(step, 3000, 2000, 120.0, 130.55, 8.0))
+        reporter.advance(TrainingProgress(step, 3000, 2000, 120.0, 130.55, 0.125))
     lines = stream.getvalue().splitlines()
     assert lines[0] == "sac/focused_mix: random phase: random actions until step 2,000"
     assert any("random phase: no updates until step 2,000" in line and "random phase ends in ~" in line for line in lines)
@@ -210,6 +210,18 @@ def test_plain_progress_lines_label_the_random_phase_and_give_a_steady_eta():
     for step, text in etas:
         remaining = 3000 - step
         assert remaining / 2 <= seconds(text) <= remaining * 2 + 60, (step, text)
+
+
+def test_progress_gives_one_rate_and_the_update_as_part_of_a_step():
+    """A step is one episode then one update: the line shows steps/s and how long the update of each step
+    takes, not a second, larger "updates/s" rate that reads as if updates outran steps."""
+    clock = _FakeClock()
+    phases = PhaseClock(first_step=2000, random_steps=2000, clock=clock)
+    clock.now = 10.0  # 20 steps in 10 s: 2 steps/s, of which 125 ms per step updating
+    line = describe(TrainingProgress(2020, 3000, 2000, 50.0, None, 0.125), phases)
+    assert "2.0 steps/s (update 125 ms of each)" in line and "updates/s" not in line
+    random_phase = describe(TrainingProgress(100, 3000, 2000, 50.0, None, None), PhaseClock(0, 2000, clock))
+    assert "update" not in random_phase.replace("no updates until", "")  # no update yet, nothing said about one
 
 
 def test_phase_clock_waits_for_a_representative_rate():

@@ -10,6 +10,7 @@ one-paragraph message on stderr and exit 2 (bad input) or 1 (job failed); the ma
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -30,7 +31,7 @@ COMMANDS: dict[str, LazyCommand] = {
     "evaluate": LazyCommand("slatectl.cli.offline_cmd:evaluate", "Score an offline-trained policy on the test users, in a dataset's spaces."),
     "relabel": LazyCommand("slatectl.cli.offline_cmd:relabel", "A dataset's transitions with another encoder's features (a new dataset)."),
     "inspect": LazyCommand("slatectl.cli.inspect_cmd:app", "The registry at a glance; a run's learning curve; a dataset's lineage."),
-    "registry": LazyCommand("slatectl.cli.registry_cmd:app", "The registry itself: verify every recorded file."),
+    "registry": LazyCommand("slatectl.cli.registry_cmd:app", "The registry itself: verify its files, back it up, restore it, collect garbage."),
 }
 
 
@@ -65,7 +66,7 @@ def _global_options(
     threads: Optional[int] = typer.Option(
         None, "--threads", envvar="SLATECTL_THREADS", min=1, max=MAX_THREADS, metavar="N",
         help="Torch CPU threads for compute commands (train, collect, pretrain, data logged, env rollout), "
-             "per process; --jobs K runs K processes [default: 1, fastest on a shared machine]."),
+             "per process; --jobs K runs K processes [default: auto = the available cores ÷ the jobs running at once]."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
@@ -74,4 +75,8 @@ def _global_options(
 
 def main() -> None:
     """Console-script entry point."""
+    # Before anything imports torch (command modules load lazily, after this): OpenMP reads its wait policy
+    # once, when torch loads it. PASSIVE puts idle torch threads to sleep instead of spinning against other
+    # processes on a busy machine (slatectl/threads.py); a policy the user exported is kept.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     app()

@@ -6,13 +6,12 @@ import sys
 from typing import Optional
 
 import typer
-from rich import box
 from rich.table import Table
 
-from slatectl.cli.common import console, err_console, get_settings, print_json
-from slatectl.cli.formatting import compact_table, fmt_bytes, fmt_return, format_field
+from slatectl.cli.common import complete_env, console, err_console, get_settings, print_json
+from slatectl.cli.formatting import DROP, FOLD, SQUEEZE, WRAP, compact_table, fmt_bytes, fmt_return, format_field, print_record
 from slatectl.collect.random_return import compute_random_return
-from slatectl.configs import env_names
+from slatectl.configs import env_names, trained_agent_names
 from slatectl.domain import Quality
 from slatectl.errors import BadInput
 from slatectl.registry import (STALE, Checkpoint, Registry, RandomReturnFn, Suggestion, check_quality,
@@ -39,6 +38,13 @@ def check_env(env: Optional[str]) -> Optional[str]:
         raise BadInput(f"unknown environment {env!r}. Known environments: {', '.join(env_names())} "
                        "(see `slatectl env list`).")
     return env
+
+
+def check_agent(agent: Optional[str]) -> Optional[str]:
+    """An agent name slatectl trains (exit 2 otherwise, naming them), checked before the registry is opened."""
+    if agent is not None and agent not in trained_agent_names():
+        raise BadInput(f"unknown agent {agent!r}. Known agents: {', '.join(trained_agent_names())}.")
+    return agent
 
 
 def active_qualities(reg: Registry) -> dict[int, list[str]]:
@@ -69,7 +75,8 @@ def checkpoint_table(checkpoints: list[Checkpoint], promoted: dict[int, list[str
         ("agent", "left"), ("step", "right"), ("val return", "right")] + (
         [("test return", "right")] if tested else []) + [("flags", "left"), ("sha256", "left")]
     rows = [_checkpoint_cells(c, promoted, stale, several_envs, tested) for c in checkpoints]
-    table = compact_table(title, columns, rows, squeezable=("sha256", "agent", "env"), width=console.width)
+    table = compact_table(title, columns, rows, width=console.width,
+                          give_way=(("sha256", DROP), ("flags", WRAP), ("test return", DROP), ("run", DROP)))
     if not several_envs and checkpoints:
         table.title = f"{title} of {checkpoints[0].env}"
     return table
@@ -87,7 +94,7 @@ def _checkpoint_cells(c: Checkpoint, promoted: dict[int, list[str]], stale: set[
 
 @app.command("list")
 def list_checkpoints(
-    env: Optional[str] = typer.Option(None, "--env", metavar="ENV", help="Only this environment (one of `slatectl env list`)."),
+    env: Optional[str] = typer.Option(None, "--env", metavar="ENV", help="Only this environment (one of `slatectl env list`).", autocompletion=complete_env),
     agent: Optional[str] = typer.Option(None, "--agent", metavar="AGENT", help="Only this agent, e.g. sac-gems."),
     run: Optional[int] = typer.Option(None, "--run", min=1, max=MAX_ID, metavar="RUN_ID", help="Only this run id."),
     quality: Optional[Quality] = typer.Option(None, "--quality", help="Only checkpoints currently promoted as this quality."),
@@ -102,6 +109,7 @@ def list_checkpoints(
     Example: slatectl ckpt list --env diffuse_topdown --agent sac-gems
     """
     check_env(env)
+    check_agent(agent)
     with open_registry(get_settings()) as reg:
         checkpoints = reg.list_checkpoints(env=env, agent=agent, run_id=run, quality=quality)
         if group is not None:
@@ -140,7 +148,7 @@ def show_checkpoint(
         print_json({**record, "path": str(path), "run": run_record(run),
                     "promotions": [promotion_record(p) for p in history]})
         return
-    table = Table(title=f"checkpoint {ckpt_id}", show_header=False)
+    fields = []
     for key, value in record.items():
         if key in ("id", "run_id"):
             shown = str(value)
@@ -150,10 +158,9 @@ def show_checkpoint(
             shown = fmt_return(value)
         else:
             shown = format_field(key, value)
-        table.add_row(key, shown)
-    table.add_row("path", str(path))
-    table.add_row("run", f"{run.id}: {run.agent} on {run.env}, seed {run.seed}, {run_liveness(run)}")
-    console.print(table)
+        fields.append((key, shown))
+    fields += [("path", str(path)), ("run", f"{run.id}: {run.agent} on {run.env}, seed {run.seed}, {run_liveness(run)}")]
+    print_record(console, f"checkpoint {ckpt_id}", fields)
     for p in history:
         console.print(f"promotion {p.id}: {p.quality} on {iso(p.promoted_at)} by {p.promoted_by}"
                       f"{' (active)' if p.active else f' (superseded by {p.superseded_by})'}"
@@ -172,12 +179,10 @@ def resolve_env(reg: Registry, env: Optional[str]) -> str:
 
 
 def candidates_table(suggestion: Suggestion, chosen: Checkpoint) -> Table:
-    table = Table(title=f"{suggestion.quality} candidates for {suggestion.env}", box=box.SIMPLE_HEAD, pad_edge=False)
     duplicates = any(c.same_file_as for c in suggestion.candidates)
     columns = [("id", "right"), ("run", "right"), ("agent", "left"), ("step", "right"), ("val return", "right"),
                ("%best", "right")] + ([("same as", "left")] if duplicates else []) + [("", "left")]
-    for column, justify in columns:
-        table.add_column(column, justify=justify, no_wrap=True, overflow="ellipsis")
+    rows = []
     for candidate in suggestion.candidates:
         c = candidate.checkpoint
         share = "" if candidate.share_of_best is None else f"{100 * candidate.share_of_best:.0f}%"
@@ -185,9 +190,10 @@ def candidates_table(suggestion: Suggestion, chosen: Checkpoint) -> Table:
                                  ("← suggested", c.id == suggestion.suggested.id),
                                  ("← chosen", c.id == chosen.id and chosen.id != suggestion.suggested.id)) if on]
         same = [", ".join(str(i) for i in candidate.same_file_as)] if duplicates else []
-        table.add_row(str(c.id), str(c.run_id), c.agent, f"{c.step:,}", fmt_return(c.val_return_mean, c.val_return_std),
-                      share, *same, " ".join(marks))
-    return table
+        rows.append([str(c.id), str(c.run_id), c.agent, f"{c.step:,}", fmt_return(c.val_return_mean, c.val_return_std),
+                     share, *same, " ".join(marks)])
+    return compact_table(f"{suggestion.quality} candidates for {suggestion.env}", columns, rows, width=console.width,
+                         give_way=(("", WRAP), ("same as", WRAP), ("%best", DROP)))
 
 
 def pick_step(suggestion: Suggestion, step: int) -> Checkpoint:
@@ -210,7 +216,7 @@ def promote(
     ckpt_id: Optional[int] = typer.Argument(None, metavar="CKPT_ID", min=1, max=MAX_ID,
                                             help="Checkpoint to promote; omit to see candidates and a suggestion."),
     quality: Quality = typer.Option(..., "--quality", help="medium or expert (random needs no checkpoint and is refused)."),
-    env: Optional[str] = typer.Option(None, "--env", metavar="ENV", help="Environment; optional when only one env has checkpoints."),
+    env: Optional[str] = typer.Option(None, "--env", metavar="ENV", help="Environment; optional when only one env has checkpoints.", autocompletion=complete_env),
     step: Optional[int] = typer.Option(None, "--step", min=0, max=MAX_STEP, metavar="STEP", help="Promote the checkpoint saved at this step."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Take the suggestion without asking (needed without a terminal)."),
     note: Optional[str] = typer.Option(None, "--note", metavar="TEXT", help="Why this checkpoint; kept in the history."),
@@ -223,13 +229,14 @@ def promote(
     """Promote a checkpoint as the medium or expert policy of an env (the previous one stays in history).
 
     Without CKPT_ID, shows the candidates (step, validation return, share of the best, checkpoints with
-    the same file) and suggests one. expert = the highest validation return. medium = the validation
-    return closest to the target random + F × (best − random): the random policy's return (a registered
-    rollout, else simulated once) plus the fraction F (--target-fraction, default 0.5 = half-way) of the
-    distance to the best checkpoint. Untrained checkpoints (saved within the random phase) are never
-    suggested; a warning says when the closest checkpoint is still far from the target. In a terminal it
-    asks before promoting; without one it needs --yes (take the suggestion), --step or an id. The file's
-    size and SHA-256 are checked first; a refused promotion writes nothing.
+    the same file) and suggests one. expert = the highest validation return among trained checkpoints.
+    medium = the validation return closest to the target random + F × (best − random): the random
+    policy's return (a registered rollout, else simulated once) plus the fraction F (--target-fraction,
+    default 0.5 = half-way) of the distance to the best trained checkpoint. Untrained checkpoints (saved
+    within the random phase) are never suggested; a warning says when one scores above every trained
+    checkpoint, and when the closest checkpoint is still far from the target. In a terminal it asks
+    before promoting; without one it needs --yes (take the suggestion), --step or an id. The file's size
+    and SHA-256 are checked first; a refused promotion writes nothing.
 
     Example: slatectl ckpt promote --quality medium --env diffuse_topdown --note "50k of 100k"
     """
@@ -237,6 +244,7 @@ def promote(
     quality = check_quality(quality)
     target_fraction = check_target_fraction(target_fraction)
     check_env(env)
+    check_agent(agent)
     if ckpt_id is not None and step is not None:
         raise BadInput("give either CKPT_ID or --step, not both.")
     unrecorded_random: float | None = None
@@ -279,7 +287,7 @@ def promote(
 
 @app.command("history")
 def history(
-    env: Optional[str] = typer.Option(None, "--env", metavar="ENV", help="Only this environment."),
+    env: Optional[str] = typer.Option(None, "--env", metavar="ENV", help="Only this environment.", autocompletion=complete_env),
     quality: Optional[Quality] = typer.Option(None, "--quality", help="Only this quality."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
@@ -296,11 +304,11 @@ def history(
     if not promotions:
         console.print("No promotions yet. Choose one with `slatectl ckpt promote --quality medium|expert`.")
         return
-    table = Table(title="promotion history")
-    for column in ("id", "env", "quality", "checkpoint", "promoted at (UTC)", "by", "status", "note"):
-        table.add_column(column, overflow="fold")
-    for p in promotions:
-        status = "active" if p.active else f"superseded by {p.superseded_by}"
-        table.add_row(str(p.id), p.env, p.quality, str(p.checkpoint_id), iso(p.promoted_at), p.promoted_by,
-                      status, p.note or "")
+    columns = [("id", "right"), ("env", "left"), ("quality", "left"), ("ckpt", "right"),
+               ("promoted at (UTC)", "left"), ("by", "left"), ("status", "left"), ("note", "left")]
+    rows = [[str(p.id), p.env, p.quality, str(p.checkpoint_id), iso(p.promoted_at)[:19].replace("T", " "),
+             p.promoted_by, "active" if p.active else f"superseded by {p.superseded_by}", p.note or ""]
+            for p in promotions]
+    table = compact_table("promotion history", columns, rows, width=console.width,
+                          give_way=(("status", WRAP), ("promoted at (UTC)", WRAP), ("by", SQUEEZE), ("note", FOLD)))
     console.print(table)

@@ -8,7 +8,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from slatectl.domain import BehaviourMode, DatasetFormat, Quality
 from slatectl.registry import open_registry
-from slatectl.cli.common import (BATCH_RANGE, DEVICE_HELP, EPISODES_RANGE, SEED_RANGE, Device, console, err_console,
+from slatectl.cli.common import (BATCH_RANGE, DEVICE_HELP, EPISODES_RANGE, SEED_RANGE, Device, complete_envs, console, err_console,
                                  get_settings, print_json)
 from slatectl.device import resolve_device
 from slatectl.errors import BadInput
@@ -21,7 +21,7 @@ from slatectl.threads import configure_torch_threads
 
 def collect(
     quality: Quality = typer.Option(..., "--quality", help="Which promoted checkpoint plays (random: the uniform random policy)."),
-    env: str = typer.Option("all", "--env", metavar="ENV", help="Environment, or `all`: every env with a checkpoint promoted for the quality (all six for random)."),
+    env: str = typer.Option("all", "--env", metavar="ENV", help="Environment, or `all`: every env with a checkpoint promoted for the quality (all six for random).", autocompletion=complete_envs),
     episodes: int = typer.Option(10_000, "--episodes", metavar="N", **EPISODES_RANGE, help="Episodes (users) to collect (10000 = 1M transitions)."),
     seed: int = typer.Option(0, "--seed", metavar="SEED", **SEED_RANGE, help="Seed of the collected users."),
     fmt: DatasetFormat = typer.Option(DatasetFormat.NPZ, "--format", help="npz (one registered file) or minari (a Minari HDF5 dataset in $MINARI_DATASETS_PATH, its file also registered)."),
@@ -37,8 +37,8 @@ def collect(
     encoder (a registered GeMS); docs/offline.md.
 
     The agent and the simulator run on --device; on the CPU torch uses `slatectl --threads N` threads
-    (default 1), and with N >= 2 N batches of at least 2000 users are simulated at once, one per
-    thread. The same seed gives the same file on the CPU whatever --batch and --threads.
+    (default: all available cores), and with N >= 2 N batches of at least 2000 users are simulated at
+    once, one per thread. The same seed gives the same file on the CPU whatever --batch and --threads.
 
     Example: slatectl collect --quality medium --env diffuse_topdown --episodes 1000
 
@@ -55,6 +55,9 @@ def collect(
     with open_registry(get_settings()) as registry:
         if named_envs is not None:
             envs = named_envs
+            if quality != "random":  # nothing promoted: say so before any progress bar or work
+                for name in envs:
+                    registry.promoted_checkpoint(name, quality)
         elif quality == "random":
             envs = env_names()
         else:
@@ -93,4 +96,6 @@ def collect(
                       highlight=False)
         if r["minari_dataset_id"]:
             console.print(f"  Minari: minari.load_dataset({r['minari_dataset_id']!r})")
+    # The command contract: the last stdout line is the new dataset's id, for scripts
+    # (`id=$(slatectl collect … | tail -n 1)`); the sentences above name it for people.
     typer.echo(results[-1]["id"])

@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
+from slatectl.configs import env_names
 from slatectl.settings import Settings
 
 console = Console()
@@ -64,3 +65,19 @@ def print_json(document: Any) -> None:
     """One JSON document on stdout and nothing else (for scripts)."""
     sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
     sys.stdout.flush()
+
+
+# Shell completion (`slatectl --install-completion`) of environment names, read from the shipped configs
+# (no simulator import, so completing stays instant).
+def complete_env(incomplete: str) -> list[str]:
+    """Env names starting with what was typed (options that take exactly one env)."""
+    return [name for name in env_names() if name.startswith(incomplete)]
+
+
+def complete_envs(incomplete: str) -> list[str]:
+    """Env names, `all`, or the next name of a comma-separated list (options that take several envs)."""
+    done, _, last = incomplete.rpartition(",")
+    if done:
+        chosen = done.split(",")
+        return [f"{done},{name}" for name in env_names() if name.startswith(last) and name not in chosen]
+    return [name for name in [*env_names(), "all"] if name.startswith(incomplete)]

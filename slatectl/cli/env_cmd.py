@@ -9,8 +9,8 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from slatectl.cli.common import console, print_json
-from slatectl.cli.formatting import format_field, format_value
+from slatectl.cli.common import complete_env, console, print_json
+from slatectl.cli.formatting import WRAP, compact_table, format_field, format_value
 from slatectl.cli.group import LazyCommand, SlatectlGroup
 from slatectl.sim.config import env_names, load_env_config
 
@@ -43,17 +43,18 @@ def list_envs(as_json: bool = typer.Option(False, "--json", help="Print one JSON
     if as_json:
         print_json([c.to_dict() for c in configs])
         return
-    table = Table(title="TopicRec environments")
-    for column in ("env", "item embeddings", "click model", "diversity penalty", "offset", "slope", "omega", "boredom thr."):
-        table.add_column(column)
-    for c in configs:
-        table.add_row(c.name, c.item_embeddings, c.click_model, f"{c.diversity_penalty:g}", f"{c.offset:g}",
-                      f"{c.slope:g}", f"{c.omega:g}", str(c.boredom_threshold))
+    columns = [("env", "left"), ("item embeddings", "left"), ("click model", "left"), ("diversity penalty", "right"),
+               ("offset", "right"), ("slope", "right"), ("omega", "right"), ("boredom thr.", "right")]
+    rows = [[c.name, c.item_embeddings, c.click_model, f"{c.diversity_penalty:g}", f"{c.offset:g}", f"{c.slope:g}",
+             f"{c.omega:g}", str(c.boredom_threshold)] for c in configs]
+    # Multi-word headers wrap before any value is touched: the env names stay whole.
+    table = compact_table("TopicRec environments", columns, rows, width=console.width,
+                          give_way=[(name, WRAP) for name, _ in columns if " " in name])
     console.print(table)
 
 
 @app.command("show")
-def show_env(env: str = typer.Argument(..., metavar="ENV", help="Environment name (see `slatectl env list`), e.g. focused_topdown."),
+def show_env(env: str = typer.Argument(..., metavar="ENV", help="Environment name (see `slatectl env list`), e.g. focused_topdown.", autocompletion=complete_env),
              as_json: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
     """Show every parameter of one environment.
 

@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from slatectl.cli.common import (BATCH_RANGE, DEVICE_HELP, EPISODES_RANGE, PROBABILITY_RANGE, SEED_RANGE, Device, console,
+from slatectl.cli.common import (BATCH_RANGE, DEVICE_HELP, EPISODES_RANGE, PROBABILITY_RANGE, SEED_RANGE, Device, complete_env, console,
                                  err_console, get_settings, print_json)
 from slatectl.device import resolve_device
 from slatectl.sim.factory import make_env
@@ -22,7 +22,7 @@ Policy = Enum("Policy", {name: name for name in POLICIES}, type=str)  # choices 
 
 
 def rollout_env(
-    env: str = typer.Argument(..., metavar="ENV", help="Environment name (see `slatectl env list`), e.g. focused_topdown."),
+    env: str = typer.Argument(..., metavar="ENV", help="Environment name (see `slatectl env list`), e.g. focused_topdown.", autocompletion=complete_env),
     policy: Policy = typer.Option(..., "--policy", help="Fixed policy to roll out."),
     episodes: int = typer.Option(500, "--episodes", metavar="N", **EPISODES_RANGE, help="Number of episodes (users)."),
     seed: int = typer.Option(0, "--seed", metavar="SEED", **SEED_RANGE, help="Seed of the user and click draws."),
@@ -35,7 +35,7 @@ def rollout_env(
     """Roll out a fixed policy; print mean, std and SEM of the episode return and user-steps/s.
 
     Runs on --device (a user's trajectory is the same on every device); on the CPU with
-    `slatectl --threads N` torch threads (default 1).
+    `slatectl --threads N` torch threads (default: all available cores).
 
     Example: slatectl env rollout focused_topdown --policy oracle --episodes 500 --seed 1
     """

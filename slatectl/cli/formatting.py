@@ -6,6 +6,7 @@ import math
 from typing import Any, Sequence
 
 from rich import box
+from rich.console import Console
 from rich.table import Table
 
 
@@ -73,26 +74,81 @@ def format_settings(flat: dict[str, Any]) -> str:
     return ", ".join(f"{key}={typed(value)}" for key, value in flat.items()) if flat else "—"
 
 
+# How a column of `compact_table` gives way when the table is wider than the terminal (tried in the order
+# the caller lists them, until the table fits). Names, ids, numbers and paths are never shortened: only free
+# text is, and a column that cannot give way is dropped whole (named under the table).
+SQUEEZE = "squeeze"  # free text (a time, a user name): cut to 6 characters with an ellipsis
+WRAP = "wrap"  # words (flags, headers): wrapped onto more lines at spaces, down to the longest word
+FOLD = "fold"  # free text of any length (a note): wrapped, long words folded, down to 6 characters
+DROP = "drop"  # the whole column is left out, and the caption says so
+
+_FLOOR = 6
+
+
 def compact_table(title: str, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[str]],
-                  squeezable: Sequence[str] = (), width: int = 80) -> Table:
-    """A borderless table that fits `width` characters (80 without a terminal) by shortening only the
-    `squeezable` text columns, in the order given (the least telling first: each goes down to 6 characters,
-    with an ellipsis, before the next one gives up anything); ids and numbers keep their full width."""
-    widths = [max([len(name), *(len(row[index]) for row in rows)]) for index, (name, _) in enumerate(columns)]
-    index_of = {name: i for i, (name, _) in enumerate(columns)}
-    floor = 6
-    excess = sum(widths) + len(columns) + 1 - width  # one space between columns and at both edges
-    for name in squeezable:
-        if excess <= 0:
+                  give_way: Sequence[tuple[str, str]] = (), width: int = 80,
+                  elsewhere: str = "--json has every field") -> Table:
+    """A borderless table that fits `width` characters (80 without a terminal): when the cells' full width
+    does not fit, the `give_way` columns give way in the order listed ((column, SQUEEZE | WRAP | FOLD |
+    DROP)); every other cell keeps its full width, so ids, names and numbers are never cut. A caption names
+    dropped columns and says where to see them (`elsewhere`)."""
+    index = {name: i for i, (name, _) in enumerate(columns)}
+    widths = {name: max([len(name), *(len(row[index[name]]) for row in rows)]) for name, _ in columns}
+    kept = [name for name, _ in columns]
+    modes: dict[str, str] = {}
+
+    def excess() -> int:  # one space between columns and at both edges
+        return sum(widths[name] for name in kept) + len(kept) + 1 - width
+
+    for name, mode in give_way:
+        if excess() <= 0:
             break
-        i = index_of[name]
-        give = min(excess, max(0, widths[i] - floor))
-        widths[i] -= give
-        excess -= give
+        if name not in kept:
+            continue
+        if mode == DROP:
+            kept.remove(name)
+            continue
+        cells = [name, *(row[index[name]] for row in rows)]
+        floor = max(len(word) for cell in cells for word in cell.split() or [""]) if mode == WRAP else _FLOOR
+        give = min(excess(), max(0, widths[name] - floor))
+        if give:
+            widths[name] -= give
+            modes[name] = mode
     # The box draws one space between columns; no padding on top of it, so ten columns fit 80 characters.
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=0)
-    for (name, justify), column_width in zip(columns, widths):
-        table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis", width=column_width)
+    dropped = [name for name, _ in columns if name not in kept]
+    if dropped:
+        table.caption = f"not shown at {width} columns: {', '.join(dropped)} ({elsewhere})"
+    for name, justify in columns:
+        if name in kept:
+            mode = modes.get(name)
+            table.add_column(name, justify=justify, width=widths[name], no_wrap=mode in (None, SQUEEZE),
+                             overflow="ellipsis" if mode == SQUEEZE else "fold")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(row[index[name]] for name in kept))
     return table
+
+
+def print_record(console: Console, title: str, fields: Sequence[tuple[str, str]]) -> None:
+    """A record as `key  value` lines under its title. A value that is one long token (a path, a SHA-256,
+    a config hash) and does not fit beside its key goes whole on its own line below the key, unwrapped, so
+    it can be copied; free text wraps at spaces under its value column."""
+    console.print(title, style="bold", highlight=False)
+    key_width = max((len(key) for key, _ in fields), default=0)
+    value_width = max(console.width - key_width - 2, 20)
+    grid: Table | None = None
+    for key, value in fields:
+        if len(value) > value_width and not any(ch.isspace() for ch in value):
+            if grid is not None:
+                console.print(grid)
+                grid = None
+            console.print(key, highlight=False)
+            console.print(f"  {value}", highlight=False, crop=False, soft_wrap=True)
+            continue
+        if grid is None:
+            grid = Table.grid(padding=(0, 2))
+            grid.add_column(no_wrap=True, width=key_width)
+            grid.add_column(overflow="fold")
+        grid.add_row(key, value)
+    if grid is not None:
+        console.print(grid)

@@ -39,6 +39,10 @@ _PASS_THROUGH = (_ClickException, typer.Exit, typer.Abort)
 
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells report for a Ctrl-C'd program
 
+# Typer checks choices (enums) with pydantic, whose messages start with the error type ("Value error,
+# 'x' is not one of ..."): noise in front of the sentence a person reads.
+_PYDANTIC_PREFIXES = ("Value error, ",)
+
 
 @dataclass(frozen=True)
 class LazyCommand:
@@ -147,6 +151,10 @@ class SlatectlGroup(TyperGroup):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except _ClickException as exc:
+            for prefix in _PYDANTIC_PREFIXES:
+                exc.message = exc.message.removeprefix(prefix)
+            raise
         except _PASS_THROUGH:
             raise
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI's single boundary for errors

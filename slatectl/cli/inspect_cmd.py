@@ -6,14 +6,14 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from slatectl.registry import open_registry, run_liveness
 from slatectl.cli.plots import PLOT_SUFFIXES, plot_destination, plot_learning_curve, plot_return_histogram
 from slatectl.registry.records import checkpoint_record, dataset_record, iso, promotion_record, run_record, validation_record
 from slatectl.cli.ckpt_cmd import active_qualities, checkpoint_table
-from slatectl.cli.formatting import compact_table, fmt_bytes, format_field, format_settings
+from slatectl.cli.formatting import DROP, FOLD, SQUEEZE, compact_table, fmt_bytes, format_field, format_settings, print_record
 from slatectl.cli.common import MAX_LIST, console, get_settings, print_json
+from slatectl.collect.random_return import compute_oracle_return, compute_random_return
 from slatectl.collect.reader import UnreadableDataset, episode_returns, return_summary
 from slatectl.errors import BadInput
 
@@ -21,6 +21,11 @@ app = typer.Typer(rich_markup_mode=None)  # help comes from the overview callbac
 
 ID_MAX = 2**63 - 1  # registry ids are signed 64-bit integers
 PLOT_HELP = f"({', '.join(PLOT_SUFFIXES)}; a folder gets a default file name; no suffix means .png)"
+
+# The reference levels of a learning curve (`inspect run --plot`), simulated when the registry has none
+# (a few seconds); tests swap in numbers.
+random_return_fn = compute_random_return
+oracle_return_fn = compute_oracle_return
 
 
 @app.callback(invoke_without_command=True)
@@ -52,7 +57,9 @@ def overview(
             "datasets": [dataset_record(d) for d in view.datasets],
         })
         return
-    console.print(f"Registry {url} (schema v{schema}); artifacts in {settings.artifacts_dir}")
+    # The URL and the folder whole, each on its own line (unwrapped, so they can be copied).
+    console.print(f"Registry {url} (schema v{schema})", soft_wrap=True)
+    console.print(f"Artifacts in {settings.artifacts_dir}", soft_wrap=True)
     console.print("  ".join(f"{name}: {count}" for name, count in view.counts.items()))
     if view.runs:
         columns = [("id", "right"), ("agent", "left"), ("env", "left"), ("seed", "right"), ("status", "left"),
@@ -62,8 +69,8 @@ def overview(
                  str(s.checkpoints), "" if s.best_val_return is None else f"{s.best_val_return:.1f}",
                  "" if s.last_step is None else f"{s.last_step:,}", fmt_bytes(s.disk_bytes),
                  iso(s.run.started_at)[:16].replace("T", " ")] for s in view.runs]
-        runs = compact_table(f"recent runs (latest {limit})", columns, rows,
-                             squeezable=("started (UTC)", "seed", "agent", "env"), width=console.width)
+        runs = compact_table(f"recent runs (latest {limit})", columns, rows, width=console.width,
+                             give_way=(("started (UTC)", DROP), ("seed", DROP), ("disk", DROP)))
         console.print(runs)
     if view.active_promotions:
         columns = [("env", "left"), ("quality", "left"), ("ckpt", "right"), ("agent", "left"), ("step", "right"),
@@ -71,14 +78,14 @@ def overview(
         rows = [[p.env, p.quality, str(c.id), c.agent, f"{c.step:,}", f"{c.val_return_mean:.1f}",
                  iso(p.promoted_at)[:16].replace("T", " "), p.promoted_by] for p, c in view.active_promotions]
         console.print(compact_table("active promotions", columns, rows, width=console.width,
-                                    squeezable=("promoted (UTC)", "by", "agent", "env")))
+                                    give_way=(("by", SQUEEZE), ("promoted (UTC)", DROP), ("by", DROP))))
     if view.datasets:
         columns = [("id", "right"), ("env", "left"), ("quality", "left"), ("policy", "left"), ("ckpt", "right"),
                    ("episodes", "right"), ("transitions", "right"), ("mean return", "right"), ("format", "left")]
         rows = [[str(d.id), d.env, d.quality, d.policy, "" if d.checkpoint_id is None else str(d.checkpoint_id),
                  f"{d.episodes:,}", f"{d.transitions:,}", f"{d.return_mean:.1f}", d.format] for d in view.datasets]
         console.print(compact_table(f"recent datasets (latest {limit})", columns, rows, width=console.width,
-                                    squeezable=("policy", "env")))
+                                    give_way=(("transitions", DROP), ("format", DROP))))
     if not any(view.counts.values()):
         console.print("The registry is empty. Start with `slatectl train AGENT --env ENV --save-every N`.")
 
@@ -90,7 +97,8 @@ def inspect_run(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """One run: its config, checkpoints and validation curve; --plot draws validation return vs step with
-    saved checkpoints, the best one and promotions marked.
+    saved checkpoints (untrained ones apart), the best trained one and promotions marked, and the random
+    policy's and the short-term oracle's returns as reference lines.
 
     Example: slatectl inspect run 3 --plot run3.png
     """
@@ -105,8 +113,11 @@ def inspect_run(
         promoted = active_qualities(reg)
         disk_bytes = reg.run_disk_usage(run_id)
         liveness = run_liveness(run)
+        registered_random = reg.policy_return(run.env, "random") if plot is not None else None
     if plot is not None:
-        plot_learning_curve(run, checkpoints, validations, promotions, plot)
+        reference = {"random policy": registered_random[0] if registered_random else random_return_fn(run.env),
+                     "short-term oracle": oracle_return_fn(run.env)}
+        plot_learning_curve(run, checkpoints, validations, promotions, plot, reference)
     if as_json:
         print_json({**run_record(run), "liveness": liveness, "disk_bytes": disk_bytes,
                     "checkpoints": [checkpoint_record(c, promoted.get(c.id)) for c in checkpoints],
@@ -114,14 +125,10 @@ def inspect_run(
                     "promotions": [promotion_record(p) for p in promotions],
                     "plot": None if plot is None else str(plot)})
         return
-    table = Table(title=f"run {run.id}", show_header=False)
-    for key, value in run_record(run).items():
-        if key != "config":
-            table.add_row(key, format_field(key, value))
-    table.add_row("liveness", liveness)
-    table.add_row("disk", f"{fmt_bytes(disk_bytes)} (checkpoints and kept resume states)")
-    table.add_row("config", format_settings(_flatten(run.config)))
-    console.print(table)
+    fields = [(key, format_field(key, value)) for key, value in run_record(run).items() if key != "config"]
+    fields += [("disk", f"{fmt_bytes(disk_bytes)} (checkpoints and kept resume states)"),
+               ("config", format_settings(_flatten(run.config)))]
+    print_record(console, f"run {run.id}", fields)
     if checkpoints:
         console.print(checkpoint_table(checkpoints, promoted, f"checkpoints of run {run.id}"))
     else:
@@ -164,18 +171,13 @@ def inspect_dataset(
         print_json({**record, "plot": None if plot is None else str(plot),
                     "lineage": [{"kind": n.kind, "id": n.id, "label": n.label, **n.details} for n in lineage]})
         return
-    table = Table(title=f"dataset {dataset_id}", show_header=False)
-    for key, value in record.items():
-        if key != "returns":
-            table.add_row(key, format_field(key, value))
-    table.add_row("returns", summary if isinstance(summary, str) else "  ".join(f"{k} {v:.2f}" for k, v in summary.items()))
-    console.print(table)
-    tree = Table(title="lineage (newest first)")
-    for column in ("kind", "id", "what"):
-        tree.add_column(column)
-    for node in lineage:
-        tree.add_row(node.kind, str(node.id), node.label)
-    console.print(tree)
+    fields = [(key, format_field(key, value)) for key, value in record.items() if key not in ("returns", "metadata")]
+    fields += [(f"metadata.{key}", format_field(key, value)) for key, value in _flatten(dataset.meta).items()]
+    fields.append(("returns", summary if isinstance(summary, str) else "  ".join(f"{k} {v:.2f}" for k, v in summary.items())))
+    print_record(console, f"dataset {dataset_id}", fields)
+    console.print(compact_table("lineage (newest first)", [("kind", "left"), ("id", "right"), ("what", "left")],
+                                [[node.kind, str(node.id), node.label] for node in lineage],
+                                give_way=(("what", FOLD),), width=console.width))
     if plot is not None:
         console.print(f"Return histogram written to {plot}")
 

@@ -31,28 +31,46 @@ def plot_destination(path: Path, default_name: str) -> Path:
 
 
 def plot_learning_curve(run: Run, checkpoints: list[Checkpoint], validations: list[Validation],
-                        promotions: list[Promotion], path: Path) -> Path:
-    """Validation return vs step (± std), saved checkpoints as markers, the best starred, and every
-    checkpoint ever promoted labelled with its quality (active promotions in bold)."""
+                        promotions: list[Promotion], path: Path, reference: dict[str, float] | None = None) -> Path:
+    """Write `learning_curve_figure` to `path`."""
+    return _save(learning_curve_figure(run, checkpoints, validations, promotions, reference), path)
+
+
+def learning_curve_figure(run: Run, checkpoints: list[Checkpoint], validations: list[Validation],
+                          promotions: list[Promotion], reference: dict[str, float] | None = None):
+    """Validation return vs step (± std); trained checkpoints as dots, untrained ones (saved within the
+    random phase, before any update) as hollow grey squares; the best trained checkpoint (what the expert
+    rule takes) starred; every checkpoint ever promoted labelled with its quality (active promotions in
+    bold); `reference` returns (label -> value: the random policy, the short-term oracle) as horizontal
+    lines, so a curve reads against what needs no training."""
     points = {v.step: (v.return_mean, v.return_std) for v in validations}
     for checkpoint in checkpoints:  # checkpoint steps were validated too, even without a separate point
         points.setdefault(checkpoint.step, (checkpoint.val_return_mean, checkpoint.val_return_std))
     steps = sorted(points)
     means = [points[s][0] for s in steps]
     stds = [points[s][1] for s in steps]
+    trained = [c for c in checkpoints if c.trained is not False]
+    untrained = [c for c in checkpoints if c.trained is False]
 
     figure, axes = _new_figure()
     if steps:
         axes.plot(steps, means, color="tab:blue", label="validation return")
         axes.fill_between(steps, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
                           color="tab:blue", alpha=0.15, linewidth=0)
-    if checkpoints:
-        axes.scatter([c.step for c in checkpoints], [c.val_return_mean for c in checkpoints], color="tab:orange",
+    if trained:
+        axes.scatter([c.step for c in trained], [c.val_return_mean for c in trained], color="tab:orange",
                      zorder=3, label="saved checkpoint")
-    for checkpoint in checkpoints:
-        if checkpoint.is_best:
-            axes.scatter([checkpoint.step], [checkpoint.val_return_mean], marker="*", s=250, color="gold",
-                         edgecolors="black", zorder=4, label="best")
+    if untrained:
+        axes.scatter([c.step for c in untrained], [c.val_return_mean for c in untrained], marker="s", s=60,
+                     facecolors="none", edgecolors="dimgray", linewidths=1.5, zorder=3,
+                     label="untrained checkpoint (random phase, no update yet)")
+    if trained:
+        best = max(trained, key=lambda c: c.val_return_mean)  # the first (earliest) of equals
+        axes.scatter([best.step], [best.val_return_mean], marker="*", s=250, color="gold",
+                     edgecolors="black", zorder=4, label="best trained")
+    for (label, value), (color, style) in zip((reference or {}).items(),
+                                              (("tab:red", ":"), ("tab:green", "--"), ("tab:purple", "-."))):
+        axes.axhline(value, color=color, linestyle=style, linewidth=1.2, label=f"{label} {value:.1f}")
     by_id = {c.id: c for c in checkpoints}
     for promotion in promotions:
         checkpoint = by_id.get(promotion.checkpoint_id)
@@ -67,9 +85,9 @@ def plot_learning_curve(run: Run, checkpoints: list[Checkpoint], validations: li
     axes.set_ylabel("validation return (clicks per episode)")
     axes.set_title(f"run {run.id}: {run.agent} on {run.env} (seed {run.seed})")
     axes.grid(alpha=0.3)
-    if steps or checkpoints:
-        axes.legend(loc="lower right")
-    return _save(figure, path)
+    if steps or checkpoints or reference:
+        axes.legend(loc="best", fontsize=8)
+    return figure
 
 
 def plot_return_histogram(returns, title: str, path: Path, reference: dict[str, float] | None = None) -> Path:

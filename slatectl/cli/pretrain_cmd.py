@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from slatectl.registry import open_registry
-from slatectl.cli.common import (DEVICE_HELP, EPISODES_RANGE, PROBABILITY_RANGE, SEED_RANGE, Device, console, err_console,
+from slatectl.cli.common import (DEVICE_HELP, EPISODES_RANGE, PROBABILITY_RANGE, SEED_RANGE, Device, complete_env, complete_envs, console, err_console,
                                  get_settings)
 from slatectl.device import resolve_device
 from slatectl.config_tools import apply_overrides, build_config
@@ -73,7 +73,7 @@ def _logged(registry, env, episodes: Optional[int], seed: Optional[int], overrid
 
 @data_app.command("logged")
 def logged(
-    env: str = typer.Option(..., "--env", metavar="ENV", help="Environment name (see `slatectl env list`)."),
+    env: str = typer.Option(..., "--env", metavar="ENV", help="Environment name (see `slatectl env list`).", autocompletion=complete_env),
     episodes: Optional[int] = typer.Option(None, "--episodes", metavar="N", min=2, max=EPISODES_RANGE["max"], help="Episodes to log [default: 100000]."),
     seed: Optional[int] = typer.Option(None, "--seed", metavar="SEED", **SEED_RANGE, help="Seed of the logging policy and users [default: 2754851]."),
     epsilon: Optional[float] = typer.Option(None, "--epsilon", metavar="P", **PROBABILITY_RANGE, help="Per-position random-item probability [default: 0.5]."),
@@ -82,7 +82,7 @@ def logged(
     """Generate (or find) the env's logged slates and register them; prints the artifact id.
 
     Simulated on --device (the same slates on every device); on the CPU torch uses
-    `slatectl --threads N` threads (default 1).
+    `slatectl --threads N` threads (default: all available cores).
 
     Example: slatectl data logged --env focused_topdown --episodes 100000
     """
@@ -110,7 +110,7 @@ def _gems_envs(env: str) -> list[str] | None:
 
 @pretrain_app.command("gems")
 def pretrain_gems(
-    env: str = typer.Option(..., "--env", metavar="ENV", help="Environment name (see `slatectl env list`), `all`, or a comma-separated list: several envs train as one stacked population."),
+    env: str = typer.Option(..., "--env", metavar="ENV", help="Environment name (see `slatectl env list`), `all`, or a comma-separated list: several envs train as one stacked population.", autocompletion=complete_envs),
     seed: Optional[int] = typer.Option(None, "--seed", metavar="SEED", **SEED_RANGE, help="GeMS seed (of every env) [default: the training seed 58407201]."),
     overrides: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a GeMS value: --set max_epochs=5 (or logged.episodes=…); repeatable."),
     device: Device = typer.Option(Device.auto, "--device", help=DEVICE_HELP + " (`--set accelerator=…` overrides it.)"),
@@ -120,8 +120,9 @@ def pretrain_gems(
     With `--env all` (or E1,E2,…) every env's GeMS is found or pretrained: the missing ones train
     together as one stacked population (each member is its solo run up to float rounding, with the
     solo run's cache key: an existing GeMS is reused either way); prints one artifact id per env.
-    Torch uses `slatectl --threads N` CPU threads (default 1). On CUDA a single env's training step
-    is replayed from a CUDA graph (SLATECTL_GEMS_CUDA_GRAPH=0 runs it eagerly; a stack runs eagerly).
+    Torch uses `slatectl --threads N` CPU threads (default: all available cores). On CUDA a single
+    env's training step is replayed from a CUDA graph (SLATECTL_GEMS_CUDA_GRAPH=0 runs it eagerly; a
+    stack runs eagerly).
     The device is part of the artifact's config: a GeMS pretrained on CUDA is not reused by a CPU run,
     and vice versa.
 
@@ -154,14 +155,14 @@ def pretrain_gems(
 
 @pretrain_app.command("mf")
 def pretrain_mf(
-    env: str = typer.Option(..., "--env", metavar="ENV", help="Environment name (see `slatectl env list`)."),
+    env: str = typer.Option(..., "--env", metavar="ENV", help="Environment name (see `slatectl env list`).", autocompletion=complete_env),
     seed: Optional[int] = typer.Option(None, "--seed", metavar="SEED", **SEED_RANGE, help=f"MF seed [default: {MF_SEED}]."),
     overrides: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override an MF value: --set patience=5 (or logged.episodes=…); repeatable."),
     device: Device = typer.Option(Device.auto, "--device", help=DEVICE_HELP),
 ) -> None:
     """Pretrain BPR matrix-factorisation item embeddings on the env's logged data; prints the artifact id.
 
-    Torch uses `slatectl --threads N` CPU threads (default 1).
+    Torch uses `slatectl --threads N` CPU threads (default: all available cores).
 
     Example: slatectl pretrain mf --env focused_mix
     """

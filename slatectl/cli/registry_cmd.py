@@ -132,7 +132,7 @@ def restore(
     force: bool = typer.Option(False, "--force", help="Replace an existing registry; it is kept aside as "
                                                       "registry.db.replaced-<time>, never deleted."),
 ) -> None:
-    """Make a backup the registry. The backup is checked first (a valid registry, intact, not from a
+    """Restore the registry from a backup. The backup is checked first (a valid registry, intact, not from a
     newer slatectl); an existing registry is replaced only with --force, and even then kept aside. Stop
     other slatectl commands first; afterwards run `slatectl registry verify`.
 

@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from slatectl.agents import trainable_agents
-from slatectl.cli.common import (JOBS_RANGE, SEEDS_RANGE, STEPS_RANGE, TRAIN_SEED_RANGE, DEVICE_HELP, Device, console, err_console,
+from slatectl.cli.common import (JOBS_RANGE, SEEDS_RANGE, STEPS_RANGE, TRAIN_SEED_RANGE, DEVICE_HELP, Device, complete_envs, console, err_console,
                                  get_settings)
+from slatectl.cli.formatting import DROP, compact_table
 from slatectl.device import resolve_device
 from slatectl.errors import BadInput
+from slatectl.registry import explain_untrained_ahead, untrained_ahead
 from slatectl.threads import configure_torch_threads
 from slatectl.train.loop import TrainResult
 from slatectl.train.orchestration import resolve_run_configs, resume_run, train_runs
@@ -27,18 +28,23 @@ AgentName = Enum("AgentName", {name: name for name in trainable_agents()}, type=
 
 
 def render_result(result: TrainResult) -> None:
-    table = Table(title=f"run {result.run_id}: checkpoints tested on fixed test users")
-    for column in ("checkpoint", "step", "best", "val return", "test return", "test std", "episodes"):
-        table.add_column(column, justify="right")
-    for r in result.tests:
-        table.add_row(str(r.checkpoint_id), f"{r.step:,}", "★" if r.best else "", f"{r.val_return:.2f}",
-                      f"{r.test_mean:.2f}", f"{r.test_std:.2f}", f"{r.episodes:,}")
-    console.print(table)
+    untrained = {c.id for c in result.checkpoints if c.trained is False}
+    columns = [("checkpoint", "right"), ("step", "right"), ("best", "right"), ("val return", "right"),
+               ("test return", "right"), ("test std", "right"), ("episodes", "right"), ("", "left")]
+    rows = [[str(r.checkpoint_id), f"{r.step:,}", "★" if r.best else "", f"{r.val_return:.2f}", f"{r.test_mean:.2f}",
+             f"{r.test_std:.2f}", f"{r.episodes:,}", "untrained" if r.checkpoint_id in untrained else ""]
+            for r in result.tests]
+    console.print(compact_table(f"run {result.run_id}: checkpoints tested on fixed test users", columns, rows,
+                                give_way=(("episodes", DROP), ("test std", DROP)), width=console.width,
+                                elsewhere=f"`slatectl inspect run {result.run_id}` lists every checkpoint"))
+    ahead = untrained_ahead(result.checkpoints)
+    if ahead is not None:
+        console.print(f"Note: {explain_untrained_ahead(*ahead)}", highlight=False)
 
 
 def train(
     agent: AgentName = typer.Argument(..., metavar="AGENT", help="Agent to train."),
-    env: Optional[str] = typer.Option(None, "--env", metavar="ENV", help="Environment (see `slatectl env list`), `all` for the six, or E1,E2,… (a list trains a population); not needed with --resume."),
+    env: Optional[str] = typer.Option(None, "--env", metavar="ENV", help="Environment (see `slatectl env list`), `all` for the six, or E1,E2,… (a list trains a population); not needed with --resume.", autocompletion=complete_envs),
     steps: Optional[int] = typer.Option(None, "--steps", metavar="N", **STEPS_RANGE, help="Training steps (episodes, each followed by one update) [default: 100000]."),
     save_every: Optional[int] = typer.Option(None, "--save-every", metavar="N", **STEPS_RANGE, help="Save and register a checkpoint every N steps (and at the end)."),
     seed: Optional[int] = typer.Option(None, "--seed", metavar="SEED", **TRAIN_SEED_RANGE, help="Training seed [default: 58407201]."),
@@ -54,7 +60,7 @@ def train(
 
     Metrics go to <home>/logs as CSV, and as TensorBoard event files when TensorBoard is installed
     (pip install "slatectl[tensorboard]"; view with tensorboard --logdir <home>/logs/tensorboard).
-    Each training process uses `slatectl --threads N` torch CPU threads (default 1).
+    Each training process uses `slatectl --threads N` torch CPU threads (default: the cores ÷ --jobs).
 
     Example: slatectl train sac-gems --env diffuse_topdown --save-every 50000
 

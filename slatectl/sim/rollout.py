@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from slatectl.sim.factory import make_env
-from slatectl.sim.policies import RandomSlatePolicy, SlatePolicy
+from slatectl.sim.policies import RandomSlatePolicy, ShortTermOraclePolicy, SlatePolicy
 from slatectl.sim.seeds import VALIDATION_SEED
 from slatectl.sim.topicrec import TopicRec
 
@@ -83,3 +83,9 @@ RANDOM_RETURN_SEED = VALIDATION_SEED  # the random policy is compared with valid
 def random_return(env_name: str, episodes: int = 1000) -> float:
     """Mean return of the uniform random slate policy on `env_name` (used to suggest `medium`)."""
     return rollout(make_env(env_name), RandomSlatePolicy(), episodes, RANDOM_RETURN_SEED, batch_size=episodes).mean
+
+
+def oracle_return(env_name: str, episodes: int = 1000) -> float:
+    """Mean return of the short-term oracle on `env_name`, on the same users as `random_return` (a level a
+    learning curve is read against: it needs no training, yet a trained agent may pass it)."""
+    return rollout(make_env(env_name), ShortTermOraclePolicy(), episodes, RANDOM_RETURN_SEED, batch_size=episodes).mean

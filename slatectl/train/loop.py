@@ -190,9 +190,9 @@ class Trainer:
                                       capture_resume_state(step, agent, replay, val), t.keep_resume,
                                       trained_from_start(agent))
                     log.write(row)
-                    updates_per_s = len(update_times) / sum(update_times) if update_times else None
+                    update_seconds = sum(update_times) / len(update_times) if update_times else None
                     self.reporter.advance(TrainingProgress(step, t.max_steps, t.random_steps, episode_return,
-                                                           last_val, updates_per_s, agent.updates_during_random_phase))
+                                                           last_val, update_seconds, agent.updates_during_random_phase))
                     heartbeat.beat_if_due()
                 def keep_testing() -> bool:
                     heartbeat.beat_if_due()

@@ -2,9 +2,9 @@
 
 Every run's config is resolved (and so validated) before the first one starts, so a bad key or
 environment fails before any work. With `jobs` > 1 the runs go to a pool of worker processes, each with
-its share of `slatectl --threads` (default one torch thread each, see slatectl/threads.py) so K runs do
-not oversubscribe the cores; each worker
-reports with plain progress lines labelled by agent/env.
+`slatectl --threads` torch threads, by default its share of the cores (cores ÷ the runs that run at once,
+slatectl/threads.py), so K runs do not oversubscribe the cores; each worker reports with plain progress
+lines labelled by agent/env.
 """
 
 from __future__ import annotations
@@ -60,8 +60,10 @@ def train_runs(settings: Settings, configs: list[RunConfig], command: str, jobs:
         for config in configs:
             yield train_one(settings, config, command, reporter_for(label(config)) if reporter_for else None)
         return
+    concurrent = min(jobs, len(configs))  # the cores are shared by the jobs that actually run at once
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(_train_in_worker, settings, config, command, jobs, label(config)) for config in configs]
+        futures = [pool.submit(_train_in_worker, settings, config, command, concurrent, label(config))
+                   for config in configs]
         for future in futures:
             yield future.result()
 

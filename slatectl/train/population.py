@@ -359,11 +359,11 @@ class PopulationTrainer:
                             self._save(members, agent, step, vals)
                     for log, row in zip(logs, rows):
                         log.write(row)
-                    # updates/s summed over members: one stacked update is K member updates
-                    updates_per_s = len(members) * len(update_times) / sum(update_times) if update_times else None
+                    # one stacked update per step updates every member
+                    update_seconds = sum(update_times) / len(update_times) if update_times else None
                     self.reporter.advance(TrainingProgress(step, t.max_steps, t.random_steps,
                                                            sum(episode_returns) / len(episode_returns),
-                                                           last_val, updates_per_s, updates_in_random_phase))
+                                                           last_val, update_seconds, updates_in_random_phase))
                     for heartbeat in heartbeats:
                         heartbeat.beat_if_due()
 

@@ -30,7 +30,8 @@ class TrainingProgress:
     random_steps: int  # random actions before this step
     episode_return: float  # mean return of the latest training episodes
     val_return: float | None  # the latest validation return, if any yet
-    updates_per_s: float | None  # agent updates per second of update time (None before the first update)
+    update_seconds: float | None  # mean time of one step's agent update (a population: its stacked update of
+    # all members); None before the first update
     updates_during_random_phase: bool = False  # REINFORCE: updates from the first step
 
     @property
@@ -118,10 +119,13 @@ def describe(progress: TrainingProgress, clock: PhaseClock) -> str:
     if progress.random_phase:
         parts.append(random_phase_label(progress.random_steps, progress.updates_during_random_phase))
     rate = clock.rate(progress.step)
+    updating = progress.update_seconds is not None and (progress.updates_during_random_phase or not progress.random_phase)
+    # A step is one episode then one update: the update's share of it, not a second rate beside steps/s.
+    update = f" (update {1000 * progress.update_seconds:,.0f} ms of each)" if updating else ""
     if rate is not None:
-        parts.append(f"{format_rate(rate)} steps/s")
-    if progress.updates_per_s is not None and (progress.updates_during_random_phase or not progress.random_phase):
-        parts.append(f"{format_rate(progress.updates_per_s)} updates/s")
+        parts.append(f"{format_rate(rate)} steps/s{update}")
+    elif updating:
+        parts.append(f"update {1000 * progress.update_seconds:,.0f} ms per step")
     parts.append(f"return {progress.episode_return:.1f}")
     parts.append("val —" if progress.val_return is None else f"val {progress.val_return:.1f}")
     remaining = clock.remaining(progress.step, progress.total_steps)
