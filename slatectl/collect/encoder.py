@@ -52,10 +52,10 @@ class DatasetEncoder:
         return int(self.gems.latent_dim)
 
     def describe(self) -> dict[str, Any]:
-        """What the metadata records: enough to find and check the encoder again."""
+        """What the metadata records: enough to find and check the encoder again (its action box is in
+        the artifact; the recorded actions are already normalised by it)."""
         return {"kind": GEMS_KIND, "artifact_id": self.artifact_id, "sha256": self.sha256,
-                "latent_dim": self.latent_dim, "action_center": self.center.tolist(),
-                "action_scale": self.scale.tolist()}
+                "latent_dim": self.latent_dim}
 
     def to(self, device: torch.device | str) -> "DatasetEncoder":
         return DatasetEncoder(self.artifact_id, self.sha256, self.gems.to(device), self.center.to(device),
