@@ -3,17 +3,28 @@ on refused resumes, on signals and on odd arguments (each test reproduces a fail
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
 import resource
+import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from slatectl.cli import app
-from slatectl.registry import open_registry
+from slatectl.cli import app, train_cmd
+from slatectl.errors import BadInput
+from slatectl.registry import RESUME_STATE_KIND, open_registry
+from slatectl.settings import Settings
+from slatectl.train.config import resolve_run_config
+from slatectl.train.loop import RunInterrupted, Trainer
+from slatectl.train.population import group_runs
 
 runner = CliRunner()
 
@@ -51,3 +62,128 @@ def test_collect_under_a_file_size_limit_fails_in_one_line_and_leaves_nothing(tm
     assert files_under(tmp_path / "home" / "artifacts") == [] and files_under(tmp_path / "minari") == []
     with open_registry(home=tmp_path / "home") as registry:
         assert registry.list_datasets() == []
+
+
+# -- train --resume: refusals change nothing ------------------------------------------------------------------
+
+SMALL = ["training.random_steps=10", "training.val_every=10", "training.val_episodes=8", "training.test_episodes=8",
+         "training.random_phase_batch=10", "agent.batch_size=4", "agent.capacity=50"]
+
+
+@pytest.fixture(scope="module")
+def finished_home(tmp_path_factory) -> Path:
+    """A home with one finished 20-step run (checkpoints and a resume state at steps 10 and 20)."""
+    home = tmp_path_factory.mktemp("finished") / "home"
+    config = resolve_run_config("sac-topk-ideal", "focused_mix", overrides=SMALL,
+                                cli_training={"max_steps": 20, "save_every": 10})
+    with open_registry(Settings.resolve(home=home)) as registry:
+        Trainer(registry, config).run(command="test")
+    return home
+
+
+@pytest.fixture
+def home(finished_home, tmp_path) -> Path:
+    """A private copy of `finished_home` (tests may damage it)."""
+    copy = tmp_path / "home"
+    shutil.copytree(finished_home, copy)
+    return copy
+
+
+def _newest_resume_state(registry):
+    return max(registry.list_artifacts(kind=RESUME_STATE_KIND), key=lambda a: a.config["step"])
+
+
+@pytest.mark.parametrize("damage", ["corrupted", "deleted", "unsafe"])
+def test_a_refused_resume_leaves_a_finished_run_as_it_was(home, damage):
+    with open_registry(home=home) as registry:
+        before = registry.list_runs()[0]
+        state = _newest_resume_state(registry)
+        path = registry.store.path_for(state.storage_key)
+    if damage == "corrupted":
+        path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    elif damage == "deleted":
+        path.unlink()
+    else:  # a pickle that would run code if loaded without weights_only, its size and hash recorded as genuine
+        payload = pickle.dumps(os.system)
+        path.write_bytes(payload)
+        with sqlite3.connect(home / "registry.db") as connection:
+            connection.execute("UPDATE artifacts SET size = ?, sha256 = ? WHERE id = ?",
+                               (len(payload), hashlib.sha256(payload).hexdigest(), state.id))
+        connection.close()
+    result = runner.invoke(app, ["--home", str(home), "train", "sac-topk-ideal", "--resume", str(before.id)])
+    assert result.exit_code == 2, result.output
+    with open_registry(home=home) as registry:
+        after = registry.get_run(before.id)
+    assert (after.status, after.error, after.finished_at) == ("finished", None, before.finished_at)
+    assert (after.pid, after.host, after.heartbeat_at) == (before.pid, before.host, before.heartbeat_at)
+
+
+def test_an_empty_resume_id_is_bad_input_and_resumes_nothing(home):
+    result = runner.invoke(app, ["--home", str(home), "train", "--resume", ""])
+    assert result.exit_code == 2 and "--resume" in result.stderr and "empty" in result.stderr
+    with open_registry(home=home) as registry:
+        with pytest.raises(BadInput, match="group id"):
+            group_runs(registry, "")  # the library refuses too: an empty filter matches every run
+        assert [r.status for r in registry.list_runs()] == ["finished"]
+
+
+@pytest.mark.parametrize("extra, named", [(["--keep-resume", "3"], "--keep-resume"),
+                                          (["--steps", "50", "--seed", "4"], "--steps, --seed"),
+                                          (["--set", "agent.gamma=0.5"], "--set")])
+def test_resume_refuses_options_it_would_ignore(home, extra, named):
+    result = runner.invoke(app, ["--home", str(home), "train", "--resume", "1", *extra])
+    assert result.exit_code == 2 and named in result.stderr, result.output
+    with open_registry(home=home) as registry:
+        assert registry.get_run(1).status == "finished"
+
+
+def test_train_needs_an_agent_only_without_resume(tmp_path):
+    result = runner.invoke(app, ["--home", str(tmp_path / "home"), "train", "--env", "focused_topdown"])
+    assert result.exit_code == 2 and "AGENT" in result.stderr
+    assert not (tmp_path / "home").exists()  # refused before the registry was opened
+
+
+def test_resume_without_an_agent_continues_the_run(home):
+    with open_registry(home=home) as registry:
+        run = registry.list_runs()[0]
+        registry.finish_run(run.id, status="interrupted")
+    result = runner.invoke(app, ["--home", str(home), "train", "--resume", str(run.id)])
+    assert result.exit_code == 0, result.output
+    with open_registry(home=home) as registry:
+        assert registry.get_run(run.id).status == "finished"
+
+
+# -- signals: 130 for Ctrl-C, 128 + N for another signal N --------------------------------------------------
+
+@pytest.mark.parametrize("name, code", [("SIGINT", 130), ("SIGTERM", 143), ("SIGHUP", 129)])
+def test_an_interrupted_training_exits_128_plus_the_signal(monkeypatch, tmp_path, name, code):
+    def stopped(*_args, **_kwargs):
+        raise RunInterrupted(f"run 1 stopped by {name}", name)
+
+    monkeypatch.setattr(train_cmd, "train_runs", stopped)
+    result = runner.invoke(app, ["--home", str(tmp_path / "home"), "train", "sac-topk-ideal", "--env", "focused_mix"])
+    assert result.exit_code == code, result.output
+    assert pickle.loads(pickle.dumps(RunInterrupted("x", name))).exit_code == code  # from a --jobs worker too
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_stops_collect_cleanly_with_128_plus_n(tmp_path, sig):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SLATECTL_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-c", "from slatectl.cli import main; main()", "--home",
+                                str(tmp_path / "home"), "collect", "--quality", "random", "--env", "all",
+                                "--episodes", "20000", "--batch", "2000"],
+                               stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        scratch = tmp_path / "home" / "scratch"
+        deadline = time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline and not any(scratch.glob("*")):
+            time.sleep(0.2)
+        assert process.poll() is None, process.communicate()
+        process.send_signal(sig)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + sig, err
+    assert f"stopped by {signal.Signals(sig).name}" in err and "Traceback" not in err
+    assert files_under(tmp_path / "home" / "scratch") == []

@@ -10,6 +10,7 @@ one-paragraph message on stderr and exit 2 (bad input) or 1 (job failed); the ma
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Optional
 
@@ -18,6 +19,7 @@ import typer
 from slatectl import __version__
 from slatectl.cli.common import set_settings
 from slatectl.cli.group import LazyCommand, SlatectlGroup
+from slatectl.errors import StopSignal
 from slatectl.settings import MAX_THREADS, Settings
 
 COMMANDS: dict[str, LazyCommand] = {
@@ -70,6 +72,20 @@ def _global_options(
     set_settings(Settings.resolve(home, registry_url, debug, threads))
 
 
+def _stop_on_signal(number: int, _frame) -> None:
+    raise StopSignal(signal.Signals(number).name, 128 + number)
+
+
+def install_stop_signals() -> None:
+    """SIGTERM and SIGHUP stop every command the way Ctrl-C does (clean-up runs) and exit 128 + N.
+    A signal the caller ignores (`nohup` ignores SIGHUP) stays ignored."""
+    for name in ("SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)
+        if number is not None and signal.getsignal(number) is signal.SIG_DFL:
+            signal.signal(number, _stop_on_signal)
+
+
 def main() -> None:
     """Console-script entry point."""
+    install_stop_signals()
     app()
