@@ -20,7 +20,8 @@ from pathlib import Path
 
 from slatectl.errors import BadInput, JobFailed
 from slatectl.registry.db import SCHEMA_VERSION, display_url, parse_url, sqlite_file
-from slatectl.registry.sqlite_file import check_registry_file, publish_new_file, refusal
+from slatectl.registry.models import TABLES
+from slatectl.registry.sqlite_file import VERSION_TABLE, check_registry_file, publish_new_file, refusal
 
 SIDE_FILES = ("-wal", "-shm")
 
@@ -55,9 +56,15 @@ def _registry_file(url: str, action: str) -> Path:
 def _schema_version(path: Path) -> int:
     with sqlite3.connect(f"file:{path.as_posix()}?mode=ro", uri=True) as connection:
         version = connection.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     connection.close()
     if version is None:
         raise refusal(path, "its schema_version table is empty")
+    # Every schema version has all of today's tables (migrations add columns only), so any missing one
+    # means the file is not a registry, whatever its schema_version table says.
+    missing = sorted({table.name for table in TABLES} - tables)
+    if missing:
+        raise refusal(path, f"it has a {VERSION_TABLE} table but not the registry's tables {', '.join(missing)}")
     return int(version)
 
 

@@ -59,6 +59,20 @@ def sqlite_file(url: URL) -> Path | None:
     return Path(database).expanduser()
 
 
+def require_durable(url: str) -> None:
+    """BadInput unless `url` is a registry that outlives the process: an in-memory SQLite database
+    (`sqlite://`, `:memory:`, `mode=memory`) vanishes when the command ends, so a command that writes
+    would report ids of rows that no longer exist and leave their files orphaned in the store."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return
+    database = parsed.database or ""
+    if database in ("", ":memory:") or "mode=memory" in database or parsed.query.get("mode") == "memory":
+        raise BadInput(f"--registry-url {display_url(parsed)} is an in-memory database: everything this command "
+                       "records would vanish when it ends (its files left orphaned). Use a file, e.g. "
+                       "sqlite:///path/registry.db, or leave --registry-url out for <home>/registry.db.")
+
+
 def make_engine(url: str | URL, busy_timeout_s: float = 30.0) -> Engine:
     """An engine for `url`. Opens existing databases only; see `open_engine` for the checked entry point."""
     parsed = parse_url(url) if isinstance(url, str) else url

@@ -210,6 +210,22 @@ def test_restore_refuses_an_invalid_backup_and_changes_nothing(sqlite_settings, 
         assert len(reg.list_runs()) == 1
 
 
+def test_restore_refuses_a_file_with_a_schema_version_table_but_no_registry_tables(sqlite_settings, tmp_path):
+    with open_registry(sqlite_settings) as reg:
+        reg.start_run("sac-gems", "focused_topdown", 1, {})
+    impostor = tmp_path / "impostor.db"
+    with sqlite3.connect(impostor) as connection:
+        connection.execute("CREATE TABLE schema_version (version INTEGER, applied_at TEXT)")
+        connection.execute("INSERT INTO schema_version VALUES (3, '2026-01-01')")
+    connection.close()
+    result = invoke(sqlite_settings, "registry", "restore", str(impostor), "--force")
+    assert result.exit_code == 2 and "not a valid slatectl registry" in result.stderr, result.output
+    assert "runs" in result.stderr and "checkpoints" in result.stderr  # names what is missing
+    assert [p.name for p in sqlite_settings.home.iterdir() if "replaced" in p.name] == []
+    with open_registry(sqlite_settings) as reg:
+        assert len(reg.list_runs()) == 1
+
+
 def test_restore_into_an_empty_home_needs_no_force(tmp_path, sqlite_settings):
     with open_registry(sqlite_settings) as reg:
         reg.start_run("sac-gems", "focused_topdown", 1, {})

@@ -187,3 +187,81 @@ def test_a_signal_stops_collect_cleanly_with_128_plus_n(tmp_path, sig):
     assert process.returncode == 128 + sig, err
     assert f"stopped by {signal.Signals(sig).name}" in err and "Traceback" not in err
     assert files_under(tmp_path / "home" / "scratch") == []
+
+
+# -- odd global options and --plot targets --------------------------------------------------------------------
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite:///file:reg?mode=memory&uri=true"])
+@pytest.mark.parametrize("command", [
+    ["collect", "--quality", "random", "--env", "focused_topdown", "--episodes", "3"],
+    ["train", "sac-topk-ideal", "--env", "focused_topdown", "--steps", "2"],
+    ["pretrain", "mf", "--env", "focused_topdown"],
+    ["data", "logged", "--env", "focused_topdown"],
+    ["ckpt", "promote", "--env", "focused_topdown", "--quality", "medium", "--yes"],
+])
+def test_commands_that_write_refuse_an_in_memory_registry(tmp_path, monkeypatch, url, command):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["--home", str(tmp_path / "home"), "--registry-url", url, *command])
+    assert result.exit_code == 2 and "in-memory" in result.stderr, result.output
+    assert files_under(tmp_path) == []  # no orphan file, no scratch
+
+
+def test_reading_an_in_memory_registry_is_still_allowed(tmp_path):
+    result = runner.invoke(app, ["--home", str(tmp_path / "home"), "--registry-url", "sqlite://", "ckpt", "list"])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("option", ["--home", "--registry-url"])
+def test_an_empty_home_or_registry_url_is_bad_input(tmp_path, monkeypatch, option):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, [option, "", "inspect"])
+    assert result.exit_code == 2 and f"{option} is empty" in result.stderr, result.output
+    assert list(tmp_path.iterdir()) == []  # no registry.db in the current folder
+
+
+def test_an_empty_slatectl_home_variable_still_means_the_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SLATECTL_HOME", "")
+    monkeypatch.delenv("SLATECTL_REGISTRY_URL", raising=False)
+    result = runner.invoke(app, ["inspect"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / ".slatectl" / "registry.db").is_file()
+
+
+@pytest.fixture
+def run_home(tmp_path) -> Path:
+    home = tmp_path / "home"
+    with open_registry(home=home) as registry:
+        run = registry.start_run("sac-gems", "focused_topdown", 1, {})
+        registry.record_validation(run.id, 10, 5.0, 1.0, 8)
+    return home
+
+
+def test_plot_into_a_missing_folder_is_refused_and_creates_nothing(run_home, tmp_path):
+    target = tmp_path / "no" / "such" / "dir" / "x.png"
+    result = runner.invoke(app, ["--home", str(run_home), "inspect", "run", "1", "--plot", str(target)])
+    assert result.exit_code == 2 and "does not exist" in result.stderr and str(target.parent) in result.stderr
+    assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_plot_to_a_device_is_refused(run_home):
+    result = runner.invoke(app, ["--home", str(run_home), "inspect", "run", "1", "--plot", "/dev/full"])
+    assert result.exit_code == 2 and "not a regular file" in result.stderr, result.output
+    assert not Path("/dev/full.png").exists()
+
+
+def test_a_plot_write_the_system_refuses_is_one_write_failure_message(run_home, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import matplotlib.figure
+
+    def disk_full(self, path, **_kwargs):
+        Path(path).write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", disk_full)
+    target = tmp_path / "curve.png"
+    result = runner.invoke(app, ["--home", str(run_home), "inspect", "run", "1", "--plot", str(target)])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(f"error: could not write {target} (No space left on device); no plot was written")
+    assert "unexpected" not in result.stderr and not target.exists()

@@ -11,7 +11,6 @@ one-paragraph message on stderr and exit 2 (bad input) or 1 (job failed); the ma
 from __future__ import annotations
 
 import signal
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -59,8 +58,8 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _global_options(
-    home: Optional[Path] = typer.Option(None, "--home", envvar="SLATECTL_HOME", metavar="DIR", help="Registry and artifact store folder [default: ./.slatectl]."),
+def _global_options(  # --home is a str: typer's Path("") reads as "." and would hide an empty value
+    home: Optional[str] = typer.Option(None, "--home", envvar="SLATECTL_HOME", metavar="DIR", help="Registry and artifact store folder [default: ./.slatectl]."),
     registry_url: Optional[str] = typer.Option(None, "--registry-url", envvar="SLATECTL_REGISTRY_URL", metavar="URL", help="SQLAlchemy URL of the registry [default: sqlite:///<home>/registry.db]."),
     threads: Optional[int] = typer.Option(
         None, "--threads", envvar="SLATECTL_THREADS", min=1, max=MAX_THREADS, metavar="N",
