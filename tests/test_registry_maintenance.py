@@ -151,6 +151,24 @@ def test_fix_refuses_when_the_registry_records_no_files(sqlite_settings):
         assert all(reg.store.exists(f.key) for f in kept) and not reg.trash_dir.exists()
 
 
+@pytest.mark.parametrize("name", [".DS_Store", "has space.pt"])
+def test_verify_fix_reports_foreign_files_and_still_moves_the_orphans(sqlite_settings, name):
+    with open_registry(sqlite_settings) as reg:
+        add_run_with_resume_states(reg, steps=(1,))
+        orphan = reg.store.put_bytes("checkpoint", b"nobody's", suffix=".pt")  # a valid name, no row
+        foreign = reg.store.root / "checkpoint" / name
+        foreign.write_bytes(b"put here by hand")
+    result = invoke(sqlite_settings, "registry", "verify", "--fix", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "foreign file" in result.stdout and name in result.stdout
+    assert foreign.read_bytes() == b"put here by hand"  # left alone
+    with open_registry(sqlite_settings) as reg:
+        assert not reg.store.exists(orphan.key)
+        assert any(p.name == orphan.key.split("/")[1] for p in reg.trash_dir.rglob("*.pt"))
+        report = reg.verify()
+    assert report.ok and report.orphans == [] and report.foreign == [f"checkpoint/{name}"]
+
+
 # -- backup and restore -------------------------------------------------------------------------------------
 
 def test_backup_and_restore_round_trip(sqlite_settings, tmp_path):
