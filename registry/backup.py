@@ -21,7 +21,7 @@ from pathlib import Path
 from slatectl.errors import BadInput, JobFailed
 from slatectl.registry.db import SCHEMA_VERSION, display_url, parse_url, sqlite_file
 from slatectl.registry.models import TABLES
-from slatectl.registry.sqlite_file import VERSION_TABLE, check_registry_file, publish_new_file, refusal
+from slatectl.registry.sqlite_file import VERSION_TABLE, check_registry_file, publish_new_file, read_only_uri, refusal
 
 SIDE_FILES = ("-wal", "-shm")
 
@@ -54,7 +54,7 @@ def _registry_file(url: str, action: str) -> Path:
 
 
 def _schema_version(path: Path) -> int:
-    with sqlite3.connect(f"file:{path.as_posix()}?mode=ro", uri=True) as connection:
+    with sqlite3.connect(read_only_uri(path), uri=True) as connection:
         version = connection.execute("SELECT max(version) FROM schema_version").fetchone()[0]
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     connection.close()
@@ -83,7 +83,7 @@ def backup_registry(url: str, target: Path | str, busy_timeout_s: float = 30.0) 
     handle.close()
     temp = Path(handle.name)
     try:
-        reader = sqlite3.connect(f"file:{source.as_posix()}?mode=ro", uri=True, timeout=busy_timeout_s)
+        reader = sqlite3.connect(read_only_uri(source), uri=True, timeout=busy_timeout_s)
         copy = sqlite3.connect(temp)
         try:
             reader.backup(copy)

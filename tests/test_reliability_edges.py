@@ -4,9 +4,11 @@ on refused resumes, on signals and on odd arguments (each test reproduces a fail
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import resource
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -265,3 +267,78 @@ def test_a_plot_write_the_system_refuses_is_one_write_failure_message(run_home, 
     assert result.exit_code == 1, result.output
     assert result.stderr.startswith(f"error: could not write {target} (No space left on device); no plot was written")
     assert "unexpected" not in result.stderr and not target.exists()
+
+
+# -- a read-only home, a file-size limit: an intact registry is never called damaged ---------------------------
+
+def _can_mount_read_only(tmp_path: Path) -> bool:
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    try:
+        done = subprocess.run(["unshare", "-m", "sh", "-c", f"mount --bind {probe} {probe} && "
+                               f"mount -o remount,ro,bind {probe} {probe} && ! touch {probe}/x 2>/dev/null"],
+                              capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+    return done.returncode == 0
+
+
+def slatectl_on_read_only_home(home: Path, args: list[str]) -> subprocess.CompletedProcess:
+    """`slatectl --home HOME ARGS` in a private mount namespace where HOME is a read-only bind mount (a
+    read-only filesystem stops root too, unlike chmod)."""
+    command = " ".join(shlex.quote(a) for a in [sys.executable, "-c", "from slatectl.cli import main; main()",
+                                                 "--home", str(home), *args])
+    script = f"mount --bind {home} {home} && mount -o remount,ro,bind {home} {home} && exec {command}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SLATECTL_THREADS": "1", "COLUMNS": "200"}
+    return subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.fixture
+def read_only_home(tmp_path) -> Path:
+    if not _can_mount_read_only(tmp_path):
+        pytest.skip("needs `unshare -m` and bind mounts (root in a Linux mount namespace) for a read-only home")
+    home = tmp_path / "home"
+    with open_registry(home=home) as registry:
+        run = registry.start_run("sac-gems", "focused_topdown", 7, {})
+        registry.finish_run(run.id)
+    return home
+
+
+def test_reading_commands_work_on_a_read_only_home(read_only_home, tmp_path):
+    listed = slatectl_on_read_only_home(read_only_home, ["inspect", "--json"])
+    assert listed.returncode == 0, listed.stderr
+    assert [r["seed"] for r in json.loads(listed.stdout)["runs"]] == [7]
+    for args in (["ckpt", "list"], ["registry", "verify"], ["registry", "backup", str(tmp_path / "copy.db")]):
+        result = slatectl_on_read_only_home(read_only_home, args)
+        assert result.returncode == 0 and "not a valid" not in result.stderr, (args, result.stderr)
+    with open_registry(Settings(home=tmp_path, registry_url=f"sqlite:///{tmp_path / 'copy.db'}")) as copy:
+        assert [r.seed for r in copy.list_runs()] == [7]
+
+
+def test_writing_commands_on_a_read_only_home_say_so(read_only_home):
+    result = slatectl_on_read_only_home(read_only_home, ["collect", "--quality", "random", "--env", "focused_topdown",
+                                                         "--episodes", "3"])
+    assert result.returncode == 2 and "read-only" in result.stderr, result.stderr
+    assert "not a valid" not in result.stderr and "restore" not in result.stderr
+    # Through the library (no up-front check): the first write fails as read-only, exit 1, nothing changed.
+    script = ("from slatectl.registry import open_registry\n"
+              f"with open_registry(home={str(read_only_home)!r}) as r:\n    r.start_run('slateq', 'focused_mix', 1, {{}})")
+    library = slatectl_on_read_only_home(read_only_home, ["inspect"])  # the namespace works (sanity)
+    assert library.returncode == 0
+    command = f"mount --bind {read_only_home} {read_only_home} && mount -o remount,ro,bind {read_only_home} " \
+              f"{read_only_home} && exec {shlex.quote(sys.executable)} -c {shlex.quote(script)}"
+    written = subprocess.run(["unshare", "-m", "sh", "-c", command], capture_output=True, text=True, timeout=120)
+    assert written.returncode == 1 and "is read-only here" in written.stderr, written.stderr
+    with open_registry(home=read_only_home) as registry:
+        assert [r.seed for r in registry.list_runs()] == [7]
+
+
+def test_a_registry_under_a_tiny_file_size_limit_is_not_called_damaged(tmp_path):
+    with open_registry(home=tmp_path / "home") as registry:
+        registry.start_run("sac-gems", "focused_topdown", 7, {})
+    result = slatectl_under_file_limit(["ckpt", "list"], tmp_path, limit=1024)  # SQLite's WAL index needs 32 KB
+    assert result.returncode == 2, result.stderr
+    assert "not a valid" not in result.stderr and "restore" not in result.stderr
+    assert "ulimit -f" in result.stderr and "not damaged" in result.stderr

@@ -16,7 +16,7 @@ from slatectl.configs import env_names
 from slatectl.domain import Quality
 from slatectl.errors import BadInput
 from slatectl.registry import (STALE, Checkpoint, Registry, RandomReturnFn, Suggestion, check_quality,
-                               check_target_fraction, open_registry, require_durable, run_liveness)
+                               check_target_fraction, open_registry, require_writable, run_liveness)
 from slatectl.registry.records import checkpoint_record, iso, promotion_record, run_record
 
 app = typer.Typer(help="Registered checkpoints: list, show, promote for a quality, promotion history.",
@@ -238,7 +238,7 @@ def promote(
     check_env(env)
     if ckpt_id is not None and step is not None:
         raise BadInput("give either CKPT_ID or --step, not both.")
-    require_durable(get_settings().registry_url)
+    require_writable(get_settings().registry_url, get_settings().home)
     unrecorded_random: float | None = None
     with open_registry(get_settings()) as reg:
         if ckpt_id is not None:

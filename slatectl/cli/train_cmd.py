@@ -16,7 +16,7 @@ from slatectl.cli.common import (JOBS_RANGE, SEEDS_RANGE, STEPS_RANGE, TRAIN_SEE
                                  get_settings)
 from slatectl.device import resolve_device
 from slatectl.errors import BadInput
-from slatectl.registry import require_durable
+from slatectl.registry import require_writable
 from slatectl.threads import configure_torch_threads
 from slatectl.train.loop import TrainResult
 from slatectl.train.orchestration import resolve_run_configs, resume_run, train_runs
@@ -66,7 +66,7 @@ def train(
     Example: slatectl train sac-gems --resume pop-3f2a9c81d0e4
     """
     settings = get_settings()
-    require_durable(settings.registry_url)
+    require_writable(settings.registry_url, settings.home)
     if resume is not None:
         _check_resume_request(resume, {"--env": env, "--steps": steps, "--save-every": save_every, "--seed": seed,
                                        "--config": config_file, "--set": overrides or None, "--seeds": seeds,
