@@ -21,12 +21,16 @@ import pytest
 from typer.testing import CliRunner
 
 from slatectl.cli import app, train_cmd
-from slatectl.errors import BadInput
+from slatectl.errors import BadInput, JobFailed
+from slatectl.pretrain.gems_population import GeMSMember, train_gems_population
+from slatectl.pretrain.gems_train import GeMSConfig, train_gems
+from slatectl.pretrain.mf import MFConfig, train_mf
 from slatectl.registry import RESUME_STATE_KIND, open_registry
 from slatectl.settings import Settings
 from slatectl.train.config import resolve_run_config
 from slatectl.train.loop import RunInterrupted, Trainer
 from slatectl.train.population import group_runs
+from synthetic_logged import prototype_slates, topic_user_clicks
 
 runner = CliRunner()
 
@@ -342,3 +346,32 @@ def test_a_registry_under_a_tiny_file_size_limit_is_not_called_damaged(tmp_path)
     assert result.returncode == 2, result.stderr
     assert "not a valid" not in result.stderr and "restore" not in result.stderr
     assert "ulimit -f" in result.stderr and "not damaged" in result.stderr
+
+
+# -- a diverging pretraining fails and registers nothing ------------------------------------------------------
+
+HUGE_LR = 1e30  # finite, so the config accepts it; Adam's first step then blows the weights up
+
+
+def test_gems_with_a_huge_learning_rate_fails_instead_of_returning_a_nan_model():
+    slates, clicks, _ = prototype_slates(episodes=20, steps=100, seed=0)
+    with pytest.raises(JobFailed, match="GeMS training diverged: the training loss is nan at epoch 1"):
+        train_gems(slates, clicks, GeMSConfig(max_epochs=2, lr=HUGE_LR), seed=0)
+    with pytest.raises(JobFailed, match=r"GeMS \(member 0\) training diverged"):
+        train_gems_population([GeMSMember(slates, clicks, GeMSConfig(max_epochs=1, lr=HUGE_LR), seed) for seed in (0, 1)])
+
+
+def test_mf_with_a_huge_learning_rate_fails_instead_of_returning_a_nan_table():
+    slates, clicks, _ = topic_user_clicks(episodes=200, seed=0)
+    with pytest.raises(JobFailed, match="MF training diverged"):
+        train_mf(slates, clicks, MFConfig(lr=HUGE_LR, eval_every_batches=5, max_batches=20), seed=0)
+
+
+def test_pretrain_gems_that_diverges_exits_1_and_registers_nothing(tmp_path):
+    home = ["--home", str(tmp_path / "home")]
+    assert runner.invoke(app, [*home, "data", "logged", "--env", "focused_topdown", "--episodes", "20"]).exit_code == 0
+    result = runner.invoke(app, [*home, "pretrain", "gems", "--env", "focused_topdown", "--set", "logged.episodes=20",
+                                 "--set", "max_epochs=1", "--set", f"lr={HUGE_LR}"])
+    assert result.exit_code == 1 and "diverged" in result.stderr, result.output
+    with open_registry(home=tmp_path / "home") as registry:
+        assert registry.list_artifacts(kind="gems") == []
