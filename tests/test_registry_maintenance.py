@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
 
 import pytest
 import torch
@@ -260,3 +261,37 @@ def test_postgresql_backup_prints_pg_dump_guidance(tmp_path):
     for command in (["registry", "backup", str(tmp_path / "x")], ["registry", "restore", str(tmp_path / "x")]):
         result = runner.invoke(app, ["--registry-url", url, *command])
         assert result.exit_code == 2 and "pg_dump" in result.stderr and "Traceback" not in result.output
+
+
+@pytest.fixture
+def immutable_folder(tmp_path):
+    """A folder nobody may create files in, root included (`chattr +i`; chmod does not stop root)."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    try:
+        locked = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+    except OSError:
+        locked = False
+    if not locked:
+        pytest.skip("needs chattr +i (root on a filesystem with immutable files)")
+    yield folder
+    subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_backup_into_a_read_only_folder_is_one_write_failure_message(sqlite_settings, immutable_folder):
+    with open_registry(sqlite_settings) as reg:
+        reg.start_run("sac-gems", "focused_topdown", 1, {})
+    result = invoke(sqlite_settings, "registry", "backup", str(immutable_folder / "b.db"))
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(f"error: could not write {immutable_folder / 'b.db'} (Operation not permitted)")
+    assert "unexpected" not in result.stderr and list(immutable_folder.iterdir()) == []
+
+
+def test_restore_into_a_read_only_home_is_one_write_failure_message(sqlite_settings, tmp_path, immutable_folder):
+    with open_registry(sqlite_settings) as reg:
+        reg.start_run("sac-gems", "focused_topdown", 1, {})
+    backup_registry(sqlite_settings.registry_url, tmp_path / "b.db")
+    result = runner.invoke(app, ["--home", str(immutable_folder), "registry", "restore", str(tmp_path / "b.db")])
+    assert result.exit_code == 1, result.output
+    assert "error: could not write" in result.stderr and "the registry was not changed" in result.stderr
+    assert "unexpected" not in result.stderr and list(immutable_folder.iterdir()) == []
