@@ -17,7 +17,7 @@ from slatectl.registry.api import Registry, open_registry
 from slatectl.registry.artifacts import RESUME_STATE_KIND, ROLLOUT_KIND
 from slatectl.registry.backup import BackupResult, RestoreResult, backup_registry, restore_registry
 from slatectl.registry.datasets import LineageNode
-from slatectl.registry.db import SCHEMA_VERSION
+from slatectl.registry.db import SCHEMA_VERSION, require_writable
 from slatectl.registry.hashing import config_hash
 from slatectl.registry.housekeeping import GcReport
 from slatectl.registry.lease import DEFAULT_STALE_AFTER_S, STALE, run_liveness
@@ -33,5 +33,5 @@ __all__ = [
     "Quality", "PROMOTABLE_QUALITIES", "DatasetFormat", "RESUME_STATE_KIND", "ROLLOUT_KIND",
     "Candidate", "Suggestion", "RandomReturn", "RandomReturnFn", "suggest_from", "resolve_random_return", "untrained_ahead", "explain_untrained_ahead",
     "VerifyReport", "FileProblem", "GcReport", "DEFAULT_STALE_AFTER_S", "STALE", "run_liveness",
-    "backup_registry", "restore_registry", "BackupResult", "RestoreResult",
+    "backup_registry", "restore_registry", "BackupResult", "RestoreResult", "require_writable",
 ]

@@ -99,6 +99,9 @@ class Registry:
     def claim_run(self, run_id: int, *, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> None:
         self.runs.claim_run(run_id, stale_after_s=stale_after_s)
 
+    def release_run(self, previous: Run) -> None:
+        self.runs.release_run(previous)
+
     def heartbeat(self, run_id: int) -> None:
         self.runs.heartbeat(run_id)
 

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from slatectl.errors import BadInput, JobFailed
+from slatectl.errors import BadInput, JobFailed, write_failed
 from slatectl.registry.db import SCHEMA_VERSION, display_url, parse_url, sqlite_file
-from slatectl.registry.sqlite_file import check_registry_file, publish_new_file, refusal
+from slatectl.registry.models import TABLES
+from slatectl.registry.sqlite_file import VERSION_TABLE, check_registry_file, publish_new_file, read_only_uri, refusal
 
 SIDE_FILES = ("-wal", "-shm")
 
@@ -53,12 +54,29 @@ def _registry_file(url: str, action: str) -> Path:
 
 
 def _schema_version(path: Path) -> int:
-    with sqlite3.connect(f"file:{path.as_posix()}?mode=ro", uri=True) as connection:
+    with sqlite3.connect(read_only_uri(path), uri=True) as connection:
         version = connection.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     connection.close()
     if version is None:
         raise refusal(path, "its schema_version table is empty")
+    # Every schema version has all of today's tables (migrations add columns only), so any missing one
+    # means the file is not a registry, whatever its schema_version table says.
+    missing = sorted({table.name for table in TABLES} - tables)
+    if missing:
+        raise refusal(path, f"it has a {VERSION_TABLE} table but not the registry's tables {', '.join(missing)}")
     return int(version)
+
+
+def _new_temp(final: Path, purpose: str, outcome: str) -> Path:
+    """An empty temp file beside `final`; a folder the system will not write into (read-only, full) is
+    the one write-failure message, not an unexpected error."""
+    try:
+        handle = tempfile.NamedTemporaryFile(dir=final.parent, prefix=f".{final.name}.{purpose}-", delete=False)
+    except OSError as exc:
+        raise write_failed(final, exc, outcome) from exc
+    handle.close()
+    return Path(handle.name)
 
 
 def backup_registry(url: str, target: Path | str, busy_timeout_s: float = 30.0) -> BackupResult:
@@ -72,11 +90,9 @@ def backup_registry(url: str, target: Path | str, busy_timeout_s: float = 30.0) 
     if not target.parent.is_dir():
         raise BadInput(f"the folder {target.parent} does not exist; create it first or choose another path.")
     check_registry_file(source, busy_timeout_s)
-    handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.partial-", delete=False)
-    handle.close()
-    temp = Path(handle.name)
+    temp = _new_temp(target, "partial", "nothing was written there")
     try:
-        reader = sqlite3.connect(f"file:{source.as_posix()}?mode=ro", uri=True, timeout=busy_timeout_s)
+        reader = sqlite3.connect(read_only_uri(source), uri=True, timeout=busy_timeout_s)
         copy = sqlite3.connect(temp)
         try:
             reader.backup(copy)
@@ -114,10 +130,11 @@ def restore_registry(url: str, backup: Path | str, force: bool = False) -> Resto
     if existing and not force:
         raise BadInput(f"a registry already exists at {path}; pass --force to replace it with {backup} (the current "
                        f"file is then kept aside as {path.name}.replaced-<time>, not deleted).")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.restore-", delete=False)
-    handle.close()
-    temp = Path(handle.name)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_failed(path.parent, exc, "the registry was not changed") from exc
+    temp = _new_temp(path, "restore", "the registry was not changed")
     kept_aside = None
     try:
         shutil.copyfile(backup, temp)

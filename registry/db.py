@@ -10,6 +10,7 @@ An SQLite registry file is checked before it is opened and created only where no
 from __future__ import annotations
 
 import importlib.util
+import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +25,7 @@ from sqlalchemy.pool import StaticPool
 
 from slatectl.errors import BadInput, JobFailed
 from slatectl.registry.models import TABLES, Checkpoint, Run, SchemaVersion, utcnow
-from slatectl.registry.sqlite_file import check_registry_file, publish_new_file, refuse_orphan_wal
+from slatectl.registry.sqlite_file import check_registry_file, is_writable, publish_new_file, refuse_orphan_wal, sqlite_uri
 from slatectl.registry.training_state import trained_at_step
 
 SCHEMA_VERSION = 3
@@ -59,6 +60,27 @@ def sqlite_file(url: URL) -> Path | None:
     return Path(database).expanduser()
 
 
+def require_writable(url: str, home: Path | None = None) -> None:
+    """For commands that write, before any work. BadInput unless `url` is a registry that outlives the
+    process: an in-memory SQLite database (`sqlite://`, `:memory:`, `mode=memory`) vanishes when the
+    command ends, so a command that writes would report ids of rows that no longer exist and leave their
+    files orphaned in the store. BadInput too when the SQLite file or the home cannot be written
+    (a read-only filesystem): reading commands still work there."""
+    parsed = parse_url(url)
+    path = sqlite_file(parsed)
+    for place in ([path] if path is not None and path.exists() else []) + ([home] if home is not None else []):
+        if place.exists() and not (is_writable(place) if place.is_file() else os.access(place, os.W_OK)):
+            raise BadInput(f"{place} is read-only here, so this command could record nothing; commands that only "
+                           "read (inspect, ckpt list, registry verify) work. Use a writable --home.")
+    if parsed.get_backend_name() != "sqlite":
+        return
+    database = parsed.database or ""
+    if database in ("", ":memory:") or "mode=memory" in database or parsed.query.get("mode") == "memory":
+        raise BadInput(f"--registry-url {display_url(parsed)} is an in-memory database: everything this command "
+                       "records would vanish when it ends (its files left orphaned). Use a file, e.g. "
+                       "sqlite:///path/registry.db, or leave --registry-url out for <home>/registry.db.")
+
+
 def make_engine(url: str | URL, busy_timeout_s: float = 30.0) -> Engine:
     """An engine for `url`. Opens existing databases only; see `open_engine` for the checked entry point."""
     parsed = parse_url(url) if isinstance(url, str) else url
@@ -75,7 +97,7 @@ def make_engine(url: str | URL, busy_timeout_s: float = 30.0) -> Engine:
         raise BadInput(f"no database driver for {display_url(parsed)} ({exc}). SQLite needs nothing; for "
                        "PostgreSQL install psycopg (`pip install 'psycopg[binary]'`).") from exc
     if engine.dialect.name == "sqlite":
-        _configure_sqlite(engine, busy_timeout_s)
+        _configure_sqlite(engine, busy_timeout_s, read_only="mode=ro" in (parsed.database or ""))
     return engine
 
 
@@ -92,6 +114,8 @@ def open_engine(url: str, busy_timeout_s: float = 30.0) -> tuple[Engine, int]:
             refuse_orphan_wal(path)
             _create_sqlite_registry(path, busy_timeout_s)
         check_registry_file(path, busy_timeout_s)
+        if not is_writable(path):  # a read-only home: reading commands work, writes fail with a clear message
+            parsed = URL.create("sqlite", database=sqlite_uri(path.resolve()), query={"uri": "true"})
     engine = make_engine(parsed, busy_timeout_s)
     try:
         with database_errors(display_url(parsed), busy_timeout_s):
@@ -128,15 +152,16 @@ def _create_sqlite_registry(path: Path, busy_timeout_s: float) -> None:
             leftover.unlink(missing_ok=True)
 
 
-def _configure_sqlite(engine: Engine, busy_timeout_s: float) -> None:
+def _configure_sqlite(engine: Engine, busy_timeout_s: float, read_only: bool = False) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:
         # Hand transaction control to SQLAlchemy's "begin" event below instead of pysqlite's own BEGIN.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-        # Switching to WAL takes an exclusive lock; skip it when the file is already in WAL (it persists).
-        if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        # Switching to WAL takes an exclusive lock; skip it when the file is already in WAL (it persists)
+        # or can only be read (an immutable file reports its journal mode as "delete").
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal" and not read_only:
             cursor.execute("PRAGMA journal_mode = WAL")
         # NORMAL in WAL: a power cut may lose the last commits but never corrupts; files are fsynced first,
         # so a lost commit leaves an orphan file (reported by verify), never a row without a file.
@@ -256,6 +281,9 @@ def database_errors(url: str, busy_timeout_s: float) -> Iterator[None]:
             raise BadInput(f"the registry database {url} stayed locked by another process for {busy_timeout_s:g} s "
                            f"({reason}); nothing was changed. Try again when the other slatectl command has "
                            "finished.") from exc
+        if "readonly" in lowered or "read-only" in lowered:
+            raise JobFailed(f"the registry database {url} is read-only here ({reason}); nothing was registered. "
+                            "Commands that only read work; to record anything use a writable --home.") from exc
         if any(marker in lowered for marker in _DISK):
             raise JobFailed(f"the registry database {url} could not be written ({reason}); the transaction was "
                             "rolled back and nothing was registered. Free disk space (or fix permissions) and run "

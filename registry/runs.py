@@ -92,6 +92,22 @@ class RunRepository:
             run.status, run.error, run.finished_at = RunStatus.RUNNING.value, None, None
             session.add(run)
 
+    def release_run(self, previous: Run) -> None:
+        """Give back a lease taken by `claim_run` when the work it was taken for was refused before it
+        started (e.g. `--resume` found the resume state damaged): the run gets back the status, error,
+        end time and lease it had (`previous`, read before the claim), as if nothing had happened. Only
+        the lease holder can do this; a run claimed by another process meanwhile is left alone."""
+        pid, host = this_process()
+        with self.db.write() as session:
+            serialize_on(session, f"run:{previous.id}")
+            run = get_run(session, previous.id)
+            session.refresh(run)
+            if (run.pid, run.host) != (pid, host):
+                return
+            run.status, run.error, run.finished_at = previous.status, previous.error, previous.finished_at
+            run.pid, run.host, run.heartbeat_at = previous.pid, previous.host, previous.heartbeat_at
+            session.add(run)
+
     def heartbeat(self, run_id: int) -> None:
         """Say this process is still working on the run (one UPDATE). JobFailed if another process has
         taken the lease meanwhile: two processes must never train the same run."""

@@ -47,8 +47,36 @@ def refuse_orphan_wal(path: Path) -> None:
                             "was moved or deleted without it")
 
 
+def is_writable(path: Path) -> bool:
+    """Can this process write the registry file and create its WAL beside it? False on a read-only
+    filesystem or an immutable file or folder (`access(2)` says so even to root)."""
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+def sqlite_uri(path: Path) -> str:
+    """The URI SQLite opens the registry file with: read-write where it can be written, else read-only.
+    Read-only SQLite still wants to create the WAL's index beside a WAL-mode file; where nothing can be
+    created and no WAL holds commits, the file alone is the whole database and is opened as immutable."""
+    return f"file:{path.as_posix()}?mode=rw" if is_writable(path) else read_only_uri(path)
+
+
+def read_only_uri(path: Path) -> str:
+    """A URI that reads the file without writing anything, also where nothing can be written."""
+    if is_writable(path) or _has_wal_content(path):
+        return f"file:{path.as_posix()}?mode=ro"
+    return f"file:{path.as_posix()}?mode=ro&immutable=1"
+
+
+class RegistryUnavailable(BadInput):
+    """An SQLite registry file that looks intact but cannot be opened here (read-only, full, ulimit -f)."""
+
+
+_UNAVAILABLE = ("unable to open", "disk i/o error", "readonly", "read-only", "disk is full", "file too large")
+
+
 def check_registry_file(path: Path, busy_timeout_s: float = 30.0) -> None:
-    """Raise NotARegistry unless `path` is a readable, intact SQLite database holding a slatectl schema."""
+    """Raise NotARegistry unless `path` is a readable, intact SQLite database holding a slatectl schema;
+    RegistryUnavailable when it looks intact but the system will not let SQLite open it."""
     try:
         with open(path, "rb") as handle:
             header = handle.read(len(SQLITE_HEADER))
@@ -61,9 +89,9 @@ def check_registry_file(path: Path, busy_timeout_s: float = 30.0) -> None:
     if header and header != SQLITE_HEADER:
         raise refusal(path, "it is not an SQLite database: the file header is wrong")
     try:
-        connection = sqlite3.connect(f"file:{path.as_posix()}?mode=rw", uri=True, timeout=busy_timeout_s)
+        connection = sqlite3.connect(sqlite_uri(path), uri=True, timeout=busy_timeout_s)
     except sqlite3.Error as exc:
-        raise refusal(path, f"SQLite cannot open it: {exc}") from exc
+        raise unavailable(path, exc) if _is_unavailable(exc) else refusal(path, f"SQLite cannot open it: {exc}") from exc
     try:
         rows = [row[0] for row in connection.execute("PRAGMA quick_check")]
         if rows != ["ok"]:
@@ -73,6 +101,8 @@ def check_registry_file(path: Path, busy_timeout_s: float = 30.0) -> None:
         if "locked" in str(exc).lower() or "busy" in str(exc).lower():
             raise BadInput(f"the registry file {path} stayed locked by another process for {busy_timeout_s:g} s; "
                            "try again when the other slatectl command has finished.") from exc
+        if _is_unavailable(exc):
+            raise unavailable(path, exc) from exc
         raise refusal(path, f"SQLite cannot read it: {exc}") from exc
     except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
         raise refusal(path, f"SQLite cannot read it: {exc}") from exc
@@ -81,6 +111,18 @@ def check_registry_file(path: Path, busy_timeout_s: float = 30.0) -> None:
     if VERSION_TABLE not in tables:
         what = "no tables at all" if not tables else f"tables {', '.join(sorted(tables)[:5])} but no {VERSION_TABLE}"
         raise refusal(path, f"it is an SQLite database with {what}, not a slatectl registry")
+
+
+def _is_unavailable(exc: sqlite3.Error) -> bool:
+    return any(marker in str(exc).lower() for marker in _UNAVAILABLE)
+
+
+def unavailable(path: Path, exc: BaseException) -> RegistryUnavailable:
+    """The system, not the file, is in the way: say so, and do not suggest replacing the file."""
+    return RegistryUnavailable(
+        f"the registry file {path} starts like an intact SQLite database, but SQLite could not open it here "
+        f"({exc}): its folder may be read-only, the disk full, or the file-size limit (`ulimit -f`) too small. "
+        "Nothing was changed; the file is not damaged by this.")
 
 
 def publish_new_file(temp: Path, final: Path) -> bool:

@@ -36,6 +36,7 @@ class VerifyReport:
     problems: list[FileProblem] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
     in_progress: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)  # files with names the store never gives: left alone
     removed: list[str] = field(default_factory=list)  # orphans moved to the trash
     trash: str | None = None  # the trash folder they went to
     scratch: list[Leftover] = field(default_factory=list)  # leftovers of killed `collect` runs
@@ -75,7 +76,7 @@ class Verifier:
         # reported as an orphan (and re-checked under the write lock before any move).
         files = list(self.db.store.iter_keys())
         recorded = self._recorded_files()
-        report = VerifyReport()
+        report = VerifyReport(foreign=list(self.db.store.iter_foreign()))
         for key, row in sorted(recorded.items(), key=lambda item: (item[1].kind, item[1].row_id)):
             if row.pruned:
                 continue

@@ -34,3 +34,22 @@ class JobFailed(SlatectlError):
     """The job started and failed for a reason that is not the user's input."""
 
     exit_code = 1
+
+
+class StopSignal(KeyboardInterrupt):
+    """SIGTERM or SIGHUP raised where Ctrl-C would raise KeyboardInterrupt, so that every clean-up that
+    runs on Ctrl-C (scratch folders removed, runs marked interrupted) runs for them too. The command
+    exits 128 + the signal's number, as a shell reports a program that signal stopped."""
+
+    def __init__(self, signal_name: str, exit_code: int) -> None:
+        super().__init__(signal_name, exit_code)
+        self.signal_name = signal_name
+        self.exit_code = exit_code
+
+
+def write_failed(path: object, exc: OSError, outcome: str = "nothing was written or registered") -> JobFailed:
+    """The one message for a write the operating system refused (disk full, file-size limit, read-only
+    or unwritable folder): exit 1, naming the file, the system's reason and what was left behind."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return JobFailed(f"could not write {path} ({reason}); {outcome}. Free disk space (or fix the folder's "
+                     "permissions, or raise `ulimit -f`) and run the command again.")

@@ -28,6 +28,12 @@ class Settings:
     @classmethod
     def resolve(cls, home: Path | str | None = None, registry_url: str | None = None, debug: bool = False,
                 threads: int | None = None) -> "Settings":
+        # An explicitly empty --home / --registry-url is a mistake (an unset variable in a script), not a
+        # request for the current folder or the default registry.
+        if home is not None and not str(home).strip():
+            raise BadInput("--home is empty; give a folder (or leave --home out for ./.slatectl).")
+        if registry_url is not None and not registry_url.strip():
+            raise BadInput("--registry-url is empty; give a database URL (or leave it out for <home>/registry.db).")
         home_path = Path(home or os.environ.get("SLATECTL_HOME") or DEFAULT_HOME).expanduser()
         url = registry_url or os.environ.get("SLATECTL_REGISTRY_URL") or f"sqlite:///{(home_path / 'registry.db').as_posix()}"
         debug = debug or os.environ.get("SLATECTL_DEBUG", "") not in ("", "0", "false", "False")

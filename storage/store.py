@@ -148,7 +148,20 @@ class ArtifactStore:
     # -- housekeeping --------------------------------------------------------------------------------
 
     def iter_keys(self) -> Iterator[str]:
-        """Every file in the store, temp files of unfinished writes included."""
+        """Every file in the store with a name the store could have given it, temp files of unfinished
+        writes included (files with other names: `iter_foreign`)."""
+        for key in self._iter_files():
+            if _KEY.match(key):
+                yield key
+
+    def iter_foreign(self) -> Iterator[str]:
+        """Files in the store's kind folders with names the store never gives (`.DS_Store`, `has space.pt`,
+        an editor's backup): put there by someone else, so slatectl reports them and leaves them alone."""
+        for key in self._iter_files():
+            if not _KEY.match(key):
+                yield key
+
+    def _iter_files(self) -> Iterator[str]:
         if not self.root.is_dir():
             return
         for kind_dir in sorted(self.root.iterdir()):

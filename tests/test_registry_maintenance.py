@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
 
 import pytest
 import torch
@@ -151,6 +152,24 @@ def test_fix_refuses_when_the_registry_records_no_files(sqlite_settings):
         assert all(reg.store.exists(f.key) for f in kept) and not reg.trash_dir.exists()
 
 
+@pytest.mark.parametrize("name", [".DS_Store", "has space.pt"])
+def test_verify_fix_reports_foreign_files_and_still_moves_the_orphans(sqlite_settings, name):
+    with open_registry(sqlite_settings) as reg:
+        add_run_with_resume_states(reg, steps=(1,))
+        orphan = reg.store.put_bytes("checkpoint", b"nobody's", suffix=".pt")  # a valid name, no row
+        foreign = reg.store.root / "checkpoint" / name
+        foreign.write_bytes(b"put here by hand")
+    result = invoke(sqlite_settings, "registry", "verify", "--fix", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "foreign file" in result.stdout and name in result.stdout
+    assert foreign.read_bytes() == b"put here by hand"  # left alone
+    with open_registry(sqlite_settings) as reg:
+        assert not reg.store.exists(orphan.key)
+        assert any(p.name == orphan.key.split("/")[1] for p in reg.trash_dir.rglob("*.pt"))
+        report = reg.verify()
+    assert report.ok and report.orphans == [] and report.foreign == [f"checkpoint/{name}"]
+
+
 # -- backup and restore -------------------------------------------------------------------------------------
 
 def test_backup_and_restore_round_trip(sqlite_settings, tmp_path):
@@ -210,6 +229,22 @@ def test_restore_refuses_an_invalid_backup_and_changes_nothing(sqlite_settings, 
         assert len(reg.list_runs()) == 1
 
 
+def test_restore_refuses_a_file_with_a_schema_version_table_but_no_registry_tables(sqlite_settings, tmp_path):
+    with open_registry(sqlite_settings) as reg:
+        reg.start_run("sac-gems", "focused_topdown", 1, {})
+    impostor = tmp_path / "impostor.db"
+    with sqlite3.connect(impostor) as connection:
+        connection.execute("CREATE TABLE schema_version (version INTEGER, applied_at TEXT)")
+        connection.execute("INSERT INTO schema_version VALUES (3, '2026-01-01')")
+    connection.close()
+    result = invoke(sqlite_settings, "registry", "restore", str(impostor), "--force")
+    assert result.exit_code == 2 and "not a valid slatectl registry" in result.stderr, result.output
+    assert "runs" in result.stderr and "checkpoints" in result.stderr  # names what is missing
+    assert [p.name for p in sqlite_settings.home.iterdir() if "replaced" in p.name] == []
+    with open_registry(sqlite_settings) as reg:
+        assert len(reg.list_runs()) == 1
+
+
 def test_restore_into_an_empty_home_needs_no_force(tmp_path, sqlite_settings):
     with open_registry(sqlite_settings) as reg:
         reg.start_run("sac-gems", "focused_topdown", 1, {})
@@ -226,3 +261,37 @@ def test_postgresql_backup_prints_pg_dump_guidance(tmp_path):
     for command in (["registry", "backup", str(tmp_path / "x")], ["registry", "restore", str(tmp_path / "x")]):
         result = runner.invoke(app, ["--registry-url", url, *command])
         assert result.exit_code == 2 and "pg_dump" in result.stderr and "Traceback" not in result.output
+
+
+@pytest.fixture
+def immutable_folder(tmp_path):
+    """A folder nobody may create files in, root included (`chattr +i`; chmod does not stop root)."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    try:
+        locked = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+    except OSError:
+        locked = False
+    if not locked:
+        pytest.skip("needs chattr +i (root on a filesystem with immutable files)")
+    yield folder
+    subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_backup_into_a_read_only_folder_is_one_write_failure_message(sqlite_settings, immutable_folder):
+    with open_registry(sqlite_settings) as reg:
+        reg.start_run("sac-gems", "focused_topdown", 1, {})
+    result = invoke(sqlite_settings, "registry", "backup", str(immutable_folder / "b.db"))
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(f"error: could not write {immutable_folder / 'b.db'} (Operation not permitted)")
+    assert "unexpected" not in result.stderr and list(immutable_folder.iterdir()) == []
+
+
+def test_restore_into_a_read_only_home_is_one_write_failure_message(sqlite_settings, tmp_path, immutable_folder):
+    with open_registry(sqlite_settings) as reg:
+        reg.start_run("sac-gems", "focused_topdown", 1, {})
+    backup_registry(sqlite_settings.registry_url, tmp_path / "b.db")
+    result = runner.invoke(app, ["--home", str(immutable_folder), "registry", "restore", str(tmp_path / "b.db")])
+    assert result.exit_code == 1, result.output
+    assert "error: could not write" in result.stderr and "the registry was not changed" in result.stderr
+    assert "unexpected" not in result.stderr and list(immutable_folder.iterdir()) == []

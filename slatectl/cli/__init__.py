@@ -11,6 +11,7 @@ one-paragraph message on stderr and exit 2 (bad input) or 1 (job failed); the ma
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Optional
 
@@ -19,6 +20,7 @@ import typer
 from slatectl import __version__
 from slatectl.cli.common import set_settings
 from slatectl.cli.group import LazyCommand, SlatectlGroup
+from slatectl.errors import StopSignal
 from slatectl.settings import MAX_THREADS, Settings
 
 COMMANDS: dict[str, LazyCommand] = {
@@ -60,8 +62,8 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _global_options(
-    home: Optional[Path] = typer.Option(None, "--home", envvar="SLATECTL_HOME", metavar="DIR", help="Registry and artifact store folder [default: ./.slatectl]."),
+def _global_options(  # --home is a str: typer's Path("") reads as "." and would hide an empty value
+    home: Optional[str] = typer.Option(None, "--home", envvar="SLATECTL_HOME", metavar="DIR", help="Registry and artifact store folder [default: ./.slatectl]."),
     registry_url: Optional[str] = typer.Option(None, "--registry-url", envvar="SLATECTL_REGISTRY_URL", metavar="URL", help="SQLAlchemy URL of the registry [default: sqlite:///<home>/registry.db]."),
     threads: Optional[int] = typer.Option(
         None, "--threads", envvar="SLATECTL_THREADS", min=1, max=MAX_THREADS, metavar="N",
@@ -73,10 +75,24 @@ def _global_options(
     set_settings(Settings.resolve(home, registry_url, debug, threads))
 
 
+def _stop_on_signal(number: int, _frame) -> None:
+    raise StopSignal(signal.Signals(number).name, 128 + number)
+
+
+def install_stop_signals() -> None:
+    """SIGTERM and SIGHUP stop every command the way Ctrl-C does (clean-up runs) and exit 128 + N.
+    A signal the caller ignores (`nohup` ignores SIGHUP) stays ignored."""
+    for name in ("SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)
+        if number is not None and signal.getsignal(number) is signal.SIG_DFL:
+            signal.signal(number, _stop_on_signal)
+
+
 def main() -> None:
     """Console-script entry point."""
     # Before anything imports torch (command modules load lazily, after this): OpenMP reads its wait policy
     # once, when torch loads it. PASSIVE puts idle torch threads to sleep instead of spinning against other
     # processes on a busy machine (slatectl/threads.py); a policy the user exported is kept.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    install_stop_signals()
     app()

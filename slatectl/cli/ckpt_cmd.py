@@ -15,7 +15,7 @@ from slatectl.configs import env_names, trained_agent_names
 from slatectl.domain import Quality
 from slatectl.errors import BadInput
 from slatectl.registry import (STALE, Checkpoint, Registry, RandomReturnFn, Suggestion, check_quality,
-                               check_target_fraction, open_registry, run_liveness)
+                               check_target_fraction, open_registry, require_writable, run_liveness)
 from slatectl.registry.records import checkpoint_record, iso, promotion_record, run_record
 
 app = typer.Typer(help="Registered checkpoints: list, show, promote for a quality, promotion history.",
@@ -247,6 +247,7 @@ def promote(
     check_agent(agent)
     if ckpt_id is not None and step is not None:
         raise BadInput("give either CKPT_ID or --step, not both.")
+    require_writable(get_settings().registry_url, get_settings().home)
     unrecorded_random: float | None = None
     with open_registry(get_settings()) as reg:
         if ckpt_id is not None:

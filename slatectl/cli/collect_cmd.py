@@ -7,7 +7,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from slatectl.domain import BehaviourMode, DatasetFormat, Quality
-from slatectl.registry import open_registry
+from slatectl.registry import open_registry, require_writable
 from slatectl.cli.common import (BATCH_RANGE, DEVICE_HELP, EPISODES_RANGE, SEED_RANGE, Device, complete_envs, console, err_console,
                                  get_settings, print_json)
 from slatectl.device import resolve_device
@@ -48,6 +48,7 @@ def collect(
     """
     quality, fmt = quality.value, fmt.value
     CollectRequest(env, quality, episodes, seed, fmt, batch, act=act, encoder=encoder).validate()
+    require_writable(get_settings().registry_url, get_settings().home)
     resolved = resolve_device(device, say=lambda text: err_console.print(text, highlight=False))
     configure_torch_threads(get_settings().threads)
     results = []

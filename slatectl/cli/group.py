@@ -8,7 +8,8 @@ only when that command runs, its own `--help` is asked for, or completion needs 
 Errors: library code raises `slatectl.errors.SlatectlError` subclasses (plain exceptions carrying an
 exit code); anything else that escapes a command is a bug or an environment failure (disk full,
 permissions) and is reported in one line with exit 1. Ctrl-C prints one line and exits 130 (the shell's
-128 + SIGINT). Tracebacks are printed only when the resolved settings say `debug` (`--debug` or
+128 + SIGINT); SIGTERM and SIGHUP arrive as `StopSignal` (installed by `slatectl.cli.main`) and exit
+128 + their number. Tracebacks are printed only when the resolved settings say `debug` (`--debug` or
 `SLATECTL_DEBUG=1`). Click's own exceptions (usage errors, `Exit`, `Abort`) pass through unchanged so
 Typer keeps handling them.
 """
@@ -30,7 +31,7 @@ from typer.core import TyperGroup
 from typer.models import CommandInfo, TyperInfo
 
 from slatectl.cli.common import get_settings
-from slatectl.errors import SlatectlError
+from slatectl.errors import SlatectlError, StopSignal
 
 # Typer vendors click (typer._click in recent releases); the classes are reached through Typer's API.
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -83,6 +84,9 @@ def report_error(exc: BaseException) -> int:
         traceback.print_exception(exc, file=sys.stderr)
     if isinstance(exc, SlatectlError):
         typer.echo(f"error: {exc.message}", err=True)
+        return exc.exit_code
+    if isinstance(exc, StopSignal):
+        typer.echo(f"error: stopped by {exc.signal_name}; anything already registered is kept.", err=True)
         return exc.exit_code
     if isinstance(exc, KeyboardInterrupt):
         typer.echo("error: interrupted (Ctrl-C); anything already registered is kept.", err=True)

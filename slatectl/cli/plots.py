@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from slatectl.errors import BadInput
+from slatectl.errors import BadInput, write_failed
 from slatectl.registry.models import Checkpoint, Promotion, Run, Validation
 
 # Formats matplotlib writes with its default (Agg) backend and no extra packages.
@@ -16,8 +16,12 @@ PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 
 def plot_destination(path: Path, default_name: str) -> Path:
     """The file a `--plot PATH` writes, checked before any work: an existing folder gets `default_name`
-    inside it, a path without a suffix gets `.png`, and an unsupported suffix is bad input (exit 2)."""
+    inside it, a path without a suffix gets `.png`; an unsupported suffix, a folder that does not exist
+    (none is created) and a target that is not a regular file (a device such as /dev/full) are bad
+    input (exit 2)."""
     path = Path(path)
+    if path.exists() and not path.is_dir() and not path.is_file():  # /dev/full, a FIFO, a socket
+        raise BadInput(f"cannot write a plot to {str(path)!r}: it is not a regular file; give a file name or a folder.")
     if path.is_dir():
         path = path / default_name
     elif not path.suffix:
@@ -27,6 +31,11 @@ def plot_destination(path: Path, default_name: str) -> Path:
                        f"use one of {', '.join(PLOT_SUFFIXES)} (or a folder, which gets {default_name}).")
     if path.parent.exists() and not path.parent.is_dir():
         raise BadInput(f"cannot write a plot to {str(path)!r}: {str(path.parent)!r} is not a folder.")
+    if not path.parent.exists():
+        raise BadInput(f"cannot write a plot to {str(path)!r}: the folder {str(path.parent)!r} does not exist; "
+                       "create it first.")
+    if path.exists() and not path.is_file():
+        raise BadInput(f"cannot write a plot to {str(path)!r}: it is not a regular file.")
     return path
 
 
@@ -121,8 +130,12 @@ def _save(figure, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    try:
+        figure.savefig(path, dpi=120)
+    except OSError as exc:  # disk full, read-only folder: no half-written image is left
+        path.unlink(missing_ok=True)
+        raise write_failed(path, exc, "no plot was written") from exc
+    finally:
+        plt.close(figure)
     return path

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from slatectl.registry import open_registry
+from slatectl.registry import open_registry, require_writable
 from slatectl.cli.common import (DEVICE_HELP, EPISODES_RANGE, PROBABILITY_RANGE, SEED_RANGE, Device, complete_env, complete_envs, console, err_console,
                                  get_settings)
 from slatectl.device import resolve_device
@@ -89,6 +89,7 @@ def logged(
     resolved = resolve_device(device, say=_say)
     simulator = make_env(env, device=resolved)
     _say(f"simulating on {resolved}")
+    require_writable(get_settings().registry_url, get_settings().home)
     configure_torch_threads(get_settings().threads)
     with open_registry(get_settings()) as registry:
         artifact = _logged(registry, simulator, episodes, seed, [f"epsilon={epsilon}"] if epsilon is not None else [])
@@ -139,6 +140,7 @@ def pretrain_gems(
     resolve_device(config.accelerator)  # `--set accelerator=cuda` without a GPU: exit 2 before any work
     _check_logged_overrides(logged_overrides)
     seed = TrainingConfig().seed if seed is None else seed
+    require_writable(get_settings().registry_url, get_settings().home)
     configure_torch_threads(get_settings().threads)
     with open_registry(get_settings()) as registry:
         logged_artifacts = [_logged(registry, simulator, None, None, logged_overrides) for simulator in simulators]
@@ -172,6 +174,7 @@ def pretrain_mf(
     logged_overrides = [o for o in overrides if o.startswith("logged.")]
     config = build_config(MFConfig, _section("mf", mf_overrides), "mf.")
     _check_logged_overrides(logged_overrides)
+    require_writable(get_settings().registry_url, get_settings().home)
     configure_torch_threads(get_settings().threads)
     with open_registry(get_settings()) as registry:
         logged_artifact = _logged(registry, simulator, None, None, logged_overrides)

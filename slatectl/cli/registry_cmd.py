@@ -55,7 +55,8 @@ def verify(
 
     Exits 2 when a recorded file is missing or corrupted; orphans alone exit 0. --fix never deletes an
     orphan: it moves it to <home>/trash/<time>/ (log.tsv says what and why), and refuses when the
-    registry records no files at all (the wrong or an emptied registry).
+    registry records no files at all (the wrong or an emptied registry). Files with names slatectl never
+    gives (.DS_Store, "has space.pt") are listed as foreign and left where they are.
 
     Example: slatectl registry verify --fix
     """
@@ -74,7 +75,8 @@ def verify(
             report = reg.verify(fix=True)
     if as_json:
         print_json({"ok": report.ok, "checked": report.checked, "problems": [asdict(p) for p in report.problems],
-                    "orphans": report.orphans, "in_progress": report.in_progress, "removed": report.removed,
+                    "orphans": report.orphans, "in_progress": report.in_progress, "foreign": report.foreign,
+                    "removed": report.removed,
                     "trash": report.trash, "scratch": [str(s.path) for s in report.scratch],
                     "scratch_removed": report.scratch_removed})
     else:
@@ -99,6 +101,9 @@ def _print_verify(report, root: Path, fix: bool) -> None:
         console.print(f"orphan file {key}: {state}")
     for key in report.in_progress:
         console.print(f"temp file {key}: a write may still be in progress; left alone")
+    for key in report.foreign:
+        console.print(f"foreign file {root / key}: not a name slatectl gives its files; left alone (move it "
+                      "out of the store yourself)", highlight=False)
     for leftover in report.scratch:
         state = "deleted" if str(leftover.path) in report.scratch_removed else \
             f"unchanged for {leftover.idle_s / 3600:,.1f} h"

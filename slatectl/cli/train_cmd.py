@@ -16,7 +16,7 @@ from slatectl.cli.common import (JOBS_RANGE, SEEDS_RANGE, STEPS_RANGE, TRAIN_SEE
 from slatectl.cli.formatting import DROP, compact_table
 from slatectl.device import resolve_device
 from slatectl.errors import BadInput
-from slatectl.registry import explain_untrained_ahead, untrained_ahead
+from slatectl.registry import explain_untrained_ahead, require_writable, untrained_ahead
 from slatectl.threads import configure_torch_threads
 from slatectl.train.loop import TrainResult
 from slatectl.train.orchestration import resolve_run_configs, resume_run, train_runs
@@ -43,7 +43,7 @@ def render_result(result: TrainResult) -> None:
 
 
 def train(
-    agent: AgentName = typer.Argument(..., metavar="AGENT", help="Agent to train."),
+    agent: Optional[AgentName] = typer.Argument(None, metavar="AGENT", show_default=False, help="Agent to train (not needed with --resume)."),
     env: Optional[str] = typer.Option(None, "--env", metavar="ENV", help="Environment (see `slatectl env list`), `all` for the six, or E1,E2,… (a list trains a population); not needed with --resume.", autocompletion=complete_envs),
     steps: Optional[int] = typer.Option(None, "--steps", metavar="N", **STEPS_RANGE, help="Training steps (episodes, each followed by one update) [default: 100000]."),
     save_every: Optional[int] = typer.Option(None, "--save-every", metavar="N", **STEPS_RANGE, help="Save and register a checkpoint every N steps (and at the end)."),
@@ -71,8 +71,12 @@ def train(
     Example: slatectl train sac-gems --resume pop-3f2a9c81d0e4
     """
     settings = get_settings()
-    agent = agent.value
+    require_writable(settings.registry_url, settings.home)
     if resume is not None:
+        _check_resume_request(resume, {"--env": env, "--steps": steps, "--save-every": save_every, "--seed": seed,
+                                       "--config": config_file, "--set": overrides or None, "--seeds": seeds,
+                                       "--device": device, "--jobs": None if jobs == 1 else jobs,
+                                       "--keep-resume": keep_resume})
         configure_torch_threads(settings.threads)
         if not resume.isdigit():
             for result in resume_population(settings, resume, make_reporter(f"population {resume}", err_console)):
@@ -80,6 +84,9 @@ def train(
             return
         render_result(resume_run(settings, _run_id(resume), make_reporter(f"run {resume}", err_console)))
         return
+    if agent is None:
+        raise BadInput("give the AGENT to train (see `slatectl train --help`), or --resume RUN_ID|GROUP.")
+    agent = agent.value
     if env is None:
         raise BadInput("--env is required (an environment name or `all`); see `slatectl env list`.")
     population = is_population_request(env, seeds)
@@ -101,6 +108,18 @@ def train(
         if jobs > 1:
             err_console.print(f"run {result.run_id} finished")
         render_result(result)
+
+
+def _check_resume_request(resume: str, options: dict[str, object]) -> None:
+    """--resume continues a run exactly as it was recorded: an empty id, or options that would change the
+    run (ignored before), are bad input instead of being silently dropped."""
+    if not resume.strip():
+        raise BadInput("--resume needs a run id or a population group id (got an empty value); "
+                       "`slatectl inspect` lists the runs.")
+    given = [name for name, value in options.items() if value is not None]
+    if given:
+        raise BadInput(f"--resume continues a run with its recorded settings and does not take {', '.join(given)}; "
+                       "leave them out (a resumed run keeps its steps, seed, device and --keep-resume).")
 
 
 def _run_id(text: str) -> int:

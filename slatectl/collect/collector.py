@@ -49,7 +49,7 @@ from slatectl.collect.npz import METADATA_KEY, write_npz
 from slatectl.collect.random_return import compute_random_return
 from slatectl.collect.encoder import NO_ENCODER, DatasetEncoder, encode_arrays, resolve_encoder
 from slatectl.domain import BehaviourMode, DatasetFormat, Quality
-from slatectl.errors import BadInput
+from slatectl.errors import BadInput, write_failed
 from slatectl.sim.topicrec import TopicRec
 from slatectl.train.assembly import build_agent, load_checkpoint_agent
 from slatectl.train.config import resolve_run_config
@@ -145,7 +145,7 @@ def collect_datasets(registry: Registry, requests: list[CollectRequest],
                 if pending is not None:
                     done, pending = pending, None
                     yield _register(registry, *done)
-                scratch = tempfile.TemporaryDirectory(dir=scratch_dir(registry))
+                scratch = new_scratch(registry)
                 written = (writer.submit(write_npz, Path(scratch.name) / "dataset.npz", simulated.arrays)
                            if request.format == DatasetFormat.NPZ else None)
                 pending = (simulated, scratch, written)
@@ -212,8 +212,11 @@ def _register(registry: Registry, simulated: _Simulated, scratch: tempfile.Tempo
             path = export.path / "data" / "main_data.hdf5"
         else:
             assert written is not None
-            written.result()  # re-raises a failed write here
             path = Path(scratch.name) / "dataset.npz"
+            try:
+                written.result()  # re-raises a failed write here
+            except OSError as exc:  # disk full, file-size limit: the scratch folder goes with the `with`
+                raise write_failed(path, exc) from exc
         try:
             return registry.register_dataset(
                 request.env, request.quality, path, episodes=request.episodes, transitions=int(arrays["rewards"].shape[0]),
@@ -267,6 +270,15 @@ def _export_minari(registry, request, env, arrays, metadata, checkpoint, scratch
         registry_home=registry.home, registry_url=registry.url)
 
 
+def new_scratch(registry: Registry) -> tempfile.TemporaryDirectory:
+    """A temporary folder under `scratch_dir`; a home the system will not write is one write-failure message."""
+    folder = scratch_dir(registry)
+    try:
+        return tempfile.TemporaryDirectory(dir=folder)
+    except OSError as exc:  # a read-only or full home
+        raise write_failed(folder, exc) from exc
+
+
 def scratch_dir(registry: Registry) -> str:
     """A scratch folder beside (not inside) the artifact store, so `registry verify` never sees it.
 
@@ -274,7 +286,10 @@ def scratch_dir(registry: Registry) -> str:
     it, so a relative home (the default `.slatectl`) would otherwise be joined twice.
     """
     scratch = Path(registry.store.root).resolve().parent / "scratch"
-    scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        scratch.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_failed(scratch, exc) from exc
     return str(scratch)
 
 

@@ -28,11 +28,16 @@ Minari's table, not derived from any metadata field, so it cannot be turned off 
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import re
+import resource
+import shutil
+import signal
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -41,7 +46,7 @@ from gymnasium.envs.registration import EnvSpec
 from slatectl import __version__
 from slatectl.collect.dataset_env import (CLICKS_DTYPE, DATASET_ENV_ID, FLOAT_DTYPE, SLATE_DTYPE, action_space,
                                           dataset_env_kwargs, observation_space, register_dataset_env)
-from slatectl.errors import BadInput
+from slatectl.errors import BadInput, JobFailed, write_failed
 from slatectl.storage.atomic import install_tree
 
 
@@ -149,18 +154,78 @@ def export_minari(arrays: dict[str, np.ndarray], *, env_cfg, quality: str, episo
     scores = {}
     if ref_min_score is not None and ref_max_score is not None:
         scores = {"ref_min_score": float(ref_min_score), "ref_max_score": float(ref_max_score)}
-    with _environment(MINARI_DATASETS_PATH=str(build_root), SLATECTL_HOME=str(Path(registry_home).resolve()),
-                      SLATECTL_REGISTRY_URL=registry_url), warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # minari nags about author e-mail and code permalink
-        minari.create_dataset_from_buffers(
-            dataset_id=dataset_id, buffer=_episode_buffers(arrays, episodes, horizon, seed, latent=encoder is not None),
-            env=env_spec, eval_env=env_spec, observation_space=observations, action_space=actions,
-            algorithm_name=algorithm, author="slatectl", description=description,
-            code_permalink=f"slatectl {__version__}", data_format="hdf5",
-            requirements=[f"slatectl=={__version__}"], **scores)
+
+    def write() -> None:
+        with _environment(MINARI_DATASETS_PATH=str(build_root), SLATECTL_HOME=str(Path(registry_home).resolve()),
+                          SLATECTL_REGISTRY_URL=registry_url), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # minari nags about author e-mail and code permalink
+            minari.create_dataset_from_buffers(
+                dataset_id=dataset_id, buffer=_episode_buffers(arrays, episodes, horizon, seed, latent=encoder is not None),
+                env=env_spec, eval_env=env_spec, observation_space=observations, action_space=actions,
+                algorithm_name=algorithm, author="slatectl", description=description,
+                code_permalink=f"slatectl {__version__}", data_format="hdf5",
+                requirements=[f"slatectl=={__version__}"], **scores)
+
+    write_in_child(write, build_root)
     target = root / dataset_id
     try:
         install_tree(build_root / dataset_id, target)
     except FileExistsError as exc:
         raise BadInput(f"a Minari dataset {dataset_id} appeared in {root} while collecting; nothing was written.") from exc
+    except OSError as exc:  # install_tree removed its staging copy
+        raise write_failed(target, exc, "nothing was written there or registered") from exc
     return MinariExport(dataset_id, target, scores.get("ref_min_score"), scores.get("ref_max_score"))
+
+
+def write_in_child(write: Callable[[], None], folder: Path) -> None:
+    """Run `write` (the HDF5 export) in a forked child and raise one JobFailed if it fails.
+
+    When a write fails (disk full, `ulimit -f`), h5py prints a traceback for every object it frees and
+    HDF5 then crashes the process while closing the file (a segmentation fault inside h5py). In a child
+    that crash is contained: the parent reports one message and its caller removes the scratch folder.
+    The child inherits the arrays by fork (nothing is copied) and sends back only its error text.
+    """
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+
+    def child() -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)  # h5py's per-object tracebacks; the first error goes back through the pipe
+        try:
+            write()
+        except BaseException as exc:  # noqa: BLE001 - reported by the parent
+            send.send(f"{type(exc).__name__}: {exc}".splitlines()[0][:300])
+            os._exit(1)
+        send.send(None)
+
+    process = context.Process(target=child, name="minari-writer")
+    process.start()
+    send.close()
+    try:
+        process.join()
+    finally:
+        if process.is_alive():  # the parent was interrupted: stop the writer before its folder is removed
+            process.terminate()
+            process.join()
+    try:
+        error = receive.recv()
+    except EOFError:  # the child died before it could say anything
+        error = "no error reported"
+    receive.close()
+    if process.exitcode == 0 and error is None:
+        return
+    if process.exitcode is not None and process.exitcode < 0:
+        error = f"the HDF5 writer was killed by {signal.Signals(-process.exitcode).name}"
+    raise JobFailed(f"could not write the Minari dataset in {folder} ({error}); {_write_limits(folder)} nothing was "
+                    "written or registered. Free disk space (or raise `ulimit -f`) and run the command again.")
+
+
+def _write_limits(folder: Path) -> str:
+    """What usually makes an HDF5 write fail: the free space there and the process's file-size limit."""
+    facts = []
+    with contextlib.suppress(OSError):
+        facts.append(f"{shutil.disk_usage(folder if folder.exists() else folder.parent).free / 1e6:,.0f} MB free there")
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        facts.append(f"file-size limit (ulimit -f) {limit / 1e6:,.1f} MB")
+    return f"{', '.join(facts)};" if facts else ""

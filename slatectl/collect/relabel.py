@@ -11,12 +11,11 @@ current one on the way: those arrays move to `agent/belief` and `agent/latent`.
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from slatectl.collect.collector import FORMAT_VERSION, scratch_dir, spaces_metadata
+from slatectl.collect.collector import FORMAT_VERSION, new_scratch, spaces_metadata
 from slatectl.collect.encoder import encode_arrays, resolve_encoder
 from slatectl.collect.npz import METADATA_KEY, load_npz, write_npz
 from slatectl.domain import DatasetFormat
@@ -58,7 +57,7 @@ def relabel_dataset(registry: Registry, dataset_id: int, encoder: int | str | No
         for key in ("observation_latent_dim", "action_low", "action_high"):
             metadata.pop(key, None)
     arrays[METADATA_KEY] = np.frombuffer(json.dumps(metadata, sort_keys=True).encode(), dtype=np.uint8)
-    with tempfile.TemporaryDirectory(dir=scratch_dir(registry)) as scratch:
+    with new_scratch(registry) as scratch:
         path = Path(scratch) / "dataset.npz"
         write_npz(path, arrays)
         return registry.register_dataset(

@@ -33,6 +33,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from slatectl.pretrain.divergence import require_finite_losses
 from slatectl.pretrain.gems import GeMS
 from slatectl.pretrain.gems_train import (BatchCallback, FitOutcome, GeMSConfig, ProgressCallback, _CapturedStep,
                                           _EagerStep, _validation_loss, epoch_order)
@@ -130,6 +131,8 @@ class GeMSModule(pl.LightningModule):
             if row["val_loss"] < self.outcome.best_val_loss:
                 self.outcome.best_val_loss, self.outcome.best_epoch = row["val_loss"], self.current_epoch
                 self.outcome.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        require_finite_losses("GeMS", {"training loss": row["train_loss"], "validation loss": row["val_loss"]},
+                              f"epoch {self.current_epoch + 1}", optional=() if val_slates.shape[0] else ("validation loss",))
         self.outcome.history.append(row)
         if self.progress_callback is not None:
             self.progress_callback(dict(row))

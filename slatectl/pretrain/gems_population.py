@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from slatectl.harness import seeded, torch_device
+from slatectl.pretrain.divergence import require_finite_losses
 from slatectl.pretrain.gems import GeMS
 from slatectl.pretrain.gems_train import (BatchCallback, FitOutcome, GeMSConfig, build_gems, epoch_order,
                                           final_metrics, split_logged)
@@ -363,6 +364,8 @@ def _fit(stack: _StackedGeMS, train: tuple[Tensor, Tensor], val: tuple[Tensor, T
         train_losses, val_values = torch.stack([loss_sum / max(rows, 1), val_losses]).tolist()
         for k, outcome in enumerate(outcomes):
             row = {"epoch": float(epoch), "train_loss": train_losses[k], "val_loss": val_values[k]}
+            require_finite_losses(f"GeMS (member {k})", {"training loss": row["train_loss"], "validation loss": row["val_loss"]},
+                                  f"epoch {epoch + 1}", optional=() if val_slates.shape[1] else ("validation loss",))
             if val_slates.shape[1] and row["val_loss"] < outcome.best_val_loss:
                 outcome.best_val_loss, outcome.best_epoch = row["val_loss"], epoch
                 outcome.best_state = stack.member_state_dict(k)

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from slatectl.harness import capture_cuda_graph, seeded, torch_device
 from slatectl.pretrain.data import check_logged_pair, num_validation
+from slatectl.pretrain.divergence import require_finite_losses
 from slatectl.pretrain.gems import GeMS
 
 ProgressCallback = Callable[[dict[str, float]], None]
@@ -275,6 +276,8 @@ def _fit(model: GeMS, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], 
             if row["val_loss"] < outcome.best_val_loss:
                 outcome.best_val_loss, outcome.best_epoch = row["val_loss"], epoch
                 outcome.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        require_finite_losses("GeMS", {"training loss": row["train_loss"], "validation loss": row["val_loss"]},
+                              f"epoch {epoch + 1}", optional=() if val_slates.shape[0] else ("validation loss",))
         outcome.history.append(row)
         if progress_callback is not None:
             progress_callback(dict(row))

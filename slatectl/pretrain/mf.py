@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slatectl.pretrain.data import check_logged_pair, num_validation
+from slatectl.pretrain.divergence import require_finite_losses
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,9 @@ def _train_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int,
 
     def evaluate() -> None:
         scores = fold_in_evaluate(model.item_embeddings.weight.detach(), pairs)
-        state.update(batch, scores, window.pop(), model)
+        train_loss = window.pop()
+        require_finite_losses("MF", {"training loss": train_loss, "validation loss": scores["loss"]}, f"batch {batch}")
+        state.update(batch, scores, train_loss, model)
 
     while epoch < config.max_epochs and batch < max_batches and not state.stop:
         order, epoch_negatives = _epoch_draws(train_item.shape[0], config, generator, device)
@@ -244,6 +247,8 @@ def mf_result(setup: MFSetup, state: "_EarlyStopping", window: "_RunningMean", b
     """The best item table and the metrics, from where an engine's training ended."""
     pairs, model = setup.pairs, setup.model
     final_train_loss = state.history[-1]["train_loss"] if state.history else window.pop()
+    if batch:
+        require_finite_losses("MF", {"training loss": final_train_loss}, f"batch {batch}")
     table = state.best_table if state.best_table is not None else model.item_embeddings.weight.detach().clone()
     metrics: dict[str, Any] = {
         "batches": batch,

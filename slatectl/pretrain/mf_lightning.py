@@ -20,6 +20,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from slatectl.pretrain.divergence import require_finite_losses
 from slatectl.pretrain.gems_lightning import quiet_lightning
 from slatectl.pretrain.mf import MFConfig, MFSetup, _EarlyStopping, _epoch_draws, _RunningMean, fold_in_evaluate, mf_result, prepare_mf
 
@@ -89,7 +90,9 @@ class MFModule(pl.LightningModule):
 
     def evaluate(self) -> None:
         scores = fold_in_evaluate(self.model.item_embeddings.weight.detach(), self.setup_.pairs)
-        self.state.update(self.batch, scores, self.window.pop(), self.model)
+        train_loss = self.window.pop()
+        require_finite_losses("MF", {"training loss": train_loss, "validation loss": scores["loss"]}, f"batch {self.batch}")
+        self.state.update(self.batch, scores, train_loss, self.model)
 
     def result(self) -> tuple[Tensor, dict]:
         # Evaluate the final weights too, so a run cut by max_batches/max_epochs between two evaluation

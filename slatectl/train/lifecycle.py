@@ -23,6 +23,12 @@ STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signa
                                  signal.SIGINT) if s is not None)
 
 
+def signal_exit_code(signal_name: str) -> int:
+    """The exit code of a command stopped by a signal: 128 + its number, as shells report a program the
+    signal killed (130 for Ctrl-C / SIGINT, 143 for SIGTERM, 129 for SIGHUP)."""
+    return 128 + int(signal.Signals[signal_name])
+
+
 class StopRequests:
     def __init__(self) -> None:
         self.requested: str | None = None  # the signal's name, once one arrived

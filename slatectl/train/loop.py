@@ -45,7 +45,7 @@ from slatectl.train.checkpoints import capture_resume_state, latest_resume_state
 from slatectl.train.config import RunConfig, run_config_from_dict
 from slatectl.train.episodes import play_episodes, simulator_device
 from slatectl.train.evaluation import TestResult, evaluate, test_checkpoints
-from slatectl.train.lifecycle import Heartbeat, StopRequests
+from slatectl.train.lifecycle import Heartbeat, StopRequests, signal_exit_code
 from slatectl.train.metrics_log import MetricsLog
 from slatectl.train.progress import SilentReporter, TrainingProgress, TrainingReporter
 from slatectl.train.replay import EpisodeReplay
@@ -53,7 +53,14 @@ from slatectl.train.schedule import StepSchedule
 
 
 class RunInterrupted(JobFailed):
-    """The run stopped at a safe point on a signal; it is recorded as `interrupted` and can be resumed."""
+    """The run stopped at a safe point on a signal; it is recorded as `interrupted` and can be resumed.
+    Its exit code is the shell's for that signal (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP)."""
+
+    def __init__(self, message: str, signal_name: str = "SIGINT") -> None:
+        super().__init__(message)
+        self.args = (message, signal_name)  # survives pickling from a --jobs worker
+        self.signal_name = signal_name
+        self.exit_code = signal_exit_code(signal_name)
 
 
 @dataclass
@@ -129,19 +136,21 @@ class Trainer:
             env, agent = build_agent(cfg, registered_agent_inputs(self.registry, run.inputs).inputs)
             replay = self._new_replay()
             state = latest_resume_state(self.registry, run.id, cfg.env)
-            if state is None:
-                if self.registry.list_checkpoints(run_id=run.id):
-                    raise BadInput(f"run {run.id} has checkpoints but no resume state; it cannot be resumed.")
-                self.reporter.message(f"run {run.id} saved nothing yet: restarting it from step 0")
-                return self._train(run.id, env, agent, replay, first_step=0, resumed=True)
-            state.restore(agent, replay, self.device)
-            if not any(c.step == state.step for c in self.registry.list_checkpoints(run_id=run.id)):
+            if state is None and self.registry.list_checkpoints(run_id=run.id):
+                raise BadInput(f"run {run.id} has checkpoints but no resume state; it cannot be resumed.")
+            if state is not None:
+                state.restore(agent, replay, self.device)
+            if state is not None and not any(c.step == state.step for c in self.registry.list_checkpoints(run_id=run.id)):
                 # Killed after the resume state was written but before its checkpoint: register it now.
                 register_checkpoint(self.registry, run.id, state.step, state.agent, state.val, env.config.episode_length,
                                     trained_from_start(agent))
-        except BaseException as exc:
-            self._finish(run.id, exc)
+        except BaseException:
+            # Refused before any step (resume state damaged, missing or unsafe): the run stays as it was.
+            self.registry.release_run(run)
             raise
+        if state is None:
+            self.reporter.message(f"run {run.id} saved nothing yet: restarting it from step 0")
+            return self._train(run.id, env, agent, replay, first_step=0, resumed=True)
         self.reporter.message(f"resuming run {run.id} at step {state.step:,}")
         return self._train(run.id, env, agent, replay, first_step=state.step, resumed=True)
 
@@ -213,7 +222,7 @@ class Trainer:
             kept = len(self.registry.list_checkpoints(run_id=run_id))
             raise RunInterrupted(f"run {run_id} stopped by {stopped_by} at step {step:,} and is marked interrupted; "
                                  f"its {kept} checkpoint{'' if kept == 1 else 's'} stay registered. Continue it with "
-                                 f"`slatectl train --resume {run_id}`.")
+                                 f"`slatectl train --resume {run_id}`.", stopped_by)
         self.registry.finish_run(run_id, status="finished")
         result.checkpoints = self.registry.list_checkpoints(run_id=run_id)
         return result

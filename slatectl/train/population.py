@@ -95,6 +95,9 @@ def membership(group: str, member: int, size: int) -> dict:
 
 def group_runs(registry: Registry, group: str) -> list[Run]:
     """The member runs of a group, in member order; BadInput when the group is unknown or incomplete."""
+    if not group.strip():  # an empty filter would match every run in the registry
+        raise BadInput("a population group id is needed (got an empty one); `slatectl inspect run RUN_ID` shows "
+                       "a member's group id.")
     runs = sorted(registry.list_runs(group_id=group), key=lambda r: r.config["population"]["member"])
     if not runs:
         raise BadInput(f"no population {group!r} in the registry (a member's group id is shown by "
@@ -145,7 +148,8 @@ def train_members_sequentially(registry: Registry, configs: list[RunConfig], rep
                 registry.finish_run(run.run_id, status="interrupted")
         if isinstance(exc, RunInterrupted):
             raise RunInterrupted(f"{exc} The members after it are marked interrupted too; continue the whole "
-                                 f"population with `slatectl train {configs[0].agent_name} --resume {group}`.") from exc
+                                 f"population with `slatectl train {configs[0].agent_name} --resume {group}`.",
+                                 exc.signal_name) from exc
         raise
     return results
 
@@ -293,9 +297,10 @@ class PopulationTrainer:
                 raise BadInput(f"population {self.group} has checkpoints but no resume state common to all members.")
             if common:
                 self._restore(members, agent, [s[step] for s in states], step)
-        except BaseException as exc:
+        except BaseException:
+            # Refused before any step (a resume state damaged, missing or unsafe): every member stays as it was.
             for run in runs:
-                finish_after_error(self.registry, run.id, exc)
+                self.registry.release_run(run)
             raise
         self.reporter.message(f"resuming population {self.group} ({len(members)} runs) at step {step:,}" if step else
                               f"population {self.group} saved nothing yet: restarting it from step 0")
@@ -387,7 +392,8 @@ class PopulationTrainer:
                 self.registry.finish_run(m.run_id, status="interrupted")
             raise RunInterrupted(f"population {self.group} ({len(members)} runs) stopped by {stopped_by} at step "
                                  f"{step:,}; every member is marked interrupted and keeps its checkpoints. Continue it "
-                                 f"with `slatectl train {self.configs[0].agent_name} --resume {self.group}`.")
+                                 f"with `slatectl train {self.configs[0].agent_name} --resume {self.group}`.",
+                                 stopped_by)
         results = []
         for m, member_tests in zip(members, tests):
             self.registry.finish_run(m.run_id, status="finished")
