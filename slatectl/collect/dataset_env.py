@@ -120,28 +120,52 @@ class SpaceMapping:
 
 class DatasetEnv(gym.Env):
     """One simulated user at a time, in a dataset's spaces. Users are numbered as in the raw env: a
-    `reset(seed=s)` starts user 0 of seed s, each later reset the next user."""
+    `reset(seed=s)` starts user 0 of seed s, each later reset the next user.
+
+    Building it touches no torch state: the spaces come from the arguments, and the encoder (read from
+    the registry, SHA-256 checked) and the simulator are loaded by `load()`, which the first `reset`
+    calls (`make_env` calls it at once, so a missing or changed encoder fails there). Minari builds the
+    env while exporting, in a forked child process, where torch's thread pools must not be used."""
 
     metadata = {"render_modes": []}
 
     def __init__(self, env_name: str, encoder_artifact_id: int | None = None, encoder_sha256: str | None = None,
-                 action: str | None = None, home: str | None = None, registry_url: str | None = None):
-        config = load_env_config(env_name)
-        encoder = None
-        if encoder_artifact_id is not None:
-            with open_registry(Settings.resolve(home=home, registry_url=registry_url)) as registry:
-                encoder = load_encoder(registry, int(encoder_artifact_id), config.name, encoder_sha256)
-        self.mapping = SpaceMapping(config, encoder, action or ("latent" if encoder is not None else "slate"))
-        self.sim = make_simulator(config)
-        self.observation_space = observation_space(config, self.mapping.latent_dim)
-        self.action_space = action_space(config, self.mapping.latent_dim, self.mapping.action)
+                 action: str | None = None, home: str | None = None, registry_url: str | None = None,
+                 latent_dim: int | None = None):
+        self.config = load_env_config(env_name)
+        self._encoder_ref = (int(encoder_artifact_id), encoder_sha256) if encoder_artifact_id is not None else None
+        self._registry = (home, registry_url)
+        self.mapping: SpaceMapping | None = None
+        self.sim = None
+        action = action or ("latent" if self._encoder_ref is not None else "slate")
+        if latent_dim is None and self._encoder_ref is not None:
+            self.load(action)  # no size given: the encoder says it
+            latent_dim = self.mapping.latent_dim
+        if action not in ACTION_KINDS or (action == "latent" and self._encoder_ref is None):
+            SpaceMapping(self.config, None, action)  # raises the one message for a bad action
+        self._action, self._latent_dim = action, latent_dim
+        self.observation_space = observation_space(self.config, latent_dim)
+        self.action_space = action_space(self.config, latent_dim, action)
         self._seed, self._next_user = 0, 0
+
+    def load(self, action: str | None = None) -> "DatasetEnv":
+        """Load the encoder (SHA-256 checked against the dataset's record) and the simulator, once."""
+        if self.mapping is None:
+            encoder = None
+            if self._encoder_ref is not None:
+                home, registry_url = self._registry
+                with open_registry(Settings.resolve(home=home, registry_url=registry_url)) as registry:
+                    encoder = load_encoder(registry, self._encoder_ref[0], self.config.name, self._encoder_ref[1])
+            self.mapping = SpaceMapping(self.config, encoder, action or self._action)
+            self.sim = make_simulator(self.config)
+        return self
 
     def _observation(self, observation: Observation) -> dict[str, np.ndarray]:
         return {name: values[0] for name, values in self.mapping.observation(observation).items()}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
+        self.load()
         if seed is not None:
             self._seed, self._next_user = int(seed), 0
         observation = self.sim.reset(torch.tensor([self._next_user]), self._seed)
@@ -149,6 +173,8 @@ class DatasetEnv(gym.Env):
         return self._observation(observation), {"user_state": self.sim.user[0].numpy().copy()}
 
     def step(self, action):
+        if self.sim is None:
+            raise RuntimeError("call reset() before step()")
         slate = self.mapping.slates(np.asarray(action)[None], 1)
         result = self.sim.step(slate, oracle=False)
         info = {"user_state": result.user_state[0].numpy().copy(), "bored": result.bored[0].numpy().copy(),
@@ -161,7 +187,8 @@ def dataset_env_kwargs(env_name: str, encoder: dict | None, action: str | None =
     """DatasetEnv's keyword arguments for a dataset's `env` and recorded `encoder` (JSON-serialisable, so
     Minari can store them in the eval_env spec)."""
     return {"env_name": env_name, "encoder_artifact_id": encoder["artifact_id"] if encoder else None,
-            "encoder_sha256": encoder["sha256"] if encoder else None, "action": action}
+            "encoder_sha256": encoder["sha256"] if encoder else None, "action": action,
+            "latent_dim": encoder["latent_dim"] if encoder else None}
 
 
 def dataset_metadata(registry: Registry | None, dataset: int | str | Path) -> dict[str, Any]:
@@ -191,7 +218,7 @@ def make_env(dataset: int | str | Path, action: str | None = None, home: str | P
         metadata = dataset_metadata(registry, dataset)
     check_layout(metadata, f"dataset {dataset}")
     kwargs = dataset_env_kwargs(metadata["env"], metadata.get("encoder"), action)
-    return DatasetEnv(**kwargs, home=str(settings.home), registry_url=settings.registry_url)
+    return DatasetEnv(**kwargs, home=str(settings.home), registry_url=settings.registry_url).load()
 
 
 def register_dataset_env() -> None:
