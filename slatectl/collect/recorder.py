@@ -21,6 +21,7 @@ order with several workers).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -166,7 +167,7 @@ def record_dataset(env: TopicRec, agent: Agent, episodes: int, seed: int, batch_
     arrays = _Arrays(episodes, H, _widths(env, agent, seed), device, batches[0][1], staged)
     progress = _Progress(arrays, on_batch)
     if workers == 1:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), _one_cpu_thread(device):
             for first, size in batches:
                 if stochastic:
                     torch.manual_seed(batch_rng_seed(seed, first))
@@ -176,6 +177,22 @@ def record_dataset(env: TopicRec, agent: Agent, episodes: int, seed: int, batch_
     else:
         _record_in_parallel(env, agent, seed, arrays, batches, workers, progress)
     return arrays.host
+
+
+@contextlib.contextmanager
+def _one_cpu_thread(device: torch.device):
+    """One torch thread while a single loop records on the CPU: with several, the kernels split a batch's
+    rows by thread and round the beliefs differently for different batch sizes (measured at 2 threads:
+    1e-6 differences, so another file), and the file must not depend on --batch or --threads. Several
+    batches at once (worker threads, one torch thread each) are how the CPU's cores are used."""
+    before = torch.get_num_threads()
+    if device.type == "cpu" and before != 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def batch_rng_seed(seed: int, first_user: int) -> int:
