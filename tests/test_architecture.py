@@ -23,6 +23,8 @@ ALLOWED: dict[str, set[str]] = {
     "pretrain": FOUNDATION | {"sim", "harness", "config_tools"},
     "train": FOUNDATION | {"sim", "harness", "agents", "pretrain", "config_tools", "registry", "storage"},
     "collect": FOUNDATION | {"sim", "harness", "agents", "pretrain", "config_tools", "registry", "storage", "train"},
+    "sweep": FOUNDATION | {"sim", "harness", "agents", "pretrain", "config_tools", "registry", "storage", "train",
+                           "collect"},
 }
 
 

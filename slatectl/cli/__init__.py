@@ -28,6 +28,7 @@ COMMANDS: dict[str, LazyCommand] = {
     "ckpt": LazyCommand("slatectl.cli.ckpt_cmd:app", "Registered checkpoints: list, show, promote for a quality, promotion history."),
     "collect": LazyCommand("slatectl.cli.collect_cmd:collect", "Collect a D4RL-style dataset with a promoted checkpoint."),
     "inspect": LazyCommand("slatectl.cli.inspect_cmd:app", "The registry at a glance; a run's learning curve; a dataset's lineage."),
+    "sweep": LazyCommand("slatectl.cli.sweep_cmd:app", "Sweeps: grids of training populations, locally or on a Ray cluster."),
     "registry": LazyCommand("slatectl.cli.registry_cmd:app", "The registry itself: verify every recorded file."),
 }
 

@@ -79,10 +79,12 @@ def register_resume_state(registry: Registry, run_id: int, env_name: str, state:
 def register_checkpoint(registry: Registry, run_id: int, step: int, agent_state: dict[str, Any], val: Evaluation,
                         episode_length: int, trained: bool | None = None) -> Checkpoint:
     """`trained`: True for agents that update from the first episode; None lets the registry apply the
-    random-phase rule (step > training.random_steps) from the run's config."""
+    random-phase rule (step > training.random_steps) from the run's config. Idempotent per (run, step): a
+    resumed or retried run that saves a step again gets the registered checkpoint back."""
     return registry.register_checkpoint(
         run_id, step, cpu_state(agent_state), val_return_mean=val.mean, val_return_std=val.std,
-        val_episodes=val.episodes, episodes=step, env_steps=step * episode_length, trained=trained)
+        val_episodes=val.episodes, episodes=step, env_steps=step * episode_length, trained=trained,
+        existing_ok=True)
 
 
 def latest_resume_state(registry: Registry, run_id: int, env_name: str) -> ResumeState | None:
