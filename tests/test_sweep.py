@@ -93,10 +93,11 @@ def test_expansion_covers_every_run_once_in_populations_of_at_most_members_per_t
 
 
 def test_an_sqlite_registry_is_refused_for_a_cluster_on_other_machines():
-    check_shared_registry("sqlite:///x/registry.db", ["10.0.0.1", "10.0.0.1"], "10.0.0.1")  # one machine: fine
-    check_shared_registry("postgresql://u@db/s", ["10.0.0.1", "10.0.0.2"], "10.0.0.1")
+    here = {"10.0.0.1", "127.0.0.1"}
+    check_shared_registry("sqlite:///x/registry.db", ["10.0.0.1", "127.0.0.1"], here)  # one machine: fine
+    check_shared_registry("postgresql://u@db/s", ["10.0.0.1", "10.0.0.2"], here)
     with pytest.raises(BadInput, match=r"10\.0\.0\.2.*--registry-url postgresql://"):
-        check_shared_registry("sqlite:///x/registry.db", ["10.0.0.1", "10.0.0.2"], "10.0.0.1")
+        check_shared_registry("sqlite:///x/registry.db", ["10.0.0.1", "10.0.0.2"], here)
 
 
 # -- registry: sweeps, task leases, build locks, idempotent checkpoints ----------------------------------

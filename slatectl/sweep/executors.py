@@ -6,6 +6,7 @@ retried. New executors plug in through `EXECUTORS`.
 from __future__ import annotations
 
 import os
+import socket
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -97,7 +98,7 @@ class RayExecutor:
         if not ray.is_initialized():
             ray.init(address=self.address, log_to_driver=True, configure_logging=False)
         nodes = [node["NodeManagerAddress"] for node in ray.nodes() if node.get("Alive")]
-        check_shared_registry(settings.registry_url, nodes, ray.util.get_node_ip_address())
+        check_shared_registry(settings.registry_url, nodes, this_machine(ray.util.get_node_ip_address()))
 
     def run(self, settings: Settings, task_ids: list[int], spec: SweepSpec, say: Say) -> dict[int, str | None]:
         ray = import_ray()
@@ -130,12 +131,22 @@ def import_ray():
     return ray
 
 
-def check_shared_registry(registry_url: str, node_addresses: list[str], this_address: str) -> None:
+def this_machine(ray_address: str) -> set[str]:
+    """The addresses under which a Ray node on this machine may register itself."""
+    addresses = {ray_address, "127.0.0.1", "localhost", socket.gethostname()}
+    try:
+        addresses.add(socket.gethostbyname(socket.gethostname()))
+    except OSError:
+        pass
+    return addresses
+
+
+def check_shared_registry(registry_url: str, node_addresses: list[str], this_addresses: set[str]) -> None:
     """BadInput when the registry is an SQLite file and some node of the cluster is another machine:
     only a database server (PostgreSQL) is one registry for every machine."""
     if parse_url(registry_url).get_backend_name() != "sqlite":
         return
-    others = sorted({address for address in node_addresses if address != this_address})
+    others = sorted({address for address in node_addresses if address not in this_addresses})
     if others:
         raise BadInput(f"the Ray cluster has nodes on other machines ({', '.join(others)}) but the registry is an "
                        "SQLite file that only this machine sees; give a shared database with "
