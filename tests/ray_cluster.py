@@ -6,6 +6,7 @@ every Ray process of the user). Raises `RayUnavailable` with the reason when Ray
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -53,6 +54,10 @@ def _with_descendants(roots: set[int]) -> set[int]:
                 found.add(pid)
                 grew = True
     return found
+
+
+def _belongs(cmdline: str, temp_dir: str, gcs_port: int) -> bool:
+    return temp_dir in cmdline or ("ray" in cmdline and re.search(rf"--address=\S+:{gcs_port}(\s|$)", cmdline) is not None)
 
 
 def _kill(pids: set[int]) -> None:
@@ -115,11 +120,11 @@ class LocalRayCluster:
         return pids
 
     def stop(self) -> None:
-        """SIGKILL every process of this cluster: those naming its temp dir or its GCS address, and theirs."""
-        markers = (str(self.temp_dir), self.address)
+        """SIGKILL every process of this cluster: those naming its temp dir or its GCS port (the client
+        server names the GCS by the machine's address, not the one given), and their descendants."""
         me = os.getpid()
         roots = {int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != me
-                 and any(m in _cmdline(int(p)) for m in markers)}
+                 and _belongs(_cmdline(int(p)), str(self.temp_dir), self.gcs_port)}
         _kill(_with_descendants(roots) - {me})
         time.sleep(0.5)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
