@@ -232,7 +232,8 @@ def _checkpoint_steps(reg):
 
 def test_a_local_sweep_trains_every_population_and_status_shows_it(sqlite_settings, tmp_path):
     spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text(yaml.safe_dump(small_spec(envs=["focused_topdown", "diffuse_mix"], members_per_task=2)))
+    spec_file.write_text(yaml.safe_dump(small_spec(envs=["focused_topdown", "diffuse_mix"], members_per_task=2,
+                                                   collect={"qualities": ["medium", "expert"], "episodes": 10})))
     runner = CliRunner()
     base = ["--home", str(sqlite_settings.home), "--registry-url", sqlite_settings.registry_url]
     result = runner.invoke(app, [*base, "sweep", "run", str(spec_file), "--jobs", "2"])
@@ -253,6 +254,20 @@ def test_a_local_sweep_trains_every_population_and_status_shows_it(sqlite_settin
     assert table.exit_code == 0 and "sac-topk-ideal" in table.stdout and "40/40" in table.stdout
     listing = json.loads(runner.invoke(app, [*base, "sweep", "list", "--json"]).stdout)
     assert [(s["sweep_id"], s["finished"], s["tasks"]) for s in listing] == [(sweep_id, 2, 2)]
+    # the collection at the end: per env and quality the suggested checkpoint promoted, and its dataset
+    with open_registry(sqlite_settings) as reg:
+        datasets = reg.list_datasets()
+        assert sorted((d.env, d.quality, d.episodes) for d in datasets) == sorted(
+            (env, quality, 10) for env in ("focused_topdown", "diffuse_mix") for quality in ("medium", "expert"))
+        for d in datasets:
+            assert d.checkpoint_id == reg.active_promotion(d.env, d.quality).checkpoint_id
+            expert = max(reg.list_checkpoints(env=d.env), key=lambda c: (c.val_return_mean, -c.step))
+            if d.quality == "expert":
+                assert d.checkpoint_id == expert.id
+    again = runner.invoke(app, [*base, "sweep", "resume", str(sweep_id)])  # nothing left: collects nothing twice
+    assert again.exit_code == 0, again.output
+    with open_registry(sqlite_settings) as reg:
+        assert len(reg.list_datasets()) == 4
 
 
 def _kill_when_saved(settings, task_id, step):
@@ -298,3 +313,16 @@ def test_the_executor_choices_of_the_cli_are_the_registered_executors():
     from slatectl.sweep.executors import EXECUTORS
 
     assert [e.value for e in ExecutorName] == list(EXECUTORS)
+
+
+def test_the_example_specs_parse_and_the_paper_grid_is_sixty_runs_in_six_populations():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "sweeps"
+    paper = parse_spec(yaml.safe_load((root / "paper_sac_gems.yaml").read_text()))
+    plans = expand(paper)
+    assert len(plans) == 6 and all(len(p.members) == 10 for p in plans)
+    assert {env for p in plans for env, _ in p.members} == set(paper.envs) and len(paper.envs) == 6
+    assert (paper.steps, paper.collect.qualities) == (100_000, ("medium", "expert"))
+    smoke = parse_spec(yaml.safe_load((root / "smoke.yaml").read_text()))
+    assert smoke.agents == paper.agents and smoke.collect.qualities == paper.collect.qualities
