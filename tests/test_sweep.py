@@ -326,3 +326,34 @@ def test_the_example_specs_parse_and_the_paper_grid_is_sixty_runs_in_six_populat
     assert (paper.steps, paper.collect.qualities) == (100_000, ("medium", "expert"))
     smoke = parse_spec(yaml.safe_load((root / "smoke.yaml").read_text()))
     assert smoke.agents == paper.agents and smoke.collect.qualities == paper.collect.qualities
+
+
+def test_the_local_executor_reruns_a_task_whose_process_was_killed(sqlite_settings):
+    spec = parse_spec(small_spec(steps=60, lease_timeout_s=4))
+    killed = []
+
+    def kill_the_worker_after_the_first_save():
+        with open_registry(sqlite_settings) as reg:
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline and not killed:
+                try:
+                    tasks = reg.sweep_tasks(1) if reg.list_sweeps() else []
+                    saved = any(c.step == 20 for c in reg.list_checkpoints())
+                except BadInput:  # the registry was briefly busy: look again
+                    continue
+                if tasks and tasks[0].state == "running" and saved:
+                    pid = int(tasks[0].worker.rsplit(":", 1)[1])
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_the_worker_after_the_first_save)
+    killer.start()
+    result = run_sweep(sqlite_settings, spec, "local", ExecutorOptions(jobs=1), say=lambda _: None)
+    killer.join()
+    assert killed and result.failed == {}
+    with open_registry(sqlite_settings) as reg:
+        (task,) = reg.sweep_tasks(result.sweep_id)
+        assert (task.state, task.attempts) == ("finished", 2)
+        assert sorted(_checkpoint_steps(reg).values()) == [[20, 40, 60]] * 2
+        assert reg.verify().ok

@@ -5,6 +5,7 @@ retried. New executors plug in through `EXECUTORS`.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import socket
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -19,6 +20,7 @@ from slatectl.sweep.spec import SweepSpec
 from slatectl.sweep.worker import run_task
 
 Say = Callable[[str], None]
+SPAWN = multiprocessing.get_context("spawn")
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,8 @@ class LocalExecutor:
     """Tasks as processes on this machine, `jobs` at a time; each gets `--threads` torch threads (default
     1, the project's measured best on a shared machine: slatectl/threads.py), capped at its share of the
     cores (cores // jobs, at least 1) so that the tasks together never oversubscribe them.
-    A task whose process died (the pool breaks) is resubmitted, up to the spec's max_retries."""
+    A task whose process died (the pool breaks) is resubmitted, up to the spec's max_retries; the
+    others that the broken pool stopped with it are resubmitted too, and resume."""
 
     def __init__(self, options: ExecutorOptions) -> None:
         self.jobs = options.jobs
@@ -64,7 +67,9 @@ class LocalExecutor:
         say(f"local executor: {len(todo)} task(s), {min(self.jobs, len(todo))} at a time, {threads} torch thread(s) each")
         while todo:
             lost: list[int] = []
-            with ProcessPoolExecutor(max_workers=min(self.jobs, len(todo))) as pool:
+            # Spawned, not forked: a forked child would inherit the parent's open SQLite connections (a
+            # thread of the caller may hold one), and SQLite connections must not cross a fork.
+            with ProcessPoolExecutor(max_workers=min(self.jobs, len(todo)), mp_context=SPAWN) as pool:
                 futures = {pool.submit(run_task, settings, t, threads, spec.lease_timeout_s): t for t in todo}
                 for future in as_completed(futures):
                     task = futures[future]

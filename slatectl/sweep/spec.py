@@ -2,7 +2,7 @@
 
     agents: [sac-gems, sac-topk-ideal]   # trainable agents
     envs: [focused_topdown] | all        # environments
-    seeds: [1, 2]                        # training seeds (or `count: N` → 1..N is not supported: list them)
+    seeds: [1, 2]                        # training seeds
     steps: 300                           # training steps per run
     save_every: 150                      # checkpoint every N steps (and at the end)
     set: {training.random_steps: 100}    # overrides for every run (as `train --set`)
@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,7 @@ class SweepSpec:
 
 
 def _yaml_value(value: Any) -> str:
-    import json
+    """A value as `--set` parses it back (YAML): strings as they are, anything else as JSON (a YAML subset)."""
     return json.dumps(value) if not isinstance(value, str) else value
 
 
