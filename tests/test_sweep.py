@@ -333,19 +333,19 @@ def test_the_local_executor_reruns_a_task_whose_process_was_killed(sqlite_settin
     killed = []
 
     def kill_the_worker_after_the_first_save():
-        with open_registry(sqlite_settings) as reg:
-            deadline = time.monotonic() + 240
-            while time.monotonic() < deadline and not killed:
-                try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not killed:
+            try:  # a fresh registry handle per look: the driver creates the registry meanwhile
+                with open_registry(sqlite_settings) as reg:
                     tasks = reg.sweep_tasks(1) if reg.list_sweeps() else []
                     saved = any(c.step == 20 for c in reg.list_checkpoints())
-                except BadInput:  # the registry was briefly busy: look again
-                    continue
-                if tasks and tasks[0].state == "running" and saved:
-                    pid = int(tasks[0].worker.rsplit(":", 1)[1])
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                time.sleep(0.2)
+            except BadInput:  # not created yet, or briefly busy: look again
+                tasks, saved = [], False
+            if tasks and tasks[0].state == "running" and saved:
+                pid = int(tasks[0].worker.rsplit(":", 1)[1])
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            time.sleep(0.2)
 
     killer = threading.Thread(target=kill_the_worker_after_the_first_save)
     killer.start()
