@@ -17,16 +17,19 @@ from typing import Any, Mapping, Sequence
 from slatectl.domain import Quality
 from slatectl.errors import BadInput
 from slatectl.registry.artifacts import ArtifactRepository, Payload
+from slatectl.registry.build_locks import BuildLockRepository
 from slatectl.registry.checkpoints import CheckpointRepository
 from slatectl.registry.database import Database
 from slatectl.registry.datasets import DatasetRepository, LineageNode
 from slatectl.registry.housekeeping import GcReport, Housekeeping
 from slatectl.registry.lease import DEFAULT_STALE_AFTER_S, run_liveness
 from slatectl.registry.lookups import check_quality
-from slatectl.registry.models import Artifact, Checkpoint, Dataset, Promotion, Run, RunStatus, Validation
+from slatectl.registry.models import (Artifact, Checkpoint, Dataset, Promotion, Run, RunStatus, Sweep, SweepTask,
+                                     Validation)
 from slatectl.registry.overview import Overview, OverviewQueries
 from slatectl.registry.promotions import PromotionRepository
 from slatectl.registry.runs import RunRepository
+from slatectl.registry.sweeps import SweepRepository
 from slatectl.registry.suggest import RandomReturnFn, Suggestion, resolve_random_return, suggest_from
 from slatectl.registry.verify import Verifier, VerifyReport
 from slatectl.settings import Settings
@@ -48,6 +51,8 @@ class Registry:
         self.verifier = Verifier(self.db)
         self.housekeeping = Housekeeping(self.db, self.artifacts)
         self.queries = OverviewQueries(self.db)
+        self.sweeps = SweepRepository(self.db)
+        self.build_locks = BuildLockRepository(self.db)
 
     # -- the handle ---------------------------------------------------------------------------------------
 
@@ -133,10 +138,12 @@ class Registry:
 
     def register_checkpoint(self, run_id: int, step: int, state_dict: Mapping[str, Any], *, val_return_mean: float,
                             val_return_std: float, val_episodes: int, episodes: int | None = None,
-                            env_steps: int | None = None, trained: bool | None = None) -> Checkpoint:
+                            env_steps: int | None = None, trained: bool | None = None,
+                            existing_ok: bool = False) -> Checkpoint:
         return self.checkpoints.register_checkpoint(
             run_id, step, state_dict, val_return_mean=val_return_mean, val_return_std=val_return_std,
-            val_episodes=val_episodes, episodes=episodes, env_steps=env_steps, trained=trained)
+            val_episodes=val_episodes, episodes=episodes, env_steps=env_steps, trained=trained,
+            existing_ok=existing_ok)
 
     def record_test_return(self, checkpoint_id: int, mean: float, std: float, episodes: int) -> Checkpoint:
         return self.checkpoints.record_test_return(checkpoint_id, mean, std, episodes)
@@ -274,6 +281,47 @@ class Registry:
 
     def dataset_lineage(self, dataset_id: int) -> list[LineageNode]:
         return self.datasets.dataset_lineage(dataset_id)
+
+    # -- sweeps and build locks -----------------------------------------------------------------------------
+
+    def create_sweep(self, spec: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]], executor: str) -> Sweep:
+        return self.sweeps.create_sweep(spec, tasks, executor)
+
+    def get_sweep(self, sweep_id: int) -> Sweep:
+        return self.sweeps.get_sweep(sweep_id)
+
+    def list_sweeps(self) -> list[Sweep]:
+        return self.sweeps.list_sweeps()
+
+    def sweep_tasks(self, sweep_id: int) -> list[SweepTask]:
+        return self.sweeps.sweep_tasks(sweep_id)
+
+    def get_sweep_task(self, task_id: int) -> SweepTask:
+        return self.sweeps.get_task(task_id)
+
+    def set_sweep_state(self, sweep_id: int, state: str, error: str | None = None) -> Sweep:
+        return self.sweeps.set_sweep_state(sweep_id, state, error)
+
+    def claim_sweep_task(self, task_id: int, worker: str, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> SweepTask:
+        return self.sweeps.claim_task(task_id, worker, stale_after_s)
+
+    def sweep_task_heartbeat(self, task_id: int, worker: str) -> None:
+        self.sweeps.task_heartbeat(task_id, worker)
+
+    def set_sweep_task_group(self, task_id: int, group_id: str) -> None:
+        self.sweeps.set_task_group(task_id, group_id)
+
+    def finish_sweep_task(self, task_id: int, state: str, error: str | None = None) -> SweepTask:
+        return self.sweeps.finish_task(task_id, state, error)
+
+    def acquire_build_lock(self, key: str, holder: str, lease_s: float) -> bool:
+        return self.build_locks.acquire(key, holder, lease_s)
+
+    def renew_build_lock(self, key: str, holder: str, lease_s: float) -> None:
+        self.build_locks.renew(key, holder, lease_s)
+
+    def release_build_lock(self, key: str, holder: str) -> None:
+        self.build_locks.release(key, holder)
 
     # -- integrity, housekeeping, overview --------------------------------------------------------------------
 

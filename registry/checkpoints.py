@@ -25,8 +25,12 @@ class CheckpointRepository:
     def register_checkpoint(self, run_id: int, step: int, state_dict: Mapping[str, Any], *,
                             val_return_mean: float, val_return_std: float, val_episodes: int,
                             episodes: int | None = None, env_steps: int | None = None,
-                            trained: bool | None = None) -> Checkpoint:
+                            trained: bool | None = None, existing_ok: bool = False) -> Checkpoint:
         """Store `state_dict` and record it for (run, step) with its validation return.
+
+        One checkpoint per (run, step), enforced by a unique constraint: a second registration is
+        BadInput, or with `existing_ok` (a retried task re-saving a step) returns the registered row and
+        stores nothing, so a retry never makes a duplicate or an orphan file.
 
         `trained`: whether the agent had been updated when it was saved; None applies the training
         loop's random-phase rule to the run's config (`training_state.trained_at_step`). Updates the run's
@@ -39,17 +43,29 @@ class CheckpointRepository:
             raise BadInput(f"a checkpoint needs step >= 0 and val_episodes >= 1 (got {step}, {val_episodes}).")
         with self.db.read() as session:
             get_run(session, run_id)
-            refuse_duplicate_step(session, run_id, step)
+            existing = registered_at(session, run_id, step)
+        if existing is not None:
+            if existing_ok:
+                return self.get_checkpoint(existing)
+            refuse_duplicate_step(existing, run_id, step)
         stored = self.db.store.put_state_dict(CHECKPOINT_KIND, state_dict)
         values = dict(step=int(step), episodes=episodes, env_steps=env_steps, val_return_mean=val_return_mean,
                       val_return_std=val_return_std, val_episodes=int(val_episodes), trained=trained)
-        return self.db.insert_with_file(stored, lambda session: self.insert_row(session, run_id, stored, values))
+        try:
+            return self.db.insert_with_file(stored, lambda session: self.insert_row(session, run_id, stored, values))
+        except _AlreadyRegistered as raced:  # registered meanwhile by another process; our file was removed
+            if existing_ok:
+                return self.get_checkpoint(raced.checkpoint_id)
+            refuse_duplicate_step(raced.checkpoint_id, run_id, step)
+            raise
 
     def insert_row(self, session, run_id: int, stored: StoredFile, values: dict) -> Checkpoint:
         """The checkpoint's row and the run's best/last flags, inside the caller's write transaction."""
         serialize_on(session, f"run:{run_id}")
         run = get_run(session, run_id)
-        refuse_duplicate_step(session, run_id, values["step"])
+        existing = registered_at(session, run_id, values["step"])
+        if existing is not None:
+            raise _AlreadyRegistered(existing)
         if values.get("trained") is None:
             values = {**values, "trained": trained_at_step(values["step"], run.config)}
         checkpoint = Checkpoint(run_id=run_id, env=run.env, agent=run.agent, storage_key=stored.key,
@@ -118,7 +134,16 @@ class CheckpointRepository:
                                    what=f"file of checkpoint {checkpoint_id}")
 
 
-def refuse_duplicate_step(session, run_id: int, step: int) -> None:
-    existing = session.exec(select(Checkpoint.id).where(Checkpoint.run_id == run_id, Checkpoint.step == step)).first()
-    if existing is not None:
-        raise BadInput(f"run {run_id} already has checkpoint {existing} at step {step}; steps are saved once.")
+class _AlreadyRegistered(Exception):
+    def __init__(self, checkpoint_id: int) -> None:
+        super().__init__(checkpoint_id)
+        self.checkpoint_id = checkpoint_id
+
+
+def registered_at(session, run_id: int, step: int) -> int | None:
+    """The id of the run's checkpoint at `step`, if there is one."""
+    return session.exec(select(Checkpoint.id).where(Checkpoint.run_id == run_id, Checkpoint.step == step)).first()
+
+
+def refuse_duplicate_step(existing: int, run_id: int, step: int) -> None:
+    raise BadInput(f"run {run_id} already has checkpoint {existing} at step {step}; steps are saved once.")

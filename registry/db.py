@@ -24,11 +24,11 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
 from slatectl.errors import BadInput, JobFailed
-from slatectl.registry.models import TABLES, Checkpoint, Run, SchemaVersion, utcnow
+from slatectl.registry.models import TABLES, BuildLock, Checkpoint, Run, SchemaVersion, Sweep, SweepTask, utcnow
 from slatectl.registry.sqlite_file import check_registry_file, is_writable, publish_new_file, refuse_orphan_wal, sqlite_uri
 from slatectl.registry.training_state import trained_at_step
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 WRITE_OPTION = "slatectl_write"
 _SCHEMA_LOCK_KEY = 0x5_1A7E_C71  # PostgreSQL advisory lock id for schema creation / migration
@@ -257,8 +257,14 @@ def _migrate_to_3(connection: Connection) -> None:
     connection.execute(text("CREATE INDEX IF NOT EXISTS ix_runs_group_id ON runs (group_id)"))
 
 
+def _migrate_to_4(connection: Connection) -> None:
+    """v4: sweeps, their tasks, and the build locks of shared inputs (new tables; nothing else changes)."""
+    for model in (Sweep, SweepTask, BuildLock):
+        model.__table__.create(connection, checkfirst=True)
+
+
 # MIGRATIONS[v] upgrades a database at version v-1 to v, inside the schema transaction.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _migrate_to_2, 3: _migrate_to_3}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _migrate_to_2, 3: _migrate_to_3, 4: _migrate_to_4}
 
 
 # -- errors -------------------------------------------------------------------------------------------

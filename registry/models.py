@@ -189,6 +189,65 @@ class Dataset(SQLModel, table=True):
     meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column("metadata", JSON, nullable=False))
 
 
-TABLES = [model.__table__ for model in (SchemaVersion, Run, Validation, Checkpoint, Artifact, Promotion, Dataset)]
+class SweepState(StrEnum):
+    PENDING = "pending"      # not started, or its worker died and it waits for a retry / `sweep resume`
+    RUNNING = "running"      # a worker holds the task's lease (worker, heartbeat_at)
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
+class Sweep(SQLModel, table=True):
+    """A grid of training populations (schema v4): the validated spec it was expanded from, and its state."""
+
+    __tablename__ = "sweeps"
+    __table_args__ = _AUTOINCREMENT
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    spec: dict[str, Any] = _json(dict)
+    spec_hash: str
+    state: str = Field(default=SweepState.PENDING.value, index=True)
+    executor: str
+    error: Optional[str] = None
+    created_at: datetime = _timestamp()
+    finished_at: Optional[datetime] = _timestamp(nullable=True)
+
+
+class SweepTask(SQLModel, table=True):
+    """One population of a sweep (schema v4): an agent and override set over some envs × seeds. `group_id`
+    is the population its member runs belong to once it started; `attempts` counts the starts."""
+
+    __tablename__ = "sweep_tasks"
+    __table_args__ = (UniqueConstraint("sweep_id", "position"), _AUTOINCREMENT)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    sweep_id: int = Field(foreign_key="sweeps.id", index=True)
+    position: int
+    agent: str
+    overrides: list[str] = _json(list)
+    members: list[list[Any]] = _json(list)  # [[env, seed], …] in member order
+    state: str = Field(default=SweepState.PENDING.value, index=True)
+    group_id: Optional[str] = None
+    attempts: int = 0
+    worker: Optional[str] = None
+    heartbeat_at: Optional[datetime] = _timestamp(nullable=True)
+    started_at: Optional[datetime] = _timestamp(nullable=True)
+    finished_at: Optional[datetime] = _timestamp(nullable=True)
+    error: Optional[str] = None
+
+
+class BuildLock(SQLModel, table=True):
+    """A lease on building one shared input (schema v4): the holder renews `expires_at` while it builds; a
+    lock past it belongs to a dead builder and may be taken over. One row per key, deleted on release."""
+
+    __tablename__ = "build_locks"
+
+    key: str = Field(primary_key=True)
+    holder: str
+    acquired_at: datetime = _timestamp()
+    expires_at: datetime = _timestamp()
+
+
+TABLES = [model.__table__ for model in (SchemaVersion, Run, Validation, Checkpoint, Artifact, Promotion, Dataset,
+                                        Sweep, SweepTask, BuildLock)]
 # Tables whose rows point at files in the store, with the noun used in messages.
 FILE_TABLES = ((Checkpoint, "checkpoint"), (Artifact, "artifact"), (Dataset, "dataset"))

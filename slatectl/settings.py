@@ -10,7 +10,8 @@ from pathlib import Path
 from slatectl.errors import BadInput
 
 DEFAULT_HOME = Path(".slatectl")
-MAX_THREADS = 1024  # far above any CPU this runs on; a bound so a typo cannot ask for 10**20 threads
+MAX_THREADS = 1024
+DEFAULT_LEASE_S = 120.0  # a lease (run, sweep task, build lock) not renewed for this long belongs to a dead process  # far above any CPU this runs on; a bound so a typo cannot ask for 10**20 threads
 
 
 @dataclass(frozen=True)
@@ -55,3 +56,19 @@ def parse_threads(value: int | str | None, where: str) -> int | None:
     if not 1 <= count <= MAX_THREADS:
         raise BadInput(f"{where} must be a whole number of threads in [1, {MAX_THREADS}], got {count}.")
     return count
+
+
+def lease_seconds() -> float:
+    """How long a lease lives without renewal (`SLATECTL_LEASE_S`, default 120 s); holders renew every
+    quarter of it. A sweep sets it for its workers (spec `lease_timeout_s`) so a lost worker's runs and
+    builds are taken over sooner."""
+    value = os.environ.get("SLATECTL_LEASE_S", "").strip()
+    if not value:
+        return DEFAULT_LEASE_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise BadInput(f"SLATECTL_LEASE_S must be a number of seconds, got {value!r}.") from None
+    if not 4.0 <= seconds <= 86400.0:
+        raise BadInput(f"SLATECTL_LEASE_S must lie in [4, 86400] seconds, got {seconds:g}.")
+    return seconds

@@ -25,6 +25,8 @@ ALLOWED: dict[str, set[str]] = {
     "collect": FOUNDATION | {"sim", "harness", "agents", "pretrain", "config_tools", "registry", "storage", "train"},
     # slatectl.lightning (RegistryCheckpoint) registers checkpoints through train's one registration path.
     "lightning": FOUNDATION | {"registry", "storage", "train"},
+    "sweep": FOUNDATION | {"sim", "harness", "agents", "pretrain", "config_tools", "registry", "storage", "train",
+                           "collect"},
 }
 
 

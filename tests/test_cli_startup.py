@@ -48,6 +48,7 @@ def test_importing_the_cli_loads_no_torch_and_no_lightning():
     (["--help"], 0), (["--version"], 0), (["env", "list"], 0), (["env", "show", "focused_mix", "--json"], 0),
     (["env", "--help"], 0), (["ckpt", "list"], 0), (["ckpt", "history", "--json"], 0), (["ckpt", "show", "1"], 2),
     (["inspect"], 0), (["inspect", "run", "1"], 2), (["registry", "verify"], 0), (["ckpt", "promote", "--help"], 0),
+    (["sweep", "list"], 0), (["sweep", "status", "1"], 2),
 ])
 def test_fast_commands_import_no_torch(args, code, tmp_path):
     outcome = run_cli(args, tmp_path / "home")

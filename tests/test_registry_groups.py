@@ -27,7 +27,7 @@ def test_a_version_2_registry_gains_an_indexed_group_column(registry_settings):
             connection.execute(text("ALTER TABLE runs DROP COLUMN group_id"))
             connection.execute(text(f"UPDATE schema_version SET version = 2 WHERE version = {SCHEMA_VERSION}"))
     with open_registry(registry_settings) as reg:
-        assert reg.schema_version == SCHEMA_VERSION == 3
+        assert reg.schema_version == SCHEMA_VERSION == 4
         assert reg.get_run(run.id).group_id is None
         indexes = {i["name"]: i["column_names"] for i in inspect(reg.engine).get_indexes("runs")}
         assert indexes.get("ix_runs_group_id") == ["group_id"]

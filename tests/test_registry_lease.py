@@ -144,7 +144,7 @@ def test_a_version_1_registry_is_migrated_with_trained_flags(registry_settings):
                 connection.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
             connection.execute(text(f"UPDATE schema_version SET version = 1 WHERE version = {SCHEMA_VERSION}"))
     with open_registry(registry_settings) as reg:
-        assert reg.schema_version == SCHEMA_VERSION == 3
+        assert reg.schema_version == SCHEMA_VERSION == 4
         assert [(c.step, c.trained) for c in reg.list_checkpoints()] == [(50, False), (100, False), (150, True)]
         legacy = reg.get_run(run.id)
         assert legacy.pid is None and legacy.status == "running" and reg.run_liveness(legacy) == "running"

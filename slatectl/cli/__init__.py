@@ -33,6 +33,7 @@ COMMANDS: dict[str, LazyCommand] = {
     "evaluate": LazyCommand("slatectl.cli.offline_cmd:evaluate", "Score an offline-trained policy on the test users, in a dataset's spaces."),
     "relabel": LazyCommand("slatectl.cli.offline_cmd:relabel", "A dataset's transitions with another encoder's features (a new dataset)."),
     "inspect": LazyCommand("slatectl.cli.inspect_cmd:app", "The registry at a glance; a run's learning curve; a dataset's lineage."),
+    "sweep": LazyCommand("slatectl.cli.sweep_cmd:app", "Sweeps: grids of training populations, locally or on a Ray cluster."),
     "registry": LazyCommand("slatectl.cli.registry_cmd:app", "The registry itself: verify its files, back it up, restore it, collect garbage."),
 }
 

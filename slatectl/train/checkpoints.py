@@ -82,12 +82,14 @@ def register_checkpoint(registry: Registry, run_id: int, step: int, agent_state:
     `slatectl.lightning.RegistryCheckpoint`): the store writes the file (temp + fsync + rename, SHA-256),
     then the row. `trained`: True for agents that update from the first episode; None lets the registry
     apply the random-phase rule (step > training.random_steps) from the run's config. `episode_length`:
-    None when a step is not an episode (a Lightning optimizer step), leaving episodes/env_steps empty."""
+    None when a step is not an episode (a Lightning optimizer step), leaving episodes/env_steps empty.
+    Idempotent per (run, step): a resumed or retried run that saves a step again gets the registered
+    checkpoint back."""
     episodes = step if episode_length is not None else None
     env_steps = step * episode_length if episode_length is not None else None
     return registry.register_checkpoint(
         run_id, step, cpu_state(agent_state), val_return_mean=val.mean, val_return_std=val.std,
-        val_episodes=val.episodes, episodes=episodes, env_steps=env_steps, trained=trained)
+        val_episodes=val.episodes, episodes=episodes, env_steps=env_steps, trained=trained, existing_ok=True)
 
 
 def latest_resume_state(registry: Registry, run_id: int, env_name: str) -> ResumeState | None:

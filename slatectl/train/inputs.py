@@ -1,12 +1,15 @@
 """The pretrained inputs an agent needs (logged data → GeMS / MF), found in the registry or built once.
 
 Each input is a registered artifact keyed by its config (env, parameters, seed); a second run with the
-same settings reuses it. Lineage: logged data ← env; GeMS and MF ← logged data.
+same settings reuses it. Lineage: logged data ← env; GeMS and MF ← logged data. Each is built under the
+registry's build lock on its key (`build_once.py`): of several processes (or machines) that need the
+same missing input, one builds it and the others wait for it.
 """
 
 from __future__ import annotations
 
 import hashlib
+from contextlib import ExitStack
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -15,6 +18,7 @@ from typing import Any, Callable
 import torch
 
 from slatectl.registry import Artifact, Registry
+from slatectl.train.build_once import build_key, built_once, holding, lock_holder, try_lock
 from slatectl.pretrain.gems import GeMS
 from slatectl.pretrain.gems_population import GeMSMember, stack_groups, train_stacked_gems
 from slatectl.pretrain.gems_train import GeMSConfig, build_gems, train_gems
@@ -42,9 +46,16 @@ def _env_identity(env: TopicRec) -> dict[str, Any]:
 def ensure_logged_data(registry: Registry, env: TopicRec, config: LoggedDataConfig, say: Say = print,
                        on_batch: Callable[[int], None] | None = None) -> Artifact:
     identity = {**_env_identity(env), "logged": asdict(config)}
-    found = registry.find_artifact(LOGGED_KIND, env.config.name, config=identity)
-    if found is not None:
-        return found
+
+    def build() -> Artifact:
+        return _build_logged_data(registry, env, config, identity, say, on_batch)
+
+    return built_once(registry, build_key(LOGGED_KIND, env.config.name, identity),
+                      lambda: registry.find_artifact(LOGGED_KIND, env.config.name, config=identity), build, say)
+
+
+def _build_logged_data(registry: Registry, env: TopicRec, config: LoggedDataConfig, identity: dict[str, Any],
+                       say: Say, on_batch: Callable[[int], None] | None) -> Artifact:
     say(f"building logged data for {env.config.name}: {config.episodes:,} episodes of the ε-greedy oracle (ε = {config.epsilon})")
     data = generate_logged_data(env, config, on_batch=on_batch)
     returns = data.episode_returns
@@ -81,9 +92,13 @@ def _register_gems(registry: Registry, env_name: str, logged: Artifact, identity
 def ensure_gems(registry: Registry, env: TopicRec, logged: Artifact, config: GeMSConfig, seed: int, say: Say = print,
                 progress: Callable[[dict[str, float]], None] | None = None) -> Artifact:
     identity = _gems_identity(env.config.name, logged, config, seed)
-    found = registry.find_artifact(GEMS_KIND, env.config.name, config=identity)
-    if found is not None:
-        return found
+    return built_once(registry, build_key(GEMS_KIND, env.config.name, identity),
+                      lambda: registry.find_artifact(GEMS_KIND, env.config.name, config=identity),
+                      lambda: _build_gems(registry, env, logged, config, seed, identity, say, progress), say)
+
+
+def _build_gems(registry: Registry, env: TopicRec, logged: Artifact, config: GeMSConfig, seed: int,
+                identity: dict[str, Any], say: Say, progress) -> Artifact:
     data = load_logged_data(registry, logged)
     epochs = f"{config.max_epochs} epoch" + ("" if config.max_epochs == 1 else "s")
     say(f"pretraining GeMS for {env.config.name} (latent dim {config.latent_dim}, {epochs} over "
@@ -116,16 +131,35 @@ def ensure_gems_population(registry: Registry, requests: list[GeMSRequest], say:
     identities = [_gems_identity(r.env.config.name, r.logged, r.config, r.seed) for r in requests]
     keys = [json.dumps(identity, sort_keys=True) for identity in identities]
     artifacts: dict[str, Artifact] = {}
-    missing: dict[str, int] = {}  # key → the first request that asks for it
-    for index, (request, identity, key) in enumerate(zip(requests, identities, keys)):
-        if key in artifacts or key in missing:
-            continue
-        found = registry.find_artifact(GEMS_KIND, request.env.config.name, config=identity)
-        if found is not None:
-            artifacts[key] = found
-        else:
-            missing[key] = index
-    todo = list(missing.values())
+    missing: dict[str, int] = {}  # key → the first request that asks for it (its build lock is ours)
+    elsewhere: dict[str, int] = {}  # key → request whose GeMS another worker is building
+    holder = lock_holder()
+    with ExitStack() as locks:
+        for index, (request, identity, key) in enumerate(zip(requests, identities, keys)):
+            if key in artifacts or key in missing or key in elsewhere:
+                continue
+            found = registry.find_artifact(GEMS_KIND, request.env.config.name, config=identity)
+            lock = build_key(GEMS_KIND, request.env.config.name, identity)
+            if found is None and try_lock(registry, lock, holder):
+                locks.enter_context(holding(registry, lock, holder))
+                found = registry.find_artifact(GEMS_KIND, request.env.config.name, config=identity)
+                if found is None:
+                    missing[key] = index
+                    continue
+            if found is not None:
+                artifacts[key] = found
+            else:
+                elsewhere[key] = index
+        _pretrain_stacks(registry, requests, identities, keys, list(missing.values()), artifacts, say)
+    for key, index in elsewhere.items():  # wait for them (or build them, should their builder have died)
+        request = requests[index]
+        artifacts[key] = ensure_gems(registry, request.env, request.logged, request.config, request.seed, say=say)
+    return [artifacts[key] for key in keys]
+
+
+def _pretrain_stacks(registry: Registry, requests: list[GeMSRequest], identities: list[dict[str, Any]],
+                     keys: list[str], todo: list[int], artifacts: dict[str, Artifact], say: Say) -> None:
+    """Pretrain the GeMS of requests `todo` as stacked populations and register each (into `artifacts`)."""
     logs: dict[int, LoggedData] = {}  # by artifact id: seeds of one env share their logged data
     for i in todo:
         if requests[i].logged.id not in logs:
@@ -152,7 +186,6 @@ def ensure_gems_population(registry: Registry, requests: list[GeMSRequest], say:
             request = requests[i]
             artifacts[keys[i]] = _register_gems(registry, request.env.config.name, request.logged, identities[i],
                                                 data[i], model, metrics)
-    return [artifacts[key] for key in keys]
 
 
 class _GeMSProgress:
@@ -195,9 +228,13 @@ def load_gems(registry: Registry, artifact: Artifact):
 def ensure_mf(registry: Registry, env: TopicRec, logged: Artifact, config: MFConfig, seed: int, say: Say = print,
               device: str = "cpu") -> Artifact:
     identity = {"env": env.config.name, "logged_artifact": logged.id, "mf": asdict(config), "seed": seed}
-    found = registry.find_artifact(MF_KIND, env.config.name, config=identity)
-    if found is not None:
-        return found
+    return built_once(registry, build_key(MF_KIND, env.config.name, identity),
+                      lambda: registry.find_artifact(MF_KIND, env.config.name, config=identity),
+                      lambda: _build_mf(registry, env, logged, config, seed, identity, say, device), say)
+
+
+def _build_mf(registry: Registry, env: TopicRec, logged: Artifact, config: MFConfig, seed: int,
+              identity: dict[str, Any], say: Say, device: str) -> Artifact:
     say(f"pretraining MF item embeddings for {env.config.name} (BPR, seed {seed})")
     data = load_logged_data(registry, logged)
     table, metrics = train_mf(data.slates.long(), data.clicks.float(), config, seed, device=device)

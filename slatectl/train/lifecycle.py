@@ -19,6 +19,8 @@ import threading
 import time
 from types import FrameType
 
+from slatectl.settings import lease_seconds
+
 STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None),
                                  signal.SIGINT) if s is not None)
 
@@ -53,9 +55,11 @@ class StopRequests:
 
 class Heartbeat:
     """Renews the run's lease in the registry (`registry.heartbeat`) at most every `every_s` seconds;
-    `beat_if_due` is cheap enough to call after every batch of steps."""
+    `beat_if_due` is cheap enough to call after every batch of steps. Default: a quarter of the lease
+    (`settings.lease_seconds()`, 30 s of the default 120 s)."""
 
-    def __init__(self, registry, run_id: int, every_s: float = 30.0, clock=time.monotonic):
+    def __init__(self, registry, run_id: int, every_s: float | None = None, clock=time.monotonic):
+        every_s = lease_seconds() / 4 if every_s is None else every_s
         self.registry, self.run_id, self.every_s, self.clock = registry, run_id, every_s, clock
         self.registry.heartbeat(run_id)
         self._last = clock()

@@ -1,0 +1,107 @@
+"""Shared inputs built once across processes and machines: a registry-level build lock with a lease.
+
+`built_once(registry, key, find, build)` returns `find()` when the input is registered; otherwise it takes
+the registry's build lock on `key` and builds (renewing the lease from a background thread while the
+build runs), or — when another worker holds the lock — waits, polling `find()`, until that worker has
+registered the input. A builder that dies stops renewing; its lease expires after `lease_seconds()` and a
+waiting worker takes the lock over and builds. The lock lives in the registry, so workers on different
+machines see it (a file lock would not span machines, nor survive a lost machine cleanly).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any, Callable, Mapping, TypeVar
+
+from slatectl.registry import Registry, config_hash
+from slatectl.settings import lease_seconds
+
+T = TypeVar("T")
+Say = Callable[[str], None]
+
+POLL_S = 1.0  # how often a waiting worker looks for the input
+
+
+def build_key(kind: str, env: str | None, identity: Mapping[str, Any]) -> str:
+    """The lock key of one input: its kind, env and config (the same identity the registry finds it by)."""
+    return f"{kind}:{env or '-'}:{config_hash(dict(identity))}"
+
+
+def lock_holder() -> str:
+    """This process (host, pid) and a nonce: two builds in one process never share a lock."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class _Renewer:
+    """Renews a build lock every quarter lease until stopped (a daemon thread, so a kill stops it too)."""
+
+    def __init__(self, registry: Registry, key: str, holder: str, lease_s: float) -> None:
+        self.registry, self.key, self.holder, self.lease_s = registry, key, holder, lease_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"build-lock {key}", daemon=True)
+
+    def __enter__(self) -> "_Renewer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.lease_s / 4):
+            try:
+                self.registry.renew_build_lock(self.key, self.holder, self.lease_s)
+            except Exception:  # the registry was briefly unreachable, or the lock was taken over: the
+                return         # build goes on; its registration is idempotent by key lookup at the end
+
+
+def try_lock(registry: Registry, key: str, holder: str) -> bool:
+    return registry.acquire_build_lock(key, holder, lease_seconds())
+
+
+def built_once(registry: Registry, key: str, find: Callable[[], T | None], build: Callable[[], T],
+               say: Say = print, poll_s: float = POLL_S) -> T:
+    holder = lock_holder()
+    said = False
+    while True:
+        found = find()
+        if found is not None:
+            return found
+        lease_s = lease_seconds()
+        if registry.acquire_build_lock(key, holder, lease_s):
+            try:
+                found = find()  # registered between our look and our lock
+                if found is not None:
+                    return found
+                with _Renewer(registry, key, holder, lease_s):
+                    return build()
+            finally:
+                registry.release_build_lock(key, holder)
+        if not said:
+            say(f"another worker is building {key.split(':')[0]} for {key.split(':')[1]}; waiting for it")
+            said = True
+        time.sleep(poll_s)
+
+
+def holding(registry: Registry, key: str, holder: str):
+    """A context that renews an already acquired lock and releases it at the end."""
+    return _Held(registry, key, holder)
+
+
+class _Held:
+    def __init__(self, registry: Registry, key: str, holder: str) -> None:
+        self.registry, self.key, self.holder = registry, key, holder
+        self._renewer = _Renewer(registry, key, holder, lease_seconds())
+
+    def __enter__(self) -> "_Held":
+        self._renewer.__enter__()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._renewer.__exit__(*exc_info)
+        self.registry.release_build_lock(self.key, self.holder)
