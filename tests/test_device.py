@@ -143,10 +143,14 @@ def _agent(name: str, device: str):
 
 
 def _assert_same_arrays(got: dict, want: dict, exact_floats: bool = True):
+    """The same episodes: every array equal, except that the collecting agent's own float records
+    (`agent/*`) may differ in the last bits between batch sizes (the matrix kernels depend on the batch's
+    size on some CPUs: 1e-6 seen on an Intel Xeon); `exact_floats=False` allows that for every float."""
     assert set(got) == set(want)
     for name in want:
         assert got[name].dtype == want[name].dtype and got[name].shape == want[name].shape, name
-        if exact_floats or not np.issubdtype(want[name].dtype, np.floating):
+        agent_float = name.startswith("agent/") and np.issubdtype(want[name].dtype, np.floating)
+        if (exact_floats and not agent_float) or not np.issubdtype(want[name].dtype, np.floating):
             np.testing.assert_array_equal(got[name], want[name], err_msg=name)
         else:
             np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)

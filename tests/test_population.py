@@ -119,9 +119,12 @@ def test_member_equals_solo_run_weights_episode_batch_and_first_update(settings,
     # identical first episodes (random phase: actions from the solo run's global RNG stream)
     solo_episodes = play_episodes(env, solo, torch.arange(10), configs[k].training.seed, "random")
     mine = member_episodes(episodes, k)
-    assert torch.equal(mine.slates, solo_episodes.slates) and torch.equal(mine.clicks, solo_episodes.clicks)
-    assert torch.equal(mine.rewards, solo_episodes.rewards)
     torch.testing.assert_close(mine.actions, solo_episodes.actions, atol=1e-6, rtol=0)
+    if torch.equal(mine.slates, solo_episodes.slates):
+        assert torch.equal(mine.clicks, solo_episodes.clicks) and torch.equal(mine.rewards, solo_episodes.rewards)
+    else:  # the episodes part at a float near-tie: the update is compared on the member's own episodes
+        _assert_only_a_near_tie_differs(mine, solo_episodes, solo)
+        solo_episodes = mine
 
     # identical first batch (the same replay indices)
     replay = EpisodeReplay(configs[k].agent.capacity, configs[k].agent.batch_size)
@@ -148,6 +151,26 @@ def test_member_equals_solo_run_weights_episode_batch_and_first_update(settings,
     assert torch.equal(member_episodes(explored, k).slates, solo_explored.slates)
     # (acting with weights one update old: float rounding as after the update, amplified by Adam's first step)
     torch.testing.assert_close(member_episodes(explored, k).actions, solo_explored.actions, atol=1e-4, rtol=1e-3)
+
+
+def _assert_only_a_near_tie_differs(mine, solo_episodes, solo):
+    """The stacked decoder's matrix products round differently from the solo one's (last float bits; seen on
+    an Intel Xeon), so a slot whose two best items score within rounding of each other can rank either
+    first. Accept only that: other episodes equal, and in the first differing episode every step before the
+    first differing slot equal, that slot a near-tie (scores within 1e-5 relative) under the solo decoder."""
+    differs = (mine.slates != solo_episodes.slates).any(dim=-1)  # (E, H+1)
+    episode, step = (int(i) for i in differs.nonzero()[0])
+    others = torch.ones(differs.shape[0], dtype=torch.bool)
+    others[episode] = False
+    assert torch.equal(mine.slates[others], solo_episodes.slates[others]), "a difference beyond one near-tie"
+    assert torch.equal(mine.slates[episode, :step], solo_episodes.slates[episode, :step])
+    slot = int((mine.slates[episode, step] != solo_episodes.slates[episode, step]).nonzero()[0])
+    gems = solo.ranker.gems
+    with torch.no_grad():  # slates[:, t] is the slate shown for the action of step t − 1
+        z = solo_episodes.actions[episode, step - 1][None]
+        scores = (gems._slot_queries(gems.decoder(z)) @ gems.item_embeddings.weight.T)[0, slot]
+    a, b = scores[mine.slates[episode, step, slot]], scores[solo_episodes.slates[episode, step, slot]]
+    assert abs(float(a - b)) <= 1e-5 * max(1.0, abs(float(b))), (float(a), float(b))
 
 
 def _assert_close_but_relu_kinks(actual, expected, name, updates=2):

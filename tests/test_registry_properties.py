@@ -27,7 +27,9 @@ def test_any_sequence_of_promotions_keeps_one_active_and_full_history(reg, steps
                                                     val_return_std=0.0, val_episodes=1).id for s in range(3)]
     snapshots = {}
     for n, (env, quality, index) in enumerate(steps):
-        promotion = reg.promote_checkpoint(f"{prefix}-{env}", quality, checkpoints[env][index], note=f"#{n}")
+        # allow_same: any checkpoint for any quality (the same-checkpoint refusal has its own tests)
+        promotion = reg.promote_checkpoint(f"{prefix}-{env}", quality, checkpoints[env][index], note=f"#{n}",
+                                           allow_same=True)
         snapshots[promotion.id] = {k: getattr(promotion, k) for k in IMMUTABLE}
 
     history = [p for p in reg.promotion_history() if p.env.startswith(prefix)]

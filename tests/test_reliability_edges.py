@@ -58,16 +58,20 @@ def files_under(folder: Path) -> list[Path]:
 def test_collect_under_a_file_size_limit_fails_in_one_line_and_leaves_nothing(tmp_path, fmt):
     if fmt == "minari":
         pytest.importorskip("h5py")
-    result = slatectl_under_file_limit(["collect", "--quality", "random", "--env", "focused_topdown",
+    result = slatectl_under_file_limit(["collect", "--quality", "random", "--encoder", "none", "--env", "focused_topdown",
                                         "--episodes", "200", "--format", fmt], tmp_path)
     assert result.returncode == 1, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: could not write"), result.stderr[-2000:]
     assert "Traceback" not in result.stderr and "unexpected" not in result.stderr
     assert files_under(tmp_path / "home" / "scratch") == []  # the partial file went with its scratch folder
-    assert files_under(tmp_path / "home" / "artifacts") == [] and files_under(tmp_path / "minari") == []
+    # only the random policy's return, computed for the reference scores and registered whole before the
+    # dataset was simulated, stays (a complete artifact, listed in the registry)
+    kept = files_under(tmp_path / "home" / "artifacts")
+    assert all(p.parent.name == "rollout" for p in kept) and files_under(tmp_path / "minari") == []
     with open_registry(home=tmp_path / "home") as registry:
         assert registry.list_datasets() == []
+        assert len(registry.list_artifacts(kind="rollout")) == len(kept) <= 1
 
 
 # -- train --resume: refusals change nothing ------------------------------------------------------------------
@@ -176,7 +180,7 @@ def test_an_interrupted_training_exits_128_plus_the_signal(monkeypatch, tmp_path
 def test_a_signal_stops_collect_cleanly_with_128_plus_n(tmp_path, sig):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SLATECTL_THREADS": "1"}
     process = subprocess.Popen([sys.executable, "-c", "from slatectl.cli import main; main()", "--home",
-                                str(tmp_path / "home"), "collect", "--quality", "random", "--env", "all",
+                                str(tmp_path / "home"), "collect", "--quality", "random", "--encoder", "none", "--env", "all",
                                 "--episodes", "20000", "--batch", "2000"],
                                stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     try:
@@ -199,7 +203,7 @@ def test_a_signal_stops_collect_cleanly_with_128_plus_n(tmp_path, sig):
 
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite:///file:reg?mode=memory&uri=true"])
 @pytest.mark.parametrize("command", [
-    ["collect", "--quality", "random", "--env", "focused_topdown", "--episodes", "3"],
+    ["collect", "--quality", "random", "--encoder", "none", "--env", "focused_topdown", "--episodes", "3"],
     ["train", "sac-topk-ideal", "--env", "focused_topdown", "--steps", "2"],
     ["pretrain", "mf", "--env", "focused_topdown"],
     ["data", "logged", "--env", "focused_topdown"],
@@ -324,7 +328,7 @@ def test_reading_commands_work_on_a_read_only_home(read_only_home, tmp_path):
 
 
 def test_writing_commands_on_a_read_only_home_say_so(read_only_home):
-    result = slatectl_on_read_only_home(read_only_home, ["collect", "--quality", "random", "--env", "focused_topdown",
+    result = slatectl_on_read_only_home(read_only_home, ["collect", "--quality", "random", "--encoder", "none", "--env", "focused_topdown",
                                                          "--episodes", "3"])
     assert result.returncode == 2 and "read-only" in result.stderr, result.stderr
     assert "not a valid" not in result.stderr and "restore" not in result.stderr

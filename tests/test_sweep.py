@@ -64,6 +64,8 @@ def test_the_minimal_spec_of_the_issue_is_accepted_as_written():
     ({"sets": []}, "sets must be"),
     ({"resources": {"num_cpus": -1}}, "num_cpus"),
     ({"collect": {"qualities": ["random"]}}, "collect.qualities"),
+    ({"collect": {"qualities": ["medium"], "act": "nope"}}, "collect.act"),
+    ({"collect": {"qualities": ["medium"], "encoder": "gems"}}, "collect.encoder"),
 ])
 def test_a_bad_spec_is_refused_with_what_is_wrong(change, message):
     with pytest.raises(BadInput, match=message):
@@ -233,7 +235,8 @@ def _checkpoint_steps(reg):
 def test_a_local_sweep_trains_every_population_and_status_shows_it(sqlite_settings, tmp_path):
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(small_spec(envs=["focused_topdown", "diffuse_mix"], members_per_task=2,
-                                                   collect={"qualities": ["medium", "expert"], "episodes": 10})))
+                                                   collect={"qualities": ["medium", "expert"], "episodes": 10,
+                                                            "encoder": "none", "allow_same": True})))
     runner = CliRunner()
     base = ["--home", str(sqlite_settings.home), "--registry-url", sqlite_settings.registry_url]
     result = runner.invoke(app, [*base, "sweep", "run", str(spec_file), "--jobs", "2"])

@@ -9,6 +9,7 @@ from typing import Callable
 
 from slatectl.collect.collector import CollectRequest, collect_dataset
 from slatectl.collect.random_return import compute_random_return
+from slatectl.domain import PROMOTABLE_QUALITIES
 from slatectl.errors import JobFailed
 from slatectl.registry import open_registry
 from slatectl.settings import Settings
@@ -85,14 +86,22 @@ def _collect(registry, sweep_id: int, spec: SweepSpec, say: Say) -> None:
             suggestion = registry.suggest_checkpoint(env, quality, agent=collect.agent,
                                                      compute_random=compute_random_return)
             chosen = suggestion.suggested
+            others = [q for q in PROMOTABLE_QUALITIES if q != quality and
+                      getattr(registry.active_promotion(env, q), "checkpoint_id", None) == chosen.id]
+            if others and not collect.allow_same:
+                say(f"sweep {sweep_id}: {env}/{quality} not collected: the rule chose checkpoint {chosen.id}, already "
+                    f"promoted as {others[0]} (set collect.allow_same: true to collect both from it)")
+                continue
             active = registry.active_promotion(env, quality)
             if active is None or active.checkpoint_id != chosen.id:
-                registry.promote_checkpoint(env, quality, chosen.id, note=f"sweep {sweep_id}: {suggestion.rule}")
+                registry.promote_checkpoint(env, quality, chosen.id, note=f"sweep {sweep_id}: {suggestion.rule}",
+                                            allow_same=collect.allow_same)
             done = [d for d in registry.list_datasets(env=env, quality=quality)
                     if d.checkpoint_id == chosen.id and d.episodes == collect.episodes and d.seed == collect.seed]
             if done:
                 say(f"sweep {sweep_id}: {env}/{quality} already collected (dataset {done[0].id})")
                 continue
-            dataset = collect_dataset(registry, CollectRequest(env, quality, collect.episodes, collect.seed))
+            dataset = collect_dataset(registry, CollectRequest(env, quality, collect.episodes, collect.seed,
+                                                               act=collect.act, encoder=collect.encoder))
             say(f"sweep {sweep_id}: dataset {dataset.id}: {env}/{quality} from checkpoint {chosen.id}, "
                 f"{dataset.episodes:,} episodes, mean return {dataset.return_mean:.2f}")

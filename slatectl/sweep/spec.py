@@ -12,6 +12,7 @@
     max_retries: 3                       # retries of a task whose worker died
     lease_timeout_s: 120                 # a worker silent this long is taken for dead
     collect: {qualities: [medium, expert], episodes: 10000, agent: sac-gems, seed: 0}   # optional, at the end
+             # (also act: sample|greedy, encoder: ID|none, allow_same: false, as `collect` and `ckpt promote`)
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 from slatectl.agents import agent_spec
 from slatectl.config_tools import load_yaml_file
-from slatectl.domain import PROMOTABLE_QUALITIES
+from slatectl.domain import PROMOTABLE_QUALITIES, BehaviourMode
 from slatectl.errors import BadInput
 from slatectl.sim.config import env_names
 from slatectl.train.config import resolve_run_config
@@ -46,6 +47,9 @@ class CollectSpec:
     episodes: int = 10_000
     agent: str | None = None  # whose checkpoints are promoted; default: the sweep's first agent
     seed: int = 0
+    act: str = "sample"  # collect --act
+    encoder: str | None = None  # collect --encoder: a GeMS artifact id, "none", or the env's default
+    allow_same: bool = False  # promote one checkpoint as both medium and expert (else that quality is skipped)
 
 
 @dataclass(frozen=True)
@@ -177,8 +181,9 @@ def _resources(value: Any, where: str) -> Resources:
 def _collect(value: Any, agents: tuple[str, ...], where: str) -> CollectSpec | None:
     if value is None:
         return None
-    if not isinstance(value, dict) or set(value) - {"qualities", "episodes", "agent", "seed"}:
-        raise BadInput(f"{where}: collect takes qualities, episodes, agent and seed (got {value!r}).")
+    keys = {"qualities", "episodes", "agent", "seed", "act", "encoder", "allow_same"}
+    if not isinstance(value, dict) or set(value) - keys:
+        raise BadInput(f"{where}: collect takes {', '.join(sorted(keys))} (got {value!r}).")
     qualities = _names(value.get("qualities", []), "collect.qualities", where)
     allowed = [str(q) for q in PROMOTABLE_QUALITIES]
     if any(q not in allowed for q in qualities):
@@ -188,4 +193,13 @@ def _collect(value: Any, agents: tuple[str, ...], where: str) -> CollectSpec | N
     if agent not in agents:
         raise BadInput(f"{where}: collect.agent must be one of the sweep's agents ({', '.join(agents)}), got {agent!r}.")
     seed = _count(value.get("seed", 0), "collect.seed", where, 0, 2**63 - 1)
-    return CollectSpec(qualities, episodes, agent, seed)
+    act = value.get("act", "sample")
+    if act not in {str(m) for m in BehaviourMode}:
+        raise BadInput(f"{where}: collect.act must be sample or greedy (got {act!r}).")
+    encoder = value.get("encoder")
+    if encoder is not None and str(encoder) != "none" and not str(encoder).isdigit():
+        raise BadInput(f"{where}: collect.encoder must be a GeMS artifact id or none (got {encoder!r}).")
+    allow_same = value.get("allow_same", False)
+    if not isinstance(allow_same, bool):
+        raise BadInput(f"{where}: collect.allow_same must be true or false (got {allow_same!r}).")
+    return CollectSpec(qualities, episodes, agent, seed, act, None if encoder is None else str(encoder), allow_same)
