@@ -143,14 +143,19 @@ def fit_with_trainer(model: GeMS, train: tuple[Tensor, Tensor], val: tuple[Tenso
                      cuda_graph: bool, chunk_batches: int = CHUNK_BATCHES) -> FitOutcome:
     """`gems_train._fit`'s contract, run by a Lightning Trainer on the device the data are on."""
     module = GeMSModule(model, train, val, config, seed, progress_callback, batch_callback, cuda_graph, chunk_batches)
-    device = train[0].device
+    fit_quietly(module, train[0].device, config.max_epochs)
+    return module.outcome
+
+
+def fit_quietly(module: pl.LightningModule, device: torch.device, max_epochs: int) -> None:
+    """Train `module` with a Trainer on `device` that logs, checkpoints, validates and prints nothing of its
+    own: the pretraining modules keep their own best epoch, progress and validation (GeMS and MF)."""
     with quiet_lightning():
         trainer = pl.Trainer(accelerator=device.type, devices=[device.index or 0] if device.type == "cuda" else 1,
-                             max_epochs=config.max_epochs, logger=False, enable_checkpointing=False,
+                             max_epochs=max_epochs, logger=False, enable_checkpointing=False,
                              enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                              limit_val_batches=0)
         trainer.fit(module)
-    return module.outcome
 
 
 @contextmanager

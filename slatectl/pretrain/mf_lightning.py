@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from slatectl.pretrain.divergence import require_finite_losses
-from slatectl.pretrain.gems_lightning import quiet_lightning
+from slatectl.pretrain.gems_lightning import fit_quietly
 from slatectl.pretrain.mf import MFConfig, MFSetup, _EarlyStopping, _epoch_draws, _RunningMean, fold_in_evaluate, mf_result, prepare_mf
 
 #: Batches per `training_step` (an MF batch costs ~0.1–0.5 ms on a CPU; Lightning's call ~0.1 ms).
@@ -106,10 +106,5 @@ def train_mf_with_trainer(slates: Tensor, clicks: Tensor, config: MFConfig, seed
                           chunk_batches: int = CHUNK_BATCHES) -> tuple[Tensor, dict]:
     """`mf._train_mf`'s contract, run by a Lightning Trainer on `device`."""
     module = MFModule(prepare_mf(slates, clicks, config, seed, device), config, chunk_batches)
-    with quiet_lightning():
-        trainer = pl.Trainer(accelerator=device.type, devices=[device.index or 0] if device.type == "cuda" else 1,
-                             max_epochs=config.max_epochs, logger=False, enable_checkpointing=False,
-                             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                             limit_val_batches=0)
-        trainer.fit(module)
+    fit_quietly(module, device, config.max_epochs)
     return module.result()

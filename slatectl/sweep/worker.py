@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
 from dataclasses import dataclass
 
@@ -25,6 +24,7 @@ from slatectl.registry import Registry, open_registry
 from slatectl.settings import Settings
 from slatectl.sweep.tasks import member_configs
 from slatectl.threads import configure_torch_threads
+from slatectl.train.build_once import PeriodicRenewal
 from slatectl.train.loop import RunInterrupted
 from slatectl.train.orchestration import logs_dir
 from slatectl.train.population import (PopulationTrainer, new_group_id, population_supported,
@@ -59,7 +59,7 @@ def run_task(settings: Settings, task_id: int, threads: int, lease_s: float) -> 
             return TaskOutcome(task_id, "finished", worker, _run_ids(registry, task.group_id))
         _wait(lambda: _try(lambda: registry.claim_sweep_task(task_id, worker, lease_s)), lease_s,
               f"sweep task {task_id}")
-        with _TaskHeartbeat(registry, task_id, worker, lease_s):
+        with _task_heartbeat(registry, task_id, worker, lease_s):
             try:
                 run_ids = _train(settings, registry, task_id, lease_s)
             except RunInterrupted as exc:
@@ -127,25 +127,9 @@ def _wait(attempt, lease_s: float, what: str) -> None:
         time.sleep(POLL_S)
 
 
-class _TaskHeartbeat:
-    """Renews the task's lease every quarter lease from a daemon thread while the task runs."""
+def _task_heartbeat(registry: Registry, task_id: int, worker: str, lease_s: float) -> PeriodicRenewal:
+    """Renews the task's lease every quarter lease while the task runs (a failed renewal is retried: the
+    runs' own leases decide a takeover)."""
+    return PeriodicRenewal(f"sweep task {task_id}", lease_s,
+                           lambda: registry.sweep_task_heartbeat(task_id, worker), stop_on_error=False)
 
-    def __init__(self, registry: Registry, task_id: int, worker: str, lease_s: float) -> None:
-        self.registry, self.task_id, self.worker, self.every_s = registry, task_id, worker, lease_s / 4
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"sweep task {task_id}", daemon=True)
-
-    def __enter__(self) -> "_TaskHeartbeat":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every_s):
-            try:
-                self.registry.sweep_task_heartbeat(self.task_id, self.worker)
-            except Exception:  # taken over, or the registry briefly unreachable: the runs' own leases decide
-                pass

@@ -36,15 +36,18 @@ def lock_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-class _Renewer:
-    """Renews a build lock every quarter lease until stopped (a daemon thread, so a kill stops it too)."""
+class PeriodicRenewal:
+    """Calls `renew()` every quarter of `lease_s` from a daemon thread (so a kill stops it too) until the
+    `with` block ends: the one way a lease (a build lock, a sweep task) is kept alive while work runs. A
+    failing renewal (the registry briefly unreachable, the lease taken over) stops the renewals when
+    `stop_on_error`, else is retried at the next period; either way the work goes on."""
 
-    def __init__(self, registry: Registry, key: str, holder: str, lease_s: float) -> None:
-        self.registry, self.key, self.holder, self.lease_s = registry, key, holder, lease_s
+    def __init__(self, name: str, lease_s: float, renew: Callable[[], object], stop_on_error: bool = True) -> None:
+        self.every_s, self.renew, self.stop_on_error = lease_s / 4, renew, stop_on_error
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"build-lock {key}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def __enter__(self) -> "_Renewer":
+    def __enter__(self) -> "PeriodicRenewal":
         self._thread.start()
         return self
 
@@ -53,11 +56,16 @@ class _Renewer:
         self._thread.join()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.lease_s / 4):
+        while not self._stop.wait(self.every_s):
             try:
-                self.registry.renew_build_lock(self.key, self.holder, self.lease_s)
-            except Exception:  # the registry was briefly unreachable, or the lock was taken over: the
-                return         # build goes on; its registration is idempotent by key lookup at the end
+                self.renew()
+            except Exception:  # a build's registration is idempotent by key lookup at the end; a task's
+                if self.stop_on_error:  # runs are guarded by their own leases
+                    return
+
+
+def _renewer(registry: Registry, key: str, holder: str, lease_s: float) -> PeriodicRenewal:
+    return PeriodicRenewal(f"build-lock {key}", lease_s, lambda: registry.renew_build_lock(key, holder, lease_s))
 
 
 def try_lock(registry: Registry, key: str, holder: str) -> bool:
@@ -78,7 +86,7 @@ def built_once(registry: Registry, key: str, find: Callable[[], T | None], build
                 found = find()  # registered between our look and our lock
                 if found is not None:
                     return found
-                with _Renewer(registry, key, holder, lease_s):
+                with _renewer(registry, key, holder, lease_s):
                     return build()
             finally:
                 registry.release_build_lock(key, holder)
@@ -96,7 +104,7 @@ def holding(registry: Registry, key: str, holder: str):
 class _Held:
     def __init__(self, registry: Registry, key: str, holder: str) -> None:
         self.registry, self.key, self.holder = registry, key, holder
-        self._renewer = _Renewer(registry, key, holder, lease_seconds())
+        self._renewer = _renewer(registry, key, holder, lease_seconds())
 
     def __enter__(self) -> "_Held":
         self._renewer.__enter__()
