@@ -47,7 +47,7 @@ TINY = ["logged.episodes=300", "gems.max_epochs=1", "gems.max_slates=5000", "tra
 
 def promote_tiny_checkpoint(registry, agent: str, env: str) -> int:
     config = resolve_run_config(agent, env, overrides=TINY, cli_training={"max_steps": 4, "save_every": 4})
-    run_id = Trainer(registry, config).run(command="bench").run_id
+    run_id = Trainer(registry, config).run(command="bench")[0].run_id
     checkpoint = registry.list_checkpoints(run_id=run_id)[-1]
     registry.promote_checkpoint(env, "medium", checkpoint.id)
     return checkpoint.id

@@ -22,7 +22,7 @@ from collections import defaultdict
 import torch
 
 from slatectl.sim.config import env_names
-from slatectl.train.population import member_episodes, play_member_episodes, stack_batches
+from slatectl.train.episodes import member_episodes, play_member_episodes, stack_batches
 from population_throughput import start_population  # bench/ is on sys.path when a script here runs
 
 

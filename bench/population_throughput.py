@@ -38,7 +38,7 @@ from slatectl.sim.member_envs import MemberEnvs
 from slatectl.train.captured_episodes import CapturedEpisodes
 from slatectl.train.episodes import play_episodes
 from slatectl.train.loop import simulator_on
-from slatectl.train.population import member_episodes, play_member_episodes, stack_batches
+from slatectl.train.episodes import member_episodes, play_member_episodes, stack_batches
 from slatectl.train.replay import EpisodeReplay
 from train_throughput import build_sac_gems  # bench/ is on sys.path when a script here runs
 

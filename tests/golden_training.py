@@ -7,7 +7,7 @@ a fingerprint of every tensor of every checkpoint (sum and sum of absolute value
 the file's SHA-256, the SHA-256 of each integer or boolean array and the fingerprint of each float array. `tests/test_golden_training.py` compares a fresh
 computation against `tests/data/golden_training.json`.
 
-Written on commit a0e412b (the two-engine code) with:
+Written on commit a0e412b (the two-engine code; there the population trainer was `PopulationTrainer`) with:
 
     OMP_NUM_THREADS=1 python tests/golden_training.py --write
 
@@ -36,7 +36,7 @@ from slatectl.registry import open_registry
 from slatectl.settings import Settings
 from slatectl.train.config import resolve_run_config
 from slatectl.train.loop import Trainer
-from slatectl.train.population import PopulationTrainer, population_configs
+from slatectl.train.population import population_configs
 
 GOLDEN = Path(__file__).parent / "data" / "golden_training.json"
 ENV = "focused_topdown"
@@ -80,10 +80,11 @@ def figures(home: Path) -> dict:
     out: dict = {"solo": {}, "population": [], "dataset": {}}
     with open_registry(settings) as registry:
         for agent in trainable_agents():
-            run_id = Trainer(registry, _config(agent)).run(command="golden").run_id
+            (result,) = Trainer(registry, _config(agent)).run(command="golden")
+            run_id = result.run_id
             out["solo"][agent] = _run_figures(registry, run_id)
         base = [_config("sac-gems", env) for env in (ENV, "diffuse_divpen")]
-        results = PopulationTrainer(registry, population_configs(base, [SEED, SEED + 1])).run(command="golden")
+        results = Trainer(registry, population_configs(base, [SEED, SEED + 1])).run(command="golden")
         out["population"] = [{"env": registry.get_run(r.run_id).env, "seed": registry.get_run(r.run_id).seed,
                               **_run_figures(registry, r.run_id)} for r in results]
         gems_run = next(r for r in registry.list_runs() if r.agent == "sac-gems" and r.group_id is None)

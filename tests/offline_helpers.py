@@ -41,7 +41,7 @@ def trained_home(path, promote_expert: bool = True) -> TrainedHome:
     config = resolve_run_config("sac-topk-ideal", ENV, overrides=SMALL, cli_training={"max_steps": 20, "save_every": 10})
     with open_registry(settings) as registry:
         gems = tiny_gems(registry)
-        run_id = Trainer(registry, config).run(command="test").run_id
+        run_id = Trainer(registry, config).run(command="test")[0].run_id
         checkpoints = registry.list_checkpoints(run_id=run_id)
         best = next(c for c in checkpoints if c.is_best)
         other = next(c for c in checkpoints if not c.is_best)

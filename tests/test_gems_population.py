@@ -270,7 +270,8 @@ def test_population_members_missing_gems_are_pretrained_as_one_stack_and_used_by
     from slatectl.settings import Settings
     from slatectl.train.assembly import ensure_population_gems
     from slatectl.train.config import resolve_run_config
-    from slatectl.train.population import PopulationTrainer, population_configs
+    from slatectl.train.loop import Trainer
+    from slatectl.train.population import population_configs
 
     overrides = ["logged.episodes=4", "gems.max_epochs=1", "gems.max_slates=300", "training.random_steps=2"]
     base = [resolve_run_config("sac-gems", env, overrides=overrides, cli_training={"max_steps": 4, "device": "cpu"})
@@ -282,7 +283,7 @@ def test_population_members_missing_gems_are_pretrained_as_one_stack_and_used_by
                         lambda members, **kw: stacked_sizes.append(len(members)) or original(members, **kw))
     monkeypatch.setattr(inputs, "train_gems", lambda *a, **kw: pytest.fail("a member's GeMS was pretrained alone"))
     with open_registry(Settings.resolve(home=tmp_path / "home")) as registry:
-        trainer = PopulationTrainer(registry, configs)
+        trainer = Trainer(registry, configs)
         members = trainer.build_members()  # the four missing GeMS: one stack, nothing pretrained alone
         assert stacked_sizes == [4]
         gems = registry.list_artifacts(kind="gems")

@@ -170,7 +170,7 @@ def test_the_training_loop_reads_at_most_twice_per_learning_step(tmp_path, monke
                                     cli_training={"max_steps": steps, "device": "cpu"})
         with open_registry(Settings.resolve(home=tmp_path / str(steps))) as registry:
             counts = count_host_reads(monkeypatch)
-            Trainer(registry, config).run(command="test")
+            Trainer(registry, config).run(command="test")[0]
             reads.append(sum(n for (_, module), n in counts.items()
                              if module in ("slatectl.train.loop", "slatectl.train.episodes") or module.startswith("slatectl.agents")))
             monkeypatch.undo()
@@ -185,7 +185,7 @@ def test_train_device_defaults_to_auto_and_a_run_records_the_device_it_resolved(
         on_cpu = Trainer(registry, config)
         # Without a GPU: exactly the config every earlier CPU run recorded.
         assert on_cpu.device == torch.device("cpu")
-        recorded = recorded_config(on_cpu.config, on_cpu.device)
+        recorded = recorded_config(on_cpu.configs[0], on_cpu.device)
         assert recorded["training"]["device"] == "cpu" and recorded["gems"]["accelerator"] == "cpu"
 
         said = []
@@ -195,7 +195,7 @@ def test_train_device_defaults_to_auto_and_a_run_records_the_device_it_resolved(
         with_gpu = Trainer(registry, config, reporter)
         # With one, auto takes it, says so, and the GeMS the run pretrains for itself is trained there too.
         assert with_gpu.device == torch.device("cuda") and any("Fake GPU" in s for s in said)
-        assert with_gpu.config.training.device == "cuda" and with_gpu.config.gems.accelerator == "cuda"
+        assert with_gpu.configs[0].training.device == "cuda" and with_gpu.configs[0].gems.accelerator == "cuda"
 
 
 @cuda
@@ -203,7 +203,7 @@ def test_a_solo_run_trains_on_cuda_with_simulator_agent_and_replay_there(tmp_pat
     config = resolve_run_config("sac-topk-ideal", "focused_topdown", overrides=TINY_TRAINING,
                                 cli_training={"max_steps": 14, "save_every": 14, "device": "cuda"})
     with open_registry(Settings.resolve(home=tmp_path / "home")) as registry:
-        result = Trainer(registry, config).run(command="test")
+        result = Trainer(registry, config).run(command="test")[0]
         run = registry.get_run(result.run_id)
         state = registry.load_checkpoint_state(result.checkpoints[-1].id)
     assert run.status == "finished" and run.config["training"]["device"] == "cuda"

@@ -89,7 +89,7 @@ def test_sac_topk_ideal_learns_on_diffuse_topdown(tmp_path):
     config = resolve_run_config("sac-topk-ideal", ENV, overrides=overrides,
                                 cli_training={"max_steps": MAX_STEPS, "save_every": SAVE_EVERY})
     with open_registry(Settings.resolve(home=tmp_path / "home")) as registry:
-        run_id = Trainer(registry, config).run(command="test").run_id
+        run_id = Trainer(registry, config).run(command="test")[0].run_id
         checkpoints = registry.list_checkpoints(run_id=run_id)
         assert [c.step for c in checkpoints] == list(range(SAVE_EVERY, MAX_STEPS + 1, SAVE_EVERY))
         untrained_checkpoint = checkpoints[0]

@@ -24,9 +24,8 @@ from slatectl.train.episodes import play_episodes
 from slatectl.harness import seed_everything
 from slatectl.train.assembly import build_agent, ensure_agent_inputs
 from slatectl.train.loop import RunInterrupted, Trainer
-from slatectl.train.population import (PopulationTrainer, group_runs, member_episodes, membership,
-                                       play_member_episodes, population_configs, stack_batches,
-                                       train_members_sequentially)
+from slatectl.train.episodes import member_episodes, play_member_episodes, stack_batches
+from slatectl.train.population import group_runs, membership, population_configs
 from slatectl.train.replay import EpisodeReplay
 from training_helpers import StopAt
 
@@ -62,7 +61,7 @@ def _first_update(registry, configs, explore_steps=0):
     (at training step 10, as the loop would), then play `explore_steps` exploring episodes.
 
     Returns (members, stacked agent, episodes, sampled batch, per-member metrics, exploring episodes)."""
-    trainer = PopulationTrainer(registry, configs)
+    trainer = Trainer(registry, configs)
     members = trainer.build_members()
     agent = trainer.stack(members)
     envs = MemberEnvs([m.env for m in members])
@@ -299,8 +298,8 @@ def test_members_are_independent_of_each_others_seed(settings, agent, extra):
 def test_population_registers_member_runs_matching_solo_runs(settings, agent, parallel):
     configs = _configs(["focused_topdown"], SEEDS[:2], extra=[f"training.parallel_episodes={parallel}"], agent=agent)
     with open_registry(settings) as registry:
-        results = PopulationTrainer(registry, configs, logs_dir=settings.home / "logs").run(command="test")
-        solo = Trainer(registry, configs[1]).run(command="test")
+        results = Trainer(registry, configs, logs_dir=settings.home / "logs").run(command="test")
+        solo = Trainer(registry, configs[1]).run(command="test")[0]
         runs = [registry.get_run(r.run_id) for r in results]
         member_ckpts = registry.list_checkpoints(run_id=results[1].run_id)
         solo_ckpts = registry.list_checkpoints(run_id=solo.run_id)
@@ -329,8 +328,8 @@ def test_population_registers_member_runs_matching_solo_runs(settings, agent, pa
 def test_stacked_population_checkpoints_at_the_requested_steps_match_solo_runs(settings, agent, extra):
     configs = _configs(["focused_topdown", "diffuse_divpen"], SEEDS[:2], agent=agent, extra=extra)
     with open_registry(settings) as registry:
-        results = PopulationTrainer(registry, configs, logs_dir=settings.home / "logs").run(command="test")
-        solo = Trainer(registry, configs[3]).run(command="test")
+        results = Trainer(registry, configs, logs_dir=settings.home / "logs").run(command="test")
+        solo = Trainer(registry, configs[3]).run(command="test")[0]
         runs = [registry.get_run(r.run_id) for r in results]
         member_ckpts = [registry.list_checkpoints(run_id=r.run_id) for r in results]
         solo_ckpts = registry.list_checkpoints(run_id=solo.run_id)
@@ -380,13 +379,13 @@ def test_resume_group_continues_every_member_as_an_uninterrupted_population(sett
     configs = _configs(["focused_topdown"], SEEDS[:2], steps=16, save_every=12, agent=agent, extra=extra)
     with open_registry(settings) as registry:
         with pytest.raises(RunInterrupted, match="--resume g-interrupted"):
-            PopulationTrainer(registry, configs, _SignalAt(14)).run(command="test", group="g-interrupted")
+            Trainer(registry, configs, _SignalAt(14)).run(command="test", group="g-interrupted")
         members = group_runs(registry, "g-interrupted")
         assert [r.status for r in members] == ["interrupted", "interrupted"]
         assert all(r.group_id == "g-interrupted" for r in members)
         assert [[c.step for c in registry.list_checkpoints(run_id=r.id)] for r in members] == [[12], [12]]
-        resumed = PopulationTrainer.resume(registry, "g-interrupted")
-        straight = PopulationTrainer(registry, configs).run(command="test")
+        resumed = Trainer.resume_group(registry, "g-interrupted")
+        straight = Trainer(registry, configs).run(command="test")
         assert [r.status for r in group_runs(registry, "g-interrupted")] == ["finished", "finished"]
         for a, b in zip(resumed, straight):
             assert [c.step for c in registry.list_checkpoints(run_id=a.run_id)] == [12, 16]
@@ -396,7 +395,7 @@ def test_resume_group_continues_every_member_as_an_uninterrupted_population(sett
             for name in state_a:
                 torch.testing.assert_close(state_a[name], state_b[name], atol=1e-6, rtol=1e-5, msg=name)
         with pytest.raises(BadInput):
-            PopulationTrainer.resume(registry, "no-such-group")
+            Trainer.resume_group(registry, "no-such-group")
 
 
 def test_a_kill_between_members_checkpoints_is_completed_by_resume(settings, monkeypatch):
@@ -411,12 +410,12 @@ def test_a_kill_between_members_checkpoints_is_completed_by_resume(settings, mon
 
         monkeypatch.setattr(registry, "register_checkpoint", dies_at_second_members_last_checkpoint)
         with pytest.raises(OSError):
-            PopulationTrainer(registry, configs).run(command="test", group="g-half-saved")
+            Trainer(registry, configs).run(command="test", group="g-half-saved")
         monkeypatch.setattr(registry, "register_checkpoint", register)
         members = group_runs(registry, "g-half-saved")
         assert [r.status for r in members] == ["failed", "failed"]
         assert [[c.step for c in registry.list_checkpoints(run_id=r.id)] for r in members] == [[6, 12], [6]]
-        results = PopulationTrainer.resume(registry, "g-half-saved")
+        results = Trainer.resume_group(registry, "g-half-saved")
         assert [[c.step for c in r.checkpoints] for r in results] == [[6, 12], [6, 12]]
         assert [r.status for r in group_runs(registry, "g-half-saved")] == ["finished", "finished"]
         assert all(c.test_episodes == 8 for r in results for c in r.checkpoints)
@@ -426,7 +425,7 @@ def test_a_second_ctrl_c_marks_every_member_interrupted(settings):
     configs = _configs(["focused_topdown"], SEEDS[:2], steps=12, save_every=6)
     with open_registry(settings) as registry:
         with pytest.raises(KeyboardInterrupt):  # what a second Ctrl-C raises, wherever the loop is
-            PopulationTrainer(registry, configs, StopAt(4)).run(command="test", group="g-ctrl-c")
+            Trainer(registry, configs, StopAt(4)).run(command="test", group="g-ctrl-c")
         assert [r.status for r in group_runs(registry, "g-ctrl-c")] == ["interrupted", "interrupted"]
 
 
@@ -443,7 +442,7 @@ def test_resume_refuses_a_group_with_a_live_member_and_leaves_the_others_as_they
             session.add(row)
             session.commit()
         with pytest.raises(BadInput, match="being worked on"):
-            PopulationTrainer.resume(registry, "g-live")
+            Trainer.resume_group(registry, "g-live")
         assert [r.status for r in group_runs(registry, "g-live")] == ["interrupted", "running"]
         assert registry.get_run(runs[1].id).host == "elsewhere"
 
@@ -453,9 +452,9 @@ def test_population_rejects_members_that_cannot_run_in_lockstep(settings):
     b = _configs(["focused_topdown"], [2], extra=["agent.gamma=0.5"])[0]
     with open_registry(settings) as registry:
         with pytest.raises(BadInput, match="share every"):
-            PopulationTrainer(registry, [a, b])
+            Trainer(registry, [a, b])
         with pytest.raises(BadInput, match="same env and seed"):
-            PopulationTrainer(registry, [a, a])
+            Trainer(registry, [a, a])
 
 
 def test_cli_mixed_env_population_matches_solo_runs_and_resumes_by_group(tmp_path):
@@ -517,44 +516,14 @@ def test_cli_slateq_population_is_stacked_and_lists_every_members_checkpoints(tm
     assert all(c["env"] == runs[c["run_id"]].env and c["val_return"] is not None for c in listed)
 
 
-@pytest.fixture
-def slateq_unstacked(monkeypatch):
-    """SlateQ as an agent without a population implementation (every trainable agent has one now)."""
+def test_an_agent_without_a_stacked_form_is_refused_before_any_work(settings, monkeypatch):
+    """Every trainable agent stacks (one engine, no sequential fallback); one registered without is refused."""
     monkeypatch.setitem(AGENTS, "slateq", dataclasses.replace(AGENTS["slateq"], population=None))
-
-
-def test_cli_agent_without_stacking_trains_its_members_one_after_another(tmp_path, slateq_unstacked):
-    runner = CliRunner()
-    home = str(tmp_path / "home")
-    small = [a for item in SMALL for a in ("--set", item)]
-    result = runner.invoke(app, ["--home", home, "train", "slateq", "--env", "focused_topdown", "--seeds", "2",
-                                 "--seed", "5", "--steps", "12", "--save-every", "12", *small])
-    assert result.exit_code == 0, result.output
-    assert "one after another" in result.output
-    with open_registry(Settings.resolve(home=tmp_path / "home")) as registry:
-        runs = registry.list_runs()
-        assert sorted(r.seed for r in runs) == [5, 6] and {r.status for r in runs} == {"finished"}
-        assert all([c.step for c in registry.list_checkpoints(run_id=r.id)] == [12] for r in runs)
-        groups = {r.group_id for r in runs}
-        # each member is exactly the solo run of its seed
-        solo = Trainer(registry, resolve_run_config("slateq", "focused_topdown", overrides=SMALL,
-                                                    cli_training={"max_steps": 12, "save_every": 12, "seed": 6})).run()
-        member = next(r for r in runs if r.seed == 6)
-        assert registry.validations(member.id)[-1].return_mean == registry.validations(solo.run_id)[-1].return_mean
-    assert len(groups) == 1
-    again = runner.invoke(app, ["--home", home, "train", "slateq", "--resume", groups.pop()])
-    assert again.exit_code == 0, again.output
-
-
-def test_sequential_members_stopped_by_sigterm_are_all_interrupted_and_resume_as_a_group(settings, slateq_unstacked):
-    configs = _configs(["focused_topdown"], [5, 6], steps=12, save_every=12, agent="slateq")
+    configs = _configs(["focused_topdown"], [5], steps=12, save_every=12, agent="slateq")
     with open_registry(settings) as registry:
-        with pytest.raises(RunInterrupted, match="--resume g-seq"):
-            train_members_sequentially(registry, configs, _SignalAt(4), group="g-seq")
-        assert [r.status for r in group_runs(registry, "g-seq")] == ["interrupted", "interrupted"]
-        results = PopulationTrainer.resume(registry, "g-seq")
-        assert [[c.step for c in r.checkpoints] for r in results] == [[12], [12]]
-        assert [r.status for r in group_runs(registry, "g-seq")] == ["finished", "finished"]
+        with pytest.raises(BadInput, match="no stacked form"):
+            Trainer(registry, configs)
+        assert registry.list_runs() == []
 
 
 def test_mixed_simulator_gives_each_user_its_own_environments_trajectory():

@@ -20,7 +20,9 @@ from slatectl.settings import Settings
 from slatectl.sim.factory import make_env
 from slatectl.sim.member_envs import MemberEnvs
 from slatectl.train.config import default_config_dict, resolve_run_config
-from slatectl.train.population import PopulationTrainer, play_member_episodes, population_configs
+from slatectl.train.episodes import play_member_episodes
+from slatectl.train.loop import Trainer
+from slatectl.train.population import population_configs
 
 CUDA = torch.cuda.is_available()
 cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (run by bench/gpu_check.sh on one)")
@@ -102,7 +104,7 @@ def test_the_population_loop_reads_at_most_twice_per_learning_step(tmp_path, mon
                                    cli_training={"max_steps": steps, "device": "cpu"}) for env in ENVS]
         with open_registry(Settings.resolve(home=tmp_path / str(steps))) as registry:
             counts = count_host_reads(monkeypatch)
-            PopulationTrainer(registry, population_configs(base, [3])).run(command="test")
+            Trainer(registry, population_configs(base, [3])).run(command="test")
             reads.append(sum(n for (_, module), n in counts.items()
                              if module in ("slatectl.train.population", "slatectl.sim.member_envs")
                              or module.startswith("slatectl.agents")))
@@ -115,13 +117,13 @@ def test_population_device_defaults_to_auto_and_members_record_the_device_they_r
     assert configs[0].training.device == "auto" and configs[0].gems.accelerator == "cpu"
     with open_registry(Settings.resolve(home=tmp_path / "home")) as registry:
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-        on_cpu = PopulationTrainer(registry, configs)
+        on_cpu = Trainer(registry, configs)
         assert on_cpu.device == torch.device("cpu")
         assert all(c.training.device == "cpu" and c.gems.accelerator == "cpu" for c in on_cpu.configs)
 
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "Fake GPU")
-        with_gpu = PopulationTrainer(registry, configs)
+        with_gpu = Trainer(registry, configs)
         # The GeMS each member pretrains for itself is trained on the population's device, as a solo run's.
         assert with_gpu.device == torch.device("cuda")
         assert all(c.training.device == "cuda" and c.gems.accelerator == "cuda" for c in with_gpu.configs)
@@ -147,7 +149,7 @@ def test_a_population_trains_on_cuda_with_simulator_agent_and_replay_there(tmp_p
     base = [resolve_run_config("sac-topk-ideal", env, overrides=TINY_TRAINING,
                                cli_training={"max_steps": 14, "save_every": 14, "device": "cuda"}) for env in ENVS]
     with open_registry(Settings.resolve(home=tmp_path / "home")) as registry:
-        results = PopulationTrainer(registry, population_configs(base, [1])).run(command="test")
+        results = Trainer(registry, population_configs(base, [1])).run(command="test")
         runs = [registry.get_run(r.run_id) for r in results]
         state = registry.load_checkpoint_state(results[0].checkpoints[-1].id)
     assert all(r.status == "finished" and r.config["training"]["device"] == "cuda" for r in runs)

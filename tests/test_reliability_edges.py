@@ -87,7 +87,7 @@ def finished_home(tmp_path_factory) -> Path:
     config = resolve_run_config("sac-topk-ideal", "focused_mix", overrides=SMALL,
                                 cli_training={"max_steps": 20, "save_every": 10})
     with open_registry(Settings.resolve(home=home)) as registry:
-        Trainer(registry, config).run(command="test")
+        Trainer(registry, config).run(command="test")[0]
     return home
 
 

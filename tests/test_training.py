@@ -39,7 +39,7 @@ def test_every_agent_trains_and_registers_checkpoints_at_requested_steps(agent, 
     config = resolve_run_config(agent, "focused_topdown", overrides=_small(agent),
                                 cli_training={"max_steps": 30, "save_every": 20})
     with open_registry(settings) as registry:
-        result = Trainer(registry, config, logs_dir=settings.home / "logs").run(command="test")
+        result = Trainer(registry, config, logs_dir=settings.home / "logs").run(command="test")[0]
         checkpoints = registry.list_checkpoints(run_id=result.run_id)
         validations = registry.validations(result.run_id)
         run = registry.get_run(result.run_id)
@@ -58,7 +58,7 @@ def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(settin
                                 cli_training={"max_steps": 40, "save_every": 20})
     with open_registry(settings) as registry:
         with pytest.raises(KeyboardInterrupt):
-            Trainer(registry, config, StopAt(25)).run(command="test")
+            Trainer(registry, config, StopAt(25)).run(command="test")[0]
         run_id = registry.list_runs()[0].id
         assert registry.get_run(run_id).status == "interrupted"
         assert [c.step for c in registry.list_checkpoints(run_id=run_id)] == [20]
@@ -68,7 +68,7 @@ def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(settin
         resumed_state = registry.load_checkpoint_state(resumed[-1].id)
     other = Settings.resolve(home=tmp_path / "other")
     with open_registry(other) as registry:
-        result = Trainer(registry, config).run(command="test")
+        result = Trainer(registry, config).run(command="test")[0]
         straight = registry.list_checkpoints(run_id=result.run_id)
         straight_state = registry.load_checkpoint_state(straight[-1].id)
     assert straight[-1].val_return_mean == resumed[-1].val_return_mean
@@ -115,7 +115,7 @@ def test_metrics_go_to_csv_and_tensorboard(tmp_path):
                                 cli_training={"max_steps": 30, "save_every": 15})
     logs = tmp_path / "logs"
     with open_registry(settings) as registry:
-        run_id = Trainer(registry, config, logs_dir=logs).run(command="test").run_id
+        run_id = Trainer(registry, config, logs_dir=logs).run(command="test")[0].run_id
     import csv
 
     rows = list(csv.DictReader((logs / f"run-{run_id}.csv").open()))

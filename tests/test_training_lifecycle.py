@@ -75,7 +75,7 @@ def test_only_the_newest_resume_states_are_kept(tmp_path, keep):
     config = resolve_run_config("sac-topk-ideal", "focused_mix", overrides=SMALL,
                                 cli_training={"max_steps": 40, "save_every": 10, "keep_resume": keep})
     with open_registry(settings) as registry:
-        result = Trainer(registry, config).run(command="test")
+        result = Trainer(registry, config).run(command="test")[0]
         states = _resume_states(registry, result.run_id)
         files = [registry.store.path_for(a.storage_key) for a in states]
         verify = registry.verify()
@@ -108,7 +108,7 @@ def test_every_metric_is_logged_and_a_resume_repeats_no_step(tmp_path):
     config = resolve_run_config("slateq", "focused_mix", overrides=SMALL, cli_training={"max_steps": 40, "save_every": 20})
     with open_registry(settings) as registry:
         with pytest.raises(KeyboardInterrupt):
-            Trainer(registry, config, StopAt(33), logs_dir=logs).run(command="test")
+            Trainer(registry, config, StopAt(33), logs_dir=logs).run(command="test")[0]
         run_id = registry.list_runs()[0].id
         assert registry.get_run(run_id).status == "interrupted"
         before = _csv_rows(logs / f"run-{run_id}.csv")

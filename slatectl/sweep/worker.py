@@ -5,8 +5,7 @@
    waiting out a dead worker's) and resume them from their newest resume state (`--resume GROUP`);
    checkpoint registration is idempotent per (run, step), so the steps the dead worker saved are
    neither redone in the registry nor duplicated. Otherwise record a fresh group id on the task first,
-   then train the population under it (`PopulationTrainer`, or one run after another for agents that
-   are not stacked), so a later attempt finds the runs.
+   then train the population under it (`Trainer`), so a later attempt finds the runs.
 3. Finish the task (`finished`; `failed` with the error; `pending` when stopped by a signal).
 
 A background thread renews the task's lease; the runs renew their own (the training loop's heartbeat).
@@ -25,10 +24,9 @@ from slatectl.settings import Settings
 from slatectl.sweep.tasks import member_configs
 from slatectl.threads import configure_torch_threads
 from slatectl.train.build_once import PeriodicRenewal
-from slatectl.train.loop import RunInterrupted
+from slatectl.train.loop import RunInterrupted, Trainer
 from slatectl.train.orchestration import logs_dir
-from slatectl.train.population import (PopulationTrainer, new_group_id, population_supported,
-                                       train_members_sequentially)
+from slatectl.train.population import new_group_id
 from slatectl.train.progress import PlainReporter
 
 POLL_S = 1.0
@@ -87,17 +85,14 @@ def _train(settings: Settings, registry: Registry, task_id: int, lease_s: float)
                 _wait(lambda r=run: _try(lambda: registry.claim_run(r.id, stale_after_s=lease_s)), lease_s,
                       f"run {run.id}")
         reporter.message(f"resuming population {task.group_id} (attempt {task.attempts})")
-        results = PopulationTrainer.resume(registry, task.group_id, reporter, logs_dir=logs_dir(settings))
+        results = Trainer.resume_group(registry, task.group_id, reporter, logs_dir=logs_dir(settings))
         return [r.run_id for r in results]
     for run in runs:  # an attempt that died while recording its members: those runs never trained
         registry.finish_run(run.id, status="failed", error="its sweep task was restarted before every member was recorded")
     configs = member_configs(spec["steps"], spec["save_every"], task.agent, task.overrides, task.members)
     group = f"{new_group_id()}-s{task.sweep_id}t{task.position}"
     registry.set_sweep_task_group(task_id, group)
-    if population_supported(task.agent):
-        results = PopulationTrainer(registry, configs, reporter, logs_dir=logs_dir(settings)).run(command, group)
-    else:
-        results = train_members_sequentially(registry, configs, reporter, logs_dir(settings), command, group)
+    results = Trainer(registry, configs, reporter, logs_dir=logs_dir(settings)).run(command, group)
     return [r.run_id for r in results]
 
 

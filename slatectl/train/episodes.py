@@ -1,5 +1,6 @@
 """Play whole episodes of an agent in the simulator, batched over users (training, validation, test,
-collection)."""
+collection): `play_member_episodes` for the K members of a stacked agent (the trainer's; K = 1 for a solo
+run), with `member_episodes` / `stack_batches` between a member's episodes and the stacked layout."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import dataclass
 import torch
 
 from slatectl.agents.base import ActMode, Agent, EpisodeBatch
+from slatectl.agents.stacked import StackedAgent
+from slatectl.sim.member_envs import MemberEnvs
 from slatectl.sim.topicrec import Observation, TopicRec
 
 
@@ -89,3 +92,48 @@ def _to(observation: Observation, device) -> Observation:
     if observation.slate.device == torch.device(device):
         return observation
     return type(observation)(slate=observation.slate.to(device), clicks=observation.clicks.to(device))
+
+
+@torch.no_grad()
+def play_member_episodes(envs: MemberEnvs, agent: StackedAgent, user_ids: torch.Tensor, seeds: list[int],
+                         mode: ActMode, generators: list[torch.Generator]) -> EpisodeBatch:
+    """`play_episodes` for a population: member k plays users `user_ids` of its env with seed `seeds[k]`.
+
+    Returns an `EpisodeBatch` whose fields have a leading member dimension (K, B, …), on the simulator's
+    device (`envs.device`). Observations go to the agent's device, slates to the simulator's; with both
+    on one device nothing is copied and no env step waits for the host (as `play_episodes`).
+    """
+    cfg = envs.config
+    K, B, H, S = envs.members, user_ids.shape[0], cfg.episode_length, cfg.slate_size
+    on = {"device": envs.device}  # the episode buffers live with the simulator
+    slates = torch.empty(K, B, H + 1, S, dtype=torch.int64, **on)
+    clicks = torch.empty(K, B, H + 1, S, dtype=torch.float32, **on)
+    actions = torch.zeros(K, B, H, agent.action_dim, dtype=torch.float32, **on)
+    rewards = torch.empty(K, B, H, dtype=torch.float32, **on)
+    user_states = torch.empty(K, B, H + 1, cfg.embedding_dim, dtype=torch.float32, **on)
+    device = agent.device
+    first = envs.reset(user_ids, seeds)
+    slates[:, :, 0], clicks[:, :, 0], user_states[:, :, 0] = first.slate, first.clicks, envs.user_states()
+    agent.begin_episodes(first.slate.to(device), first.clicks.to(device))
+    for t in range(H):
+        slate, action = agent.act(mode, generators, envs)
+        # Agents never put oracle positions in a slate; saying so spares the simulator a per-step check.
+        result = envs.step(slate.to(envs.device), oracle=False)
+        obs = result.observation
+        agent.observe(obs.slate.to(device), obs.clicks.to(device))
+        slates[:, :, t + 1], clicks[:, :, t + 1] = obs.slate, obs.clicks
+        if agent.action_dim:
+            actions[:, :, t] = action
+        rewards[:, :, t] = result.reward
+        user_states[:, :, t + 1] = result.user_state
+    return EpisodeBatch(slates, clicks, actions, slates[:, :, 1:], rewards, user_states)
+
+
+def member_episodes(batch: EpisodeBatch, k: int, rows: slice | None = None) -> EpisodeBatch:
+    """Member k's episodes (rows `rows`, default all) of a population batch, as a solo batch."""
+    rows = rows if rows is not None else slice(None)
+    return EpisodeBatch(*(getattr(batch, f)[k, rows] for f in batch.__dataclass_fields__))
+
+
+def stack_batches(batches: list[EpisodeBatch]) -> EpisodeBatch:
+    return EpisodeBatch(*(torch.stack([getattr(b, f) for b in batches]) for f in EpisodeBatch.__dataclass_fields__))

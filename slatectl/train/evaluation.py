@@ -1,4 +1,4 @@
-"""Validation and test: the greedy policy on fixed users (seeds in `slatectl.sim.seeds`, overridable
+"""Validation and test: the greedy policy of every member on fixed users (seeds in `slatectl.sim.seeds`, overridable
 per run as training.val_seed / training.test_seed), all users at once since the policy is fixed."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import torch
 from slatectl.agents.base import Agent
 from slatectl.registry import Registry
 from slatectl.sim.topicrec import TopicRec
-from slatectl.train.episodes import play_episodes
+from slatectl.agents.stacked import StackedAgent
+from slatectl.sim.member_envs import MemberEnvs
+from slatectl.train.episodes import play_episodes, play_member_episodes
 
 
 @dataclass(frozen=True)
@@ -45,20 +47,39 @@ def evaluate(env: TopicRec, agent: Agent, episodes: int, seed: int, device: torc
     return Evaluation(float(returns.mean()), float(returns.std()) if episodes > 1 else 0.0, episodes)
 
 
-def test_checkpoints(registry: Registry, run_id: int, env: TopicRec, agent: Agent, episodes: int, seed: int,
-                     device: torch.device | str, keep_going: Callable[[], bool] = lambda: True) -> list[TestResult]:
-    """Test every checkpoint of the run on the fixed test users and record each result; `keep_going` is
-    asked before each checkpoint (False stops early: a stop request, the heartbeat's chance to run)."""
-    results = []
-    for checkpoint in registry.list_checkpoints(run_id=run_id):
+def evaluate_members(envs: MemberEnvs, agent: StackedAgent, episodes: int, seed: int) -> list[Evaluation]:
+    """Each member's greedy return on users 0 … episodes−1 of `seed` (the same users for every member);
+    the agent is left in train mode."""
+    agent.eval()
+    try:
+        batch = play_member_episodes(envs, agent, torch.arange(episodes), [seed] * envs.members, "greedy", [])
+    finally:
+        agent.train()
+    returns = batch.rewards.sum(dim=2).double().cpu()  # (K, episodes), read once
+    return [Evaluation(float(r.mean()), float(r.std()) if episodes > 1 else 0.0, episodes) for r in returns]
+
+
+def test_checkpoints(registry: Registry, run_ids: list[int], envs: MemberEnvs, agent: StackedAgent, episodes: int,
+                     seed: int, keep_going: Callable[[], bool] = lambda: True) -> list[list[TestResult]]:
+    """Test every checkpoint of every member run on the fixed test users and record each result, all
+    members at once per step: member k's slot of the stacked agent holds its checkpoint of that step (a
+    member without one keeps other weights, whose return is not recorded). `keep_going` is asked before
+    each step (False stops early: a stop request, the heartbeat's chance to run). Overwrites the stacked
+    weights: call it when training is over."""
+    checkpoints = [{c.step: c for c in registry.list_checkpoints(run_id=run_id)} for run_id in run_ids]
+    results: list[list[TestResult]] = [[] for _ in run_ids]
+    for step in sorted(set().union(*checkpoints)):
         if not keep_going():
             break
-        agent.load_state_dict(registry.load_checkpoint_state(checkpoint.id))
-        agent.to(device)
-        result = evaluate(env, agent, episodes, seed, device)
-        registry.record_test_return(checkpoint.id, result.mean, result.std, episodes)
-        results.append(TestResult(checkpoint.id, checkpoint.step, bool(checkpoint.is_best),
-                                  float(checkpoint.val_return_mean), result.mean, result.std, episodes))
+        present = [(k, by_step[step]) for k, by_step in enumerate(checkpoints) if step in by_step]
+        for k, checkpoint in present:
+            agent.load_member_state_dict(k, registry.load_checkpoint_state(checkpoint.id))
+        evaluations = evaluate_members(envs, agent, episodes, seed)
+        for k, checkpoint in present:
+            result = evaluations[k]
+            registry.record_test_return(checkpoint.id, result.mean, result.std, episodes)
+            results[k].append(TestResult(checkpoint.id, checkpoint.step, bool(checkpoint.is_best),
+                                         float(checkpoint.val_return_mean), result.mean, result.std, episodes))
     return results
 
 

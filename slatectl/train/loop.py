@@ -1,59 +1,71 @@
-"""The online training loop: collect episodes, update the agent, validate and checkpoint on schedule.
+"""The training loop: K ≥ 1 runs of one agent in lockstep; a solo run is a population of one.
 
 One *step* is the reference's global_step: one training episode of H = 100 env steps followed by one
 agent update (updates are skipped while step < random_steps, except for agents that train from the start).
 Validation runs every `val_every` steps and at every save step; each save step registers a resume state
-and a checkpoint (`checkpoints.py`). At the end every saved checkpoint is tested (`evaluation.py`).
+and a checkpoint per run (`checkpoints.py`). At the end every saved checkpoint is tested (`evaluation.py`).
+
+Every run is an ordinary run in the registry (its own seed, env, config, lease, validations, checkpoints
+at exactly the requested steps, resume states). The runs of one request train together: at every step
+each plays its own training episode(s) (its own users: its env, its seed) and makes its own update on a
+batch of its own replay, on the schedule of `StepSchedule`; their weights are stacked along a leading
+member dimension so one batched kernel serves all of them (the agent's `AgentSpec.population`, a
+`StackedAgent`; docs/population.md). With K = 1 that is a solo run (no group); with K > 1 the runs share
+a `group_id` and their configs carry `population = {group, member, size}`. Member k of a population is
+the solo run of its env and seed: same initial weights (built after the same `seed_everything`), same
+episodes, same replay indices and noise (its generator continues the global RNG stream after the agent
+is built), same update — up to float rounding of kernels over K members instead of one.
 
 Batching that keeps the algorithm's semantics: random-phase episodes are collected `random_phase_batch`
-at a time (the policy is random there, so the result is the same as one by one); validation and test run
-all their users at once (the policy is fixed). During learning `parallel_episodes` (default 1, the
-reference) episodes are collected with one policy before their updates, trading policy freshness for speed.
+at a time (the policy is random there), validation and test run all their users at once (the policy is
+fixed); `parallel_episodes` (default 1, the reference) trades policy freshness for speed.
+
+Saving at a save step goes phase by phase over the runs (every resume state, then every checkpoint,
+then pruning), so a kill part-way leaves a step whose resume state every run still has: `--resume`
+continues from the newest step common to the runs. SIGTERM/SIGHUP/Ctrl-C stop between batches of steps
+and mark every run `interrupted` (`lifecycle.py`); checkpoints stay registered.
 
 Plain PyTorch with an explicit device and seed (`slatectl.harness`). On a GPU the simulator, the agent
-and the replay all live on it (`simulator_on`, `EpisodeReplay(device=)`): acting sends nothing to the
-host per env step, learning-phase episodes replay a captured CUDA graph (`captured_episodes.py`), and the
-host reads values once per batch of steps (the mean return, and the update's metrics, which each agent
-reads in one transfer). On the CPU the same code runs, with the same numbers
-as before. SIGTERM/SIGHUP/Ctrl-C stop the run
-between batches of steps and mark it `interrupted` (`lifecycle.py`); its checkpoints stay registered and
-`--resume` continues from the last one.
+and the replay all live on it: acting sends nothing to the host per env step, and the host reads values
+once per batch of steps (the mean returns, and the update's metrics in one transfer).
 """
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
-from slatectl.agents.base import ActMode, Agent, EpisodeBatch
-from slatectl.errors import BadInput, JobFailed
+from slatectl.agents import AGENTS
+from slatectl.agents.stacked import StackedAgent
 from slatectl.device import resolve_device
+from slatectl.errors import BadInput, JobFailed
 from slatectl.harness import seed_everything
-from slatectl.registry import Checkpoint, Registry
+from slatectl.registry import Checkpoint, Registry, Run
+from slatectl.sim.member_envs import MemberEnvs
 from slatectl.sim.topicrec import TopicRec
-from slatectl.train.assembly import build_agent, ensure_agent_inputs, registered_agent_inputs
-from slatectl.train.captured_episodes import TRAIN_CUDA_GRAPH_ENV, CapturedEpisodes
-from slatectl.train.checkpoints import capture_resume_state, latest_resume_state, register_checkpoint, save_step
+from slatectl.train.assembly import build_agent, ensure_agent_inputs, ensure_population_gems, registered_agent_inputs
+from slatectl.train.checkpoints import (ResumeState, load_resume_state, register_checkpoint, register_resume_state,
+                                        resume_states_by_step)
 from slatectl.train.config import RunConfig, run_config_from_dict
-from slatectl.train.episodes import play_episodes, simulator_device
-from slatectl.train.evaluation import TestResult, evaluate, test_checkpoints
+from slatectl.train.episodes import member_episodes, play_member_episodes, stack_batches, simulator_device
+from slatectl.train.evaluation import Evaluation, TestResult, evaluate_members, test_checkpoints
 from slatectl.train.lifecycle import Heartbeat, StopRequests, signal_exit_code
 from slatectl.train.metrics_log import MetricsLog
+from slatectl.train.population import Member, check_population, claim_members, group_runs, membership, new_group_id
 from slatectl.train.progress import SilentReporter, TrainingProgress, TrainingReporter
 from slatectl.train.replay import EpisodeReplay
 from slatectl.train.schedule import StepSchedule
 
 
 class RunInterrupted(JobFailed):
-    """The run stopped at a safe point on a signal; it is recorded as `interrupted` and can be resumed.
+    """The runs stopped at a safe point on a signal; they are recorded as `interrupted` and can be resumed.
     Its exit code is the shell's for that signal (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP)."""
 
     def __init__(self, message: str, signal_name: str = "SIGINT") -> None:
@@ -70,192 +82,261 @@ class TrainResult:
     tests: list[TestResult] = field(default_factory=list)
 
 
-@dataclass
-class StartedRun:
-    """A recorded run with its freshly built env and agent, not trained yet (`Trainer.start`)."""
-
-    run_id: int
-    env: TopicRec
-    agent: Agent
-    rng_state: torch.Tensor  # the torch RNG state right after the agent was built
-
-
 class Trainer:
-    """Runs (or resumes) one training run and records everything in the registry."""
+    """Trains (or resumes) the runs of `configs` (one agent, one schedule) in lockstep; records each run."""
 
-    def __init__(self, registry: Registry, config: RunConfig, reporter: TrainingReporter | None = None,
-                 logs_dir: Path | None = None):
+    def __init__(self, registry: Registry, configs: RunConfig | Sequence[RunConfig],
+                 reporter: TrainingReporter | None = None, logs_dir: Path | None = None):
+        configs = [configs] if isinstance(configs, RunConfig) else list(configs)
+        check_population(configs)
+        self.spec = AGENTS[configs[0].agent_name]
+        if self.spec.population is None:
+            raise BadInput(f"agent {configs[0].agent_name!r} has no stacked form and cannot train.")
         self.registry = registry
-        self.config = config
         self.reporter = reporter or SilentReporter()
         self.logs_dir = logs_dir
         # `auto` (the default) takes CUDA when torch sees a GPU and says so; `cuda` without one is BadInput.
-        self.device = torch.device(resolve_device(config.training.device, say=self.reporter.message))
-        self.config = on_device(config, self.device)
+        # The runs record the resolved device, and a GeMS a run pretrains for itself is pretrained there.
+        self.device = torch.device(resolve_device(configs[0].training.device, say=self.reporter.message))
+        self.configs = [on_device(cfg, self.device) for cfg in configs]
+        self.training = self.configs[0].training
+        self.group: str | None = None
 
     # ------------------------------------------------------------------ entry points
-    def run(self, command: str | None = None) -> TrainResult:
-        return self.train_started(self.start(command))
-
-    def start(self, command: str | None = None, group_id: str | None = None,
-              population: dict[str, Any] | None = None) -> StartedRun:
-        """Seed, build the agent and record the run (its lease held by this process); `train_started`
-        trains it. A population's members record their group (`group_id`, `population` in the config)."""
-        cfg = self.config
-        seed_everything(cfg.training.seed)
-        resolved = ensure_agent_inputs(self.registry, cfg, self.reporter.message)
-        env, agent = build_agent(cfg, resolved.inputs)
-        warning = cfg.training.untrained_warning(agent.updates_during_random_phase)
+    def run(self, command: str | None = None, group: str | None = None) -> list[TrainResult]:
+        """Train new runs. One config trains a solo run unless `group` is given; several always form a
+        group (`group`, or a new id)."""
+        members = self.build_members()
+        self.group = group or (new_group_id() if len(members) > 1 else None)
+        warning = self.training.untrained_warning(members[0].agent.updates_during_random_phase)
         if warning:
             self.reporter.message(warning)
-        config = recorded_config(cfg, self.device)
-        if population is not None:
-            config["population"] = population
-        run = self.registry.start_run(cfg.agent_name, cfg.env, cfg.training.seed, config,
-                                      command=command or shlex.join(sys.argv), inputs=resolved.artifact_ids,
-                                      group_id=group_id)
-        self.reporter.message(f"run {run.id}: {cfg.agent_name} on {cfg.env}, {cfg.training.max_steps:,} steps on {self.device.type}")
-        return StartedRun(run.id, env, agent, torch.get_rng_state())
-
-    def train_started(self, started: StartedRun) -> TrainResult:
-        torch.set_rng_state(started.rng_state)  # as if it trained right after `start`
-        return self._train(started.run_id, started.env, started.agent, self._new_replay(), first_step=0, resumed=False)
+        for k, m in enumerate(members):
+            config = recorded_config(m.config, self.device)
+            if self.group is not None:
+                config["population"] = membership(self.group, k, len(members))
+            m.run_id = self.registry.start_run(m.config.agent_name, m.config.env, m.config.training.seed, config,
+                                               command=command or shlex.join(sys.argv), inputs=m.inputs.artifact_ids,
+                                               group_id=self.group).id
+        self.reporter.message(self._describe(members))
+        return self._train(members, self.stack(members), first_step=0)
 
     @classmethod
     def resume(cls, registry: Registry, run_id: int, reporter: TrainingReporter | None = None,
-               logs_dir: Path | None = None) -> TrainResult:
+               logs_dir: Path | None = None) -> list[TrainResult]:
+        """Continue one recorded run from its newest resume state."""
         run = registry.get_run(run_id)
-        trainer = cls(registry, run_config_from_dict(run.config), reporter, logs_dir)
-        registry.claim_run(run_id)  # refuses (BadInput) a run whose lease is still live
-        return trainer._resume(run)
+        return cls(registry, run_config_from_dict(run.config), reporter, logs_dir)._claim_and_resume([run], None)
 
-    def _resume(self, run) -> TrainResult:
-        cfg = self.config
-        try:
+    @classmethod
+    def resume_group(cls, registry: Registry, group: str, reporter: TrainingReporter | None = None,
+                     logs_dir: Path | None = None) -> list[TrainResult]:
+        """Continue every member of `group` from the newest step whose resume state all of them have."""
+        runs = group_runs(registry, group)
+        trainer = cls(registry, [run_config_from_dict(r.config) for r in runs], reporter, logs_dir)
+        return trainer._claim_and_resume(runs, group)
+
+    def build_members(self, runs: list[Run] | None = None) -> list[Member]:
+        """Each member built exactly as a solo run builds its agent: seed_everything(seed), then the agent
+        (pretrained inputs are found or built with forked RNG state, so they do not shift the stream; the
+        missing GeMS of several members are first pretrained as one stack); a resumed member from exactly
+        the inputs its run recorded."""
+        members: list[Member] = []
+        if runs is None:
+            ensure_population_gems(self.registry, self.configs, self.reporter.message)
+        for k, cfg in enumerate(self.configs):
             seed_everything(cfg.training.seed)
-            env, agent = build_agent(cfg, registered_agent_inputs(self.registry, run.inputs).inputs)
-            replay = self._new_replay()
-            state = latest_resume_state(self.registry, run.id, cfg.env)
-            if state is None and self.registry.list_checkpoints(run_id=run.id):
-                raise BadInput(f"run {run.id} has checkpoints but no resume state; it cannot be resumed.")
-            if state is not None:
-                state.restore(agent, replay, self.device)
-            if state is not None and not any(c.step == state.step for c in self.registry.list_checkpoints(run_id=run.id)):
-                # Killed after the resume state was written but before its checkpoint: register it now.
-                register_checkpoint(self.registry, run.id, state.step, state.agent, state.val, env.config.episode_length,
-                                    trained_from_start(agent))
+            resolved = (ensure_agent_inputs(self.registry, cfg, self.reporter.message) if runs is None
+                        else registered_agent_inputs(self.registry, runs[k].inputs))
+            env, agent = build_agent(cfg, resolved.inputs)
+            generator = torch.Generator()
+            generator.set_state(torch.get_rng_state())
+            members.append(Member(cfg, env, agent, resolved, generator,
+                                  EpisodeReplay(cfg.agent.capacity, cfg.agent.batch_size, self.device)))
+        return members
+
+    def stack(self, members: list[Member]) -> StackedAgent:
+        """The members' agents in the stacked form their spec names (`AgentSpec.population`)."""
+        return self.spec.population([m.agent for m in members])
+
+    # ------------------------------------------------------------------ resuming
+    def _claim_and_resume(self, runs: list[Run], group: str | None) -> list[TrainResult]:
+        self.group = group
+        claim_members(self.registry, runs)  # refuses (BadInput) a run whose lease is still live
+        try:
+            members = self.build_members(runs)
+            for m, run in zip(members, runs):
+                m.run_id = run.id
+                m.recorded_validations = {v.step for v in self.registry.validations(run.id)}
+                m.recorded_checkpoints = {c.step for c in self.registry.list_checkpoints(run_id=run.id)}
+            agent = self.stack(members)
+            states = [resume_states_by_step(self.registry, m.run_id, m.config.env) for m in members]
+            common = set.intersection(*(set(s) for s in states))
+            step = max(common, default=0)
+            if not common and any(m.recorded_checkpoints for m in members):
+                raise BadInput(f"{self._name(members)} has checkpoints but no resume state"
+                               f"{' common to all members' if len(members) > 1 else ''}; it cannot be resumed.")
+            if common:
+                self._restore(members, agent, [s[step] for s in states], step)
         except BaseException:
-            # Refused before any step (resume state damaged, missing or unsafe): the run stays as it was.
-            self.registry.release_run(run)
+            # Refused before any step (a resume state damaged, missing or unsafe): every run stays as it was.
+            for run in runs:
+                self.registry.release_run(run)
             raise
-        if state is None:
-            self.reporter.message(f"run {run.id} saved nothing yet: restarting it from step 0")
-            return self._train(run.id, env, agent, replay, first_step=0, resumed=True)
-        self.reporter.message(f"resuming run {run.id} at step {state.step:,}")
-        return self._train(run.id, env, agent, replay, first_step=state.step, resumed=True)
+        self.reporter.message(f"resuming {self._name(members)} at step {step:,}" if step else
+                              f"{self._name(members)} saved nothing yet: restarting it from step 0")
+        return self._train(members, agent, first_step=step)
+
+    def _restore(self, members: list[Member], agent: StackedAgent, artifacts: list, step: int) -> None:
+        """Every member's weights, optimizer states, replay and RNG as its resume state at `step` has them."""
+        optimizer_states = []
+        for k, (m, artifact) in enumerate(zip(members, artifacts)):
+            state = load_resume_state(self.registry, artifact)
+            agent.load_member_state_dict(k, state.agent)
+            optimizer_states.append(state.optimizers)
+            m.replay.load_state_dict(state.replay)
+            m.generator.set_state(state.torch_rng)
+            if step not in m.recorded_checkpoints:  # killed between its resume state and its checkpoint
+                self._register_checkpoint(m, step, state.agent, state.val)
+        agent.to(self.device)
+        agent.load_optimizer_states(optimizer_states)
+        agent.set_step(step)
 
     # ------------------------------------------------------------------ the loop
-    def _train(self, run_id: int, env: TopicRec, agent: Agent, replay: EpisodeReplay, first_step: int,
-               resumed: bool) -> TrainResult:
-        t = self.config.training
+    def _train(self, members: list[Member], agent: StackedAgent, first_step: int) -> list[TrainResult]:
+        t = self.training
         agent.to(self.device)
-        env = simulator_on(env, self.device)
-        play = self._episode_player(env, agent)
+        envs = MemberEnvs([m.env for m in members], self.device)  # the simulator on the agent's device
+        seeds = [m.config.training.seed for m in members]
+        generators = [m.generator for m in members]
         schedule = StepSchedule(t)
-        log = MetricsLog(self.logs_dir, run_id, resume_step=first_step if resumed else None)
-        heartbeat = Heartbeat(self.registry, run_id)
-        # A resumed run redoes the steps after its resume state; validations it recorded there stay.
-        recorded_validations = {v.step for v in self.registry.validations(run_id)} if resumed else set()
+        updates_in_random_phase = members[0].agent.updates_during_random_phase
+        logs = [MetricsLog(self.logs_dir, m.run_id, resume_step=first_step if first_step else None) for m in members]
+        heartbeats = [Heartbeat(self.registry, m.run_id) for m in members]
         last_val: float | None = None
         step = first_step
         update_times: deque[float] = deque(maxlen=50)
-        result = TrainResult(run_id=run_id)
         self.reporter.start(t.max_steps, first_step, t.random_steps)
         try:
             with StopRequests() as stops:
                 for step, count, mode in schedule.batches(first_step, lambda: stops.requested is None):
                     agent.train()
                     agent.set_step(step)
-                    episodes = play(step, count, mode)
-                    mean_return = episodes.rewards.sum(dim=1).mean()  # read below, after the updates are queued
-                    metrics: dict[str, float] = {}
+                    episodes = play_member_episodes(envs, agent, torch.arange(step, step + count), seeds, mode,
+                                                    generators)
+                    returns = episodes.rewards.sum(dim=2).mean(dim=1)  # (K,) read below, after the updates are queued
+                    metrics: list[dict[str, float]] = [{} for _ in members]
                     for i in range(count):
-                        replay.add(episodes.select(i))
-                        if schedule.updates_at(step, agent.updates_during_random_phase) and replay.ready:
+                        for k, m in enumerate(members):
+                            m.replay.add(member_episodes(episodes, k, slice(i, i + 1)))
+                        if schedule.updates_at(step, updates_in_random_phase) and members[0].replay.ready:
                             agent.set_step(step)
                             started = time.perf_counter()
-                            metrics = agent.update(replay.sample().to(self.device))  # reads its metrics once
+                            batch = stack_batches([m.replay.sample(m.generator) for m in members])
+                            metrics = agent.update(batch.to(self.device), generators)  # reads its metrics once
                             update_times.append(time.perf_counter() - started)
                         step += 1
-                    episode_return = float(mean_return)
-                    row: dict[str, Any] = {"step": step, "episode_return": episode_return, **metrics}
+                    episode_returns = returns.tolist()  # one host read per batch of steps
+                    rows = [{"step": step, "episode_return": episode_returns[k], **metrics[k]} for k in range(len(members))]
                     if schedule.validates_at(step):
-                        val = evaluate(env, agent, t.val_episodes, t.val_seed, self.device)
-                        last_val = row["val_return"] = val.mean
-                        if step not in recorded_validations:
-                            self.registry.record_validation(run_id, step, val.mean, val.std, val.episodes)
+                        vals = evaluate_members(envs, agent, t.val_episodes, t.val_seed)
+                        last_val = sum(v.mean for v in vals) / len(vals)
+                        self._record_validations(members, step, vals, rows)
                         if schedule.saves_at(step):
-                            save_step(self.registry, run_id, self.config.env, env.config.episode_length,
-                                      capture_resume_state(step, agent, replay, val), t.keep_resume,
-                                      trained_from_start(agent))
-                    log.write(row)
+                            self._save(members, agent, step, vals)
+                    for log, row in zip(logs, rows):
+                        log.write(row)
                     update_seconds = sum(update_times) / len(update_times) if update_times else None
-                    self.reporter.advance(TrainingProgress(step, t.max_steps, t.random_steps, episode_return,
-                                                           last_val, update_seconds, agent.updates_during_random_phase))
-                    heartbeat.beat_if_due()
+                    self.reporter.advance(TrainingProgress(step, t.max_steps, t.random_steps,
+                                                           sum(episode_returns) / len(episode_returns),
+                                                           last_val, update_seconds, updates_in_random_phase))
+                    for heartbeat in heartbeats:
+                        heartbeat.beat_if_due()
+
                 def keep_testing() -> bool:
-                    heartbeat.beat_if_due()
+                    for heartbeat in heartbeats:
+                        heartbeat.beat_if_due()
                     return stops.requested is None
 
-                if stops.requested is None:
-                    result.tests = test_checkpoints(self.registry, run_id, env, agent, t.test_episodes, t.test_seed,
-                                                    self.device, keep_going=keep_testing)
+                tests = (test_checkpoints(self.registry, [m.run_id for m in members], envs, agent, t.test_episodes,
+                                          t.test_seed, keep_going=keep_testing)
+                         if stops.requested is None else [])
                 stopped_by = stops.requested
         except BaseException as exc:
-            self._finish(run_id, exc)
+            for m in members:
+                finish_after_error(self.registry, m.run_id, exc)
             raise
         finally:
-            log.close()
+            for log in logs:
+                log.close()
             self.reporter.stop()
         if stopped_by is not None:
-            self.registry.finish_run(run_id, status="interrupted")
-            kept = len(self.registry.list_checkpoints(run_id=run_id))
-            raise RunInterrupted(f"run {run_id} stopped by {stopped_by} at step {step:,} and is marked interrupted; "
-                                 f"its {kept} checkpoint{'' if kept == 1 else 's'} stay registered. Continue it with "
-                                 f"`slatectl train --resume {run_id}`.", stopped_by)
-        self.registry.finish_run(run_id, status="finished")
-        result.checkpoints = self.registry.list_checkpoints(run_id=run_id)
-        return result
+            for m in members:
+                self.registry.finish_run(m.run_id, status="interrupted")
+            raise RunInterrupted(self._interrupted_message(members, stopped_by, step), stopped_by)
+        results = []
+        for m, member_tests in zip(members, tests):
+            self.registry.finish_run(m.run_id, status="finished")
+            results.append(TrainResult(run_id=m.run_id, checkpoints=self.registry.list_checkpoints(run_id=m.run_id),
+                                       tests=member_tests))
+        return results
 
     # ------------------------------------------------------------------ pieces
-    def _episode_player(self, env: TopicRec, agent: Agent) -> Callable[[int, int, ActMode], EpisodeBatch]:
-        """play(step, count, mode): the training episodes of users step … step+count−1. On CUDA the
-        learning-phase batches replay a captured CUDA graph (`captured_episodes.py`; off with
-        SLATECTL_TRAIN_CUDA_GRAPH=0); everything else, and every CPU run, plays eagerly."""
-        seed = self.config.training.seed
-        capture = self.device.type == "cuda" and os.environ.get(TRAIN_CUDA_GRAPH_ENV, "1") != "0"
-        graphs: dict[tuple[int, str], CapturedEpisodes] = {}
+    def _record_validations(self, members: list[Member], step: int, vals: list[Evaluation], rows: list[dict]) -> None:
+        per_env: dict[str, list[float]] = {}
+        for m, val, row in zip(members, vals, rows):
+            row["val_return"] = val.mean
+            per_env.setdefault(m.config.env, []).append(val.mean)
+            if step not in m.recorded_validations:  # a resumed run redoes the steps after its resume state
+                self.registry.record_validation(m.run_id, step, val.mean, val.std, val.episodes)
+                m.recorded_validations.add(step)
+        if len(members) > 1:
+            text = ", ".join(f"{env} {sum(v) / len(v):.1f}" for env, v in per_env.items())
+            self.reporter.message(f"step {step:,}: mean validation return per env: {text}")
 
-        def play(step: int, count: int, mode: ActMode) -> EpisodeBatch:
-            if capture and mode == "explore":
-                player = graphs.setdefault((count, mode), CapturedEpisodes(env, agent, seed, mode, self.device))
-                return player(torch.arange(step, step + count, device=self.device))
-            return play_episodes(env, agent, torch.arange(step, step + count), seed, mode, self.device)
+    def _save(self, members: list[Member], agent: StackedAgent, step: int, vals: list[Evaluation]) -> None:
+        """Every resume state, then every checkpoint, then pruning (module doc)."""
+        states = [ResumeState(step, agent.member_state_dict(k), agent.member_optimizer_states(k), m.replay.state_dict(),
+                              m.generator.get_state(), vals[k]) for k, m in enumerate(members)]
+        for m, state in zip(members, states):
+            register_resume_state(self.registry, m.run_id, m.config.env, state)
+        for m, state in zip(members, states):
+            if step not in m.recorded_checkpoints:
+                self._register_checkpoint(m, step, state.agent, state.val)
+        for m in members:
+            self.registry.prune_resume_states(m.run_id, keep=self.training.keep_resume)
 
-        return play
+    def _register_checkpoint(self, m: Member, step: int, weights: dict, val: Evaluation) -> None:
+        register_checkpoint(self.registry, m.run_id, step, weights, val, m.env.config.episode_length,
+                            trained_from_start(m.agent.updates_during_random_phase))
+        m.recorded_checkpoints.add(step)
 
-    def _new_replay(self) -> EpisodeReplay:
-        return EpisodeReplay(self.config.agent.capacity, self.config.agent.batch_size, self.device)
+    def _name(self, members: list[Member]) -> str:
+        return f"run {members[0].run_id}" if self.group is None else f"population {self.group} ({len(members)} runs)"
 
-    def _finish(self, run_id: int, exc: BaseException) -> None:
-        finish_after_error(self.registry, run_id, exc)
+    def _describe(self, members: list[Member]) -> str:
+        cfg = members[0].config
+        if self.group is None:
+            return f"run {members[0].run_id}: {cfg.agent_name} on {cfg.env}, {self.training.max_steps:,} steps on {self.device.type}"
+        return (f"population {self.group}: {len(members)} runs of {cfg.agent_name} (runs {members[0].run_id}–"
+                f"{members[-1].run_id}), {self.training.max_steps:,} steps each on {self.device.type}")
+
+    def _interrupted_message(self, members: list[Member], stopped_by: str, step: int) -> str:
+        agent = members[0].config.agent_name
+        if self.group is None:
+            run_id = members[0].run_id
+            kept = len(self.registry.list_checkpoints(run_id=run_id))
+            return (f"run {run_id} stopped by {stopped_by} at step {step:,} and is marked interrupted; its {kept} "
+                    f"checkpoint{'' if kept == 1 else 's'} stay registered. Continue it with "
+                    f"`slatectl train --resume {run_id}`.")
+        return (f"population {self.group} ({len(members)} runs) stopped by {stopped_by} at step {step:,}; every "
+                f"member is marked interrupted and keeps its checkpoints. Continue it with "
+                f"`slatectl train {agent} --resume {self.group}`.")
 
 
 def simulator_on(env: TopicRec, device: torch.device) -> TopicRec:
-    """The run's simulator on the agent's device, so that acting needs no host round trip per env step.
-
-    The simulator runs where its item table is; a plain TopicRec is rebuilt around a moved copy of the
-    table (same config, same table, same counter-based draws: the same users)."""
+    """A simulator on `device`: a plain TopicRec is rebuilt around a moved copy of its item table (same
+    config, same table, same counter-based draws: the same users)."""
     if simulator_device(env).type == device.type or type(env) is not TopicRec:
         return env
     return TopicRec(env.config, env.item_embeddings.to(device))
@@ -284,6 +365,6 @@ def finish_after_error(registry: Registry, run_id: int, exc: BaseException) -> N
         registry.finish_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
 
 
-def trained_from_start(agent: Agent) -> bool | None:
+def trained_from_start(updates_during_random_phase: bool) -> bool | None:
     """True for agents that update in the random phase too; None lets the registry's step rule decide."""
-    return True if agent.updates_during_random_phase else None
+    return True if updates_during_random_phase else None

@@ -41,12 +41,14 @@ def logs_dir(settings: Settings) -> Path:
 
 def train_one(settings: Settings, config: RunConfig, command: str, reporter: TrainingReporter | None = None) -> TrainResult:
     with open_registry(settings) as registry:
-        return Trainer(registry, config, reporter, logs_dir=logs_dir(settings)).run(command=command)
+        (result,) = Trainer(registry, config, reporter, logs_dir=logs_dir(settings)).run(command=command)
+        return result
 
 
 def resume_run(settings: Settings, run_id: int, reporter: TrainingReporter | None = None) -> TrainResult:
     with open_registry(settings) as registry:
-        return Trainer.resume(registry, run_id, reporter, logs_dir=logs_dir(settings))
+        (result,) = Trainer.resume(registry, run_id, reporter, logs_dir=logs_dir(settings))
+        return result
 
 
 def train_runs(settings: Settings, configs: list[RunConfig], command: str, jobs: int = 1,

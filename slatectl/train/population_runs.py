@@ -1,11 +1,9 @@
 """`slatectl train AGENT --env E1,E2,…|all --seeds N` and `--resume GROUP`: a population from one request.
 
 Member seeds are S, S+1, …, S+N−1 with S = --seed (default: the configured training seed), the same for
-every env; members are ordered env-major. Stacked agents (those whose `AgentSpec` names a population
-implementation: SAC+GeMS, SAC+TopK, SlateQ, REINFORCE) train in one process in lockstep
-(`PopulationTrainer`, with a message saying so); the others train their members one after another, with a message saying
-so (still one group, so `--resume GROUP` works for them too). Every member's config is resolved (and so
-validated) before any work.
+every env; members are ordered env-major. They train in one process in lockstep (`Trainer`), as one group,
+so `--resume GROUP` continues all of them. Every member's config is resolved (and so validated) before any
+work.
 """
 
 from __future__ import annotations
@@ -14,16 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from slatectl.agents import agent_spec
-from slatectl.agents.spec import stacked_agents
 from slatectl.errors import BadInput
 from slatectl.registry import open_registry
 from slatectl.settings import Settings
 from slatectl.sim.config import env_names
 from slatectl.train.config import resolve_run_config
-from slatectl.train.loop import TrainResult
+from slatectl.train.loop import Trainer, TrainResult
 from slatectl.train.orchestration import ALL_ENVS, logs_dir
-from slatectl.train.population import (PopulationTrainer, population_configs, population_supported,
-                                       train_members_sequentially)
+from slatectl.train.population import new_group_id, population_configs
 from slatectl.train.progress import TrainingReporter
 
 
@@ -50,15 +46,10 @@ def train_population(settings: Settings, agent: str, env: str, seeds: int, confi
     first_seed = base[0].training.seed
     configs = population_configs(base, list(range(first_seed, first_seed + seeds)))
     with open_registry(settings) as registry:
-        if population_supported(agent):
-            reporter.message(f"training a stacked population of {len(configs)} runs in lockstep in this process.")
-            return PopulationTrainer(registry, configs, reporter, logs_dir=logs_dir(settings)).run(command=command)
-        reporter.message(f"{agent} cannot train as a stacked population (stacked agents: "
-                         f"{', '.join(stacked_agents())}): training its {len(configs)} runs one after another "
-                         f"in this process.")
-        return train_members_sequentially(registry, configs, reporter, logs_dir(settings), command)
+        reporter.message(f"training a stacked population of {len(configs)} runs in lockstep in this process.")
+        return Trainer(registry, configs, reporter, logs_dir=logs_dir(settings)).run(command=command, group=new_group_id())
 
 
 def resume_population(settings: Settings, group: str, reporter: TrainingReporter) -> list[TrainResult]:
     with open_registry(settings) as registry:
-        return PopulationTrainer.resume(registry, group, reporter, logs_dir=logs_dir(settings))
+        return Trainer.resume_group(registry, group, reporter, logs_dir=logs_dir(settings))
