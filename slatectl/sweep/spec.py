@@ -18,15 +18,16 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from slatectl.agents import agent_spec
-from slatectl.config_tools import load_yaml_file
-from slatectl.domain import PROMOTABLE_QUALITIES, BehaviourMode
+from slatectl.collect.encoder import NO_ENCODER
+from slatectl.config_tools import build_config, load_yaml_file
+from slatectl.domain import PROMOTABLE_QUALITIES, BehaviourMode, Quality
 from slatectl.errors import BadInput
-from slatectl.sim.config import env_names
+from slatectl.sim.config import ALL_ENVS, env_names
 from slatectl.train.config import resolve_run_config
 
 KEYS = {"agents", "envs", "seeds", "steps", "save_every", "set", "sets", "members_per_task", "resources",
@@ -40,16 +41,34 @@ class Resources:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
 
+    def validate(self) -> None:
+        for key in ("num_cpus", "num_gpus"):
+            if not 0 <= getattr(self, key) <= 1024:
+                raise BadInput(f"resources.{key} must be a number in [0, 1024] (got {getattr(self, key)!r}).")
+        if self.num_cpus <= 0 and self.num_gpus <= 0:
+            raise BadInput("a task needs some resource (num_cpus or num_gpus > 0).")
+
 
 @dataclass(frozen=True)
 class CollectSpec:
-    qualities: tuple[str, ...]
+    qualities: tuple[Quality, ...] = ()
     episodes: int = 10_000
     agent: str | None = None  # whose checkpoints are promoted; default: the sweep's first agent
     seed: int = 0
-    act: str = "sample"  # collect --act
-    encoder: str | None = None  # collect --encoder: a GeMS artifact id, "none", or the env's default
+    act: BehaviourMode = BehaviourMode.SAMPLE  # collect --act
+    encoder: int | str | None = None  # collect --encoder: a GeMS artifact id, NO_ENCODER, or the env's default
     allow_same: bool = False  # promote one checkpoint as both medium and expert (else that quality is skipped)
+
+    def validate(self) -> None:
+        allowed = ", ".join(PROMOTABLE_QUALITIES)
+        if (not self.qualities or any(q not in PROMOTABLE_QUALITIES for q in self.qualities)
+                or len(set(self.qualities)) != len(self.qualities)):
+            raise BadInput(f"collect.qualities must be distinct qualities among {allowed} "
+                           f"(got {[str(q) for q in self.qualities]!r}).")
+        if not 1 <= self.episodes <= 10_000_000:
+            raise BadInput(f"collect.episodes must be an integer in [1, 10,000,000] (got {self.episodes!r}).")
+        if not (self.encoder in (None, NO_ENCODER) or (isinstance(self.encoder, int) and self.encoder >= 0)):
+            raise BadInput(f"collect.encoder must be a GeMS artifact id or {NO_ENCODER} (got {self.encoder!r}).")
 
 
 @dataclass(frozen=True)
@@ -103,7 +122,7 @@ def parse_spec(data: Any, where: str = "the sweep spec") -> SweepSpec:
     agents = _names(data["agents"], "agents", where)
     for agent in agents:
         agent_spec(agent, trainable=True)
-    envs = tuple(env_names()) if data["envs"] == "all" else _names(data["envs"], "envs", where)
+    envs = tuple(env_names()) if data["envs"] == ALL_ENVS else _names(data["envs"], "envs", where)
     known = set(env_names())
     bad = [env for env in envs if env not in known]
     if bad:
@@ -121,7 +140,7 @@ def parse_spec(data: Any, where: str = "the sweep spec") -> SweepSpec:
     sets = tuple(_mapping(s, f"sets[{i}]", where) for i, s in enumerate(sets))
     members = data.get("members_per_task")
     members = None if members is None else _count(members, "members_per_task", where, 1, 100_000)
-    resources = _resources(data.get("resources", {}), where)
+    resources = _section(Resources, data.get("resources", {}), "resources", where)
     retries = _count(data.get("max_retries", 3), "max_retries", where, 0, 100)
     lease = data.get("lease_timeout_s", 120.0)
     if not isinstance(lease, (int, float)) or isinstance(lease, bool) or not 4 <= lease <= 86400:
@@ -165,41 +184,22 @@ def _mapping(value: Any, key: str, where: str) -> dict[str, Any]:
     return dict(value)
 
 
-def _resources(value: Any, where: str) -> Resources:
-    if not isinstance(value, dict) or set(value) - {"num_cpus", "num_gpus"}:
-        raise BadInput(f"{where}: resources takes num_cpus and num_gpus (got {value!r}).")
-    numbers = {k: v for k, v in value.items()}
-    for key, number in numbers.items():
-        if not isinstance(number, (int, float)) or isinstance(number, bool) or not 0 <= number <= 1024:
-            raise BadInput(f"{where}: resources.{key} must be a number in [0, 1024] (got {number!r}).")
-    resources = Resources(**{k: float(v) for k, v in numbers.items()})
-    if resources.num_cpus <= 0 and resources.num_gpus <= 0:
-        raise BadInput(f"{where}: a task needs some resource (num_cpus or num_gpus > 0).")
-    return resources
+def _section(cls, value: Any, key: str, where: str):
+    """A sub-mapping of the spec as its typed dataclass (`build_config`: types, unknown keys, `validate`)."""
+    if not isinstance(value, dict):
+        raise BadInput(f"{where}: {key} must be a mapping of {', '.join(f.name for f in fields(cls))} (got {value!r}).")
+    try:
+        return build_config(cls, value, key + ".")
+    except BadInput as exc:
+        raise BadInput(f"{where}: {exc}") from None
 
 
 def _collect(value: Any, agents: tuple[str, ...], where: str) -> CollectSpec | None:
     if value is None:
         return None
-    keys = {"qualities", "episodes", "agent", "seed", "act", "encoder", "allow_same"}
-    if not isinstance(value, dict) or set(value) - keys:
-        raise BadInput(f"{where}: collect takes {', '.join(sorted(keys))} (got {value!r}).")
-    qualities = _names(value.get("qualities", []), "collect.qualities", where)
-    allowed = [str(q) for q in PROMOTABLE_QUALITIES]
-    if any(q not in allowed for q in qualities):
-        raise BadInput(f"{where}: collect.qualities must be among {', '.join(allowed)} (got {list(qualities)!r}).")
-    episodes = _count(value.get("episodes", 10_000), "collect.episodes", where, 1, 10_000_000)
-    agent = value.get("agent", agents[0])
-    if agent not in agents:
-        raise BadInput(f"{where}: collect.agent must be one of the sweep's agents ({', '.join(agents)}), got {agent!r}.")
-    seed = _count(value.get("seed", 0), "collect.seed", where, 0, 2**63 - 1)
-    act = value.get("act", "sample")
-    if act not in {str(m) for m in BehaviourMode}:
-        raise BadInput(f"{where}: collect.act must be sample or greedy (got {act!r}).")
-    encoder = value.get("encoder")
-    if encoder is not None and str(encoder) != "none" and not str(encoder).isdigit():
-        raise BadInput(f"{where}: collect.encoder must be a GeMS artifact id or none (got {encoder!r}).")
-    allow_same = value.get("allow_same", False)
-    if not isinstance(allow_same, bool):
-        raise BadInput(f"{where}: collect.allow_same must be true or false (got {allow_same!r}).")
-    return CollectSpec(qualities, episodes, agent, seed, act, None if encoder is None else str(encoder), allow_same)
+    collect = _section(CollectSpec, value, "collect", where)
+    if collect.agent is None:
+        return replace(collect, agent=agents[0])
+    if collect.agent not in agents:
+        raise BadInput(f"{where}: collect.agent must be one of the sweep's agents ({', '.join(agents)}), got {collect.agent!r}.")
+    return collect
