@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from slatectl.registry import open_registry
+from slatectl.registry import lookups, open_registry
 from slatectl.cli import app
 from slatectl.collect import load_npz
 from slatectl.collect.collector import CollectRequest, collect_dataset, collect_datasets
@@ -239,3 +239,23 @@ def test_several_datasets_overlap_writing_with_the_next_simulation_and_give_the_
     assert [d.sha256 for d in together] == [d.sha256 for d in alone]
     assert len({d.sha256 for d in together}) == 3
     assert progress == {"medium": [5, 10, 12], "random": [7], "expert": [12]}
+
+
+def test_collect_medium_parses_the_quality_once_at_the_option(trained, monkeypatch):
+    """`--quality medium` is parsed by the option parser into `Quality.MEDIUM`; the promotion lookups, the
+    reference scores and the dataset row take that member as it is (the registry's string parser is never
+    called) and the row and the file's metadata hold the plain text."""
+    settings, _, other = trained
+    parsed = []
+    real = lookups.parse_quality
+    monkeypatch.setattr(lookups, "parse_quality", lambda *a, **k: parsed.append(a) or real(*a, **k))
+    result = CliRunner().invoke(app, ["--home", str(settings.home), "collect", "--quality", "medium", "--env",
+                                      "focused_topdown", "--episodes", "2", "--batch", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    assert parsed == []
+    (summary,) = json.loads(result.stdout)
+    with open_registry(settings) as registry:
+        dataset = registry.get_dataset(summary["id"])
+        _, metadata = load_npz(registry.dataset_path(dataset.id))
+    assert dataset.checkpoint_id == other.id and type(dataset.quality) is str and dataset.quality == "medium"
+    assert metadata["quality"] == "medium"
