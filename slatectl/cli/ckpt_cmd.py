@@ -11,7 +11,7 @@ from rich.table import Table
 from slatectl.cli.common import complete_env, console, err_console, get_settings, print_json
 from slatectl.cli.formatting import DROP, FOLD, SQUEEZE, WRAP, compact_table, fmt_bytes, fmt_return, format_field, print_record
 from slatectl.collect.random_return import compute_random_return
-from slatectl.configs import env_names, trained_agent_names
+from slatectl.configs import check_env_name, trained_agent_names
 from slatectl.domain import RANDOM_POLICY, Quality
 from slatectl.errors import BadInput
 from slatectl.registry import (STALE, Checkpoint, Registry, RandomReturnFn, Suggestion, check_quality,
@@ -34,10 +34,7 @@ def is_interactive() -> bool:
 
 def check_env(env: Optional[str]) -> Optional[str]:
     """An env name the simulator knows (exit 2 otherwise), checked before the registry is opened."""
-    if env is not None and env not in env_names():
-        raise BadInput(f"unknown environment {env!r}. Known environments: {', '.join(env_names())} "
-                       "(see `slatectl env list`).")
-    return env
+    return None if env is None else check_env_name(env)
 
 
 def check_agent(agent: Optional[str]) -> Optional[str]:

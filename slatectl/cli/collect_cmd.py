@@ -27,7 +27,7 @@ def collect(
     batch: int = typer.Option(5000, "--batch", metavar="N", **BATCH_RANGE, help="Users simulated at once (memory grows with it)."),
     act: BehaviourMode = typer.Option(BehaviourMode.SAMPLE, "--act", help="The checkpoint's stochastic policy as trained (sample, as D4RL's medium/expert) or its deterministic evaluation policy (greedy)."),
     encoder: str = typer.Option(None, "--encoder", metavar="ARTIFACT", help="GeMS artifact id whose features give the dataset's continuous observation and action, or `none` [default: the encoder of the env's datasets, else the run's GeMS, else the env's newest GeMS]."),
-    device: Device = typer.Option("auto", "--device", help=DEVICE_HELP),
+    device: Device = typer.Option(Device.AUTO, "--device", help=DEVICE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Collect a dataset with the checkpoint promoted for (env, quality); the last stdout line is its id.

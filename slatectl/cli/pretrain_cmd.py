@@ -76,7 +76,7 @@ def logged(
     episodes: Optional[int] = typer.Option(None, "--episodes", metavar="N", min=2, max=EPISODES_RANGE["max"], help="Episodes to log [default: 100000]."),
     seed: Optional[int] = typer.Option(None, "--seed", metavar="SEED", **SEED_RANGE, help="Seed of the logging policy and users [default: 2754851]."),
     epsilon: Optional[float] = typer.Option(None, "--epsilon", metavar="P", **PROBABILITY_RANGE, help="Per-position random-item probability [default: 0.5]."),
-    device: Device = typer.Option("auto", "--device", help=DEVICE_HELP),
+    device: Device = typer.Option(Device.AUTO, "--device", help=DEVICE_HELP),
 ) -> None:
     """Generate (or find) the env's logged slates and register them; prints the artifact id.
 
