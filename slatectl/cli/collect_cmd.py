@@ -47,6 +47,7 @@ def collect(
     Example: slatectl collect --quality random --env focused_topdown --encoder 2 --act greedy
     """
     selection = select_envs(env, lists=False)  # an unknown env fails before the registry opens
+    # the typed request, built once from the parsed options; each collected env gets a copy of it
     base = CollectRequest(selection.names[0], quality, episodes, seed, fmt, batch, act=act, encoder=parse_encoder(encoder))
     require_writable(get_settings().registry_url, get_settings().home)
     resolved = resolve_device(device, say=lambda text: err_console.print(text, highlight=False))
