@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 
+from slatectl.domain import RANDOM_POLICY
 from slatectl.errors import BadInput
 
 _TOPIC_SPREAD_ORDER = ("focused", "diffuse")
@@ -78,7 +79,7 @@ def select_envs(text: str, lists: bool = True) -> EnvSelection:
 
 # Agents configured in agents/*.yaml that are never trained (so never have checkpoints): `random` is the
 # uniform random slate policy behind `collect --quality random`.
-_UNTRAINED_POLICIES = ("random",)
+_UNTRAINED_POLICIES = (RANDOM_POLICY,)
 
 
 def agent_dir() -> Traversable:
