@@ -34,7 +34,7 @@ import torch
 
 from slatectl.registry import open_registry
 from slatectl.collect.collector import ACT_MODES, CollectRequest, agent_for_checkpoint, collect_dataset, random_policy_agent
-from slatectl.domain import BehaviourMode
+from slatectl.domain import BehaviourMode, Quality
 from slatectl.collect.recorder import record_dataset
 from slatectl.device import resolve_device
 from slatectl.settings import Settings

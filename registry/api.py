@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from slatectl.domain import Quality
+from slatectl.domain import DatasetFormat, Quality
 from slatectl.errors import BadInput
 from slatectl.registry.artifacts import ArtifactRepository, Payload
 from slatectl.registry.build_locks import BuildLockRepository
@@ -208,14 +208,14 @@ class Registry:
 
     # -- promotions -------------------------------------------------------------------------------------------
 
-    def promote_checkpoint(self, env: str | None, quality: str, checkpoint_id: int, note: str | None = None,
+    def promote_checkpoint(self, env: str | None, quality: Quality | str, checkpoint_id: int, note: str | None = None,
                            promoted_by: str | None = None, allow_same: bool = False) -> Promotion:
         return self.promotions.promote_checkpoint(env, quality, checkpoint_id, note, promoted_by, allow_same)
 
-    def active_promotion(self, env: str, quality: str) -> Promotion | None:
+    def active_promotion(self, env: str, quality: Quality | str) -> Promotion | None:
         return self.promotions.active_promotion(env, quality)
 
-    def promoted_checkpoint(self, env: str, quality: str) -> tuple[Promotion, Checkpoint]:
+    def promoted_checkpoint(self, env: str, quality: Quality | str) -> tuple[Promotion, Checkpoint]:
         return self.promotions.promoted_checkpoint(env, quality)
 
     def promotion_history(self, env: str | None = None, quality: str | None = None) -> list[Promotion]:
@@ -236,7 +236,7 @@ class Registry:
                            f"{', '.join(known) if known else 'none — train an agent with --save-every first'}.")
         return candidates
 
-    def suggest_checkpoint(self, env: str, quality: str, random_return: float | None = None,
+    def suggest_checkpoint(self, env: str, quality: Quality | str, random_return: float | None = None,
                            target_fraction: float = 0.5, *, agent: str | None = None, run_id: int | None = None,
                            compute_random: RandomReturnFn | None = None, record_random: bool = True) -> Suggestion:
         """The suggested checkpoint of `env` for `quality` with every candidate and the rule applied.
@@ -261,8 +261,8 @@ class Registry:
 
     # -- datasets ---------------------------------------------------------------------------------------------
 
-    def register_dataset(self, env: str, quality: str, payload: Path | str | bytes, *, episodes: int,
-                         transitions: int, return_mean: float, return_std: float, format: str, seed: int,
+    def register_dataset(self, env: str, quality: Quality | str, payload: Path | str | bytes, *, episodes: int,
+                         transitions: int, return_mean: float, return_std: float, format: DatasetFormat | str, seed: int,
                          checkpoint_id: int | None = None, promotion_id: int | None = None,
                          policy: str | None = None, metadata: Mapping[str, Any] | None = None) -> Dataset:
         return self.datasets.register_dataset(

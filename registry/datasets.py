@@ -8,11 +8,11 @@ from typing import Any, Mapping
 
 from sqlmodel import select
 
-from slatectl.domain import DatasetFormat, Quality
+from slatectl.domain import RANDOM_POLICY, DatasetFormat, Quality
 from slatectl.errors import BadInput
 from slatectl.registry.database import Database
 from slatectl.registry.hashing import canonical_json
-from slatectl.registry.lookups import check_finite, get_checkpoint, get_dataset
+from slatectl.registry.lookups import check_finite, check_quality, get_checkpoint, get_dataset
 from slatectl.registry.models import Artifact, Dataset, Promotion, Run
 
 DATASET_KIND = "dataset"
@@ -32,19 +32,15 @@ class DatasetRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def register_dataset(self, env: str, quality: str, payload: Path | str | bytes, *, episodes: int,
-                         transitions: int, return_mean: float, return_std: float, format: str, seed: int,
+    def register_dataset(self, env: str, quality: Quality | str, payload: Path | str | bytes, *, episodes: int,
+                         transitions: int, return_mean: float, return_std: float, format: DatasetFormat | str, seed: int,
                          checkpoint_id: int | None = None, promotion_id: int | None = None,
                          policy: str | None = None, metadata: Mapping[str, Any] | None = None) -> Dataset:
         """Store a collected dataset file (or bytes) and record it with its lineage.
 
         `medium`/`expert` datasets need the `checkpoint_id` that acted (of the same env); `random` none.
         """
-        if quality not in tuple(Quality):
-            raise BadInput(f"unknown quality {quality!r}; choose one of {', '.join(Quality)}.")
-        if format not in tuple(DatasetFormat):
-            raise BadInput(f"unknown dataset format {format!r}; choose one of {', '.join(DatasetFormat)}.")
-        quality, format = Quality(quality).value, DatasetFormat(format).value
+        quality, format = check_quality(quality, allow_random=True).value, _dataset_format(format).value
         if episodes < 1 or transitions < 1:
             raise BadInput("a dataset needs at least one episode and one transition.")
         if (quality == Quality.RANDOM) != (checkpoint_id is None):
@@ -135,6 +131,16 @@ class DatasetRepository:
             return nodes
 
 
+def _dataset_format(format: DatasetFormat | str) -> DatasetFormat:
+    """A `DatasetFormat` as it is; a plain string (a script calling the registry) parsed here."""
+    if isinstance(format, DatasetFormat):
+        return format
+    try:
+        return DatasetFormat(format)
+    except ValueError:
+        raise BadInput(f"unknown dataset format {format!r}; choose one of {', '.join(DatasetFormat)}.") from None
+
+
 def _check_source(session, values: dict) -> str:
     """Check the checkpoint / promotion the dataset claims to come from; return the acting policy's name."""
     if values["promotion_id"] is not None:
@@ -145,7 +151,7 @@ def _check_source(session, values: dict) -> str:
             raise BadInput(f"promotion {promotion.id} is for checkpoint {promotion.checkpoint_id} as {promotion.quality} "
                            f"on {promotion.env}, which does not match this dataset.")
     if values["checkpoint_id"] is None:
-        return "random"
+        return RANDOM_POLICY
     checkpoint = get_checkpoint(session, values["checkpoint_id"])
     if checkpoint.env != values["env"]:
         raise BadInput(f"checkpoint {checkpoint.id} was trained on {checkpoint.env}, not {values['env']}.")

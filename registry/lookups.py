@@ -17,17 +17,26 @@ def check_finite(name: str, value: float) -> float:
     return float(value)
 
 
-def check_quality(quality: str, allow_random: bool = False) -> Quality:
-    """The Quality for `quality`; `random` only with allow_random (there is no checkpoint to promote)."""
-    try:
-        parsed = Quality(quality)
-    except ValueError:
-        allowed = list(Quality) if allow_random else list(PROMOTABLE_QUALITIES)
-        raise BadInput(f"unknown quality {quality!r}; choose one of {', '.join(allowed)}.") from None
+def check_quality(quality: Quality | str, allow_random: bool = False) -> Quality:
+    """The Quality for `quality`; `random` only with allow_random (there is no checkpoint to promote).
+
+    A `Quality` member is taken as it is (it was parsed where it entered: a CLI option, a sweep spec); a
+    plain string, from a script calling the registry, is parsed here, at the registry's edge.
+    """
+    parsed = quality if isinstance(quality, Quality) else parse_quality(quality, allow_random)
     if parsed not in PROMOTABLE_QUALITIES and not allow_random:
         raise BadInput("quality 'random' is produced by the uniform random slate policy and needs no checkpoint, "
                        "so there is nothing to promote; `slatectl collect --quality random` works as it is.")
     return parsed
+
+
+def parse_quality(text: str, allow_random: bool = True) -> Quality:
+    """A quality's name as a `Quality`; BadInput listing the allowed names otherwise."""
+    try:
+        return Quality(text)
+    except ValueError:
+        allowed = list(Quality) if allow_random else list(PROMOTABLE_QUALITIES)
+        raise BadInput(f"unknown quality {text!r}; choose one of {', '.join(allowed)}.") from None
 
 
 def _get(session, model, row_id: int, what: str, where: str):

@@ -11,7 +11,7 @@ import getpass
 
 from sqlmodel import select
 
-from slatectl.domain import PROMOTABLE_QUALITIES
+from slatectl.domain import PROMOTABLE_QUALITIES, Quality
 from slatectl.errors import BadInput
 from slatectl.registry.database import Database
 from slatectl.registry.db import serialize_on
@@ -30,7 +30,7 @@ class PromotionRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def promote_checkpoint(self, env: str | None, quality: str, checkpoint_id: int, note: str | None = None,
+    def promote_checkpoint(self, env: str | None, quality: Quality | str, checkpoint_id: int, note: str | None = None,
                            promoted_by: str | None = None, allow_same: bool = False) -> Promotion:
         """Make `checkpoint_id` the active one for (env, quality); the previous one stays in history.
 
@@ -72,14 +72,14 @@ class PromotionRepository:
             raise BadInput(f"checkpoint {checkpoint.id} was trained on {checkpoint.env}, not {env}; promote a "
                            f"checkpoint of {env} (`slatectl ckpt list --env {env}`).")
 
-    def active_promotion(self, env: str, quality: str) -> Promotion | None:
-        check_quality(quality)
+    def active_promotion(self, env: str, quality: Quality | str) -> Promotion | None:
+        quality = check_quality(quality)
         with self.db.read() as session:
             return active(session, env, quality)
 
-    def promoted_checkpoint(self, env: str, quality: str) -> tuple[Promotion, Checkpoint]:
+    def promoted_checkpoint(self, env: str, quality: Quality | str) -> tuple[Promotion, Checkpoint]:
         """The active promotion for (env, quality) and its checkpoint; BadInput when there is none."""
-        check_quality(quality)
+        quality = check_quality(quality)
         with self.db.read() as session:
             promotion = active(session, env, quality)
             if promotion is None:

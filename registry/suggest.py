@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
-from slatectl.domain import Quality
+from slatectl.domain import RANDOM_POLICY, Quality
 from slatectl.errors import BadInput, SlatectlError
 from slatectl.registry.lookups import check_quality
 from slatectl.registry.models import Artifact, Checkpoint
@@ -46,7 +46,7 @@ class Candidate:
 @dataclass(frozen=True)
 class Suggestion:
     env: str
-    quality: str
+    quality: Quality
     candidates: list[Candidate]
     suggested: Checkpoint
     best_return: float
@@ -101,7 +101,7 @@ def explain_untrained_ahead(untrained: Checkpoint, trained: Checkpoint) -> str:
             "learning (docs/algorithms.md §6.1 shows a longer run). Untrained checkpoints are never suggested.")
 
 
-def suggest_from(checkpoints: Sequence[Checkpoint], quality: str, random_return: float | None = None,
+def suggest_from(checkpoints: Sequence[Checkpoint], quality: Quality | str, random_return: float | None = None,
                  target_fraction: float = 0.5, random_source: str | None = None) -> Suggestion:
     """Apply the rule to `checkpoints` (one env). Pure: no database, no simulator."""
     quality = check_quality(quality)
@@ -153,7 +153,7 @@ def suggest_from(checkpoints: Sequence[Checkpoint], quality: str, random_return:
         by_digest.setdefault(c.sha256, []).append(c.id)
     candidates = [Candidate(c, c.val_return_mean / best_return if best_return > 0 else None, is_untrained(c),
                             tuple(i for i in by_digest[c.sha256] if i != c.id)) for c in ordered]
-    return Suggestion(env=env, quality=quality.value, candidates=candidates, suggested=suggested,
+    return Suggestion(env=env, quality=quality, candidates=candidates, suggested=suggested,
                       best_return=best_return, target_return=target,
                       random_return=random_return if quality == Quality.MEDIUM else None,
                       random_source=random_source if quality == Quality.MEDIUM else None, rule=rule,
@@ -164,7 +164,7 @@ def resolve_random_return(returns: PolicyReturns, env: str, compute: RandomRetur
                           record: bool = True) -> RandomReturn:
     """A registered random-policy return for `env`, else `compute(env)` (recorded when `record`), else 0
     with a note saying so: the suggestion is then only as good as that assumption."""
-    registered = returns.policy_return(env, Quality.RANDOM.value)
+    registered = returns.policy_return(env, RANDOM_POLICY)
     if registered is not None:
         value, artifact = registered
         return RandomReturn(value, f"registered rollout (artifact {artifact.id})")
@@ -180,6 +180,6 @@ def resolve_random_return(returns: PolicyReturns, env: str, compute: RandomRetur
     if not math.isfinite(value):
         raise BadInput(f"the random-policy return computed for {env} is not a finite number ({value}).")
     if record:
-        returns.record_policy_return(env, Quality.RANDOM.value, value)
+        returns.record_policy_return(env, RANDOM_POLICY, value)
         return RandomReturn(value, "computed with the random policy and recorded in the registry")
     return RandomReturn(value, "computed with the random policy", recorded=False)

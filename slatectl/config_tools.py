@@ -1,8 +1,13 @@
 """Typed configs from YAML: nested dataclasses, `--set a.b=value` overrides, validation at the edge.
 
 Every config value has a dataclass field with a type and a default; `build_config` turns a nested dict
-into those dataclasses, coercing YAML scalars to the field's type and refusing unknown keys by name, so a
-typo in a YAML file or a `--set` fails at once with exit code 2 instead of being silently ignored.
+into those dataclasses, coercing YAML scalars to the field's type (an enum field, e.g. `DeviceChoice`,
+gets its member) and refusing unknown keys by name, so a typo in a YAML file or a `--set` fails at once
+with exit code 2 instead of being silently ignored.
+
+The one validation style for configs: a typed dataclass whose `validate()` checks what types cannot
+(ranges, relations between fields) and raises BadInput naming the keys; `build_config` calls it once,
+at the edge, and the library takes the built object as it is.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 import math
 import types
 import typing
+from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,6 +41,14 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             except BadInput as exc:
                 last_error = exc
         raise last_error or BadInput(f"config key {where!r}: cannot use {value!r}.")
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        if isinstance(value, annotation):
+            return value
+        try:
+            return annotation(value)
+        except ValueError:
+            raise BadInput(f"config key {where!r} must be one of {', '.join(str(m.value) for m in annotation)}, "
+                           f"got {value!r}.") from None
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):
             raise BadInput(f"config key {where!r} must be a mapping, got {value!r}.")

@@ -6,19 +6,22 @@ from typing import Callable
 
 import torch
 
+from slatectl.domain import DeviceChoice
 from slatectl.errors import BadInput
 
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = tuple(DeviceChoice)
 
 
-def resolve_device(choice: str, say: Callable[[str], None] | None = None) -> str:
+def resolve_device(choice: DeviceChoice | str, say: Callable[[str], None] | None = None) -> str:
     """"cpu" or "cuda" for `choice`; `auto` picks CUDA when torch sees a GPU and says so through `say`.
 
     `cuda` without a usable GPU is bad input (exit 2), not a crash deep inside the first tensor op.
     """
-    choice = str(getattr(choice, "value", choice))
-    if choice not in DEVICES:
-        raise BadInput(f"unknown device {choice!r}; choose one of {', '.join(DEVICES)}.")
+    if not isinstance(choice, DeviceChoice):  # a plain string (a script, a GeMS accelerator): parsed here
+        try:
+            choice = DeviceChoice(choice)
+        except ValueError:
+            raise BadInput(f"unknown device {choice!r}; choose one of {', '.join(DEVICES)}.") from None
     if choice == "cpu":
         return "cpu"
     available = torch.cuda.is_available()

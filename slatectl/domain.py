@@ -1,8 +1,11 @@
-"""The project's domain vocabulary, defined once: dataset qualities and dataset file formats.
+"""The project's domain vocabulary, defined once: dataset qualities, dataset file formats, behaviour
+policies and device choices.
 
 A leaf module (imports nothing from slatectl) so every layer can use it: the registry's rows, the
-collector, and the CLI's Typer options (which list the members as the allowed choices in `--help`).
-Members are `str`s, so `Quality.MEDIUM == "medium"` and values stored in the database stay plain text.
+collector, the typed configs, and the CLI's Typer options (which list the members as the allowed choices
+in `--help`). Members are `str`s, so `Quality.MEDIUM == "medium"` and values stored in the database stay
+plain text. A value is parsed into its enum once, where it enters (a CLI option, a config file, a registry
+call from a script); the library passes the enum member on and never parses it again.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ class Quality(StrEnum):
 # `random` is produced by the uniform random slate policy, so there is no checkpoint to promote for it.
 PROMOTABLE_QUALITIES: tuple[Quality, ...] = (Quality.MEDIUM, Quality.EXPERT)
 
+#: The uniform random slate policy's name: the agent that collects `Quality.RANDOM` datasets, the `policy`
+#: of their registry rows, and the policy whose registered return is a dataset's ref_min_score.
+RANDOM_POLICY = "random"
+
 
 class DatasetFormat(StrEnum):
     """How a collected dataset is written."""
@@ -34,3 +41,12 @@ class BehaviourMode(StrEnum):
 
     SAMPLE = "sample"  # the stochastic policy as trained (SAC's squashed Gaussian, SlateQ's ε-greedy, ...)
     GREEDY = "greedy"  # the deterministic evaluation policy (what validation returns measure)
+
+
+class DeviceChoice(StrEnum):
+    """Where compute runs (`--device`, `training.device`): `slatectl.device.resolve_device` turns it into
+    the torch device "cpu" or "cuda"."""
+
+    AUTO = "auto"  # CUDA when torch sees a GPU (and says so), else the CPU
+    CPU = "cpu"
+    CUDA = "cuda"

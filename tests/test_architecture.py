@@ -13,7 +13,7 @@ SOURCE_FOLDERS = {"slatectl": "slatectl", "registry": "slatectl.registry", "stor
 
 FOUNDATION = {"errors", "domain", "settings", "device", "threads", "__init__", "configs"}
 ALLOWED: dict[str, set[str]] = {
-    "errors": set(), "domain": set(), "settings": {"errors"}, "device": {"errors"}, "threads": set(),
+    "errors": set(), "domain": set(), "settings": {"errors"}, "device": {"errors", "domain"}, "threads": set(),
     "config_tools": {"errors"}, "__init__": set(),
     "storage": {"errors"},
     "registry": {"errors", "domain", "settings", "storage", "__init__"},

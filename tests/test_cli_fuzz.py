@@ -67,8 +67,8 @@ def _fake_rollout(env, policy, episodes, seed, batch_size=1024, on_batch=None):
 
 
 def _fake_datasets(registry, requests, on_batch_for=None):
-    for request in requests:
-        request.validate()
+    for request in requests:  # typed requests: the options were parsed once, by the CLI
+        assert request.episodes >= 1 and request.batch_size >= 1
         yield SimpleNamespace(id=1, env=request.env, quality=request.quality, checkpoint_id=None,
                               episodes=request.episodes, transitions=request.episodes * 100, return_mean=1.0,
                               storage_key="datasets/x.npz", format=request.format, meta={})

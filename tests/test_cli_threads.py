@@ -130,7 +130,7 @@ def test_parallel_runs_share_the_cores_among_the_runs_that_run_at_once(monkeypat
             return future
 
     monkeypatch.setattr(orchestration, "ProcessPoolExecutor", InlinePool)
-    configs = orchestration.resolve_run_configs("slateq", "all")[:2]
+    configs = orchestration.resolve_run_configs("slateq", ["focused_topdown", "focused_mix"])
     assert list(orchestration.train_runs(sqlite_settings, configs, "test", jobs=4)) == [
         "slateq/focused_topdown", "slateq/focused_mix"]
     assert told == [("slateq/focused_topdown", 2), ("slateq/focused_mix", 2)]

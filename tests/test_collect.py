@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from slatectl.registry import open_registry
+from slatectl.registry import lookups, open_registry
 from slatectl.cli import app
 from slatectl.collect import load_npz
 from slatectl.collect.collector import CollectRequest, collect_dataset, collect_datasets
+from slatectl.domain import BehaviourMode, DatasetFormat, Quality
 from slatectl.errors import BadInput
 from slatectl.settings import Settings
 from offline_helpers import trained_home
@@ -30,12 +31,12 @@ def _load(registry, dataset):
 def test_same_seed_gives_identical_files_and_consistent_arrays(trained):
     settings, best, _ = trained
     with open_registry(settings) as registry:
-        greedy = dict(episodes=30, seed=5, act="greedy")
-        a = collect_dataset(registry, CollectRequest("focused_topdown", "expert", batch_size=16, **greedy))
-        b = collect_dataset(registry, CollectRequest("focused_topdown", "expert", batch_size=30, **greedy))
-        c = collect_dataset(registry, CollectRequest("focused_topdown", "expert", episodes=30, seed=6, act="greedy"))
+        greedy = dict(episodes=30, seed=5, act=BehaviourMode.GREEDY)
+        a = collect_dataset(registry, CollectRequest("focused_topdown", Quality.EXPERT, batch_size=16, **greedy))
+        b = collect_dataset(registry, CollectRequest("focused_topdown", Quality.EXPERT, batch_size=30, **greedy))
+        c = collect_dataset(registry, CollectRequest("focused_topdown", Quality.EXPERT, episodes=30, seed=6, act=BehaviourMode.GREEDY))
         # the stochastic policy: the same seed and batch size give the same file, another seed another one
-        d, e, f = (collect_dataset(registry, CollectRequest("focused_topdown", "expert", episodes=30, seed=s, batch_size=16))
+        d, e, f = (collect_dataset(registry, CollectRequest("focused_topdown", Quality.EXPERT, episodes=30, seed=s, batch_size=16))
                    for s in (5, 5, 6))
         arrays = _load(registry, a)
     assert a.sha256 == b.sha256 != c.sha256
@@ -55,7 +56,7 @@ def test_same_seed_gives_identical_files_and_consistent_arrays(trained):
 def test_load_npz_returns_the_arrays_and_the_decoded_metadata(trained):
     settings, best, _ = trained
     with open_registry(settings) as registry:
-        dataset = collect_dataset(registry, CollectRequest("focused_topdown", "expert", episodes=4, seed=2))
+        dataset = collect_dataset(registry, CollectRequest("focused_topdown", Quality.EXPERT, episodes=4, seed=2))
         path = registry.dataset_path(dataset.id)
     arrays, metadata = load_npz(path)
     assert metadata["checkpoint_id"] == best.id and metadata["quality"] == "expert"
@@ -75,8 +76,8 @@ def test_returns_match_validation_and_order_random_medium_expert(trained):
     settings, best, other = trained
     with open_registry(settings) as registry:
         datasets = {q: collect_dataset(registry, CollectRequest("focused_topdown", q, episodes=200, seed=1, batch_size=200,
-                                                                act="greedy"))
-                    for q in ("random", "medium", "expert")}
+                                                                act=BehaviourMode.GREEDY))
+                    for q in Quality}
     expert, medium, random_ = datasets["expert"], datasets["medium"], datasets["random"]
     # different users than validation: 4 standard errors of the difference of two means
     tolerance = 4 * math.sqrt(expert.return_std**2 / 200 + best.val_return_std**2 / best.val_episodes)
@@ -89,7 +90,7 @@ def test_missing_promotion_and_corrupted_checkpoint_are_refused(trained, tmp_pat
     settings, best, _ = trained
     with open_registry(settings) as registry:
         with pytest.raises(BadInput, match="no checkpoint is promoted as medium for diffuse_mix"):
-            collect_dataset(registry, CollectRequest("diffuse_mix", "medium", episodes=5))
+            collect_dataset(registry, CollectRequest("diffuse_mix", Quality.MEDIUM, episodes=5))
         before = len(registry.list_datasets())
         path = registry.checkpoint_path(best.id)
         original = path.read_bytes()
@@ -153,9 +154,9 @@ def test_minari_export_loads_with_minari_and_matches_the_npz(trained, tmp_path, 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     settings, best, _ = trained
     with open_registry(settings) as registry:
-        npz = collect_dataset(registry, CollectRequest("focused_topdown", "medium", episodes=12, seed=9, batch_size=12))
-        first = collect_dataset(registry, CollectRequest("focused_topdown", "medium", episodes=12, seed=9, format="minari"))
-        second = collect_dataset(registry, CollectRequest("focused_topdown", "random", episodes=3, format="minari"))
+        npz = collect_dataset(registry, CollectRequest("focused_topdown", Quality.MEDIUM, episodes=12, seed=9, batch_size=12))
+        first = collect_dataset(registry, CollectRequest("focused_topdown", Quality.MEDIUM, episodes=12, seed=9, format=DatasetFormat.MINARI))
+        second = collect_dataset(registry, CollectRequest("focused_topdown", Quality.RANDOM, episodes=3, format=DatasetFormat.MINARI))
         arrays = _load(registry, npz)
         random_return = registry.policy_return("focused_topdown", "random")[0]
         report = registry.verify()
@@ -221,9 +222,9 @@ def test_minari_export_works_with_the_default_relative_home(tmp_path, monkeypatc
 
 def test_several_datasets_overlap_writing_with_the_next_simulation_and_give_the_single_files(trained):
     settings, _, _ = trained
-    requests = [CollectRequest("focused_topdown", "medium", episodes=12, seed=2, batch_size=5),
-                CollectRequest("focused_topdown", "random", episodes=7, seed=2, batch_size=7),
-                CollectRequest("focused_topdown", "expert", episodes=12, seed=2, batch_size=12)]
+    requests = [CollectRequest("focused_topdown", Quality.MEDIUM, episodes=12, seed=2, batch_size=5),
+                CollectRequest("focused_topdown", Quality.RANDOM, episodes=7, seed=2, batch_size=7),
+                CollectRequest("focused_topdown", Quality.EXPERT, episodes=12, seed=2, batch_size=12)]
     progress: dict[str, list[int]] = {}
 
     def on_batch_for(request):
@@ -238,3 +239,23 @@ def test_several_datasets_overlap_writing_with_the_next_simulation_and_give_the_
     assert [d.sha256 for d in together] == [d.sha256 for d in alone]
     assert len({d.sha256 for d in together}) == 3
     assert progress == {"medium": [5, 10, 12], "random": [7], "expert": [12]}
+
+
+def test_collect_medium_parses_the_quality_once_at_the_option(trained, monkeypatch):
+    """`--quality medium` is parsed by the option parser into `Quality.MEDIUM`; the promotion lookups, the
+    reference scores and the dataset row take that member as it is (the registry's string parser is never
+    called) and the row and the file's metadata hold the plain text."""
+    settings, _, other = trained
+    parsed = []
+    real = lookups.parse_quality
+    monkeypatch.setattr(lookups, "parse_quality", lambda *a, **k: parsed.append(a) or real(*a, **k))
+    result = CliRunner().invoke(app, ["--home", str(settings.home), "collect", "--quality", "medium", "--env",
+                                      "focused_topdown", "--episodes", "2", "--batch", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    assert parsed == []
+    (summary,) = json.loads(result.stdout)
+    with open_registry(settings) as registry:
+        dataset = registry.get_dataset(summary["id"])
+        _, metadata = load_npz(registry.dataset_path(dataset.id))
+    assert dataset.checkpoint_id == other.id and type(dataset.quality) is str and dataset.quality == "medium"
+    assert metadata["quality"] == "medium"

@@ -22,6 +22,7 @@ from slatectl.collect.encoder import encode_arrays, load_encoder
 from slatectl.collect.npz import METADATA_KEY, write_npz
 from slatectl.collect.policy_eval import evaluate_policy
 from slatectl.collect.relabel import relabel_dataset
+from slatectl.domain import BehaviourMode, DatasetFormat, Quality
 from slatectl.errors import BadInput
 from slatectl.registry import open_registry
 from slatectl.settings import Settings
@@ -38,7 +39,7 @@ def home(tmp_path_factory):
 def pooled(home):
     """random, medium and expert datasets of one env, collected with the defaults."""
     with open_registry(home.settings) as registry:
-        datasets = {q: collect_dataset(registry, CollectRequest(ENV, q, episodes=20, seed=3)) for q in ("random", "medium", "expert")}
+        datasets = {q: collect_dataset(registry, CollectRequest(ENV, q, episodes=20, seed=3)) for q in Quality}
         loaded = {q: load_npz(registry.dataset_path(d.id)) for q, d in datasets.items()}
     return datasets, loaded
 
@@ -92,7 +93,7 @@ def test_sample_is_the_default_behaviour_and_differs_from_greedy_from_the_first_
     datasets, loaded = pooled
     assert loaded["medium"][1]["behaviour"] == "sample" and loaded["random"][1]["behaviour"] == "uniform random"
     with open_registry(home.settings) as registry:
-        greedy = collect_dataset(registry, CollectRequest(ENV, "medium", episodes=20, seed=3, act="greedy"))
+        greedy = collect_dataset(registry, CollectRequest(ENV, Quality.MEDIUM, episodes=20, seed=3, act=BehaviourMode.GREEDY))
         arrays, metadata = load_npz(registry.dataset_path(greedy.id))
     assert metadata["behaviour"] == "greedy"
     sampled = loaded["medium"][0]
@@ -279,7 +280,7 @@ def test_reference_max_score_falls_back_to_the_best_trained_checkpoint(tmp_path)
     fresh = trained_home(tmp_path / "home", promote_expert=False)
     with open_registry(fresh.settings) as registry:
         trained = [c for c in registry.list_checkpoints(env=ENV) if c.trained is not False]
-        dataset = collect_dataset(registry, CollectRequest(ENV, "medium", episodes=3, act="greedy"))
+        dataset = collect_dataset(registry, CollectRequest(ENV, Quality.MEDIUM, episodes=3, act=BehaviourMode.GREEDY))
     best = max(trained, key=lambda c: c.test_return_mean if c.test_return_mean is not None else c.val_return_mean)
     assert dataset.meta["ref_max_score"] == pytest.approx(best.test_return_mean if best.test_return_mean is not None
                                                           else best.val_return_mean)

@@ -11,8 +11,8 @@ from rich.table import Table
 from slatectl.cli.common import complete_env, console, err_console, get_settings, print_json
 from slatectl.cli.formatting import DROP, FOLD, SQUEEZE, WRAP, compact_table, fmt_bytes, fmt_return, format_field, print_record
 from slatectl.collect.random_return import compute_random_return
-from slatectl.configs import env_names, trained_agent_names
-from slatectl.domain import Quality
+from slatectl.configs import check_env_name, trained_agent_names
+from slatectl.domain import RANDOM_POLICY, Quality
 from slatectl.errors import BadInput
 from slatectl.registry import (STALE, Checkpoint, Registry, RandomReturnFn, Suggestion, check_quality,
                                check_target_fraction, open_registry, require_writable, run_liveness)
@@ -34,10 +34,7 @@ def is_interactive() -> bool:
 
 def check_env(env: Optional[str]) -> Optional[str]:
     """An env name the simulator knows (exit 2 otherwise), checked before the registry is opened."""
-    if env is not None and env not in env_names():
-        raise BadInput(f"unknown environment {env!r}. Known environments: {', '.join(env_names())} "
-                       "(see `slatectl env list`).")
-    return env
+    return None if env is None else check_env_name(env)
 
 
 def check_agent(agent: Optional[str]) -> Optional[str]:
@@ -280,7 +277,7 @@ def promote(
         previous = reg.active_promotion(chosen.env, quality)
         promotion = reg.promote_checkpoint(chosen.env, quality, chosen.id, note, allow_same=allow_same)
         if unrecorded_random is not None:  # measured for this promotion: keep it for next time
-            reg.record_policy_return(chosen.env, Quality.RANDOM, unrecorded_random)
+            reg.record_policy_return(chosen.env, RANDOM_POLICY, unrecorded_random)
     console.print(f"Promoted {describe(chosen)} as {quality} for {chosen.env} (promotion {promotion.id}).")
     if previous is not None:
         console.print(f"It supersedes promotion {previous.id} (checkpoint {previous.checkpoint_id}), kept in the history.")

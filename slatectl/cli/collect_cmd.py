@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -12,11 +13,9 @@ from slatectl.cli.common import (BATCH_RANGE, DEVICE_HELP, EPISODES_RANGE, SEED_
                                  get_settings, print_json)
 from slatectl.device import resolve_device
 from slatectl.errors import BadInput
-from slatectl.collect.collector import CollectRequest, collect_datasets
-from slatectl.sim.config import env_names, load_env_config
+from slatectl.collect.collector import CollectRequest, collect_datasets, parse_encoder
+from slatectl.sim.config import EnvSelection, select_envs
 from slatectl.threads import configure_torch_threads
-
-# Choices listed by --help and checked by the parser, from the registry's single definition.
 
 
 def collect(
@@ -28,7 +27,7 @@ def collect(
     batch: int = typer.Option(5000, "--batch", metavar="N", **BATCH_RANGE, help="Users simulated at once (memory grows with it)."),
     act: BehaviourMode = typer.Option(BehaviourMode.SAMPLE, "--act", help="The checkpoint's stochastic policy as trained (sample, as D4RL's medium/expert) or its deterministic evaluation policy (greedy)."),
     encoder: str = typer.Option(None, "--encoder", metavar="ARTIFACT", help="GeMS artifact id whose features give the dataset's continuous observation and action, or `none` [default: the encoder of the env's datasets, else the run's GeMS, else the env's newest GeMS]."),
-    device: Device = typer.Option("auto", "--device", help=DEVICE_HELP),
+    device: Device = typer.Option(Device.AUTO, "--device", help=DEVICE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Collect a dataset with the checkpoint promoted for (env, quality); the last stdout line is its id.
@@ -47,34 +46,23 @@ def collect(
 
     Example: slatectl collect --quality random --env focused_topdown --encoder 2 --act greedy
     """
-    quality, fmt = quality.value, fmt.value
-    CollectRequest(env, quality, episodes, seed, fmt, batch, act=act, encoder=encoder).validate()
+    selection = select_envs(env, lists=False)  # an unknown env fails before the registry opens
+    # the typed request, built once from the parsed options; each collected env gets a copy of it
+    base = CollectRequest(selection.names[0], quality, episodes, seed, fmt, batch, act=act, encoder=parse_encoder(encoder))
     require_writable(get_settings().registry_url, get_settings().home)
     resolved = resolve_device(device, say=lambda text: err_console.print(text, highlight=False))
     configure_torch_threads(get_settings().threads)
     results = []
-    named_envs = None if env == "all" else [load_env_config(env).name]  # an unknown env fails before the registry opens
     with open_registry(get_settings()) as registry:
-        if named_envs is not None:
-            envs = named_envs
-            if quality != "random":  # nothing promoted: say so before any progress bar or work
-                for name in envs:
-                    registry.promoted_checkpoint(name, quality)
-        elif quality == "random":
-            envs = env_names()
-        else:
-            envs = [name for name in env_names() if registry.active_promotion(name, quality) is not None]
-            if not envs:
-                raise BadInput(f"no checkpoint is promoted as {quality} for any environment; choose one with "
-                               f"`slatectl ckpt promote --quality {quality} --env ENV`.")
-        requests = [CollectRequest(name, quality, episodes, seed, fmt, batch, resolved, act, encoder) for name in envs]
+        envs = _collected_envs(registry, selection, quality)
+        requests = [replace(base, env=name, device=resolved) for name in envs]
         err_console.print(f"collecting on {resolved}", highlight=False)
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("return {task.fields[ret]:.1f}"), TimeElapsedColumn(),
                       console=err_console, transient=as_json) as progress:
 
             def on_batch_for(request: CollectRequest):
-                task = progress.add_task(f"{request.env}/{quality}", total=episodes, ret=0.0)
+                task = progress.add_task(f"{request.env}/{request.quality}", total=episodes, ret=0.0)
                 return lambda done, ret: progress.update(task, completed=done, ret=ret)
 
             # The next env simulates while the previous env's file is written (collect_datasets).
@@ -101,3 +89,20 @@ def collect(
     # The command contract: the last stdout line is the new dataset's id, for scripts
     # (`id=$(slatectl collect … | tail -n 1)`); the sentences above name it for people.
     typer.echo(results[-1]["id"])
+
+
+def _collected_envs(registry, selection: EnvSelection, quality: Quality) -> list[str]:
+    """The envs to collect: the one named (its promotion checked before any progress bar or work), or with
+    `all` every env (random) or every env with a checkpoint promoted for the quality."""
+    if not selection.every:
+        if quality != Quality.RANDOM:
+            for name in selection.names:
+                registry.promoted_checkpoint(name, quality)
+        return list(selection.names)
+    if quality == Quality.RANDOM:
+        return list(selection.names)
+    envs = [name for name in selection.names if registry.active_promotion(name, quality) is not None]
+    if not envs:
+        raise BadInput(f"no checkpoint is promoted as {quality} for any environment; choose one with "
+                       f"`slatectl ckpt promote --quality {quality} --env ENV`.")
+    return envs

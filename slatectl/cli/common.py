@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
 from typing import Any
 
 from rich.console import Console
 
-from slatectl.configs import env_names
+from slatectl.configs import ALL_ENVS, env_names
+from slatectl.domain import DeviceChoice
 from slatectl.settings import Settings
 
 console = Console()
@@ -41,14 +41,7 @@ SEEDS_RANGE = {"min": 1, "max": MAX_SEEDS}
 PROBABILITY_RANGE = {"min": 0.0, "max": 1.0}  # NaN and ±inf fail this check too
 
 
-class Device(str, Enum):
-    """Where compute runs: `auto` takes CUDA when torch sees a GPU (and says so), else the CPU."""
-
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
+Device = DeviceChoice  # --device's choices, from the one definition
 DEVICE_HELP = "auto | cpu | cuda; auto takes CUDA when a GPU is visible, cuda without one exits 2."
 
 
@@ -80,4 +73,4 @@ def complete_envs(incomplete: str) -> list[str]:
     if done:
         chosen = done.split(",")
         return [f"{done},{name}" for name in env_names() if name.startswith(last) and name not in chosen]
-    return [name for name in [*env_names(), "all"] if name.startswith(incomplete)]
+    return [name for name in [*env_names(), ALL_ENVS] if name.startswith(incomplete)]

@@ -29,7 +29,7 @@ def rollout_env(
     item_embeddings: Optional[Path] = typer.Option(None, "--item-embeddings", metavar="FILE.npy", help="1000×20 float .npy item table instead of the generated one."),
     batch: int = typer.Option(1024, "--batch", metavar="N", **BATCH_RANGE, help="Users simulated at once."),
     epsilon: float = typer.Option(0.5, "--epsilon", metavar="P", **PROBABILITY_RANGE, help="Exploration rate of eps-oracle."),
-    device: Device = typer.Option("auto", "--device", help=DEVICE_HELP),
+    device: Device = typer.Option(Device.AUTO, "--device", help=DEVICE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Roll out a fixed policy; print mean, std and SEM of the episode return and user-steps/s.

@@ -16,6 +16,7 @@ from slatectl.cli.common import MAX_LIST, console, get_settings, print_json
 from slatectl.collect.random_return import compute_oracle_return, compute_random_return
 from slatectl.collect.reader import UnreadableDataset, episode_returns, return_summary
 from slatectl.errors import BadInput
+from slatectl.domain import RANDOM_POLICY
 
 app = typer.Typer(rich_markup_mode=None)  # help comes from the overview callback's docstring
 
@@ -113,7 +114,7 @@ def inspect_run(
         promoted = active_qualities(reg)
         disk_bytes = reg.run_disk_usage(run_id)
         liveness = run_liveness(run)
-        registered_random = reg.policy_return(run.env, "random") if plot is not None else None
+        registered_random = reg.policy_return(run.env, RANDOM_POLICY) if plot is not None else None
     if plot is not None:
         reference = {"random policy": registered_random[0] if registered_random else random_return_fn(run.env),
                      "short-term oracle": oracle_return_fn(run.env)}
@@ -154,7 +155,7 @@ def inspect_dataset(
         dataset = reg.get_dataset(dataset_id)
         lineage = reg.dataset_lineage(dataset_id)
         path = reg.dataset_path(dataset_id)
-        random_return = reg.policy_return(dataset.env, "random")
+        random_return = reg.policy_return(dataset.env, RANDOM_POLICY)
     try:
         returns = episode_returns(path, dataset.format)
         summary: dict | str = return_summary(returns)

@@ -16,8 +16,7 @@ from slatectl.config_tools import apply_overrides, build_config
 from slatectl.pretrain.gems_train import GeMSConfig
 from slatectl.pretrain.logged import LoggedDataConfig
 from slatectl.pretrain.mf import MFConfig
-from slatectl.errors import BadInput
-from slatectl.sim.config import env_names
+from slatectl.sim.config import select_envs
 from slatectl.sim.factory import make_env
 from slatectl.threads import configure_torch_threads
 from slatectl.train import inputs as pretrained
@@ -77,7 +76,7 @@ def logged(
     episodes: Optional[int] = typer.Option(None, "--episodes", metavar="N", min=2, max=EPISODES_RANGE["max"], help="Episodes to log [default: 100000]."),
     seed: Optional[int] = typer.Option(None, "--seed", metavar="SEED", **SEED_RANGE, help="Seed of the logging policy and users [default: 2754851]."),
     epsilon: Optional[float] = typer.Option(None, "--epsilon", metavar="P", **PROBABILITY_RANGE, help="Per-position random-item probability [default: 0.5]."),
-    device: Device = typer.Option("auto", "--device", help=DEVICE_HELP),
+    device: Device = typer.Option(Device.AUTO, "--device", help=DEVICE_HELP),
 ) -> None:
     """Generate (or find) the env's logged slates and register them; prints the artifact id.
 
@@ -99,22 +98,12 @@ def logged(
     typer.echo(artifact.id)
 
 
-def _gems_envs(env: str) -> list[str] | None:
-    """The envs of a stacked `pretrain gems` (`all` or a comma-separated list), or None for one env."""
-    if env != "all" and "," not in env:
-        return None
-    envs = env_names() if env == "all" else [e.strip() for e in env.split(",") if e.strip()]
-    if not envs or len(set(envs)) != len(envs):
-        raise BadInput(f"--env must be an environment, `all` or a comma-separated list of distinct environments (got {env!r}).")
-    return envs
-
-
 @pretrain_app.command("gems")
 def pretrain_gems(
     env: str = typer.Option(..., "--env", metavar="ENV", help="Environment name (see `slatectl env list`), `all`, or a comma-separated list: several envs train as one stacked population.", autocompletion=complete_envs),
     seed: Optional[int] = typer.Option(None, "--seed", metavar="SEED", **SEED_RANGE, help="GeMS seed (of every env) [default: the training seed 58407201]."),
     overrides: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a GeMS value: --set max_epochs=5 (or logged.episodes=…); repeatable."),
-    device: Device = typer.Option(Device.auto, "--device", help=DEVICE_HELP + " (`--set accelerator=…` overrides it.)"),
+    device: Device = typer.Option(Device.AUTO, "--device", help=DEVICE_HELP + " (`--set accelerator=…` overrides it.)"),
 ) -> None:
     """Pretrain the GeMS slate VAE on the env's logged data (built if missing); prints the artifact id.
 
@@ -130,10 +119,10 @@ def pretrain_gems(
     Example: slatectl pretrain gems --env diffuse_topdown --set max_epochs=10
     Example: slatectl pretrain gems --env all
     """
-    envs = _gems_envs(env)
+    selection = select_envs(env)  # an unknown env fails here, before any work
     resolved = resolve_device(device, say=_say)
-    # missing logged data is simulated on the same device; an unknown env fails here, before any work
-    simulators = [make_env(name, device=resolved) for name in (envs or [env])]
+    # missing logged data is simulated on the same device
+    simulators = [make_env(name, device=resolved) for name in selection.names]
     gems_overrides = [o for o in overrides if not o.startswith("logged.")]
     logged_overrides = [o for o in overrides if o.startswith("logged.")]
     config = build_config(GeMSConfig, _section("gems", [f"accelerator={resolved}", *gems_overrides]), "gems.")
@@ -144,7 +133,7 @@ def pretrain_gems(
     configure_torch_threads(get_settings().threads)
     with open_registry(get_settings()) as registry:
         logged_artifacts = [_logged(registry, simulator, None, None, logged_overrides) for simulator in simulators]
-        if envs is None:
+        if not selection.several:
             artifacts = [pretrained.ensure_gems(registry, simulators[0], logged_artifacts[0], config, seed, say=_say)]
         else:
             requests = [pretrained.GeMSRequest(simulator, logged, config, seed)
@@ -160,7 +149,7 @@ def pretrain_mf(
     env: str = typer.Option(..., "--env", metavar="ENV", help="Environment name (see `slatectl env list`).", autocompletion=complete_env),
     seed: Optional[int] = typer.Option(None, "--seed", metavar="SEED", **SEED_RANGE, help=f"MF seed [default: {MF_SEED}]."),
     overrides: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override an MF value: --set patience=5 (or logged.episodes=…); repeatable."),
-    device: Device = typer.Option(Device.auto, "--device", help=DEVICE_HELP),
+    device: Device = typer.Option(Device.AUTO, "--device", help=DEVICE_HELP),
 ) -> None:
     """Pretrain BPR matrix-factorisation item embeddings on the env's logged data; prints the artifact id.
 

@@ -20,7 +20,8 @@ from slatectl.registry import explain_untrained_ahead, require_writable, untrain
 from slatectl.threads import configure_torch_threads
 from slatectl.train.loop import TrainResult
 from slatectl.train.orchestration import resolve_run_configs, resume_run, train_runs
-from slatectl.train.population_runs import is_population_request, resume_population, train_population
+from slatectl.sim.config import select_envs
+from slatectl.train.population_runs import resume_population, train_population
 from slatectl.train.progress import make_reporter
 
 
@@ -89,7 +90,8 @@ def train(
     agent = agent.value
     if env is None:
         raise BadInput("--env is required (an environment name or `all`); see `slatectl env list`.")
-    population = is_population_request(env, seeds)
+    selection = select_envs(env)
+    population = seeds is not None or selection.listed  # `--seeds N` or E1,E2,… asks for a population
     if population and jobs > 1:
         raise BadInput("--jobs does not apply to a population (--seeds or --env E1,E2,…): its members already "
                        "train together in one process; leave --jobs out.")
@@ -99,11 +101,11 @@ def train(
     command = "slatectl " + shlex.join(sys.argv[1:])
     if population:
         configure_torch_threads(settings.threads)
-        for result in train_population(settings, agent, env, seeds or 1, config_file, overrides, cli_training,
+        for result in train_population(settings, agent, selection.names, seeds or 1, config_file, overrides, cli_training,
                                        command, make_reporter(f"{agent} population", err_console)):
             render_result(result)
         return
-    configs = resolve_run_configs(agent, env, config_file, overrides, cli_training)
+    configs = resolve_run_configs(agent, selection.names, config_file, overrides, cli_training)
     for result in train_runs(settings, configs, command, jobs, reporter_for=lambda label: make_reporter(label, err_console)):
         if jobs > 1:
             err_console.print(f"run {result.run_id} finished")

@@ -48,13 +48,12 @@ from slatectl.collect.recorder import record_dataset
 from slatectl.collect.npz import METADATA_KEY, write_npz
 from slatectl.collect.random_return import compute_random_return
 from slatectl.collect.encoder import NO_ENCODER, DatasetEncoder, encode_arrays, resolve_encoder
-from slatectl.domain import BehaviourMode, DatasetFormat, Quality
+from slatectl.domain import RANDOM_POLICY, BehaviourMode, DatasetFormat, Quality
 from slatectl.errors import BadInput, write_failed
 from slatectl.sim.topicrec import TopicRec
 from slatectl.train.assembly import build_agent, load_checkpoint_agent
 from slatectl.train.config import resolve_run_config
 
-RANDOM_POLICY = "random"  # the agent that collects the `random` quality
 #: Version of the dataset layout: 2 = env-primary spaces with one encoder per env (agent extras under agent/).
 FORMAT_VERSION = 2
 #: The discount every reference agent trains with (configs/agents/*.yaml; tested); returns, scores and
@@ -66,7 +65,11 @@ ACT_MODES = {BehaviourMode.SAMPLE: "explore", BehaviourMode.GREEDY: "greedy"}
 
 @dataclass(frozen=True)
 class CollectRequest:
-    env: str
+    """One dataset to collect, its values already parsed where they entered (`slatectl collect`'s options,
+    a sweep spec): the collector and the registry take them as they are and parse nothing again. A
+    value of the wrong type is a programming error (TypeError), so a string never passes for an enum."""
+
+    env: str  # a known env name (the caller resolved it: `slatectl.sim.config.select_envs`)
     quality: Quality
     episodes: int = 10_000
     seed: int = 0
@@ -74,19 +77,22 @@ class CollectRequest:
     batch_size: int = 5000
     device: str = "cpu"  # a resolved device ("cpu", "cuda"): `slatectl.device.resolve_device` picks it
     act: BehaviourMode = BehaviourMode.SAMPLE
-    encoder: int | str | None = None  # a GeMS artifact id, "none", or None for the env's default
+    encoder: int | str | None = None  # a GeMS artifact id, NO_ENCODER ("none"), or None for the env's default
 
-    def validate(self) -> None:
-        if self.quality not in set(Quality):
-            raise BadInput(f"unknown quality {self.quality!r}; choose one of {', '.join(Quality)}.")
-        if self.episodes < 1 or self.batch_size < 1:
-            raise BadInput("--episodes and the batch size must be >= 1.")
-        if self.format not in set(DatasetFormat):
-            raise BadInput(f"unknown format {self.format!r}; choose one of {', '.join(DatasetFormat)}.")
-        if self.act not in set(BehaviourMode):
-            raise BadInput(f"unknown behaviour {self.act!r}; choose one of {', '.join(BehaviourMode)}.")
-        if self.encoder is not None and str(self.encoder) != NO_ENCODER and not str(self.encoder).isdigit():
-            raise BadInput(f"--encoder takes a GeMS artifact id or '{NO_ENCODER}', not {self.encoder!r}.")
+    def __post_init__(self) -> None:
+        for name, kind in (("quality", Quality), ("format", DatasetFormat), ("act", BehaviourMode)):
+            if not isinstance(getattr(self, name), kind):
+                raise TypeError(f"CollectRequest.{name} takes a {kind.__name__}, not {getattr(self, name)!r}; "
+                                f"parse it where it enters (e.g. {kind.__name__}({str(getattr(self, name))!r})).")
+
+
+def parse_encoder(text: str | None) -> int | str | None:
+    """`--encoder`: a GeMS artifact id, NO_ENCODER, or None (the env's default); BadInput otherwise."""
+    if text is None or text == NO_ENCODER:
+        return text
+    if not text.isdigit():
+        raise BadInput(f"--encoder takes a GeMS artifact id or '{NO_ENCODER}', not {text!r}.")
+    return int(text)
 
 
 def agent_for_checkpoint(registry: Registry, checkpoint_id: int, device: str = "cpu") -> tuple[TopicRec, Agent, dict]:
@@ -133,10 +139,8 @@ def collect_datasets(registry: Registry, requests: list[CollectRequest],
     An npz file is written by a background thread while the next request simulates, so the device (or
     the CPU's torch threads) does not wait on the disk between environments; each file is complete
     before its registry row is written, as for a single dataset. This keeps at most two datasets'
-    arrays in memory. Minari exports are written in the foreground. All requests are validated first.
+    arrays in memory. Minari exports are written in the foreground.
     """
-    for request in requests:
-        request.validate()
     pending: tuple[_Simulated, tempfile.TemporaryDirectory, Future | None] | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="npz-writer") as writer:
         try:
@@ -174,7 +178,7 @@ def _simulate(registry: Registry, request: CollectRequest, on_batch) -> _Simulat
     ref_min, ref_max, ref_max_source = reference_scores(registry, request.env, checkpoint, request.quality)
 
     recorded = record_dataset(env, agent, request.episodes, request.seed, request.batch_size, on_batch,
-                              mode=ACT_MODES[BehaviourMode(request.act)])
+                              mode=ACT_MODES[request.act])
     arrays = _with_episode_ends({name: a for name, a in recorded.items() if not (name.startswith("agent/") and a.shape[-1] == 0)},
                                 request.episodes, env.config.episode_length)
     arrays.update(encode_arrays(arrays, encoder))
@@ -183,7 +187,7 @@ def _simulate(registry: Registry, request: CollectRequest, on_batch) -> _Simulat
                 "checkpoint_id": checkpoint.id if checkpoint else None,
                 "promotion_id": promotion.id if promotion else None,
                 "policy": RANDOM_POLICY if checkpoint is None else lineage["agent"], **lineage,
-                "behaviour": str(BehaviourMode(request.act)) if checkpoint is not None else "uniform random",
+                "behaviour": str(request.act) if checkpoint is not None else "uniform random",
                 **spaces_metadata(env.config, encoder),
                 "ref_min_score": ref_min, "ref_max_score": ref_max, "ref_max_source": ref_max_source}
     arrays[METADATA_KEY] = np.frombuffer(json.dumps(metadata, sort_keys=True).encode(), dtype=np.uint8)
@@ -222,7 +226,7 @@ def _register(registry: Registry, simulated: _Simulated, scratch: tempfile.Tempo
                 request.env, request.quality, path, episodes=request.episodes, transitions=int(arrays["rewards"].shape[0]),
                 return_mean=float(returns.mean()), return_std=float(returns.std(ddof=1)) if returns.size > 1 else 0.0,
                 format=request.format, seed=request.seed, checkpoint_id=checkpoint.id if checkpoint else None,
-                promotion_id=promotion.id if promotion else None, policy="random" if checkpoint is None else None,
+                promotion_id=promotion.id if promotion else None, policy=RANDOM_POLICY if checkpoint is None else None,
                 metadata=metadata)
         except BaseException:
             if request.format == DatasetFormat.MINARI:  # the registry row is the commit point: no row, no export
@@ -230,7 +234,7 @@ def _register(registry: Registry, simulated: _Simulated, scratch: tempfile.Tempo
             raise
 
 
-def reference_scores(registry: Registry, env: str, checkpoint=None, quality: str = "") -> tuple[float, float | None, str]:
+def reference_scores(registry: Registry, env: str, checkpoint=None, quality: Quality | None = None) -> tuple[float, float | None, str]:
     """(ref_min, ref_max, where ref_max came from) for D4RL's normalised score
     100 · (R − ref_min) / (ref_max − ref_min): ref_min is the random policy's return, ref_max the expert
     checkpoint's return (its test return when it has one, else its validation return). With no expert

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from slatectl.domain import DatasetFormat
+
 
 class UnreadableDataset(ValueError):
     """The file is registered and intact but is not a dataset slatectl can read (e.g. registered by hand)."""
@@ -20,10 +22,10 @@ def episode_returns(path: Path, format: str) -> np.ndarray:
 
 
 def _episode_returns(path: Path, format: str) -> np.ndarray:
-    if format == "npz":
+    if format == DatasetFormat.NPZ:
         with np.load(path, allow_pickle=False) as data:
             return np.asarray(data["episode_returns"], dtype=np.float64)
-    if format == "minari":
+    if format == DatasetFormat.MINARI:
         import h5py
 
         with h5py.File(path, "r") as data:

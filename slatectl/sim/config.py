@@ -7,7 +7,8 @@ from typing import Any
 
 import yaml
 
-from slatectl.configs import env_dir, env_names  # noqa: F401 - env_names is part of this module's API
+from slatectl.configs import (ALL_ENVS, EnvSelection, check_env_name, env_dir, env_names,  # noqa: F401 - this module's API
+                              select_envs)
 from slatectl.errors import BadInput
 
 CLICK_MODELS = ("tdPBM", "mixPBM")
@@ -64,9 +65,7 @@ def _validated(cfg: EnvConfig) -> EnvConfig:
 
 
 def load_env_config(name: str) -> EnvConfig:
-    known = env_names()
-    if name not in known:
-        raise BadInput(f"unknown environment {name!r}. Known environments: {', '.join(known)} (see `slatectl env list`).")
+    check_env_name(name)
     raw = yaml.safe_load(env_dir().joinpath(f"{name}.yaml").read_text())
     allowed = {f.name for f in fields(EnvConfig)}
     unknown = sorted(set(raw) - allowed)

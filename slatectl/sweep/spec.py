@@ -1,4 +1,5 @@
-"""The sweep spec: a YAML mapping validated once into a `SweepSpec` (BadInput, exit 2, on any problem).
+"""The sweep spec: a YAML mapping validated once into a `SweepSpec` by `build_config` (each value coerced to
+its field's type, then the dataclasses' `validate`; BadInput, exit 2, on any problem).
 
     agents: [sac-gems, sac-topk-ideal]   # trainable agents
     envs: [focused_topdown] | all        # environments
@@ -18,19 +19,18 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from slatectl.agents import agent_spec
-from slatectl.config_tools import load_yaml_file
-from slatectl.domain import PROMOTABLE_QUALITIES, BehaviourMode
+from slatectl.collect.encoder import NO_ENCODER
+from slatectl.config_tools import build_config, load_yaml_file
+from slatectl.domain import PROMOTABLE_QUALITIES, BehaviourMode, Quality
 from slatectl.errors import BadInput
-from slatectl.sim.config import env_names
+from slatectl.sim.config import ALL_ENVS, env_names
 from slatectl.train.config import resolve_run_config
 
-KEYS = {"agents", "envs", "seeds", "steps", "save_every", "set", "sets", "members_per_task", "resources",
-        "max_retries", "lease_timeout_s", "collect"}
 REQUIRED = ("agents", "envs", "seeds", "steps")
 MAX_STEPS = 100_000_000
 
@@ -40,16 +40,34 @@ class Resources:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
 
+    def validate(self) -> None:
+        for key in ("num_cpus", "num_gpus"):
+            if not 0 <= getattr(self, key) <= 1024:
+                raise BadInput(f"resources.{key} must be a number in [0, 1024] (got {getattr(self, key)!r}).")
+        if self.num_cpus <= 0 and self.num_gpus <= 0:
+            raise BadInput("a task needs some resource (num_cpus or num_gpus > 0).")
+
 
 @dataclass(frozen=True)
 class CollectSpec:
-    qualities: tuple[str, ...]
+    qualities: tuple[Quality, ...] = ()
     episodes: int = 10_000
     agent: str | None = None  # whose checkpoints are promoted; default: the sweep's first agent
     seed: int = 0
-    act: str = "sample"  # collect --act
-    encoder: str | None = None  # collect --encoder: a GeMS artifact id, "none", or the env's default
+    act: BehaviourMode = BehaviourMode.SAMPLE  # collect --act
+    encoder: int | str | None = None  # collect --encoder: a GeMS artifact id, NO_ENCODER, or the env's default
     allow_same: bool = False  # promote one checkpoint as both medium and expert (else that quality is skipped)
+
+    def validate(self) -> None:
+        allowed = ", ".join(PROMOTABLE_QUALITIES)
+        if (not self.qualities or any(q not in PROMOTABLE_QUALITIES for q in self.qualities)
+                or len(set(self.qualities)) != len(self.qualities)):
+            raise BadInput(f"collect.qualities must be distinct qualities among {allowed} "
+                           f"(got {[str(q) for q in self.qualities]!r}).")
+        if not 1 <= self.episodes <= 10_000_000:
+            raise BadInput(f"collect.episodes must be an integer in [1, 10,000,000] (got {self.episodes!r}).")
+        if not (self.encoder in (None, NO_ENCODER) or (isinstance(self.encoder, int) and self.encoder >= 0)):
+            raise BadInput(f"collect.encoder must be a GeMS artifact id or {NO_ENCODER} (got {self.encoder!r}).")
 
 
 @dataclass(frozen=True)
@@ -67,6 +85,36 @@ class SweepSpec:
     lease_timeout_s: float = 120.0
     collect: CollectSpec | None = None
 
+    def validate(self) -> None:
+        for key in ("agents", "envs"):
+            names = list(getattr(self, key))
+            if not names or not all(names):
+                raise BadInput(f"{key} must be a non-empty list of names (got {names!r}).")
+            if len(set(names)) != len(names):
+                raise BadInput(f"{key} lists a name twice ({names!r}).")
+        for agent in self.agents:
+            agent_spec(agent, trainable=True)
+        bad = [env for env in self.envs if env not in env_names()]
+        if bad:
+            raise BadInput(f"unknown env(s) {', '.join(bad)}; envs: {', '.join(env_names())}.")
+        if not self.seeds or not all(0 <= s < 2**32 for s in self.seeds) or len(set(self.seeds)) != len(self.seeds):
+            raise BadInput(f"seeds must be a list of distinct integers in [0, 2^32) (got {list(self.seeds)!r}).")
+        _check_count("steps", self.steps, 1, MAX_STEPS)
+        _check_count("save_every", self.save_every, 0, MAX_STEPS)
+        _check_mapping("set", self.set)
+        if not self.sets:
+            raise BadInput("sets must be a non-empty list of override mappings (got []).")
+        for index, overrides in enumerate(self.sets):
+            _check_mapping(f"sets[{index}]", overrides)
+        if self.members_per_task is not None:
+            _check_count("members_per_task", self.members_per_task, 1, 100_000)
+        _check_count("max_retries", self.max_retries, 0, 100)
+        if not 4 <= self.lease_timeout_s <= 86400:
+            raise BadInput(f"lease_timeout_s must be a number of seconds in [4, 86400] (got {self.lease_timeout_s!r}).")
+        if self.collect is not None and self.collect.agent is not None and self.collect.agent not in self.agents:
+            raise BadInput(f"collect.agent must be one of the sweep's agents ({', '.join(self.agents)}), "
+                           f"got {self.collect.agent!r}.")
+
     def to_dict(self) -> dict[str, Any]:
         """The spec as stored with the sweep (JSON; `parse_spec` of it gives the same spec)."""
         data = asdict(self)
@@ -81,6 +129,9 @@ class SweepSpec:
         return [f"{key}={_yaml_value(value)}" for key, value in {**self.set, **self.sets[index]}.items()]
 
 
+KEYS = {f.name for f in fields(SweepSpec)}
+
+
 def _yaml_value(value: Any) -> str:
     """A value as `--set` parses it back (YAML): strings as they are, anything else as JSON (a YAML subset)."""
     return json.dumps(value) if not isinstance(value, str) else value
@@ -91,7 +142,8 @@ def load_spec(path: Path) -> SweepSpec:
 
 
 def parse_spec(data: Any, where: str = "the sweep spec") -> SweepSpec:
-    """Validate `data` (a mapping, e.g. from YAML) into a SweepSpec; BadInput naming every problem."""
+    """Validate `data` (a mapping, e.g. from YAML) into a SweepSpec (`build_config`: each value coerced to
+    its field's type, then `validate`); BadInput naming the problem."""
     if not isinstance(data, dict):
         raise BadInput(f"{where} must be a mapping with keys {', '.join(sorted(KEYS))}.")
     unknown = sorted(set(data) - KEYS)
@@ -100,106 +152,27 @@ def parse_spec(data: Any, where: str = "the sweep spec") -> SweepSpec:
     missing = [key for key in REQUIRED if key not in data]
     if missing:
         raise BadInput(f"{where}: missing key(s) {', '.join(missing)}.")
-    agents = _names(data["agents"], "agents", where)
-    for agent in agents:
-        agent_spec(agent, trainable=True)
-    envs = tuple(env_names()) if data["envs"] == "all" else _names(data["envs"], "envs", where)
-    known = set(env_names())
-    bad = [env for env in envs if env not in known]
-    if bad:
-        raise BadInput(f"{where}: unknown env(s) {', '.join(bad)}; envs: {', '.join(env_names())}.")
-    seeds = data["seeds"]
-    if (not isinstance(seeds, list) or not seeds or not all(_is_int(s) and 0 <= s < 2**32 for s in seeds)
-            or len(set(seeds)) != len(seeds)):
-        raise BadInput(f"{where}: seeds must be a list of distinct integers in [0, 2^32) (got {seeds!r}).")
-    steps = _count(data["steps"], "steps", where, 1, MAX_STEPS)
-    save_every = _count(data.get("save_every", 0), "save_every", where, 0, MAX_STEPS)
-    common = _mapping(data.get("set", {}), "set", where)
-    sets = data.get("sets", [{}])
-    if not isinstance(sets, list) or not sets:
-        raise BadInput(f"{where}: sets must be a non-empty list of override mappings (got {sets!r}).")
-    sets = tuple(_mapping(s, f"sets[{i}]", where) for i, s in enumerate(sets))
-    members = data.get("members_per_task")
-    members = None if members is None else _count(members, "members_per_task", where, 1, 100_000)
-    resources = _resources(data.get("resources", {}), where)
-    retries = _count(data.get("max_retries", 3), "max_retries", where, 0, 100)
-    lease = data.get("lease_timeout_s", 120.0)
-    if not isinstance(lease, (int, float)) or isinstance(lease, bool) or not 4 <= lease <= 86400:
-        raise BadInput(f"{where}: lease_timeout_s must be a number of seconds in [4, 86400] (got {lease!r}).")
-    collect = _collect(data.get("collect"), agents, where)
-    spec = SweepSpec(agents, envs, tuple(int(s) for s in seeds), steps, save_every, common, sets, members, resources,
-                     retries, float(lease), collect)
-    for agent in agents:  # every run config resolves (unknown keys, bad values) before any work
-        for index in range(len(sets)):
-            resolve_run_config(agent, envs[0], overrides=spec.overrides(index),
-                               cli_training={"max_steps": steps, "save_every": save_every, "seed": seeds[0]})
+    data = {**data, "envs": env_names() if data["envs"] == ALL_ENVS else data["envs"]}
+    if data.get("set", {}) is None:  # `set:` with nothing under it: no common overrides
+        data["set"] = {}
+    try:
+        spec = build_config(SweepSpec, data)
+    except BadInput as exc:
+        raise BadInput(f"{where}: {exc}") from None
+    if spec.collect is not None and spec.collect.agent is None:  # default: the sweep's first agent
+        spec = replace(spec, collect=replace(spec.collect, agent=spec.agents[0]))
+    for agent in spec.agents:  # every run config resolves (unknown keys, bad values) before any work
+        for index in range(len(spec.sets)):
+            resolve_run_config(agent, spec.envs[0], overrides=spec.overrides(index),
+                               cli_training={"max_steps": spec.steps, "save_every": spec.save_every, "seed": spec.seeds[0]})
     return spec
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _check_count(key: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise BadInput(f"{key} must be an integer in [{low:,}, {high:,}] (got {value!r}).")
 
 
-def _names(value: Any, key: str, where: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-        raise BadInput(f"{where}: {key} must be a non-empty list of names (got {value!r}).")
-    if len(set(value)) != len(value):
-        raise BadInput(f"{where}: {key} lists a name twice ({value!r}).")
-    return tuple(value)
-
-
-def _count(value: Any, key: str, where: str, low: int, high: int) -> int:
-    if not _is_int(value) or not low <= value <= high:
-        raise BadInput(f"{where}: {key} must be an integer in [{low:,}, {high:,}] (got {value!r}).")
-    return int(value)
-
-
-def _mapping(value: Any, key: str, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
+def _check_mapping(key: str, value: Any) -> None:
     if not isinstance(value, dict) or not all(isinstance(k, str) and "." in k for k in value):
-        raise BadInput(f"{where}: {key} must map section.key to a value, e.g. {{training.random_steps: 100}} "
-                       f"(got {value!r}).")
-    return dict(value)
-
-
-def _resources(value: Any, where: str) -> Resources:
-    if not isinstance(value, dict) or set(value) - {"num_cpus", "num_gpus"}:
-        raise BadInput(f"{where}: resources takes num_cpus and num_gpus (got {value!r}).")
-    numbers = {k: v for k, v in value.items()}
-    for key, number in numbers.items():
-        if not isinstance(number, (int, float)) or isinstance(number, bool) or not 0 <= number <= 1024:
-            raise BadInput(f"{where}: resources.{key} must be a number in [0, 1024] (got {number!r}).")
-    resources = Resources(**{k: float(v) for k, v in numbers.items()})
-    if resources.num_cpus <= 0 and resources.num_gpus <= 0:
-        raise BadInput(f"{where}: a task needs some resource (num_cpus or num_gpus > 0).")
-    return resources
-
-
-def _collect(value: Any, agents: tuple[str, ...], where: str) -> CollectSpec | None:
-    if value is None:
-        return None
-    keys = {"qualities", "episodes", "agent", "seed", "act", "encoder", "allow_same"}
-    if not isinstance(value, dict) or set(value) - keys:
-        raise BadInput(f"{where}: collect takes {', '.join(sorted(keys))} (got {value!r}).")
-    qualities = _names(value.get("qualities", []), "collect.qualities", where)
-    allowed = [str(q) for q in PROMOTABLE_QUALITIES]
-    if any(q not in allowed for q in qualities):
-        raise BadInput(f"{where}: collect.qualities must be among {', '.join(allowed)} (got {list(qualities)!r}).")
-    episodes = _count(value.get("episodes", 10_000), "collect.episodes", where, 1, 10_000_000)
-    agent = value.get("agent", agents[0])
-    if agent not in agents:
-        raise BadInput(f"{where}: collect.agent must be one of the sweep's agents ({', '.join(agents)}), got {agent!r}.")
-    seed = _count(value.get("seed", 0), "collect.seed", where, 0, 2**63 - 1)
-    act = value.get("act", "sample")
-    if act not in {str(m) for m in BehaviourMode}:
-        raise BadInput(f"{where}: collect.act must be sample or greedy (got {act!r}).")
-    encoder = value.get("encoder")
-    if encoder is not None and str(encoder) != "none" and not str(encoder).isdigit():
-        raise BadInput(f"{where}: collect.encoder must be a GeMS artifact id or none (got {encoder!r}).")
-    allow_same = value.get("allow_same", False)
-    if not isinstance(allow_same, bool):
-        raise BadInput(f"{where}: collect.allow_same must be true or false (got {allow_same!r}).")
-    return CollectSpec(qualities, episodes, agent, seed, act, None if encoder is None else str(encoder), allow_same)
+        raise BadInput(f"{key} must map section.key to a value, e.g. {{training.random_steps: 100}} (got {value!r}).")

@@ -45,6 +45,7 @@ import torch
 from slatectl.agents import AGENTS
 from slatectl.agents.stacked import StackedAgent
 from slatectl.device import resolve_device
+from slatectl.domain import DeviceChoice
 from slatectl.errors import BadInput, JobFailed
 from slatectl.harness import seed_everything
 from slatectl.registry import Checkpoint, Registry, Run
@@ -346,7 +347,7 @@ def on_device(config: RunConfig, device: torch.device) -> RunConfig:
     """`config` with its device resolved (`auto` → cpu or cuda): the run records where it ran, and the
     GeMS a run pretrains for itself is pretrained there too (`gems.accelerator`). On a CPU both are
     "cpu", the values every earlier run recorded, so a CPU run's config and GeMS inputs are unchanged."""
-    return replace(config, training=replace(config.training, device=device.type),
+    return replace(config, training=replace(config.training, device=DeviceChoice(device.type)),
                    gems=replace(config.gems, accelerator=device.type))
 
 

@@ -11,27 +11,25 @@ from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from slatectl.agents import agent_spec
 from slatectl.errors import BadInput
 from slatectl.registry import open_registry
 from slatectl.settings import Settings
-from slatectl.sim.config import env_names
 from slatectl.train.config import RunConfig, resolve_run_config
 from slatectl.train.loop import TrainResult, Trainer
 from slatectl.threads import configure_torch_threads
 from slatectl.train.progress import PlainReporter, TrainingReporter
 
 ReporterFactory = Callable[[str], TrainingReporter]
-ALL_ENVS = "all"
 
 
-def resolve_run_configs(agent: str, env: str, config_file: Path | None = None, overrides: list[str] | None = None,
+def resolve_run_configs(agent: str, envs: Sequence[str], config_file: Path | None = None, overrides: list[str] | None = None,
                         cli_training: dict[str, Any] | None = None) -> list[RunConfig]:
-    """One resolved config per environment (`env` may be `all`); BadInput before any work."""
+    """One resolved config per environment (`slatectl.sim.config.select_envs` parsed `--env`); BadInput
+    before any work."""
     agent_spec(agent, trainable=True)
-    envs = env_names() if env == ALL_ENVS else [env]
     return [resolve_run_config(agent, name, config_file, overrides, cli_training) for name in envs]
 
 

@@ -9,40 +9,26 @@ work.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from slatectl.agents import agent_spec
 from slatectl.errors import BadInput
 from slatectl.registry import open_registry
 from slatectl.settings import Settings
-from slatectl.sim.config import env_names
 from slatectl.train.config import resolve_run_config
 from slatectl.train.loop import Trainer, TrainResult
-from slatectl.train.orchestration import ALL_ENVS, logs_dir
+from slatectl.train.orchestration import logs_dir
 from slatectl.train.population import new_group_id, population_configs
 from slatectl.train.progress import TrainingReporter
 
 
-def is_population_request(env: str, seeds: int | None) -> bool:
-    """`--seeds N` or a comma-separated `--env` list asks for a population."""
-    return seeds is not None or "," in env
-
-
-def parse_envs(env: str) -> list[str]:
-    """`all` or a comma-separated list of distinct environment names."""
-    envs = env_names() if env == ALL_ENVS else [e.strip() for e in env.split(",") if e.strip()]
-    if not envs or len(set(envs)) != len(envs):
-        raise BadInput(f"--env must be `all` or a comma-separated list of distinct environments (got {env!r}).")
-    return envs
-
-
-def train_population(settings: Settings, agent: str, env: str, seeds: int, config_file: Path | None,
+def train_population(settings: Settings, agent: str, envs: Sequence[str], seeds: int, config_file: Path | None,
                      overrides: list[str], cli_training: dict[str, Any], command: str,
                      reporter: TrainingReporter) -> list[TrainResult]:
     agent_spec(agent, trainable=True)
     if seeds < 1:
         raise BadInput(f"--seeds must be >= 1 (got {seeds}).")
-    base = [resolve_run_config(agent, name, config_file, overrides, cli_training) for name in parse_envs(env)]
+    base = [resolve_run_config(agent, name, config_file, overrides, cli_training) for name in envs]
     first_seed = base[0].training.seed
     configs = population_configs(base, list(range(first_seed, first_seed + seeds)))
     with open_registry(settings) as registry:
