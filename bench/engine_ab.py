@@ -27,10 +27,20 @@ import tempfile
 from pathlib import Path
 
 CHILD = r"""
-import json, sys, time
+import importlib.util, json, os, sys, time
 from pathlib import Path
 import torch
 torch.set_num_threads(int(sys.argv[4]))
+import slatectl
+# registry/, storage/ and configs/ install as slatectl.registry, … (package-dir): take the checkout's own,
+# not those an editable install of another checkout maps
+tree = Path(os.environ["PYTHONPATH"])
+for name in ("registry", "storage", "configs"):
+    spec = importlib.util.spec_from_file_location(f"slatectl.{name}", tree / name / "__init__.py",
+                                                  submodule_search_locations=[str(tree / name)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[f"slatectl.{name}"] = module
+    spec.loader.exec_module(module)
 from slatectl.registry import open_registry
 from slatectl.settings import Settings
 from slatectl.train.config import resolve_run_config

@@ -35,7 +35,6 @@ from slatectl.agents.sac_population import StackedSAC
 from slatectl.sim.config import env_names
 from slatectl.sim.factory import make_env
 from slatectl.sim.member_envs import MemberEnvs
-from slatectl.train.captured_episodes import CapturedEpisodes
 from slatectl.train.episodes import play_episodes
 from slatectl.train.loop import simulator_on
 from slatectl.train.episodes import member_episodes, play_member_episodes, stack_batches
@@ -73,12 +72,13 @@ def build_member(env, seed: int):
 
 
 class SoloRun:
-    """One solo SAC+GeMS run through the Trainer's code path: `step` plays one episode and makes one update."""
+    """One solo SAC+GeMS run through the unstacked agent's code (`play_episodes` + `SACAgent.update`, the
+    solo loop's path before issue 21; the trainer now runs K = 1 through the stacked path, the K = 1 row):
+    `step` plays one episode and makes one update."""
 
     def __init__(self, env_name: str, device: str):
-        # As the Trainer: the simulator, the agent and the replay on the device, and on CUDA the exploring
-        # episodes replayed from a captured CUDA graph (a CPU simulator beside a GPU agent would wait for
-        # the host at every env step, a slower solo run than `slatectl train` makes).
+        # The simulator, the agent and the replay on the device (a CPU simulator beside a GPU agent would
+        # wait for the host at every env step).
         self.env = simulator_on(make_env(env_name), torch.device(device))
         self.agent, params = build_member(self.env, 0)
         self.agent.to(device)
@@ -87,10 +87,6 @@ class SoloRun:
         self.replay.add(play_episodes(self.env, self.agent, torch.arange(params.batch_size), seed=1, mode="random",
                                       device=device))
         self.play = lambda user_ids: play_episodes(self.env, self.agent, user_ids, 1, "explore", device)
-        if torch.device(device).type == "cuda":
-            self.play = CapturedEpisodes(self.env, self.agent, 1, "explore", torch.device(device))
-            for user in (-2, -1):  # its eager first episode, then the capture: not part of the timed steps
-                self.play(torch.tensor([10**6 + user], device=device))
 
     def step(self, step: int) -> tuple[float, float]:
         """(acting, updating) seconds of training step `step`."""

@@ -1,13 +1,13 @@
 """Training throughput of SAC+GeMS: agent updates/s, env steps/s while acting, and training steps/s of
-the reference's step (one episode, then one update) on a device, through the training loop's pieces.
+the reference's step (one episode, then one update) on a device, through the unstacked agent's own code
+(`SACAgent`: collection's path; training runs the stacked form, measured by bench/population_throughput.py
+at K = 1 and by bench/engine_ab.py through the trainer itself).
 
 Usage: python bench/train_throughput.py [--device cpu|cuda] [--quick] [--env focused_topdown]
        [--updates 50] [--steps 20] [--episodes 20] [--parallel 1,10] [--threads N]
 GeMS is randomly initialised (its weights do not change the cost); updates use batches of 20 episodes
 from a replay of random-phase episodes, exactly as in training. As in `slatectl train`, the simulator,
-the agent and the replay live on `--device` (`simulator_on`, `EpisodeReplay(device=)`), and on CUDA
-the solo step is measured twice: with the learning-phase episode replayed from a captured CUDA graph (what
-`slatectl train` does) and played eagerly. Timings end
+the agent and the replay live on `--device` (`simulator_on`, `EpisodeReplay(device=)`). Timings end
 with a read of a result (the metrics, a return), which waits for the device. Prints a Markdown table;
 `--quick` is a smoke run of a few seconds.
 """
@@ -27,7 +27,6 @@ from slatectl.pretrain.gems_train import GeMSConfig, build_gems
 from slatectl.sim.factory import make_env
 from slatectl.train.config import default_config_dict
 from slatectl.train.episodes import play_episodes
-from slatectl.train.captured_episodes import CapturedEpisodes
 from slatectl.train.loop import simulator_on
 from slatectl.train.replay import EpisodeReplay
 
@@ -88,13 +87,9 @@ def main() -> None:
         elapsed = time.perf_counter() - start
         print(f"| env steps/s acting with the SAC+GeMS policy, {parallel} episode(s) at once | "
               f"{rounds * parallel * env.config.episode_length / elapsed:,.0f} |")
-    # As `slatectl train` plays learning-phase episodes: on CUDA replayed from a captured graph.
     players = {"eager": lambda ids: play_episodes(env, agent, ids, seed=3, mode="explore", device=device)}
-    if device.type == "cuda":
-        players = {"captured episodes": CapturedEpisodes(env, agent, 3, "explore", device), **players}
     for label, play in players.items():
-        play(torch.arange(1, device=device))  # warm-up (and, captured, the eager first episode)
-        play(torch.arange(1, 2, device=device))  # (captured: the capture)
+        play(torch.arange(1, device=device))  # warm-up
         start = time.perf_counter()
         for step in range(steps):
             played = play(torch.arange(1000 + step, 1001 + step, device=device))
