@@ -6,7 +6,7 @@ Usage: python bench/resume_state_size.py [--agents sac-gems,sac-topk-ideal,slate
 For each agent (default hyper-parameters; GeMS randomly initialised at its default size: weights do not
 change the size), the replay is filled synthetically with as many episodes as a run has played after
 `steps` steps (the replay keeps the last `capacity` = 10,000), then the resume state exactly as training
-saves it (`capture_resume_state`) and the checkpoint (the agent's weights) are serialised with
+saves it (a `ResumeState`, as `Trainer._save` builds it) and the checkpoint (the agent's weights) are serialised with
 torch.save, as the artifact store does. Nothing is trained and nothing is written to disk.
 Projected disk of a run of S steps with --save-every N and --keep-resume K:
 S/N checkpoints + K resume states (the newest ones, at the end of the run). Prints a Markdown table.
@@ -24,7 +24,7 @@ from slatectl.agents.base import EpisodeBatch
 from slatectl.config_tools import build_config
 from slatectl.pretrain.gems_train import GeMSConfig, build_gems
 from slatectl.sim.factory import make_env
-from slatectl.train.checkpoints import capture_resume_state
+from slatectl.train.checkpoints import ResumeState
 from slatectl.train.config import default_config_dict
 from slatectl.train.evaluation import Evaluation
 from slatectl.train.replay import EpisodeReplay
@@ -86,7 +86,9 @@ def main() -> None:
         for steps in steps_list:
             replay = EpisodeReplay(params.capacity, params.batch_size)
             fill(replay, steps, env, agent.action_dim)
-            resume[steps] = serialized_bytes(capture_resume_state(steps, agent, replay, Evaluation(0.0, 0.0, 1)).to_dict())
+            state = ResumeState(steps, agent.state_dict(), {n: o.state_dict() for n, o in agent.optimizers().items()},
+                                replay.state_dict(), torch.get_rng_state(), Evaluation(0.0, 0.0, 1))
+            resume[steps] = serialized_bytes(state.to_dict())
         total = (longest // args.save_every) * checkpoint + args.keep_resume * resume[longest]
         print(f"| {name} | {checkpoint / MB:,.1f} | " + " | ".join(f"{resume[s] / MB:,.1f}" for s in steps_list)
               + f" | {total / MB:,.0f} |")

@@ -14,9 +14,9 @@ An `AgentSpec` holds:
   `needs()` when they depend on its values, as WkNN's `item_table: mf`);
 - `privileged`: whether it reads hidden environment state (the paper's "disclosed env.");
 - `trainable`: False for fixed policies (the random policy) that collection uses but `train` refuses;
-- `population`: the stacked implementation that trains K members of this agent in lockstep
-  (`slatectl.agents.stacked.StackedAgent`: built from the K solo agents), or None when the members of a
-  population train one after another. A stacked module sets it with `register_population(name, cls)`
+- `population`: the stacked implementation the trainer runs, K ≥ 1 members of this agent in lockstep
+  (`slatectl.agents.stacked.StackedAgent`: built from the K solo agents, which give the weight layout); a
+  trainable agent needs one (the trainer refuses an agent without). A stacked module sets it with `register_population(name, cls)`
   (it imports the solo module, so the solo module cannot name it).
 """
 
@@ -76,11 +76,6 @@ def register_population(name: str, stacked: Callable[[list["Agent"]], "StackedAg
         raise ValueError(f"two population implementations are registered for {name!r}")
     AGENTS[name] = replace(AGENTS[name], population=stacked)
     return AGENTS[name]
-
-
-def stacked_agents() -> list[str]:
-    """Names of the agents whose populations train stacked, in registration order."""
-    return [name for name, spec in AGENTS.items() if spec.population is not None]
 
 
 def trainable_agents() -> list[str]:

@@ -18,11 +18,8 @@ from typing import Any
 
 import torch
 
-from slatectl.agents.base import Agent
 from slatectl.registry import RESUME_STATE_KIND, Artifact, Checkpoint, Registry
 from slatectl.train.evaluation import Evaluation
-from slatectl.train.replay import EpisodeReplay
-
 
 
 @dataclass
@@ -45,31 +42,6 @@ class ResumeState:
         return cls(int(data["step"]), data["agent"], data["optimizers"], data["replay"], data["torch_rng"],
                    Evaluation(float(val["mean"]), float(val["std"]), int(val["episodes"])))
 
-    def restore(self, agent: Agent, replay: EpisodeReplay, device: torch.device) -> None:
-        """Put the agent, its optimizers, the replay and the torch RNG back as they were at `step`."""
-        agent.load_state_dict(self.agent)
-        agent.to(device)  # before the optimizer states, so they land on the same device
-        for name, optimizer in agent.optimizers().items():
-            optimizer.load_state_dict(self.optimizers[name])
-        replay.load_state_dict(self.replay)
-        torch.set_rng_state(self.torch_rng)
-        agent.set_step(self.step)
-
-
-def capture_resume_state(step: int, agent: Agent, replay: EpisodeReplay, val: Evaluation) -> ResumeState:
-    return ResumeState(step, cpu_state(agent.state_dict()),
-                       {name: opt.state_dict() for name, opt in agent.optimizers().items()},
-                       replay.state_dict(), torch.get_rng_state(), val)
-
-
-def save_step(registry: Registry, run_id: int, env_name: str, episode_length: int, state: ResumeState,
-              keep_resume: int, trained: bool | None = None) -> Checkpoint:
-    """Register the resume state, then the checkpoint, then prune older resume states (module doc)."""
-    register_resume_state(registry, run_id, env_name, state)
-    checkpoint = register_checkpoint(registry, run_id, state.step, state.agent, state.val, episode_length, trained)
-    registry.prune_resume_states(run_id, keep=keep_resume)
-    return checkpoint
-
 
 def register_resume_state(registry: Registry, run_id: int, env_name: str, state: ResumeState) -> None:
     registry.register_artifact(RESUME_STATE_KIND, env_name, state.to_dict(), run_id=run_id,
@@ -90,12 +62,6 @@ def register_checkpoint(registry: Registry, run_id: int, step: int, agent_state:
     return registry.register_checkpoint(
         run_id, step, cpu_state(agent_state), val_return_mean=val.mean, val_return_std=val.std,
         val_episodes=val.episodes, episodes=episodes, env_steps=env_steps, trained=trained, existing_ok=True)
-
-
-def latest_resume_state(registry: Registry, run_id: int, env_name: str) -> ResumeState | None:
-    """The run's resume state with the highest step (hash-checked on load), or None."""
-    states = resume_states_by_step(registry, run_id, env_name)
-    return load_resume_state(registry, states[max(states)]) if states else None
 
 
 def resume_states_by_step(registry: Registry, run_id: int, env_name: str) -> dict[int, Artifact]:
