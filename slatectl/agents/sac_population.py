@@ -223,44 +223,57 @@ class StackedSAC(StackedAgent):
         the policy head runs once over all H + 1 belief states of every episode (the critic target uses
         the next-state rows, the actor loss the current-state rows; the actor's weights do not change in
         between), Q1 and Q2 (and their targets) run as one pair (`_q_pair`), and the metrics reach the host
-        in one transfer (no per-member sync)."""
-        p = self.params
+        in one transfer (no per-member sync). Steps in order: critic, actor, temperature, targets."""
         K, E, H = batch.rewards.shape
         n = E * H
         actor_states = self.encode_episodes("actor_belief", batch.slates, batch.clicks)  # (K, E, H+1, S)
         critic_states = self.encode_episodes("critic_belief", batch.slates, batch.clicks)
         s_c = critic_states[:, :, :H].reshape(K, n, -1)
-        s_c_next = critic_states[:, :, 1:].reshape(K, n, -1).detach()
-        actions = batch.actions.reshape(K, n, -1)
-        rewards = batch.rewards.reshape(K, n)
-        not_done = torch.ones(E, H, device=rewards.device)
-        not_done[:, -1] = 0.0
-        not_done = not_done.reshape(1, n)
         alpha = self.tensors["alpha"].detach().clone().unsqueeze(1)  # (K, 1)
         mean, log_std = self._policy_head(actor_states.reshape(K, E * (H + 1), -1), fold_bias=True)
         mean, log_std = mean.view(K, E, H + 1, -1), log_std.view(K, E, H + 1, -1)
+        next_policy = (mean[:, :, 1:].reshape(K, n, -1), log_std[:, :, 1:].reshape(K, n, -1))
+        policy = (mean[:, :, :H].reshape(K, n, -1), log_std[:, :, :H].reshape(K, n, -1))
+        critic_loss, q = self._critic_step(batch, s_c, critic_states[:, :, 1:].reshape(K, n, -1).detach(), next_policy,
+                                           alpha, generators, backward)
+        actor_loss, log_prob = self._actor_step(s_c.detach(), policy, alpha, generators, backward)
+        columns = {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(), "alpha": alpha[:, 0],
+                   "q_mean": q[..., 0].detach().mean(dim=1), "log_pi": log_prob.detach().mean(dim=1)}
+        if self.params.auto_entropy:
+            columns["alpha_loss"] = self._temperature_step(log_prob.detach(), backward)
+        self._target_step()
+        return member_metrics(columns)
 
-        # 1. critic: Σ_k ½(MSE(Q1_k, y_k) + MSE(Q2_k, y_k))
+    def _critic_step(self, batch: EpisodeBatch, s_c: Tensor, s_c_next: Tensor, next_policy: tuple[Tensor, Tensor],
+                     alpha: Tensor, generators: list[torch.Generator], backward) -> tuple[Tensor, Tensor]:
+        """Σ_k ½(MSE(Q1_k, y_k) + MSE(Q2_k, y_k)), y = r + γ·(1 − done)·(min Q'(s', ã') − α log π(ã'|s'))
+        with ã' sampled from the current policy; one optimizer step. Returns ((K,) loss, (K, n, 2) Q)."""
+        K, E, H = batch.rewards.shape
+        n = E * H
+        not_done = torch.ones(E, H, device=batch.rewards.device)
+        not_done[:, -1] = 0.0
         with torch.no_grad():
-            next_actions, next_log_prob = self._squash(mean[:, :, 1:].reshape(K, n, -1),
-                                                       log_std[:, :, 1:].reshape(K, n, -1), self._noise(generators, n))
+            next_actions, next_log_prob = self._squash(*next_policy, self._noise(generators, n))
             next_q = self._critic_value(s_c_next, next_actions, target=True) - alpha * next_log_prob
-            target = rewards + p.gamma * not_done * next_q
-        q = self._q_values(("q1", "q2"), s_c, actions)  # (K, n, 2)
+            target = batch.rewards.reshape(K, n) + self.params.gamma * not_done.reshape(1, n) * next_q
+        q = self._q_values(("q1", "q2"), s_c, batch.actions.reshape(K, n, -1))  # (K, n, 2)
         critic_loss = 0.5 * (q - target.unsqueeze(-1)).pow(2).mean(dim=1).sum(dim=-1)  # (K,)
         critic = self.optimizers["critic"]
         critic.zero_grad(set_to_none=True)
         backward(critic_loss.sum())
         critic.step()
+        return critic_loss, q
 
-        # 2. actor (critic weights frozen for this backward, critic states detached — as SACAgent)
+    def _actor_step(self, states: Tensor, policy: tuple[Tensor, Tensor], alpha: Tensor,
+                    generators: list[torch.Generator], backward) -> tuple[Tensor, Tensor]:
+        """mean(α log π(ã|s) − min Q(s, ã)) with the critic's weights frozen for this backward and its
+        states detached (as SACAgent); one optimizer step. Returns ((K,) loss, (K, n) log π)."""
         critic_weights = [self.tensors[n_] for n_ in self.tensors if n_.startswith(("q1.", "q2."))]
         for t in critic_weights:
             t.requires_grad_(False)
         try:
-            new_actions, log_prob = self._squash(mean[:, :, :H].reshape(K, n, -1), log_std[:, :, :H].reshape(K, n, -1),
-                                                 self._noise(generators, n))
-            actor_loss = (alpha * log_prob - self._critic_value(s_c.detach(), new_actions)).mean(dim=1)
+            new_actions, log_prob = self._squash(*policy, self._noise(generators, states.shape[1]))
+            actor_loss = (alpha * log_prob - self._critic_value(states, new_actions)).mean(dim=1)
             actor = self.optimizers["actor"]
             actor.zero_grad(set_to_none=True)
             backward(actor_loss.sum())
@@ -268,34 +281,32 @@ class StackedSAC(StackedAgent):
             for t in critic_weights:
                 t.requires_grad_(True)
         actor.step()
+        return actor_loss, log_prob
 
-        names = ["critic_loss", "actor_loss", "alpha", "q_mean", "log_pi"]
-        columns = [critic_loss.detach(), actor_loss.detach(), alpha[:, 0], q[..., 0].detach().mean(dim=1),
-                   log_prob.detach().mean(dim=1)]
-        # 3. temperature, per member
-        if p.auto_entropy:
-            log_alpha = self.tensors["log_alpha"]
-            alpha_loss = -(log_alpha.exp().unsqueeze(1) * (log_prob.detach() + self.target_entropy)).mean(dim=1)
-            temperature = self.optimizers["alpha"]
-            temperature.zero_grad(set_to_none=True)
-            backward(alpha_loss.sum())
-            temperature.step()
-            with torch.no_grad():
-                self.tensors["alpha"].copy_(log_alpha.detach().exp())
-            names.append("alpha_loss")
-            columns.append(alpha_loss.detach())
-
-        # 4. targets, per element (so per member)
+    def _temperature_step(self, log_prob: Tensor, backward) -> Tensor:
+        """Per member: −mean(α (log π + target entropy)) through log α; α = exp(log α) after the step."""
+        log_alpha = self.tensors["log_alpha"]
+        alpha_loss = -(log_alpha.exp().unsqueeze(1) * (log_prob + self.target_entropy)).mean(dim=1)
+        temperature = self.optimizers["alpha"]
+        temperature.zero_grad(set_to_none=True)
+        backward(alpha_loss.sum())
+        temperature.step()
         with torch.no_grad():
-            self.tensors["update_count"] += 1
-            self._update_count += 1
-            if self._update_count % p.target_update_frequency == 0:
-                for net in ("q1", "q2"):
-                    online = [t for n_, t in self.tensors.items() if n_.startswith(f"{net}.")]
-                    target = [self.tensors[n_.replace(f"{net}.", f"{net}_target.", 1)]
-                              for n_ in self.tensors if n_.startswith(f"{net}.")]
-                    torch._foreach_lerp_(target, online, p.tau)
-        return member_metrics(dict(zip(names, columns)))
+            self.tensors["alpha"].copy_(log_alpha.detach().exp())
+        return alpha_loss.detach()
+
+    @torch.no_grad()
+    def _target_step(self) -> None:
+        """Polyak averaging of both critics' targets every `target_update_frequency` updates (elementwise,
+        so per member)."""
+        self.tensors["update_count"] += 1
+        self._update_count += 1
+        if self._update_count % self.params.target_update_frequency == 0:
+            for net in ("q1", "q2"):
+                online = [t for n_, t in self.tensors.items() if n_.startswith(f"{net}.")]
+                target = [self.tensors[n_.replace(f"{net}.", f"{net}_target.", 1)]
+                          for n_ in self.tensors if n_.startswith(f"{net}.")]
+                torch._foreach_lerp_(target, online, self.params.tau)
 
 
 for _name in ("sac-gems", "sac-topk-ideal", "sac-topk-mf"):
