@@ -35,8 +35,7 @@ import torch
 
 from slatectl.agents.base import ActMode, Agent, EpisodeBatch
 from slatectl.errors import BadInput, JobFailed
-from slatectl.device import resolve_device
-from slatectl.harness import seed_everything
+from slatectl.harness import seed_everything, training_harness
 from slatectl.registry import Checkpoint, Registry
 from slatectl.sim.topicrec import TopicRec
 from slatectl.train.assembly import build_agent, ensure_agent_inputs, registered_agent_inputs
@@ -90,7 +89,9 @@ class Trainer:
         self.reporter = reporter or SilentReporter()
         self.logs_dir = logs_dir
         # `auto` (the default) takes CUDA when torch sees a GPU and says so; `cuda` without one is BadInput.
-        self.device = torch.device(resolve_device(config.training.device, say=self.reporter.message))
+        self.harness = training_harness(config.training.device, config.training.precision,
+                                        say=self.reporter.message)
+        self.device = self.harness.device
         self.config = on_device(config, self.device)
 
     # ------------------------------------------------------------------ entry points
@@ -184,7 +185,7 @@ class Trainer:
                         if schedule.updates_at(step, agent.updates_during_random_phase) and replay.ready:
                             agent.set_step(step)
                             started = time.perf_counter()
-                            metrics = agent.update(replay.sample().to(self.device))  # reads its metrics once
+                            metrics = self.harness.update(agent, replay.sample().to(self.device))  # metrics read once
                             update_times.append(time.perf_counter() - started)
                         step += 1
                     episode_return = float(mean_return)

@@ -36,8 +36,7 @@ from slatectl.agents.base import ActMode, Agent, EpisodeBatch
 from slatectl.agents.spec import stacked_agents
 from slatectl.agents.stacked import StackedAgent
 from slatectl.errors import BadInput
-from slatectl.device import resolve_device
-from slatectl.harness import seed_everything
+from slatectl.harness import seed_everything, training_harness
 from slatectl.registry import Registry, Run
 from slatectl.sim.member_envs import MemberEnvs
 from slatectl.sim.topicrec import TopicRec
@@ -79,6 +78,8 @@ def check_population(configs: list[RunConfig]) -> None:
             raise BadInput("all members of a population train the same agent.")
         if {**asdict(cfg.training), "seed": None} != shared or cfg.agent != first.agent:
             raise BadInput("members of a population share every training and agent setting except the seed.")
+    if first.training.precision != "32":  # the stacked agents' hand-written GRU/critic kernels are float32
+        raise BadInput("a population trains at --precision 32 only; bf16-mixed is for solo runs.")
     pairs = [(c.env, c.training.seed) for c in configs]
     if len(set(pairs)) != len(pairs):
         raise BadInput("two members of the population have the same env and seed; give distinct seeds.")
@@ -226,7 +227,9 @@ class PopulationTrainer:
         self.logs_dir = logs_dir
         # As a solo run (`Trainer`): `auto` takes CUDA when torch sees a GPU; the members' configs record
         # the resolved device, and GeMS inputs a member pretrains for itself are pretrained there.
-        self.device = torch.device(resolve_device(configs[0].training.device, say=self.reporter.message))
+        self.harness = training_harness(configs[0].training.device, configs[0].training.precision,
+                                        say=self.reporter.message)
+        self.device = self.harness.device
         self.configs = [on_device(cfg, self.device) for cfg in configs]
         self.training = self.configs[0].training
         self.group = ""
@@ -351,7 +354,7 @@ class PopulationTrainer:
                             agent.set_step(step)
                             started = time.perf_counter()
                             batch = stack_batches([m.replay.sample(m.generator) for m in members])
-                            metrics = agent.update(batch.to(self.device), generators)
+                            metrics = self.harness.update(agent, batch.to(self.device), generators)
                             update_times.append(time.perf_counter() - started)
                         step += 1
                     episode_returns = returns.tolist()  # one host read per step
