@@ -3,6 +3,7 @@
 
 Usage: python bench/train_ab.py [--base HEAD~1] [--agent sac-topk-ideal] [--population 6] [--steps 30]
                                 [--warmup 3] [--env focused_topdown] [--check-same] [--device cpu]
+                                [--precision-updates N]
 
 Each side runs the real loop in its own worker process (the base commit's source is extracted with
 `git archive` to a temporary folder and put first on the worker's PYTHONPATH; the working tree's side
@@ -15,10 +16,16 @@ and the heartbeat. The random phase (`--random-steps`, one batch) and `--warmup`
 validation and saves fall outside the timed window.
 
 `--check-same` instead trains the same small run to the end on both sides (solo: `--agent`, with the
-inputs it pretrains; population: slateq, two seeds) and compares every checkpoint's SHA-256: equal files
+inputs it pretrains; population: slateq, K seeds of --env) and compares every checkpoint's SHA-256: equal files
 mean the same seed gives the same weights bit for bit.
 
-Prints a Markdown table: steps/s of each side, working tree ÷ base, and the median step time of each.
+`--precision-updates N` times instead N updates of the agent at precision 32 and at bf16-mixed
+(`TrainingHarness.update`, the working tree only), alternating, on `--device`: what decided where
+bf16-mixed is accepted (docs/lightning.md).
+
+Prints a Markdown table: steps/s of each side and working tree ÷ base in steps per wall second, per
+second of the worker's CPU time (on a shared machine the wall rate also measures the neighbours), and by
+median step time.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ class Gate:
 
     def __init__(self) -> None:
         self.started: float | None = None
+        self.cpu_started = 0.0
 
     def message(self, text: str) -> None:
         pass
@@ -54,12 +62,12 @@ class Gate:
         pass
 
     def advance(self, progress) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         elapsed = None if self.started is None else now - self.started
-        print(json.dumps({"step": progress.step, "seconds": elapsed}), flush=True)
+        print(json.dumps({"step": progress.step, "seconds": elapsed, "cpu": cpu - self.cpu_started}), flush=True)
         if sys.stdin.readline().strip() != "go":
             raise KeyboardInterrupt  # the driver is done with this side
-        self.started = time.perf_counter()
+        self.started, self.cpu_started = time.perf_counter(), time.process_time()
 
     def stop(self) -> None:
         pass
@@ -116,6 +124,49 @@ def worker(args) -> None:
             print(json.dumps({"checkpoints": hashes}), flush=True)
 
 
+def precision_updates(args) -> None:
+    """Median update time at precision 32 and bf16-mixed, from the same weights and batch, alternating."""
+    import copy
+    import tempfile
+
+    import torch
+
+    from slatectl.harness import TrainingHarness, seed_everything
+    from slatectl.registry import open_registry
+    from slatectl.settings import Settings
+    from slatectl.train.assembly import build_agent, ensure_agent_inputs
+    from slatectl.train.config import resolve_run_config
+    from slatectl.train.episodes import play_episodes
+    from slatectl.train.replay import EpisodeReplay
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory() as home, open_registry(Settings.resolve(home=home)) as registry:
+        config = resolve_run_config(args.agent, args.env, overrides=["logged.episodes=200", "gems.max_epochs=1",
+                                                                     "gems.max_slates=4000"])
+        seed_everything(1)
+        env, agent = build_agent(config, ensure_agent_inputs(registry, config, lambda text: None).inputs)
+        batch_size = config.agent.batch_size
+        replay = EpisodeReplay(2 * batch_size, batch_size)
+        replay.add(play_episodes(env, agent, torch.arange(2 * batch_size), 1, "random", torch.device("cpu")))
+        batch = replay.sample().to(device)
+        agent.to(device).train()
+        harnesses = {p: TrainingHarness(args.device, p) for p in ("32", "bf16-mixed")}
+        times: dict[str, list[float]] = {p: [] for p in harnesses}
+        for i in range(args.precision_updates + 2):
+            for precision, harness in harnesses.items():
+                updated = copy.deepcopy(agent)
+                started = time.perf_counter()
+                harness.update(updated, batch)  # reads its metrics: waits for the device
+                if i >= 2:  # two warm-up rounds
+                    times[precision].append(time.perf_counter() - started)
+    median = {p: 1000 * statistics.median(t) for p, t in times.items()}
+    print(f"\n| agent (batch of {batch_size} episodes) | device | precision 32, median ms/update | bf16-mixed | "
+          "bf16 ÷ 32 |\n|---|---|---:|---:|---:|")
+    print(f"| {args.agent} | {args.device} | {median['32']:.1f} | {median['bf16-mixed']:.1f} | "
+          f"{median['bf16-mixed'] / median['32']:.2f} |")
+
+
 # ---------------------------------------------------------------------------------------------- driver
 def extract_base(rev: str, folder: Path) -> str:
     """The source at `rev` in `folder`, laid out as the installed package (mapped folders linked in)."""
@@ -153,25 +204,27 @@ def read_message(process: subprocess.Popen) -> dict:
             return json.loads(line)
 
 
-def interleaved(args, population: int, base_path: str, tmp: Path) -> dict[str, list[float]]:
+def interleaved(args, population: int, base_path: str, tmp: Path) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     workers = {}
     for name, path in (("base", base_path), ("tree", None)):  # one after the other: one busy process at a time
         workers[name] = start_worker(args, population, tmp / f"{name}-{population}", path)
         read_message(workers[name])  # the first report: the random phase is done, the loop waits
     times: dict[str, list[float]] = {name: [] for name in workers}
+    cpu: dict[str, list[float]] = {name: [] for name in workers}
     for round_ in range(args.warmup + args.steps):
         order = list(workers) if round_ % 2 == 0 else list(reversed(workers))
         for name in order:
             workers[name].stdin.write("go\n")
             workers[name].stdin.flush()
-            seconds = read_message(workers[name])["seconds"]
+            report = read_message(workers[name])
             if round_ >= args.warmup:
-                times[name].append(seconds)
+                times[name].append(report["seconds"])
+                cpu[name].append(report["cpu"])
     for process in workers.values():
         process.stdin.write("stop\n")
         process.stdin.flush()
         process.wait(timeout=600)
-    return times
+    return times, cpu
 
 
 def check_same(args, population: int, base_path: str, tmp: Path) -> tuple[list, list]:
@@ -195,12 +248,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--check-same", action="store_true", help="compare checkpoints instead of timing")
+    parser.add_argument("--precision-updates", type=int, default=0, metavar="N",
+                        help="time N updates at precision 32 and bf16-mixed instead (working tree only)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--home", help=argparse.SUPPRESS)
     parser.add_argument("--max-steps", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args)
+        return
+    if args.precision_updates:
+        print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
+              f"{os.getloadavg()[0]:.1f}, {args.threads} torch thread(s)")
+        precision_updates(args)
         return
     args.max_steps = 30 if args.check_same else args.random_steps + args.warmup + args.steps + 10
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -221,14 +281,17 @@ def main() -> None:
                 print(f"{'population ' + str(population) if population else 'solo ' + args.agent}: "
                       f"{len(base)} checkpoints, {'identical' if same else 'DIFFERENT'} SHA-256")
             return
-        print("\n| run | base steps/s | working tree steps/s | tree ÷ base | base median step (ms) | tree median step (ms) |")
+        print("\n| run | base steps/s | working tree steps/s | tree ÷ base (wall) | tree ÷ base (CPU time) | "
+              "tree ÷ base (median step) |")
         print("|---|---:|---:|---:|---:|---:|")
         for population in sizes:
-            times = interleaved(args, population, base_path, tmp)
+            times, cpu = interleaved(args, population, base_path, tmp)
             rate = {name: len(t) / sum(t) for name, t in times.items()}
+            cpu_rate = {name: len(t) / sum(t) for name, t in cpu.items()}
+            median = {name: statistics.median(t) for name, t in times.items()}
             label = f"population, K = {population}" if population else "solo"
             print(f"| {label} ({args.agent}) | {rate['base']:.2f} | {rate['tree']:.2f} | {rate['tree'] / rate['base']:.3f} | "
-                  f"{1000 * statistics.median(times['base']):.0f} | {1000 * statistics.median(times['tree']):.0f} |")
+                  f"{cpu_rate['tree'] / cpu_rate['base']:.3f} | {median['base'] / median['tree']:.3f} |")
         print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
 
 
