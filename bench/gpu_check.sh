@@ -174,9 +174,10 @@ record() {
 }
 
 # -- 1. CUDA-vs-CPU equality tests (simulator: tests/test_device.py; GeMS and training: tests/test_gpu_paths.py;
-#       population training: tests/test_population_device.py, tests/test_stacked_agent.py)
+#       population training: tests/test_population_device.py, tests/test_stacked_agent.py; bf16-mixed updates:
+#       tests/test_fabric_harness.py)
 TESTS=()
-for f in tests/test_device.py tests/test_gpu_paths.py tests/test_population_device.py tests/test_stacked_agent.py tests/test_gems_lightning.py; do
+for f in tests/test_device.py tests/test_gpu_paths.py tests/test_population_device.py tests/test_stacked_agent.py tests/test_gems_lightning.py tests/test_fabric_harness.py; do
     if [[ -f $f ]]; then TESTS+=("$f"); else printf 'tests: %s\t–\tpresent\tFAIL (missing)\n' "$f" >> "$RESULTS"; fi
 done
 if (( ${#TESTS[@]} )); then

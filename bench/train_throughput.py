@@ -1,7 +1,7 @@
 """Training throughput of SAC+GeMS: agent updates/s, env steps/s while acting, and training steps/s of
 the reference's step (one episode, then one update) on a device, through the unstacked agent's own code
 (`SACAgent`: collection's path; training runs the stacked form, measured by bench/population_throughput.py
-at K = 1 and by bench/engine_ab.py through the trainer itself).
+at K = 1 and by bench/train_ab.py through the trainer itself).
 
 Usage: python bench/train_throughput.py [--device cpu|cuda] [--quick] [--env focused_topdown]
        [--updates 50] [--steps 20] [--episodes 20] [--parallel 1,10] [--threads N]

@@ -1,28 +1,72 @@
-"""The one training harness style of slatectl: plain PyTorch with an explicit device and explicit seeds.
+"""The one training harness of slatectl: hand-written loops, with Lightning Fabric for what a framework
+does well in them.
 
-GeMS pretraining, MF pretraining and the RL loop all write their loop by hand and use the helpers here
-for the two things a framework would otherwise do: put the work on a device (`torch_device`) and fix
-the randomness (`seed_everything`, `seeded`). Backward is `loss.backward()` (agents take a `backward`
-callable so a future mixed-precision or distributed harness can swap it in one place).
+GeMS and MF pretraining train on a `pytorch_lightning.Trainer` (`slatectl/pretrain/*_lightning.py`);
+the online RL loops (`slatectl/train/loop.py`, `population.py`) stay our own code and get from
+`TrainingHarness` (a `lightning_fabric.Fabric` for one device) the accelerator and device, the precision
+of the agent's updates (`--precision 32|bf16-mixed`: Fabric's autocast around the update and its
+`backward` for the losses), the seeding (Fabric's `seed_everything`) and the launch. At precision 32
+Fabric's autocast does nothing and its backward is `loss.backward()`, so a run is what it was before
+Fabric: CPU runs are bit-reproducible for a fixed seed, machine and thread count. bf16-mixed casts the
+update's matmuls to bfloat16 while weights, optimizer states, acting, validation and the simulator stay
+float32; it is accepted for solo runs on CUDA only (on the CPU it made the update slower: BENCHMARKS.md,
+"Online training on Lightning Fabric"; a population's stacked agents have float32-only hand-written
+kernels, `slatectl.train.population.check_population`).
 
-Why not Lightning (which an earlier version used for two of the three): `pl.Trainer` made GeMS
-pretraining about 3× slower than an eager loop (per-batch hooks and bookkeeping around small batches),
-and in the RL loop Lightning Fabric only provided the device, the seeding and `backward`, each one line
-of PyTorch, for a 1.5 s import on every command. One style also means one place where device and seed
-semantics are decided: CPU runs are bit-reproducible for a fixed seed, machine and thread count.
+Lightning Fabric is imported when a training loop builds its harness or seeds (deferred: this module is
+also imported by collection and pretraining, which need neither; docs/architecture.md, rule 4).
 """
 
 from __future__ import annotations
 
-import random
 import warnings
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-import numpy as np
 import torch
 
 from slatectl.device import resolve_device
+from slatectl.errors import BadInput
+
+#: `--precision` values: Lightning's names (the update's dtype policy); "32" is Fabric's "32-true".
+PRECISIONS = ("32", "bf16-mixed")
+#: Where each precision is accepted (bf16-mixed made the CPU update slower: BENCHMARKS.md).
+PRECISION_DEVICES = {"32": ("cpu", "cuda"), "bf16-mixed": ("cuda",)}
+
+
+class TrainingHarness:
+    """Lightning Fabric on one device ("cpu" or "cuda", already resolved) at one precision, launched.
+
+    `device` is the torch.device the loop puts its tensors on (`cuda` as before, Fabric's device 0);
+    `update(agent, *args)` runs one `agent.update(*args, backward=...)` under Fabric's autocast with
+    Fabric's backward, and returns its metrics."""
+
+    def __init__(self, device: str, precision: str = "32"):
+        if precision not in PRECISIONS:
+            raise BadInput(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+        from lightning_fabric import Fabric  # deferred: ~1.5 s of import that only training needs (module doc)
+
+        self.precision = precision
+        self.fabric = Fabric(accelerator=device, devices=1, precision="32-true" if precision == "32" else precision)
+        self.fabric.launch()
+        self.device = torch.device(self.fabric.device.type)
+
+    def update(self, agent, *args):
+        with self.fabric.autocast():
+            return agent.update(*args, backward=self.fabric.backward)
+
+
+def training_harness(device: str, precision: str = "32", say: Callable[[str], None] | None = None) -> TrainingHarness:
+    """The harness of a training run's `training.device` (`auto`, `cpu`, `cuda`: `resolve_device`, which
+    says through `say` what `auto` chose) and `training.precision`; BadInput for a precision the device
+    does not take (PRECISION_DEVICES)."""
+    resolved = resolve_device(device, say)
+    if precision in PRECISIONS and resolved not in PRECISION_DEVICES[precision]:
+        raise BadInput(f"--precision {precision} runs on {' or '.join(PRECISION_DEVICES[precision])} only "
+                       f"(this run is on {resolved}): on the CPU bfloat16 autocast made the update slower than "
+                       "float32 (BENCHMARKS.md); use --precision 32.")
+    return TrainingHarness(resolved, precision)
+
 
 def torch_device(name: str) -> torch.device:
     """The torch.device of a config's `device` (`auto`, `cpu`, `cuda`), checked by `slatectl.device`."""
@@ -30,10 +74,12 @@ def torch_device(name: str) -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed every generator a run draws from: torch (CPU and CUDA), NumPy and Python's `random`."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    """Seed every generator a run draws from: torch (CPU and CUDA), NumPy and Python's `random`, with
+    Lightning Fabric's `seed_everything` (which also sets PL_GLOBAL_SEED, the seed a Lightning callback
+    such as `RegistryCheckpoint` reads). Seeds lie in [0, 2^32), as NumPy needs (`TrainingConfig.validate`)."""
+    from lightning_fabric.utilities.seed import seed_everything as fabric_seed_everything  # deferred (module doc)
+
+    fabric_seed_everything(seed, verbose=False)
 
 
 @contextmanager

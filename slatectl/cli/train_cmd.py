@@ -16,6 +16,7 @@ from slatectl.cli.common import (JOBS_RANGE, SEEDS_RANGE, STEPS_RANGE, TRAIN_SEE
 from slatectl.cli.formatting import DROP, compact_table
 from slatectl.device import resolve_device
 from slatectl.errors import BadInput
+from slatectl.harness import PRECISIONS
 from slatectl.registry import explain_untrained_ahead, require_writable, untrained_ahead
 from slatectl.threads import configure_torch_threads
 from slatectl.train.loop import TrainResult
@@ -25,6 +26,7 @@ from slatectl.train.population_runs import resume_population, train_population
 from slatectl.train.progress import make_reporter
 
 
+Precision = Enum("Precision", {name: name for name in PRECISIONS}, type=str)
 AgentName = Enum("AgentName", {name: name for name in trainable_agents()}, type=str)  # --help lists them
 
 
@@ -55,6 +57,7 @@ def train(
     resume: Optional[str] = typer.Option(None, "--resume", metavar="RUN_ID|GROUP", help="Continue run RUN_ID, or every member of population GROUP, from its last checkpoint."),
     device: Optional[Device] = typer.Option(None, "--device", help=DEVICE_HELP + " GeMS that the run pretrains for itself is pretrained there too. [default: training.device, auto]"),
     jobs: int = typer.Option(1, "--jobs", metavar="K", **JOBS_RANGE, help="With --env all: environments trained at once (each process with --threads torch threads); not with a population."),
+    precision: Optional[Precision] = typer.Option(None, "--precision", help="Precision of the agent's updates (Lightning Fabric): 32; bf16-mixed is refused until the stacked kernels take autocast [default: training.precision, 32]."),
     keep_resume: Optional[int] = typer.Option(None, "--keep-resume", metavar="K", min=1, max=1000, help="Resume states kept per run; older ones are deleted [default: 1]."),
 ) -> None:
     """Train an agent online; every --save-every steps validate, save and register a checkpoint.
@@ -77,7 +80,7 @@ def train(
         _check_resume_request(resume, {"--env": env, "--steps": steps, "--save-every": save_every, "--seed": seed,
                                        "--config": config_file, "--set": overrides or None, "--seeds": seeds,
                                        "--device": device, "--jobs": None if jobs == 1 else jobs,
-                                       "--keep-resume": keep_resume})
+                                       "--keep-resume": keep_resume, "--precision": precision})
         configure_torch_threads(settings.threads)
         if not resume.isdigit():
             for result in resume_population(settings, resume, make_reporter(f"population {resume}", err_console)):
@@ -97,7 +100,7 @@ def train(
                        "train together in one process; leave --jobs out.")
     resolved_device = None if device is None else resolve_device(device, say=lambda text: err_console.print(text, highlight=False))
     cli_training = {"max_steps": steps, "save_every": save_every, "seed": seed, "device": resolved_device,
-                    "keep_resume": keep_resume}
+                    "keep_resume": keep_resume, "precision": None if precision is None else precision.value}
     command = "slatectl " + shlex.join(sys.argv[1:])
     if population:
         configure_torch_threads(settings.threads)
@@ -121,7 +124,7 @@ def _check_resume_request(resume: str, options: dict[str, object]) -> None:
     given = [name for name, value in options.items() if value is not None]
     if given:
         raise BadInput(f"--resume continues a run with its recorded settings and does not take {', '.join(given)}; "
-                       "leave them out (a resumed run keeps its steps, seed, device and --keep-resume).")
+                       "leave them out (a resumed run keeps its steps, seed, device, precision and --keep-resume).")
 
 
 def _run_id(text: str) -> int:

@@ -18,6 +18,7 @@ from slatectl.agents import AGENTS, agent_spec
 from slatectl.config_tools import apply_overrides, build_config, load_yaml_file, merge
 from slatectl.domain import DeviceChoice
 from slatectl.errors import BadInput
+from slatectl.harness import PRECISIONS
 from slatectl.pretrain.gems_train import GeMSConfig
 from slatectl.pretrain.logged import LoggedDataConfig
 from slatectl.pretrain.mf import MFConfig
@@ -41,6 +42,7 @@ class TrainingConfig:
     val_seed: int = VALIDATION_SEED
     test_seed: int = TEST_SEED
     device: DeviceChoice = DeviceChoice.AUTO  # a run records the device it resolved to (cpu or cuda)
+    precision: str = "32"  # 32 | bf16-mixed (--precision): the agent's updates under Lightning Fabric (harness.py)
     keep_resume: int = 1  # resume states kept per run (--keep-resume)
 
     def validate(self) -> None:
@@ -52,6 +54,8 @@ class TrainingConfig:
                 problems.append(f"training.{name}{flag} must be >= 1 (got {getattr(self, name)})")
         if self.random_steps < 0 or self.save_every < 0:
             problems.append("training.random_steps and training.save_every must be >= 0")
+        if self.precision not in PRECISIONS:
+            problems.append(f"training.precision (--precision) must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
         if not 0 <= self.seed < 2**32:  # Lightning's seed_everything seeds numpy, which takes 32-bit seeds
             problems.append(f"training.seed must lie in [0, 2^32) (got {self.seed})")
         if len({self.seed, self.val_seed, self.test_seed}) < 3:

@@ -25,7 +25,9 @@ then pruning), so a kill part-way leaves a step whose resume state every run sti
 continues from the newest step common to the runs. SIGTERM/SIGHUP/Ctrl-C stop between batches of steps
 and mark every run `interrupted` (`lifecycle.py`); checkpoints stay registered.
 
-Plain PyTorch with an explicit device and seed (`slatectl.harness`). On a GPU the simulator, the agent
+Lightning Fabric (`slatectl.harness.TrainingHarness`) picks the device and precision, seeds and launches;
+the loop itself is our own code, and the agent's update runs through the harness (Fabric's autocast and
+backward). On a GPU the simulator, the agent
 and the replay all live on it: acting sends nothing to the host per env step, and the host reads values
 once per batch of steps (the mean returns, and the update's metrics in one transfer).
 """
@@ -44,10 +46,9 @@ import torch
 
 from slatectl.agents import AGENTS
 from slatectl.agents.stacked import StackedAgent
-from slatectl.device import resolve_device
 from slatectl.domain import DeviceChoice
 from slatectl.errors import BadInput, JobFailed
-from slatectl.harness import seed_everything
+from slatectl.harness import seed_everything, training_harness
 from slatectl.registry import Checkpoint, Registry, Run
 from slatectl.sim.member_envs import MemberEnvs
 from slatectl.sim.topicrec import TopicRec
@@ -98,7 +99,9 @@ class Trainer:
         self.logs_dir = logs_dir
         # `auto` (the default) takes CUDA when torch sees a GPU and says so; `cuda` without one is BadInput.
         # The runs record the resolved device, and a GeMS a run pretrains for itself is pretrained there.
-        self.device = torch.device(resolve_device(configs[0].training.device, say=self.reporter.message))
+        self.harness = training_harness(configs[0].training.device, configs[0].training.precision,
+                                        say=self.reporter.message)  # Lightning Fabric: device, precision
+        self.device = self.harness.device
         self.configs = [on_device(cfg, self.device) for cfg in configs]
         self.training = self.configs[0].training
         self.group: str | None = None
@@ -234,7 +237,7 @@ class Trainer:
                             agent.set_step(step)
                             started = time.perf_counter()
                             batch = stack_batches([m.replay.sample(m.generator) for m in members])
-                            metrics = agent.update(batch.to(self.device), generators)  # reads its metrics once
+                            metrics = self.harness.update(agent, batch.to(self.device), generators)  # metrics read once
                             update_times.append(time.perf_counter() - started)
                         step += 1
                     episode_returns = returns.tolist()  # one host read per batch of steps

@@ -41,6 +41,9 @@ def check_population(configs: list[RunConfig]) -> None:
             raise BadInput("all members of a population train the same agent.")
         if {**asdict(cfg.training), "seed": None} != shared or cfg.agent != first.agent:
             raise BadInput("members of a population share every training and agent setting except the seed.")
+    if first.training.precision != "32":  # the stacked agents' hand-written GRU/critic kernels are float32
+        raise BadInput("training runs at --precision 32 only for now: the stacked agents' hand-written GRU and "
+                       "critic kernels (every run trains stacked, a solo run as a stack of one) are float32-only.")
     pairs = [(c.env, c.training.seed) for c in configs]
     if len(set(pairs)) != len(pairs):
         raise BadInput("two members of the population have the same env and seed; give distinct seeds.")
