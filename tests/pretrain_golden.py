@@ -48,8 +48,11 @@ def _gems_record(model: torch.nn.Module, metrics: dict[str, Any]) -> dict[str, A
 def gems_runs() -> dict[str, dict[str, Any]]:
     """Solo runs (both engines; shuffled with the reference noise, file order with the textbook noise) and
     one stacked population of two members (other data, other seeds)."""
-    from slatectl.pretrain.gems_population import GeMSMember, train_gems_population
     from slatectl.pretrain.gems_train import GeMSConfig, train_gems
+    try:  # where they were when the file was pinned; then they moved to gems_train
+        from slatectl.pretrain.gems_population import GeMSMember, train_gems_population
+    except ImportError:
+        from slatectl.pretrain.gems_train import GeMSMember, train_gems_population
 
     records: dict[str, dict[str, Any]] = {}
     solo = {"solo_shuffled": (GeMSConfig(max_epochs=3, batch_size=32, latent_dim=8), 5, 0),

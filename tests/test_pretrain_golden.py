@@ -20,7 +20,7 @@ import pytest
 from pretrain_golden import GOLDEN, all_runs
 
 PINNED = json.loads(GOLDEN.read_text())["runs"]
-GEMS_WEIGHTS, GEMS_LOSSES = 1e-3, 1e-5
+GEMS_WEIGHTS, GEMS_LOSSES = 1e-4, 1e-5
 MF_WEIGHTS, MF_LOSSES = 1e-6, 1e-6
 
 

@@ -202,44 +202,65 @@ def prepare_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int, devi
     return MFSetup(pairs, train_user, train_item, model, optimizer, generator, n_val)
 
 
+class MFFit:
+    """One BPR-MF training as the calls an engine makes, the same for both: `epoch_draws` when an epoch
+    starts, `run_batch` per batch (True when training must stop there), `result` at the end. Evaluation
+    every `eval_every_batches` batches; stop after `patience` evaluations without improvement."""
+
+    def __init__(self, setup: MFSetup, config: MFConfig) -> None:
+        self.setup, self.config = setup, config
+        device = setup.train_item.device
+        self.state = _EarlyStopping(config.patience)
+        self.window = _RunningMean(device)  # training loss since the last evaluation
+        self.batch, self.epoch = 0, 0
+        self.max_batches = config.max_batches if config.max_batches is not None else math.inf
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.config.max_epochs or self.batch >= self.max_batches or self.state.stop
+
+    def epoch_draws(self) -> tuple[Tensor, Tensor]:
+        """The next epoch's order of the positives and their negatives (`_epoch_draws`)."""
+        self.epoch += 1
+        return _epoch_draws(self.setup.train_item.shape[0], self.config, self.setup.generator,
+                            self.setup.train_item.device)
+
+    def run_batch(self, rows: Tensor, negatives: Tensor) -> bool:
+        setup = self.setup
+        loss = setup.model.loss(setup.train_user[rows], setup.train_item[rows], negatives)
+        setup.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        setup.optimizer.step()
+        self.batch += 1
+        self.window.add(loss.detach())
+        if self.batch % self.config.eval_every_batches == 0 and len(setup.pairs):
+            self.evaluate()
+        return self.state.stop or self.batch >= self.max_batches
+
+    def evaluate(self) -> None:
+        scores = fold_in_evaluate(self.setup.model.item_embeddings.weight.detach(), self.setup.pairs)
+        train_loss = self.window.pop()
+        require_finite_losses("MF", {"training loss": train_loss, "validation loss": scores["loss"]}, f"batch {self.batch}")
+        self.state.update(self.batch, scores, train_loss, self.setup.model)
+
+    def result(self) -> tuple[Tensor, dict[str, Any]]:
+        # Evaluate the final weights too, so a run cut by max_batches/max_epochs between two evaluation
+        # points still chooses among all the weights it produced.
+        if len(self.setup.pairs) and self.state.last_batch != self.batch:
+            self.evaluate()
+        return mf_result(self.setup, self.state, self.window, self.batch, self.epoch)
+
+
 def _train_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int,
               device: torch.device) -> tuple[Tensor, dict[str, Any]]:
-    setup = prepare_mf(slates, clicks, config, seed, device)
-    pairs, train_user, train_item = setup.pairs, setup.train_user, setup.train_item
-    model, optimizer, generator = setup.model, setup.optimizer, setup.generator
-
-    state = _EarlyStopping(config.patience)
-    window = _RunningMean(device)  # training loss since the last evaluation
-    batch, epoch = 0, 0
-    max_batches = config.max_batches if config.max_batches is not None else math.inf
-
-    def evaluate() -> None:
-        scores = fold_in_evaluate(model.item_embeddings.weight.detach(), pairs)
-        train_loss = window.pop()
-        require_finite_losses("MF", {"training loss": train_loss, "validation loss": scores["loss"]}, f"batch {batch}")
-        state.update(batch, scores, train_loss, model)
-
-    while epoch < config.max_epochs and batch < max_batches and not state.stop:
-        order, epoch_negatives = _epoch_draws(train_item.shape[0], config, generator, device)
+    """The plain loop (`engine="loop"`)."""
+    fit = MFFit(prepare_mf(slates, clicks, config, seed, device), config)
+    while not fit.finished:
+        order, negatives = fit.epoch_draws()
         for start in range(0, order.shape[0], config.batch_size):
-            rows = order[start : start + config.batch_size]
-            negatives = epoch_negatives[start : start + config.batch_size]
-            loss = model.loss(train_user[rows], train_item[rows], negatives)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            batch += 1
-            window.add(loss.detach())
-            if batch % config.eval_every_batches == 0 and len(pairs):
-                evaluate()
-            if state.stop or batch >= max_batches:
+            if fit.run_batch(order[start : start + config.batch_size], negatives[start : start + config.batch_size]):
                 break
-        epoch += 1
-    # Evaluate the final weights too, so a run cut by max_batches/max_epochs between two evaluation
-    # points still chooses among all the weights it produced.
-    if len(pairs) and state.last_batch != batch:
-        evaluate()
-    return mf_result(setup, state, window, batch, epoch)
+    return fit.result()
 
 
 def mf_result(setup: MFSetup, state: "_EarlyStopping", window: "_RunningMean", batch: int,
