@@ -1,6 +1,6 @@
 """An independent writing of the GeMS objective for the tests: the solo model's encode/decode, autograd's
 F.cross_entropy and the textbook terms (docs/algorithms.md §2 eq. (1)), against which the library's
-objective over the member dimension (`slatectl.pretrain.gems_fit.GeMSStack.terms`) is checked."""
+objective over the member dimension (`slatectl.pretrain.gems_stack.GeMSStack.terms`) is checked."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from gems_oracle import reference_terms
 from slatectl.pretrain.gems import GeMS
-from slatectl.pretrain.gems_fit import GeMSStack, gaussian_kl_to_standard_normal, reparameterise
+from slatectl.pretrain.gems_stack import GeMSStack, gaussian_kl_to_standard_normal, reparameterise
 from slatectl.pretrain.gems_train import GeMSConfig, train_gems
 from synthetic_logged import prototype_slates
 

@@ -11,7 +11,7 @@ import torch
 
 from gems_oracle import reference_terms
 from slatectl.pretrain import gems_lightning
-from slatectl.pretrain.gems_fit import GeMSStack
+from slatectl.pretrain.gems_stack import GeMSStack
 from slatectl.pretrain.gems_lightning import EpochChunks
 from slatectl.pretrain.gems_train import (DEFAULT_ENGINE, GeMSConfig, GeMSFit, GeMSMember, build_gems, split_logged,
                                           train_gems, train_gems_population)

@@ -16,7 +16,7 @@ from host_reads import count_host_reads
 from slatectl.cli import app
 from slatectl.harness import seeded
 from gems_oracle import reference_terms
-from slatectl.pretrain.gems_fit import GeMSStack, member_noise
+from slatectl.pretrain.gems_stack import GeMSStack, member_noise
 from slatectl.pretrain.gems_train import (GeMSConfig, GeMSMember, _initial_models, build_gems, stack_groups, train_gems,
                                           train_gems_population, train_stacked_gems)
 from slatectl.pretrain.logged import LoggedDataConfig

@@ -143,7 +143,7 @@ def test_a_capturable_episode_makes_no_tensor_from_host_data(name, monkeypatch) 
 
 
 def test_the_gems_training_step_makes_no_tensor_from_host_data(monkeypatch) -> None:
-    from slatectl.pretrain.gems_fit import GeMSStack
+    from slatectl.pretrain.gems_stack import GeMSStack
     from slatectl.pretrain.gems_train import _Step
 
     slates, clicks, _ = prototype_slates(episodes=2, steps=10, seed=1)

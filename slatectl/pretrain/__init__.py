@@ -1,7 +1,7 @@
 """Pretraining on logged data: the GeMS slate VAE and BPR matrix-factorisation item embeddings.
 
 See docs/algorithms.md §2–3. Library code only: registering artifacts and the CLI live elsewhere.
-Modules: `gems` (the model), `gems_fit` (its objective over a leading member dimension K ≥ 1),
+Modules: `gems` (the model), `gems_stack` (its objective over a leading member dimension K ≥ 1),
 `gems_train` (GeMSConfig, train_gems for one member, train_gems_population for several), `mf` (MFConfig,
 BPRMatrixFactorization, train_mf); both train on a pytorch_lightning Trainer (`gems_lightning`,
 `mf_lightning`, imported only when they train) around hand-written steps, with the plain PyTorch loops
@@ -15,8 +15,8 @@ from typing import Any
 
 _EXPORTS = {
     "GeMS": "gems",
-    "GeMSStack": "gems_fit",
-    "gaussian_kl_to_standard_normal": "gems_fit",
+    "GeMSStack": "gems_stack",
+    "gaussian_kl_to_standard_normal": "gems_stack",
     "GeMSConfig": "gems_train",
     "GeMSMember": "gems_train",
     "build_gems": "gems_train",

@@ -2,7 +2,7 @@
 
 The module holds the model only (encoder, decoder, ranking, action bounds): what RL and collection use,
 and whose state dict is the registered artifact. Its training objective and optimisation (written once,
-over a leading member dimension) live in `gems_fit.py` and `gems_train.py`. Shapes: slates (B, K) item
+over a leading member dimension) live in `gems_stack.py` and `gems_train.py`. Shapes: slates (B, K) item
 ids, clicks (B, K) in {0, 1}, z (B, d).
 """
 

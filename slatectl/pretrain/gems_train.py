@@ -1,6 +1,6 @@
 """Pretraining GeMS on logged slates (docs/algorithms.md §2), for K ≥ 1 members in lockstep: `train_gems`
 is one member; `train_gems_population` trains several (envs, seeds; `pretrain gems --env all`) as stacks.
-The objective over the member dimension is `gems_fit.py`'s; the epochs run on a Lightning Trainer by
+The objective over the member dimension is `gems_stack.py`'s; the epochs run on a Lightning Trainer by
 default (`gems_lightning.py`) or on the plain loop (`engine="loop"`), both driving the same `GeMSFit`.
 
 Reference schedule: first 10 % of the logged episodes are validation, the rest training, flattened to
@@ -44,7 +44,7 @@ from slatectl.harness import capture_cuda_graph, seeded, torch_device
 from slatectl.pretrain.data import check_logged_pair, num_validation
 from slatectl.pretrain.divergence import require_finite_losses
 from slatectl.pretrain.gems import GeMS
-from slatectl.pretrain.gems_fit import GeMSStack, member_noise, member_rows, stack_clicks, stack_rows
+from slatectl.pretrain.gems_stack import GeMSStack, member_noise, member_rows, stack_clicks, stack_rows
 
 ProgressCallback = Callable[[dict[str, float]], None]
 #: (member index in the input order, the epoch row a lone run's ProgressCallback gets)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from slatectl.pretrain.gems_lightning import fit_quietly
-from slatectl.pretrain.mf import MFConfig, MFFit, prepare_mf
+from slatectl.pretrain.mf import MFFit
 
 #: Batches per `training_step` (an MF batch costs ~0.1–0.5 ms on a CPU; Lightning's call ~0.1 ms).
 CHUNK_BATCHES = 256
@@ -35,7 +35,7 @@ class EpochDraws:
         self.fit, self.chunk_batches = fit, chunk_batches
 
     def __len__(self) -> int:
-        return math.ceil(math.ceil(self.fit.setup.train_item.shape[0] / self.fit.config.batch_size) / self.chunk_batches)
+        return math.ceil(self.fit.batches_per_epoch / self.chunk_batches)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         """Chunks as two tensors (rows, negatives) of up to chunk_batches × batch_size rows: two tensors
@@ -49,13 +49,13 @@ class EpochDraws:
 class MFModule(pl.LightningModule):
     """The batches of an `MFFit` as Lightning hooks; a stop (patience, batch cap) stops the Trainer."""
 
-    def __init__(self, fit: MFFit, chunk_batches: int = CHUNK_BATCHES) -> None:
+    def __init__(self, fit: MFFit, chunk_batches: int) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.fit_, self.draws = fit, EpochDraws(fit, chunk_batches)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.fit_.setup.optimizer
+        return self.fit_.optimizer
 
     def train_dataloader(self) -> EpochDraws:
         return self.draws
@@ -68,9 +68,6 @@ class MFModule(pl.LightningModule):
                 break
 
 
-def train_mf_with_trainer(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int, device: torch.device,
-                          chunk_batches: int = CHUNK_BATCHES) -> tuple[Tensor, dict]:
-    """`mf._train_mf`'s contract, run by a Lightning Trainer on `device`."""
-    fit = MFFit(prepare_mf(slates, clicks, config, seed, device), config)
-    fit_quietly(MFModule(fit, chunk_batches), device, config.max_epochs)
-    return fit.result()
+def fit_with_trainer(fit: MFFit) -> None:
+    """Run `fit`'s batches with a Lightning Trainer on its device."""
+    fit_quietly(MFModule(fit, CHUNK_BATCHES), fit.device, fit.config.max_epochs)
