@@ -7,25 +7,17 @@ Reference schedule: first 10 % of the logged episodes are validation, the rest t
 single slates; batch 256; Adam 1e-3; `max_epochs` epochs (15 in pretrain_GeMS.yml); the weights of the
 epoch with the lowest validation loss (decoded from z = mu) are kept.
 
-Member k of a stack is its own run (same data, config and seed) as it would be alone:
-- **initial weights**: built under `seeded(seed, device)` (the global CPU generator seeded, the module
-  initialised on the CPU), then stacked (`GeMSStack`);
-- **sampling noise**: from the member's own generator: on the CPU it continues the global CPU state left
-  after the initialisation, on CUDA it is a CUDA generator seeded with the seed (the streams a lone run
-  drew from the global generators before the stack existed);
-- **batch order**: each epoch's order from the member's own CPU generator seeded with the seed
-  (`epoch_order`), the same draws on every device;
-- **update**: one Adam over the stacked tensors is K Adams (the members of a stack step together);
-- **validation / best epoch**: per member, every epoch, in file order, batches of `batch_size`.
-Members with different row counts or settings cannot share batch shapes and an Adam step count:
-`stack_groups` groups the members that can, and the groups train one after another.
+Member k of a stack makes the draws it would make alone: initial weights under `seeded(seed, device)`;
+sampling noise from its own generator (on the CPU continuing the global state after its initialisation,
+on CUDA a CUDA generator seeded with the seed); each epoch's order from its own CPU generator seeded with
+the seed; its own best epoch. One Adam over the stacked tensors is K Adams (one shared step count), so
+only members with equal settings and row counts share a stack (`stack_groups`).
 
-Written for the device's limit: the logged rows are moved to the device once (compact dtypes); each
-epoch's row order is drawn on the CPU and moved once; a batch is a gather on the device; nothing is read
-back per batch (training and validation losses of all members are read once per epoch). On CUDA the
-full-batch step is recorded once as a CUDA graph and replayed (`cuda_graph`, on by default there): a
-batch is two launches instead of ~150 kernel launches from Python (~290 batches/s eager on an H200 for
-~1 GFLOP per batch). The CPU has no graphs and nothing to gain (its step is compute-bound).
+Written for the device's limit: the rows are moved to the device once (compact dtypes), each epoch's
+order is drawn on the CPU (the same on every device) and moved once, a batch is a gather on the device,
+and the losses are read once per epoch. On CUDA the full-batch step is recorded once as a CUDA graph and
+replayed (`cuda_graph`, on by default there): two launches per batch instead of ~150 from Python
+(~290 batches/s eager on an H200 for ~1 GFLOP per batch); the CPU step is compute-bound, so it stays eager.
 """
 
 from __future__ import annotations
