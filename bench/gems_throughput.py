@@ -1,7 +1,7 @@
 """GeMS pretraining throughput: optimiser steps (batches of 256 slates) per second of `train_gems`.
 
 Usage: python bench/gems_throughput.py [--device cpu|cuda] [--quick] [--episodes E] [--epochs N]
-       [--no-cuda-graph] [--threads N] [--stacked K] [--engine lightning|loop] [--ab]
+       [--no-cuda-graph] [--threads N] [--stacked K] [--engine lightning|loop] [--ab] [--against REV]
 
 Runs `train_gems` itself (the code `slatectl pretrain gems` runs) on synthetic logged episodes of the
 reference shape (100 slates of 10 items per episode, 1,000 items) with the reference settings (batch 256,
@@ -19,22 +19,37 @@ the same weights).
 `--stacked K` measures, in one process, K members (synthetic logs of their own, seeds 0…K−1) trained
 as K solo `train_gems` runs one after another and as one stacked population (`train_stacked_gems`,
 what `slatectl pretrain gems --env all` runs), and prints both rates in member batches per second and
-their ratio. On cuda the solo runs replay their CUDA graph (eager with --no-cuda-graph); the stack
-always runs eagerly.
+their ratio. On cuda both replay their CUDA graph (eager with --no-cuda-graph).
+
+`--against REV` is the one-run A/B of this checkout against an older commit (its `slatectl/` unpacked
+by `git archive` into a temporary folder): the same pretraining, `train_gems` (or, with `--stacked K`,
+one stack of K), run in fresh processes in the order old, new, new, old (ABBA), each timed over its
+epochs 2…N; it prints each side's median member batches/s (wall and per CPU-second) and the ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
+import json
+import os
 import platform
 import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
-from slatectl.pretrain.gems_population import GeMSMember, train_stacked_gems
 from slatectl.pretrain.gems_train import GeMSConfig, train_gems
+
+try:  # the stacked population's home before the GeMS fit was written once (`--against` an older commit)
+    from slatectl.pretrain.gems_population import GeMSMember, train_stacked_gems
+except ImportError:
+    from slatectl.pretrain.gems_train import GeMSMember, train_stacked_gems
 
 EPISODE_LENGTH, SLATE_SIZE, NUM_ITEMS = 100, 10, 1000
 DEFAULT_EPISODES = {"cpu": 1_000, "cuda": 40_000}  # 99k / 3.96M training slates: ~8 s per epoch each
@@ -61,6 +76,8 @@ def main() -> None:
     parser.add_argument("--ab", action="store_true", help="A/B of the loop and Lightning engines in one process (ABBA)")
     parser.add_argument("--stacked", type=int, default=None, metavar="K",
                         help="compare K stacked members with K solo runs (member batches/s and the ratio)")
+    parser.add_argument("--against", default=None, metavar="REV", help="A/B of this checkout against commit REV (ABBA)")
+    parser.add_argument("--child", choices=("solo", "stacked"), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -68,6 +85,12 @@ def main() -> None:
     epochs = args.epochs or (2 if args.quick else 3)
     if epochs < 2:
         parser.error("--epochs must be >= 2 (the first epoch is the untimed warm-up)")
+    if args.child is not None:
+        timed_child(args.child, args.stacked or 1, episodes, epochs, args.device, not args.no_cuda_graph)
+        return
+    if args.against is not None:
+        compare_commits(args.against, sys.argv[1:], episodes, epochs, args.stacked)
+        return
     if args.stacked is not None:
         if args.stacked < 1:
             parser.error("--stacked must be >= 1")
@@ -159,7 +182,8 @@ def compare_stacked(members: int, episodes: int, epochs: int, device: str, cuda_
         solo_seconds += (ends[-1] - ends[0]) / (len(ends) - 1)  # one timed epoch of this member
     solo_rate = members * per_epoch / solo_seconds
     stacked_ends: list[float] = []
-    train_stacked_gems(stack, progress_callback=lambda k, row: stacked_ends.append(time.perf_counter()) if k == 0 else None)
+    train_stacked_gems(stack, progress_callback=lambda k, row: stacked_ends.append(time.perf_counter()) if k == 0 else None,
+                       cuda_graph=cuda_graph)
     stacked_rate = members * _timed_rate(stacked_ends, per_epoch)
     device_name = torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or platform.machine()
     print(f"device: {device} ({device_name}), {torch.get_num_threads()} torch threads, torch {torch.__version__}; "
@@ -171,6 +195,49 @@ def compare_stacked(members: int, episodes: int, epochs: int, device: str, cuda_
     print(f"| one stack of K, member batches/s | {stacked_rate:,.1f} |")
     print(f"| stacked / solo | {stacked_rate / solo_rate:.2f}x |")
     print(f"| reference size for K members (K × 527k batches) stacked, h | {members * 527_000 / stacked_rate / 3600:,.1f} |")
+
+
+def timed_child(mode: str, members: int, episodes: int, epochs: int, device: str, cuda_graph: bool) -> None:
+    """One timed pretraining for `--against` (a fresh process of either side): prints its rates as JSON."""
+    config = GeMSConfig(max_epochs=epochs, val_fraction=0.01, accelerator=device)
+    stack = [GeMSMember(*synthetic_logged(episodes, seed=k), config, seed=k) for k in range(members)]
+    ends: list[tuple[float, float]] = []
+    clock = lambda *_: ends.append((time.perf_counter(), time.process_time()))  # noqa: E731
+    if mode == "solo":
+        _, metrics = train_gems(stack[0].slates, stack[0].clicks, config, 0, progress_callback=clock, cuda_graph=cuda_graph)
+    else:
+        options = {"cuda_graph": cuda_graph} if "cuda_graph" in inspect.signature(train_stacked_gems).parameters else {}
+        metrics = train_stacked_gems(stack, progress_callback=lambda k, row: clock() if k == 0 else None, **options)[0][1]
+    batches = members * -(-metrics["n_train_slates"] // config.batch_size) * (len(ends) - 1)
+    print(json.dumps({"wall": batches / (ends[-1][0] - ends[0][0]), "cpu": batches / (ends[-1][1] - ends[0][1]),
+                      "code": str(Path(inspect.getfile(train_gems)).parent)}))
+
+
+def compare_commits(rev: str, argv: list[str], episodes: int, epochs: int, stacked: int | None) -> None:
+    """This checkout against commit `rev`, ABBA in fresh processes (module docstring)."""
+    root = Path(__file__).resolve().parent.parent
+    rates: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
+    with tempfile.TemporaryDirectory() as old_tree:
+        archive = subprocess.run(["git", "-C", str(root), "archive", rev, "slatectl"], check=True, capture_output=True).stdout
+        with tempfile.TemporaryFile() as tar_file:
+            tar_file.write(archive)
+            tar_file.seek(0)
+            tarfile.open(fileobj=tar_file).extractall(old_tree, filter="data")
+        child = [arg for i, arg in enumerate(argv) if arg != "--against" and (i == 0 or argv[i - 1] != "--against")]
+        for side in ("old", "new", "new", "old"):
+            env = {**os.environ, "PYTHONPATH": old_tree if side == "old" else str(root)}
+            out = subprocess.run([sys.executable, __file__, *child, "--child", "stacked" if stacked else "solo"],
+                                 env=env, check=True, capture_output=True, text=True).stdout
+            rates[side].append(json.loads(out.strip().splitlines()[-1]))
+    what = f"one stack of K = {stacked}" if stacked else "train_gems (solo)"
+    print(f"{what}: {episodes:,} episodes, {epochs} epochs per run (the first untimed), torch {torch.__version__}, "
+          f"runs old ({rev}), new, new, old; old code from {rates['old'][0]['code']}")
+    print("| code | member batches/s (wall), median | member batches per CPU-second, median |")
+    print("|---|---:|---:|")
+    medians = {side: [statistics.median(r[key] for r in runs) for key in ("wall", "cpu")] for side, runs in rates.items()}
+    for side in ("old", "new"):
+        print(f"| {side} | {medians[side][0]:,.1f} | {medians[side][1]:,.1f} |")
+    print(f"| new / old | {medians['new'][0] / medians['old'][0]:.3f} | {medians['new'][1] / medians['old'][1]:.3f} |")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -92,12 +92,17 @@ def seeded(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
         yield
 
 
-def capture_cuda_graph(record: Callable[[], None], what: str) -> tuple[torch.cuda.CUDAGraph | None, str | None]:
+def capture_cuda_graph(record: Callable[[], None], what: str,
+                       generators: Sequence[torch.Generator] = ()) -> tuple[torch.cuda.CUDAGraph | None, str | None]:
     """`record()` captured into a new CUDA graph (recorded, not run: a replay runs it) and None; or, on a
-    torch/GPU that cannot capture it, None and why, after warning that `what` runs eagerly from then on."""
+    torch/GPU that cannot capture it, None and why, after warning that `what` runs eagerly from then on.
+    `generators`: CUDA generators other than the default one that `record()` draws from (registered, so
+    that each replay advances them as an eager call would)."""
     graph = torch.cuda.CUDAGraph()
     stream = torch.cuda.current_stream()
     try:
+        for generator in generators:
+            graph.register_generator_state(generator)
         with torch.cuda.graph(graph):
             record()
     except RuntimeError as exc:

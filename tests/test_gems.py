@@ -8,8 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from slatectl.pretrain.gems import GeMS, gaussian_kl_to_standard_normal
-from slatectl.pretrain.gems_train import GeMSConfig, reconstruction_scores, train_gems
+from gems_oracle import reference_terms
+from slatectl.pretrain.gems import GeMS
+from slatectl.pretrain.gems_stack import GeMSStack, gaussian_kl_to_standard_normal, reparameterise
+from slatectl.pretrain.gems_train import GeMSConfig, train_gems
 from synthetic_logged import prototype_slates
 
 B, K, N, D = 8, 10, 1000, 32
@@ -53,40 +55,67 @@ def test_chunked_rank_equals_full_argmax_including_ties(chunk_rows: int) -> None
     assert not (expected == 900).any()
 
 
+def _terms(model: GeMS, slates: torch.Tensor, clicks: torch.Tensor, lambda_click: float = 0.5,
+           lambda_KL: float = 1.0) -> dict[str, torch.Tensor]:
+    """The library's objective for one member (K = 1), decoded from z = mu, as scalars."""
+    stack = GeMSStack([model], torch.device("cpu"))
+    terms = stack.terms(slates.long()[None], clicks.float()[None], lambda_click, lambda_KL, noise=None)
+    return {key: value[0] for key, value in terms.items()}
+
+
 def test_loss_components_combine_with_reference_weights() -> None:
     torch.manual_seed(0)
     model = GeMS()
     slates, clicks = _batch()
-    out = model.loss(slates, clicks, sample=False)  # defaults λ_click 0.5, λ_KL 1.0
+    out = _terms(model, slates, clicks)  # the reference weights λ_click 0.5, λ_KL 1.0
     assert set(out) == {"total", "slate_ce", "click_bce", "kl"}
     torch.testing.assert_close(out["total"], out["slate_ce"] + 0.5 * out["click_bce"] + 1.0 * out["kl"])
-    # Each term is a mean: check against explicit formulas.
+    # Each term is a mean: check against the textbook formulas on the solo model's encode/decode.
+    expected = reference_terms(model, slates, clicks)
+    for key in out:
+        torch.testing.assert_close(out[key], expected[key], msg=key)
     mu, logvar = model.encode(slates, clicks)
-    item_logits, click_logits = model.decode(mu)
-    ce = -item_logits.log_softmax(-1).gather(-1, slates.unsqueeze(-1)).mean()
-    torch.testing.assert_close(out["slate_ce"], ce)
-    torch.testing.assert_close(out["click_bce"], F.binary_cross_entropy_with_logits(click_logits, clicks))
+    item_logits, _ = model.decode(mu)
+    torch.testing.assert_close(out["slate_ce"], -item_logits.log_softmax(-1).gather(-1, slates.unsqueeze(-1)).mean())
     post = torch.distributions.Normal(mu, (0.5 * logvar).exp())
     prior = torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(mu))
     torch.testing.assert_close(out["kl"], torch.distributions.kl_divergence(post, prior).mean())
-    weighted = model.loss(slates, clicks, lambda_click=0.2, lambda_KL=0.0, sample=False)
+    weighted = _terms(model, slates, clicks, lambda_click=0.2, lambda_KL=0.0)
     torch.testing.assert_close(weighted["total"], weighted["slate_ce"] + 0.2 * weighted["click_bce"])
 
 
+def test_accuracies_are_those_of_the_solo_decoder_per_member() -> None:
+    # Three items, so that an untrained decoder gets about a third of the slots right, differently per member.
+    torch.manual_seed(0)
+    models = [GeMS(num_items=3), GeMS(num_items=3)]
+    g = torch.Generator().manual_seed(2)
+    slates = torch.randint(0, 3, (2, 64, K), generator=g)
+    clicks = (torch.rand(2, 64, K, generator=g) < 0.5).float()
+    got = GeMSStack(models, torch.device("cpu")).accuracies(slates, clicks)
+    for k, model in enumerate(models):
+        with torch.no_grad():
+            item_logits, click_logits = model.decode(model.encode(slates[k], clicks[k])[0])
+        slate_accuracy = (item_logits.argmax(-1) == slates[k]).float().mean().item()
+        assert 0.05 < slate_accuracy < 0.95  # a check that can tell members and off-by-one slots apart
+        assert got["slate_accuracy"][k].item() == pytest.approx(slate_accuracy)
+        assert got["click_accuracy"][k].item() == pytest.approx(((click_logits > 0).float() == clicks[k]).float().mean().item())
+
+
 def test_kl_is_zero_at_the_prior_and_positive_elsewhere() -> None:
-    zeros = torch.zeros(B, D)
-    assert gaussian_kl_to_standard_normal(zeros, zeros).item() == 0.0
+    zeros = torch.zeros(1, B, D)
+    assert gaussian_kl_to_standard_normal(zeros, zeros).tolist() == [0.0]
     assert gaussian_kl_to_standard_normal(zeros + 0.5, zeros).item() == pytest.approx(0.125)
     assert gaussian_kl_to_standard_normal(zeros, zeros - 1.0).item() > 0.0
+    # One mean per member: member 1 at the prior, member 0 not.
+    both = gaussian_kl_to_standard_normal(torch.stack([zeros[0] + 0.5, zeros[0]]), torch.zeros(2, B, D))
+    assert both.tolist() == pytest.approx([0.125, 0.0])
 
 
 @pytest.mark.parametrize("noise, expected_scale", [("variance", 0.25), ("std", 0.5)])
 def test_reparameterisation_noise_scale(noise: str, expected_scale: float) -> None:
-    model = GeMS(reparam_noise=noise)  # type: ignore[arg-type]
-    mu, logvar = torch.zeros(4, D), torch.full((4, D), math.log(0.25))  # sigma 0.5, variance 0.25
-    z = model.sample_latent(mu, logvar, torch.Generator().manual_seed(1))
+    mu, logvar = torch.ones(4, D), torch.full((4, D), math.log(0.25))  # sigma 0.5, variance 0.25
     eps = torch.randn(4, D, generator=torch.Generator().manual_seed(1))
-    torch.testing.assert_close(z, eps * expected_scale)
+    torch.testing.assert_close(reparameterise(mu, logvar, eps, noise), 1.0 + eps * expected_scale)
 
 
 def test_reconstruction_loss_does_not_train_the_item_table_through_the_decoder() -> None:
@@ -140,9 +169,9 @@ def test_brief_training_reconstructs_structured_slates_far_better_than_chance() 
     # prototype from z gives up to ~80 %. Requiring 50 % means z really carries the slate.
     slates, clicks, z_free = prototype_slates(episodes=100, steps=100, seed=0)
     assert z_free < 0.1
-    untrained = GeMS()
-    before = reconstruction_scores(untrained, slates[:20].flatten(0, 1), clicks[:20].flatten(0, 1).float())
-    assert before["slate_accuracy"] < 0.01
+    untrained = GeMSStack([GeMS()], torch.device("cpu"))
+    before = untrained.accuracies(slates[:20].flatten(0, 1)[None], clicks[:20].flatten(0, 1).float()[None])
+    assert before["slate_accuracy"].item() < 0.01
 
     history: list[dict[str, float]] = []
     model, metrics = train_gems(slates, clicks, GeMSConfig(max_epochs=3), seed=1, progress_callback=history.append)
@@ -221,9 +250,8 @@ def test_compact_dtypes_are_accepted() -> None:
     torch.manual_seed(0)
     model = GeMS()
     slates, clicks = _batch()
-    wide = model.loss(slates, clicks, sample=False)
-    compact = model.loss(slates.to(torch.int16), clicks.to(torch.uint8), sample=False)
-    torch.testing.assert_close(wide["total"], compact["total"])
+    for wide, compact in zip(model.encode(slates, clicks), model.encode(slates.to(torch.int16), clicks.to(torch.uint8))):
+        torch.testing.assert_close(wide, compact)
     c1, s1 = model.action_bounds(slates, clicks)
     c2, s2 = model.action_bounds(slates.to(torch.int16), clicks.to(torch.uint8))
     torch.testing.assert_close(c1, c2)

@@ -1,5 +1,6 @@
-"""Stacked GeMS pretraining (`slatectl.pretrain.gems_population`): member k of a stack is its solo
-`train_gems` run (the oracle) up to float rounding; members are independent; stacks are grouped by size;
+"""Stacked GeMS pretraining (`slatectl.pretrain.gems_train`, K ≥ 2): member k of a stack is its solo
+`train_gems` run (a stack of one) and matches an independent writing of the objective on the solo model
+(`gems_oracle`) up to float rounding; members are independent; stacks are grouped by size;
 `ensure_gems_population` reuses artifacts and registers solo-form ones; `pretrain gems --env all`."""
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from typer.testing import CliRunner
 from host_reads import count_host_reads
 from slatectl.cli import app
 from slatectl.harness import seeded
-from slatectl.pretrain.gems_population import (GeMSMember, _initial_models, _member_noise, _StackedGeMS,
-                                               stack_groups, train_gems_population, train_stacked_gems)
-from slatectl.pretrain.gems_train import GeMSConfig, build_gems, train_gems
+from gems_oracle import reference_terms
+from slatectl.pretrain.gems_stack import GeMSStack, member_noise
+from slatectl.pretrain.gems_train import (GeMSConfig, GeMSMember, _initial_models, build_gems, stack_groups, train_gems,
+                                          train_gems_population, train_stacked_gems)
 from slatectl.pretrain.logged import LoggedDataConfig
 from slatectl.registry import open_registry
 from slatectl.sim.config import env_names
@@ -66,22 +68,23 @@ def test_initial_weights_are_the_solo_runs():
 
 
 def test_first_batch_losses_and_gradients_match_the_solo_model():
-    """One batch through the stack and through each member's own GeMS (GeMS.loss, autograd's CE) with
-    the same noise: losses and gradients agree to float rounding."""
+    """One batch through the stack and through each member's own GeMS (the independent objective of
+    `gems_oracle`, autograd's CE) with the same noise: losses and gradients agree to float rounding."""
     members = [_member(seed, seed) for seed in (1, 2, 3)]
     models, noise = _initial_models(members, slate_size=10, device=CPU)
     solo_noise = [g.clone_state() for g in noise]
     config = members[0].config
     with torch.enable_grad():
-        stack = _StackedGeMS(models, CPU)
+        stack = GeMSStack(models, CPU)
         rows = torch.stack([torch.arange(64) * 7 for _ in members])
         slates = torch.stack([m.slates.flatten(0, 1)[r] for m, r in zip(members, rows)])
         clicks = torch.stack([m.clicks.flatten(0, 1)[r] for m, r in zip(members, rows)]).float()
-        losses = stack.losses(slates, clicks, config, _member_noise(noise, (64, config.latent_dim), CPU))
+        losses = stack.terms(slates, clicks, config.lambda_click, config.lambda_KL,
+                             member_noise(noise, (64, config.latent_dim), CPU))["total"]
         losses.sum().backward()
     for k, (model, generator) in enumerate(zip(models, solo_noise)):
-        loss = model.loss(slates[k], clicks[k], config.lambda_click, config.lambda_KL, sample=True,
-                          generator=generator)["total"]
+        eps = torch.randn(64, config.latent_dim, generator=generator)
+        loss = reference_terms(model, slates[k], clicks[k], config.lambda_click, config.lambda_KL, eps)["total"]
         loss.backward()
         assert abs(losses[k].item() - loss.item()) < 1e-5
         gradients = stack.member_gradients(k)

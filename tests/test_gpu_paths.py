@@ -14,6 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from gems_oracle import reference_terms
 from host_reads import count_host_reads, count_tensors_from_host_data
 from slatectl.agents import AGENTS, AgentInputs
 from slatectl.cli import app
@@ -46,8 +47,13 @@ def _hot_path(counts) -> int:
 
 def test_gems_loop_equals_a_plain_loop_of_the_reference_schedule() -> None:
     # The device-ready loop (device-resident data, slices of a moved permutation, loss summed on the
-    # device) must be the reference schedule exactly: the same batches in the same order from the CPU
-    # generator, one Adam step each, on the same sampling noise. Bit-equal on the CPU.
+    # device, the objective over the member dimension) must be the reference schedule: the same batches
+    # in the same order from the CPU generator, one Adam step each, on the same sampling noise, here
+    # against a plain loop over the solo model and the independent objective of `gems_oracle`. The two
+    # round differently (batched matmuls and a hand-written cross-entropy against nn.Linear and
+    # F.cross_entropy): weights within 1e-4 (Adam normalises gradient rounding into steps of up to lr
+    # where a gradient is near zero), losses within 1e-5; a wrong noise draw or batch order moves most
+    # weights by ~lr = 1e-3 and the losses by more than 1e-3.
     slates, clicks, _ = prototype_slates(episodes=8, steps=100, seed=9)
     config = GeMSConfig(max_epochs=2, val_fraction=0.0, batch_size=96)
     model, metrics = train_gems(slates, clicks, config, seed=11)
@@ -61,15 +67,17 @@ def test_gems_loop_equals_a_plain_loop_of_the_reference_schedule() -> None:
         for _ in range(config.max_epochs):
             total = 0.0
             for index in torch.randperm(rows_slates.shape[0], generator=order).split(config.batch_size):
-                loss = plain.loss(rows_slates[index], rows_clicks[index], config.lambda_click, config.lambda_KL)["total"]
+                eps = torch.randn(index.shape[0], config.latent_dim)  # the global generator, after the init
+                loss = reference_terms(plain, rows_slates[index], rows_clicks[index], config.lambda_click,
+                                       config.lambda_KL, eps)["total"]
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
                 total += loss.item() * index.shape[0]
             losses.append(total / rows_slates.shape[0])
     for (name, ours), theirs in zip(model.state_dict().items(), plain.state_dict().values()):
-        assert torch.equal(ours, theirs), name
-    assert [row["train_loss"] for row in metrics["history"]] == pytest.approx(losses, rel=1e-6)
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-4, msg=name)
+    assert [row["train_loss"] for row in metrics["history"]] == pytest.approx(losses, rel=1e-5)
     assert metrics["cuda_graph"] is False  # the switch is off on the CPU
 
 
@@ -135,17 +143,18 @@ def test_a_capturable_episode_makes_no_tensor_from_host_data(name, monkeypatch) 
 
 
 def test_the_gems_training_step_makes_no_tensor_from_host_data(monkeypatch) -> None:
-    from slatectl.pretrain.gems_train import _EagerStep
+    from slatectl.pretrain.gems_stack import GeMSStack
+    from slatectl.pretrain.gems_train import _Step
 
     slates, clicks, _ = prototype_slates(episodes=2, steps=10, seed=1)
-    model = build_gems(GeMSConfig())
-    loss_sum = torch.zeros(())
-    step = _EagerStep(model, torch.optim.Adam(model.parameters()), (slates.reshape(-1, 10), clicks.reshape(-1, 10)),
-                      GeMSConfig(), loss_sum)
+    stack = GeMSStack([build_gems(GeMSConfig()), build_gems(GeMSConfig())], torch.device("cpu"))
+    loss_sum = torch.zeros(2)
+    train = (torch.stack([slates.reshape(-1, 10)] * 2), torch.stack([clicks.reshape(-1, 10)] * 2))
+    step = _Step(stack, torch.optim.Adam(stack.parameters()), train, GeMSConfig(), [torch.Generator()] * 2, loss_sum)
     made = count_tensors_from_host_data(monkeypatch)
-    step(torch.arange(8))
+    step(torch.stack([torch.arange(8), torch.arange(8, 16)]))
     assert not made, dict(made)
-    assert float(loss_sum) > 0
+    assert bool((loss_sum > 0).all())
 
 
 @pytest.mark.parametrize("name", ["sac-gems", "reinforce-softmax"])
@@ -277,6 +286,10 @@ class _RecordingStep:
         self.recorded: torch.Tensor | None = None
         self.model = torch.nn.Linear(1, 1)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1)
+        self.noise: list[torch.Generator] = []  # the GeMS step's noise generators (none here)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return list(self.model.parameters())
 
     def __call__(self, index: torch.Tensor) -> str:
         if self.capturing:

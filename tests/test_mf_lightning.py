@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from slatectl.pretrain.mf import MFConfig, train_mf
-from slatectl.pretrain.mf_lightning import train_mf_with_trainer
+from slatectl.pretrain import mf_lightning
 
 from synthetic_logged import topic_user_clicks
 
@@ -45,11 +45,13 @@ def test_the_trainer_gives_the_plain_loops_table_and_metrics(config, stops_early
         assert loop[1]["batches"] == config.max_batches and loop[1]["history"][-1]["batch"] == config.max_batches
 
 
-def test_chunking_batches_per_training_step_changes_nothing():
+def test_chunking_batches_per_training_step_changes_nothing(monkeypatch):
     slates, clicks, _ = topic_user_clicks(episodes=40, steps=20, seed=1)
     config = MFConfig(eval_every_batches=5, patience=3, max_epochs=2, batch_size=64, lr=0.01)
-    results = [train_mf_with_trainer(slates, clicks, config, 2, torch.device("cpu"), chunk_batches=chunk)
-               for chunk in (1, 3, 10_000)]
+    results = []
+    for chunk in (1, 3, 10_000):
+        monkeypatch.setattr(mf_lightning, "CHUNK_BATCHES", chunk)
+        results.append(train_mf(slates, clicks, config, seed=2))
     same_result(results[0], results[1])
     same_result(results[0], results[2])
 

@@ -22,8 +22,7 @@ from typer.testing import CliRunner
 
 from slatectl.cli import app, train_cmd
 from slatectl.errors import BadInput, JobFailed
-from slatectl.pretrain.gems_population import GeMSMember, train_gems_population
-from slatectl.pretrain.gems_train import GeMSConfig, train_gems
+from slatectl.pretrain.gems_train import GeMSConfig, GeMSMember, train_gems, train_gems_population
 from slatectl.pretrain.mf import MFConfig, train_mf
 from slatectl.registry import RESUME_STATE_KIND, open_registry
 from slatectl.settings import Settings

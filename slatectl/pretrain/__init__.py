@@ -1,7 +1,8 @@
 """Pretraining on logged data: the GeMS slate VAE and BPR matrix-factorisation item embeddings.
 
 See docs/algorithms.md §2–3. Library code only: registering artifacts and the CLI live elsewhere.
-Modules: `gems` (the model), `gems_train` (GeMSConfig, train_gems), `mf` (MFConfig,
+Modules: `gems` (the model), `gems_stack` (its objective over a leading member dimension K ≥ 1),
+`gems_train` (GeMSConfig, train_gems for one member, train_gems_population for several), `mf` (MFConfig,
 BPRMatrixFactorization, train_mf); both train on a pytorch_lightning Trainer (`gems_lightning`,
 `mf_lightning`, imported only when they train) around hand-written steps, with the plain PyTorch loops
 kept as `engine="loop"`. Names are re-exported lazily so that importing one part does not import the others.
@@ -14,11 +15,13 @@ from typing import Any
 
 _EXPORTS = {
     "GeMS": "gems",
-    "gaussian_kl_to_standard_normal": "gems",
+    "GeMSStack": "gems_stack",
+    "gaussian_kl_to_standard_normal": "gems_stack",
     "GeMSConfig": "gems_train",
+    "GeMSMember": "gems_train",
     "build_gems": "gems_train",
-    "reconstruction_scores": "gems_train",
     "train_gems": "gems_train",
+    "train_gems_population": "gems_train",
     "BPRMatrixFactorization": "mf",
     "MFConfig": "mf",
     "train_mf": "mf",

@@ -1,7 +1,9 @@
 """GeMS: the slate VAE whose latent space SAC+GeMS acts in (docs/algorithms.md §2).
 
-The module holds the model only (encoder, decoder, loss, ranking, action bounds); training lives in
-`gems_train.py`. Shapes: slates (B, K) item ids, clicks (B, K) in {0, 1}, z (B, d).
+The module holds the model only (encoder, decoder, ranking, action bounds): what RL and collection use,
+and whose state dict is the registered artifact. Its training objective and optimisation (written once,
+over a leading member dimension) live in `gems_stack.py` and `gems_train.py`. Shapes: slates (B, K) item
+ids, clicks (B, K) in {0, 1}, z (B, d).
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 ReparamNoise = Literal["variance", "std"]
@@ -17,15 +18,6 @@ ReparamNoise = Literal["variance", "std"]
 # Hidden sizes of the reference model; not configurable there either.
 ENCODER_HIDDEN = (512, 256)
 DECODER_HIDDEN = (256, 512)
-
-
-def gaussian_kl_to_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
-    """KL(N(mu, exp(logvar)) || N(0, I)), averaged over batch *and* latent dims.
-
-    The reference averages over latent dims instead of summing; that average is what λ_KL = 1.0 was
-    tuned against, so we keep it.
-    """
-    return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0).mean()
 
 
 class GeMS(nn.Module):
@@ -95,11 +87,6 @@ class GeMS(nn.Module):
         item_logits = slot_queries @ self.item_embeddings.weight.detach().T
         return item_logits, self.click_head(h)
 
-    def sample_latent(self, mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
-        noise_scale = logvar.exp() if self.reparam_noise == "variance" else (0.5 * logvar).exp()
-        return mu + eps * noise_scale
-
     @torch.no_grad()
     def rank(self, z: Tensor, chunk_rows: int = 2048) -> Tensor:
         """Deterministic decoding used in RL: the argmax item of each slot (duplicates possible).
@@ -113,30 +100,6 @@ class GeMS(nn.Module):
         for start in range(0, queries.shape[0], chunk_rows):
             ranks[start:start + chunk_rows] = (queries[start:start + chunk_rows] @ table_t).max(dim=-1).indices
         return ranks.view(z.shape[0], self.slate_size)
-
-    # -- objective ----------------------------------------------------------------------------------
-
-    def loss(
-        self,
-        slates: Tensor,
-        clicks: Tensor,
-        lambda_click: float = 0.5,
-        lambda_KL: float = 1.0,
-        sample: bool = True,
-        generator: torch.Generator | None = None,
-    ) -> dict[str, Tensor]:
-        """Negative ELBO of docs §2 eq. (1): CE + λ_click·BCE + λ_KL·KL, every term a mean.
-
-        sample=False decodes from z = mu (the reference's validation loss).
-        """
-        mu, logvar = self.encode(slates, clicks)
-        z = self.sample_latent(mu, logvar, generator) if sample else mu
-        item_logits, click_logits = self.decode(z)
-        slate_ce = F.cross_entropy(item_logits.reshape(-1, self.num_items), slates.reshape(-1).long())
-        click_bce = F.binary_cross_entropy_with_logits(click_logits, clicks.to(click_logits.dtype))
-        kl = gaussian_kl_to_standard_normal(mu, logvar)
-        total = slate_ce + lambda_click * click_bce + lambda_KL * kl
-        return {"total": total, "slate_ce": slate_ce, "click_bce": click_bce, "kl": kl}
 
     # -- use inside RL ------------------------------------------------------------------------------
 

@@ -1,27 +1,31 @@
-"""Pretraining GeMS on logged slates (docs/algorithms.md §2): the step, the plain PyTorch loop
-(`slatectl.harness`) and `train_gems`, which runs the epochs on a Lightning Trainer by default
-(`gems_lightning.py`, the same step and the same weights) or on the plain loop (`engine="loop"`).
+"""Pretraining GeMS on logged slates (docs/algorithms.md §2), for K ≥ 1 members in lockstep: `train_gems`
+is one member; `train_gems_population` trains several (envs, seeds; `pretrain gems --env all`) as stacks.
+The objective over the member dimension is `gems_stack.py`'s; the epochs run on a Lightning Trainer by
+default (`gems_lightning.py`) or on the plain loop (`engine="loop"`), both driving the same `GeMSFit`.
 
 Reference schedule: first 10 % of the logged episodes are validation, the rest training, flattened to
 single slates; batch 256; Adam 1e-3; `max_epochs` epochs (15 in pretrain_GeMS.yml); the weights of the
 epoch with the lowest validation loss (decoded from z = mu) are kept.
 
-The loop runs on `accelerator` (cpu | cuda) and is written for the device's limit, not the framework's:
-- the logged slates are moved to the device once; each epoch's row order is drawn on the CPU generator
-  (the same draws on every device) and moved once; a batch is a slice of it, gathered on the device;
-- nothing is read back per batch: the training loss accumulates on the device and is read once per
-  epoch, with the validation loss (tests/test_gems.py counts the host reads);
-- on CUDA the full-batch training step is recorded once as a CUDA graph and replayed (`cuda_graph`,
-  on by default there): a batch is then two launches instead of ~150 kernel launches from Python,
-  which is what bounded an eager CUDA loop (~290 batches/s on an H200 for ~1 GFLOP per batch). The CPU
-  has no graphs and nothing to gain (its step is compute-bound), so there the step stays eager.
+Member k of a stack makes the draws it would make alone: initial weights under `seeded(seed, device)`;
+sampling noise from its own generator (on the CPU continuing the global state after its initialisation,
+on CUDA a CUDA generator seeded with the seed); each epoch's order from its own CPU generator seeded with
+the seed; its own best epoch. One Adam over the stacked tensors is K Adams (one shared step count), so
+only members with equal settings and row counts share a stack (`stack_groups`).
+
+Written for the device's limit: the rows are moved to the device once (compact dtypes), each epoch's
+order is drawn on the CPU (the same on every device) and moved once, a batch is a gather on the device,
+and the losses are read once per epoch. On CUDA the full-batch step is recorded once as a CUDA graph and
+replayed (`cuda_graph`, on by default there): two launches per batch instead of ~150 from Python
+(~290 batches/s eager on an H200 for ~1 GFLOP per batch); the CPU step is compute-bound, so it stays eager.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -32,11 +36,16 @@ from slatectl.harness import capture_cuda_graph, seeded, torch_device
 from slatectl.pretrain.data import check_logged_pair, num_validation
 from slatectl.pretrain.divergence import require_finite_losses
 from slatectl.pretrain.gems import GeMS
+from slatectl.pretrain.gems_stack import GeMSStack, member_noise, member_rows, stack_clicks, stack_rows
 
 ProgressCallback = Callable[[dict[str, float]], None]
+#: (member index in the input order, the epoch row a lone run's ProgressCallback gets)
+MemberProgressCallback = Callable[[int, dict[str, float]], None]
 BatchCallback = Callable[[int, int, int], None]  # (epoch, batches done in it, batches per epoch)
 #: Set to "0" to run the CUDA training step eagerly instead of replaying a captured CUDA graph.
 CUDA_GRAPH_ENV = "SLATECTL_GEMS_CUDA_GRAPH"
+#: Validation slates per member and chunk of the final metrics (item scores are chunk × slate × N floats).
+METRICS_CHUNK = 2_048
 
 
 @dataclass(frozen=True)
@@ -91,17 +100,13 @@ def build_gems(config: GeMSConfig, slate_size: int = 10) -> GeMS:
     )
 
 
-# -- data ---------------------------------------------------------------------------------------------
+# -- data and members ---------------------------------------------------------------------------------
 
 
-def epoch_order(rows: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
-    """One epoch's row order on `device`: a fresh permutation from the CPU `generator`, or file order.
-
-    Drawn on the CPU so that a seed gives the same batch order on every device, then moved in one copy
-    (batches are slices of it: no per-batch host-to-device transfer)."""
-    if generator is None:
-        return torch.arange(rows, device=device)
-    return torch.randperm(rows, generator=generator).to(device)
+def epoch_order(rows: int, generator: torch.Generator | None) -> Tensor:
+    """One epoch's row order (on the CPU): a fresh permutation from `generator`, or file order. Drawn on
+    the CPU so that a seed gives the same batch order on every device."""
+    return torch.arange(rows) if generator is None else torch.randperm(rows, generator=generator)
 
 
 def split_logged(slates: Tensor, clicks: Tensor, config: GeMSConfig) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
@@ -124,71 +129,77 @@ def split_logged(slates: Tensor, clicks: Tensor, config: GeMSConfig) -> tuple[tu
     return (slates[n_val:], clicks[n_val:]), (slates[:n_val], clicks[:n_val])
 
 
-# -- training -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GeMSMember:
+    """One member: its logged slates/clicks ((E, H, K) or (M, K), as `train_gems` takes), config and seed."""
+
+    slates: Tensor
+    clicks: Tensor
+    config: GeMSConfig
+    seed: int
 
 
-class _ValidationTotals:
-    """Sums over the validation set, turned into means at the end of the pass."""
-
-    def __init__(self) -> None:
-        self.slates = 0
-        self.sums: dict[str, float] = {}
-
-    def add(self, n: int, values: dict[str, float]) -> None:
-        self.slates += n
-        for key, value in values.items():
-            self.sums[key] = self.sums.get(key, 0.0) + value * n
-
-    def means(self) -> dict[str, float]:
-        return {key: value / self.slates for key, value in self.sums.items()}
+def _stack_key(member: GeMSMember) -> tuple:
+    """What members of one stack share: the config except `max_slates` (it only sets the row counts),
+    the slate size and the training/validation row counts."""
+    (train_slates, _), (val_slates, _) = split_logged(member.slates, member.clicks, member.config)
+    return (dataclasses.replace(member.config, max_slates=None), train_slates.shape[1], train_slates.shape[0],
+            val_slates.shape[0])
 
 
-@torch.no_grad()
-def reconstruction_scores(model: GeMS, slates: Tensor, clicks: Tensor) -> dict[str, float]:
-    """Batch-mean accuracies when decoding from z = mu: exact item per slot, click bit per slot."""
-    mu, _ = model.encode(slates, clicks)
-    item_logits, click_logits = model.decode(mu)
-    return {
-        "slate_accuracy": (item_logits.argmax(-1) == slates).float().mean().item(),
-        "click_accuracy": ((click_logits > 0).float() == clicks).float().mean().item(),
-    }
+def stack_groups(members: Sequence[GeMSMember]) -> list[list[int]]:
+    """The members' indices grouped into stacks (members that can train in lockstep), in first-seen order.
+    Raises ValueError on a member whose data or config `train_gems` would reject."""
+    groups: dict[tuple, list[int]] = {}
+    for index, member in enumerate(members):
+        groups.setdefault(_stack_key(member), []).append(index)
+    return list(groups.values())
 
 
-@dataclass
-class FitOutcome:
-    history: list[dict[str, float]]
-    best_val_loss: float = math.inf
-    best_epoch: int = -1
-    best_state: dict[str, Tensor] | None = None
-    step: Callable[[Tensor], None] | None = None  # the step that ran: eager, or captured (CUDA)
+def _noise_generator(seed: int, device: torch.device) -> torch.Generator:
+    """Called inside `seeded(seed, device)` right after the member's initialisation: the generator of its
+    sampling noise, at the state the global one is in then (module docstring)."""
+    if device.type == "cpu":
+        generator = torch.Generator()
+        generator.set_state(torch.get_rng_state())
+        return generator
+    return torch.Generator(device=device).manual_seed(seed)
 
 
-@torch.no_grad()
-def _validation_loss(model: GeMS, slates: Tensor, clicks: Tensor, config: GeMSConfig) -> float:
-    """Mean validation loss (decoded from z = mu), summed on the device and read once."""
-    model.eval()
-    total = torch.zeros((), device=slates.device)
-    for index in epoch_order(slates.shape[0], None, slates.device).split(config.batch_size):
-        s, c = slates[index].long(), clicks[index].float()
-        total += model.loss(s, c, config.lambda_click, config.lambda_KL, sample=False)["total"] * s.shape[0]
-    return (total / slates.shape[0]).item()
+def _initial_models(members: Sequence[GeMSMember], slate_size: int,
+                    device: torch.device) -> tuple[list[GeMS], list[torch.Generator]]:
+    """Each member's initial GeMS (on the CPU) and sampling-noise generator."""
+    models, noise = [], []
+    for member in members:
+        with seeded(member.seed, device):
+            models.append(build_gems(member.config, slate_size))
+            noise.append(_noise_generator(member.seed, device))
+    return models, noise
 
 
-class _EagerStep:
-    """One optimiser step on the training rows `index` (a device tensor); adds loss × rows to `loss_sum`."""
+# -- the step -----------------------------------------------------------------------------------------
 
-    def __init__(self, model: GeMS, optimizer: torch.optim.Optimizer, train: tuple[Tensor, Tensor],
-                 config: GeMSConfig, loss_sum: Tensor) -> None:
-        self.model, self.optimizer, self.config, self.loss_sum = model, optimizer, config, loss_sum
+
+class _Step:
+    """One Adam step of every member on its training rows `index` (K, B), a device tensor; adds each
+    member's loss × B to `loss_sum` (K,)."""
+
+    def __init__(self, stack: GeMSStack, optimizer: torch.optim.Optimizer, train: tuple[Tensor, Tensor],
+                 config: GeMSConfig, noise: list[torch.Generator], loss_sum: Tensor) -> None:
+        self.stack, self.optimizer, self.config, self.noise, self.loss_sum = stack, optimizer, config, noise, loss_sum
         self.slates, self.clicks = train
 
+    def parameters(self) -> list[Tensor]:
+        return self.stack.parameters()
+
     def __call__(self, index: Tensor) -> None:
-        slates, clicks = self.slates[index].long(), self.clicks[index].float()
-        loss = self.model.loss(slates, clicks, self.config.lambda_click, self.config.lambda_KL, sample=True)["total"]
+        slates, clicks = member_rows(self.slates, index).long(), member_rows(self.clicks, index).float()
+        noise = member_noise(self.noise, (index.shape[-1], self.stack.latent_dim), index.device)
+        losses = self.stack.terms(slates, clicks, self.config.lambda_click, self.config.lambda_KL, noise)["total"]
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        losses.sum().backward()
         self.optimizer.step()
-        self.loss_sum.add_(loss.detach() * index.shape[0])
+        self.loss_sum.add_(losses.detach() * index.shape[-1])
 
 
 class _CapturedStep:
@@ -197,16 +208,14 @@ class _CapturedStep:
     Semantics are the eager step's: the first `WARMUP_STEPS` full batches run eagerly on a side stream
     (capture needs warmed-up kernels and allocator; these are real steps of the schedule), the next
     batch's step is recorded and replayed, and so is every later full batch. The sampling noise comes
-    from the CUDA generator, whose graph-safe state advances on every replay. A smaller last batch of an
-    epoch runs eagerly (a graph has fixed shapes). Adam must be `capturable` (step counts on the device).
-    """
+    from the members' CUDA generators, registered with the graph so that every replay advances them. A
+    smaller last batch of an epoch runs eagerly (a graph has fixed shapes). Adam must be `capturable`."""
 
     WARMUP_STEPS = 3
 
-    def __init__(self, eager: _EagerStep, batch_size: int, device: torch.device) -> None:
-        self.eager = eager
-        self.batch_size = batch_size
-        self.index = torch.zeros(batch_size, dtype=torch.int64, device=device)
+    def __init__(self, eager: _Step, batch_size: int, device: torch.device) -> None:
+        self.eager, self.batch_size = eager, batch_size
+        self.index: Tensor | None = None  # the graph's input rows, (K, batch_size) on the device
         self.graph: torch.cuda.CUDAGraph | None = None
         self.graph_gradients: list[Tensor | None] = []  # the graph's gradient buffers, kept alive
         self.failed: str | None = None  # why capture failed: the step then stays eager
@@ -218,7 +227,7 @@ class _CapturedStep:
         return self.graph is not None
 
     def __call__(self, index: Tensor) -> None:
-        if index.shape[0] != self.batch_size or self.failed is not None:
+        if index.shape[-1] != self.batch_size or self.failed is not None:
             self.eager(index)
             return
         if self.warmed < self.WARMUP_STEPS:
@@ -228,6 +237,8 @@ class _CapturedStep:
             torch.cuda.current_stream().wait_stream(self.side_stream)
             self.warmed += 1
             return
+        if self.index is None:
+            self.index = torch.empty_like(index)
         self.index.copy_(index)
         if self.graph is None and not self._capture():
             self.eager(index)
@@ -238,136 +249,225 @@ class _CapturedStep:
         """Record the step; False (and eager from then on) if this torch/GPU cannot capture it. Nothing
         recorded has run, so the eager step can take the batch whose capture failed."""
         self.eager.optimizer.zero_grad(set_to_none=True)  # gradients are allocated inside the graph
-        self.graph, self.failed = capture_cuda_graph(lambda: self.eager(self.index), "GeMS pretraining")
+        self.graph, self.failed = capture_cuda_graph(lambda: self.eager(self.index), "GeMS pretraining",
+                                                     generators=self.eager.noise)
         if self.graph is None:
             return False
         # An eager partial batch sets .grad to None; the graph keeps writing these buffers.
-        self.graph_gradients = [p.grad for p in self.eager.model.parameters()]
+        self.graph_gradients = [p.grad for p in self.eager.parameters()]
         return True
 
 
-def _fit(model: GeMS, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], config: GeMSConfig, seed: int,
-         progress_callback: ProgressCallback | None, batch_callback: BatchCallback | None,
-         cuda_graph: bool) -> FitOutcome:
-    device = train[0].device
-    capture = cuda_graph and device.type == "cuda"
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, capturable=capture)
-    shuffle = torch.Generator().manual_seed(seed) if config.shuffle else None
-    (train_slates, _), (val_slates, val_clicks) = train, val
-    rows = train_slates.shape[0]
-    per_epoch = math.ceil(rows / config.batch_size)
-    loss_sum = torch.zeros((), device=device)  # updated in place: a captured step keeps its address
-    step: Callable[[Tensor], None] = _EagerStep(model, optimizer, train, config, loss_sum)
-    if capture:
-        step = _CapturedStep(step, config.batch_size, device)
-    outcome = FitOutcome(history=[])
-    outcome.step = step
-    for epoch in range(config.max_epochs):
-        model.train()
-        loss_sum.zero_()
-        for done, index in enumerate(epoch_order(rows, shuffle, device).split(config.batch_size), start=1):
-            step(index)
-            if batch_callback is not None:
-                batch_callback(epoch, done, per_epoch)
-        # The one host read of the epoch's training (it waits for the device to finish the epoch).
-        row = {"epoch": float(epoch), "train_loss": (loss_sum / max(rows, 1)).item(), "val_loss": math.nan}
-        if val_slates.shape[0]:
-            row["val_loss"] = _validation_loss(model, val_slates, val_clicks, config)
-            if row["val_loss"] < outcome.best_val_loss:
+# -- the fit: what both engines run ------------------------------------------------------------------------
+
+
+@dataclass
+class FitOutcome:
+    """One member's epochs: history rows, the best validation epoch and a CPU copy of its weights."""
+
+    history: list[dict[str, float]]
+    best_val_loss: float = math.inf
+    best_epoch: int = -1
+    best_state: dict[str, Tensor] | None = None
+
+
+class GeMSFit:
+    """The epochs of one stack as calls an engine makes: `begin_epoch`, `epoch_order`, `run_batch` per
+    batch of (K, B) rows, `end_epoch` (the one host read: losses, validation, best epoch, progress)."""
+
+    def __init__(self, stack: GeMSStack, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor],
+                 config: GeMSConfig, noise: list[torch.Generator], shuffles: list[torch.Generator | None],
+                 progress_callback: MemberProgressCallback | None = None,
+                 batch_callback: BatchCallback | None = None, cuda_graph: bool = True) -> None:
+        self.stack, self.train, self.val, self.config, self.shuffles = stack, train, val, config, shuffles
+        self.progress_callback, self.batch_callback = progress_callback, batch_callback
+        self.device, self.rows = train[0].device, train[0].shape[1]
+        capture = cuda_graph and self.device.type == "cuda"
+        self.optimizer = torch.optim.Adam(stack.parameters(), lr=config.lr, capturable=capture)
+        self.loss_sum = torch.zeros(stack.members, device=self.device)  # in place: a captured step keeps its address
+        eager = _Step(stack, self.optimizer, train, config, noise, self.loss_sum)
+        self.step: _Step | _CapturedStep = _CapturedStep(eager, config.batch_size, self.device) if capture else eager
+        self.outcomes = [FitOutcome(history=[]) for _ in range(stack.members)]
+        self.batches_per_epoch = math.ceil(self.rows / config.batch_size)
+        self.batches_done = 0
+        self._epoch_batches = 0
+
+    @property
+    def replaying(self) -> bool:
+        """Whether full batches were replayed from a CUDA graph (False on the CPU, or if capture failed)."""
+        return isinstance(self.step, _CapturedStep) and self.step.replaying
+
+    def begin_epoch(self) -> None:
+        self.loss_sum.zero_()
+        self._epoch_batches = 0
+
+    def epoch_order(self) -> Tensor:
+        """(K, rows) every member's row order of the epoch, drawn now and moved to the device in one copy."""
+        return torch.stack([epoch_order(self.rows, g) for g in self.shuffles]).to(self.device)
+
+    def run_batch(self, epoch: int, index: Tensor) -> None:
+        self.step(index)
+        self.batches_done += 1
+        self._epoch_batches += 1
+        if self.batch_callback is not None:
+            self.batch_callback(epoch, self._epoch_batches, self.batches_per_epoch)
+
+    @torch.no_grad()
+    def validation_losses(self) -> Tensor:
+        """(K,) mean validation losses (z = mu), batches of `batch_size` in file order."""
+        slates, clicks = self.val
+        total = torch.zeros(slates.shape[0], device=slates.device)
+        for start in range(0, slates.shape[1], self.config.batch_size):
+            s, c = slates[:, start:start + self.config.batch_size].long(), clicks[:, start:start + self.config.batch_size].float()
+            total += self.stack.terms(s, c, self.config.lambda_click, self.config.lambda_KL, noise=None)["total"] * s.shape[1]
+        return total / slates.shape[1]
+
+    def end_epoch(self, epoch: int) -> None:
+        has_val = self.val[0].shape[1] > 0
+        val_losses = self.validation_losses() if has_val else torch.full_like(self.loss_sum, math.nan)
+        train_losses, val_values = torch.stack([self.loss_sum / max(self.rows, 1), val_losses]).tolist()
+        for k, outcome in enumerate(self.outcomes):
+            row = {"epoch": float(epoch), "train_loss": train_losses[k], "val_loss": val_values[k]}
+            require_finite_losses("GeMS" if len(self.outcomes) == 1 else f"GeMS (member {k})",
+                                  {"training loss": row["train_loss"], "validation loss": row["val_loss"]},
+                                  f"epoch {epoch + 1}", optional=() if has_val else ("validation loss",))
+            if has_val and row["val_loss"] < outcome.best_val_loss:
                 outcome.best_val_loss, outcome.best_epoch = row["val_loss"], epoch
-                outcome.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        require_finite_losses("GeMS", {"training loss": row["train_loss"], "validation loss": row["val_loss"]},
-                              f"epoch {epoch + 1}", optional=() if val_slates.shape[0] else ("validation loss",))
-        outcome.history.append(row)
-        if progress_callback is not None:
-            progress_callback(dict(row))
-    return outcome
+                outcome.best_state = self.stack.member_state_dict(k)
+            outcome.history.append(row)
+            if self.progress_callback is not None:
+                self.progress_callback(k, dict(row))
 
 
-def _fit_with_trainer(*args: Any) -> FitOutcome:
+def _fit_loop(fit: GeMSFit) -> None:
+    """The plain loop (`engine="loop"`)."""
+    for epoch in range(fit.config.max_epochs):
+        fit.begin_epoch()
+        for index in fit.epoch_order().split(fit.config.batch_size, dim=1):
+            fit.run_batch(epoch, index)
+        fit.end_epoch(epoch)
+
+
+def _fit_with_trainer(fit: GeMSFit) -> None:
     # Lightning is imported when GeMS trains, not when this module is (compute commands that reuse a
     # registered GeMS never pay its import; docs/architecture.md rule 4).
     from slatectl.pretrain.gems_lightning import fit_with_trainer
 
-    return fit_with_trainer(*args)
+    fit_with_trainer(fit)
 
 
 #: How the epochs run: "lightning" (a pytorch_lightning.Trainer over `gems_lightning.GeMSModule`) or
-#: "loop" (the plain loop `_fit`); both give the same weights for a seed (tests/test_gems_lightning.py).
-ENGINES: dict[str, Callable[..., FitOutcome]] = {"lightning": _fit_with_trainer, "loop": _fit}
+#: "loop" (`_fit_loop`); both drive the same `GeMSFit`, so they give the same weights for a seed.
+ENGINES: dict[str, Callable[[GeMSFit], None]] = {"lightning": _fit_with_trainer, "loop": _fit_loop}
 DEFAULT_ENGINE = "lightning"
 
 
-def train_gems(
-    slates: Tensor,
-    clicks: Tensor,
-    config: GeMSConfig,
-    seed: int,
-    progress_callback: ProgressCallback | None = None,
-    batch_callback: BatchCallback | None = None,
-    cuda_graph: bool | None = None,
-    engine: str = DEFAULT_ENGINE,
-) -> tuple[GeMS, dict[str, Any]]:
+# -- entry points -------------------------------------------------------------------------------------
+
+
+def train_gems(slates: Tensor, clicks: Tensor, config: GeMSConfig, seed: int,
+               progress_callback: ProgressCallback | None = None, batch_callback: BatchCallback | None = None,
+               cuda_graph: bool | None = None, engine: str = DEFAULT_ENGINE) -> tuple[GeMS, dict[str, Any]]:
     """Train GeMS on logged slates; return the best-validation model (CPU, eval mode) and metrics.
 
-    slates/clicks: (E, H, K) logged episodes or (M, K) slates, episode-major. The global torch RNG is
-    seeded inside a forked RNG state, so the caller's RNG is left untouched and a seed fully fixes the
-    result on a given device (CPU runs are bit-reproducible; CUDA runs up to the GPU's nondeterministic
-    reductions). `cuda_graph` replays the training step from a CUDA graph on CUDA (ignored on the CPU);
-    None reads CUDA_GRAPH_ENV (on unless it is "0"), the switch for runs started from the CLI.
-    `batch_callback` is called after each batch is *queued* (on CUDA the device may still be behind).
-    `engine`: one of ENGINES (same result; "loop" is kept for comparison and benchmarks).
+    slates/clicks: (E, H, K) logged episodes or (M, K) slates, episode-major. A stack of one member
+    (`train_stacked_gems`); the caller's RNG is left untouched and a seed fully fixes the result on a
+    given device (CPU runs are bit-reproducible; CUDA runs up to the GPU's nondeterministic reductions).
+    `cuda_graph` replays the training step from a CUDA graph on CUDA (ignored on the CPU); None reads
+    CUDA_GRAPH_ENV (on unless it is "0"), the switch for runs started from the CLI. `batch_callback` is
+    called after each batch is *queued* (on CUDA the device may still be behind). `engine`: one of ENGINES.
     """
+    member_progress = None if progress_callback is None else lambda k, row: progress_callback(row)
+    return train_stacked_gems([GeMSMember(slates, clicks, config, seed)], member_progress, batch_callback,
+                              cuda_graph, engine)[0]
+
+
+def train_gems_population(members: Sequence[GeMSMember], progress_callback: MemberProgressCallback | None = None,
+                          batch_callback: BatchCallback | None = None, cuda_graph: bool | None = None,
+                          engine: str = DEFAULT_ENGINE) -> list[tuple[GeMS, dict[str, Any]]]:
+    """Every member trained as its own `train_gems` run would be, stack by stack (`stack_groups`); one
+    (model, metrics) per member in the input order. Callbacks get member indices in the input order."""
+    results: list[tuple[GeMS, dict[str, Any]] | None] = [None] * len(members)
+    for group in stack_groups(members):
+        member_progress = None
+        if progress_callback is not None:
+            member_progress = lambda k, row, group=group: progress_callback(group[k], row)  # noqa: E731
+        trained = train_stacked_gems([members[i] for i in group], member_progress, batch_callback, cuda_graph, engine)
+        for index, result in zip(group, trained):
+            results[index] = result
+    return [r for r in results if r is not None]
+
+
+def train_stacked_gems(members: Sequence[GeMSMember], progress_callback: MemberProgressCallback | None = None,
+                       batch_callback: BatchCallback | None = None, cuda_graph: bool | None = None,
+                       engine: str = DEFAULT_ENGINE) -> list[tuple[GeMS, dict[str, Any]]]:
+    """One stack: members that share a stack key (ValueError otherwise); see the module docstring."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    (train_slates, train_clicks), (val_slates, val_clicks) = split_logged(slates, clicks, config)
+    if not members:
+        raise ValueError("a stack needs at least one member")
+    if len(members) > 1 and len({_stack_key(m) for m in members}) != 1:
+        raise ValueError("members of one stack need equal settings (apart from max_slates), slate sizes and row counts")
     if cuda_graph is None:
         cuda_graph = os.environ.get(CUDA_GRAPH_ENV, "1") != "0"
-    slate_size = train_slates.shape[1]
+    splits = [split_logged(m.slates, m.clicks, m.config) for m in members]
+    config = members[0].config
     device = torch_device(config.accelerator)
+    models, noise = _initial_models(members, splits[0][0][0].shape[1], device)
+    train = (stack_rows([s[0][0] for s in splits], config.num_items, device), stack_clicks([s[0][1] for s in splits], device))
+    val = (stack_rows([s[1][0] for s in splits], config.num_items, device), stack_clicks([s[1][1] for s in splits], device))
+    shuffles = [torch.Generator().manual_seed(m.seed) if config.shuffle else None for m in members]
     # enable_grad: independent of a global grad mode the caller left off (simulator rollouts do).
-    with seeded(seed, device), torch.enable_grad():
-        model = build_gems(config, slate_size).to(device)
-        train = (train_slates.to(device), train_clicks.to(device))
-        val = (val_slates.to(device), val_clicks.to(device))
-        outcome = ENGINES[engine](model, train, val, config, seed, progress_callback, batch_callback, cuda_graph)
+    with torch.enable_grad():
+        fit = GeMSFit(GeMSStack(models, device), train, val, config, noise, shuffles, progress_callback,
+                      batch_callback, cuda_graph)
+        ENGINES[engine](fit)
+    return _results(fit, models, train[0].shape[1])
 
-    model = model.cpu()
-    if outcome.best_state is not None:
-        model.load_state_dict(outcome.best_state)
-    model.eval()
-    metrics = final_metrics(model, outcome, config, val_slates, val_clicks, n_train=train_slates.shape[0])
-    # Whether full batches were replayed from a CUDA graph (False on the CPU, or if capture failed).
-    metrics["cuda_graph"] = isinstance(outcome.step, _CapturedStep) and outcome.step.replaying
-    return model, metrics
+
+def _results(fit: GeMSFit, models: list[GeMS], n_train: int) -> list[tuple[GeMS, dict[str, Any]]]:
+    """Each member's kept model (its best validation epoch's weights, else the last) and metrics."""
+    for k, outcome in enumerate(fit.outcomes):
+        if outcome.best_state is not None:
+            fit.stack.load_member_state_dict(k, outcome.best_state)
+        models[k].load_state_dict(fit.stack.member_state_dict(k))
+        models[k].eval()
+    validation = _validation_metrics(fit.stack, *fit.val, fit.config)
+    results = []
+    for model, outcome, val_metrics in zip(models, fit.outcomes, validation):
+        history = outcome.history
+        kept = outcome.best_epoch if outcome.best_epoch >= 0 else len(history) - 1
+        metrics: dict[str, Any] = {
+            "epochs_run": len(history),
+            "best_epoch": kept,
+            "train_loss": history[-1]["train_loss"] if history else math.nan,
+            "train_loss_best_epoch": history[kept]["train_loss"] if history else math.nan,
+            "val_loss": outcome.best_val_loss if outcome.best_state is not None else math.nan,
+            "n_train_slates": n_train,
+            "n_val_slates": int(fit.val[0].shape[1]),
+            "history": history,
+            **val_metrics,
+            "cuda_graph": fit.replaying,
+        }
+        results.append((model, metrics))
+    return results
+
+
+VALIDATION_METRICS = ("slate_ce", "click_bce", "kl", "slate_accuracy", "click_accuracy")
 
 
 @torch.no_grad()
-def final_metrics(model: GeMS, outcome: FitOutcome, config: GeMSConfig, val_slates: Tensor, val_clicks: Tensor,
-                   n_train: int) -> dict[str, Any]:
-    history = outcome.history
-    kept = outcome.best_epoch if outcome.best_epoch >= 0 else len(history) - 1
-    metrics: dict[str, Any] = {
-        "epochs_run": len(history),
-        "best_epoch": kept,
-        "train_loss": history[-1]["train_loss"] if history else math.nan,
-        "train_loss_best_epoch": history[kept]["train_loss"] if history else math.nan,
-        "val_loss": outcome.best_val_loss if outcome.best_state is not None else math.nan,
-        "n_train_slates": n_train,
-        "n_val_slates": int(val_slates.shape[0]),
-        "history": history,
-    }
-    if val_slates.shape[0]:
-        totals = _ValidationTotals()
-        chunk = 2_048  # item logits are chunk x K x N floats: 80 MB here
-        for start in range(0, val_slates.shape[0], chunk):
-            s = val_slates[start : start + chunk].long()
-            c = val_clicks[start : start + chunk].float()
-            losses = model.loss(s, c, config.lambda_click, config.lambda_KL, sample=False)
-            values = {f"val_{k}": v.item() for k, v in losses.items() if k != "total"}
-            values.update({f"val_{k}": v for k, v in reconstruction_scores(model, s, c).items()})
-            totals.add(s.shape[0], values)
-        metrics.update(totals.means())
-    else:
-        metrics.update({k: math.nan for k in ("val_slate_ce", "val_click_bce", "val_kl", "val_slate_accuracy", "val_click_accuracy")})
-    return metrics
+def _validation_metrics(stack: GeMSStack, slates: Tensor, clicks: Tensor, config: GeMSConfig) -> list[dict[str, float]]:
+    """Per member, the means over its validation slates (z = mu) of the loss terms and accuracies, with
+    the weights the stack holds; NaN without validation slates."""
+    K, rows = slates.shape[:2]
+    if rows == 0:
+        return [{f"val_{name}": math.nan for name in VALIDATION_METRICS} for _ in range(K)]
+    sums = torch.zeros(len(VALIDATION_METRICS), K, device=slates.device)
+    chunk = max(1, METRICS_CHUNK // K)
+    for start in range(0, rows, chunk):
+        s, c = slates[:, start:start + chunk].long(), clicks[:, start:start + chunk].float()
+        values = {**stack.terms(s, c, config.lambda_click, config.lambda_KL, noise=None), **stack.accuracies(s, c)}
+        sums += torch.stack([values[name] for name in VALIDATION_METRICS]) * s.shape[1]
+    means = (sums / rows).tolist()
+    return [{f"val_{name}": means[i][k] for i, name in enumerate(VALIDATION_METRICS)} for k in range(K)]

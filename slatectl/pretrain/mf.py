@@ -158,113 +158,113 @@ def train_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int,
     Evaluation every `eval_every_batches` steps and once more at the end of training; stop after
     `patience` evaluations without improvement. Without validation users the final table is returned.
     `engine`: "lightning" (a pytorch_lightning.Trainer over `mf_lightning.MFModule`, the default) or
-    "loop" (the plain loop below); both give the same table for a seed (tests/test_mf_lightning.py).
+    "loop" (`_fit_loop`); both drive the same `MFFit`, so they give the same table for a seed.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     # Gradients on whatever global grad mode the caller left (simulator rollouts switch it off).
     with torch.enable_grad():
-        table, metrics = ENGINES[engine](slates, clicks, config, seed, torch.device(device))
+        fit = MFFit(slates, clicks, config, seed, torch.device(device))
+        ENGINES[engine](fit)
+        table, metrics = fit.result()
     return table.cpu(), metrics
 
 
-@dataclass
-class MFSetup:
-    """What both engines train from: validation pairs, training positives, the model, its optimizer
-    and the CPU generator of the epoch draws, in the order the plain loop always made them."""
+class MFFit:
+    """One BPR-MF training as the calls an engine makes, the same for both: `epoch_draws` when an epoch
+    starts, `run_batch` per batch (True when training must stop there), `result` at the end.
 
-    pairs: FoldInPairs
-    train_user: Tensor
-    train_item: Tensor
-    model: BPRMatrixFactorization
-    optimizer: torch.optim.Optimizer
-    generator: torch.Generator
-    n_val: int
+    Set up in the order the draws were always made: validation pairs (their negatives from the CPU
+    generator of the epoch draws), training positives, then the model under a forked global RNG."""
+
+    def __init__(self, slates: Tensor, clicks: Tensor, config: MFConfig, seed: int, device: torch.device) -> None:
+        check_logged_pair(slates, clicks, ndim=(3,))
+        if slates.numel() and int(slates.max()) >= config.num_items:
+            raise ValueError(f"item id {int(slates.max())} >= num_items {config.num_items}")
+        self.config, self.device = config, device
+        self.n_val = num_validation(slates.shape[0], config.val_fraction)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.pairs = fold_in_pairs(slates[:self.n_val], clicks[:self.n_val], config.num_items, config.num_neg_samples,
+                                   self.generator).to(device)
+        train_user, train_item = click_positives(slates[self.n_val:], clicks[self.n_val:])
+        if train_item.numel() == 0:
+            raise ValueError("no clicks in the training episodes: nothing to learn from")
+        self.train_user, self.train_item = train_user.to(device), train_item.to(device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = BPRMatrixFactorization(slates.shape[0] - self.n_val, config.num_items, config.embedding_dim)
+        self.model = model.to(device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.state = _EarlyStopping(config.patience)
+        self.window = _RunningMean(device)  # training loss since the last evaluation
+        self.batch, self.epoch = 0, 0
+        self.max_batches = config.max_batches if config.max_batches is not None else math.inf
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.config.max_epochs or self.batch >= self.max_batches or self.state.stop
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return math.ceil(self.train_item.shape[0] / self.config.batch_size)
+
+    def epoch_draws(self) -> tuple[Tensor, Tensor]:
+        """The next epoch's order of the positives and their negatives (`_epoch_draws`)."""
+        self.epoch += 1
+        return _epoch_draws(self.train_item.shape[0], self.config, self.generator, self.device)
+
+    def run_batch(self, rows: Tensor, negatives: Tensor) -> bool:
+        loss = self.model.loss(self.train_user[rows], self.train_item[rows], negatives)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.batch += 1
+        self.window.add(loss.detach())
+        if self.batch % self.config.eval_every_batches == 0 and len(self.pairs):
+            self.evaluate()
+        return self.state.stop or self.batch >= self.max_batches
+
+    def evaluate(self) -> None:
+        scores = fold_in_evaluate(self.model.item_embeddings.weight.detach(), self.pairs)
+        train_loss = self.window.pop()
+        require_finite_losses("MF", {"training loss": train_loss, "validation loss": scores["loss"]}, f"batch {self.batch}")
+        self.state.update(self.batch, scores, train_loss, self.model)
+
+    def result(self) -> tuple[Tensor, dict[str, Any]]:
+        """The best item table and the metrics. The final weights are evaluated too, so that a run cut by
+        max_batches/max_epochs between two evaluation points chooses among all the weights it produced."""
+        if len(self.pairs) and self.state.last_batch != self.batch:
+            self.evaluate()
+        state = self.state
+        final_train_loss = state.history[-1]["train_loss"] if state.history else self.window.pop()
+        if self.batch:
+            require_finite_losses("MF", {"training loss": final_train_loss}, f"batch {self.batch}")
+        table = state.best_table if state.best_table is not None else self.model.item_embeddings.weight.detach().clone()
+        validated = len(self.pairs) > 0
+        return table, {
+            "batches": self.batch,
+            "epochs_started": self.epoch,
+            "stopped_early": state.stop,
+            "best_batch": state.best_batch,
+            "val_loss": state.best_loss if validated else math.nan,
+            "val_auc": fold_in_evaluate(table, self.pairs)["auc"] if validated else math.nan,
+            "train_loss": final_train_loss,
+            "n_train_users": self.model.user_embeddings.num_embeddings,
+            "n_train_positives": int(self.train_item.shape[0]),
+            "n_val_users": self.n_val,
+            "n_val_pairs": len(self.pairs),
+            "history": state.history,
+        }
 
 
-def prepare_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int, device: torch.device) -> MFSetup:
-    check_logged_pair(slates, clicks, ndim=(3,))
-    if slates.numel() and int(slates.max()) >= config.num_items:
-        raise ValueError(f"item id {int(slates.max())} >= num_items {config.num_items}")
-    n_val = num_validation(slates.shape[0], config.val_fraction)
-    generator = torch.Generator().manual_seed(seed)
-    pairs = fold_in_pairs(slates[:n_val], clicks[:n_val], config.num_items, config.num_neg_samples, generator).to(device)
-    train_user, train_item = click_positives(slates[n_val:], clicks[n_val:])
-    if train_item.numel() == 0:
-        raise ValueError("no clicks in the training episodes: nothing to learn from")
-    train_user, train_item = train_user.to(device), train_item.to(device)
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = BPRMatrixFactorization(slates.shape[0] - n_val, config.num_items, config.embedding_dim)
-    model = model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    return MFSetup(pairs, train_user, train_item, model, optimizer, generator, n_val)
-
-
-def _train_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int,
-              device: torch.device) -> tuple[Tensor, dict[str, Any]]:
-    setup = prepare_mf(slates, clicks, config, seed, device)
-    pairs, train_user, train_item = setup.pairs, setup.train_user, setup.train_item
-    model, optimizer, generator = setup.model, setup.optimizer, setup.generator
-
-    state = _EarlyStopping(config.patience)
-    window = _RunningMean(device)  # training loss since the last evaluation
-    batch, epoch = 0, 0
-    max_batches = config.max_batches if config.max_batches is not None else math.inf
-
-    def evaluate() -> None:
-        scores = fold_in_evaluate(model.item_embeddings.weight.detach(), pairs)
-        train_loss = window.pop()
-        require_finite_losses("MF", {"training loss": train_loss, "validation loss": scores["loss"]}, f"batch {batch}")
-        state.update(batch, scores, train_loss, model)
-
-    while epoch < config.max_epochs and batch < max_batches and not state.stop:
-        order, epoch_negatives = _epoch_draws(train_item.shape[0], config, generator, device)
-        for start in range(0, order.shape[0], config.batch_size):
-            rows = order[start : start + config.batch_size]
-            negatives = epoch_negatives[start : start + config.batch_size]
-            loss = model.loss(train_user[rows], train_item[rows], negatives)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            batch += 1
-            window.add(loss.detach())
-            if batch % config.eval_every_batches == 0 and len(pairs):
-                evaluate()
-            if state.stop or batch >= max_batches:
+def _fit_loop(fit: MFFit) -> None:
+    """The plain loop (`engine="loop"`)."""
+    while not fit.finished:
+        order, negatives = fit.epoch_draws()
+        for start in range(0, order.shape[0], fit.config.batch_size):
+            end = start + fit.config.batch_size
+            if fit.run_batch(order[start:end], negatives[start:end]):
                 break
-        epoch += 1
-    # Evaluate the final weights too, so a run cut by max_batches/max_epochs between two evaluation
-    # points still chooses among all the weights it produced.
-    if len(pairs) and state.last_batch != batch:
-        evaluate()
-    return mf_result(setup, state, window, batch, epoch)
-
-
-def mf_result(setup: MFSetup, state: "_EarlyStopping", window: "_RunningMean", batch: int,
-              epoch: int) -> tuple[Tensor, dict[str, Any]]:
-    """The best item table and the metrics, from where an engine's training ended."""
-    pairs, model = setup.pairs, setup.model
-    final_train_loss = state.history[-1]["train_loss"] if state.history else window.pop()
-    if batch:
-        require_finite_losses("MF", {"training loss": final_train_loss}, f"batch {batch}")
-    table = state.best_table if state.best_table is not None else model.item_embeddings.weight.detach().clone()
-    metrics: dict[str, Any] = {
-        "batches": batch,
-        "epochs_started": epoch,
-        "stopped_early": state.stop,
-        "best_batch": state.best_batch,
-        "val_loss": state.best_loss if len(pairs) else math.nan,
-        "val_auc": fold_in_evaluate(table, pairs)["auc"] if len(pairs) else math.nan,
-        "train_loss": final_train_loss,
-        "n_train_users": setup.model.user_embeddings.num_embeddings,
-        "n_train_positives": int(setup.train_item.shape[0]),
-        "n_val_users": setup.n_val,
-        "n_val_pairs": len(pairs),
-        "history": state.history,
-    }
-    return table, metrics
 
 
 def _epoch_draws(positives: int, config: MFConfig, generator: torch.Generator,
@@ -325,12 +325,12 @@ class _EarlyStopping:
             self.stop = self.bad_evaluations >= self.patience
 
 
-def _train_mf_with_trainer(*args: Any) -> tuple[Tensor, dict[str, Any]]:
+def _fit_with_trainer(fit: MFFit) -> None:
     # Lightning is imported when MF trains, not when this module is (start-up; docs/architecture.md rule 4).
-    from slatectl.pretrain.mf_lightning import train_mf_with_trainer
+    from slatectl.pretrain.mf_lightning import fit_with_trainer
 
-    return train_mf_with_trainer(*args)
+    fit_with_trainer(fit)
 
 
-#: How the batches run; both engines give the same item table for a seed.
-ENGINES = {"lightning": _train_mf_with_trainer, "loop": _train_mf}
+#: How the batches run; both engines drive the same `MFFit`, so they give the same item table for a seed.
+ENGINES = {"lightning": _fit_with_trainer, "loop": _fit_loop}

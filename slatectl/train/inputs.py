@@ -20,8 +20,7 @@ import torch
 from slatectl.registry import Artifact, Registry
 from slatectl.train.build_once import build_key, built_once, holding, lock_holder, try_lock
 from slatectl.pretrain.gems import GeMS
-from slatectl.pretrain.gems_population import GeMSMember, stack_groups, train_stacked_gems
-from slatectl.pretrain.gems_train import GeMSConfig, build_gems, train_gems
+from slatectl.pretrain.gems_train import GeMSConfig, GeMSMember, build_gems, stack_groups, train_gems, train_stacked_gems
 from slatectl.pretrain.logged import LoggedData, LoggedDataConfig, generate_logged_data
 from slatectl.pretrain.mf import MFConfig, train_mf
 from slatectl.sim.topicrec import TopicRec
@@ -121,7 +120,7 @@ class GeMSRequest:
 
 def ensure_gems_population(registry: Registry, requests: list[GeMSRequest], say: Say = print) -> list[Artifact]:
     """One GeMS artifact per request (in order): found in the registry, or pretrained together with the
-    other missing ones as stacked populations (`slatectl.pretrain.gems_population`) and registered.
+    other missing ones as stacked populations (`slatectl.pretrain.gems_train`) and registered.
 
     The cache key is ensure_gems's: a stacked member is the solo algorithm (same data, seed, draws, batch
     order, Adam) computed with batched kernels, so it differs from the solo result only by float rounding,
