@@ -1,13 +1,14 @@
 """Golden figures of training and collection, recorded before the training engine was rewritten (issue 21).
 
-`figures(home)` trains, from fixed seeds, a short solo run of every trainable agent and one SAC+GeMS
-population (two envs × two seeds), then collects one greedy dataset from the solo SAC+GeMS run's last
+`figures(home)` trains, from fixed seeds, one SAC+GeMS population (two envs × two seeds) and a short solo
+run of every trainable agent (the solo SAC+GeMS run reuses the population's GeMS of its env and seed), then collects one greedy dataset from the solo SAC+GeMS run's last
 checkpoint. It returns, for each run, the validation return at every validated step, the test return and
 a fingerprint of every tensor of every checkpoint (sum and sum of absolute values), and, for the dataset,
 the file's SHA-256, the SHA-256 of each integer or boolean array and the fingerprint of each float array. `tests/test_golden_training.py` compares a fresh
 computation against `tests/data/golden_training.json`.
 
-Written on commit a0e412b (the two-engine code; there the population trainer was `PopulationTrainer`) with:
+Written on commit a0e412b (the two-engine code; there the population trainer was `PopulationTrainer`, and
+registry/, storage/ and configs/ linked into slatectl/ as the installed package maps them) with:
 
     OMP_NUM_THREADS=1 python tests/golden_training.py --write
 
@@ -79,14 +80,16 @@ def figures(home: Path) -> dict:
     settings = Settings.resolve(home=home)
     out: dict = {"solo": {}, "population": [], "dataset": {}}
     with open_registry(settings) as registry:
-        for agent in trainable_agents():
-            (result,) = Trainer(registry, _config(agent)).run(command="golden")
-            run_id = result.run_id
-            out["solo"][agent] = _run_figures(registry, run_id)
+        # The population first: its GeMS (pretrained as one stack) is also the solo SAC+GeMS run's input, so
+        # the solo run's figures test the training engine alone (the GeMS fit has its own golden values).
         base = [_config("sac-gems", env) for env in (ENV, "diffuse_divpen")]
         results = Trainer(registry, population_configs(base, [SEED, SEED + 1])).run(command="golden")
         out["population"] = [{"env": registry.get_run(r.run_id).env, "seed": registry.get_run(r.run_id).seed,
                               **_run_figures(registry, r.run_id)} for r in results]
+        for agent in trainable_agents():
+            (result,) = Trainer(registry, _config(agent)).run(command="golden")
+            run_id = result.run_id
+            out["solo"][agent] = _run_figures(registry, run_id)
         gems_run = next(r for r in registry.list_runs() if r.agent == "sac-gems" and r.group_id is None)
         last = registry.list_checkpoints(run_id=gems_run.id)[-1]
         registry.promote_checkpoint(ENV, Quality.MEDIUM.value, last.id)
