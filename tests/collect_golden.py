@@ -7,8 +7,10 @@ normal with std 1/√fan-in), and the pretrained inputs are seeded tensors, so t
 the checkpoint layout (names and shapes). Buffers are what the builder derives from the env and the
 inputs (item tables, action boxes).
 
-Written once on the commit before collection switched to the stacked agents:
+Written once on the commit before collection switched to the stacked agents (b5a41f3, where the solo
+agents went to `record_dataset` as they were):
     OMP_NUM_THREADS=1 python tests/collect_golden.py tests/data/collect_golden.json
+Running it again now writes what collection gives today (compare with `git diff --word-diff`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 
 from slatectl.agents.pretrained import AgentInputs
-from slatectl.collect.collector import CollectRequest, collect_dataset
+from slatectl.collect.collector import CollectRequest, collect_dataset, stacked_form
 from slatectl.collect import load_npz
 from slatectl.collect.recorder import record_dataset
 from slatectl.pretrain.gems import GeMS
@@ -100,7 +102,8 @@ def record_cases() -> dict[str, dict]:
     for name in AGENTS:
         env, agent = golden_agent(name)
         for mode in MODES:
-            cases[f"{name}/{mode}"] = describe(record_dataset(env, agent, EPISODES, SEED, BATCH, mode=mode))
+            cases[f"{name}/{mode}"] = describe(record_dataset(env, stacked_form(name, agent), EPISODES, SEED, BATCH,
+                                                              mode=mode))
     return cases
 
 
