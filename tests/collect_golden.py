@@ -7,10 +7,10 @@ normal with std 1/√fan-in), and the pretrained inputs are seeded tensors, so t
 the checkpoint layout (names and shapes). Buffers are what the builder derives from the env and the
 inputs (item tables, action boxes).
 
-Written once on the commit before collection switched to the stacked agents (b5a41f3, where the solo
-agents went to `record_dataset` as they were):
-    OMP_NUM_THREADS=1 python tests/collect_golden.py tests/data/collect_golden.json
-Running it again now writes what collection gives today (compare with `git diff --word-diff`).
+Written with the tree of the commit before collection switched to the stacked agents (b5a41f3, where
+the solo agents went to `record_dataset` as they were), from a `git archive b5a41f3` export at OLD:
+    OMP_NUM_THREADS=1 PYTHONPATH=OLD python tests/collect_golden.py tests/data/collect_golden.json
+Without PYTHONPATH it writes what collection gives today.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from slatectl.agents.pretrained import AgentInputs
-from slatectl.collect.collector import CollectRequest, collect_dataset, stacked_form
+from slatectl.collect import collector
+from slatectl.collect.collector import CollectRequest, collect_dataset
 from slatectl.collect import load_npz
 from slatectl.collect.recorder import record_dataset
 from slatectl.pretrain.gems import GeMS
@@ -44,6 +45,9 @@ MODES = ["greedy", "explore"]
 EPISODES, BATCH, SEED = 7, 4, 3
 #: SlateQ's training step in the golden weights: ε = 0.01 + 0.99·exp(−1) ≈ 0.37 (both branches drawn).
 SLATEQ_STEP = 1000
+#: Large batches (rows of slot queries ≥ 2,048: the CPU kernels collection runs at its real sizes):
+#: agent → (episodes, batch).
+LARGE = {"sac-gems": (250, 250)}
 #: Every how many-th element of a float array is stored by value (besides its sum).
 FLOAT_SAMPLE_EVERY = 211
 #: The `collect` cases: quality → agent of the promoted checkpoint (random: the random policy).
@@ -97,13 +101,24 @@ def describe(arrays: dict[str, np.ndarray]) -> dict[str, dict]:
     return out
 
 
+def collecting_agent(name: str, agent):
+    """The agent as `record_dataset` takes it: its stacked form with one member (the solo agent itself on
+    the commits before collection drove stacked agents, where the golden file was written)."""
+    stacked_form = getattr(collector, "stacked_form", None)
+    return agent if stacked_form is None else stacked_form(name, agent)
+
+
 def record_cases() -> dict[str, dict]:
     cases = {}
     for name in AGENTS:
         env, agent = golden_agent(name)
         for mode in MODES:
-            cases[f"{name}/{mode}"] = describe(record_dataset(env, stacked_form(name, agent), EPISODES, SEED, BATCH,
-                                                              mode=mode))
+            cases[f"{name}/{mode}"] = describe(record_dataset(env, collecting_agent(name, agent), EPISODES, SEED,
+                                                              BATCH, mode=mode))
+            if name in LARGE:
+                episodes, batch = LARGE[name]
+                cases[f"{name}/{mode}/large"] = describe(record_dataset(env, collecting_agent(name, agent), episodes,
+                                                                        SEED, batch, mode=mode))
     return cases
 
 
