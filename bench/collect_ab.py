@@ -6,7 +6,8 @@ Usage: python bench/collect_ab.py --old REF [--agents random,sac-gems,slateq] [-
        [--episodes 2000] [--batch 1000] [--threads 1] [--rounds 3]
 REF's tree is exported with `git archive` to a temporary folder and imported from there (PYTHONPATH);
 the agents have their built (untrained) weights, which do not change the cost of acting. Prints one
-Markdown table: the median of the rounds per row and new/old.
+Markdown table: the median of the rounds per row and new/old, by wall time and by the process's CPU
+time (transitions per CPU second: less sensitive to other processes on a shared machine).
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ def worker(agent_name: str, act: str, episodes: int, batch: int, threads: int) -
         agent = collector.stacked_form(agent_name, agent)
     mode = {"sample": "explore", "greedy": "greedy"}[act]
     record_dataset(env, agent, batch, 0, batch, mode=mode)  # warm-up
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     record_dataset(env, agent, episodes, 0, batch, mode=mode)
-    print(json.dumps({"transitions_per_s": episodes * 100 / (time.perf_counter() - start),
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    print(json.dumps({"transitions_per_s": episodes * 100 / wall, "per_cpu_s": episodes * 100 / cpu,
                       "file": collector.__file__}))
 
 
@@ -76,6 +78,7 @@ def main() -> None:
         trees = {"old": old_tree, "new": str(ROOT)}
         rows = [(a, act) for a in args.agents.split(",") for act in args.act.split(",")]
         rates: dict[tuple, dict[str, list[float]]] = {row: {"old": [], "new": []} for row in rows}
+        cpu_rates: dict[tuple, dict[str, list[float]]] = {row: {"old": [], "new": []} for row in rows}
         for _ in range(args.rounds):
             for row in rows:
                 for side, tree in trees.items():
@@ -87,11 +90,14 @@ def main() -> None:
                     result = json.loads(out.strip().splitlines()[-1])
                     assert result["file"].startswith(tree), result["file"]  # timed the tree it meant to
                     rates[row][side].append(result["transitions_per_s"])
-    print("| agent | --act | old transitions/s | new transitions/s | new/old |")
-    print("|---|---|---:|---:|---:|")
-    for (agent, act), r in rates.items():
+                    cpu_rates[row][side].append(result["per_cpu_s"])
+    print("| agent | --act | old transitions/s | new transitions/s | new/old | old per CPU s | new per CPU s | new/old |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for row, r in rates.items():
         old, new = statistics.median(r["old"]), statistics.median(r["new"])
-        print(f"| {agent} | {act} | {old:,.0f} | {new:,.0f} | {new / old:.2f}× |")
+        old_cpu, new_cpu = statistics.median(cpu_rates[row]["old"]), statistics.median(cpu_rates[row]["new"])
+        print(f"| {row[0]} | {row[1]} | {old:,.0f} | {new:,.0f} | {new / old:.2f}× | {old_cpu:,.0f} | {new_cpu:,.0f} | "
+              f"{new_cpu / old_cpu:.2f}× |")
     print("rounds (old / new):", {f"{a}/{act}": {s: [round(x) for x in v] for s, v in r.items()}
                                   for (a, act), r in rates.items()})
 
