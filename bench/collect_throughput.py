@@ -10,8 +10,8 @@ batch 150 (seconds of collection on a CPU, plus the tiny run; for scripts and sm
 ≥ 1,000,000 transitions/s of policy + simulation with SAC+GeMS, and 10,000 episodes end to end ≤ 5 s
 (`--device cuda --batch 10000`). `--workers` lists the recorder's worker counts to time (policy + simulation;
 default: its default, one per torch thread on a CPU) — `--threads 2 --workers 1,2` compares one loop with
-two threads against two batches at once. `--act` is the behaviour policy (collect --act; the stochastic policy
-records one batch at a time), `--encoder none` leaves out the encoder's features (end to end includes
+two threads against two batches at once. `--act` is the behaviour policy (collect --act; both record on worker
+threads by default), `--encoder none` leaves out the encoder's features (end to end includes
 encoding them; the tiny run's GeMS is the encoder). Prints one Markdown table.
 """
 

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from slatectl.agents.pretrained import AgentInputs
 from slatectl.cli import app
 from slatectl.collect import recorder
+from slatectl.collect.collector import stacked_form
 from slatectl.collect.recorder import record_dataset
 from slatectl.device import resolve_device
 from slatectl.errors import BadInput
@@ -138,8 +139,7 @@ def _agent(name: str, device: str):
                          gems_bounds=(torch.full((32,), 0.1), torch.full((32,), 2.0)), mf=torch.randn(1000, 20))
     torch.manual_seed(1)
     env, agent = build_agent(config, inputs)
-    agent.eval()
-    return env.to(device), agent.to(device)
+    return env.to(device), stacked_form(name, agent, device)  # as collection drives it
 
 
 def _assert_same_arrays(got: dict, want: dict, exact_floats: bool = True):
@@ -204,16 +204,48 @@ def test_parallel_workers_record_the_same_arrays_and_restore_the_thread_count(ag
         torch.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("agent_name", ["sac-gems", "slateq", "reinforce-softmax"])
+def test_the_stochastic_policy_records_the_same_arrays_whatever_the_workers_or_copies(agent_name, monkeypatch):
+    # Each batch draws from its own generator (seeded from the seed and its first user), never from torch's
+    # global RNG: any worker may record it, and the caller's global RNG is left alone.
+    env, agent = _agent(agent_name, "cpu")
+    explore = dict(episodes=10, batch_size=4, mode="explore")
+    global_rng = torch.get_rng_state()
+    want = record_dataset(env, agent, seed=3, workers=1, **explore)
+    assert torch.equal(torch.get_rng_state(), global_rng)
+    torch.manual_seed(12345)  # a different global RNG state changes nothing
+    _assert_same_arrays(record_dataset(env, agent, seed=3, workers=3, **explore), want)
+    _assert_same_arrays(record_dataset(env, agent, seed=3, staged=True, **explore), want)
+    names = set()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:  # by default in worker threads too, as the greedy policy
+        monkeypatch.setattr(recorder, "MIN_PARALLEL_BATCH", 4)
+        on_batch = lambda done, mean: names.add(threading.current_thread().name)  # noqa: E731
+        _assert_same_arrays(record_dataset(env, agent, seed=3, on_batch=on_batch, **explore), want)
+        assert names and all(n.startswith("recorder_") for n in names)
+    finally:
+        torch.set_num_threads(threads)
+    # and it is a stochastic policy: another seed, or the greedy policy, records other slates
+    other_seed = record_dataset(env, agent, seed=4, workers=1, **explore)
+    greedy = record_dataset(env, agent, seed=3, workers=1, **{**explore, "mode": "greedy"})
+    assert not np.array_equal(other_seed["actions/slate"], want["actions/slate"])
+    assert not np.array_equal(greedy["actions/slate"], want["actions/slate"])
+    # the same users (the simulator's draws are per user): the first observation does not depend on the policy
+    np.testing.assert_array_equal(greedy["observations/slate"].reshape(10, 100, -1)[:, 0],
+                                  want["observations/slate"].reshape(10, 100, -1)[:, 0])
+
+
 def test_a_failing_worker_stops_the_recording_with_its_error(monkeypatch):
     env, agent = _agent("random", "cpu")
     recorded = []
     play = recorder._record_batch
 
-    def failing(env, agent, seed, out, first, size):
+    def failing(env, agent, seed, out, first, size, mode):
         if first == 0:  # worker 0's first batch
             raise RuntimeError("batch 0 failed")
         recorded.append(first)
-        play(env, agent, seed, out, first, size)
+        play(env, agent, seed, out, first, size, mode)
 
     monkeypatch.setattr(recorder, "_record_batch", failing)
     threads = torch.get_num_threads()
@@ -228,9 +260,9 @@ def test_ctrl_c_while_workers_record_stops_them_at_their_next_batch(monkeypatch)
     recorded = []
     play = recorder._record_batch
 
-    def slow_play(env, agent, seed, out, first, size):
+    def slow_play(env, agent, seed, out, first, size, mode):
         recorded.append(first)
-        play(env, agent, seed, out, first, size)
+        play(env, agent, seed, out, first, size, mode)
 
     def interrupted(self, timeout=None):  # the main thread waiting for a worker receives Ctrl-C
         raise KeyboardInterrupt

@@ -55,13 +55,13 @@ import math
 import pytest
 import torch
 
-from slatectl.collect.collector import agent_for_checkpoint
 from slatectl.registry import open_registry
 from slatectl.settings import Settings
 from slatectl.sim.factory import make_env
 from slatectl.sim.policies import RandomSlatePolicy
 from slatectl.sim.rollout import run_episodes
 from slatectl.sim.seeds import TEST_SEED
+from slatectl.train.assembly import load_checkpoint_agent
 from slatectl.train.config import resolve_run_config
 from slatectl.train.episodes import play_episodes
 from slatectl.train.loop import Trainer
@@ -73,8 +73,8 @@ Z_MIN = 8
 
 
 def _test_returns(registry, checkpoint_id: int) -> torch.Tensor:
-    env, agent, _ = agent_for_checkpoint(registry, checkpoint_id)
-    batch = play_episodes(env, agent, torch.arange(TEST_USERS), TEST_SEED, "greedy")
+    loaded = load_checkpoint_agent(registry, checkpoint_id)
+    batch = play_episodes(loaded.env, loaded.agent, torch.arange(TEST_USERS), TEST_SEED, "greedy")
     return batch.rewards.sum(dim=1).double()
 
 

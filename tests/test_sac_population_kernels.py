@@ -198,12 +198,16 @@ def _gems_members(count: int = K) -> list:
     return members
 
 
-def test_gems_ranking_is_each_members_own_and_follows_a_loaded_member_state():
+@pytest.mark.parametrize("users", [5, 300])
+def test_gems_ranking_is_each_members_own_and_follows_a_loaded_member_state(users):
     """Stacked GeMS ranking (cached (K, in, out) copies of the frozen decoder) equals each member's own
-    ranker, also after member 1's weights are replaced by another agent's (the copy is made again)."""
+    ranker, also after member 1's weights are replaced by another agent's (the copy is made again).
+    5 users: batched score blocks; 300 users (3,000 slot queries per member, as in collection): the solo
+    ranker's CPU kernel per member."""
+    assert 5 * 10 < sac_population._RANK_CHUNK_ROWS <= 300 * 10
     members = _gems_members()
     stacked = StackedSAC(members)
-    actions = torch.rand(K, 5, members[0].action_dim, generator=torch.Generator().manual_seed(0)) * 2
+    actions = torch.rand(K, users, members[0].action_dim, generator=torch.Generator().manual_seed(0)) * 2
     for k in range(K):
         assert torch.equal(stacked.rank(actions)[k], members[k].ranker.rank(actions[k]))
     other = _gems_members(K + 1)[K]

@@ -1,5 +1,6 @@
 """The pieces every stacked agent shares (slatectl/agents/stacked.py), checked on a non-SAC agent: the
-fused Adam over the stack, the member's solo-format optimizer state, `to()`, and random-phase acting.
+fused Adam over the stack, the member's solo-format optimizer state, `to()`, and random-phase acting;
+and the stacked random policy (no weights) against the simulator's own random policy.
 
 (SAC's use of the same pieces is checked in test_sac_population_kernels.py; whole first updates against
 solo runs in test_population.py.)"""
@@ -11,7 +12,11 @@ import torch
 
 from slatectl.agents.base import EpisodeBatch
 from slatectl.agents.reinforce import ReinforceParams, ReinforceSoftmax
+from slatectl.agents.random_policy import RandomAgent, StackedRandom
 from slatectl.agents.reinforce_population import StackedReinforce
+from slatectl.sim.factory import make_env
+from slatectl.sim.member_envs import MemberEnvs
+from slatectl.sim.policies import RandomSlatePolicy
 
 K, E, H, SLATE, ITEMS = 3, 4, 6, 10, 200
 
@@ -103,3 +108,31 @@ def test_random_phase_slates_are_each_members_own_draws():
     assert not torch.equal(drawn[0], drawn[1])
     with pytest.raises(ValueError, match="unknown act mode"):
         stacked.act("sideways", generators)
+
+
+def test_the_stacked_random_policy_shows_each_member_the_solo_policys_slates_for_its_users_and_seed():
+    # Member k plays users 5, 0, 17 of seed seeds[k]; its slates at every step are those of the simulator's
+    # own random policy run for those users and that seed alone (the solo path, keyed the same way).
+    users, seeds = torch.tensor([5, 0, 17]), [3, 8]
+    envs = MemberEnvs([make_env("focused_topdown"), make_env("focused_topdown")])
+    stacked = StackedRandom([RandomAgent(), RandomAgent()])
+    first = envs.reset(users, seeds)
+    stacked.begin_episodes(first.slate, first.clicks)
+    shown = []
+    for _ in range(4):
+        slates, actions = stacked.act("explore", [], envs)
+        assert actions.shape == (2, 3, 0) and stacked.belief_state().shape == (2, 3, 0)
+        shown.append(envs.step(slates, oracle=False).observation.slate)
+    for k, seed in enumerate(seeds):
+        env, policy = make_env("focused_topdown"), RandomSlatePolicy()
+        env.reset(users, seed)
+        policy.reset(users, seed)
+        for step in range(4):
+            assert torch.equal(shown[step][k], env.step(policy.act(env), oracle=False).observation.slate)
+    # new episodes take the new users' streams (not the previous episodes')
+    first = envs.reset(users + 1, seeds)
+    stacked.begin_episodes(first.slate, first.clicks)
+    env, policy = make_env("focused_topdown"), RandomSlatePolicy()
+    env.reset(users + 1, seeds[0])
+    policy.reset(users + 1, seeds[0])
+    assert torch.equal(stacked.act("greedy", [], envs)[0][0], policy.act(env))

@@ -1,9 +1,13 @@
 """The uniform random slate policy as an agent (the `random` quality of collected datasets).
 
 It acts the same in every mode: K distinct uniformly random items per user, drawn from the simulator's
-per-user counter streams (`slatectl.sim.policies.RandomSlatePolicy`) keyed by the (user id, seed) that
-`begin_episodes` receives, so a user's slates do not depend on the batch it is simulated in. It has no
-belief (an empty (B, 0) state), no action vector, nothing to learn, and is not trainable.
+per-user counter streams (`slatectl.sim.policies.RandomSlatePolicy`) keyed by the (user id, seed) of
+the episode, so a user's slates do not depend on the batch it is simulated in. It has no belief (an
+empty (B, 0) state), no action vector, nothing to learn, and is not trainable.
+
+Two forms, as every agent: `RandomAgent` (solo: the episodes' ids come to `begin_episodes`) and
+`StackedRandom` (K members: the ids and each member's seed come from the members' envs,
+`MemberEnvs.user_streams`), which draws exactly the solo slates.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ import torch
 
 from slatectl.agents.base import ActMode, Agent, EpisodeBatch, Backward, default_backward
 from slatectl.agents.pretrained import AgentInputs
-from slatectl.agents.spec import AgentSpec, register_agent
-from slatectl.sim.policies import RandomSlatePolicy
-from slatectl.sim.topicrec import Observation, TopicRec
+from slatectl.agents.spec import AgentSpec, register_agent, register_population
+from slatectl.agents.stacked import StackedAgent
+from slatectl.sim.member_envs import MemberEnvs
+from slatectl.sim.policies import POLICY_STREAM, RandomSlatePolicy
+from slatectl.sim.rng import CounterRNG
+from slatectl.sim.topicrec import DRAWS_PER_STEP, Observation, TopicRec
 
 
 @dataclass(frozen=True)
@@ -55,8 +62,57 @@ class RandomAgent(Agent):
         return {}
 
 
+class StackedRandom(StackedAgent):
+    """K random policies (no weights): member k's user u draws the slates of `RandomAgent` for user u and
+    member k's seed. The streams are made at the first `act` of each set of episodes, from the envs."""
+
+    def __init__(self, members: list[RandomAgent]):  # nothing to stack: no weights, no optimizers
+        if not members:
+            raise ValueError("a population needs at least one member")
+        if any(type(m) is not RandomAgent for m in members):
+            raise ValueError("StackedRandom stacks RandomAgent members")
+        self.members, self.K = members, len(members)
+        self.params = RandomParams()
+        self.action_dim, self.updates_during_random_phase = 0, False
+        self.device = torch.device("cpu")
+        self.tensors, self.optimizers, self._solo_kernels = {}, {}, {}
+        self._users = 0
+        self._streams: CounterRNG | None = None
+
+    def to(self, device: torch.device | str) -> "StackedRandom":
+        self.device = torch.device(device)
+        return self
+
+    @torch.no_grad()
+    def begin_episodes(self, slates: torch.Tensor, clicks: torch.Tensor) -> None:
+        self._users = slates.shape[1]
+        self._streams = None  # new episodes: new users
+
+    def observe(self, slates: torch.Tensor, clicks: torch.Tensor) -> None:
+        pass
+
+    def belief_state(self) -> torch.Tensor:
+        return torch.zeros(self.K, self._users, 0, device=self.device)
+
+    @torch.no_grad()
+    def act(self, mode: ActMode, generators: list[torch.Generator],
+            envs: MemberEnvs | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if envs is None:
+            raise ValueError("the random policy keys its slates on the users: pass the members' environments")
+        if self._streams is None:
+            self._streams = envs.user_streams(POLICY_STREAM)
+        cfg = envs.config
+        slates = self._streams.distinct_items(envs.t * DRAWS_PER_STEP, cfg.num_items, cfg.slate_size)
+        return slates.view(self.K, self._users, -1), torch.zeros(self.K, self._users, 0, device=self.device)
+
+    def update(self, batch: EpisodeBatch, generators: list[torch.Generator],
+               backward: Backward = default_backward) -> list[dict[str, float]]:
+        return [{} for _ in range(self.K)]
+
+
 def build_random(params: RandomParams, env: TopicRec, inputs: AgentInputs) -> RandomAgent:
     return RandomAgent()
 
 
 register_agent(AgentSpec("random", "Random", RandomParams, build_random, trainable=False))
+register_population("random", StackedRandom)

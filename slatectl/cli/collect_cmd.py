@@ -37,8 +37,8 @@ def collect(
 
     The agent and the simulator run on --device; on the CPU torch uses `slatectl --threads N` threads
     (default: all available cores), and with N >= 2 N batches of at least 2000 users are simulated at
-    once, one per thread. The same seed and --batch give the same file; with --act greedy another
-    --batch or --threads gives the same episodes (docs/algorithms.md §6.3).
+    once, one per thread. The same seed and --batch give the same file, whatever --threads; with --act
+    greedy another --batch gives the same episodes too (docs/algorithms.md §6.3).
 
     Example: slatectl collect --quality medium --env diffuse_topdown --episodes 1000
 

@@ -41,8 +41,9 @@ import torch
 
 from slatectl.registry import Dataset, Registry, resolve_random_return
 from slatectl import __version__
-from slatectl.agents import AgentInputs
+from slatectl.agents import AGENTS, AgentInputs
 from slatectl.agents.base import Agent
+from slatectl.agents.stacked import StackedAgent
 from slatectl.collect.minari_export import export_minari
 from slatectl.collect.recorder import record_dataset
 from slatectl.collect.npz import METADATA_KEY, write_npz
@@ -95,21 +96,29 @@ def parse_encoder(text: str | None) -> int | str | None:
     return int(text)
 
 
-def agent_for_checkpoint(registry: Registry, checkpoint_id: int, device: str = "cpu") -> tuple[TopicRec, Agent, dict]:
+def stacked_form(agent_name: str, agent: Agent, device: str = "cpu") -> StackedAgent:
+    """The agent as collection drives it: its stacked form with one member (`AgentSpec.population`), on
+    `device`. The solo agent is the weight layout it is stacked from."""
+    stacked = AGENTS[agent_name].population([agent.to(device)])
+    stacked.eval()
+    return stacked.to(device)
+
+
+def agent_for_checkpoint(registry: Registry, checkpoint_id: int, device: str = "cpu") -> tuple[TopicRec, StackedAgent, dict]:
     """Rebuild the checkpoint's env and agent from registered artifacts only (hashes checked, weights only),
-    then move both to `device`."""
+    on `device`; the agent in its stacked form (`stacked_form`)."""
     loaded = load_checkpoint_agent(registry, checkpoint_id)
     checkpoint = registry.get_checkpoint(checkpoint_id)
     run = registry.get_run(loaded.run_id)
-    return loaded.env.to(device), loaded.agent.to(device), {"run_id": run.id, "agent": loaded.config.agent_name, "config_hash": run.config_hash,
-                                      "step": checkpoint.step, "val_return": checkpoint.val_return_mean}
+    agent = stacked_form(loaded.config.agent_name, loaded.agent, device)
+    return loaded.env.to(device), agent, {"run_id": run.id, "agent": loaded.config.agent_name, "config_hash": run.config_hash,
+                                          "step": checkpoint.step, "val_return": checkpoint.val_return_mean}
 
 
-def random_policy_agent(env_name: str, device: str = "cpu") -> tuple[TopicRec, Agent]:
+def random_policy_agent(env_name: str, device: str = "cpu") -> tuple[TopicRec, StackedAgent]:
     """The uniform random policy, assembled like any agent (its slates depend on the user ids and seed)."""
     env, agent = build_agent(resolve_run_config(RANDOM_POLICY, env_name), AgentInputs())
-    agent.eval()
-    return env.to(device), agent.to(device)
+    return env.to(device), stacked_form(RANDOM_POLICY, agent, device)
 
 
 @dataclass

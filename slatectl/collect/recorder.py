@@ -9,11 +9,15 @@ on the host. A batch of B users owns the contiguous rows first·H … (first+B)�
   host copies them into the dataset while the device already runs the next batch. The step loop itself
   never waits for the device: the only waits are one per batch, for the previous batch's copy.
 
+The agent acts in its stacked form with one member (the form every agent trains in), through the steps
+every population loop takes (`slatectl.train.episodes`).
+
 On a CPU with N ≥ 2 torch threads the batches are shared out over N worker threads, each with its own
 copy of the simulator and the agent and one torch thread, writing its own rows: every op of a batch then
 runs on one core, the small per-user ops of the simulator included (torch runs an op under ~32k elements on
 one thread, so one loop with N threads leaves the other cores idle there). A batch's records depend only on
-its users, the seed and the weights, so the arrays are the same whatever the split (tested).
+its users, the seed and the weights (and, for the stochastic policy, its own generator), so the arrays
+are the same whatever the split (tested), for both behaviour policies.
 
 The progress callback sees a batch once its data is on the host (one batch late on a GPU; in completion
 order with several workers).
@@ -31,8 +35,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from slatectl.agents.base import ActMode, Agent
+from slatectl.agents.base import ActMode
+from slatectl.agents.stacked import StackedAgent
+from slatectl.sim.member_envs import MemberEnvs
 from slatectl.sim.topicrec import TopicRec
+from slatectl.train.episodes import begin_member_episodes, member_step
 
 #: Per-step arrays (one row per transition): name → (dtype, width attribute of `_Widths`).
 STEP_ARRAYS = {
@@ -134,17 +141,18 @@ class _Arrays:
 
 
 @torch.no_grad()
-def record_dataset(env: TopicRec, agent: Agent, episodes: int, seed: int, batch_size: int,
+def record_dataset(env: TopicRec, agent: StackedAgent, episodes: int, seed: int, batch_size: int,
                    on_batch: Callable[[int, float], None] | None = None, staged: bool | None = None,
                    workers: int | None = None, mode: ActMode = "greedy") -> dict[str, np.ndarray]:
     """Users 0 … episodes−1 of `seed`, `batch_size` at a time, the agent acting in `mode`; the dataset's arrays.
 
-    `mode` "greedy" is the agent's deterministic evaluation policy, "explore" its stochastic policy as
-    trained (SAC's squashed Gaussian, SlateQ's ε-greedy, REINFORCE's softmax draws). Greedy records
-    depend only on the users, the seed and the weights. The stochastic policy draws from torch's global
-    RNG, which is seeded per batch from (seed, first user) inside a forked RNG state (the caller's RNG is
-    left as it was): the same seed and batch size give the same file, and such batches are recorded one
-    at a time (worker threads would share the global RNG).
+    `agent` is the collecting agent in its stacked form with one member (`stacked_form`), driven through
+    the steps every population loop takes (`slatectl.train.episodes`). `mode` "greedy" is the
+    agent's deterministic evaluation policy, "explore" its stochastic policy as trained (SAC's squashed
+    Gaussian, SlateQ's ε-greedy, REINFORCE's softmax draws). Greedy records depend only on the users, the
+    seed and the weights. The stochastic policy draws from a `torch.Generator` of the batch, seeded from
+    (seed, first user) (`batch_rng_seed`): the same seed and batch size give the same file, whichever
+    worker records a batch and however many there are (nothing is drawn from torch's global RNG).
 
     The simulator and the agent must be on the same device. `staged` (default: off the CPU) records into
     device buffers copied to the host per batch; tests force it on a CPU to run that path. `workers`
@@ -152,30 +160,28 @@ def record_dataset(env: TopicRec, agent: Agent, episodes: int, seed: int, batch_
     batch; 1 elsewhere) is how many batches are recorded at once, each by its own copy of the simulator and
     agent with threads/workers torch threads.
     """
+    if agent.K != 1:
+        raise ValueError(f"collection records one policy: a stacked agent of one member, not {agent.K}")
     H, device = env.config.episode_length, env.device
+    envs = MemberEnvs([env])
     staged = device.type != "cpu" if staged is None else staged
     batches = [(first, min(batch_size, episodes - first)) for first in range(0, episodes, batch_size)]
-    stochastic = mode == "explore"
-    if stochastic and workers not in (None, 1):
-        raise ValueError("the stochastic policy draws from the global RNG: record its batches one at a time")
     if workers is None:
-        parallel = device.type == "cpu" and not staged and batch_size >= MIN_PARALLEL_BATCH and not stochastic
+        parallel = device.type == "cpu" and not staged and batch_size >= MIN_PARALLEL_BATCH
         workers = torch.get_num_threads() if parallel else 1
     workers = max(1, min(workers, len(batches)))
     if staged and workers > 1:
         raise ValueError("staged recording (device buffers) runs one batch at a time")
-    arrays = _Arrays(episodes, H, _widths(env, agent, seed), device, batches[0][1], staged)
+    arrays = _Arrays(episodes, H, _widths(envs, agent, seed), device, batches[0][1], staged)
     progress = _Progress(arrays, on_batch)
     if workers == 1:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), _one_cpu_thread(device):
+        with _one_cpu_thread(device):
             for first, size in batches:
-                if stochastic:
-                    torch.manual_seed(batch_rng_seed(seed, first))
-                _record_batch(env, agent, seed, arrays.batch_targets(first, size), first, size, mode)
+                _record_batch(envs, agent, seed, arrays.batch_targets(first, size), first, size, mode)
                 progress.landed(arrays.submit(first, size))
         progress.landed(arrays.drain())
     else:
-        _record_in_parallel(env, agent, seed, arrays, batches, workers, progress)
+        _record_in_parallel(envs, agent, seed, arrays, batches, workers, progress, mode)
     return arrays.host
 
 
@@ -196,73 +202,78 @@ def _one_cpu_thread(device: torch.device):
 
 
 def batch_rng_seed(seed: int, first_user: int) -> int:
-    """The global-RNG seed of the stochastic policy for the batch starting at `first_user` (a 63-bit mix,
+    """The seed of the stochastic policy's generator for the batch starting at `first_user` (a 63-bit mix,
     so neighbouring seeds and batches get unrelated streams)."""
     mixed = (seed * 0x9E3779B97F4A7C15 + first_user * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB) % (1 << 64)
     mixed ^= mixed >> 31
     return mixed % (1 << 63)
 
 
-def _widths(env: TopicRec, agent: Agent, seed: int) -> _Widths:
+def batch_generator(seed: int, first_user: int) -> torch.Generator:
+    """The batch's generator, on the host: the draws (a few per user and step) are the same on every
+    device, and a CUDA run of the stochastic policy draws what a CPU run draws."""
+    return torch.Generator().manual_seed(batch_rng_seed(seed, first_user))
+
+
+def _widths(envs: MemberEnvs, agent: StackedAgent, seed: int) -> _Widths:
     """The record widths, read from a one-user episode start (draws are counter-based, and every batch
     starts its own episodes, so this changes nothing that is recorded)."""
-    one_user = torch.zeros(1, dtype=torch.int64, device=env.device)
-    agent.begin_episodes(env.reset(one_user, seed), one_user, seed)
-    cfg = env.config
-    return _Widths(cfg.slate_size, agent.belief_state().shape[1], agent.action_dim, cfg.embedding_dim, cfg.num_topics)
+    one_user = torch.zeros(1, dtype=torch.int64, device=envs.device)
+    begin_member_episodes(envs, agent, one_user, [seed])
+    cfg = envs.config
+    return _Widths(cfg.slate_size, agent.belief_state().shape[-1], agent.action_dim, cfg.embedding_dim, cfg.num_topics)
 
 
-def _record_batch(env: TopicRec, agent: Agent, seed: int, out: dict[str, torch.Tensor], first: int, B: int,
+def _record_batch(envs: MemberEnvs, agent: StackedAgent, seed: int, out: dict[str, torch.Tensor], first: int, B: int,
                   mode: ActMode = "greedy") -> None:
     """Play users first … first+B−1 for one episode, writing every record into `out` ((B, H, ·) step
-    arrays, (B, ·) episode arrays)."""
-    H = env.config.episode_length
-    user_ids = torch.arange(first, first + B, device=env.device)
-    reset = env.reset(user_ids, seed)
-    agent.begin_episodes(reset, user_ids, seed)
-    belief = agent.belief_state()
-    out["observations/slate"][:, 0] = reset.slate
-    out["observations/clicks"][:, 0] = reset.clicks
-    out["infos/user_state"][:, 0] = env.user
+    arrays, (B, ·) episode arrays). The agent has one member: its records are row 0 of the (1, B, ·) ones."""
+    H = envs.config.episode_length
+    generators = [batch_generator(seed, first)]
+    reset = begin_member_episodes(envs, agent, torch.arange(first, first + B, device=envs.device), [seed])
+    out["observations/slate"][:, 0] = reset.slate[0]
+    out["observations/clicks"][:, 0] = reset.clicks[0]
+    out["infos/user_state"][:, 0] = envs.user_states()[0]
+    record_belief = out["agent/belief"].shape[-1] > 0
     for t in range(H):
-        if belief.shape[1]:
-            out["agent/belief"][:, t] = belief
-        slate, action = agent.act(env, mode)
-        result = env.step(slate, oracle=False)  # agents send item ids, never oracle positions
-        agent.observe(result.observation)
+        if record_belief:
+            out["agent/belief"][:, t] = agent.belief_state()[0]
+        action, result = member_step(envs, agent, mode, generators)
         shown = result.observation
-        out["actions/slate"][:, t] = shown.slate
+        out["actions/slate"][:, t] = shown.slate[0]
         if agent.action_dim:
-            out["agent/latent"][:, t] = action
-        out["rewards"][:, t] = result.reward
-        out["infos/bored"][:, t] = result.bored
+            out["agent/latent"][:, t] = action[0]
+        out["rewards"][:, t] = result.reward[0]
+        out["infos/bored"][:, t] = result.bored[0]
         if t + 1 < H:
-            out["observations/slate"][:, t + 1] = shown.slate
-            out["observations/clicks"][:, t + 1] = shown.clicks
-            out["infos/user_state"][:, t + 1] = result.user_state
-            belief = agent.belief_state()
+            out["observations/slate"][:, t + 1] = shown.slate[0]
+            out["observations/clicks"][:, t + 1] = shown.clicks[0]
+            out["infos/user_state"][:, t + 1] = result.user_state[0]
         else:
-            out["final/slate"][:] = shown.slate
-            out["final/clicks"][:] = shown.clicks
-            out["final/user_state"][:] = result.user_state
+            out["final/slate"][:] = shown.slate[0]
+            out["final/clicks"][:] = shown.clicks[0]
+            out["final/user_state"][:] = result.user_state[0]
 
 
-def _record_in_parallel(env: TopicRec, agent: Agent, seed: int, arrays: _Arrays, batches: list[tuple[int, int]],
-                        workers: int, progress: "_Progress") -> None:
+def _record_in_parallel(envs: MemberEnvs, agent: StackedAgent, seed: int, arrays: _Arrays,
+                        batches: list[tuple[int, int]], workers: int, progress: "_Progress",
+                        mode: ActMode) -> None:
     """Worker w records batches w, w + workers, … with its own simulator and agent (copies: both hold the
-    state of the episodes they play) into its own rows of the host arrays. The torch thread count is
-    process-wide, so it is lowered before the workers start (a new thread takes the count current at its
-    first parallel op) and restored after; a failing worker, or Ctrl-C, stops the others at their next batch."""
-    players = [(env, agent)] + [(copy.deepcopy(env), copy.deepcopy(agent)) for _ in range(workers - 1)]
+    state of the episodes they play) into its own rows of the host arrays; each batch draws from its own
+    generator, so which worker records it changes nothing. The torch thread count is process-wide, so it
+    is lowered before the workers start (a new thread takes the count current at its first parallel op)
+    and restored after; a failing worker, or Ctrl-C, stops the others at their next batch."""
+    players = [(envs, agent)] + [(copy.deepcopy(envs), copy.deepcopy(agent)) for _ in range(workers - 1)]
     failed = threading.Event()
 
-    def work(player_env: TopicRec, player_agent: Agent, mine: list[tuple[int, int]]) -> None:
+    def work(player_envs: MemberEnvs, player_agent: StackedAgent, mine: list[tuple[int, int]]) -> None:
         try:
             with torch.no_grad():  # grad mode is per thread
                 for first, size in mine:
                     if failed.is_set():
                         return
-                    _record_batch(player_env, player_agent, seed, arrays.batch_targets(first, size), first, size)
+                    _record_batch(player_envs, player_agent, seed, arrays.batch_targets(first, size), first, size,
+                                  mode)
                     progress.landed(arrays.submit(first, size))
         except BaseException:
             failed.set()

@@ -25,6 +25,7 @@ class MemberStep:
     observation: Observation  # slate, clicks: (K, B, slate_size)
     reward: torch.Tensor  # (K, B)
     user_state: torch.Tensor  # (K, B, D)
+    bored: torch.Tensor  # (K, B, topics) hidden: the users' bored topics during this step
 
 
 class MemberEnvs:
@@ -46,17 +47,33 @@ class MemberEnvs:
         self.variant = torch.tensor([names.index(env.config.name) for env in envs], device=self.device)
         self.config = envs[0].config  # shape parameters, shared by all members (MixedTopicRec checks)
         self._batch = 0
+        self._episodes: tuple[torch.Tensor, list[int]] | None = None
 
     def reset(self, user_ids: torch.Tensor, seeds: list[int]) -> Observation:
         """Every member's users `user_ids` (B,), member k with seed `seeds[k]`; returns (K, B, ·)."""
         user_ids = torch.as_tensor(user_ids, dtype=torch.int64, device=self.env.device).reshape(-1)
         self._batch = B = user_ids.shape[0]
-        rng = CounterRNG.concat([CounterRNG(seed, USER_STREAM, user_ids) for seed in seeds])
+        self._episodes = (user_ids, list(seeds))
+        rng = self.user_streams(USER_STREAM)
         if isinstance(self.env, MixedTopicRec):
             first = self.env.reset_variants(rng, self.variant.repeat_interleave(B))
         else:
             first = self.env.reset_streams(rng)
         return Observation(slate=self._split(first.slate), clicks=self._split(first.clicks))
+
+    def user_streams(self, stream: int) -> CounterRNG:
+        """Counter streams `stream` of the users now playing, member-major as the rows: a per-user random
+        policy keys its draws on them (the user ids and seeds of the last `reset`), so member k's user u
+        draws what a solo run's user u of seed `seeds[k]` draws, whatever the batch."""
+        if self._episodes is None:
+            raise RuntimeError("no episodes yet: call reset first")
+        user_ids, seeds = self._episodes
+        return CounterRNG.concat([CounterRNG(seed, stream, user_ids) for seed in seeds])
+
+    @property
+    def t(self) -> int:
+        """Steps taken in the current episodes (the simulator's clock)."""
+        return self.env.t
 
     def user_states(self) -> torch.Tensor:
         """(K, B, D) the hidden user embeddings now."""
@@ -67,7 +84,7 @@ class MemberEnvs:
         result = self.env.step(slates.reshape(self.members * self._batch, -1), oracle=oracle)
         obs = result.observation
         return MemberStep(Observation(self._split(obs.slate), self._split(obs.clicks)),
-                          self._split(result.reward), self._split(result.user_state))
+                          self._split(result.reward), self._split(result.user_state), self._split(result.bored))
 
     def _split(self, rows: torch.Tensor) -> torch.Tensor:
         return rows.view(self.members, self._batch, *rows.shape[1:])

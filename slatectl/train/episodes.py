@@ -1,6 +1,11 @@
 """Play whole episodes of an agent in the simulator, batched over users (training, validation, test,
-collection): `play_member_episodes` for the K members of a stacked agent (the trainer's; K = 1 for a solo
-run), with `member_episodes` / `stack_batches` between a member's episodes and the stacked layout."""
+collection). Over a stacked agent's K members (K = 1 for a solo run or a dataset): `begin_member_episodes`
+and `member_step`, the two moves of every such loop (observations go to the agent's device, slates to the
+simulator's; with both on one device nothing is copied and no env step waits for the host; agents never
+put oracle positions in a slate, and saying so spares the simulator a per-step check);
+`play_member_episodes`, the trainer's loop; `member_episodes` / `stack_batches` between a member's
+episodes and the stacked layout. `play_episodes` / `record_episodes` drive an unstacked agent (its own
+tests use them)."""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import torch
 
 from slatectl.agents.base import ActMode, Agent, EpisodeBatch
 from slatectl.agents.stacked import StackedAgent
-from slatectl.sim.member_envs import MemberEnvs
+from slatectl.sim.member_envs import MemberEnvs, MemberStep
 from slatectl.sim.topicrec import Observation, TopicRec
 
 
@@ -95,14 +100,35 @@ def _to(observation: Observation, device) -> Observation:
 
 
 @torch.no_grad()
+def begin_member_episodes(envs: MemberEnvs, agent: StackedAgent, user_ids: torch.Tensor,
+                          seeds: list[int]) -> Observation:
+    """Member k's users `user_ids` of its env with seed `seeds[k]`: reset them and start the agent's
+    beliefs on the first observation, which is returned ((K, B, slate), on the simulator's device)."""
+    first = envs.reset(user_ids, seeds)
+    agent.begin_episodes(first.slate.to(agent.device), first.clicks.to(agent.device))
+    return first
+
+
+@torch.no_grad()
+def member_step(envs: MemberEnvs, agent: StackedAgent, mode: ActMode,
+                generators: list[torch.Generator]) -> tuple[torch.Tensor, MemberStep]:
+    """One step of every member's users: the agent acts in `mode` (member k drawing from `generators[k]`),
+    the envs step, the agent observes. Returns the raw actions (K, B, A) and the step's result."""
+    slate, action = agent.act(mode, generators, envs)
+    result = envs.step(slate.to(envs.device), oracle=False)
+    observation = result.observation
+    agent.observe(observation.slate.to(agent.device), observation.clicks.to(agent.device))
+    return action, result
+
+
+@torch.no_grad()
 def play_member_episodes(envs: MemberEnvs, agent: StackedAgent, user_ids: torch.Tensor, seeds: list[int],
                          mode: ActMode, generators: list[torch.Generator]) -> EpisodeBatch:
-    """`play_episodes` for a population: member k plays users `user_ids` of its env with seed `seeds[k]`.
+    """The trainer's episodes: member k plays users `user_ids` of its env with seed `seeds[k]`, through
+    `begin_member_episodes` and `member_step` (the moves collection's recorder makes too).
 
     Returns an `EpisodeBatch` whose fields have a leading member dimension (K, B, …), on the simulator's
-    device (`envs.device`). Observations go to the agent's device, slates to the simulator's; with both
-    on one device nothing is copied and no env step waits for the host (as `play_episodes`).
-    """
+    device (`envs.device`)."""
     cfg = envs.config
     K, B, H, S = envs.members, user_ids.shape[0], cfg.episode_length, cfg.slate_size
     on = {"device": envs.device}  # the episode buffers live with the simulator
@@ -111,17 +137,11 @@ def play_member_episodes(envs: MemberEnvs, agent: StackedAgent, user_ids: torch.
     actions = torch.zeros(K, B, H, agent.action_dim, dtype=torch.float32, **on)
     rewards = torch.empty(K, B, H, dtype=torch.float32, **on)
     user_states = torch.empty(K, B, H + 1, cfg.embedding_dim, dtype=torch.float32, **on)
-    device = agent.device
-    first = envs.reset(user_ids, seeds)
+    first = begin_member_episodes(envs, agent, user_ids, seeds)
     slates[:, :, 0], clicks[:, :, 0], user_states[:, :, 0] = first.slate, first.clicks, envs.user_states()
-    agent.begin_episodes(first.slate.to(device), first.clicks.to(device))
     for t in range(H):
-        slate, action = agent.act(mode, generators, envs)
-        # Agents never put oracle positions in a slate; saying so spares the simulator a per-step check.
-        result = envs.step(slate.to(envs.device), oracle=False)
-        obs = result.observation
-        agent.observe(obs.slate.to(device), obs.clicks.to(device))
-        slates[:, :, t + 1], clicks[:, :, t + 1] = obs.slate, obs.clicks
+        action, result = member_step(envs, agent, mode, generators)
+        slates[:, :, t + 1], clicks[:, :, t + 1] = result.observation.slate, result.observation.clicks
         if agent.action_dim:
             actions[:, :, t] = action
         rewards[:, :, t] = result.reward
