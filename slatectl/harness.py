@@ -2,16 +2,16 @@
 does well in them.
 
 GeMS and MF pretraining train on a `pytorch_lightning.Trainer` (`slatectl/pretrain/*_lightning.py`);
-the online RL loops (`slatectl/train/loop.py`, `population.py`) stay our own code and get from
+the online RL loop (`slatectl/train/loop.py`) stays our own code and get from
 `TrainingHarness` (a `lightning_fabric.Fabric` for one device) the accelerator and device, the precision
 of the agent's updates (`--precision 32|bf16-mixed`: Fabric's autocast around the update and its
 `backward` for the losses), the seeding (Fabric's `seed_everything`) and the launch. At precision 32
 Fabric's autocast does nothing and its backward is `loss.backward()`, so a run is what it was before
 Fabric: CPU runs are bit-reproducible for a fixed seed, machine and thread count. bf16-mixed casts the
 update's matmuls to bfloat16 while weights, optimizer states, acting, validation and the simulator stay
-float32; it is accepted for solo runs on CUDA only (on the CPU it made the update slower: BENCHMARKS.md,
-"Online training on Lightning Fabric"; a population's stacked agents have float32-only hand-written
-kernels, `slatectl.train.population.check_population`).
+float32; it is refused for now: on the CPU it made the update slower (BENCHMARKS.md, "Online training on
+Lightning Fabric"), and every run trains through the stacked agents, whose hand-written kernels are
+float32-only (`slatectl.train.population.check_population`).
 
 Lightning Fabric is imported when a training loop builds its harness or seeds (deferred: this module is
 also imported by collection and pretraining, which need neither; docs/architecture.md, rule 4).
@@ -44,16 +44,26 @@ class TrainingHarness:
     def __init__(self, device: str, precision: str = "32"):
         if precision not in PRECISIONS:
             raise BadInput(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
-        from lightning_fabric import Fabric  # deferred: ~1.5 s of import that only training needs (module doc)
-
         self.precision = precision
-        self.fabric = Fabric(accelerator=device, devices=1, precision="32-true" if precision == "32" else precision)
-        self.fabric.launch()
-        self.device = torch.device(self.fabric.device.type)
+        self.device = torch.device(device)
+        self._fabric = None
+
+    @property
+    def fabric(self):
+        """The Fabric, made and launched at the first update: building a trainer (which checks its request
+        and resolves its device) neither imports Lightning nor touches the accelerator."""
+        if self._fabric is None:
+            from lightning_fabric import Fabric  # deferred: ~1.5 s of import that only training needs (module doc)
+
+            precision = "32-true" if self.precision == "32" else self.precision
+            self._fabric = Fabric(accelerator=self.device.type, devices=1, precision=precision)
+            self._fabric.launch()
+        return self._fabric
 
     def update(self, agent, *args):
-        with self.fabric.autocast():
-            return agent.update(*args, backward=self.fabric.backward)
+        fabric = self.fabric
+        with fabric.autocast():
+            return agent.update(*args, backward=fabric.backward)
 
 
 def training_harness(device: str, precision: str = "32", say: Callable[[str], None] | None = None) -> TrainingHarness:

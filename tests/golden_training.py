@@ -77,6 +77,17 @@ def _run_figures(registry, run_id: int) -> dict:
 
 
 def figures(home: Path) -> dict:
+    """The figures at one torch thread, as they were recorded (with more threads the kernels split rows
+    differently and round differently: the weights stay within rounding, near-ties may not)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _figures(home)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _figures(home: Path) -> dict:
     settings = Settings.resolve(home=home)
     out: dict = {"solo": {}, "population": [], "dataset": {}}
     with open_registry(settings) as registry:

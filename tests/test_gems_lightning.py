@@ -55,7 +55,9 @@ def test_a_stack_of_two_gets_the_same_weights_and_histories_on_both_engines():
     assert loop[0][1]["history"] != loop[1][1]["history"]  # two different members
 
 
-def test_the_kept_weights_are_those_of_the_best_validation_epoch():
+def test_the_kept_weights_are_those_of_the_best_validation_epoch(one_torch_thread):
+    # one thread: at this large step on little data the validation curve's shape depends on the kernels'
+    # rounding, and this seed's curve has its minimum before the last epoch at one thread
     slates, clicks = logged(episodes=10, seed=2)
     config = GeMSConfig(max_epochs=4, batch_size=16, latent_dim=8, lr=3e-2)  # a large step on little data
     model, metrics = train_gems(slates, clicks, config, seed=1)

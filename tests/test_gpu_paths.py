@@ -51,9 +51,10 @@ def test_gems_loop_equals_a_plain_loop_of_the_reference_schedule() -> None:
     # in the same order from the CPU generator, one Adam step each, on the same sampling noise, here
     # against a plain loop over the solo model and the independent objective of `gems_oracle`. The two
     # round differently (batched matmuls and a hand-written cross-entropy against nn.Linear and
-    # F.cross_entropy): weights within 1e-4 (Adam normalises gradient rounding into steps of up to lr
-    # where a gradient is near zero), losses within 1e-5; a wrong noise draw or batch order moves most
-    # weights by ~lr = 1e-3 and the losses by more than 1e-3.
+    # F.cross_entropy): Adam normalises gradient rounding into steps of up to lr = 1e-3 where a gradient is
+    # near zero, so every weight within lr and at most 1 % of each tensor beyond 1e-4 (measured: at one
+    # thread none, at two threads up to 0.2 %, none beyond 6.7e-4), losses within 1e-5; a wrong noise draw
+    # or batch order moves most weights by ~lr and the losses by more than 1e-3.
     slates, clicks, _ = prototype_slates(episodes=8, steps=100, seed=9)
     config = GeMSConfig(max_epochs=2, val_fraction=0.0, batch_size=96)
     model, metrics = train_gems(slates, clicks, config, seed=11)
@@ -76,7 +77,9 @@ def test_gems_loop_equals_a_plain_loop_of_the_reference_schedule() -> None:
                 total += loss.item() * index.shape[0]
             losses.append(total / rows_slates.shape[0])
     for (name, ours), theirs in zip(model.state_dict().items(), plain.state_dict().values()):
-        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-4, msg=name)
+        difference = (ours - theirs).abs()
+        assert float(difference.max()) < config.lr, name
+        assert float((difference > 1e-4).float().mean()) <= 0.01, name
     assert [row["train_loss"] for row in metrics["history"]] == pytest.approx(losses, rel=1e-5)
     assert metrics["cuda_graph"] is False  # the switch is off on the CPU
 

@@ -40,11 +40,12 @@ import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from slatectl.agents import AGENTS
+from slatectl.agents.base import ActMode
 from slatectl.agents.stacked import StackedAgent
 from slatectl.domain import DeviceChoice
 from slatectl.errors import BadInput, JobFailed
@@ -104,6 +105,8 @@ class Trainer:
         self.device = self.harness.device
         self.configs = [on_device(cfg, self.device) for cfg in configs]
         self.training = self.configs[0].training
+        self.schedule = StepSchedule(self.training)
+        self.update_times: deque[float] = deque(maxlen=50)  # the progress display's mean update time
         self.group: str | None = None
 
     # ------------------------------------------------------------------ entry points
@@ -211,49 +214,20 @@ class Trainer:
         t = self.training
         agent.to(self.device)
         envs = MemberEnvs([m.env for m in members], self.device)  # the simulator on the agent's device
-        seeds = [m.config.training.seed for m in members]
-        generators = [m.generator for m in members]
-        schedule = StepSchedule(t)
-        updates_in_random_phase = members[0].agent.updates_during_random_phase
         logs = [MetricsLog(self.logs_dir, m.run_id, resume_step=first_step if first_step else None) for m in members]
         heartbeats = [Heartbeat(self.registry, m.run_id) for m in members]
         last_val: float | None = None
         step = first_step
-        update_times: deque[float] = deque(maxlen=50)
         self.reporter.start(t.max_steps, first_step, t.random_steps)
         try:
             with StopRequests() as stops:
-                for step, count, mode in schedule.batches(first_step, lambda: stops.requested is None):
-                    agent.train()
-                    agent.set_step(step)
-                    episodes = play_member_episodes(envs, agent, torch.arange(step, step + count), seeds, mode,
-                                                    generators)
-                    returns = episodes.rewards.sum(dim=2).mean(dim=1)  # (K,) read below, after the updates are queued
-                    metrics: list[dict[str, float]] = [{} for _ in members]
-                    for i in range(count):
-                        for k, m in enumerate(members):
-                            m.replay.add(member_episodes(episodes, k, slice(i, i + 1)))
-                        if schedule.updates_at(step, updates_in_random_phase) and members[0].replay.ready:
-                            agent.set_step(step)
-                            started = time.perf_counter()
-                            batch = stack_batches([m.replay.sample(m.generator) for m in members])
-                            metrics = self.harness.update(agent, batch.to(self.device), generators)  # metrics read once
-                            update_times.append(time.perf_counter() - started)
-                        step += 1
-                    episode_returns = returns.tolist()  # one host read per batch of steps
-                    rows = [{"step": step, "episode_return": episode_returns[k], **metrics[k]} for k in range(len(members))]
-                    if schedule.validates_at(step):
-                        vals = evaluate_members(envs, agent, t.val_episodes, t.val_seed)
-                        last_val = sum(v.mean for v in vals) / len(vals)
-                        self._record_validations(members, step, vals, rows)
-                        if schedule.saves_at(step):
-                            self._save(members, agent, step, vals)
+                for step, count, mode in self.schedule.batches(first_step, lambda: stops.requested is None):
+                    step, rows = self._play_and_update(members, agent, envs, step, count, mode)
+                    if self.schedule.validates_at(step):
+                        last_val = self._validate(members, agent, envs, step, rows)
                     for log, row in zip(logs, rows):
                         log.write(row)
-                    update_seconds = sum(update_times) / len(update_times) if update_times else None
-                    self.reporter.advance(TrainingProgress(step, t.max_steps, t.random_steps,
-                                                           sum(episode_returns) / len(episode_returns),
-                                                           last_val, update_seconds, updates_in_random_phase))
+                    self._report(members, step, rows, last_val)
                     for heartbeat in heartbeats:
                         heartbeat.beat_if_due()
 
@@ -274,6 +248,53 @@ class Trainer:
             for log in logs:
                 log.close()
             self.reporter.stop()
+        return self._conclude(members, stopped_by, step, tests)
+
+    def _play_and_update(self, members: list[Member], agent: StackedAgent, envs: MemberEnvs, step: int, count: int,
+                         mode: ActMode) -> tuple[int, list[dict[str, Any]]]:
+        """The `count` training episodes from `step` on, each step followed by its update when one is due;
+        returns the step after them and each member's metrics row."""
+        generators = [m.generator for m in members]
+        updates_in_random_phase = members[0].agent.updates_during_random_phase
+        agent.train()
+        agent.set_step(step)
+        episodes = play_member_episodes(envs, agent, torch.arange(step, step + count),
+                                        [m.config.training.seed for m in members], mode, generators)
+        returns = episodes.rewards.sum(dim=2).mean(dim=1)  # (K,) read below, after the updates are queued
+        metrics: list[dict[str, float]] = [{} for _ in members]
+        for i in range(count):
+            for k, m in enumerate(members):
+                m.replay.add(member_episodes(episodes, k, slice(i, i + 1)))
+            if self.schedule.updates_at(step, updates_in_random_phase) and members[0].replay.ready:
+                agent.set_step(step)
+                started = time.perf_counter()
+                batch = stack_batches([m.replay.sample(m.generator) for m in members])
+                metrics = self.harness.update(agent, batch.to(self.device), generators)  # metrics read once
+                self.update_times.append(time.perf_counter() - started)
+            step += 1
+        episode_returns = returns.tolist()  # one host read per batch of steps
+        return step, [{"step": step, "episode_return": r, **m} for r, m in zip(episode_returns, metrics)]
+
+    def _validate(self, members: list[Member], agent: StackedAgent, envs: MemberEnvs, step: int,
+                  rows: list[dict[str, Any]]) -> float:
+        """Every member's validation (recorded, and in its row), then the save when `step` is a save step;
+        returns the members' mean validation return."""
+        vals = evaluate_members(envs, agent, self.training.val_episodes, self.training.val_seed)
+        self._record_validations(members, step, vals, rows)
+        if self.schedule.saves_at(step):
+            self._save(members, agent, step, vals)
+        return sum(v.mean for v in vals) / len(vals)
+
+    def _report(self, members: list[Member], step: int, rows: list[dict[str, Any]], last_val: float | None) -> None:
+        t = self.training
+        returns = [row["episode_return"] for row in rows]
+        update_seconds = sum(self.update_times) / len(self.update_times) if self.update_times else None
+        self.reporter.advance(TrainingProgress(step, t.max_steps, t.random_steps, sum(returns) / len(returns),
+                                               last_val, update_seconds, members[0].agent.updates_during_random_phase))
+
+    def _conclude(self, members: list[Member], stopped_by: str | None, step: int,
+                  tests: list[list[TestResult]]) -> list[TrainResult]:
+        """Every run `finished` with its checkpoints and tests; or, stopped by a signal, `interrupted`."""
         if stopped_by is not None:
             for m in members:
                 self.registry.finish_run(m.run_id, status="interrupted")
