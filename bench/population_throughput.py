@@ -36,7 +36,7 @@ from slatectl.sim.config import env_names
 from slatectl.sim.factory import make_env
 from slatectl.sim.member_envs import MemberEnvs
 from slatectl.train.episodes import play_episodes
-from slatectl.train.loop import simulator_on
+from slatectl.train.episodes import simulator_on
 from slatectl.train.episodes import member_episodes, play_member_episodes, stack_batches
 from slatectl.train.replay import EpisodeReplay
 from train_throughput import build_sac_gems  # bench/ is on sys.path when a script here runs

@@ -27,7 +27,7 @@ from slatectl.pretrain.gems_train import GeMSConfig, build_gems
 from slatectl.sim.factory import make_env
 from slatectl.train.config import default_config_dict
 from slatectl.train.episodes import play_episodes
-from slatectl.train.loop import simulator_on
+from slatectl.train.episodes import simulator_on
 from slatectl.train.replay import EpisodeReplay
 
 

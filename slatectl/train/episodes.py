@@ -88,6 +88,14 @@ def _play(env: TopicRec, agent: Agent, user_ids: torch.Tensor, seed: int, mode: 
                             bored if bored is not None else torch.empty(B, H, 0, dtype=torch.bool, **on))
 
 
+def simulator_on(env: TopicRec, device: torch.device) -> TopicRec:
+    """A simulator on `device`: a plain TopicRec is rebuilt around a moved copy of its item table (same
+    config, same table, same counter-based draws: the same users)."""
+    if simulator_device(env).type == device.type or type(env) is not TopicRec:
+        return env
+    return TopicRec(env.config, env.item_embeddings.to(device))
+
+
 def simulator_device(env: TopicRec) -> torch.device:
     """Where the simulator runs: the device of its item table."""
     return env.item_embeddings.device

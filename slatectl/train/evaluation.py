@@ -8,12 +8,10 @@ from typing import Callable
 
 import torch
 
-from slatectl.agents.base import Agent
-from slatectl.registry import Registry
-from slatectl.sim.topicrec import TopicRec
 from slatectl.agents.stacked import StackedAgent
+from slatectl.registry import Registry
 from slatectl.sim.member_envs import MemberEnvs
-from slatectl.train.episodes import play_episodes, play_member_episodes
+from slatectl.train.episodes import play_member_episodes
 
 
 @dataclass(frozen=True)
@@ -34,17 +32,6 @@ class TestResult:
     test_mean: float
     test_std: float
     episodes: int
-
-
-def evaluate(env: TopicRec, agent: Agent, episodes: int, seed: int, device: torch.device | str) -> Evaluation:
-    """Mean and std of the greedy return of users 0 … episodes−1 of `seed` (agent left in train mode)."""
-    agent.eval()
-    try:
-        batch = play_episodes(env, agent, torch.arange(episodes), seed, "greedy", device)
-    finally:
-        agent.train()
-    returns = batch.rewards.sum(dim=1).double()
-    return Evaluation(float(returns.mean()), float(returns.std()) if episodes > 1 else 0.0, episodes)
 
 
 def evaluate_members(envs: MemberEnvs, agent: StackedAgent, episodes: int, seed: int) -> list[Evaluation]:

@@ -52,12 +52,11 @@ from slatectl.errors import BadInput, JobFailed
 from slatectl.harness import seed_everything, training_harness
 from slatectl.registry import Checkpoint, Registry, Run
 from slatectl.sim.member_envs import MemberEnvs
-from slatectl.sim.topicrec import TopicRec
 from slatectl.train.assembly import build_agent, ensure_agent_inputs, ensure_population_gems, registered_agent_inputs
 from slatectl.train.checkpoints import (ResumeState, load_resume_state, register_checkpoint, register_resume_state,
                                         resume_states_by_step)
 from slatectl.train.config import RunConfig, run_config_from_dict
-from slatectl.train.episodes import member_episodes, play_member_episodes, stack_batches, simulator_device
+from slatectl.train.episodes import member_episodes, play_member_episodes, stack_batches
 from slatectl.train.evaluation import Evaluation, TestResult, evaluate_members, test_checkpoints
 from slatectl.train.lifecycle import Heartbeat, StopRequests, signal_exit_code
 from slatectl.train.metrics_log import MetricsLog
@@ -357,14 +356,6 @@ class Trainer:
         return (f"population {self.group} ({len(members)} runs) stopped by {stopped_by} at step {step:,}; every "
                 f"member is marked interrupted and keeps its checkpoints. Continue it with "
                 f"`slatectl train {agent} --resume {self.group}`.")
-
-
-def simulator_on(env: TopicRec, device: torch.device) -> TopicRec:
-    """A simulator on `device`: a plain TopicRec is rebuilt around a moved copy of its item table (same
-    config, same table, same counter-based draws: the same users)."""
-    if simulator_device(env).type == device.type or type(env) is not TopicRec:
-        return env
-    return TopicRec(env.config, env.item_embeddings.to(device))
 
 
 def on_device(config: RunConfig, device: torch.device) -> RunConfig:
