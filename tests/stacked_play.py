@@ -36,19 +36,20 @@ def generators(*seeds: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(seed) for seed in seeds]
 
 
-def play(envs: TopicRec | list[TopicRec], agent: StackedAgent, user_ids: torch.Tensor, seed: int | list[int],
+def play(envs: TopicRec | list[TopicRec] | MemberEnvs, agent: StackedAgent, user_ids: torch.Tensor, seed: int | list[int],
          mode: ActMode, draws: list[torch.Generator] | None = None) -> EpisodeBatch:
     """Every member plays users `user_ids` of its env (one env: the same for all) with reset seed `seed`
     (or `seed[k]`), acting in `mode` with member k drawing from `draws[k]` (default: generators seeded
     0 … K − 1). Fields have a leading member dimension (K, B, …)."""
     K = agent.K
-    env_list = envs if isinstance(envs, list) else [envs] * K
+    if not isinstance(envs, MemberEnvs):
+        envs = MemberEnvs(envs if isinstance(envs, list) else [envs] * K)
     seeds = seed if isinstance(seed, list) else [seed] * K
     draws = draws if draws is not None else generators(*range(K))
-    return play_member_episodes(MemberEnvs(env_list), agent, user_ids, seeds, mode, draws)
+    return play_member_episodes(envs, agent, user_ids, seeds, mode, draws)
 
 
-def play_one(env: TopicRec, agent: StackedAgent, user_ids: torch.Tensor, seed: int, mode: ActMode,
+def play_one(env: TopicRec | MemberEnvs, agent: StackedAgent, user_ids: torch.Tensor, seed: int, mode: ActMode,
              draws: torch.Generator | None = None) -> EpisodeBatch:
     """`play` for a stack of one, returning member 0's episodes without the member dimension."""
     assert agent.K == 1, "play_one drives a stack of one"

@@ -1,4 +1,4 @@
-"""The device paths of GeMS pretraining and solo training, checked on the CPU through the same code.
+"""The device paths of GeMS pretraining and training, checked on the CPU through the same code.
 
 CI has no GPU: the device-agnostic loops run here on the CPU, and what makes them fast on a GPU is
 checked by its CPU-visible consequence (how often slatectl code reads a tensor back to the host: every
@@ -24,10 +24,12 @@ from slatectl.pretrain.gems_train import GeMSConfig, build_gems, train_gems
 from slatectl.registry import open_registry
 from slatectl.settings import Settings
 from slatectl.sim.factory import make_env
+from slatectl.sim.member_envs import MemberEnvs
 from slatectl.train.config import default_config_dict, resolve_run_config
-from slatectl.train.episodes import play_episodes
+from slatectl.train.episodes import stack_batches
 from slatectl.train.loop import Trainer, recorded_config
 from slatectl.train.replay import EpisodeReplay
+from stacked_play import generators, play_one, stacked
 from synthetic_logged import prototype_slates
 
 CUDA = torch.cuda.is_available()
@@ -117,7 +119,7 @@ def _agent(name: str, env, device: str = "cpu"):
         inputs = AgentInputs(gems=gems, gems_bounds=(torch.zeros(32), torch.full((32,), 2.0)))
     elif name == "sac-topk-mf":
         inputs = AgentInputs(mf=torch.randn(env.config.num_items, 20))
-    return AGENTS[name].build(params, env, inputs).to(device)
+    return stacked(name, AGENTS[name].build(params, env, inputs)).to(device)  # the form the trainer drives
 
 
 @pytest.mark.parametrize("name", ["sac-gems", "sac-topk-ideal", "sac-wknn", "reinforce-softmax"])
@@ -126,7 +128,7 @@ def test_acting_reads_nothing_back_per_env_step(name, monkeypatch) -> None:
     env = make_env("focused_topdown")
     agent = _agent(name, env)
     counts = count_host_reads(monkeypatch)
-    episodes = play_episodes(env, agent, torch.arange(3), seed=1, mode="explore")
+    episodes = play_one(env, agent, torch.arange(3), seed=1, mode="explore")
     assert _hot_path(counts) == 0, dict(counts)
     assert episodes.rewards.shape == (3, env.config.episode_length)
 
@@ -138,9 +140,9 @@ def test_a_capturable_episode_makes_no_tensor_from_host_data(name, monkeypatch) 
     # is a synchronous host-to-device copy that would fail the capture.
     torch.manual_seed(0)
     env = make_env("focused_divpen")  # a diversity penalty: the click model's crowded-slate branch runs
-    agent = _agent(name, env)
+    agent, envs = _agent(name, env), MemberEnvs([env])
     made = count_tensors_from_host_data(monkeypatch)
-    episodes = play_episodes(env, agent, torch.arange(3), seed=1, mode="explore")
+    episodes = play_one(envs, agent, torch.arange(3), seed=1, mode="explore")
     assert not made, dict(made)
     assert episodes.rewards.shape == (3, env.config.episode_length)
 
@@ -166,9 +168,10 @@ def test_an_update_reads_its_metrics_in_one_transfer(name, monkeypatch) -> None:
     env = make_env("focused_topdown")
     agent = _agent(name, env)
     replay = EpisodeReplay(50, 1 if name == "reinforce-softmax" else 4)
-    replay.add(play_episodes(env, agent, torch.arange(6), seed=1, mode="random"))
+    replay.add(play_one(env, agent, torch.arange(6), seed=1, mode="random"))
+    batch = stack_batches([replay.sample()])
     counts = count_host_reads(monkeypatch)
-    metrics = agent.update(replay.sample())
+    (metrics,) = agent.update(batch, generators(0))
     assert _hot_path(counts) == 1, dict(counts)
     assert metrics and all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
 

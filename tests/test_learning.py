@@ -63,8 +63,8 @@ from slatectl.sim.rollout import run_episodes
 from slatectl.sim.seeds import TEST_SEED
 from slatectl.train.assembly import load_checkpoint_agent
 from slatectl.train.config import resolve_run_config
-from slatectl.train.episodes import play_episodes
 from slatectl.train.loop import Trainer
+from stacked_play import play_one, stacked
 
 ENV, SEED = "diffuse_topdown", 3
 RANDOM_STEPS, MAX_STEPS, SAVE_EVERY = 200, 2000, 200
@@ -74,7 +74,8 @@ Z_MIN = 8
 
 def _test_returns(registry, checkpoint_id: int) -> torch.Tensor:
     loaded = load_checkpoint_agent(registry, checkpoint_id)
-    batch = play_episodes(loaded.env, loaded.agent, torch.arange(TEST_USERS), TEST_SEED, "greedy")
+    agent = stacked(loaded.config.agent_name, loaded.agent)
+    batch = play_one(loaded.env, agent, torch.arange(TEST_USERS), TEST_SEED, "greedy")
     return batch.rewards.sum(dim=1).double()
 
 
