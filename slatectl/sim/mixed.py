@@ -75,8 +75,7 @@ class MixedTopicRec(TopicRec):
     # -- per-user versions of the env-dependent pieces -------------------------------------------------
     def _click(self, slate: torch.Tensor, masked_user: torch.Tensor, counter: int) -> torch.Tensor:
         cfg = self.config
-        slate_vectors = torch.nn.functional.embedding(slate, self.item_embeddings)
-        slate_scores = torch.einsum("bkd,bd->bk", slate_vectors, masked_user) / self.max_score
+        slate_scores = self._slate_scores(slate, masked_user)
         topics = self.item_topics[slate]
         counts = torch.zeros(slate.shape[0], cfg.num_topics, dtype=torch.int64, device=self.device)
         counts.scatter_add_(1, topics, torch.ones_like(topics))
@@ -89,7 +88,7 @@ class MixedTopicRec(TopicRec):
         """(B, N) ⟨e_i, ũ⟩ / max_score over each user's own environment's N items."""
         u = self.masked_user() if masked_user is None else masked_user
         tables = self.item_embeddings.view(len(self.variants), self.own_items, -1)[self.variant]  # (B, N, D)
-        return torch.einsum("bnd,bd->bn", tables, u) / self.max_score
+        return torch.bmm(tables, u[:, :, None]).squeeze(-1) / self.max_score  # as einsum, without its planning
 
     def oracle_slate(self, masked_user: torch.Tensor | None = None) -> torch.Tensor:
         """Top-K of each user's own items, as union ids (the base step fills oracle positions with them)."""

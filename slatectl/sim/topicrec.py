@@ -125,12 +125,16 @@ class TopicRec:
         blocks = [(u[i : i + size] @ table_t).topk(k, dim=1).indices for i in range(0, u.shape[0], size)]
         return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
 
+    def _slate_scores(self, slate: torch.Tensor, masked_user: torch.Tensor) -> torch.Tensor:
+        """(B, K) ⟨e_i, ũ⟩ / max_score of the slate's items. bmm, not einsum: the same kernel and values,
+        without einsum's ~15 µs of planning per call (a tenth of a one-user step)."""
+        slate_vectors = torch.nn.functional.embedding(slate, self.item_embeddings)
+        return torch.bmm(slate_vectors, masked_user[:, :, None]).squeeze(-1) / self.max_score
+
     def _click(self, slate: torch.Tensor, masked_user: torch.Tensor, counter: int) -> torch.Tensor:
         cfg = self.config
-        slate_vectors = torch.nn.functional.embedding(slate, self.item_embeddings)
-        slate_scores = torch.einsum("bkd,bd->bk", slate_vectors, masked_user) / self.max_score
         probs = click_probabilities(
-            relevance(slate_scores, cfg.offset, cfg.slope), self.item_topics[slate], self.propensities,
+            relevance(self._slate_scores(slate, masked_user), cfg.offset, cfg.slope), self.item_topics[slate], self.propensities,
             cfg.num_topics, cfg.diversity_threshold, cfg.diversity_penalty,
         )
         return (self.rng.uniform(counter, cfg.slate_size) < probs).to(torch.int64)
@@ -208,17 +212,17 @@ class TopicRec:
     def _drift(self, slate: torch.Tensor, clicks: torch.Tensor) -> None:
         """Drift towards each clicked item, in rank order, renormalising after each."""
         omega, topics = self.config.omega, self.config.num_topics
-        for rank in range(self.config.slate_size):
-            if self.sparse_drift:
-                # Only the users who clicked at this rank (a few percent): cheap at large B on a CPU.
+        if self.sparse_drift:
+            # Only the ranks somebody clicked (one host read, free on a CPU), and at each only the users who
+            # clicked there (a few percent): cheap at large B, and few ops at small B.
+            for rank in torch.nonzero(clicks.any(dim=0)).flatten().tolist():
                 users = torch.nonzero(clicks[:, rank]).flatten()
-                if users.numel() == 0:
-                    continue
                 drifted = omega * self.user[users] + (1.0 - omega) * self.item_embeddings[slate[users, rank]]
                 self.user[users] = normalise_user(drifted, topics)
-            else:
-                drifted = omega * self.user + (1.0 - omega) * self.item_embeddings[slate[:, rank]]
-                self.user = torch.where(clicks[:, rank, None].bool(), normalise_user(drifted, topics), self.user)
+            return
+        for rank in range(self.config.slate_size):
+            drifted = omega * self.user + (1.0 - omega) * self.item_embeddings[slate[:, rank]]
+            self.user = torch.where(clicks[:, rank, None].bool(), normalise_user(drifted, topics), self.user)
 
     def step(self, slate: torch.Tensor, oracle: bool | None = None) -> StepResult:
         """One step for every user. Negative slate entries ask for the oracle's item at that position;
