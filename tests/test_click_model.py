@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from slatectl.sim.click_model import click_probabilities, diversity_penalty_factor, examination_propensities, relevance
-from slatectl.sim.rng import CounterRNG
+from slatectl.sim.rng import CounterRNG, pcg_hash
 
 
 def test_propensities_match_spec_tables():
@@ -62,3 +62,13 @@ def test_distinct_items_are_distinct_and_uniform():
         counts = torch.bincount(items[:, position], minlength=1000).double()
         chi2 = float(((counts - 50.0) ** 2 / 50.0).sum())
         assert abs(chi2 - 999) < 5 * math.sqrt(2 * 999)
+
+
+def test_counter_rng_draws_are_one_hash_of_key_and_counter_inside_and_beyond_the_counter_table():
+    """A draw is hash(key XOR hash(hash(c) XOR 0x9E3779B9)), written out here with the hash alone; counters
+    below 2^14 come from the per-device table, the others are hashed on the spot: both must give it."""
+    rng = CounterRNG(5, 2, torch.tensor([0, 3, 2**33 + 1]))
+    for counter in (0, 6_400, 2**14 - 4, 2**14, 2**40):
+        counters = torch.arange(counter, counter + 8, dtype=torch.int64) & 0xFFFFFFFF
+        expected = pcg_hash(rng.key[:, None] ^ pcg_hash(pcg_hash(counters) ^ 0x9E3779B9)[None, :])
+        assert torch.equal(rng.bits(counter, 8), expected), counter
