@@ -11,12 +11,10 @@ import torch
 import yaml
 
 from slatectl.agents import AGENTS, AgentInputs, trainable_agents
-from slatectl.agents.base import Agent, EpisodeBatch
+from slatectl.agents.base import EpisodeBatch
 from slatectl.agents.belief import GRUBelief
 from slatectl.agents.rankers import GeMSRanker, TopKRanker
-from slatectl.agents.reinforce import discounted_returns
 from slatectl.agents.sac import SACAgent
-from slatectl.agents.slateq import SlateQ
 from slatectl.agents.wknn import WolpertingerSAC
 from slatectl.config_tools import build_config
 from slatectl.errors import BadInput
@@ -349,85 +347,6 @@ def test_wknn_random_phase_draws_random_slates(env, inputs):
     assert torch.equal(agent._queries(action), agent.item_table[slate])
 
 
-# -- SlateQ ---------------------------------------------------------------------------------------------
-
-def test_slateq_epsilon_schedule_and_exploration(env, inputs):
-    agent = build("slateq", env, inputs)
-    assert isinstance(agent, SlateQ)
-    for step in (0, 500, 1000, 2000, 10_000):
-        agent.set_step(step)
-        assert agent.epsilon == pytest.approx(0.01 + 0.99 * math.exp(-step / 1000))
-    agent.begin_episodes(env.reset(torch.arange(200), 4))
-    greedy = agent.act(env, "greedy")[0]
-    agent.set_step(0)  # ε = 1: every slate random
-    assert (agent.act(env, "explore")[0] != greedy).any(1).float().mean() > 0.95
-    agent.set_step(100_000)  # ε = 0.01
-    assert (agent.act(env, "explore")[0] == greedy).all(1).float().mean() > 0.9
-
-
-def test_slateq_greedy_ranks_relevance_times_q(env, inputs):
-    agent = build("slateq", env, inputs)
-    agent.begin_episodes(env.reset(torch.arange(5), 4))
-    for _ in range(8):  # let some boredom build up
-        agent.observe(env.step(env.oracle_slate()).observation)
-    slate = agent.act(env, "greedy")[0]
-    scores = env.relevances() * agent.q(agent.belief.state)
-    assert torch.equal(slate, scores.topk(K, dim=1).indices)
-    ref = build("slateq", env, inputs, act_relevance="reference-slice")
-    assert torch.equal(ref.slice_mask[2].nonzero().flatten(), torch.tensor([4, 5]))
-    assert ref.slice_mask[0].sum() == 0 and torch.equal(ref.slice_mask[3].nonzero().flatten(), torch.tensor([6, 7, 8]))
-    unmasked = build("slateq", env, inputs, act_relevance="unmasked").acting_relevances(env)
-    assert unmasked.shape == (5, N) and bool(((unmasked >= 0) & (unmasked <= 1)).all())
-
-
-def test_slateq_target_pairs_state_with_next_clicks(env, inputs, batches):
-    """Fixed pairing: Q(s_t, ·) is regressed on the first click of o_{t+1}; reference: of o_t."""
-    batch = batches["slateq"]
-    for quirk in (False, True):
-        agent = build("slateq", env, inputs, pair_state_with_shown_clicks=quirk)
-        metrics = agent.update(batch)
-        clicks = batch.clicks[:, :100] if quirk else batch.clicks[:, 1:]
-        assert metrics["kept_transitions"] == float((clicks.sum(-1) > 0).sum())
-
-
-# -- REINFORCE ------------------------------------------------------------------------------------------
-
-def test_discounted_returns():
-    rewards = torch.tensor([[1.0, 0.0, 2.0, 3.0]])
-    expected = torch.tensor([[1 + 0.8**2 * 2 + 0.8**3 * 3, 0.8 * 2 + 0.8**2 * 3, 2 + 0.8 * 3, 3.0]])
-    assert torch.allclose(discounted_returns(rewards, 0.8), expected)
-
-
-def test_reinforce_update_raises_log_prob_of_clicked_items(env, inputs, batches):
-    batch = batches["reinforce-softmax"]
-    agent = build("reinforce-softmax", env, inputs)
-    assert agent.updates_during_random_phase
-    with torch.no_grad():
-        before, mask = agent.clicked_item_log_terms(batch)
-    agent.update(batch)
-    with torch.no_grad():
-        after, _ = agent.clicked_item_log_terms(batch)
-    assert mask.sum() > 0
-    assert (after - before)[mask].mean() > 0  # positive returns make the clicked items more likely
-    # zero return → zero loss gradient → nothing moves
-    zero = dataclasses.replace(batch, rewards=torch.zeros_like(batch.rewards))
-    agent2 = build("reinforce-softmax", env, inputs)
-    params = trainable(agent2)
-    agent2.update(zero)
-    assert all(torch.equal(params[n], p) for n, p in trainable(agent2).items())
-
-
-def test_reinforce_explore_samples_from_policy(env, inputs):
-    agent = build("reinforce-softmax", env, inputs)
-    with torch.no_grad():  # make the policy put almost all mass on item 7
-        agent.policy[-1].weight.zero_()
-        agent.policy[-1].bias.fill_(-30.0)
-        agent.policy[-1].bias[7] = 30.0
-    agent.begin_episodes(env.reset(torch.arange(3), 1))
-    assert bool((agent.act(env, "explore")[0] == 7).all())
-    assert bool((agent.act(env, "greedy")[0][:, 0] == 7).all())
-
-
 # -- exact computations -----------------------------------------------------------------------------
 
 def test_sac_critic_target_by_hand(env, inputs, batches):
@@ -475,42 +394,7 @@ def test_wknn_picks_the_target_q1_best_candidate(env, inputs):
     assert torch.equal(agent.wolpertinger_slate(proto, torch.randn(6, 20)), expected)
 
 
-@pytest.mark.parametrize("env_name", ["focused_topdown", "diffuse_divpen"])
-def test_slateq_click_model_matches_simulator(env_name, inputs):
-    from slatectl.sim.click_model import click_probabilities
-
-    env = make_env(env_name)
-    agent = build("slateq", env, inputs)
-    g = torch.Generator().manual_seed(1)
-    slates = torch.randint(0, N, (64, K), generator=g)
-    slates[:8] = torch.nonzero(env.item_topics == 3).flatten()[:K]  # crowded slates (DivPen penalty)
-    rel = torch.rand(64, K, generator=g)
-    expected = click_probabilities(rel, env.item_topics[slates], env.propensities, env.config.num_topics,
-                                   env.config.diversity_threshold, env.config.diversity_penalty)
-    assert torch.allclose(agent.click_probabilities(rel, env.item_topics[slates]), expected)
-
-
-def test_slateq_target_is_one_when_gamma_zero(env, inputs, batches):
-    agent = build("slateq", env, inputs, gamma=0.0)
-    assert agent.update(batches["slateq"])["target_mean"] == pytest.approx(1.0)
-
-
 # -- the contract shared by every agent -------------------------------------------------------------------
-
-def test_random_policy_is_a_registered_agent_keyed_on_user_and_seed(env):
-    from slatectl.train.episodes import play_episodes, record_episodes
-
-    spec = AGENTS["random"]
-    agent = spec.build(spec.params_cls(), env, AgentInputs())
-    assert isinstance(agent, Agent) and agent.optimizers() == {}
-    wide = play_episodes(env, agent, torch.arange(6), 4, "greedy")
-    narrow = record_episodes(env, agent, torch.arange(3, 6), 4, "greedy")
-    assert torch.equal(wide.slates[3:], narrow.episodes.slates)  # a user's slates do not depend on the batch
-    assert narrow.beliefs.shape == (3, env.config.episode_length, 0)
-    assert narrow.bored.shape == (3, env.config.episode_length, env.config.num_topics)
-    other_seed = play_episodes(env, agent, torch.arange(3, 6), 5, "greedy")
-    assert not torch.equal(other_seed.slates, narrow.episodes.slates)
-
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_agent_follows_the_step_schedule_contract(name, env, inputs):

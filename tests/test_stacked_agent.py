@@ -1,5 +1,5 @@
 """The pieces every stacked agent shares (slatectl/agents/stacked.py), checked on a non-SAC agent: the
-fused Adam over the stack, the member's solo-format optimizer state, `to()`, and random-phase acting;
+fused Adam over the stack, a member exported as a run of its own, `to()`, and random-phase acting;
 and the stacked random policy (no weights) against the simulator's own random policy.
 
 (SAC's use of the same pieces is checked in test_sac_population_kernels.py; whole first updates against
@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from slatectl.agents.base import EpisodeBatch
-from slatectl.agents.reinforce import ReinforceParams, ReinforceSoftmax
 from slatectl.agents.random_policy import RandomAgent, StackedRandom
-from slatectl.agents.reinforce_population import StackedReinforce
+from slatectl.agents.reinforce import ReinforceParams, ReinforceSoftmax, StackedReinforce
 from slatectl.sim.factory import make_env
 from slatectl.sim.member_envs import MemberEnvs
 from slatectl.sim.policies import RandomSlatePolicy
+from slatectl.train.episodes import stack_batches
 
 K, E, H, SLATE, ITEMS = 3, 4, 6, 10, 200
 
@@ -42,24 +42,29 @@ def _member(batch: EpisodeBatch, k: int) -> EpisodeBatch:
     return EpisodeBatch(*(getattr(batch, f)[k] for f in EpisodeBatch.__dataclass_fields__))
 
 
-def test_stacked_adam_is_fused_and_a_member_exports_a_solo_state_that_continues_as_the_solo_agent():
+def test_stacked_adam_is_fused_and_a_member_exports_a_run_of_its_own_that_continues_as_the_member():
     stacked = StackedReinforce(_members())
     assert all(opt.param_groups[0]["fused"] for opt in stacked.optimizers.values())
     stacked.update(_batch(0), [])
     k = 1
-    solo = _members()[k]
-    solo.load_state_dict(stacked.member_state_dict(k))
-    for name, state in stacked.member_optimizer_states(k).items():
-        solo_optimizer = solo.optimizers()[name]
-        for key in ("fused", "foreach"):  # the solo optimizer's own kernel choice, not the stack's
-            assert state["param_groups"][0][key] == solo_optimizer.param_groups[0][key]
-        solo_optimizer.load_state_dict(state)
+    # member k as a checkpoint and resume state: the layout's own state dict and optimizer states
+    layout = _members()[k]
+    layout.load_state_dict(stacked.member_state_dict(k))
+    exported = stacked.member_optimizer_states(k)
+    for name, state in exported.items():
+        layout_optimizer = layout.optimizers()[name]
+        for key in ("fused", "foreach"):  # the layout optimizer's own kernel choice, not the stack's
+            assert state["param_groups"][0][key] == layout_optimizer.param_groups[0][key]
+        layout_optimizer.load_state_dict(state)
+    alone = StackedReinforce([layout])  # resumed as a run of its own (a stack of one)
+    alone.load_optimizer_states([exported])
     batch = _batch(1)
     metrics = stacked.update(batch, [])
-    solo_metrics = solo.update(_member(batch, k))
-    assert metrics[k]["loss"] == pytest.approx(solo_metrics["loss"], rel=1e-5, abs=1e-5)
+    alone_metrics = alone.update(stack_batches([_member(batch, k)]), [])
+    # the stack of one runs the same kernels over another member count: equal up to float rounding
+    assert metrics[k]["loss"] == pytest.approx(alone_metrics[0]["loss"], rel=1e-5, abs=1e-5)
     after = stacked.member_state_dict(k)
-    for name, value in solo.state_dict().items():
+    for name, value in alone.member_state_dict(0).items():
         torch.testing.assert_close(after[name], value, atol=1e-5, rtol=1e-4, msg=name)
 
 
@@ -110,9 +115,9 @@ def test_random_phase_slates_are_each_members_own_draws():
         stacked.act("sideways", generators)
 
 
-def test_the_stacked_random_policy_shows_each_member_the_solo_policys_slates_for_its_users_and_seed():
+def test_the_stacked_random_policy_shows_each_member_the_simulators_random_slates_for_its_users_and_seed():
     # Member k plays users 5, 0, 17 of seed seeds[k]; its slates at every step are those of the simulator's
-    # own random policy run for those users and that seed alone (the solo path, keyed the same way).
+    # own random policy run for those users and that seed alone (keyed the same way).
     users, seeds = torch.tensor([5, 0, 17]), [3, 8]
     envs = MemberEnvs([make_env("focused_topdown"), make_env("focused_topdown")])
     stacked = StackedRandom([RandomAgent(), RandomAgent()])

@@ -5,9 +5,8 @@ per-user counter streams (`slatectl.sim.policies.RandomSlatePolicy`) keyed by th
 the episode, so a user's slates do not depend on the batch it is simulated in. It has no belief (an
 empty (B, 0) state), no action vector, nothing to learn, and is not trainable.
 
-Two forms, as every agent: `RandomAgent` (solo: the episodes' ids come to `begin_episodes`) and
-`StackedRandom` (K members: the ids and each member's seed come from the members' envs,
-`MemberEnvs.user_streams`), which draws exactly the solo slates.
+`RandomAgent` is the member layout (nothing to hold); `StackedRandom` plays K members, the ids and
+each member's seed coming from the members' envs (`MemberEnvs.user_streams`).
 """
 
 from __future__ import annotations
@@ -18,12 +17,12 @@ import torch
 
 from slatectl.agents.base import ActMode, Agent, EpisodeBatch, Backward, default_backward
 from slatectl.agents.pretrained import AgentInputs
-from slatectl.agents.spec import AgentSpec, register_agent, register_population
+from slatectl.agents.spec import AgentSpec, register_agent
 from slatectl.agents.stacked import StackedAgent
 from slatectl.sim.member_envs import MemberEnvs
-from slatectl.sim.policies import POLICY_STREAM, RandomSlatePolicy
+from slatectl.sim.policies import POLICY_STREAM
 from slatectl.sim.rng import CounterRNG
-from slatectl.sim.topicrec import DRAWS_PER_STEP, Observation, TopicRec
+from slatectl.sim.topicrec import DRAWS_PER_STEP, TopicRec
 
 
 @dataclass(frozen=True)
@@ -38,33 +37,13 @@ class RandomParams:
 
 
 class RandomAgent(Agent):
-    def __init__(self) -> None:
-        super().__init__()
-        self.policy = RandomSlatePolicy()
-        self._users = 0
-
-    def begin_episodes(self, first: Observation, user_ids: torch.Tensor | None = None, seed: int | None = None) -> None:
-        if user_ids is None or seed is None:
-            raise ValueError("the random policy needs the episodes' user ids and seed")
-        self.policy.reset(user_ids, seed)
-        self._users = int(user_ids.shape[0])
-
-    def act(self, env: TopicRec, mode: ActMode) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.policy.act(env), torch.zeros(env.batch_size, 0)
-
-    def observe(self, observation: Observation) -> None:
-        pass
-
-    def belief_state(self) -> torch.Tensor:
-        return torch.zeros(self._users, 0)
-
-    def update(self, batch: EpisodeBatch, backward: Backward = default_backward) -> dict[str, float]:
-        return {}
+    """A member's layout: no weights, no optimizer (`StackedRandom` draws the slates)."""
 
 
 class StackedRandom(StackedAgent):
-    """K random policies (no weights): member k's user u draws the slates of `RandomAgent` for user u and
-    member k's seed. The streams are made at the first `act` of each set of episodes, from the envs."""
+    """K random policies (no weights): member k's user u draws the simulator's random-policy slates for
+    user u and member k's seed. The streams are made at the first `act` of each set of episodes, from the
+    envs."""
 
     def __init__(self, members: list[RandomAgent]):  # nothing to stack: no weights, no optimizers
         if not members:
@@ -114,5 +93,4 @@ def build_random(params: RandomParams, env: TopicRec, inputs: AgentInputs) -> Ra
     return RandomAgent()
 
 
-register_agent(AgentSpec("random", "Random", RandomParams, build_random, trainable=False))
-register_population("random", StackedRandom)
+register_agent(AgentSpec("random", "Random", RandomParams, build_random, trainable=False, population=StackedRandom))

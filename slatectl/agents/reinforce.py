@@ -23,6 +23,14 @@ Reference quirks — what we do:
     return is credited to). `true` reproduces it.
 (b) No baseline, training during the random phase on random-slate episodes (whose items were not drawn
     from π — the update is then not a policy gradient): kept, it is the published baseline.
+
+The stacked form (`StackedReinforce`, what the trainer and collection run; a lone run is K = 1) stacks
+the member layouts' state dicts (`belief.*`, `policy.*`) along a leading member dimension
+(`StackedAgent`); one Adam over the stacked tensors is the K members' Adams (they all update at every
+step). Member k draws from its own generator, in this order and these shapes: `randint(N, (B, slate))`
+per random-phase step, `multinomial(π (B, N), slate, replacement=True)` per exploring step (the
+members' policies are evaluated stacked, then each member samples its own rows). The loss is the one
+above per member, summed over members.
 """
 
 from __future__ import annotations
@@ -30,12 +38,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
-from slatectl.agents.base import ActMode, Backward, EpisodeBatch, SingleBeliefAgent, default_backward
+from slatectl.agents.base import ActMode, Agent, EpisodeBatch, default_backward
 from slatectl.agents.belief import GRUBelief
-from slatectl.agents.nets import check_params, common_checks, first_click_index, mlp, random_slates, read_metrics
+from slatectl.agents.nets import check_params, common_checks, first_click_index, mlp
 from slatectl.agents.pretrained import AgentInputs
 from slatectl.agents.spec import AgentSpec, register_agent
+from slatectl.agents.stacked import StackedSlatePicker, member_metrics
+from slatectl.sim.member_envs import MemberEnvs
 from slatectl.sim.topicrec import TopicRec
 
 
@@ -58,75 +69,87 @@ class ReinforceParams:
         ])
 
 
-def discounted_returns(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
-    """(E, H) rewards → (E, H) G_t = Σ_{k ≥ t} γ^{k−t} r_k (one matmul with an upper-triangular matrix)."""
-    H = rewards.shape[1]
+def discounted_returns(rewards: Tensor, gamma: float) -> Tensor:
+    """(…, H) rewards → (…, H) G_t = Σ_{k ≥ t} γ^{k−t} r_k (one matmul with an upper-triangular matrix)."""
+    H = rewards.shape[-1]
     steps = torch.arange(H, device=rewards.device, dtype=rewards.dtype)
     power = steps[:, None] - steps[None, :]  # [k, t] = k − t
     weights = torch.where(power >= 0, gamma ** power.clamp(min=0), torch.zeros_like(power))
     return rewards @ weights
 
 
-class ReinforceSoftmax(SingleBeliefAgent):
+class ReinforceSoftmax(Agent):
+    """One member's layout: the modules and optimizer that `StackedReinforce` is built from, and what a
+    member's checkpoint is written as (its state dict). It does not act or learn itself."""
+
     updates_during_random_phase = True
 
     def __init__(self, params: ReinforceParams, num_items: int, slate_size: int):
         super().__init__()
         self.params = params
         self.num_items, self.slate_size = num_items, slate_size
-        self.action_dim = 0
         self.belief = GRUBelief(num_items, params.item_embedd_dim, slate_size, params.belief_state_dim)
         self.policy = mlp(params.belief_state_dim, params.hidden_pinet, num_items)
         self.optimizer = torch.optim.Adam([*self.policy.parameters(), *self.belief.parameters()], lr=params.pi_lr)
 
-    @torch.no_grad()
-    def act(self, env: TopicRec, mode: ActMode) -> tuple[torch.Tensor, torch.Tensor]:
-        state = self.belief.state
-        B = state.shape[0]
-        empty = torch.zeros(B, 0, device=state.device)
-        if mode == "random":
-            return random_slates(B, self.num_items, self.slate_size, state.device), empty
-        logits = self.policy(state)
-        if mode == "explore":
-            slates = torch.multinomial(torch.softmax(logits, dim=1), self.slate_size, replacement=True)
-        elif mode == "greedy":
-            slates = logits.topk(self.slate_size, dim=1).indices
-        else:
-            raise ValueError(f"unknown act mode {mode!r}")
-        return slates, empty
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"policy": self.optimizer}
 
-    def clicked_item_log_terms(self, batch: EpisodeBatch, states: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(E, H) log(1 − (1 − π(j_t|s_t))^K + 1e-6) and the (E, H) mask of steps with a click."""
-        H = batch.rewards.shape[1]
-        if states is None:
-            states = self.belief.encode_episodes(batch.slates, batch.clicks)
+
+class StackedReinforce(StackedSlatePicker):
+    """K REINFORCE members stacked (the module doc): sampling from π and the update."""
+
+    nets = ("policy",)
+    online_belief = "belief"
+
+    def __init__(self, members: list[ReinforceSoftmax]):
+        super().__init__(members)
+        self.num_items, self.slate_size = members[0].num_items, members[0].slate_size
+
+    def _pick_slates(self, mode: ActMode, state: Tensor, generators: list[torch.Generator],
+                     envs: MemberEnvs | None) -> Tensor:
+        logits = self._sequential("policy", state)  # (K, B, N)
+        if mode == "greedy":
+            return logits.topk(self.slate_size, dim=-1).indices
+        probs = torch.softmax(logits, dim=-1)
+        return torch.stack([torch.multinomial(probs[k].to(g.device), self.slate_size, replacement=True,
+                                              generator=g) for k, g in enumerate(generators)]).to(state.device)
+
+    def clicked_item_log_terms(self, batch: EpisodeBatch) -> tuple[Tensor, Tensor]:
+        """(K, E, H) log(1 − (1 − π(j_t|s_t))^slate + 1e-6) and the (K, E, H) mask of steps with a click,
+        j_t the first clicked item of the slate paired with s_t (quirk (a))."""
+        K, E, H = batch.rewards.shape
+        states = self.encode_episodes("belief", batch.slates, batch.clicks)  # (K, E, H+1, S)
         if self.params.pair_state_with_shown_clicks:
-            slates, clicks = batch.slates[:, :H], batch.clicks[:, :H]
+            slates, clicks = batch.slates[:, :, :H], batch.clicks[:, :, :H]
         else:
-            slates, clicks = batch.slates[:, 1:], batch.clicks[:, 1:]
-        rank, has_click = first_click_index(clicks)
-        items = slates.gather(2, rank[..., None]).squeeze(2)  # (E, H)
-        log_pi = torch.log_softmax(self.policy(states[:, :H]), dim=-1).gather(2, items[..., None]).squeeze(2)
+            slates, clicks = batch.slates[:, :, 1:], batch.clicks[:, :, 1:]
+        rank, has_click = first_click_index(clicks)  # (K, E, H)
+        items = slates.gather(3, rank[..., None]).squeeze(3)
+        logits = self._sequential("policy", states[:, :, :H].reshape(K, E * H, -1)).view(K, E, H, -1)
+        log_pi = torch.log_softmax(logits, dim=-1).gather(3, items[..., None]).squeeze(3)
         # 1 − (1 − π)^K computed as −expm1(K·log1p(−π)) (same value, no cancellation for small π).
         hit = -torch.expm1(self.slate_size * torch.log1p(-log_pi.exp().clamp(max=1.0 - 1e-7)))
         return torch.log(hit + 1e-6), has_click
 
-    def update(self, batch: EpisodeBatch, backward: Backward = default_backward) -> dict[str, float]:
+    def update(self, batch: EpisodeBatch, generators: list[torch.Generator],
+               backward=default_backward) -> list[dict[str, float]]:
+        """One update of every member on its own batch (fields with a leading K dimension)."""
         returns = discounted_returns(batch.rewards, self.params.gamma)
         log_terms, has_click = self.clicked_item_log_terms(batch)
-        loss = -(returns * log_terms * has_click.to(log_terms.dtype)).sum(dim=1).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        backward(loss)
-        self.optimizer.step()
-        return read_metrics({"loss": loss.detach(), "return": batch.rewards.sum(dim=1).mean(),
-                             "clicked_steps": has_click.sum()})
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"policy": self.optimizer}
+        loss = -(returns * log_terms * has_click.to(log_terms.dtype)).sum(dim=2).mean(dim=1)  # (K,)
+        optimizer = self.optimizers["policy"]
+        optimizer.zero_grad(set_to_none=True)
+        backward(loss.sum())
+        optimizer.step()
+        episode_returns = batch.rewards.sum(dim=2).mean(dim=1)
+        clicked = has_click.sum(dim=(1, 2)).to(loss.dtype)
+        return member_metrics({"loss": loss, "return": episode_returns, "clicked_steps": clicked})
 
 
 def build_reinforce(params: ReinforceParams, env: TopicRec, inputs: AgentInputs) -> ReinforceSoftmax:
     return ReinforceSoftmax(params, env.config.num_items, env.config.slate_size)
 
 
-register_agent(AgentSpec("reinforce-softmax", "REINFORCE+SoftMax", ReinforceParams, build_reinforce))
+register_agent(AgentSpec("reinforce-softmax", "REINFORCE+SoftMax", ReinforceParams, build_reinforce,
+                         population=StackedReinforce))

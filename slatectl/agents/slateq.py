@@ -8,10 +8,10 @@ Q(s, A) = Σ_{i∈A} P(i | s, A)·Q̄(s, i); the agent knows the true relevances
   from the environment (privileged). "explore": with probability ε the whole slate is random (K i.i.d.
   items, duplicates possible, as in the reference), else greedy, per user; ε = ε_end + (1 − ε_end)·
   exp(−step/ε_decay) = 0.01 + 0.99·exp(−step/1000) with step = the training step (episodes completed,
-  the reference's global_step). The training loop calls `set_step(step)` (the agent contract) before
-  each batch of episodes and each update; `update` also advances the counter by one so that the agent
-  keeps a sensible schedule when driven without `set_step`. The step is a buffer (saved with the
-  weights), so a resumed run continues the schedule. "random": random slates. "greedy" is used for evaluation.
+  the reference's global_step). The trainer calls `set_step(step)` before each batch of episodes and
+  each update; `update` also advances the counter by one so that the agent keeps a sensible schedule
+  when driven without `set_step`. The step is a buffer (saved with the weights), so a resumed run
+  continues the schedule. "random": random slates. "greedy" is used for evaluation.
 - Training (first-click assumption), Adam `q_lr` (1e-3) over the Q-net and the critic belief: keep the
   transitions whose clicked slate has a click; j = its first clicked item; target y = 1 + γ(1 − done)·
   Σ_{k∈A'} P(k | s', A')·Q̄'(s', k), where A' = top-K of ρ'·Q̄'(s') with ρ' the relevances recomputed
@@ -34,23 +34,44 @@ Reference quirks — what we do:
 (c) The training target uses relevances without a boredom mask (the next boredom state is not stored):
     kept (that is the reference's target, and the next-state boredom is not part of the batch).
 (d) Exploration slates drawn with replacement: kept (no measurable effect).
+
+The stacked form (`StackedSlateQ`, what the trainer and collection run; a lone run is K = 1) stacks the
+member layouts' state dicts (`belief.*`, `q.*`, `q_target.*`, the privileged click-model buffers
+`env_items`, `env_item_topics`, `propensities`, the quirk-(b) `slice_mask`, the schedule buffers `step`
+and `update_count`) along a leading member dimension (`StackedAgent`); a member's environment constants
+that are not in its state dict (max score, diversity penalty) stay per member. Each member keeps its own
+env's item table, click model and penalty, so a mixed-env population trains each member against its own
+env. Acting reads the relevances from the population's batched simulator (each user's own env); member
+k draws its exploration from its own generator: `rand(B)` per exploring step, then `randint(N, (B,
+slate))` only when one of its users explores; `randint(N, (B, slate))` per random-phase step. ε follows
+the shared training step (members move in lockstep). The update evaluates the Q-nets on every
+transition and masks the squared errors of those without a click, so member k's loss is the mean over
+its own kept transitions.
+
+A member whose whole batch has no click skips its update (no optimizer step, no Polyak step): its
+weights, Adam moments and target net are left as they were, but Adam's step count is shared with the
+members that do update, so its later bias corrections count one step more than a lone run's. With the
+reference's batch of 20 episodes × 100 steps a click-free batch does not occur in practice.
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
-import torch.nn.functional as F
+from torch import Tensor
 
-from slatectl.agents.base import ActMode, Backward, EpisodeBatch, SingleBeliefAgent, default_backward
+from slatectl.agents.base import ActMode, Agent, EpisodeBatch, default_backward
 from slatectl.agents.belief import GRUBelief
-from slatectl.agents.nets import (check_params, common_checks, first_click_index, frozen_copy, mlp, polyak_update,
-                                  random_slates, read_metrics)
+from slatectl.agents.nets import check_params, common_checks, first_click_index, frozen_copy, mlp
 from slatectl.agents.pretrained import AgentInputs
 from slatectl.agents.spec import AgentSpec, register_agent
+from slatectl.agents.stacked import StackedSlatePicker, member_metrics
 from slatectl.sim.click_model import click_probabilities, relevance
+from slatectl.sim.member_envs import MemberEnvs
 from slatectl.sim.topicrec import TopicRec
 
 ACT_RELEVANCES = ("masked", "reference-slice", "unmasked")
@@ -81,13 +102,15 @@ class SlateQParams:
         ])
 
 
-class SlateQ(SingleBeliefAgent):
+class SlateQ(Agent):
+    """One member's layout: the modules, buffers and optimizer that `StackedSlateQ` is built from, and
+    what a member's checkpoint is written as (its state dict). It does not act or learn itself."""
+
     def __init__(self, params: SlateQParams, env: TopicRec):
         super().__init__()
         cfg = env.config
         self.params = params
         self.num_items, self.slate_size = cfg.num_items, cfg.slate_size
-        self.action_dim = 0
         self.belief = GRUBelief(cfg.num_items, params.item_embedd_dim, cfg.slate_size, params.belief_state_dim)
         self.q = mlp(params.belief_state_dim, params.hidden_qnet, cfg.num_items)
         self.q_target = frozen_copy(self.q)
@@ -96,8 +119,8 @@ class SlateQ(SingleBeliefAgent):
         self.register_buffer("env_item_topics", env.item_topics.detach().clone().long())
         self.register_buffer("propensities", env.propensities.detach().clone().float())
         self.max_score, self.offset, self.slope = env.max_score, cfg.offset, cfg.slope
-        self.num_topics, self.topic_size = cfg.num_topics, cfg.topic_size
-        self.diversity_threshold, self.diversity_penalty = cfg.diversity_threshold, cfg.diversity_penalty
+        self.num_topics, self.diversity_threshold = cfg.num_topics, cfg.diversity_threshold
+        self.diversity_penalty = cfg.diversity_penalty
         # Reference slice bug (quirk b): bored topic b zeroes user entries [S·b, (S+1)·b).
         d = torch.arange(cfg.embedding_dim)
         b = torch.arange(cfg.num_topics)[:, None]
@@ -106,115 +129,186 @@ class SlateQ(SingleBeliefAgent):
         self.register_buffer("update_count", torch.zeros((), dtype=torch.int64))
         self.optimizer = torch.optim.Adam([*self.q.parameters(), *self.belief.parameters()], lr=params.q_lr)
 
-    # -- schedule -----------------------------------------------------------------------------------
     def set_step(self, step: int) -> None:
-        """The training step (episodes completed) that drives ε (kept in the `step` buffer)."""
+        """Write the ε schedule's training step into the `step` buffer (weights for a given step)."""
         super().set_step(step)
         self.step.fill_(int(step))
 
-    @property
-    def epsilon(self) -> float:
-        p = self.params
-        return p.epsilon_end + (1.0 - p.epsilon_end) * math.exp(-int(self.step) / p.epsilon_decay)
-
-    # -- acting -------------------------------------------------------------------------------------
-    def acting_relevances(self, env: TopicRec) -> torch.Tensor:
-        """(B, N) relevances the agent ranks with (privileged read of the simulator, see quirk b)."""
-        mode = self.params.act_relevance
-        if mode == "masked":
-            rel = env.relevances()
-        else:
-            user = env.user
-            if mode == "reference-slice":
-                zeroed = (env.bored.float() @ self.slice_mask.to(user.device)) > 0
-                user = user.masked_fill(zeroed, 0.0)
-            rel = relevance(env.item_scores(user), env.config.offset, env.config.slope)
-        return rel.to(self.env_items.device)
-
-    @torch.no_grad()
-    def act(self, env: TopicRec, mode: ActMode) -> tuple[torch.Tensor, torch.Tensor]:
-        state = self.belief.state
-        B = state.shape[0]
-        empty = torch.zeros(B, 0, device=state.device)
-        if mode == "random":
-            return random_slates(B, self.num_items, self.slate_size, state.device), empty
-        if mode not in ("explore", "greedy"):
-            raise ValueError(f"unknown act mode {mode!r}")
-        slates = (self.acting_relevances(env) * self.q(state)).topk(self.slate_size, dim=1).indices
-        if mode == "explore":
-            explore = torch.rand(B, device=state.device) < self._acting_epsilon()
-            # On the CPU random slates are drawn only when someone explores (the RNG stream every CPU
-            # run had); elsewhere always, since asking would wait for the device at every env step.
-            if state.device.type != "cpu" or bool(explore.any()):
-                slates = torch.where(explore[:, None], random_slates(B, self.num_items, self.slate_size, state.device), slates)
-        return slates, empty
-
-    def _acting_epsilon(self) -> float | torch.Tensor:
-        """ε for acting: the float of `epsilon` on the CPU; off it the same formula on the device
-        (reading the step buffer would wait for the device at every env step)."""
-        if self.step.device.type == "cpu":
-            return self.epsilon
-        p = self.params
-        return p.epsilon_end + (1.0 - p.epsilon_end) * torch.exp(-self.step.double() / p.epsilon_decay)
-
-    # -- training -----------------------------------------------------------------------------------
-    def click_probabilities(self, slate_relevance: torch.Tensor, slate_topics: torch.Tensor) -> torch.Tensor:
-        """The simulator's click model (position bias, diversity penalty) on the agent's device."""
-        return click_probabilities(slate_relevance, slate_topics, self.propensities, self.num_topics,
-                                   self.diversity_threshold, self.diversity_penalty)
-
-    def next_state_relevances(self, users: torch.Tensor) -> torch.Tensor:
-        """(n, D) true user embeddings → (n, N) relevances (no boredom mask)."""
-        return relevance(users @ self.env_items.T / self.max_score, self.offset, self.slope)
-
-    def update(self, batch: EpisodeBatch, backward: Backward = default_backward) -> dict[str, float]:
-        p = self.params
-        E, H = batch.rewards.shape
-        n = E * H
-        states = self.belief.encode_episodes(batch.slates, batch.clicks)  # (E, H+1, S)
-        s = states[:, :H].reshape(n, -1)
-        s_next = states[:, 1:].reshape(n, -1).detach()
-        if p.pair_state_with_shown_clicks:
-            slates, clicks = batch.slates[:, :H], batch.clicks[:, :H]
-        else:
-            slates, clicks = batch.slates[:, 1:], batch.clicks[:, 1:]
-        rank, has_click = first_click_index(clicks.reshape(n, -1))
-        items = slates.reshape(n, -1).gather(1, rank[:, None]).squeeze(1)
-        not_done = torch.ones(E, H, device=s.device)
-        not_done[:, -1] = 0.0
-        not_done = not_done.reshape(n)
-        kept = has_click.nonzero().squeeze(1)
-        metrics = {"kept_transitions": float(kept.numel()), "epsilon": self.epsilon}
-        if kept.numel() == 0:
-            self.step += 1
-            metrics.update(q_loss=0.0, q_mean=0.0, target_mean=0.0)
-            return metrics
-
-        with torch.no_grad():
-            q_next = self.q_target(s_next[kept])  # (m, N)
-            rel_next = self.next_state_relevances(batch.user_states[:, 1:].reshape(n, -1)[kept])
-            next_slates = (rel_next * q_next).topk(self.slate_size, dim=1).indices  # A'
-            probs = self.click_probabilities(rel_next.gather(1, next_slates), self.env_item_topics[next_slates])
-            next_value = (probs * q_next.gather(1, next_slates)).sum(dim=1)
-            target = 1.0 + p.gamma * not_done[kept] * next_value
-        q = self.q(s[kept]).gather(1, items[kept][:, None]).squeeze(1)
-        loss = F.mse_loss(q, target)
-        self.optimizer.zero_grad(set_to_none=True)
-        backward(loss)
-        self.optimizer.step()
-        self.step += 1
-        self.update_count += 1
-        if p.target_update_frequency == 1 or int(self.update_count) % p.target_update_frequency == 0:
-            polyak_update(self.q_target, self.q, p.tau)
-        metrics.update(q_loss=loss.detach(), q_mean=q.detach().mean(), target_mean=target.mean())
-        return read_metrics(metrics)
-
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"q": self.optimizer}
+
+
+class StackedSlateQ(StackedSlatePicker):
+    """K SlateQ members stacked (the module doc): acting, the ε schedule and the update."""
+
+    nets = ("q", "q_target")
+    online_belief = "belief"
+
+    def __init__(self, members: list[SlateQ]):
+        super().__init__(members)
+        reference = members[0]
+        self.num_items, self.slate_size = reference.num_items, reference.slate_size
+        # Shared by every env (MixedTopicRec checks): the click model's shape constants.
+        self.offset, self.slope = reference.offset, reference.slope
+        self.num_topics, self.diversity_threshold = reference.num_topics, reference.diversity_threshold
+        self.diversity_penalties = [m.diversity_penalty for m in members]
+        self.max_score = torch.tensor([m.max_score for m in members], dtype=torch.float32).view(-1, 1, 1)
+        # Host copy of the members' (shared) `step` buffer: ε at every acting step needs no device read.
+        self._step = int(self.tensors["step"][0])
+
+    def to(self, device: torch.device | str) -> "StackedSlateQ":
+        super().to(device)
+        self.max_score = self.max_score.to(self.device)
+        return self
+
+    # -- schedule ----------------------------------------------------------------------------------
+    def set_step(self, step: int) -> None:
+        """The training step (episodes completed) that drives ε (kept in the `step` buffer)."""
+        self.tensors["step"].fill_(int(step))
+        self._step = int(step)
+
+    @torch.no_grad()
+    def load_member_state_dict(self, k: int, state: dict[str, Tensor]) -> None:
+        super().load_member_state_dict(k, state)
+        self._step = int(self.tensors["step"][0])
+
+    @property
+    def epsilon(self) -> float:
+        """ε = ε_end + (1 − ε_end)·exp(−step/ε_decay) at the shared training step."""
+        p = self.params
+        return p.epsilon_end + (1.0 - p.epsilon_end) * math.exp(-self._step / p.epsilon_decay)
+
+    # -- acting ------------------------------------------------------------------------------------
+    def acting_relevances(self, env: TopicRec) -> Tensor:
+        """(rows, N) relevances the members rank with: a privileged read of the (batched) simulator `env`,
+        quirk (b) choosing how boredom enters."""
+        mode = self.params.act_relevance
+        if mode == "masked":
+            return env.relevances()
+        user = env.user
+        if mode == "reference-slice":
+            zeroed = (env.bored.float() @ self.tensors["slice_mask"][0].to(user.device)) > 0
+            user = user.masked_fill(zeroed, 0.0)
+        return relevance(env.item_scores(user), env.config.offset, env.config.slope)
+
+    def _pick_slates(self, mode: ActMode, state: Tensor, generators: list[torch.Generator],
+                     envs: MemberEnvs | None) -> Tensor:
+        K, B = state.shape[:2]
+        if envs is None:
+            raise ValueError("SlateQ acts on the true relevances: pass the population's environments")
+        # Row k·B + b of the batched simulator is member k's user b.
+        relevances = self.acting_relevances(envs.env).to(state.device).view(K, B, -1)
+        slates = (relevances * self._sequential("q", state)).topk(self.slate_size, dim=-1).indices
+        if mode == "explore":
+            epsilon = self.epsilon
+            for k, g in enumerate(generators):
+                explore = torch.rand(B, generator=g, device=g.device) < epsilon
+                if bool(explore.any()):  # on the generator's device (the host for CPU generators): no sync
+                    random = torch.randint(0, self.num_items, (B, self.slate_size), generator=g, device=g.device)
+                    slates[k] = torch.where(explore[:, None].to(state.device), random.to(state.device), slates[k])
+        return slates
+
+    # -- training ----------------------------------------------------------------------------------
+    def next_value(self, s_next: Tensor, users: Tensor) -> Tensor:
+        """(K, n) Σ_{k∈A'} P(k | s', A')·Q̄'(s', k) from next beliefs (K, n, S) and true next user
+        embeddings (K, n, D): A' = top-K of ρ'·Q̄'(s'), ρ' without a boredom mask (quirk c), P the
+        simulator's click model with each member's own env (`slatectl.sim.click_model`)."""
+        q_next = self._sequential("q_target", s_next)  # (K, n, N)
+        scores = torch.bmm(users, self.tensors["env_items"].transpose(1, 2)) / self.max_score
+        rel_next = relevance(scores, self.offset, self.slope)
+        next_slates = (rel_next * q_next).topk(self.slate_size, dim=2).indices  # A'
+        topics = self.tensors["env_item_topics"].gather(1, next_slates.flatten(1)).view_as(next_slates)
+        slate_relevance = rel_next.gather(2, next_slates)
+        probs = torch.stack([
+            click_probabilities(slate_relevance[k], topics[k], self.tensors["propensities"][k], self.num_topics,
+                                self.diversity_threshold, penalty)
+            for k, penalty in enumerate(self.diversity_penalties)])
+        return (probs * q_next.gather(2, next_slates)).sum(dim=2)
+
+    def update(self, batch: EpisodeBatch, generators: list[torch.Generator],
+               backward=default_backward) -> list[dict[str, float]]:
+        """One update of every member on its own batch (fields with a leading K dimension)."""
+        p = self.params
+        K, E, H = batch.rewards.shape
+        n = E * H
+        epsilon = self.epsilon
+        states = self.encode_episodes("belief", batch.slates, batch.clicks)  # (K, E, H+1, S)
+        if p.pair_state_with_shown_clicks:  # quirk (a)
+            slates, clicks = batch.slates[:, :, :H], batch.clicks[:, :, :H]
+        else:
+            slates, clicks = batch.slates[:, :, 1:], batch.clicks[:, :, 1:]
+        rank, kept = first_click_index(clicks.reshape(K, n, -1))  # kept: (K, n) the transitions trained on
+        items = slates.reshape(K, n, -1).gather(2, rank[..., None]).squeeze(2)
+        not_done = torch.ones(E, H, device=states.device)
+        not_done[:, -1] = 0.0
+        kept_count = kept.sum(dim=1)  # (K,)
+        active = kept_count > 0
+        count = kept_count.clamp(min=1).to(states.dtype)
+        with torch.no_grad():
+            next_value = self.next_value(states[:, :, 1:].reshape(K, n, -1).detach(),
+                                         batch.user_states[:, :, 1:].reshape(K, n, -1))
+            target = 1.0 + p.gamma * not_done.reshape(1, n) * next_value  # (K, n)
+        q = self._sequential("q", states[:, :, :H].reshape(K, n, -1)).gather(2, items[..., None]).squeeze(2)
+        squared = torch.where(kept, (q - target).pow(2), torch.zeros_like(q))
+        loss = squared.sum(dim=1) / count  # (K,): each member's MSE over its kept transitions
+        self._step_members(loss, active, backward)
+        q_sum = torch.where(kept, q.detach(), torch.zeros_like(q)).sum(dim=1)
+        target_sum = torch.where(kept, target, torch.zeros_like(target)).sum(dim=1)
+        # A member without a kept transition reports zeros: its masked sums are 0 and its count is clamped to 1.
+        rows = member_metrics({"kept_transitions": kept_count.to(loss.dtype), "q_loss": loss,
+                               "q_mean": q_sum / count, "target_mean": target_sum / count})
+        return [{"kept_transitions": row["kept_transitions"], "epsilon": epsilon, **row} for row in rows]
+
+    def _step_members(self, loss: Tensor, active: Tensor, backward) -> None:
+        """Adam and Polyak steps of the members `active` (K,) on their losses (K,); every member's
+        schedule step advances."""
+        if bool(active.any()):
+            optimizer = self.optimizers["q"]
+            optimizer.zero_grad(set_to_none=True)
+            backward(loss.sum())
+            with self._frozen_members(optimizer, ~active):
+                optimizer.step()
+        with torch.no_grad():
+            self.tensors["step"] += 1
+            self._step += 1
+            self.tensors["update_count"] += active.to(torch.int64)
+            self._polyak(active & (self.tensors["update_count"] % self.params.target_update_frequency == 0),
+                         self.params.tau)
+
+    @contextmanager
+    def _frozen_members(self, optimizer: torch.optim.Optimizer, frozen: Tensor) -> Iterator[None]:
+        """Undo the optimizer step for the members `frozen` (K,): their weights and Adam moments are put
+        back (only the step count, shared by all members, still advances; see the module doc)."""
+        if not bool(frozen.any()):
+            yield
+            return
+        params = optimizer.param_groups[0]["params"]
+        saved = [{"param": t[frozen].clone(), **{key: v[frozen].clone() for key, v in optimizer.state[t].items()
+                                                if key != "step"}} for t in params]
+        yield
+        with torch.no_grad():
+            for t, kept in zip(params, saved):
+                t[frozen] = kept.pop("param")
+                for key, value in kept.items():
+                    optimizer.state[t][key][frozen] = value
+
+    @torch.no_grad()
+    def _polyak(self, due: Tensor, tau: float) -> None:
+        """q_target ← τ·q + (1 − τ)·q_target for the members `due` (K,) (per element, so per member)."""
+        if not bool(due.any()):
+            return
+        online = [t for name, t in self.tensors.items() if name.startswith("q.")]
+        target = [self.tensors[name.replace("q.", "q_target.", 1)] for name in self.tensors if name.startswith("q.")]
+        if bool(due.all()):
+            torch._foreach_lerp_(target, online, tau)
+            return
+        for t, o in zip(target, online):
+            weight = (due.to(t.dtype) * tau).view(-1, *([1] * (t.dim() - 1)))
+            t.lerp_(o, weight)
 
 
 def build_slateq(params: SlateQParams, env: TopicRec, inputs: AgentInputs) -> SlateQ:
     return SlateQ(params, env)
 
 
-register_agent(AgentSpec("slateq", "SlateQ", SlateQParams, build_slateq, privileged=True))
+register_agent(AgentSpec("slateq", "SlateQ", SlateQParams, build_slateq, privileged=True, population=StackedSlateQ))
