@@ -70,8 +70,9 @@ def set_golden_weights(agent: torch.nn.Module, prefix: str = "") -> None:
         g = torch.Generator().manual_seed(zlib.crc32((prefix + name).encode()))
         fan_in = p.shape[-1] if p.dim() > 1 else 10
         p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
-    if hasattr(agent, "set_step") and "step" in dict(agent.named_buffers()):
-        agent.set_step(SLATEQ_STEP)
+    buffers = dict(agent.named_buffers())
+    if "step" in buffers:  # SlateQ's ε schedule reads its training step from this buffer
+        buffers["step"].fill_(SLATEQ_STEP)
 
 
 #: Overrides of the golden configs: SAC+WkNN's default item table is a copy of its critic belief's initial

@@ -129,11 +129,6 @@ class SlateQ(Agent):
         self.register_buffer("update_count", torch.zeros((), dtype=torch.int64))
         self.optimizer = torch.optim.Adam([*self.q.parameters(), *self.belief.parameters()], lr=params.q_lr)
 
-    def set_step(self, step: int) -> None:
-        """Write the ε schedule's training step into the `step` buffer (weights for a given step)."""
-        super().set_step(step)
-        self.step.fill_(int(step))
-
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"q": self.optimizer}
 
