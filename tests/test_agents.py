@@ -540,3 +540,19 @@ def test_click_model_follows_its_inputs_device():
     probs = click_probabilities(torch.ones(2, K, device="meta"), torch.zeros(2, K, dtype=torch.int64, device="meta"),
                                 propensities, 10, 4, 3.0)
     assert probs.device.type == "meta" and probs.shape == (2, K)
+
+
+def test_stacking_refuses_members_it_cannot_run_together(env, inputs):
+    """StackedSAC stacks GeMS or TopK SAC layouts of one kind and shape; StackedWkNN WkNN layouts."""
+    topk, gems, wknn = (build(name, env, inputs) for name in ("sac-topk-ideal", "sac-gems", "sac-wknn"))
+    with pytest.raises(TypeError, match="StackedSAC stacks SACAgent layouts ranking with GeMSRanker or TopKRanker"):
+        StackedSAC([wknn])
+    with pytest.raises(TypeError, match="StackedWkNN stacks WolpertingerSAC"):
+        StackedWkNN([topk])
+    with pytest.raises(ValueError, match="ranker kind"):
+        StackedSAC([topk, gems])
+    with pytest.raises(ValueError, match="hyper-parameters"):
+        StackedSAC([topk, build("sac-topk-ideal", env, inputs, gamma=0.5)])
+    narrow = dataclasses.replace(inputs, mf=inputs.mf[:, :8])  # an MF table of 8 dims, not 20
+    with pytest.raises(ValueError, match="action and item dimensions"):
+        StackedWkNN([build("sac-wknn", env, inputs, item_table="mf"), build("sac-wknn", env, narrow, item_table="mf")])

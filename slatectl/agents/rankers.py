@@ -66,6 +66,14 @@ def first_argmax_of_products(queries: torch.Tensor, table_t: torch.Tensor) -> to
     return out
 
 
+def item_table_box(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension [min, max] of an (N, D) item table as (center, scale), the action box of agents that
+    act in item-embedding space (SAC+TopK, SAC+WkNN)."""
+    low, high = table.min(dim=0).values, table.max(dim=0).values
+    scale = (high - low) / 2
+    return low + scale, scale
+
+
 class Ranker(nn.Module):
     """A frozen ranker's tables (part of the agent's state dict) and its kind: `StackedSAC.rank` turns
     actions into slates with the tables of each member's ranker."""
@@ -91,11 +99,7 @@ class TopKRanker(Ranker):
         self.action_dim = table.shape[1]
 
     def action_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-dimension [min, max] of the item table as (center, scale)."""
-        low = self.item_embeddings.min(dim=0).values
-        high = self.item_embeddings.max(dim=0).values
-        scale = (high - low) / 2
-        return low + scale, scale
+        return item_table_box(self.item_embeddings)
 
 
 class GeMSRanker(Ranker):

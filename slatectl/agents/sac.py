@@ -152,10 +152,13 @@ class SACAgent(Agent):
 
 
 class StackedSAC(StackedAgent):
-    """K SAC members with stacked weights, all with GeMS rankers (SAC+GeMS) or all with TopK rankers
-    (SAC+TopK ideal / MF). Built from K plain `SACAgent`s with identical architecture."""
+    """K ≥ 1 SAC runs with stacked weights, all with GeMS rankers (SAC+GeMS) or all with TopK rankers
+    (SAC+TopK ideal / MF). Built from K `SACAgent` layouts with identical architecture."""
 
     online_belief = "actor_belief"
+    #: The member layout class this stacks, and the rankers its `act` knows.
+    layout: type[SACAgent] = SACAgent
+    rankers: tuple[type, ...] = (GeMSRanker, TopKRanker)
 
     def __init__(self, members: list[SACAgent]):
         super().__init__(members)
@@ -175,15 +178,16 @@ class StackedSAC(StackedAgent):
         return nets
 
     def _check_members(self, members: list[SACAgent]) -> None:
-        """Which members this class stacks (a subclass with its own acting overrides it)."""
-        reference = members[0]
-        ranker_kind = type(reference.ranker)
-        for m in members:
-            if type(m) is not SACAgent or type(m.ranker) is not ranker_kind or \
-                    ranker_kind not in (GeMSRanker, TopKRanker):
-                raise TypeError("StackedSAC stacks plain SACAgents that all rank with GeMS or all with TopK")
-            if m.params != reference.params or m.action_dim != reference.action_dim:
-                raise ValueError("population members must share the SAC hyper-parameters and the latent dimension")
+        """Layouts of class `layout` with one of `rankers` only (WkNN's are not GeMS/TopK SAC's), equal
+        hyper-parameters (`StackedAgent`), and one ranker kind and action and item dimensions (a GeMS
+        latent size is not a hyper-parameter of the agent)."""
+        if any(type(m) is not self.layout or type(m.ranker) not in self.rankers for m in members):
+            raise TypeError(f"{type(self).__name__} stacks {self.layout.__name__} layouts ranking with "
+                            + " or ".join(r.__name__ for r in self.rankers))
+        super()._check_members(members)
+        shapes = {(type(m.ranker), m.action_dim, getattr(m, "item_dim", None)) for m in members}
+        if len(shapes) > 1:
+            raise ValueError("population members must share the ranker kind and the action and item dimensions")
 
     @torch.no_grad()
     def load_member_state_dict(self, k: int, state: dict[str, Tensor]) -> None:
@@ -272,9 +276,8 @@ class StackedSAC(StackedAgent):
 
     def _noise(self, generators: list[torch.Generator], rows: int, uniform: bool = False) -> Tensor:
         """(K, rows, A) draws, member k's from generator k (CPU generators, the draws moved to the device)."""
-        if uniform:
-            return self._per_member(generators, (rows, self.action_dim), lambda t, g: t.uniform_(generator=g), self.device)
-        return self._per_member(generators, (rows, self.action_dim), lambda t, g: t.normal_(generator=g), self.device)
+        fill = (lambda t, g: t.uniform_(generator=g)) if uniform else (lambda t, g: t.normal_(generator=g))
+        return self._per_member(generators, (rows, self.action_dim), fill, self.device)
 
     @torch.no_grad()
     def rank(self, actions: Tensor) -> Tensor:
@@ -314,18 +317,22 @@ class StackedSAC(StackedAgent):
         """(slates (K, B, slate), actions (K, B, A)) in `mode` (module docstring), member k drawing from
         `generators[k]`: (B, A) uniforms in the random phase, (B, A) normals when exploring."""
         state = self.belief_state()
-        B = state.shape[1]
-        center, scale = self._box()
         if mode == "random":
-            action = center + scale * (self._noise(generators, B, uniform=True) - 0.5)
-        elif mode == "explore":
-            action, _ = self.sample_action(state, self._noise(generators, B), with_log_prob=False)
-        elif mode == "greedy":
-            mean, _ = self._policy_head(state)
-            action = center + scale * torch.tanh(mean)
+            center, scale = self._box()
+            action = center + scale * (self._noise(generators, state.shape[1], uniform=True) - 0.5)
         else:
-            raise ValueError(f"unknown act mode {mode!r}")
+            action = self._policy_action(mode, state, generators)
         return self.rank(action), action
+
+    def _policy_action(self, mode: ActMode, state: Tensor, generators: list[torch.Generator]) -> Tensor:
+        """The actor's action (K, B, A) on states (K, B, S): "explore" samples it (a (B, A) normal draw per
+        member), "greedy" is center + scale·tanh(mean)."""
+        if mode == "explore":
+            return self.sample_action(state, self._noise(generators, state.shape[1]), with_log_prob=False)[0]
+        if mode == "greedy":
+            center, scale = self._box()
+            return center + scale * torch.tanh(self._policy_head(state)[0])
+        raise ValueError(f"unknown act mode {mode!r}")
 
     # -- training ---------------------------------------------------------------------------------------
     def update(self, batch: EpisodeBatch, generators: list[torch.Generator],

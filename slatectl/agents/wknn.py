@@ -69,6 +69,7 @@ from torch import Tensor
 from slatectl.agents.base import ActMode, EpisodeBatch, default_backward
 from slatectl.agents.nets import check_params, common_checks
 from slatectl.agents.pretrained import AgentInputs, checked_item_table, require_input
+from slatectl.agents.rankers import item_table_box
 from slatectl.agents.sac import SACAgent, SACParams, StackedSAC
 from slatectl.agents.spec import AgentSpec, register_agent
 from slatectl.errors import BadInput
@@ -119,9 +120,8 @@ class WolpertingerSAC(SACAgent):
         table = torch.as_tensor(item_table, dtype=torch.float32).detach().clone()
         self.register_buffer("item_table", table)
         self.register_buffer("item_sq_norms", table.pow(2).sum(dim=1))
-        low, high = table.min(dim=0).values, table.max(dim=0).values
-        scale = (high - low) / 2
-        self.action_center.copy_((low + scale).repeat(slate_size))  # tiled: index i ↔ dim i mod D
+        center, scale = item_table_box(table)
+        self.action_center.copy_(center.repeat(slate_size))  # tiled: index i ↔ dim i mod D
         self.action_scale.copy_(scale.repeat(slate_size))
         self.item_dim = dim
         self.k = min(params.wolpertinger_k, num_items)
@@ -129,6 +129,9 @@ class WolpertingerSAC(SACAgent):
 
 class StackedWkNN(StackedSAC):
     """K ≥ 1 SAC+WkNN runs stacked: `StackedSAC` with the Wolpertinger slate layer (module docstring)."""
+
+    layout = WolpertingerSAC
+    rankers = (type(None),)  # the slate layer below ranks
 
     def __init__(self, members: list[WolpertingerSAC]):
         super().__init__(members)
@@ -138,14 +141,6 @@ class StackedWkNN(StackedSAC):
         self.k = reference.k
         self.online_critic = self.params.rank_state == "critic"  # quirk (iv)
         self._critic_hidden: Tensor | None = None
-
-    def _check_members(self, members: list[WolpertingerSAC]) -> None:
-        reference = members[0]
-        for m in members:
-            if type(m) is not WolpertingerSAC:
-                raise TypeError("StackedWkNN stacks WolpertingerSAC agents")
-            if m.params != reference.params or m.item_dim != reference.item_dim or m.k != reference.k:
-                raise ValueError("population members must share the SAC+WkNN hyper-parameters and item dimension")
 
     # -- member k's item table ---------------------------------------------------------------------
     def _lookup(self, items: Tensor) -> Tensor:
@@ -213,20 +208,11 @@ class StackedWkNN(StackedSAC):
     def act(self, mode: ActMode, generators: list[torch.Generator],
             envs: MemberEnvs | None = None) -> tuple[Tensor, Tensor]:
         state = self.belief_state()
-        B = state.shape[1]
         if mode == "random":
-            slates = self._random_slates(generators, B)
+            slates = self._random_slates(generators, state.shape[1])
             return slates, self._as_proto(self._lookup(slates))
-        if mode == "explore":
-            proto, _ = self.sample_action(state, self._noise(generators, B), with_log_prob=False)
-        elif mode == "greedy":
-            mean, _ = self._policy_head(state)
-            center, scale = self._box()
-            proto = center + scale * torch.tanh(mean)
-        else:
-            raise ValueError(f"unknown act mode {mode!r}")
-        rank_state = self._critic_hidden if self.online_critic else state
-        return self.wolpertinger_slate(proto, rank_state), proto
+        proto = self._policy_action(mode, state, generators)
+        return self.wolpertinger_slate(proto, self._critic_hidden if self.online_critic else state), proto
 
     # -- training ----------------------------------------------------------------------------------
     def update(self, batch: EpisodeBatch, generators: list[torch.Generator],
