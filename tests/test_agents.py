@@ -457,7 +457,7 @@ def test_sac_log_prob_matches_tanh_gaussian(env, inputs):
     layout = build("sac-gems", env, inputs)
     agent = stacked("sac-gems", layout)
     states = torch.randn(1, 16, 20)
-    action, log_prob = agent.sample_action(states, torch.randn(1, 16, layout.action_dim))
+    action, log_prob = agent.squash(*agent._policy_head(states), torch.randn(1, 16, layout.action_dim))
     mean, log_std = layout.actor(states[0]).chunk(2, dim=-1)  # log std within [−20, 2] here: no clamping
     assert bool((log_std > -20).all() and (log_std < 2).all())
     u = torch.atanh(((action[0] - layout.action_center) / layout.action_scale).clamp(-1 + 1e-6, 1 - 1e-6))

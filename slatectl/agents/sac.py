@@ -253,13 +253,11 @@ class StackedSAC(StackedAgent):
     def _box(self) -> tuple[Tensor, Tensor]:
         return self.tensors["action_center"].unsqueeze(1), self.tensors["action_scale"].unsqueeze(1)
 
-    def sample_action(self, states: Tensor, noise: Tensor, with_log_prob: bool = True) -> tuple[Tensor, Tensor | None]:
-        """Reparameterised a ~ π(·|s) and log π(a|s) (tanh correction, no scale Jacobian) with the member's
-        noise given: (K, M, S), (K, M, A) → action, log π (None without `with_log_prob`: acting does not use it)."""
-        return self._squash(*self._policy_head(states), noise, with_log_prob)
-
-    def _squash(self, mean: Tensor, log_std: Tensor, noise: Tensor,
-                with_log_prob: bool = True) -> tuple[Tensor, Tensor | None]:
+    def squash(self, mean: Tensor, log_std: Tensor, noise: Tensor,
+               with_log_prob: bool = True) -> tuple[Tensor, Tensor | None]:
+        """Reparameterised a ~ π(·|s) and log π(a|s) (tanh correction, no scale Jacobian) from the policy
+        head's (K, M, A) mean and log std at s and the members' (K, M, A) noise (None for log π without
+        `with_log_prob`: acting does not use it)."""
         u = mean + log_std.exp() * noise
         squashed = torch.tanh(u)
         center, scale = self._box()
@@ -281,15 +279,15 @@ class StackedSAC(StackedAgent):
 
     @torch.no_grad()
     def rank(self, actions: Tensor) -> Tensor:
-        """(K, B, A) actions → (K, B, slate) slates, each member with its own ranker."""
+        """(K, B, A) actions → (K, B, slate) slates, each member with its own ranker's tables (rankers.py)."""
         if self.ranker_kind is TopKRanker:
-            # TopKRanker.rank: the K items with the largest ⟨e_i, a⟩ over member k's item table, sorted.
+            # The K items with the largest ⟨e_i, a⟩ over member k's item table, sorted.
             scores = torch.bmm(actions, self.tensors["ranker.item_embeddings"].transpose(1, 2))
             return scores.topk(self.slate_size, dim=-1, sorted=True).indices
         return self._rank_gems(actions)
 
     def _rank_gems(self, actions: Tensor) -> Tensor:
-        """GeMSRanker.rank: per slot the argmax item of member k's decoder (first maximal item)."""
+        """Per slot the argmax item of member k's GeMS decoder (first maximal item), as `GeMS.rank`."""
         K, B, _ = actions.shape
         h = self._sequential("ranker.gems.decoder", actions, frozen=True)
         queries = torch.baddbmm(*self._linear_operands("ranker.gems.slate_head.weight", "ranker.gems.slate_head.bias",
@@ -305,7 +303,7 @@ class StackedSAC(StackedAgent):
             return torch.stack([first_argmax_of_products(queries[k], table_t[k]) for k in range(K)]).view(
                 K, B, self.slate_size)
         ranks = torch.empty(K, queries.shape[1], dtype=torch.int64, device=queries.device)
-        rows = max(64, _RANK_CHUNK_ROWS // K)  # the (K, rows, N) score block stays the size of a solo one
+        rows = max(64, _RANK_CHUNK_ROWS // K)  # the (K, rows, N) score block stays the size of one member's
         for start in range(0, queries.shape[1], rows):
             block = torch.bmm(queries[:, start:start + rows], table_t)
             ranks[:, start:start + rows] = block.max(dim=-1).indices
@@ -328,7 +326,7 @@ class StackedSAC(StackedAgent):
         """The actor's action (K, B, A) on states (K, B, S): "explore" samples it (a (B, A) normal draw per
         member), "greedy" is center + scale·tanh(mean)."""
         if mode == "explore":
-            return self.sample_action(state, self._noise(generators, state.shape[1]), with_log_prob=False)[0]
+            return self.squash(*self._policy_head(state), self._noise(generators, state.shape[1]), False)[0]
         if mode == "greedy":
             center, scale = self._box()
             return center + scale * torch.tanh(self._policy_head(state)[0])
@@ -373,7 +371,7 @@ class StackedSAC(StackedAgent):
         not_done = torch.ones(E, H, device=batch.rewards.device)
         not_done[:, -1] = 0.0
         with torch.no_grad():
-            next_actions, next_log_prob = self._squash(*next_policy, self._noise(generators, n))
+            next_actions, next_log_prob = self.squash(*next_policy, self._noise(generators, n))
             next_q = self._critic_value(s_c_next, next_actions, target=True) - alpha * next_log_prob
             target = batch.rewards.reshape(K, n) + self.params.gamma * not_done.reshape(1, n) * next_q
         q = self._q_values(("q1", "q2"), s_c, batch.actions.reshape(K, n, -1))  # (K, n, 2)
@@ -392,7 +390,7 @@ class StackedSAC(StackedAgent):
         for t in critic_weights:
             t.requires_grad_(False)
         try:
-            new_actions, log_prob = self._squash(*policy, self._noise(generators, states.shape[1]))
+            new_actions, log_prob = self.squash(*policy, self._noise(generators, states.shape[1]))
             actor_loss = (alpha * log_prob - self._critic_value(states, new_actions)).mean(dim=1)
             actor = self.optimizers["actor"]
             actor.zero_grad(set_to_none=True)

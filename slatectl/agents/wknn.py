@@ -14,8 +14,7 @@ is the SAC of `sac.py` (twin critics, Polyak, auto-entropy with target entropy �
 is trained through Q(s_c, proto-action) (the raw proto-action is fed to the critic), and the critic
 target uses a' = the raw proto-action sampled at s'. Random phase ("random" mode): uniformly random slates
 (K i.i.d. items, duplicates possible) as for the reference's ranker-less agents; the returned raw action
-is that slate's embedding in the proto-action layout. Acting is vectorised over users: K batched calls
-of Q1 on B·k candidate slates per step.
+is that slate's embedding in the proto-action layout.
 
 Reference quirks — what we do (each one is a parameter, so the reference behaviour stays reachable):
 
@@ -47,16 +46,12 @@ Kept as in the reference: target Q1 (not Q2, not the online critic) scores the c
 
 Two classes, as in `sac.py`: `WolpertingerSAC` is one run's layout (a `SACAgent` with the item table it
 ranks with, `item_table`, a buffer of its state dict, and its squared norms); `StackedWkNN` is
-`StackedSAC` with the Wolpertinger slate layer, for K ≥ 1 runs at once:
-- acting: the k nearest items of each slot's query in member k's own item table (each member's
-  critic-belief copy, MF or env table, stacked like the weights), then the greedy slot-by-slot
-  refinement with member k's target Q1 — one batched Q1 call per slot for all members' B·k candidate
-  slates;
-- the critic belief also runs online when it ranks (`rank_state: critic`, the default);
-- the critic's action input is the embedding of the recommended (or, quirk ii, the shown) slate in the
-  member's table, handed to `StackedSAC.update` as the batch's actions.
-Member k draws from its generator `randint(N, (B, slate))` per random-phase step, `randn(B, K·D)` per
-exploring step, then the SAC update's draws.
+`StackedSAC` with the Wolpertinger slate layer, for K ≥ 1 runs at once: each member ranks in its own
+item table (stacked like the weights) with its own target Q1, one batched Q1 call per slot for all
+members' B·k candidate slates; the critic belief also runs online when it ranks (`rank_state: critic`,
+the default); the slates' embeddings are handed to `StackedSAC.update` as the batch's actions. Member
+k draws from its generator `randint(N, (B, slate))` per random-phase step, `randn(B, K·D)` per exploring
+step, then the SAC update's draws.
 """
 
 from __future__ import annotations
@@ -147,10 +142,6 @@ class StackedWkNN(StackedSAC):
         """(K, …) item ids → (K, …, D) rows of each member's own item table."""
         return self._member_rows("item_table", items)
 
-    def slate_embedding(self, slates: Tensor) -> Tensor:
-        """(K, …, slate) items → (K, …, slate·D) the critic's slot-major action vector."""
-        return self._lookup(slates).flatten(-2)
-
     def _queries(self, proto: Tensor) -> Tensor:
         """(K, B, slate·D) proto-actions → (K, B, slate, D) per-slot queries (layout: quirk iii)."""
         K, B = proto.shape[:2]
@@ -217,10 +208,11 @@ class StackedWkNN(StackedSAC):
     # -- training ----------------------------------------------------------------------------------
     def update(self, batch: EpisodeBatch, generators: list[torch.Generator],
                backward=default_backward) -> list[dict[str, float]]:
-        """StackedSAC.update with the critic's actions = the slates' embeddings (quirk ii picks which slates)."""
+        """StackedSAC.update with the critic's actions = the slates' embeddings, slot-major (quirk ii picks
+        which slates)."""
         H = batch.rewards.shape[2]
         slates = batch.slates[:, :, :H] if self.params.critic_on_shown_slate else batch.rec_slates
-        return super().update(replace(batch, actions=self.slate_embedding(slates)), generators, backward)
+        return super().update(replace(batch, actions=self._lookup(slates).flatten(-2)), generators, backward)
 
 
 def build_sac_wknn(params: WkNNParams, env: TopicRec, inputs: AgentInputs) -> WolpertingerSAC:
