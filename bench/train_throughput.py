@@ -42,7 +42,7 @@ def build_sac_gems(env):
     return AGENTS["sac-gems"].build(params, env, inputs), params
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 3 updates, 2 steps, 2 episodes")
@@ -52,7 +52,11 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=None, help="episodes timed per acting measurement (default 20)")
     parser.add_argument("--parallel", default="1,10", help="episodes played at once (training.parallel_episodes)")
     parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     updates = args.updates or (3 if args.quick else 50)
     steps = args.steps or (2 if args.quick else 20)
     episodes = args.episodes or (2 if args.quick else 20)
