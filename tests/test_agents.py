@@ -23,7 +23,7 @@ from slatectl.errors import BadInput
 from slatectl.sim.factory import make_env
 from slatectl.sim.member_envs import MemberEnvs
 from slatectl.sim.topicrec import Observation
-from slatectl.train.episodes import begin_member_episodes, member_step
+from slatectl.train.episodes import begin_member_episodes
 from stacked_play import build, generators, play_one, stacked, update_one
 
 NAMES = ["sac-gems", "sac-topk-ideal", "sac-topk-mf", "sac-wknn", "slateq", "reinforce-softmax"]
