@@ -1,14 +1,15 @@
 """Population training throughput of SAC+GeMS: training steps/s (one episode + one update per member and
-step, the reference's step) summed over the K members and per member, against a solo run, at each torch
-thread count asked for — all in one process, in interleaved rounds (one step of the solo run, then one
-step of each population, and again), so the rows compare under the same machine load.
+step, the reference's step) summed over the K members and per member, against a solo run (a population
+of one, as `slatectl train` runs it), at each torch thread count asked for — all in one process, in
+interleaved rounds (one step of the solo run, then one step of each population, and again), so the rows
+compare under the same machine load.
 
-Usage: python bench/population_throughput.py [--sizes 1,6,12,60] [--threads 1,2] [--steps 20]
+Usage: python bench/population_throughput.py [--sizes 6,12,60] [--threads 1,2] [--steps 20]
                                              [--device cpu|cuda] [--same-env 6] [--quick]
 K members are the six environments × ⌈K/6⌉ seeds (K = 1: focused_topdown; K = 60: six envs × ten seeds);
-`--same-env K` adds rows of K seeds of one env. Per thread count: the solo run (`play_episodes` +
-`SACAgent.update`, the Trainer's code path) and each K through the population code path
-(`play_member_episodes`, one replay per member, `stack_batches`, `StackedSAC.update`), a step of each in turn. GeMS decoders are
+`--same-env K` adds rows of K seeds of one env. Per thread count: the solo run (K = 1 on focused_topdown)
+and each K, all through the trainer's code path (`play_member_episodes`, one replay per member,
+`stack_batches`, `StackedSAC.update`), a step of each in turn. GeMS decoders are
 randomly initialised per member (weights do not change the cost); each replay starts with one batch of
 random-phase episodes and holds at most 200 episodes (sampling does not depend on the capacity; the
 reference's 10,000 per member would need ≈ 12 GB at K = 60). Timing starts after one warm-up step of each; on
@@ -31,12 +32,10 @@ from dataclasses import dataclass
 
 import torch
 
-from slatectl.agents.sac_population import StackedSAC
+from slatectl.agents.sac import StackedSAC
 from slatectl.sim.config import env_names
 from slatectl.sim.factory import make_env
 from slatectl.sim.member_envs import MemberEnvs
-from slatectl.train.episodes import play_episodes
-from slatectl.train.episodes import simulator_on
 from slatectl.train.episodes import member_episodes, play_member_episodes, stack_batches
 from slatectl.train.replay import EpisodeReplay
 from train_throughput import build_sac_gems  # bench/ is on sys.path when a script here runs
@@ -69,34 +68,6 @@ def synchronize(device: str) -> None:
 def build_member(env, seed: int):
     torch.manual_seed(seed)
     return build_sac_gems(env)
-
-
-class SoloRun:
-    """One solo SAC+GeMS run through the unstacked agent's code (`play_episodes` + `SACAgent.update`, the
-    solo loop's path before issue 21; the trainer now runs K = 1 through the stacked path, the K = 1 row):
-    `step` plays one episode and makes one update."""
-
-    def __init__(self, env_name: str, device: str):
-        # The simulator, the agent and the replay on the device (a CPU simulator beside a GPU agent would
-        # wait for the host at every env step).
-        self.env = simulator_on(make_env(env_name), torch.device(device))
-        self.agent, params = build_member(self.env, 0)
-        self.agent.to(device)
-        self.device = device
-        self.replay = EpisodeReplay(BENCH_CAPACITY, params.batch_size, device)
-        self.replay.add(play_episodes(self.env, self.agent, torch.arange(params.batch_size), seed=1, mode="random",
-                                      device=device))
-        self.play = lambda user_ids: play_episodes(self.env, self.agent, user_ids, 1, "explore", device)
-
-    def step(self, step: int) -> tuple[float, float]:
-        """(acting, updating) seconds of training step `step`."""
-        t0 = time.perf_counter()
-        self.replay.add(self.play(torch.arange(step, step + 1, device=self.device)))
-        synchronize(self.device)
-        t1 = time.perf_counter()
-        self.agent.update(self.replay.sample().to(self.device), lambda loss: loss.backward())
-        synchronize(self.device)
-        return t1 - t0, time.perf_counter() - t1
 
 
 def start_population(names: list[str], device: str = "cpu"):
@@ -163,7 +134,7 @@ def population_rows(sizes: list[int], same_env: list[int]) -> list[tuple[str, li
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="1,6,12,60", help="population sizes K (six envs × seeds)")
+    parser.add_argument("--sizes", default="6,12,60", help="population sizes K (six envs × seeds)")
     parser.add_argument("--same-env", default="", help="population sizes of one env × K seeds")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per row")
     parser.add_argument("--threads", default=None, help="torch thread counts, e.g. 1,2 (default: torch's)")
@@ -191,10 +162,11 @@ def main() -> None:
         torch.set_num_threads(n_threads)
         rows = population_rows(sizes, same_env)
         solo, *populations = time_interleaved(
-            [SoloRun(env_names()[0], args.device)] + [PopulationRun(names, args.device) for _, names in rows], steps)
+            [PopulationRun(env_names()[:1], args.device)] + [PopulationRun(names, args.device) for _, names in rows],
+            steps)
         solo_rate[n_threads] = solo.steps_per_s
         solo_step_s[n_threads] = 1 / solo.steps_per_s
-        print(f"| solo run (Trainer's code path) | 1 | {n_threads} | {solo.steps_per_s:.2f} | {solo.steps_per_s:.2f} "
+        print(f"| solo run (a population of one) | 1 | {n_threads} | {solo.steps_per_s:.2f} | {solo.steps_per_s:.2f} "
               f"| 1.00 | {solo.share()} | {solo.updating / steps * 1e3:.0f} |", flush=True)
         for (label, names), timing in zip(rows, populations):
             K = len(names)

@@ -1,7 +1,6 @@
-"""The stacked SAC kernels against the member modules they stand for (slatectl/agents/sac_population.py).
-
-The population tests (test_population.py) check a whole first update against a solo run; these check the
-pieces one by one, with member-specific random weights, so a wrong index or layout fails here by name.
+"""The stacked SAC kernels (slatectl/agents/sac.py `StackedSAC`) against the member layout's own modules
+(nn.Sequential, nn.GRU, the GeMS decoder) evaluated by PyTorch, with member-specific random weights, so a
+wrong index or layout fails here by name.
 """
 
 from __future__ import annotations
@@ -11,10 +10,9 @@ import dataclasses
 import pytest
 import torch
 
-from slatectl.agents import AGENTS, AgentInputs, critic_pair, sac_population
+from slatectl.agents import AGENTS, AgentInputs, critic_pair, sac
 from slatectl.agents.base import EpisodeBatch
-from slatectl.agents.sac import SACParams, build_sac_topk
-from slatectl.agents.sac_population import StackedSAC
+from slatectl.agents.sac import LOG_STD_MAX, LOG_STD_MIN, SACParams, StackedSAC, build_sac_topk
 from slatectl.config_tools import build_config
 from slatectl.pretrain.gems_train import GeMSConfig, build_gems
 from slatectl.train.config import default_config_dict
@@ -79,17 +77,26 @@ def test_critic_value_is_the_minimum_of_the_two_members_nets():
     states, actions = torch.randn(K, 30, 20), torch.randn(K, 30, 8)
     value = stacked._critic_value(states, actions)
     for k, member in enumerate(members):
-        torch.testing.assert_close(value[k], member.critic_value(states[k], actions[k]), atol=1e-6, rtol=1e-6)
+        x = torch.cat([states[k], actions[k]], dim=-1)
+        expected = torch.minimum(member.q1(x), member.q2(x)).squeeze(-1)
+        torch.testing.assert_close(value[k], expected, atol=1e-6, rtol=1e-6)
+
+
+def _actor_head(member, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The member's actor MLP by PyTorch: (mean, log std clamped to [LOG_STD_MIN, LOG_STD_MAX])."""
+    mean, log_std = member.actor(states).chunk(2, dim=-1)
+    return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
 
 def test_policy_head_with_folded_bias_equals_each_members_actor():
     members = _members(SACParams())
     stacked = StackedSAC(members)
     states = torch.randn(K, 40, 20)
+    assert (LOG_STD_MIN, LOG_STD_MAX) == (-20.0, 2.0)
     for fold in (False, True):
         mean, log_std = stacked._policy_head(states, fold_bias=fold)
         for k, member in enumerate(members):
-            m, s = member._policy_head(states[k])
+            m, s = _actor_head(member, states[k])
             torch.testing.assert_close(mean[k], m, atol=1e-6, rtol=1e-6)
             torch.testing.assert_close(log_std[k], s, atol=1e-6, rtol=1e-6)
 
@@ -110,7 +117,7 @@ def test_member_chunked_update_equals_the_update_of_all_members_at_once(monkeypa
     batch = _batch()
     results = []
     for budget in (1 << 40, 1):  # all members in one block; one member per block
-        monkeypatch.setattr(sac_population, "_CPU_BLOCK_BYTES", budget)
+        monkeypatch.setattr(sac, "_CPU_BLOCK_BYTES", budget)
         stacked = StackedSAC(_members(SACParams()))
         assert len(stacked._member_chunks(E * H, 512)) == (1 if budget > 1 else K)
         generators = [torch.Generator().manual_seed(7 + k) for k in range(K)]
@@ -137,32 +144,32 @@ def test_update_returns_each_members_metrics_and_counts_updates_on_the_host():
     assert stacked._update_count == int(stacked.tensors["update_count"][0]) == 1
 
 
-def test_member_optimizer_states_keep_the_solo_kernel_settings_and_load_into_a_solo_agent():
-    """The stacked optimizers use fused Adam; what a member exports is an ordinary solo optimizer state
-    (the solo agent's own foreach/fused settings), and a solo agent that loads it continues exactly."""
+def test_member_optimizer_states_keep_the_layouts_kernel_settings_and_resume_as_a_run_of_one():
+    """The stacked optimizers use fused Adam; what a member exports is an ordinary per-run optimizer state
+    (the layout's own foreach/fused settings) that the layout's optimizers load, and a run of one resumed
+    from the member's weights and optimizer states continues exactly as the member."""
     members = _members(SACParams())
     stacked = StackedSAC(members)
     assert all(opt.param_groups[0]["fused"] for opt in stacked.optimizers.values())
     generators = [torch.Generator().manual_seed(k) for k in range(K)]
     stacked.update(_batch(), generators)
     k = 1
-    solo = _members(SACParams())[k]
-    solo.load_state_dict(stacked.member_state_dict(k))
+    layout = _members(SACParams())[k]
+    layout.load_state_dict(stacked.member_state_dict(k))
     for name, state in stacked.member_optimizer_states(k).items():
-        solo_optimizer = solo.optimizers()[name]
+        layout_optimizer = layout.optimizers()[name]
         for key in ("fused", "foreach"):
-            assert state["param_groups"][0][key] == solo_optimizer.param_groups[0][key]
-        solo_optimizer.load_state_dict(state)
-    # one more update from the same batch and noise: the member and the solo agent move alike
+            assert state["param_groups"][0][key] == layout_optimizer.param_groups[0][key]
+        layout_optimizer.load_state_dict(state)
+    resumed = StackedSAC([layout])
+    resumed.load_optimizer_states([{name: opt.state_dict() for name, opt in layout.optimizers().items()}])
+    # one more update from the same batch and noise: the member and the resumed run of one move alike
     batch = _batch(seed=1)
-    torch.manual_seed(0)
-    solo_draws = torch.Generator().manual_seed(123)
-    generators = [torch.Generator().manual_seed(123) for _ in range(K)]
-    stacked.update(batch, generators)
-    torch.set_rng_state(solo_draws.get_state())
-    solo.update(EpisodeBatch(*(getattr(batch, f)[k] for f in EpisodeBatch.__dataclass_fields__)))
+    stacked.update(batch, [torch.Generator().manual_seed(123) for _ in range(K)])
+    resumed.update(EpisodeBatch(*(getattr(batch, f)[k:k + 1] for f in EpisodeBatch.__dataclass_fields__)),
+                   [torch.Generator().manual_seed(123)])
     after = stacked.member_state_dict(k)
-    for name, value in solo.state_dict().items():
+    for name, value in resumed.member_state_dict(0).items():
         torch.testing.assert_close(after[name], value, atol=1e-5, rtol=1e-4, msg=name)
 
 
@@ -201,21 +208,21 @@ def _gems_members(count: int = K) -> list:
 @pytest.mark.parametrize("users", [5, 300])
 def test_gems_ranking_is_each_members_own_and_follows_a_loaded_member_state(users):
     """Stacked GeMS ranking (cached (K, in, out) copies of the frozen decoder) equals each member's own
-    ranker, also after member 1's weights are replaced by another agent's (the copy is made again).
-    5 users: batched score blocks; 300 users (3,000 slot queries per member, as in collection): the solo
-    ranker's CPU kernel per member."""
-    assert 5 * 10 < sac_population._RANK_CHUNK_ROWS <= 300 * 10
+    GeMS model's `rank` (its decoder by PyTorch, then the argmax item per slot), also after member 1's
+    weights are replaced by another agent's (the copy is made again). 5 users: batched score blocks;
+    300 users (3,000 slot queries per member, as in collection): `first_argmax_of_products` per member."""
+    assert 5 * 10 < sac._RANK_CHUNK_ROWS <= 300 * 10
     members = _gems_members()
     stacked = StackedSAC(members)
     actions = torch.rand(K, users, members[0].action_dim, generator=torch.Generator().manual_seed(0)) * 2
     for k in range(K):
-        assert torch.equal(stacked.rank(actions)[k], members[k].ranker.rank(actions[k]))
+        assert torch.equal(stacked.rank(actions)[k], members[k].ranker.gems.rank(actions[k]))
     other = _gems_members(K + 1)[K]
     stacked.load_member_state_dict(1, other.state_dict())
     slates = stacked.rank(actions)
-    assert torch.equal(slates[1], other.ranker.rank(actions[1]))
-    assert not torch.equal(slates[1], members[1].ranker.rank(actions[1]))
-    assert torch.equal(slates[0], members[0].ranker.rank(actions[0]))
+    assert torch.equal(slates[1], other.ranker.gems.rank(actions[1]))
+    assert not torch.equal(slates[1], members[1].ranker.gems.rank(actions[1]))
+    assert torch.equal(slates[0], members[0].ranker.gems.rank(actions[0]))
 
 
 def test_acting_reads_the_current_weights_after_updates_loads_and_moved_storage():
@@ -230,7 +237,7 @@ def test_acting_reads_the_current_weights_after_updates_loads_and_moved_storage(
             return stacked._policy_head(states)[0]
 
     def expected(k: int, agent) -> torch.Tensor:
-        return agent._policy_head(states[k])[0]
+        return _actor_head(agent, states[k])[0]
 
     acting_mean()  # the views are made here
     stacked.update(_batch(), [torch.Generator().manual_seed(k) for k in range(K)])  # in-place Adam steps

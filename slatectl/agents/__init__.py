@@ -24,9 +24,6 @@ from slatectl.agents import wknn  # noqa: E402,F401  sac-wknn
 from slatectl.agents import slateq  # noqa: E402,F401
 from slatectl.agents import reinforce  # noqa: E402,F401  reinforce-softmax
 from slatectl.agents import random_policy  # noqa: E402,F401  random
-# Each population module names itself as its agents' stacked implementation (`AgentSpec.population`).
-from slatectl.agents import sac_population  # noqa: E402,F401  sac-gems, sac-topk-ideal, sac-topk-mf
-from slatectl.agents import wknn_population  # noqa: E402,F401  sac-wknn
 
 __all__ = ["AGENTS", "AgentSpec", "Agent", "AgentInputs", "EpisodeBatch", "agent_spec", "register_agent",
            "trainable_agents"]

@@ -1,8 +1,9 @@
 """SAC's two critics (Q1, Q2, or their targets) evaluated as one pair, for K stacked members.
 
-`StackedSAC._q_pair` runs both critics' MLPs in one pass per layer: the first layers, which read the
-same input [s, a], side by side (output 2·hidden); later hidden layers block-diagonally; the output
-layers (one value per critic) on their own halves of the hidden units. This module holds those layers.
+`StackedSAC._q_pair` (slatectl/agents/sac.py) runs both critics' MLPs in one pass per layer: the first
+layers, which read the same input [s, a], side by side (output 2·hidden); later hidden layers
+block-diagonally; the output layers (one value per critic) on their own halves of the hidden units.
+This module holds those layers.
 
 Two of them have a hand-written backward, because the kernels autograd picks for these shapes are slow
 on a CPU (measured with (2 members, 2,000 transitions, 2·256 hidden units), 2 threads):

@@ -66,13 +66,20 @@ def first_argmax_of_products(queries: torch.Tensor, table_t: torch.Tensor) -> to
     return out
 
 
+def item_table_box(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension [min, max] of an (N, D) item table as (center, scale), the action box of agents that
+    act in item-embedding space (SAC+TopK, SAC+WkNN)."""
+    low, high = table.min(dim=0).values, table.max(dim=0).values
+    scale = (high - low) / 2
+    return low + scale, scale
+
+
 class Ranker(nn.Module):
+    """A frozen ranker's tables (part of the agent's state dict) and its kind: `StackedSAC.rank` turns
+    actions into slates with the tables of each member's ranker."""
+
     slate_size: int
     action_dim: int
-
-    def rank(self, actions: torch.Tensor) -> torch.Tensor:
-        """(B, action_dim) actions → (B, K) int64 slates."""
-        raise NotImplementedError
 
     def train(self, mode: bool = True) -> "Ranker":
         # Frozen: the agent's .train() must not switch a ranker out of eval mode.
@@ -91,21 +98,12 @@ class TopKRanker(Ranker):
         self.slate_size = slate_size
         self.action_dim = table.shape[1]
 
-    @torch.no_grad()
-    def rank(self, actions: torch.Tensor) -> torch.Tensor:
-        scores = actions @ self.item_embeddings.T
-        return scores.topk(self.slate_size, dim=1, sorted=True).indices
-
     def action_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-dimension [min, max] of the item table as (center, scale)."""
-        low = self.item_embeddings.min(dim=0).values
-        high = self.item_embeddings.max(dim=0).values
-        scale = (high - low) / 2
-        return low + scale, scale
+        return item_table_box(self.item_embeddings)
 
 
 class GeMSRanker(Ranker):
-    """Wraps a pretrained GeMS module (`rank(z)`: per-slot argmax of the decoder's item logits)."""
+    """Holds a pretrained GeMS module, frozen (slate: per-slot argmax of the decoder's item logits)."""
 
     def __init__(self, gems: nn.Module):
         super().__init__()
@@ -115,42 +113,3 @@ class GeMSRanker(Ranker):
         self.gems.eval()
         self.slate_size = int(gems.slate_size)
         self.action_dim = int(gems.latent_dim)
-        # Output buffers of the decoder's layers, reused from step to step (not state: never saved).
-        self._layer_outputs: dict[int, torch.Tensor] = {}
-
-    @torch.no_grad()
-    def rank(self, actions: torch.Tensor) -> torch.Tensor:
-        """The slate `gems.rank(actions)` gives (per-slot argmax of the decoder's item logits), computed
-        by `first_argmax_of_products`."""
-        queries = self._slot_queries(actions)
-        table_t = self.gems.item_embeddings.weight.T.contiguous()
-        return first_argmax_of_products(queries, table_t).view(actions.shape[0], self.slate_size)
-
-    def _slot_queries(self, actions: torch.Tensor) -> torch.Tensor:
-        """(B, latent) → (B·K, item_dim): the decoder trunk and slate head of GeMS, the values
-        `gems._slot_queries(gems.decoder(actions))` gives.
-
-        On a CPU the Linear/ReLU layers run into output buffers kept from the previous step, with
-        in-place ReLUs: the same `addmm` as `nn.Linear`, without allocating (and page-faulting) several
-        MB of fresh outputs per step, which cost about a fifth of the decoding time there."""
-        gems = self.gems
-        layers = [*gems.decoder, gems.slate_head]
-        reusable = (actions.device.type == "cpu" and isinstance(layers[0], nn.Linear)
-                    and all(isinstance(layer, (nn.Linear, nn.ReLU)) for layer in layers))
-        if not reusable:
-            return gems._slot_queries(gems.decoder(actions)).reshape(-1, gems.item_dim)
-        x = actions
-        for index, layer in enumerate(layers):
-            if isinstance(layer, nn.ReLU):
-                x.relu_()  # x is a buffer of ours: the previous Linear's output
-                continue
-            out = self._layer_outputs.get(index)
-            if out is None or out.shape != (x.shape[0], layer.out_features) or out.dtype != x.dtype:
-                out = self._layer_outputs[index] = torch.empty(x.shape[0], layer.out_features, dtype=x.dtype,
-                                                                device=x.device)
-            if layer.bias is None:
-                torch.mm(x, layer.weight.T, out=out)
-            else:
-                torch.addmm(layer.bias, x, layer.weight.T, out=out)
-            x = out
-        return x.view(-1, gems.item_dim)

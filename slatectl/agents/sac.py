@@ -1,7 +1,7 @@
 """SAC with GRU beliefs and a frozen ranker: SAC+GeMS, SAC+TopK (ideal), SAC+TopK (MF) (notes §7.1–7.3).
 
 The agent acts in a continuous action space (a GeMS latent z, or a TopK query vector) and a frozen
-ranker turns the action into a slate. What one `update` does, on a batch of E whole episodes
+ranker turns the action into a slate. What one update does, on a batch of E whole episodes
 (E·H transitions, H = 100):
 
 1. Re-encode the episodes with the actor's and the critic's GRU beliefs (each has its own item table),
@@ -26,27 +26,56 @@ Only the actor's belief runs online (the critic's is only used in updates).
 
 The box (center, scale): GeMS → the aggregated-posterior bounds computed at pretraining (passed in as
 `inputs.gems_bounds`); TopK → per-dimension min/max of the ranker's item table.
+
+Two classes. `SACAgent` is one run's layout: the modules, buffers and optimizers whose state dict is a
+`sac-*` checkpoint and whose optimizer states are a resume state. `StackedSAC` holds the math, for K ≥ 1
+runs at once (a solo run is K = 1): every tensor of the K members' state dicts (same keys:
+`actor_belief.gru.weight_ih_l0`, `q1.0.weight`, `ranker.gems.decoder.0.weight`, `log_alpha`, …) is
+stacked along a new leading member dimension. The forward passes are batched matmuls (`baddbmm`/`bmm`),
+one GRU cell per time step over (K, E, ·) and a lookup into the K item tables laid end to end, so each op
+serves all members. What every stacked agent shares (stacking, fused Adam over the stack, member views,
+`to`, the MLP and GRU blocks, the online actor belief) is `StackedAgent`'s; this module holds what is
+SAC's.
+
+Why one stacked update equals K independent runs' updates (docs/population.md):
+- each loss is the SUM over members of the member's own loss (each a mean over its own transitions,
+  exactly the formula above), and member k's loss depends only on slice k of every stacked tensor, so
+  the gradient of the sum w.r.t. slice k is the gradient of member k's loss;
+- Adam is elementwise with a step count shared by all slices (members step together), so one Adam over
+  stacked tensors is K Adams; there is no gradient clipping or other cross-parameter coupling in SAC here;
+- entropy temperature (log α, α), target networks (Polyak per element) and action boxes are per member;
+- randomness comes from each member's own `torch.Generator`, drawn in a fixed order and shape (randperm
+  of the replay, then next-state noise, then current-state noise; one (B, A) draw per acting step), so a
+  member's draws do not depend on the other members.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-import torch
-import torch.nn.functional as F
-from torch import nn
+from typing import Callable
 
-from slatectl.agents.base import ActMode, Agent, Backward, EpisodeBatch, default_backward
+import torch
+from torch import Tensor, nn
+
+from slatectl.agents.base import ActMode, Agent, EpisodeBatch, default_backward
 from slatectl.agents.belief import GRUBelief
-from slatectl.agents.nets import check_params, common_checks, frozen_copy, mlp, polyak_update, read_metrics
+from slatectl.agents.critic_pair import block_diagonal, input_layer, output_layer
+from slatectl.agents.nets import check_params, common_checks, frozen_copy, mlp
 from slatectl.agents.pretrained import AgentInputs, checked_item_table, require_input
-from slatectl.agents.rankers import GeMSRanker, Ranker, TopKRanker
+from slatectl.agents.rankers import GeMSRanker, Ranker, TopKRanker, first_argmax_of_products
 from slatectl.agents.spec import AgentSpec, register_agent
+from slatectl.agents.stacked import StackedAgent, member_metrics
 from slatectl.errors import BadInput
-from slatectl.sim.topicrec import Observation, TopicRec
+from slatectl.sim.member_envs import MemberEnvs
+from slatectl.sim.topicrec import TopicRec
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+#: Largest activation block of one training kernel on a CPU (`StackedSAC._member_chunks`).
+_CPU_BLOCK_BYTES = 8 << 20
+#: Rows of slot queries scored against the item table at once when ranking (keeps the block in cache).
+_RANK_CHUNK_ROWS = 2048
 
 
 @dataclass(frozen=True)
@@ -73,7 +102,10 @@ class SACParams:
 
 
 class SACAgent(Agent):
-    """SAC over a continuous action box; subclasses choose how actions become slates (`_rank`)."""
+    """One SAC run's layout, which `StackedSAC` is built from: the submodules, buffers and parameters name
+    the state-dict keys (a checkpoint is this module's state dict) and the three optimizers say which
+    tensor each trains, in which order (a resume state holds their states). No acting or learning here:
+    that is `StackedSAC`'s, for K ≥ 1 such layouts. `ranker` turns an action into a slate (GeMS or TopK)."""
 
     def __init__(self, params: SACParams, num_items: int, slate_size: int, action_center: torch.Tensor,
                  action_scale: torch.Tensor, critic_action_dim: int | None = None, ranker: Ranker | None = None):
@@ -105,8 +137,6 @@ class SACAgent(Agent):
         # The α used by the next update: the configured value first, then exp(log α) (reference behaviour).
         self.register_buffer("alpha", torch.tensor(float(params.alpha)))
         self.register_buffer("update_count", torch.zeros((), dtype=torch.int64))
-        #: Whether the critic belief also runs online (WkNN scores candidates with the critic).
-        self.online_critic_belief = False
 
         self.critic_optimizer = torch.optim.Adam(
             [*self.q1.parameters(), *self.q2.parameters(), *self.critic_belief.parameters()], lr=params.q_lr)
@@ -114,140 +144,287 @@ class SACAgent(Agent):
             [*self.actor.parameters(), *self.actor_belief.parameters()], lr=params.pi_lr)
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=params.alpha_lr)
 
-    # -- policy -------------------------------------------------------------------------------------
-    def _policy_head(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_std = self.actor(states).chunk(2, dim=-1)
-        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
-
-    def sample_action(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reparameterised a ~ π(·|s) and log π(a|s) (tanh correction, no scale Jacobian)."""
-        mean, log_std = self._policy_head(states)
-        noise = torch.randn_like(mean)
-        u = mean + log_std.exp() * noise
-        squashed = torch.tanh(u)
-        log_prob = (-0.5 * noise.pow(2) - log_std - _HALF_LOG_2PI).sum(-1)
-        log_prob = log_prob - torch.log(1 - squashed.pow(2) + 1e-6).sum(-1)
-        return self.action_center + self.action_scale * squashed, log_prob
-
-    def greedy_action(self, states: torch.Tensor) -> torch.Tensor:
-        mean, _ = self._policy_head(states)
-        return self.action_center + self.action_scale * torch.tanh(mean)
-
-    def random_action(self, batch: int) -> torch.Tensor:
-        """Uniform on the middle half of the box: center + scale·(U(0, 1) − 0.5)."""
-        u = torch.rand(batch, self.action_dim, device=self.action_center.device)
-        return self.action_center + self.action_scale * (u - 0.5)
-
-    def critic_value(self, states: torch.Tensor, actions: torch.Tensor, target: bool = False) -> torch.Tensor:
-        x = torch.cat([states, actions], dim=-1)
-        q1, q2 = (self.q1_target, self.q2_target) if target else (self.q1, self.q2)
-        return torch.minimum(q1(x), q2(x)).squeeze(-1)
-
-    # -- acting -------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def begin_episodes(self, first: Observation, user_ids: torch.Tensor | None = None, seed: int | None = None) -> None:
-        self.actor_belief.reset(first)
-        if self.online_critic_belief:
-            self.critic_belief.reset(first)
-
-    def belief_state(self) -> torch.Tensor:
-        return self.actor_belief.state
-
-    @torch.no_grad()
-    def observe(self, observation: Observation) -> None:
-        self.actor_belief.step(observation)
-        if self.online_critic_belief:
-            self.critic_belief.step(observation)
-
-    @torch.no_grad()
-    def act(self, env: TopicRec, mode: ActMode) -> tuple[torch.Tensor, torch.Tensor]:
-        state = self.actor_belief.state
-        if mode == "random":
-            action = self.random_action(state.shape[0])
-        elif mode == "explore":
-            action, _ = self.sample_action(state)
-        elif mode == "greedy":
-            action = self.greedy_action(state)
-        else:
-            raise ValueError(f"unknown act mode {mode!r}")
-        return self._rank(action), action
-
-    def _rank(self, actions: torch.Tensor) -> torch.Tensor:
-        assert self.ranker is not None
-        return self.ranker.rank(actions)
-
-    # -- training -----------------------------------------------------------------------------------
-    def critic_actions(self, batch: EpisodeBatch) -> torch.Tensor:
-        """(E, H, ·) the action input of the critic for the stored transitions."""
-        return batch.actions
-
-    def update(self, batch: EpisodeBatch, backward: Backward = default_backward) -> dict[str, float]:
-        p = self.params
-        E, H = batch.rewards.shape
-        n = E * H
-        actor_states = self.actor_belief.encode_episodes(batch.slates, batch.clicks)  # (E, H+1, S)
-        critic_states = self.critic_belief.encode_episodes(batch.slates, batch.clicks)
-        s_a = actor_states[:, :H].reshape(n, -1)
-        s_a_next = actor_states[:, 1:].reshape(n, -1).detach()
-        s_c = critic_states[:, :H].reshape(n, -1)
-        s_c_next = critic_states[:, 1:].reshape(n, -1).detach()
-        actions = self.critic_actions(batch).reshape(n, -1)
-        rewards = batch.rewards.reshape(n)
-        not_done = torch.ones(E, H, device=rewards.device)
-        not_done[:, -1] = 0.0
-        not_done = not_done.reshape(n)
-        alpha = self.alpha.detach().clone()
-
-        # 1. critic
-        with torch.no_grad():
-            next_actions, next_log_prob = self.sample_action(s_a_next)
-            next_q = self.critic_value(s_c_next, next_actions, target=True) - alpha * next_log_prob
-            target = rewards + p.gamma * not_done * next_q
-        x = torch.cat([s_c, actions], dim=-1)
-        q1, q2 = self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
-        critic_loss = 0.5 * (F.mse_loss(q1, target) + F.mse_loss(q2, target))
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        backward(critic_loss)
-        self.critic_optimizer.step()
-
-        # 2. actor (critic states detached: the actor loss does not train the critic belief; the
-        #    critics' weights are excluded from this backward pass, which only needs dQ/da)
-        critic_params = [*self.q1.parameters(), *self.q2.parameters()]
-        for param in critic_params:
-            param.requires_grad_(False)
-        try:
-            new_actions, log_prob = self.sample_action(s_a)
-            actor_loss = (alpha * log_prob - self.critic_value(s_c.detach(), new_actions)).mean()
-            self.actor_optimizer.zero_grad(set_to_none=True)
-            backward(actor_loss)
-        finally:
-            for param in critic_params:
-                param.requires_grad_(True)
-        self.actor_optimizer.step()
-
-        # 3. temperature
-        metrics = {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(), "alpha": alpha,
-                   "q_mean": q1.detach().mean(), "log_pi": log_prob.detach().mean()}
-        if p.auto_entropy:
-            alpha_loss = -(self.log_alpha.exp() * (log_prob.detach() + self.target_entropy)).mean()
-            self.alpha_optimizer.zero_grad(set_to_none=True)
-            backward(alpha_loss)
-            self.alpha_optimizer.step()
-            self.alpha.copy_(self.log_alpha.detach().exp())
-            metrics["alpha_loss"] = alpha_loss.detach()
-
-        # 4. targets (the count is read only when the period is not 1: each read waits for a GPU)
-        self.update_count += 1
-        if p.target_update_frequency == 1 or int(self.update_count) % p.target_update_frequency == 0:
-            polyak_update(self.q1_target, self.q1, p.tau)
-            polyak_update(self.q2_target, self.q2, p.tau)
-        return read_metrics(metrics)
-
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         named = {"critic": self.critic_optimizer, "actor": self.actor_optimizer}
         if self.params.auto_entropy:
             named["alpha"] = self.alpha_optimizer
         return named
+
+
+class StackedSAC(StackedAgent):
+    """K ≥ 1 SAC runs with stacked weights, all with GeMS rankers (SAC+GeMS) or all with TopK rankers
+    (SAC+TopK ideal / MF). Built from K `SACAgent` layouts with identical architecture."""
+
+    online_belief = "actor_belief"
+    #: The member layout class this stacks, and the rankers its `act` knows.
+    layout: type[SACAgent] = SACAgent
+    rankers: tuple[type, ...] = (GeMSRanker, TopKRanker)
+
+    def __init__(self, members: list[SACAgent]):
+        super().__init__(members)
+        reference = members[0]
+        self.ranker_kind = type(reference.ranker)
+        self.target_entropy = reference.target_entropy
+        if self.ranker_kind is GeMSRanker:
+            self.item_dim = int(reference.ranker.gems.item_dim)
+        self.slate_size = int(reference.slate_size)
+        # Host copy of the members' (shared) update count: deciding a Polyak step needs no device sync.
+        self._update_count = int(self.tensors["update_count"][0])
+
+    def _net_prefixes(self, reference: SACAgent) -> tuple[str, ...]:
+        nets = ("actor", "q1", "q2", "q1_target", "q2_target")
+        if type(reference.ranker) is GeMSRanker:
+            nets += ("ranker.gems.decoder",)
+        return nets
+
+    def _check_members(self, members: list[SACAgent]) -> None:
+        """Layouts of class `layout` with one of `rankers` only (WkNN's are not GeMS/TopK SAC's), equal
+        hyper-parameters (`StackedAgent`), and one ranker kind and action and item dimensions (a GeMS
+        latent size is not a hyper-parameter of the agent)."""
+        if any(type(m) is not self.layout or type(m.ranker) not in self.rankers for m in members):
+            raise TypeError(f"{type(self).__name__} stacks {self.layout.__name__} layouts ranking with "
+                            + " or ".join(r.__name__ for r in self.rankers))
+        super()._check_members(members)
+        shapes = {(type(m.ranker), m.action_dim, getattr(m, "item_dim", None)) for m in members}
+        if len(shapes) > 1:
+            raise ValueError("population members must share the ranker kind and the action and item dimensions")
+
+    @torch.no_grad()
+    def load_member_state_dict(self, k: int, state: dict[str, Tensor]) -> None:
+        super().load_member_state_dict(k, state)
+        self._update_count = int(self.tensors["update_count"][0])
+
+    # -- batched building blocks -------------------------------------------------------------------------
+    def _q_pair(self, nets: tuple[str, str], states: Tensor, actions: Tensor, members: slice = slice(None)) -> Tensor:
+        """(Q_a, Q_b)(s, a) of two critic MLPs of identical shape in one pass: (K, M, 2).
+
+        One matmul serves both nets per layer: the first layers (same input [s, a]) are laid side by side
+        (output 2·hidden, bias folded in), later hidden layers block-diagonally (the zero blocks add exact
+        zeros), and the output units each read their own net's half (layers: slatectl/agents/critic_pair.py),
+        so member k's column j equals `nets[j]` applied alone, up to summation order."""
+        a, b = nets
+        for i in self._linear_indices(a):
+            wa, wb = self.tensors[f"{a}.{i}.weight"][members], self.tensors[f"{b}.{i}.weight"][members]  # (k, out, in)
+            ba, bb = self.tensors[f"{a}.{i}.bias"][members], self.tensors[f"{b}.{i}.bias"][members]
+            if i == 0:
+                w = torch.cat([torch.cat([wa, ba.unsqueeze(-1)], dim=-1),
+                               torch.cat([wb, bb.unsqueeze(-1)], dim=-1)], dim=1)  # (K, 2·out, in + 1)
+                x = input_layer(states, actions, w)
+            elif wa.shape[1] == 1:  # the output layers, one value per net
+                x = output_layer(x, torch.cat([wa, wb], dim=1), torch.cat([ba, bb], dim=-1))
+            else:
+                x = torch.baddbmm(torch.cat([ba, bb], dim=-1).unsqueeze(1), x, block_diagonal(wa, wb))
+            if self._relu_after(a, i):
+                x = x.relu_()
+        return x
+
+    def _member_chunks(self, rows: int, width: int) -> list[slice]:
+        """Slices of the members whose (members, rows, width) float32 activations stay within
+        `_CPU_BLOCK_BYTES` on a CPU (all members at once on other devices). Why: the Q-nets' and policy's
+        passes over (K, 2,000, 256…512) activations are memory-bound there, and a large block leaves the
+        cache (and, freshly allocated, may come as new mmapped pages that are faulted in: 24 ms to ReLU a
+        24 MB tensor against 2 ms for 12 MB, measured); smaller blocks stay in cache and are reused from
+        the heap. Each member's values are the same up to float rounding either way (tested)."""
+        if self.device.type != "cpu":
+            return [slice(None)]
+        per_chunk = max(1, _CPU_BLOCK_BYTES // max(1, rows * width * 4))
+        return [slice(start, min(start + per_chunk, self.K)) for start in range(0, self.K, per_chunk)]
+
+    def _chunked(self, fn: Callable[..., Tensor], width: int, *xs: Tensor) -> Tensor:
+        """fn(members, *x[members]) for each member chunk (`_member_chunks`), concatenated: (K, M, ·)."""
+        chunks = self._member_chunks(xs[0].shape[1], width)
+        if len(chunks) == 1:
+            return fn(slice(None), *xs)
+        return torch.cat([fn(m, *(x[m] for x in xs)) for m in chunks], dim=0)
+
+    def _q_values(self, nets: tuple[str, str], states: Tensor, actions: Tensor) -> Tensor:
+        """`_q_pair` for all members, in member chunks: (K, M, 2)."""
+        return self._chunked(lambda m, s, a: self._q_pair(nets, s, a, m), 2 * max(self.params.hidden_qnet),
+                             states, actions)
+
+    def _policy_head(self, states: Tensor, fold_bias: bool = False) -> tuple[Tensor, Tensor]:
+        if fold_bias:  # many rows: the training pass, in member chunks
+            out = self._chunked(lambda m, x: self._sequential("actor", x, True, m), max(self.params.hidden_pinet), states)
+        else:
+            out = self._sequential("actor", states)
+        mean, log_std = out.chunk(2, dim=-1)
+        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    def _box(self) -> tuple[Tensor, Tensor]:
+        return self.tensors["action_center"].unsqueeze(1), self.tensors["action_scale"].unsqueeze(1)
+
+    def squash(self, mean: Tensor, log_std: Tensor, noise: Tensor,
+               with_log_prob: bool = True) -> tuple[Tensor, Tensor | None]:
+        """Reparameterised a ~ π(·|s) and log π(a|s) (tanh correction, no scale Jacobian) from the policy
+        head's (K, M, A) mean and log std at s and the members' (K, M, A) noise (None for log π without
+        `with_log_prob`: acting does not use it)."""
+        u = mean + log_std.exp() * noise
+        squashed = torch.tanh(u)
+        center, scale = self._box()
+        if not with_log_prob:
+            return center + scale * squashed, None
+        log_prob = (-0.5 * noise.pow(2) - log_std - _HALF_LOG_2PI).sum(-1)
+        log_prob = log_prob - torch.log(1 - squashed.pow(2) + 1e-6).sum(-1)
+        return center + scale * squashed, log_prob
+
+    def _critic_value(self, states: Tensor, actions: Tensor, target: bool = False) -> Tensor:
+        """min(Q1, Q2)(s, a) (of the target nets when `target`): (K, M)."""
+        q = self._q_values(("q1_target", "q2_target") if target else ("q1", "q2"), states, actions)
+        return torch.minimum(q[..., 0], q[..., 1])
+
+    def _noise(self, generators: list[torch.Generator], rows: int, uniform: bool = False) -> Tensor:
+        """(K, rows, A) draws, member k's from generator k (CPU generators, the draws moved to the device)."""
+        fill = (lambda t, g: t.uniform_(generator=g)) if uniform else (lambda t, g: t.normal_(generator=g))
+        return self._per_member(generators, (rows, self.action_dim), fill, self.device)
+
+    @torch.no_grad()
+    def rank(self, actions: Tensor) -> Tensor:
+        """(K, B, A) actions → (K, B, slate) slates, each member with its own ranker's tables (rankers.py)."""
+        if self.ranker_kind is TopKRanker:
+            # The K items with the largest ⟨e_i, a⟩ over member k's item table, sorted.
+            scores = torch.bmm(actions, self.tensors["ranker.item_embeddings"].transpose(1, 2))
+            return scores.topk(self.slate_size, dim=-1, sorted=True).indices
+        return self._rank_gems(actions)
+
+    def _rank_gems(self, actions: Tensor) -> Tensor:
+        """Per slot the argmax item of member k's GeMS decoder (first maximal item), as `GeMS.rank`."""
+        K, B, _ = actions.shape
+        h = self._sequential("ranker.gems.decoder", actions, frozen=True)
+        queries = torch.baddbmm(*self._linear_operands("ranker.gems.slate_head.weight", "ranker.gems.slate_head.bias",
+                                                       h, frozen=True))
+        queries = queries.reshape(K, B * self.slate_size, self.item_dim)
+        table_t = self._frozen_transposed("ranker.gems.item_embeddings.weight")  # (K, D, N)
+        if queries.device.type == "cpu" and queries.shape[1] >= _RANK_CHUNK_ROWS:
+            # Many users per member (collection): `first_argmax_of_products` per member, which reuses one
+            # score buffer and finds the argmax in two levels (amax of groups, then within the best group).
+            # Batched scores of fresh (K, rows, N) blocks cost 3.5x more per row at 1,000 users (first-touch
+            # pages of a new 8 MB block each time, then an index-tracking max): measured 12.8k against 21k
+            # transitions/s of SAC+GeMS collection, 1 thread.
+            return torch.stack([first_argmax_of_products(queries[k], table_t[k]) for k in range(K)]).view(
+                K, B, self.slate_size)
+        ranks = torch.empty(K, queries.shape[1], dtype=torch.int64, device=queries.device)
+        rows = max(64, _RANK_CHUNK_ROWS // K)  # the (K, rows, N) score block stays the size of one member's
+        for start in range(0, queries.shape[1], rows):
+            block = torch.bmm(queries[:, start:start + rows], table_t)
+            ranks[:, start:start + rows] = block.max(dim=-1).indices
+        return ranks.view(K, B, self.slate_size)
+
+    @torch.no_grad()
+    def act(self, mode: ActMode, generators: list[torch.Generator],
+            envs: MemberEnvs | None = None) -> tuple[Tensor, Tensor]:
+        """(slates (K, B, slate), actions (K, B, A)) in `mode` (module docstring), member k drawing from
+        `generators[k]`: (B, A) uniforms in the random phase, (B, A) normals when exploring."""
+        state = self.belief_state()
+        if mode == "random":
+            center, scale = self._box()
+            action = center + scale * (self._noise(generators, state.shape[1], uniform=True) - 0.5)
+        else:
+            action = self._policy_action(mode, state, generators)
+        return self.rank(action), action
+
+    def _policy_action(self, mode: ActMode, state: Tensor, generators: list[torch.Generator]) -> Tensor:
+        """The actor's action (K, B, A) on states (K, B, S): "explore" samples it (a (B, A) normal draw per
+        member), "greedy" is center + scale·tanh(mean)."""
+        if mode == "explore":
+            return self.squash(*self._policy_head(state), self._noise(generators, state.shape[1]), False)[0]
+        if mode == "greedy":
+            center, scale = self._box()
+            return center + scale * torch.tanh(self._policy_head(state)[0])
+        raise ValueError(f"unknown act mode {mode!r}")
+
+    # -- training ---------------------------------------------------------------------------------------
+    def update(self, batch: EpisodeBatch, generators: list[torch.Generator],
+               backward: Callable[[Tensor], None] = default_backward) -> list[dict[str, float]]:
+        """One SAC update of every member on its own batch: `batch` fields have a leading K dimension.
+
+        The five steps of the module docstring, member by member, with three savings that change no value:
+        the policy head runs once over all H + 1 belief states of every episode (the critic target uses
+        the next-state rows, the actor loss the current-state rows; the actor's weights do not change in
+        between), Q1 and Q2 (and their targets) run as one pair (`_q_pair`), and the metrics reach the host
+        in one transfer (no per-member sync). Steps in order: critic, actor, temperature, targets."""
+        K, E, H = batch.rewards.shape
+        n = E * H
+        actor_states = self.encode_episodes("actor_belief", batch.slates, batch.clicks)  # (K, E, H+1, S)
+        critic_states = self.encode_episodes("critic_belief", batch.slates, batch.clicks)
+        s_c = critic_states[:, :, :H].reshape(K, n, -1)
+        alpha = self.tensors["alpha"].detach().clone().unsqueeze(1)  # (K, 1)
+        mean, log_std = self._policy_head(actor_states.reshape(K, E * (H + 1), -1), fold_bias=True)
+        mean, log_std = mean.view(K, E, H + 1, -1), log_std.view(K, E, H + 1, -1)
+        next_policy = (mean[:, :, 1:].reshape(K, n, -1), log_std[:, :, 1:].reshape(K, n, -1))
+        policy = (mean[:, :, :H].reshape(K, n, -1), log_std[:, :, :H].reshape(K, n, -1))
+        critic_loss, q = self._critic_step(batch, s_c, critic_states[:, :, 1:].reshape(K, n, -1).detach(), next_policy,
+                                           alpha, generators, backward)
+        actor_loss, log_prob = self._actor_step(s_c.detach(), policy, alpha, generators, backward)
+        columns = {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(), "alpha": alpha[:, 0],
+                   "q_mean": q[..., 0].detach().mean(dim=1), "log_pi": log_prob.detach().mean(dim=1)}
+        if self.params.auto_entropy:
+            columns["alpha_loss"] = self._temperature_step(log_prob.detach(), backward)
+        self._target_step()
+        return member_metrics(columns)
+
+    def _critic_step(self, batch: EpisodeBatch, s_c: Tensor, s_c_next: Tensor, next_policy: tuple[Tensor, Tensor],
+                     alpha: Tensor, generators: list[torch.Generator], backward) -> tuple[Tensor, Tensor]:
+        """Σ_k ½(MSE(Q1_k, y_k) + MSE(Q2_k, y_k)), y = r + γ·(1 − done)·(min Q'(s', ã') − α log π(ã'|s'))
+        with ã' sampled from the current policy; one optimizer step. Returns ((K,) loss, (K, n, 2) Q)."""
+        K, E, H = batch.rewards.shape
+        n = E * H
+        not_done = torch.ones(E, H, device=batch.rewards.device)
+        not_done[:, -1] = 0.0
+        with torch.no_grad():
+            next_actions, next_log_prob = self.squash(*next_policy, self._noise(generators, n))
+            next_q = self._critic_value(s_c_next, next_actions, target=True) - alpha * next_log_prob
+            target = batch.rewards.reshape(K, n) + self.params.gamma * not_done.reshape(1, n) * next_q
+        q = self._q_values(("q1", "q2"), s_c, batch.actions.reshape(K, n, -1))  # (K, n, 2)
+        critic_loss = 0.5 * (q - target.unsqueeze(-1)).pow(2).mean(dim=1).sum(dim=-1)  # (K,)
+        critic = self.optimizers["critic"]
+        critic.zero_grad(set_to_none=True)
+        backward(critic_loss.sum())
+        critic.step()
+        return critic_loss, q
+
+    def _actor_step(self, states: Tensor, policy: tuple[Tensor, Tensor], alpha: Tensor,
+                    generators: list[torch.Generator], backward) -> tuple[Tensor, Tensor]:
+        """mean(α log π(ã|s) − min Q(s, ã)) with the critic's weights frozen for this backward and its
+        states detached; one optimizer step. Returns ((K,) loss, (K, n) log π)."""
+        critic_weights = [self.tensors[n_] for n_ in self.tensors if n_.startswith(("q1.", "q2."))]
+        for t in critic_weights:
+            t.requires_grad_(False)
+        try:
+            new_actions, log_prob = self.squash(*policy, self._noise(generators, states.shape[1]))
+            actor_loss = (alpha * log_prob - self._critic_value(states, new_actions)).mean(dim=1)
+            actor = self.optimizers["actor"]
+            actor.zero_grad(set_to_none=True)
+            backward(actor_loss.sum())
+        finally:
+            for t in critic_weights:
+                t.requires_grad_(True)
+        actor.step()
+        return actor_loss, log_prob
+
+    def _temperature_step(self, log_prob: Tensor, backward) -> Tensor:
+        """Per member: −mean(α (log π + target entropy)) through log α; α = exp(log α) after the step."""
+        log_alpha = self.tensors["log_alpha"]
+        alpha_loss = -(log_alpha.exp().unsqueeze(1) * (log_prob + self.target_entropy)).mean(dim=1)
+        temperature = self.optimizers["alpha"]
+        temperature.zero_grad(set_to_none=True)
+        backward(alpha_loss.sum())
+        temperature.step()
+        with torch.no_grad():
+            self.tensors["alpha"].copy_(log_alpha.detach().exp())
+        return alpha_loss.detach()
+
+    @torch.no_grad()
+    def _target_step(self) -> None:
+        """Polyak averaging of both critics' targets every `target_update_frequency` updates (elementwise,
+        so per member)."""
+        self.tensors["update_count"] += 1
+        self._update_count += 1
+        if self._update_count % self.params.target_update_frequency == 0:
+            for net in ("q1", "q2"):
+                online = [t for n_, t in self.tensors.items() if n_.startswith(f"{net}.")]
+                target = [self.tensors[n_.replace(f"{net}.", f"{net}_target.", 1)]
+                          for n_ in self.tensors if n_.startswith(f"{net}.")]
+                torch._foreach_lerp_(target, online, self.params.tau)
 
 
 # -- builders -----------------------------------------------------------------------------------------
@@ -282,6 +459,8 @@ def build_sac_topk_mf(params: SACParams, env: TopicRec, inputs: AgentInputs) -> 
     return build_sac_topk(params, env, table)
 
 
-register_agent(AgentSpec("sac-gems", "SAC+GeMS", SACParams, build_sac_gems, needs=("gems",)))
-register_agent(AgentSpec("sac-topk-ideal", "SAC+TopK (ideal)", SACParams, build_sac_topk_ideal, privileged=True))
-register_agent(AgentSpec("sac-topk-mf", "SAC+TopK (MF)", SACParams, build_sac_topk_mf, needs=("mf",)))
+register_agent(AgentSpec("sac-gems", "SAC+GeMS", SACParams, build_sac_gems, needs=("gems",), population=StackedSAC))
+register_agent(AgentSpec("sac-topk-ideal", "SAC+TopK (ideal)", SACParams, build_sac_topk_ideal, privileged=True,
+                         population=StackedSAC))
+register_agent(AgentSpec("sac-topk-mf", "SAC+TopK (MF)", SACParams, build_sac_topk_mf, needs=("mf",),
+                         population=StackedSAC))

@@ -14,8 +14,7 @@ is the SAC of `sac.py` (twin critics, Polyak, auto-entropy with target entropy �
 is trained through Q(s_c, proto-action) (the raw proto-action is fed to the critic), and the critic
 target uses a' = the raw proto-action sampled at s'. Random phase ("random" mode): uniformly random slates
 (K i.i.d. items, duplicates possible) as for the reference's ranker-less agents; the returned raw action
-is that slate's embedding in the proto-action layout. Acting is vectorised over users: K batched calls
-of Q1 on B·k candidate slates per step.
+is that slate's embedding in the proto-action layout.
 
 Reference quirks — what we do (each one is a parameter, so the reference behaviour stays reachable):
 
@@ -44,20 +43,32 @@ Reference quirks — what we do (each one is a parameter, so the reference behav
     reference behaviour.
 Kept as in the reference: target Q1 (not Q2, not the online critic) scores the candidates; k = 10;
 `full_slate` true (the only mode implemented); target entropy −K·D = −200.
+
+Two classes, as in `sac.py`: `WolpertingerSAC` is one run's layout (a `SACAgent` with the item table it
+ranks with, `item_table`, a buffer of its state dict, and its squared norms); `StackedWkNN` is
+`StackedSAC` with the Wolpertinger slate layer, for K ≥ 1 runs at once: each member ranks in its own
+item table (stacked like the weights) with its own target Q1, one batched Q1 call per slot for all
+members' B·k candidate slates; the critic belief also runs online when it ranks (`rank_state: critic`,
+the default); the slates' embeddings are handed to `StackedSAC.update` as the batch's actions. Member
+k draws from its generator `randint(N, (B, slate))` per random-phase step, `randn(B, K·D)` per exploring
+step, then the SAC update's draws.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
+from torch import Tensor
 
-from slatectl.agents.base import ActMode, EpisodeBatch
-from slatectl.agents.nets import check_params, common_checks, random_slates
+from slatectl.agents.base import ActMode, EpisodeBatch, default_backward
+from slatectl.agents.nets import check_params, common_checks
 from slatectl.agents.pretrained import AgentInputs, checked_item_table, require_input
-from slatectl.agents.sac import SACAgent, SACParams
+from slatectl.agents.rankers import item_table_box
+from slatectl.agents.sac import SACAgent, SACParams, StackedSAC
 from slatectl.agents.spec import AgentSpec, register_agent
 from slatectl.errors import BadInput
+from slatectl.sim.member_envs import MemberEnvs
 from slatectl.sim.topicrec import TopicRec
 
 ITEM_TABLES = ("critic-belief", "ideal", "mf")
@@ -89,6 +100,9 @@ class WkNNParams(SACParams):
 
 
 class WolpertingerSAC(SACAgent):
+    """One SAC+WkNN run's layout (see `SACAgent`), which `StackedWkNN` is built from: the critic reads
+    [state, slate embedding] and the box is the item table's per-dimension range, tiled slot-major."""
+
     def __init__(self, params: WkNNParams, num_items: int, slate_size: int, item_table: torch.Tensor | None):
         """item_table None = a frozen copy of the critic belief's initial (random) table (quirk i)."""
         if item_table is not None and item_table.shape[0] < params.wolpertinger_k:
@@ -101,79 +115,104 @@ class WolpertingerSAC(SACAgent):
         table = torch.as_tensor(item_table, dtype=torch.float32).detach().clone()
         self.register_buffer("item_table", table)
         self.register_buffer("item_sq_norms", table.pow(2).sum(dim=1))
-        low, high = table.min(dim=0).values, table.max(dim=0).values
-        scale = (high - low) / 2
-        self.action_center.copy_((low + scale).repeat(slate_size))  # tiled: index i ↔ dim i mod D
+        center, scale = item_table_box(table)
+        self.action_center.copy_(center.repeat(slate_size))  # tiled: index i ↔ dim i mod D
         self.action_scale.copy_(scale.repeat(slate_size))
         self.item_dim = dim
         self.k = min(params.wolpertinger_k, num_items)
-        self.online_critic_belief = params.rank_state == "critic"
 
-    # -- layout helpers -----------------------------------------------------------------------------
-    def _queries(self, proto: torch.Tensor) -> torch.Tensor:
-        """(B, K·D) proto-actions → (B, K, D) per-slot queries in the configured layout."""
-        B, K, D = proto.shape[0], self.slate_size, self.item_dim
+
+class StackedWkNN(StackedSAC):
+    """K ≥ 1 SAC+WkNN runs stacked: `StackedSAC` with the Wolpertinger slate layer (module docstring)."""
+
+    layout = WolpertingerSAC
+    rankers = (type(None),)  # the slate layer below ranks
+
+    def __init__(self, members: list[WolpertingerSAC]):
+        super().__init__(members)
+        reference = members[0]
+        self.num_items = reference.num_items
+        self.item_dim = reference.item_dim
+        self.k = reference.k
+        self.online_critic = self.params.rank_state == "critic"  # quirk (iv)
+        self._critic_hidden: Tensor | None = None
+
+    # -- member k's item table ---------------------------------------------------------------------
+    def _lookup(self, items: Tensor) -> Tensor:
+        """(K, …) item ids → (K, …, D) rows of each member's own item table."""
+        return self._member_rows("item_table", items)
+
+    def _queries(self, proto: Tensor) -> Tensor:
+        """(K, B, slate·D) proto-actions → (K, B, slate, D) per-slot queries (layout: quirk iii)."""
+        K, B = proto.shape[:2]
         if self.params.proto_layout == "dim-major":
-            return proto.view(B, D, K).transpose(1, 2)
-        return proto.view(B, K, D)
+            return proto.view(K, B, self.item_dim, self.slate_size).transpose(2, 3)
+        return proto.view(K, B, self.slate_size, self.item_dim)
 
-    def _as_proto(self, slot_vectors: torch.Tensor) -> torch.Tensor:
-        """(B, K, D) per-slot vectors → (B, K·D) in the proto-action layout (inverse of `_queries`)."""
+    def _as_proto(self, slot_vectors: Tensor) -> Tensor:
         if self.params.proto_layout == "dim-major":
-            return slot_vectors.transpose(1, 2).flatten(1)
-        return slot_vectors.flatten(1)
+            return slot_vectors.transpose(2, 3).flatten(2)
+        return slot_vectors.flatten(2)
 
-    def slate_embedding(self, slates: torch.Tensor) -> torch.Tensor:
-        """(…, K) items → (…, K·D) the critic's slot-major action vector."""
-        return self.item_table[slates].flatten(-2)
+    # -- acting ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def begin_episodes(self, slates: Tensor, clicks: Tensor) -> None:
+        self._critic_hidden = None
+        super().begin_episodes(slates, clicks)
 
-    # -- acting -------------------------------------------------------------------------------------
-    def candidates(self, proto: torch.Tensor) -> torch.Tensor:
-        """(B, K·D) → (B, K, k) the k items nearest (Euclidean) to each slot's query."""
-        queries = self._queries(proto)
-        # ‖q − e‖² = ‖q‖² − 2⟨q, e⟩ + ‖e‖²; ‖q‖² is constant per query and does not change the ranking.
-        distances = self.item_sq_norms - 2 * (queries @ self.item_table.T)
+    @torch.no_grad()
+    def observe(self, slates: Tensor, clicks: Tensor) -> None:
+        super().observe(slates, clicks)
+        if self.online_critic:
+            self._critic_hidden = self._belief_step("critic_belief", self._critic_hidden, slates, clicks)
+
+    def candidates(self, proto: Tensor) -> Tensor:
+        """(K, B, slate·D) → (K, B, slate, k) the k items nearest (Euclidean) to each slot's query."""
+        table = self.tensors["item_table"]  # (K, N, D)
+        scores = torch.matmul(self._queries(proto), table.transpose(1, 2).unsqueeze(1))  # (K, B, slate, N)
+        distances = self.tensors["item_sq_norms"][:, None, None, :] - 2 * scores
         return distances.topk(self.k, dim=-1, largest=False, sorted=True).indices
 
     @torch.no_grad()
-    def wolpertinger_slate(self, proto: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        """Greedy slot-by-slot refinement of the kNN candidates with the target Q1 (B users at once)."""
-        cand = self.candidates(proto)  # (B, K, k)
-        B, K, k, D = cand.shape[0], self.slate_size, cand.shape[2], self.item_dim
-        cand_emb = self.item_table[cand]  # (B, K, k, D)
-        chosen = torch.empty(B, K, dtype=torch.int64, device=proto.device)
-        chosen_emb = torch.empty(B, K, D, device=proto.device)
-        state_rep = states[:, None, :].expand(B, k, states.shape[-1])
-        for r in range(K):
-            fill = cand_emb[:, r, :, None, :].expand(B, k, K - r, D)
-            prefix = chosen_emb[:, None, :r, :].expand(B, k, r, D)
-            slate_emb = torch.cat([prefix, fill], dim=2).reshape(B, k, K * D)
-            q = self.q1_target(torch.cat([state_rep, slate_emb], dim=-1)).squeeze(-1)  # (B, k)
-            best = q.argmax(dim=1, keepdim=True)
-            chosen[:, r] = cand[:, r].gather(1, best).squeeze(1)
-            chosen_emb[:, r] = self.item_table[chosen[:, r]]
+    def wolpertinger_slate(self, proto: Tensor, states: Tensor) -> Tensor:
+        """Greedy slot-by-slot refinement of the kNN candidates with each member's target Q1 (steps 2–3 of the
+        module docstring): (K, B, slate·D) proto-actions, (K, B, S) states → (K, B, slate)."""
+        cand = self.candidates(proto)  # (K, B, slate, k)
+        K, B, S, k = cand.shape
+        D = self.item_dim
+        cand_emb = self._lookup(cand)  # (K, B, slate, k, D)
+        chosen = torch.empty(K, B, S, dtype=torch.int64, device=proto.device)
+        chosen_emb = torch.empty(K, B, S, D, device=proto.device)
+        state_rep = states[:, :, None, :].expand(K, B, k, states.shape[-1])
+        for r in range(S):
+            fill = cand_emb[:, :, r, :, None, :].expand(K, B, k, S - r, D)
+            prefix = chosen_emb[:, :, None, :r, :].expand(K, B, k, r, D)
+            slate_emb = torch.cat([prefix, fill], dim=3).reshape(K, B, k, S * D)
+            x = torch.cat([state_rep, slate_emb], dim=-1).reshape(K, B * k, -1)
+            q = self._sequential("q1_target", x).view(K, B, k)
+            best = q.argmax(dim=2, keepdim=True)
+            chosen[:, :, r] = cand[:, :, r].gather(2, best).squeeze(2)
+            chosen_emb[:, :, r] = self._lookup(chosen[:, :, r])
         return chosen
 
     @torch.no_grad()
-    def act(self, env: TopicRec, mode: ActMode) -> tuple[torch.Tensor, torch.Tensor]:
-        state = self.actor_belief.state
+    def act(self, mode: ActMode, generators: list[torch.Generator],
+            envs: MemberEnvs | None = None) -> tuple[Tensor, Tensor]:
+        state = self.belief_state()
         if mode == "random":
-            slates = random_slates(state.shape[0], self.num_items, self.slate_size, state.device)
-            return slates, self._as_proto(self.item_table[slates])
-        if mode == "explore":
-            proto, _ = self.sample_action(state)
-        elif mode == "greedy":
-            proto = self.greedy_action(state)
-        else:
-            raise ValueError(f"unknown act mode {mode!r}")
-        rank_state = self.critic_belief.state if self.online_critic_belief else state
-        return self.wolpertinger_slate(proto, rank_state), proto
+            slates = self._random_slates(generators, state.shape[1])
+            return slates, self._as_proto(self._lookup(slates))
+        proto = self._policy_action(mode, state, generators)
+        return self.wolpertinger_slate(proto, self._critic_hidden if self.online_critic else state), proto
 
-    # -- training -----------------------------------------------------------------------------------
-    def critic_actions(self, batch: EpisodeBatch) -> torch.Tensor:
-        H = batch.rewards.shape[1]
-        slates = batch.slates[:, :H] if self.params.critic_on_shown_slate else batch.rec_slates
-        return self.slate_embedding(slates)
+    # -- training ----------------------------------------------------------------------------------
+    def update(self, batch: EpisodeBatch, generators: list[torch.Generator],
+               backward=default_backward) -> list[dict[str, float]]:
+        """StackedSAC.update with the critic's actions = the slates' embeddings, slot-major (quirk ii picks
+        which slates)."""
+        H = batch.rewards.shape[2]
+        slates = batch.slates[:, :, :H] if self.params.critic_on_shown_slate else batch.rec_slates
+        return super().update(replace(batch, actions=self._lookup(slates).flatten(-2)), generators, backward)
 
 
 def build_sac_wknn(params: WkNNParams, env: TopicRec, inputs: AgentInputs) -> WolpertingerSAC:
@@ -186,4 +225,4 @@ def build_sac_wknn(params: WkNNParams, env: TopicRec, inputs: AgentInputs) -> Wo
     return WolpertingerSAC(params, cfg.num_items, cfg.slate_size, table)
 
 
-register_agent(AgentSpec("sac-wknn", "SAC+WkNN", WkNNParams, build_sac_wknn))
+register_agent(AgentSpec("sac-wknn", "SAC+WkNN", WkNNParams, build_sac_wknn, population=StackedWkNN))
