@@ -10,6 +10,7 @@ import torch
 
 from slatectl.agents import AGENTS, AgentInputs
 from slatectl.agents.base import ActMode, Agent, EpisodeBatch
+from slatectl.agents.belief import GRUBelief
 from slatectl.agents.stacked import StackedAgent
 from slatectl.sim.member_envs import MemberEnvs
 from slatectl.sim.topicrec import TopicRec
@@ -24,6 +25,15 @@ def build(name: str, env: TopicRec, inputs: AgentInputs | None = None, seed: int
     params = dataclasses.replace(spec.params_cls(), **overrides)
     params.validate()
     return spec.build(params, env, inputs if inputs is not None else AgentInputs())
+
+
+def gru_belief_states(belief: GRUBelief, slates: torch.Tensor, clicks: torch.Tensor) -> torch.Tensor:
+    """The reference the stacked belief must equal: the layout's own nn.GRU run by PyTorch over whole
+    episodes (E, T, slots) from a zero state, each observation's input being every slot's item embedding
+    followed by its click bit (E, T, state)."""
+    embedded = belief.item_embeddings(slates)
+    features = torch.cat([embedded, clicks.to(embedded.dtype).unsqueeze(-1)], dim=-1).flatten(-2)
+    return belief.gru(features)[0]
 
 
 def stacked(name: str, *members: Agent) -> StackedAgent:

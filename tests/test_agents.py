@@ -11,7 +11,6 @@ import torch
 import yaml
 
 from slatectl.agents import AGENTS, AgentInputs, trainable_agents
-from slatectl.agents.belief import GRUBelief
 from slatectl.agents.rankers import GeMSRanker, TopKRanker
 from slatectl.agents.sac import SACAgent, SACParams, StackedSAC, build_sac_topk
 from slatectl.agents.wknn import StackedWkNN, WolpertingerSAC
@@ -19,9 +18,8 @@ from slatectl.config_tools import build_config
 from slatectl.errors import BadInput
 from slatectl.sim.factory import make_env
 from slatectl.sim.member_envs import MemberEnvs
-from slatectl.sim.topicrec import Observation
 from slatectl.train.episodes import begin_member_episodes
-from stacked_play import build, generators, play_one, stacked, update_one
+from stacked_play import build, generators, gru_belief_states, play_one, stacked, update_one
 
 NAMES = ["sac-gems", "sac-topk-ideal", "sac-topk-mf", "sac-wknn", "slateq", "reinforce-softmax"]
 N, K = 1000, 10
@@ -191,22 +189,24 @@ def test_topk_ideal_uses_env_table(env, inputs):
 
 # -- belief ---------------------------------------------------------------------------------------------
 
-def test_belief_online_equals_episode_encoding(env, batches):
-    torch.manual_seed(0)
-    belief = GRUBelief()
+def test_belief_online_equals_episode_encoding_and_the_layouts_own_gru(env, inputs, batches):
+    """The online belief (one GRU cell per observation), the episode encoding (the hand-written unroll) and
+    the layout's own nn.GRU run by PyTorch over the episodes agree."""
+    layout = build("sac-topk-ideal", env, inputs)
+    agent = stacked("sac-topk-ideal", layout)
     batch = batches["sac-topk-ideal"]
+    slates, clicks = batch.slates[None], batch.clicks[None]
     with torch.no_grad():
-        offline = belief.encode_episodes(batch.slates, batch.clicks)
-        online = [belief.reset(Observation(batch.slates[:, 0], batch.clicks[:, 0].long()))]
-        for t in range(1, batch.slates.shape[1]):
-            online.append(belief.step(Observation(batch.slates[:, t], batch.clicks[:, t].long())))
-    assert offline.shape == (4, 101, 20)
-    assert torch.allclose(torch.stack(online, 1), offline, atol=1e-5)
-    # the input layout: per slot the item embedding then its click bit
-    features = belief.observation_features(batch.slates[:1, 0], batch.clicks[:1, 0])
-    assert features.shape == (1, 210)
-    assert torch.equal(features[0, :20], belief.item_embeddings.weight[batch.slates[0, 0, 0]].detach())
-    assert features[0, 20] == batch.clicks[0, 0, 0]
+        reference = gru_belief_states(layout.actor_belief, batch.slates, batch.clicks)
+        offline = agent.encode_episodes("actor_belief", slates, clicks)[0]
+        agent.begin_episodes(slates[:, :, 0], clicks[:, :, 0])
+        online = [agent.belief_state()[0]]
+        for t in range(1, slates.shape[2]):
+            agent.observe(slates[:, :, t], clicks[:, :, t])
+            online.append(agent.belief_state()[0])
+    assert reference.shape == (4, 101, 20)
+    torch.testing.assert_close(offline, reference, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.stack(online, 1), reference, atol=1e-5, rtol=1e-5)
 
 
 # -- updates --------------------------------------------------------------------------------------------
@@ -361,7 +361,7 @@ def test_sac_critic_target_by_hand(env, inputs, batches):
         for target in (layout.q1_target, layout.q2_target):
             target[-1].weight.zero_()
             target[-1].bias.fill_(c)
-        states = layout.critic_belief.encode_episodes(batch.slates, batch.clicks)[:, :100]
+        states = gru_belief_states(layout.critic_belief, batch.slates, batch.clicks)[:, :100]
         x = torch.cat([states, batch.actions], dim=-1)
         done = torch.zeros(4, 100)
         done[:, -1] = 1

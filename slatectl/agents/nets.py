@@ -1,4 +1,5 @@
-"""Small building blocks shared by the agents: MLPs, Polyak averaging, random slates, params checks."""
+"""Small building blocks shared by the agents' layouts and stacked forms: MLPs, target copies, first clicks,
+params checks."""
 
 from __future__ import annotations
 
@@ -22,34 +23,12 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-@torch.no_grad()
-def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """target ← τ·online + (1 − τ)·target, parameter by parameter (one fused foreach call)."""
-    target_params = list(target.parameters())
-    online_params = list(online.parameters())
-    torch._foreach_lerp_(target_params, online_params, tau)
-
-
-def read_metrics(values: dict[str, torch.Tensor | float]) -> dict[str, float]:
-    """An update's scalar metrics as floats, copied to the host in one transfer (each separate
-    `.item()` would wait for a GPU once more)."""
-    tensors = {k: v.reshape(()) for k, v in values.items() if isinstance(v, torch.Tensor)}
-    # stack promotes mixed dtypes (float32 with float64 → float64), which keeps every value exact
-    read = dict(zip(tensors, torch.stack(list(tensors.values())).tolist())) if tensors else {}
-    return {k: read[k] if k in read else float(v) for k, v in values.items()}
-
-
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A deep copy with gradients off (target networks)."""
     clone = copy.deepcopy(module)
     for p in clone.parameters():
         p.requires_grad_(False)
     return clone
-
-
-def random_slates(batch: int, num_items: int, slate_size: int, device: torch.device | str) -> torch.Tensor:
-    """(B, K) items drawn i.i.d. uniformly (duplicates possible), as the reference's random slates."""
-    return torch.randint(0, num_items, (batch, slate_size), device=device)
 
 
 def first_click_index(clicks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,21 +8,22 @@ An `AgentSpec` holds:
 - `params_cls`: the typed dataclass of the agent's hyper-parameters (defaults = the reference values,
   also in configs/agents/<name>.yaml); every one has `capacity` and `batch_size` (in episodes) for the
   loop's replay and a `validate()` that raises `BadInput`;
-- `build(params, env, inputs) -> Agent`, with `inputs` an `AgentInputs` (pretrained pieces);
+- `build(params, env, inputs) -> Agent`, one run's layout (weights and optimizers), with `inputs` an
+  `AgentInputs` (pretrained pieces);
 - `needs`: the pretrained inputs the agent needs with its default params (`PRETRAINED_INPUTS`);
   `spec.needs_for(params)` gives them for a particular params value (a params class may define
   `needs()` when they depend on its values, as WkNN's `item_table: mf`);
 - `privileged`: whether it reads hidden environment state (the paper's "disclosed env.");
 - `trainable`: False for fixed policies (the random policy) that collection uses but `train` refuses;
-- `population`: the stacked implementation the trainer runs, K ≥ 1 members of this agent in lockstep
-  (`slatectl.agents.stacked.StackedAgent`: built from the K solo agents, which give the weight layout); a
-  trainable agent needs one (the trainer refuses an agent without). A stacked module sets it with `register_population(name, cls)`
-  (it imports the solo module, so the solo module cannot name it).
+- `population`: the agent's stacked form, which holds all its math and is what the trainer and collection
+  drive: K ≥ 1 members of this agent in lockstep, built from their K layouts
+  (`slatectl.agents.stacked.StackedAgent`; a lone run is K = 1). A trainable agent needs one (the trainer
+  refuses an agent without).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from slatectl.errors import BadInput
@@ -66,16 +67,6 @@ def register_agent(spec: AgentSpec) -> AgentSpec:
         raise ValueError(f"two agents are registered as {spec.name!r}")
     AGENTS[spec.name] = spec
     return spec
-
-
-def register_population(name: str, stacked: Callable[[list["Agent"]], "StackedAgent"]) -> AgentSpec:
-    """Name `stacked` as the population implementation of the registered agent `name`."""
-    if name not in AGENTS:
-        raise ValueError(f"no agent {name!r} is registered (register the agent before its population)")
-    if AGENTS[name].population not in (None, stacked):
-        raise ValueError(f"two population implementations are registered for {name!r}")
-    AGENTS[name] = replace(AGENTS[name], population=stacked)
-    return AGENTS[name]
 
 
 def trainable_agents() -> list[str]:

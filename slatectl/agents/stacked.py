@@ -1,33 +1,36 @@
-"""What the population loop needs from a stacked agent, and the pieces every stacked agent shares.
+"""The stacked agent: what the trainer and collection drive, and the pieces every agent's stacked form shares.
 
-A stacked agent holds the K members of a population of one agent type with every tensor of the member
-state dicts stacked along a leading member dimension under the same key (`belief.gru.weight_ih_l0` →
-(K, 60, 210), `q.0.weight` → (K, 256, 20), …). The population loop (`slatectl.train.population`) talks
-to it through `StackedAgent`'s public methods only:
+An agent's stacked form holds K ≥ 1 members of one agent type (a lone run is K = 1) with every tensor of
+the members' layouts (`slatectl.agents.base.Agent`) stacked along a leading member dimension under the
+same key (`belief.gru.weight_ih_l0` → (K, 60, 210), `q.0.weight` → (K, 256, 20), …). It holds all of the
+agent's math. The trainer (`slatectl.train.loop`) and collection talk to it through `StackedAgent`'s
+public methods only:
 
-- `set_step(step)`, `train()`, `eval()`: as the solo agent contract (`slatectl.agents.base`);
+- `set_step(step)` (the training step before each batch of episodes and each update; agents with a
+  schedule, SlateQ's ε, use it), `train()`, `eval()`;
 - `begin_episodes(slates, clicks)`, `observe(slates, clicks)`, `belief_state()`: the online belief of
   all members, observations (K, B, slate);
-- `act(mode, generators, envs)` → (slates (K, B, slate), raw actions (K, B, A)): member k draws its
-  randomness from `generators[k]` in the order and shapes its solo agent draws from the global RNG;
-  `envs` (the population's `MemberEnvs`) is there for privileged agents (SlateQ reads relevances);
-- `update(batch, generators, backward)` → one metrics dict per member: one update of every member on
-  its own batch (fields with a leading K dimension);
+- `act(mode, generators, envs)` → (slates (K, B, slate), raw actions (K, B, A)) with mode "random" (the
+  reference's random phase), "explore" (the training action) or "greedy" (evaluation): member k draws
+  its randomness from `generators[k]`; `envs` (the `MemberEnvs`) is there for privileged agents (SlateQ
+  reads relevances);
+- `update(batch, generators, backward)` → one metrics dict per member: one update of every member on its
+  own batch (fields with a leading K dimension); each loss goes through `backward` (the harness's);
 - `member_state_dict(k)` / `load_member_state_dict(k, state)`, `member_optimizer_states(k)` /
-  `load_optimizer_states(states)`: member k as an ordinary solo state dict and solo optimizer states
-  (checkpoints and resume states are those of solo runs); `to(device)`.
+  `load_optimizer_states(states)`: member k as its layout's state dict and optimizer states (checkpoints
+  and resume states are per run); `to(device)`.
 
-Why one update of the stack is K solo updates: each loss is the sum over members of the member's own
-solo loss, member k's loss depends only on slice k of the stacked tensors (so the gradient of the sum
-w.r.t. slice k is member k's gradient), and Adam is elementwise with a step count shared by members that
-update together (docs/population.md).
+Why one update of the stack is K separate updates: each loss is the sum over members of the member's own
+loss, member k's loss depends only on slice k of the stacked tensors (so the gradient of the sum w.r.t.
+slice k is member k's gradient), and Adam is elementwise with a step count shared by members that update
+together (docs/population.md).
 
-Shared pieces: building the stacked tensors and the optimizers over them from the K solo agents (which
-stay as the layout: keys, optimizer membership and order; Adam runs fused over the stacked tensors and
-a member exports its solo kernel settings), the member views, `to(device)` (weights and optimizer
-state), an MLP of Linear/ReLU layers as batched matmuls (`_sequential`), and the GRU belief
-(`GRUBelief`) as batched ops: item lookup in the K tables laid end to end, the input projection of all
-steps as one `baddbmm`, then nn.GRU's cell (gates r, z, n) per step for all members.
+Shared pieces: building the stacked tensors and the optimizers over them from the K layouts (keys,
+optimizer membership and order; Adam runs fused over the stacked tensors and a member exports its
+layout's kernel settings), the member views, `to(device)` (weights and optimizer state), an MLP of
+Linear/ReLU layers as batched matmuls (`_sequential`), and the GRU belief (`GRUBelief`'s layout) as
+batched ops: item lookup in the K tables laid end to end, the input projection of all steps as one
+`baddbmm`, then nn.GRU's cell (gates r, z, n) per step for all members.
 """
 
 from __future__ import annotations
@@ -44,12 +47,12 @@ from slatectl.sim.member_envs import MemberEnvs
 
 #: Optimizer settings that choose a kernel, not the arithmetic: the stacked optimizers use PyTorch's fused
 #: Adam (one kernel over each stacked tensor, on CPU and CUDA); member states are exported with the
-#: member optimizers' own values so a resumed solo run keeps its own kernel choice.
+#: member layouts' own values so a checkpointed run keeps its own kernel choice.
 _KERNEL_CHOICES = ("foreach", "fused")
 
 
 class StackedAgent:
-    """Base of the stacked agents: K solo agents of one class and hyper-parameters, stacked."""
+    """Base of the stacked agents: the layouts of K runs of one class and hyper-parameters, stacked."""
 
     #: Prefixes of the members' nn.Sequential MLPs that `_sequential` evaluates stacked.
     nets: tuple[str, ...] = ()
@@ -125,7 +128,7 @@ class StackedAgent:
 
     # -- member views ------------------------------------------------------------------------------
     def member_state_dict(self, k: int) -> dict[str, Tensor]:
-        """Member k's weights as an ordinary solo state dict (on CPU)."""
+        """Member k's weights as its layout's state dict (on CPU): an ordinary per-run checkpoint."""
         return {name: t[k].detach().to("cpu").clone() for name, t in self.tensors.items()}
 
     @torch.no_grad()
@@ -137,8 +140,8 @@ class StackedAgent:
             t[k].copy_(state[name].to(t.device, t.dtype))
 
     def member_optimizer_states(self, k: int) -> dict[str, dict]:
-        """Member k's optimizer states in the solo agent's format (same parameter order; shared `step`;
-        the solo optimizer's own kernel settings)."""
+        """Member k's optimizer states in its layout's format (same parameter order; shared `step`; the
+        layout optimizer's own kernel settings)."""
         out = {}
         for name, optimizer in self.optimizers.items():
             full = optimizer.state_dict()
@@ -148,7 +151,7 @@ class StackedAgent:
         return out
 
     def load_optimizer_states(self, member_states: list[dict[str, dict]]) -> None:
-        """Restore from K solo-format optimizer states (all members at the same update count), keeping
+        """Restore from K layout-format optimizer states (all members at the same update count), keeping
         the stacked optimizers' kernel settings."""
         for name, optimizer in self.optimizers.items():
             per_member = [s[name] for s in member_states]
@@ -293,19 +296,18 @@ class StackedAgent:
     def _per_member(generators: list[torch.Generator], shape: tuple[int, ...],
                     fill: Callable[[Tensor, torch.Generator], None], device: torch.device,
                     dtype: torch.dtype = torch.float32) -> Tensor:
-        """(K, *shape): member k's rows filled in place by `fill(rows, generators[k])`, with the in-place op
-        that the solo agent's `torch.rand` / `randn` / `randint` runs (`uniform_`, `normal_`, `random_`), so
-        the same draws; fewer ops than K tensors stacked (acting draws at every step). Drawn on the
-        generators' device, then moved: a CUDA member does not reproduce a solo CUDA run's draws, which
-        come from the CUDA generator."""
+        """(K, *shape): member k's rows filled in place by `fill(rows, generators[k])` (`uniform_`, `normal_`,
+        `random_`: what `torch.rand` / `randn` / `randint` draw); fewer ops than K tensors stacked (acting
+        draws at every step). Drawn on the generators' device (the CPU), then moved, so a run draws the
+        same on every device."""
         out = torch.empty(len(generators), *shape, dtype=dtype, device=generators[0].device)
         for g, rows in zip(generators, out.unbind(0)):
             fill(rows, g)
         return out.to(device)
 
     def _random_slates(self, generators: list[torch.Generator], users: int) -> Tensor:
-        """A random-phase slate per user, member k's from its generator as the solo agents' `randint(N,
-        (B, slate))`: (K, B, slate). Agents that pick items set `num_items` and `slate_size`."""
+        """A random-phase slate per user, member k's from its generator as `randint(N, (B, slate))` would
+        draw: (K, B, slate). Agents that pick items set `num_items` and `slate_size`."""
         return self._per_member(generators, (users, self.slate_size),
                                 lambda rows, g: rows.random_(0, self.num_items, generator=g), self.device, torch.int64)
 
