@@ -5,7 +5,6 @@ solo run: this script drives whichever the side has).
 
 Usage: python bench/train_ab.py [--base HEAD~1] [--agent sac-topk-ideal] [--population 6] [--steps 30]
                                 [--warmup 3] [--env focused_topdown] [--check-same] [--device cpu]
-                                [--precision-updates N]
 
 Each side runs the real loop in its own worker process (the base commit's source is extracted with
 `git archive` to a temporary folder and put first on the worker's PYTHONPATH; the working tree's side
@@ -20,10 +19,6 @@ validation and saves fall outside the timed window.
 `--check-same` instead trains the same small run to the end on both sides (solo: `--agent`, with the
 inputs it pretrains; population: slateq, K seeds of --env) and compares every checkpoint's SHA-256: equal files
 mean the same seed gives the same weights bit for bit.
-
-`--precision-updates N` times instead N updates of the agent at precision 32 and at bf16-mixed
-(`TrainingHarness.update`, the working tree only), alternating, on `--device`: what decided where
-bf16-mixed is accepted (docs/lightning.md).
 
 Prints a Markdown table: steps/s of each side and working tree ÷ base in steps per wall second, per
 second of the worker's CPU time (on a shared machine the wall rate also measures the neighbours), and by
@@ -129,64 +124,6 @@ def worker(args) -> None:
             print(json.dumps({"checkpoints": hashes}), flush=True)
 
 
-def precision_updates(args) -> None:
-    """Median update time at precision 32 and bf16-mixed, from the same weights and batch, alternating."""
-    import copy
-    import tempfile
-
-    import torch
-
-    from slatectl.harness import TrainingHarness, seed_everything
-    from slatectl.registry import open_registry
-    from slatectl.settings import Settings
-    from slatectl.train.assembly import build_agent, ensure_agent_inputs
-    from slatectl.train.config import resolve_run_config
-    from slatectl.train.episodes import play_episodes
-    from slatectl.train.replay import EpisodeReplay
-
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    with tempfile.TemporaryDirectory() as home, open_registry(Settings.resolve(home=home)) as registry:
-        config = resolve_run_config(args.agent, args.env, overrides=["logged.episodes=200", "gems.max_epochs=1",
-                                                                     "gems.max_slates=4000"])
-        seed_everything(1)
-        env, agent = build_agent(config, ensure_agent_inputs(registry, config, lambda text: None).inputs)
-        batch_size = config.agent.batch_size
-        replay = EpisodeReplay(2 * batch_size, batch_size)
-        replay.add(play_episodes(env, agent, torch.arange(2 * batch_size), 1, "random", torch.device("cpu")))
-        batch = replay.sample().to(device)
-        agent.to(device).train()
-        harnesses = {p: TrainingHarness(args.device, p) for p in ("32", "bf16-mixed")}
-        times: dict[str, list[float]] = {p: [] for p in harnesses}
-        for i in range(args.precision_updates + 2):
-            for precision, harness in harnesses.items():
-                updated = copy.deepcopy(agent)
-                started = time.perf_counter()
-                harness.update(updated, batch)  # reads its metrics: waits for the device
-                if i >= 2:  # two warm-up rounds
-                    times[precision].append(time.perf_counter() - started)
-    median = {p: 1000 * statistics.median(t) for p, t in times.items()}
-    print(f"\n| agent (batch of {batch_size} episodes) | device | precision 32, median ms/update | bf16-mixed | "
-          "bf16 ÷ 32 |\n|---|---|---:|---:|---:|")
-    print(f"| {args.agent} | {args.device} | {median['32']:.1f} | {median['bf16-mixed']:.1f} | "
-          f"{median['bf16-mixed'] / median['32']:.2f} |")
-
-
-# ---------------------------------------------------------------------------------------------- driver
-def extract_base(rev: str, folder: Path) -> str:
-    """The source at `rev` in `folder`, laid out as the installed package (mapped folders linked in)."""
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev], check=True,
-                             capture_output=True).stdout
-    with tarfile.open(fileobj=__import__("io").BytesIO(archive)) as tar:
-        tar.extractall(folder, filter="data")
-    for name, source in MAPPED.items():
-        link = folder / "slatectl" / name
-        if not link.exists():
-            link.symlink_to(folder / source, target_is_directory=True)
-    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", rev], check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
 def start_worker(args, population: int, home: Path, pythonpath: str | None) -> subprocess.Popen:
     home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -253,19 +190,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--check-same", action="store_true", help="compare checkpoints instead of timing")
-    parser.add_argument("--precision-updates", type=int, default=0, metavar="N",
-                        help="time N updates at precision 32 and bf16-mixed instead (working tree only)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--home", help=argparse.SUPPRESS)
     parser.add_argument("--max-steps", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args)
-        return
-    if args.precision_updates:
-        print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
-              f"{os.getloadavg()[0]:.1f}, {args.threads} torch thread(s)")
-        precision_updates(args)
         return
     args.max_steps = 30 if args.check_same else args.random_steps + args.warmup + args.steps + 10
     with tempfile.TemporaryDirectory() as tmp_name:

@@ -7,7 +7,7 @@ Usage: python bench/train_throughput.py [--device cpu|cuda] [--quick] [--env foc
        [--updates 50] [--steps 20] [--episodes 20] [--parallel 1,10] [--threads N]
 GeMS is randomly initialised (its weights do not change the cost); updates use batches of 20 episodes
 from a replay of random-phase episodes, exactly as in training. As in `slatectl train`, the simulator,
-the agent and the replay live on `--device` (`simulator_on`, `MemberEnvs`, `EpisodeReplay(device=)`). Timings end
+the agent and the replay live on `--device` (`TopicRec.to`, `MemberEnvs`, `EpisodeReplay(device=)`). Timings end
 with a read of a result (the metrics, a return), which waits for the device. Prints a Markdown table;
 `--quick` is a smoke run of a few seconds.
 """
@@ -27,7 +27,7 @@ from slatectl.pretrain.gems_train import GeMSConfig, build_gems
 from slatectl.sim.factory import make_env
 from slatectl.sim.member_envs import MemberEnvs
 from slatectl.train.config import default_config_dict
-from slatectl.train.episodes import member_episodes, play_member_episodes, simulator_on, stack_batches
+from slatectl.train.episodes import member_episodes, play_member_episodes, stack_batches
 from slatectl.train.replay import EpisodeReplay
 
 
@@ -64,7 +64,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    env = simulator_on(make_env(args.env), device)
+    env = make_env(args.env).to(device)
     layout, params = build_sac_gems(env)
     agent = AGENTS["sac-gems"].population([layout]).to(device)
     envs, draws = MemberEnvs([env], device), [torch.Generator().manual_seed(0)]
