@@ -54,7 +54,7 @@ class StackedRandom(StackedAgent):
         self.params = RandomParams()
         self.action_dim, self.updates_during_random_phase = 0, False
         self.device = torch.device("cpu")
-        self.tensors, self.optimizers, self._solo_kernels = {}, {}, {}
+        self.tensors, self.optimizers, self._layout_kernels = {}, {}, {}
         self._users = 0
         self._streams: CounterRNG | None = None
 

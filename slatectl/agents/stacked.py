@@ -74,7 +74,7 @@ class StackedAgent:
         self.tensors: dict[str, Tensor] = {
             name: torch.stack([s[name].detach() for s in states]).clone() for name in states[0]}
         name_of = {id(p): n for n, p in reference.named_parameters()}
-        self._solo_kernels: dict[str, dict] = {}
+        self._layout_kernels: dict[str, dict] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         for opt_name, optimizer in reference.optimizers().items():
             if len(optimizer.param_groups) != 1:
@@ -84,7 +84,7 @@ class StackedAgent:
             for n in names:
                 self.tensors[n].requires_grad_(True)
             hyper = {k: v for k, v in group.items() if k != "params"}
-            self._solo_kernels[opt_name] = {k: hyper[k] for k in _KERNEL_CHOICES if k in hyper}
+            self._layout_kernels[opt_name] = {k: hyper[k] for k in _KERNEL_CHOICES if k in hyper}
             self.optimizers[opt_name] = type(optimizer)([self.tensors[n] for n in names],
                                                         **{**hyper, **_stacked_kernels(optimizer, hyper)})
         self._layers = {prefix: list(reference.get_submodule(prefix)) for prefix in self._net_prefixes(reference)}
@@ -147,7 +147,7 @@ class StackedAgent:
             full = optimizer.state_dict()
             out[name] = {"state": {i: {key: (v if key == "step" else v[k]).detach().to("cpu").clone()
                                        for key, v in s.items()} for i, s in full["state"].items()},
-                         "param_groups": [{**g, **self._solo_kernels[name]} for g in full["param_groups"]]}
+                         "param_groups": [{**g, **self._layout_kernels[name]} for g in full["param_groups"]]}
         return out
 
     def load_optimizer_states(self, member_states: list[dict[str, dict]]) -> None:

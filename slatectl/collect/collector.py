@@ -98,7 +98,7 @@ def parse_encoder(text: str | None) -> int | str | None:
 
 def stacked_form(agent_name: str, agent: Agent, device: str = "cpu") -> StackedAgent:
     """The agent as collection drives it: its stacked form with one member (`AgentSpec.population`), on
-    `device`. The solo agent is the weight layout it is stacked from."""
+    `device`. The agent's layout (its weights) is what it is stacked from."""
     stacked = AGENTS[agent_name].population([agent.to(device)])
     stacked.eval()
     return stacked.to(device)

@@ -1,4 +1,4 @@
-"""The step schedule of a training run, shared by the solo loop and the population loop.
+"""The step schedule of the training loop (K ≥ 1 runs in lockstep).
 
 Which steps validate and save, how many episodes the next batch plays (random-phase episodes in blocks of
 `random_phase_batch`, learning episodes `parallel_episodes` at a time, never across a validation or save
