@@ -178,6 +178,20 @@ def check_same(args, population: int, base_path: str, tmp: Path) -> tuple[list, 
     return results[0], results[1]
 
 
+def extract_base(rev: str, folder: Path) -> str:
+    """The source at `rev` in `folder`, laid out as the installed package (mapped folders linked in)."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev], check=True,
+                             capture_output=True).stdout
+    with tarfile.open(fileobj=__import__("io").BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    for name, source in MAPPED.items():
+        link = folder / "slatectl" / name
+        if not link.exists():
+            link.symlink_to(folder / source, target_is_directory=True)
+    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", rev], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", default="HEAD~1", help="the commit to compare against (default HEAD~1)")
