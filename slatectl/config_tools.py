@@ -6,8 +6,12 @@ gets its member) and refusing unknown keys by name, so a typo in a YAML file or 
 with exit code 2 instead of being silently ignored.
 
 The one validation style for configs: a typed dataclass whose `validate()` checks what types cannot
-(ranges, relations between fields) and raises BadInput naming the keys; `build_config` calls it once,
-at the edge, and the library takes the built object as it is.
+(ranges, relations between fields) as a list of (condition, message) pairs handed to `check_params`, which
+raises one BadInput listing every failed check, each naming its key with the section prefix
+(`gems.lr must be ...`). `build_config` calls `validate()` once, at the edge, and the library takes the
+built object as it is; library entry points that also take configs from Python callers (`train_gems`,
+`train_mf`, `generate_logged_data`) call it once more at their start. No config validates in
+`__post_init__`, so every problem of a config is reported at once, not the first one alone.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import types
 import typing
 from enum import Enum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Iterable, TypeVar
 
 import yaml
 
@@ -129,6 +133,14 @@ def build_config(cls: type[T], data: dict[str, Any] | None, prefix: str = "") ->
     if callable(check):
         check()
     return instance
+
+
+def check_params(section: str, checks: Iterable[tuple[bool, str]]) -> None:
+    """Raise one BadInput listing every failed (condition, message) pair of config section `section`
+    (every config's `validate()` ends here, so a config with several bad keys reports all of them)."""
+    problems = [message for ok, message in checks if not ok]
+    if problems:
+        raise BadInput(f"invalid {section} config: " + "; ".join(problems) + ".")
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Source folder → the import name it is installed under (pyproject.toml maps the top-level folders).
 SOURCE_FOLDERS = {"slatectl": "slatectl", "registry": "slatectl.registry", "storage": "slatectl.storage"}
 
-FOUNDATION = {"errors", "domain", "settings", "device", "threads", "__init__", "configs"}
+FOUNDATION = {"errors", "domain", "settings", "device", "threads", "config_tools", "__init__", "configs"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(), "domain": set(), "settings": {"errors"}, "device": {"errors", "domain"}, "threads": set(),
     "config_tools": {"errors"}, "__init__": set(),
@@ -20,12 +20,12 @@ ALLOWED: dict[str, set[str]] = {
     "sim": FOUNDATION,
     "harness": FOUNDATION,
     "agents": FOUNDATION | {"sim", "harness"},
-    "pretrain": FOUNDATION | {"sim", "harness", "config_tools"},
-    "train": FOUNDATION | {"sim", "harness", "agents", "pretrain", "config_tools", "registry", "storage"},
-    "collect": FOUNDATION | {"sim", "harness", "agents", "pretrain", "config_tools", "registry", "storage", "train"},
+    "pretrain": FOUNDATION | {"sim", "harness"},
+    "train": FOUNDATION | {"sim", "harness", "agents", "pretrain", "registry", "storage"},
+    "collect": FOUNDATION | {"sim", "harness", "agents", "pretrain", "registry", "storage", "train"},
     # slatectl.lightning (RegistryCheckpoint) registers checkpoints through train's one registration path.
     "lightning": FOUNDATION | {"registry", "storage", "train"},
-    "sweep": FOUNDATION | {"sim", "harness", "agents", "pretrain", "config_tools", "registry", "storage", "train",
+    "sweep": FOUNDATION | {"sim", "harness", "agents", "pretrain", "registry", "storage", "train",
                            "collect"},
 }
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from gems_oracle import reference_terms
+from slatectl.errors import BadInput
 from slatectl.pretrain.gems import GeMS
 from slatectl.pretrain.gems_stack import GeMSStack, gaussian_kl_to_standard_normal, reparameterise
 from slatectl.pretrain.gems_train import GeMSConfig, train_gems
@@ -154,10 +155,10 @@ def test_config_defaults_are_the_reference_and_bad_values_are_refused() -> None:
     cfg = GeMSConfig()
     assert (cfg.latent_dim, cfg.lambda_click, cfg.lambda_KL, cfg.lambda_prior) == (32, 0.5, 1.0, 0.0)
     assert (cfg.batch_size, cfg.lr, cfg.max_epochs, cfg.val_fraction) == (256, 1e-3, 15, 0.1)
-    with pytest.raises(ValueError, match="lambda_prior"):
-        GeMSConfig(lambda_prior=0.1)
-    with pytest.raises(ValueError, match="reparam_noise"):
-        GeMSConfig(reparam_noise="sd")
+    with pytest.raises(BadInput, match="gems.lambda_prior"):
+        GeMSConfig(lambda_prior=0.1).validate()
+    with pytest.raises(BadInput, match="gems.reparam_noise"):
+        GeMSConfig(reparam_noise="sd").validate()
     slates, clicks, _ = prototype_slates(episodes=4, steps=10)
     with pytest.raises(ValueError, match="shape"):
         train_gems(slates, clicks[:, :5], GeMSConfig(max_epochs=1), seed=0)

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from slatectl.errors import BadInput
 from slatectl.pretrain.mf import (
     BPRMatrixFactorization,
     MFConfig,
@@ -24,8 +25,8 @@ def test_config_defaults_are_the_reference() -> None:
     cfg = MFConfig()
     assert (cfg.embedding_dim, cfg.batch_size, cfg.lr, cfg.num_neg_samples) == (20, 256, 1e-4, 1)
     assert (cfg.weight_decay, cfg.patience, cfg.eval_every_batches, cfg.val_fraction) == (0.0, 3, 1000, 0.1)
-    with pytest.raises(ValueError):
-        MFConfig(val_fraction=1.0)
+    with pytest.raises(BadInput, match="mf.val_fraction"):
+        MFConfig(val_fraction=1.0).validate()
 
 
 def test_bpr_loss_and_auc_values() -> None:

@@ -1,15 +1,13 @@
 """Small building blocks shared by the agents' layouts and stacked forms: MLPs, target copies, first clicks,
-params checks."""
+the checks every agent's params share."""
 
 from __future__ import annotations
 
 import copy
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
-
-from slatectl.errors import BadInput
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
@@ -38,15 +36,9 @@ def first_click_index(clicks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return clicks.argmax(dim=-1), has_click
 
 
-def check_params(prefix: str, checks: Iterable[tuple[bool, str]]) -> None:
-    """Raise BadInput listing every failed (condition, message) pair."""
-    problems = [message for ok, message in checks if not ok]
-    if problems:
-        raise BadInput(f"invalid {prefix} parameters: " + "; ".join(problems) + ".")
-
-
 def common_checks(params) -> list[tuple[bool, str]]:
-    """Checks shared by every agent's params dataclass (fields that exist on it)."""
+    """Checks shared by every agent's params dataclass (fields that exist on it), for its `validate()` to
+    hand to `slatectl.config_tools.check_params` with its own."""
     checks: list[tuple[bool, str]] = []
     p = params
     checks.append((p.capacity >= 1, f"capacity must be >= 1 episode (got {p.capacity})"))

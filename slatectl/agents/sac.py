@@ -61,11 +61,12 @@ from torch import Tensor, nn
 from slatectl.agents.base import ActMode, Agent, EpisodeBatch, default_backward
 from slatectl.agents.belief import GRUBelief
 from slatectl.agents.critic_pair import block_diagonal, input_layer, output_layer
-from slatectl.agents.nets import check_params, common_checks, frozen_copy, mlp
+from slatectl.agents.nets import common_checks, frozen_copy, mlp
 from slatectl.agents.pretrained import AgentInputs, checked_item_table, require_input
 from slatectl.agents.rankers import GeMSRanker, Ranker, TopKRanker, first_argmax_of_products
 from slatectl.agents.spec import AgentSpec, register_agent
 from slatectl.agents.stacked import StackedAgent, member_metrics
+from slatectl.config_tools import check_params
 from slatectl.errors import BadInput
 from slatectl.sim.member_envs import MemberEnvs
 from slatectl.sim.topicrec import TopicRec

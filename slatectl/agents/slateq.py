@@ -66,10 +66,11 @@ from torch import Tensor
 
 from slatectl.agents.base import ActMode, Agent, EpisodeBatch, default_backward
 from slatectl.agents.belief import GRUBelief
-from slatectl.agents.nets import check_params, common_checks, first_click_index, frozen_copy, mlp
+from slatectl.agents.nets import common_checks, first_click_index, frozen_copy, mlp
 from slatectl.agents.pretrained import AgentInputs
 from slatectl.agents.spec import AgentSpec, register_agent
 from slatectl.agents.stacked import StackedSlatePicker, member_metrics
+from slatectl.config_tools import check_params
 from slatectl.sim.click_model import click_probabilities, relevance
 from slatectl.sim.member_envs import MemberEnvs
 from slatectl.sim.topicrec import TopicRec

@@ -62,11 +62,12 @@ import torch
 from torch import Tensor
 
 from slatectl.agents.base import ActMode, EpisodeBatch, default_backward
-from slatectl.agents.nets import check_params, common_checks
+from slatectl.agents.nets import common_checks
 from slatectl.agents.pretrained import AgentInputs, checked_item_table, require_input
 from slatectl.agents.rankers import item_table_box
 from slatectl.agents.sac import SACAgent, SACParams, StackedSAC
 from slatectl.agents.spec import AgentSpec, register_agent
+from slatectl.config_tools import check_params
 from slatectl.errors import BadInput
 from slatectl.sim.member_envs import MemberEnvs
 from slatectl.sim.topicrec import TopicRec

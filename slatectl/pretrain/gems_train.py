@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from slatectl.config_tools import check_params
 from slatectl.harness import capture_cuda_graph, seeded, torch_device
 from slatectl.pretrain.data import check_logged_pair, num_validation
 from slatectl.pretrain.divergence import require_finite_losses
@@ -69,22 +70,21 @@ class GeMSConfig:
     item_dim: int = 20
     accelerator: str = "cpu"  # the device: cpu | cuda
 
-    def __post_init__(self) -> None:
-        if self.lambda_prior != 0.0:
-            raise ValueError("lambda_prior must be 0.0: GeMS uses a fixed N(0, I) prior (reference behaviour)")
-        if self.reparam_noise not in ("variance", "std"):
-            raise ValueError(f"reparam_noise must be 'variance' or 'std', got {self.reparam_noise!r}")
-        for name in ("latent_dim", "batch_size", "max_epochs", "num_items", "item_dim"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_slates is not None and self.max_slates < 2:
-            raise ValueError(f"max_slates must be >= 2 or None, got {self.max_slates}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if not (math.isfinite(self.lr) and self.lr > 0) or not (self.lambda_click >= 0 and self.lambda_KL >= 0):
-            raise ValueError("lr must be finite and > 0 and the loss weights >= 0")
-        if self.accelerator not in ("cpu", "cuda"):
-            raise ValueError(f"accelerator must be cpu or cuda, got {self.accelerator!r}")
+    def validate(self) -> None:
+        check_params("gems", [
+            (self.lambda_prior == 0.0,
+             f"gems.lambda_prior must be 0.0: GeMS uses a fixed N(0, I) prior (reference behaviour) (got {self.lambda_prior})"),
+            (self.reparam_noise in ("variance", "std"),
+             f"gems.reparam_noise must be 'variance' or 'std' (got {self.reparam_noise!r})"),
+            *((getattr(self, name) >= 1, f"gems.{name} must be >= 1 (got {getattr(self, name)})")
+              for name in ("latent_dim", "batch_size", "max_epochs", "num_items", "item_dim")),
+            (self.max_slates is None or self.max_slates >= 2, f"gems.max_slates must be >= 2 or null (got {self.max_slates})"),
+            (0.0 <= self.val_fraction < 1.0, f"gems.val_fraction must lie in [0, 1) (got {self.val_fraction})"),
+            (math.isfinite(self.lr) and self.lr > 0, f"gems.lr must be finite and > 0 (got {self.lr})"),
+            *((getattr(self, name) >= 0, f"gems.{name} is a loss weight and must be >= 0 (got {getattr(self, name)})")
+              for name in ("lambda_click", "lambda_KL")),
+            (self.accelerator in ("cpu", "cuda"), f"gems.accelerator must be cpu or cuda (got {self.accelerator!r})"),
+        ])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -376,6 +376,8 @@ def train_gems(slates: Tensor, clicks: Tensor, config: GeMSConfig, seed: int,
     `cuda_graph` replays the training step from a CUDA graph on CUDA (ignored on the CPU); None reads
     CUDA_GRAPH_ENV (on unless it is "0"), the switch for runs started from the CLI. `batch_callback` is
     called after each batch is *queued* (on CUDA the device may still be behind). `engine`: one of ENGINES.
+    `config.validate()` runs first (in `train_stacked_gems`): a config built in Python is refused
+    (BadInput listing every bad key) before any work, as one from a config file is.
     """
     member_progress = None if progress_callback is None else lambda k, row: progress_callback(row)
     return train_stacked_gems([GeMSMember(slates, clicks, config, seed)], member_progress, batch_callback,
@@ -386,13 +388,15 @@ def train_gems_population(members: Sequence[GeMSMember], progress_callback: Memb
                           batch_callback: BatchCallback | None = None, cuda_graph: bool | None = None,
                           engine: str = DEFAULT_ENGINE) -> list[tuple[GeMS, dict[str, Any]]]:
     """Every member trained as its own `train_gems` run would be, stack by stack (`stack_groups`); one
-    (model, metrics) per member in the input order. Callbacks get member indices in the input order."""
+    (model, metrics) per member in the input order. Callbacks get member indices in the input order.
+    Every member's `config.validate()` runs first, so one bad config is refused before any stack trains."""
+    _validate_configs(members)
     results: list[tuple[GeMS, dict[str, Any]] | None] = [None] * len(members)
     for group in stack_groups(members):
         member_progress = None
         if progress_callback is not None:
             member_progress = lambda k, row, group=group: progress_callback(group[k], row)  # noqa: E731
-        trained = train_stacked_gems([members[i] for i in group], member_progress, batch_callback, cuda_graph, engine)
+        trained = _train_stack([members[i] for i in group], member_progress, batch_callback, cuda_graph, engine)
         for index, result in zip(group, trained):
             results[index] = result
     return [r for r in results if r is not None]
@@ -401,7 +405,20 @@ def train_gems_population(members: Sequence[GeMSMember], progress_callback: Memb
 def train_stacked_gems(members: Sequence[GeMSMember], progress_callback: MemberProgressCallback | None = None,
                        batch_callback: BatchCallback | None = None, cuda_graph: bool | None = None,
                        engine: str = DEFAULT_ENGINE) -> list[tuple[GeMS, dict[str, Any]]]:
-    """One stack: members that share a stack key (ValueError otherwise); see the module docstring."""
+    """One stack: members that share a stack key (ValueError otherwise); see the module docstring. Every
+    member's `config.validate()` runs first (BadInput before any work)."""
+    _validate_configs(members)
+    return _train_stack(members, progress_callback, batch_callback, cuda_graph, engine)
+
+
+def _validate_configs(members: Sequence[GeMSMember]) -> None:
+    for member in members:
+        member.config.validate()
+
+
+def _train_stack(members: Sequence[GeMSMember], progress_callback: MemberProgressCallback | None,
+                 batch_callback: BatchCallback | None, cuda_graph: bool | None, engine: str) -> list[tuple[GeMS, dict[str, Any]]]:
+    """`train_stacked_gems` for members whose configs are validated."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if not members:

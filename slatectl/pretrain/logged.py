@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from slatectl.errors import BadInput
+from slatectl.config_tools import check_params
 from slatectl.sim.policies import EpsGreedyOraclePolicy
 from slatectl.sim.topicrec import TopicRec
 
@@ -24,10 +24,10 @@ class LoggedDataConfig:
     seed: int = 2754851
 
     def validate(self) -> None:
-        if self.episodes < 2:
-            raise BadInput(f"logged.episodes must be >= 2 (got {self.episodes}).")
-        if not 0.0 <= self.epsilon <= 1.0:
-            raise BadInput(f"logged.epsilon must lie in [0, 1] (got {self.epsilon}).")
+        check_params("logged", [
+            (self.episodes >= 2, f"logged.episodes must be >= 2 (got {self.episodes})"),
+            (0.0 <= self.epsilon <= 1.0, f"logged.epsilon must lie in [0, 1] (got {self.epsilon})"),
+        ])
 
 
 @dataclass
@@ -52,7 +52,9 @@ def generate_logged_data(env: TopicRec, config: LoggedDataConfig, batch_size: in
     """Episodes 0 … E−1 (user id = episode index) of the ε-greedy oracle, simulated `batch_size` at a time.
 
     Simulated on the env's device; each batch is recorded there and copied to the (CPU) result in one
-    block, so the step loop does not wait for the device."""
+    block, so the step loop does not wait for the device. `config.validate()` runs first, so a caller
+    that built the config in Python gets the BadInput a config file would (before any simulation)."""
+    config.validate()
     cfg = env.config
     E, H, K = config.episodes, cfg.episode_length, cfg.slate_size
     slates = torch.empty(E, H, K, dtype=torch.int16, device="cpu")

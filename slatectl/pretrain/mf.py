@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from slatectl.config_tools import check_params
 from slatectl.pretrain.data import check_logged_pair, num_validation
 from slatectl.pretrain.divergence import require_finite_losses
 
@@ -43,16 +44,16 @@ class MFConfig:
     max_epochs: int = 100  # safety cap; the reference stops only by patience
     max_batches: int | None = None  # cap on optimiser steps (small runs, tests)
 
-    def __post_init__(self) -> None:
-        for name in ("embedding_dim", "num_items", "batch_size", "num_neg_samples", "patience", "eval_every_batches", "max_epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_batches is not None and self.max_batches < 1:
-            raise ValueError(f"max_batches must be >= 1 or None, got {self.max_batches}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError("lr must be > 0 and weight_decay >= 0")
+    def validate(self) -> None:
+        check_params("mf", [
+            *((getattr(self, name) >= 1, f"mf.{name} must be >= 1 (got {getattr(self, name)})")
+              for name in ("embedding_dim", "num_items", "batch_size", "num_neg_samples", "patience",
+                           "eval_every_batches", "max_epochs")),
+            (self.max_batches is None or self.max_batches >= 1, f"mf.max_batches must be >= 1 or null (got {self.max_batches})"),
+            (0.0 <= self.val_fraction < 1.0, f"mf.val_fraction must lie in [0, 1) (got {self.val_fraction})"),
+            (self.lr > 0, f"mf.lr must be > 0 (got {self.lr})"),
+            (self.weight_decay >= 0, f"mf.weight_decay must be >= 0 (got {self.weight_decay})"),
+        ])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -159,7 +160,10 @@ def train_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int,
     `patience` evaluations without improvement. Without validation users the final table is returned.
     `engine`: "lightning" (a pytorch_lightning.Trainer over `mf_lightning.MFModule`, the default) or
     "loop" (`_fit_loop`); both drive the same `MFFit`, so they give the same table for a seed.
+    `config.validate()` runs first: a config built in Python is refused (BadInput listing every bad key)
+    before any work, as one from a config file is.
     """
+    config.validate()
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     # Gradients on whatever global grad mode the caller left (simulator rollouts switch it off).

@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from slatectl.agents import agent_spec
+from slatectl.agents import trainable_agents
 from slatectl.collect.encoder import NO_ENCODER
-from slatectl.config_tools import build_config, load_yaml_file
+from slatectl.config_tools import build_config, check_params, load_yaml_file
 from slatectl.domain import PROMOTABLE_QUALITIES, BehaviourMode, Quality
 from slatectl.errors import BadInput
 from slatectl.sim.config import ALL_ENVS, env_names
@@ -41,11 +41,12 @@ class Resources:
     num_gpus: float = 0.0
 
     def validate(self) -> None:
-        for key in ("num_cpus", "num_gpus"):
-            if not 0 <= getattr(self, key) <= 1024:
-                raise BadInput(f"resources.{key} must be a number in [0, 1024] (got {getattr(self, key)!r}).")
-        if self.num_cpus <= 0 and self.num_gpus <= 0:
-            raise BadInput("a task needs some resource (num_cpus or num_gpus > 0).")
+        check_params("resources", [
+            *((0 <= getattr(self, key) <= 1024, f"resources.{key} must be a number in [0, 1024] (got {getattr(self, key)!r})")
+              for key in ("num_cpus", "num_gpus")),
+            (self.num_cpus > 0 or self.num_gpus > 0,
+             "a task needs some resource (resources.num_cpus or resources.num_gpus > 0)"),
+        ])
 
 
 @dataclass(frozen=True)
@@ -59,15 +60,15 @@ class CollectSpec:
     allow_same: bool = False  # promote one checkpoint as both medium and expert (else that quality is skipped)
 
     def validate(self) -> None:
-        allowed = ", ".join(PROMOTABLE_QUALITIES)
-        if (not self.qualities or any(q not in PROMOTABLE_QUALITIES for q in self.qualities)
-                or len(set(self.qualities)) != len(self.qualities)):
-            raise BadInput(f"collect.qualities must be distinct qualities among {allowed} "
-                           f"(got {[str(q) for q in self.qualities]!r}).")
-        if not 1 <= self.episodes <= 10_000_000:
-            raise BadInput(f"collect.episodes must be an integer in [1, 10,000,000] (got {self.episodes!r}).")
-        if not (self.encoder in (None, NO_ENCODER) or (isinstance(self.encoder, int) and self.encoder >= 0)):
-            raise BadInput(f"collect.encoder must be a GeMS artifact id or {NO_ENCODER} (got {self.encoder!r}).")
+        check_params("collect", [
+            (bool(self.qualities) and all(q in PROMOTABLE_QUALITIES for q in self.qualities)
+             and len(set(self.qualities)) == len(self.qualities),
+             f"collect.qualities must be distinct qualities among {', '.join(PROMOTABLE_QUALITIES)} "
+             f"(got {[str(q) for q in self.qualities]!r})"),
+            (1 <= self.episodes <= 10_000_000, f"collect.episodes must be an integer in [1, 10,000,000] (got {self.episodes!r})"),
+            (self.encoder in (None, NO_ENCODER) or (isinstance(self.encoder, int) and self.encoder >= 0),
+             f"collect.encoder must be a GeMS artifact id or {NO_ENCODER} (got {self.encoder!r})"),
+        ])
 
 
 @dataclass(frozen=True)
@@ -86,34 +87,31 @@ class SweepSpec:
     collect: CollectSpec | None = None
 
     def validate(self) -> None:
-        for key in ("agents", "envs"):
-            names = list(getattr(self, key))
-            if not names or not all(names):
-                raise BadInput(f"{key} must be a non-empty list of names (got {names!r}).")
-            if len(set(names)) != len(names):
-                raise BadInput(f"{key} lists a name twice ({names!r}).")
-        for agent in self.agents:
-            agent_spec(agent, trainable=True)
-        bad = [env for env in self.envs if env not in env_names()]
-        if bad:
-            raise BadInput(f"unknown env(s) {', '.join(bad)}; envs: {', '.join(env_names())}.")
-        if not self.seeds or not all(0 <= s < 2**32 for s in self.seeds) or len(set(self.seeds)) != len(self.seeds):
-            raise BadInput(f"seeds must be a list of distinct integers in [0, 2^32) (got {list(self.seeds)!r}).")
-        _check_count("steps", self.steps, 1, MAX_STEPS)
-        _check_count("save_every", self.save_every, 0, MAX_STEPS)
-        _check_mapping("set", self.set)
-        if not self.sets:
-            raise BadInput("sets must be a non-empty list of override mappings (got []).")
-        for index, overrides in enumerate(self.sets):
-            _check_mapping(f"sets[{index}]", overrides)
-        if self.members_per_task is not None:
-            _check_count("members_per_task", self.members_per_task, 1, 100_000)
-        _check_count("max_retries", self.max_retries, 0, 100)
-        if not 4 <= self.lease_timeout_s <= 86400:
-            raise BadInput(f"lease_timeout_s must be a number of seconds in [4, 86400] (got {self.lease_timeout_s!r}).")
-        if self.collect is not None and self.collect.agent is not None and self.collect.agent not in self.agents:
-            raise BadInput(f"collect.agent must be one of the sweep's agents ({', '.join(self.agents)}), "
-                           f"got {self.collect.agent!r}.")
+        trainable = trainable_agents()
+        unknown_agents = [agent for agent in self.agents if agent and agent not in trainable]
+        unknown_envs = [env for env in self.envs if env not in env_names()]
+        collect_agent = None if self.collect is None else self.collect.agent
+        check_params("sweep", [
+            *((bool(names) and all(names), f"{key} must be a non-empty list of names (got {list(names)!r})")
+              for key, names in (("agents", self.agents), ("envs", self.envs))),
+            *((len(set(names)) == len(names), f"{key} lists a name twice ({list(names)!r})")
+              for key, names in (("agents", self.agents), ("envs", self.envs))),
+            (not unknown_agents, f"unknown agent(s) {', '.join(unknown_agents)} (trainable agents: {', '.join(trainable)})"),
+            (not unknown_envs, f"unknown env(s) {', '.join(unknown_envs)} (envs: {', '.join(env_names())})"),
+            (bool(self.seeds) and all(0 <= s < 2**32 for s in self.seeds) and len(set(self.seeds)) == len(self.seeds),
+             f"seeds must be a list of distinct integers in [0, 2^32) (got {list(self.seeds)!r})"),
+            _count_check("steps", self.steps, 1, MAX_STEPS),
+            _count_check("save_every", self.save_every, 0, MAX_STEPS),
+            _mapping_check("set", self.set),
+            (bool(self.sets), "sets must be a non-empty list of override mappings (got [])"),
+            *(_mapping_check(f"sets[{index}]", overrides) for index, overrides in enumerate(self.sets)),
+            *([] if self.members_per_task is None else [_count_check("members_per_task", self.members_per_task, 1, 100_000)]),
+            _count_check("max_retries", self.max_retries, 0, 100),
+            (4 <= self.lease_timeout_s <= 86400,
+             f"lease_timeout_s must be a number of seconds in [4, 86400] (got {self.lease_timeout_s!r})"),
+            (collect_agent is None or collect_agent in self.agents,
+             f"collect.agent must be one of the sweep's agents ({', '.join(self.agents)}), got {collect_agent!r}"),
+        ])
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as stored with the sweep (JSON; `parse_spec` of it gives the same spec)."""
@@ -168,11 +166,10 @@ def parse_spec(data: Any, where: str = "the sweep spec") -> SweepSpec:
     return spec
 
 
-def _check_count(key: str, value: int, low: int, high: int) -> None:
-    if not low <= value <= high:
-        raise BadInput(f"{key} must be an integer in [{low:,}, {high:,}] (got {value!r}).")
+def _count_check(key: str, value: int, low: int, high: int) -> tuple[bool, str]:
+    return low <= value <= high, f"{key} must be an integer in [{low:,}, {high:,}] (got {value!r})"
 
 
-def _check_mapping(key: str, value: Any) -> None:
-    if not isinstance(value, dict) or not all(isinstance(k, str) and "." in k for k in value):
-        raise BadInput(f"{key} must map section.key to a value, e.g. {{training.random_steps: 100}} (got {value!r}).")
+def _mapping_check(key: str, value: Any) -> tuple[bool, str]:
+    return (isinstance(value, dict) and all(isinstance(k, str) and "." in k for k in value),
+            f"{key} must map section.key to a value, e.g. {{training.random_steps: 100}} (got {value!r})")

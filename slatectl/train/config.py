@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from slatectl.agents import AGENTS, agent_spec
-from slatectl.config_tools import apply_overrides, build_config, load_yaml_file, merge
+from slatectl.config_tools import apply_overrides, build_config, check_params, load_yaml_file, merge
 from slatectl.domain import DeviceChoice
 from slatectl.errors import BadInput
 from slatectl.harness import PRECISIONS
@@ -46,22 +46,21 @@ class TrainingConfig:
     keep_resume: int = 1  # resume states kept per run (--keep-resume)
 
     def validate(self) -> None:
-        problems = []
-        for name in ("max_steps", "val_every", "val_episodes", "test_episodes", "parallel_episodes", "random_phase_batch",
-                     "keep_resume"):
-            if getattr(self, name) < 1:
-                flag = {"max_steps": " (--steps)", "keep_resume": " (--keep-resume)"}.get(name, "")
-                problems.append(f"training.{name}{flag} must be >= 1 (got {getattr(self, name)})")
-        if self.random_steps < 0 or self.save_every < 0:
-            problems.append("training.random_steps and training.save_every must be >= 0")
-        if self.precision not in PRECISIONS:
-            problems.append(f"training.precision (--precision) must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
-        if not 0 <= self.seed < 2**32:  # Lightning's seed_everything seeds numpy, which takes 32-bit seeds
-            problems.append(f"training.seed must lie in [0, 2^32) (got {self.seed})")
-        if len({self.seed, self.val_seed, self.test_seed}) < 3:
-            problems.append("training.seed, training.val_seed and training.test_seed must differ (validation and test users are distinct from training users)")
-        if problems:
-            raise BadInput("; ".join(problems) + ".")
+        flags = {"max_steps": " (--steps)", "keep_resume": " (--keep-resume)", "save_every": " (--save-every)"}
+        check_params("training", [
+            *((getattr(self, name) >= 1, f"training.{name}{flags.get(name, '')} must be >= 1 (got {getattr(self, name)})")
+              for name in ("max_steps", "val_every", "val_episodes", "test_episodes", "parallel_episodes",
+                           "random_phase_batch", "keep_resume")),
+            *((getattr(self, name) >= 0, f"training.{name}{flags.get(name, '')} must be >= 0 (got {getattr(self, name)})")
+              for name in ("random_steps", "save_every")),
+            (self.precision in PRECISIONS,
+             f"training.precision (--precision) must be one of {', '.join(PRECISIONS)} (got {self.precision!r})"),
+            # Lightning's seed_everything seeds numpy, which takes 32-bit seeds.
+            (0 <= self.seed < 2**32, f"training.seed (--seed) must lie in [0, 2^32) (got {self.seed})"),
+            (len({self.seed, self.val_seed, self.test_seed}) == 3,
+             "training.seed, training.val_seed and training.test_seed must differ (validation and test users are "
+             "distinct from training users)"),
+        ])
 
     def untrained_warning(self, updates_during_random_phase: bool = False) -> str | None:
         """A warning when every step falls in the random phase (so every checkpoint is untrained)."""
