@@ -79,7 +79,7 @@ def test_training_config_reports_every_bad_key_at_once_with_its_flag():
 def test_agent_params_report_every_bad_key_at_once():
     message = refusal(AGENTS["sac-gems"].params_cls, {"capacity": 0, "gamma": 2.0, "alpha": -1.0}, "agent.")
     assert message.startswith("invalid agent config: ")
-    for fragment in ("capacity must be >= 1", "gamma must lie in [0, 1]", "alpha must be >= 0"):
+    for fragment in ("agent.capacity must be >= 1", "agent.gamma must lie in [0, 1]", "agent.alpha must be >= 0"):
         assert fragment in message, (fragment, message)
 
 

@@ -65,7 +65,7 @@ class ReinforceParams:
     def validate(self) -> None:
         check_params("agent", common_checks(self) + [
             (self.capacity == self.batch_size,
-             f"REINFORCE is on-policy: capacity must equal batch_size so every update uses only the latest "
+             f"REINFORCE is on-policy: agent.capacity must equal agent.batch_size so every update uses only the latest "
              f"episodes (got capacity {self.capacity}, batch_size {self.batch_size}; the reference uses 1 and 1)"),
         ])
 

@@ -99,7 +99,7 @@ class SACParams:
     item_embedd_dim: int = 20  # belief item tables
 
     def validate(self) -> None:
-        check_params("agent", common_checks(self) + [(self.alpha >= 0, f"alpha must be >= 0 (got {self.alpha})")])
+        check_params("agent", common_checks(self) + [(self.alpha >= 0, f"agent.alpha must be >= 0 (got {self.alpha})")])
 
 
 class SACAgent(Agent):

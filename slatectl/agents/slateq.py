@@ -96,10 +96,10 @@ class SlateQParams:
 
     def validate(self) -> None:
         check_params("agent", common_checks(self) + [
-            (0.0 <= self.epsilon_end <= 1.0, f"epsilon_end must lie in [0, 1] (got {self.epsilon_end})"),
-            (self.epsilon_decay > 0, f"epsilon_decay must be > 0 (got {self.epsilon_decay})"),
+            (0.0 <= self.epsilon_end <= 1.0, f"agent.epsilon_end must lie in [0, 1] (got {self.epsilon_end})"),
+            (self.epsilon_decay > 0, f"agent.epsilon_decay must be > 0 (got {self.epsilon_decay})"),
             (self.act_relevance in ACT_RELEVANCES,
-             f"act_relevance must be one of {', '.join(ACT_RELEVANCES)} (got {self.act_relevance!r})"),
+             f"agent.act_relevance must be one of {', '.join(ACT_RELEVANCES)} (got {self.act_relevance!r})"),
         ])
 
 

@@ -88,12 +88,12 @@ class WkNNParams(SACParams):
 
     def validate(self) -> None:
         check_params("agent", common_checks(self) + [
-            (self.alpha >= 0, f"alpha must be >= 0 (got {self.alpha})"),
-            (self.wolpertinger_k >= 1, f"wolpertinger_k must be >= 1 (got {self.wolpertinger_k})"),
+            (self.alpha >= 0, f"agent.alpha must be >= 0 (got {self.alpha})"),
+            (self.wolpertinger_k >= 1, f"agent.wolpertinger_k must be >= 1 (got {self.wolpertinger_k})"),
             (self.full_slate, "full_slate must be true (the only Wolpertinger mode implemented)"),
-            (self.item_table in ITEM_TABLES, f"item_table must be one of {', '.join(ITEM_TABLES)} (got {self.item_table!r})"),
-            (self.proto_layout in LAYOUTS, f"proto_layout must be one of {', '.join(LAYOUTS)} (got {self.proto_layout!r})"),
-            (self.rank_state in RANK_STATES, f"rank_state must be one of {', '.join(RANK_STATES)} (got {self.rank_state!r})"),
+            (self.item_table in ITEM_TABLES, f"agent.item_table must be one of {', '.join(ITEM_TABLES)} (got {self.item_table!r})"),
+            (self.proto_layout in LAYOUTS, f"agent.proto_layout must be one of {', '.join(LAYOUTS)} (got {self.proto_layout!r})"),
+            (self.rank_state in RANK_STATES, f"agent.rank_state must be one of {', '.join(RANK_STATES)} (got {self.rank_state!r})"),
         ])
 
     def needs(self) -> tuple[str, ...]:
