@@ -85,10 +85,10 @@ def main() -> None:
                        for name in ["sac-gems"] + [a for a in args.agents.split(",") if a not in ("random", "sac-gems")]}
         for agent_name in args.agents.split(","):
             if agent_name == "random":
-                quality = "random"
+                quality = Quality.RANDOM
                 env, agent = random_policy_agent(args.env, device)
             else:
-                quality = "medium"
+                quality = Quality.MEDIUM
                 registry.promote_checkpoint(args.env, quality, checkpoints[agent_name])
                 env, agent, _ = agent_for_checkpoint(registry, checkpoints[agent_name], device)
             for batch in (int(b) for b in args.batch.split(",")):
@@ -99,7 +99,7 @@ def main() -> None:
                     simulated = time.perf_counter() - start
                     start = time.perf_counter()
                     dataset = collect_dataset(registry, CollectRequest(args.env, quality, args.episodes, seed=0,
-                                                                       batch_size=batch, device=device, act=args.act,
+                                                                       batch_size=batch, device=device, act=BehaviourMode(args.act),
                                                                        encoder=None if args.encoder == "default" else "none"))
                     end_to_end = time.perf_counter() - start  # collect's own default workers
                     print(f"| {device} | {agent_name} | {batch:,} | {'default' if workers is None else workers} | "
