@@ -23,7 +23,7 @@ from slatectl.sim.factory import make_env
 from slatectl.sim.member_envs import MemberEnvs
 from slatectl.train.episodes import stack_batches
 
-from stacked_play import build, generators, play_one, stacked, update_one
+from stacked_play import build, generators, gru_belief_states, play_one, stacked, update_one
 
 N, S = 1000, 10
 
@@ -45,13 +45,6 @@ def begin(agent, envs: MemberEnvs, users: int, seed: int):
     first = envs.reset(torch.arange(users), [seed] * envs.members)
     agent.begin_episodes(first.slate, first.clicks)
     return first
-
-
-def torch_belief(layout, slates: torch.Tensor, clicks: torch.Tensor) -> torch.Tensor:
-    """(B, T, S) observations → (B, T, state) beliefs by the layout's nn.Embedding and nn.GRU themselves."""
-    emb = layout.belief.item_embeddings(slates)
-    features = torch.cat([emb, clicks.float().unsqueeze(-1)], dim=-1).flatten(-2)
-    return layout.belief.gru(features)[0]
 
 
 # -- SlateQ ---------------------------------------------------------------------------------------------
@@ -89,7 +82,7 @@ def test_slateq_greedy_ranks_relevance_times_q(env):
         clicks.append(observation.clicks[0])
     assert bool(env.bored.any())
     belief = agent.belief_state()[0]
-    expected_belief = torch_belief(layout, torch.stack(slates, 1), torch.stack(clicks, 1))[:, -1]
+    expected_belief = gru_belief_states(layout.belief, torch.stack(slates, 1), torch.stack(clicks, 1))[:, -1]
     torch.testing.assert_close(belief, expected_belief, atol=1e-5, rtol=1e-4)  # batched vs nn.GRU kernels
     slate = agent.act("greedy", generators(0), envs)[0][0]
     with torch.no_grad():
@@ -219,7 +212,7 @@ def test_reinforce_log_terms_are_the_layouts_policy_by_hand(env, batches):
     layout = build("reinforce-softmax", env)
     log_terms, mask = stacked("reinforce-softmax", layout).clicked_item_log_terms(stack_batches([batch]))
     with torch.no_grad():
-        pi = torch.softmax(layout.policy(torch_belief(layout, batch.slates, batch.clicks)[:, :100]), dim=-1)
+        pi = torch.softmax(layout.policy(gru_belief_states(layout.belief, batch.slates, batch.clicks)[:, :100]), dim=-1)
     clicks = batch.clicks[:, 1:]
     first = batch.slates[:, 1:].gather(2, clicks.argmax(-1, keepdim=True))
     expected = torch.log(1 - (1 - pi.gather(2, first).squeeze(2)) ** S + 1e-6)
