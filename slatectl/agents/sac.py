@@ -37,16 +37,11 @@ serves all members. What every stacked agent shares (stacking, fused Adam over t
 `to`, the MLP and GRU blocks, the online actor belief) is `StackedAgent`'s; this module holds what is
 SAC's.
 
-Why one stacked update equals K independent runs' updates (docs/population.md):
-- each loss is the SUM over members of the member's own loss (each a mean over its own transitions,
-  exactly the formula above), and member k's loss depends only on slice k of every stacked tensor, so
-  the gradient of the sum w.r.t. slice k is the gradient of member k's loss;
-- Adam is elementwise with a step count shared by all slices (members step together), so one Adam over
-  stacked tensors is K Adams; there is no gradient clipping or other cross-parameter coupling in SAC here;
-- entropy temperature (log α, α), target networks (Polyak per element) and action boxes are per member;
-- randomness comes from each member's own `torch.Generator`, drawn in a fixed order and shape (randperm
-  of the replay, then next-state noise, then current-state noise; one (B, A) draw per acting step), so a
-  member's draws do not depend on the other members.
+Why one stacked update equals K independent runs' updates: `slatectl.agents.stacked` and
+docs/population.md. What is SAC's in that argument: the temperature (log α, α), the target networks
+(Polyak per element) and the action boxes are per member, and there is no gradient clipping or other
+coupling across parameters; each member draws from its own generator in a fixed order and shape (randperm
+of the replay, then next-state noise, then current-state noise; one (B, A) draw per acting step).
 """
 
 from __future__ import annotations
