@@ -417,10 +417,7 @@ class StackedSAC(StackedAgent):
         self._update_count += 1
         if self._update_count % self.params.target_update_frequency == 0:
             for net in ("q1", "q2"):
-                online = [t for n_, t in self.tensors.items() if n_.startswith(f"{net}.")]
-                target = [self.tensors[n_.replace(f"{net}.", f"{net}_target.", 1)]
-                          for n_ in self.tensors if n_.startswith(f"{net}.")]
-                torch._foreach_lerp_(target, online, self.params.tau)
+                self._polyak(net, self.params.tau)
 
 
 # -- builders -----------------------------------------------------------------------------------------

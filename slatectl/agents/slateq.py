@@ -268,8 +268,8 @@ class StackedSlateQ(StackedSlatePicker):
             self.tensors["step"] += 1
             self._step += 1
             self.tensors["update_count"] += active.to(torch.int64)
-            self._polyak(active & (self.tensors["update_count"] % self.params.target_update_frequency == 0),
-                         self.params.tau)
+            self._polyak("q", self.params.tau,
+                         active & (self.tensors["update_count"] % self.params.target_update_frequency == 0))
 
     @contextmanager
     def _frozen_members(self, optimizer: torch.optim.Optimizer, frozen: Tensor) -> Iterator[None]:
@@ -287,20 +287,6 @@ class StackedSlateQ(StackedSlatePicker):
                 t[frozen] = kept.pop("param")
                 for key, value in kept.items():
                     optimizer.state[t][key][frozen] = value
-
-    @torch.no_grad()
-    def _polyak(self, due: Tensor, tau: float) -> None:
-        """q_target ← τ·q + (1 − τ)·q_target for the members `due` (K,) (per element, so per member)."""
-        if not bool(due.any()):
-            return
-        online = [t for name, t in self.tensors.items() if name.startswith("q.")]
-        target = [self.tensors[name.replace("q.", "q_target.", 1)] for name in self.tensors if name.startswith("q.")]
-        if bool(due.all()):
-            torch._foreach_lerp_(target, online, tau)
-            return
-        for t, o in zip(target, online):
-            weight = (due.to(t.dtype) * tau).view(-1, *([1] * (t.dim() - 1)))
-            t.lerp_(o, weight)
 
 
 def build_slateq(params: SlateQParams, env: TopicRec, inputs: AgentInputs) -> SlateQ:

@@ -292,6 +292,21 @@ class StackedAgent:
             h = gates.new_zeros(*gates.shape[:2], self.params.belief_state_dim)
         return self._gru_cell(belief, gates, h)
 
+    @torch.no_grad()
+    def _polyak(self, net: str, tau: float, due: Tensor | None = None) -> None:
+        """`<net>_target` ← τ·`net` + (1 − τ)·`<net>_target`, per element, so per member; with `due` (K,)
+        only the members it marks (SlateQ: a member without an update keeps its target)."""
+        names = [name for name in self.tensors if name.startswith(f"{net}.")]
+        online = [self.tensors[name] for name in names]
+        target = [self.tensors[name.replace(f"{net}.", f"{net}_target.", 1)] for name in names]
+        if due is None or bool(due.all()):
+            torch._foreach_lerp_(target, online, tau)
+            return
+        if not bool(due.any()):
+            return
+        for t, o in zip(target, online):
+            t.lerp_(o, (due.to(t.dtype) * tau).view(-1, *([1] * (t.dim() - 1))))
+
     @staticmethod
     def _per_member(generators: list[torch.Generator], shape: tuple[int, ...],
                     fill: Callable[[Tensor, torch.Generator], None], device: torch.device,
