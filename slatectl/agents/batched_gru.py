@@ -1,22 +1,19 @@
 """The stacked agents' GRU unroll over whole episodes, with a hand-written backward.
 
-`gru_unroll(gates_in, weight_hh, bias_hh)` runs nn.GRU's cell (gates r, z, n in PyTorch's order) over T
-steps for K members at once, from a zero state:
+`gru_unroll(gates_in, weight_hh, bias_hh)`: (K, E, T, 3S) input gates (the input half, computed for all
+steps at once by the caller, so its gradient flows through the caller's input projection), (K, 3S, S)
+recurrent weights, (K, 3S) recurrent biases → (K, E, T, S) hidden states h_1 … h_T from h_0 = 0: nn.GRU's
+cell (gates r, z, n in PyTorch's order) for K members at once,
 
     g_h  = h_{t-1} W_hhᵀ + b_hh                   (one batched matmul per step, all members)
     r, z = σ(g_in[r, z] + g_h[r, z])
     n    = tanh(g_in[n] + r ⊙ g_h[n])
     h_t  = n + z ⊙ (h_{t-1} − n)                  (= (1 − z) ⊙ n + z ⊙ h_{t-1})
 
-`gates_in` (K, E, T, 3S) is the input half of the gates, computed for all steps at once by the caller
-(so its gradient flows through the caller's input projection as usual).
-
-Why a hand-written backward: the belief state is small (S = 20) and the unroll is T = 101 steps, so each
-step is a handful of tiny ops whose cost is per-call overhead. Autograd records ~8 nodes per step and
-accumulates the recurrent weight's gradient step by step (T small matmuls and adds); its backward costs
-twice the forward. Here the forward is 5 ops per step (one matmul gives the r, z pre-activations and
-g_h[n]: the input gates and b_hh are added beforehand) and the backward is the chain rule written out,
-6 ops per step, dh being ∂L/∂h_t:
+Why written out: each of the T = 101 steps is a handful of tiny ops, whose autograd graph costs twice the
+forward (docs/population.md, "What was made faster"). The forward is 5 ops per step (one matmul gives the
+r, z pre-activations and g_h[n]: input gates and b_hh are added beforehand); the backward, 6 ops per step,
+is the chain rule written out, dh being ∂L/∂h_t:
 
     a_n  = dh ⊙ (1 − z) ⊙ (1 − n²)               (∂L/∂ pre-activation of n = ∂L/∂g_in[n])
     a_z  = dh ⊙ (h_{t-1} − n) ⊙ σ'(z)            (∂L/∂g_in[z] = ∂L/∂g_h[z])
@@ -25,12 +22,10 @@ g_h[n]: the input gates and b_hh are added beforehand) and the backward is the c
     dh   ← ∂L/∂h_{t-1} (own output) + z ⊙ dh + (∂L/∂g_h) W_hh      (one addcmul, one baddbmm)
 
 with the per-step factors (1 − z)(1 − n²), (h_{t-1} − n) σ'(z) and g_h[n] σ'(r) computed once for all
-steps (σ' = σ(1 − σ)), and
-the weight gradients from all steps at once: ∂L/∂W_hh = Σ_t (∂L/∂g_h,t)ᵀ h_{t-1} (one batched matmul over
-E·T rows), ∂L/∂b_hh = Σ_t ∂L/∂g_h,t. Values equal autograd's through the same forward up to float
-summation order (tests/test_stacked_agent.py compares both).
-
-Buffers are time-major (T, K, E, ·) so that every step reads and writes contiguous blocks.
+steps (σ' = σ(1 − σ)), and the weight gradients from all steps at once: ∂L/∂W_hh = Σ_t (∂L/∂g_h,t)ᵀ h_{t-1}
+(one batched matmul over E·T rows), ∂L/∂b_hh = Σ_t ∂L/∂g_h,t. Buffers are time-major (T, K, E, ·) so that
+every step reads and writes contiguous blocks. Values equal autograd's up to float summation order
+(tests/test_batched_gru.py).
 """
 
 from __future__ import annotations
@@ -102,7 +97,4 @@ class _GRUUnroll(torch.autograd.Function):
         return grad_gates_in, grad_weight, grad_bias
 
 
-def gru_unroll(gates_in: Tensor, weight_hh: Tensor, bias_hh: Tensor) -> Tensor:
-    """(K, E, T, 3S) input gates, (K, 3S, S) recurrent weights, (K, 3S) recurrent biases → (K, E, T, S)
-    hidden states h_1 … h_T from h_0 = 0 (nn.GRU's cell per member)."""
-    return _GRUUnroll.apply(gates_in, weight_hh, bias_hh)
+gru_unroll = _GRUUnroll.apply

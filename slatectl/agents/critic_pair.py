@@ -1,24 +1,11 @@
-"""SAC's two critics (Q1, Q2, or their targets) evaluated as one pair, for K stacked members.
+"""The layers of SAC's two critics (Q1, Q2, or their targets) evaluated as one pair, for K stacked members
+(`StackedSAC._q_pair`): first layers side by side, later hidden layers block-diagonal, output layers each
+on its own half of the hidden units.
 
-`StackedSAC._q_pair` (slatectl/agents/sac.py) runs both critics' MLPs in one pass per layer: the first
-layers, which read the same input [s, a], side by side (output 2·hidden); later hidden layers
-block-diagonally; the output layers (one value per critic) on their own halves of the hidden units.
-This module holds those layers.
-
-Two of them have a hand-written backward, because the kernels autograd picks for these shapes are slow
-on a CPU (measured with (2 members, 2,000 transitions, 2·256 hidden units), 2 threads):
-
-- `input_layer`: [s, a, 1] @ Wᵀ (bias folded in against the column of ones). Each update needs the input
-  gradient of only one part: ∂L/∂s in the critic step (the critic belief learns through it, the replayed
-  actions are data) and ∂L/∂a in the actor step (the states are detached there). Autograd through one
-  matmul over the concatenated input computes all 53 columns (1.8 ms); the part needed alone is one
-  matmul with the matching columns of W (0.8 ms).
-- `output_layer`: q_j = h_j · w_j + b_j on each critic's half h_j of the hidden units. Autograd's
-  backward through the block-diagonal matmul has 2 output columns: ∂L/∂W as hᵀ·g (512 × 2) takes 2.5 ms
-  against 0.22 ms as gᵀ·h (2 × 512); ∂L/∂h as g·W 0.87 ms against the broadcast product g ⊗ w 0.55 ms.
-
-Values equal autograd's through the same forward up to summation order
-(tests/test_sac_population_kernels.py checks both against finite differences).
+The input and output layers have a hand-written backward: the kernels autograd picks for these shapes are
+slow on a CPU (figures: BENCHMARKS.md, "Kernel notes: stacked agents and SAC"). Values equal autograd's
+through the same forward up to summation order (tests/test_sac_population_kernels.py checks both against
+finite differences).
 """
 
 from __future__ import annotations
@@ -28,6 +15,11 @@ from torch import Tensor
 
 
 class _InputLayer(torch.autograd.Function):
+    """states (K, M, S), actions (K, M, A), weight (K, out, S + A + 1) with the bias as last column →
+    [s, a, 1] @ weightᵀ (K, M, out). Backward computes only the input gradient an update needs: ∂L/∂s in
+    the critic step (the critic belief learns through it; the replayed actions are data), ∂L/∂a in the
+    actor step (the states are detached there), each one matmul with the matching columns of W."""
+
     @staticmethod
     def forward(ctx, states: Tensor, actions: Tensor, weight: Tensor) -> Tensor:
         x = torch.cat([states, actions, states.new_ones(*states.shape[:-1], 1)], dim=-1)
@@ -50,6 +42,10 @@ class _InputLayer(torch.autograd.Function):
 
 
 class _OutputLayer(torch.autograd.Function):
+    """hidden (K, M, 2H) of both critics side by side, weight (K, 2, H), bias (K, 2) → (K, M, 2) with
+    q[..., j] = hidden[..., jH:(j+1)H] · weight[:, j] + bias[:, j]. Backward: ∂L/∂W as gᵀ·h (2 rows)
+    rather than autograd's hᵀ·g (2 columns), ∂L/∂h as the broadcast product g ⊗ w."""
+
     @staticmethod
     def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
         ctx.save_for_backward(hidden, weight)
@@ -72,16 +68,8 @@ class _OutputLayer(torch.autograd.Function):
         return grad_hidden, grad_weight, grad_bias
 
 
-def input_layer(states: Tensor, actions: Tensor, weight: Tensor) -> Tensor:
-    """states (K, M, S), actions (K, M, A), weight (K, out, S + A + 1) with the bias as last column →
-    [s, a, 1] @ weightᵀ (K, M, out): both critics' first layers side by side."""
-    return _InputLayer.apply(states, actions, weight)
-
-
-def output_layer(hidden: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """hidden (K, M, 2H) of both critics side by side, weight (K, 2, H), bias (K, 2) → (K, M, 2) with
-    q[..., j] = hidden[..., jH:(j+1)H] · weight[:, j] + bias[:, j]."""
-    return _OutputLayer.apply(hidden, weight, bias)
+input_layer = _InputLayer.apply
+output_layer = _OutputLayer.apply
 
 
 def block_diagonal(wa: Tensor, wb: Tensor) -> Tensor:

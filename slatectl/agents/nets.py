@@ -36,27 +36,26 @@ def first_click_index(clicks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return clicks.argmax(dim=-1), has_click
 
 
-def common_checks(params) -> list[tuple[bool, str]]:
-    """Checks shared by every agent's params dataclass (fields that exist on it), for its `validate()` to
-    hand to `slatectl.config_tools.check_params` with its own."""
-    checks: list[tuple[bool, str]] = []
-    p = params
-    checks.append((p.capacity >= 1, f"agent.capacity must be >= 1 episode (got {p.capacity})"))
-    checks.append((p.batch_size >= 1, f"agent.batch_size must be >= 1 episode (got {p.batch_size})"))
-    checks.append((p.batch_size <= p.capacity, f"agent.batch_size ({p.batch_size}) must not exceed agent.capacity ({p.capacity})"))
-    checks.append((0.0 <= p.gamma <= 1.0, f"agent.gamma must lie in [0, 1] (got {p.gamma})"))
-    checks.append((p.belief_state_dim >= 1, f"agent.belief_state_dim must be >= 1 (got {p.belief_state_dim})"))
-    checks.append((p.item_embedd_dim >= 1, f"agent.item_embedd_dim must be >= 1 (got {p.item_embedd_dim})"))
-    for name in ("q_lr", "pi_lr", "alpha_lr"):
-        if hasattr(p, name):
-            checks.append((getattr(p, name) > 0, f"agent.{name} must be > 0 (got {getattr(p, name)})"))
+def common_checks(p) -> list[tuple[bool, str]]:
+    """Checks shared by every agent's params dataclass `p` (fields that exist on it), for its `validate()`
+    to hand to `slatectl.config_tools.check_params` with its own."""
+    checks = [
+        (p.capacity >= 1, f"agent.capacity must be >= 1 episode (got {p.capacity})"),
+        (p.batch_size >= 1, f"agent.batch_size must be >= 1 episode (got {p.batch_size})"),
+        (p.batch_size <= p.capacity,
+         f"agent.batch_size ({p.batch_size}) must not exceed agent.capacity ({p.capacity})"),
+        (0.0 <= p.gamma <= 1.0, f"agent.gamma must lie in [0, 1] (got {p.gamma})"),
+        (p.belief_state_dim >= 1, f"agent.belief_state_dim must be >= 1 (got {p.belief_state_dim})"),
+        (p.item_embedd_dim >= 1, f"agent.item_embedd_dim must be >= 1 (got {p.item_embedd_dim})"),
+    ]
+    checks += [(getattr(p, name) > 0, f"agent.{name} must be > 0 (got {getattr(p, name)})")
+               for name in ("q_lr", "pi_lr", "alpha_lr") if hasattr(p, name)]
     if hasattr(p, "tau"):
         checks.append((0.0 < p.tau <= 1.0, f"agent.tau must lie in (0, 1] (got {p.tau})"))
     if hasattr(p, "target_update_frequency"):
         checks.append((p.target_update_frequency >= 1,
                        f"agent.target_update_frequency must be >= 1 (got {p.target_update_frequency})"))
-    for name in ("hidden_qnet", "hidden_pinet"):
-        if hasattr(p, name):
-            widths = getattr(p, name)
-            checks.append((all(w >= 1 for w in widths), f"agent.{name} widths must be >= 1 (got {list(widths)})"))
+    checks += [(all(w >= 1 for w in getattr(p, name)),
+                f"agent.{name} widths must be >= 1 (got {list(getattr(p, name))})")
+               for name in ("hidden_qnet", "hidden_pinet") if hasattr(p, name)]
     return checks

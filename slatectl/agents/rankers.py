@@ -1,16 +1,12 @@
-"""Rankers: frozen maps from a continuous action to a slate of K item ids (reference notes §5, §7.3).
+"""Rankers: frozen maps from a continuous action to a slate of K item ids (reference notes §5, §7.3), and
+the action box (center, scale) the SAC actor acts in. No parameter of a ranker trains or receives gradients.
 
 - `TopKRanker` (SAC+TopK): the action is a query vector in item-embedding space; the slate is the K
   items with the largest dot product ⟨e_i, a⟩, sorted in decreasing order (distinct items).
 - `GeMSRanker` (SAC+GeMS): the action is a GeMS latent z; the frozen decoder gives item logits per
   slot and each slot takes its argmax independently (duplicates possible), as in the reference.
 
-Both are frozen: no parameter of a ranker is trained or receives gradients, and they stay in eval mode.
-Both also provide the action box (center, scale) the SAC actor acts in.
-
-GeMS decoding is the hottest part of collecting with SAC+GeMS on a CPU: B·K slot queries against N
-items per step. `first_argmax_of_products` gives exactly `(queries @ table).max(-1).indices` (the same
-scores, the first maximal item on ties) about 1.7× faster there; see its docstring and BENCHMARKS.md.
+`StackedSAC.rank` ranks with each member's tables.
 """
 
 from __future__ import annotations
@@ -19,11 +15,9 @@ import torch
 from torch import nn
 
 
-# CPU: rows of queries per block, so the block's scores (1024 × N floats) stay in cache; other devices
-# take big blocks (launch overhead, not cache, is their limit).
+# Rows of queries per block, so the block's scores (1024 × N floats) stay in cache.
 _CPU_BLOCK_ROWS = 1024
-_DEVICE_BLOCK_ROWS = 65536
-# Item-group sizes tried in this order for the CPU's two-level argmax (the first that divides N).
+# Item-group sizes tried in this order for the two-level argmax (the first that divides N).
 _GROUP_SIZES = (100, 80, 64, 50, 40, 32, 25, 20, 16)
 
 
@@ -31,19 +25,16 @@ _GROUP_SIZES = (100, 80, 64, 50, 40, 32, 25, 20, 16)
 def first_argmax_of_products(queries: torch.Tensor, table_t: torch.Tensor) -> torch.Tensor:
     """(R, D) queries, (D, N) item table → (R,) index of the largest ⟨q, e_i⟩, the first one on ties.
 
-    Exactly `(queries @ table_t).max(dim=-1).indices`: the scores come from the same matrix product
-    (one block of rows at a time, which gives each row the same values). On a CPU the index-tracking
-    `max` over N items costs more than the product; values-only `amax` is ~10× cheaper, so the argmax
-    is done in two levels: the best group of G items by `amax` (first group holding the row's maximum),
-    then the first maximal item of that group — the same index `max` returns (`argmax` and `max`
-    return the first maximal index on ties, as torch documents).
+    Exactly `(queries @ table_t).max(dim=-1).indices` (the same matrix product, one block of rows at a
+    time, which gives each row the same values), faster on a CPU, where GeMS decoding for many users is the
+    hottest part of collecting with SAC+GeMS (BENCHMARKS.md): the index-tracking `max` over N items costs
+    more than the product and values-only `amax` is much cheaper, so the argmax is done in two levels: the
+    best group of G items by `amax` (the first group holding the row's maximum), then the first maximal
+    item of that group — the index `max` returns (torch documents `argmax` and `max` as returning the first
+    maximal index on ties). Its caller uses it on a CPU only (batched `max` elsewhere).
     """
     rows, n_items = queries.shape[0], table_t.shape[1]
     out = torch.empty(rows, dtype=torch.int64, device=queries.device)
-    if queries.device.type != "cpu":
-        for start in range(0, rows, _DEVICE_BLOCK_ROWS):
-            out[start:start + _DEVICE_BLOCK_ROWS] = (queries[start:start + _DEVICE_BLOCK_ROWS] @ table_t).max(dim=-1).indices
-        return out
     group = next((g for g in _GROUP_SIZES if n_items % g == 0 and n_items // g >= 4), None)
     scores_buffer = torch.empty(min(rows, _CPU_BLOCK_ROWS), n_items, dtype=queries.dtype, device=queries.device)
     groups_per_row = n_items // group if group is not None else 1
@@ -75,8 +66,7 @@ def item_table_box(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class Ranker(nn.Module):
-    """A frozen ranker's tables (part of the agent's state dict) and its kind: `StackedSAC.rank` turns
-    actions into slates with the tables of each member's ranker."""
+    """A frozen ranker's tables (part of the agent's state dict) and its kind."""
 
     slate_size: int
     action_dim: int

@@ -22,26 +22,15 @@ u ~ 𝒩(mean, std), action = center + scale·tanh(u); log π = Σ[log 𝒩(u) �
 (the reference omits the −Σ log scale Jacobian term; kept). Critics [s_c, a] → hidden_qnet (256) →
 ReLU → 1. Acting modes: "random" = center + scale·(U(0, 1) − 0.5) (the middle half of the box, as the
 reference's random phase), "explore" = sampled action, "greedy" = center + scale·tanh(mean).
-Only the actor's belief runs online (the critic's is only used in updates).
+Only the actor's belief runs online. The box (center, scale): GeMS → the aggregated-posterior bounds
+computed at pretraining (`inputs.gems_bounds`); TopK → per-dimension min/max of the ranker's item table.
 
-The box (center, scale): GeMS → the aggregated-posterior bounds computed at pretraining (passed in as
-`inputs.gems_bounds`); TopK → per-dimension min/max of the ranker's item table.
-
-Two classes. `SACAgent` is one run's layout: the modules, buffers and optimizers whose state dict is a
-`sac-*` checkpoint and whose optimizer states are a resume state. `StackedSAC` holds the math, for K ≥ 1
-runs at once (a solo run is K = 1): every tensor of the K members' state dicts (same keys:
-`actor_belief.gru.weight_ih_l0`, `q1.0.weight`, `ranker.gems.decoder.0.weight`, `log_alpha`, …) is
-stacked along a new leading member dimension. The forward passes are batched matmuls (`baddbmm`/`bmm`),
-one GRU cell per time step over (K, E, ·) and a lookup into the K item tables laid end to end, so each op
-serves all members. What every stacked agent shares (stacking, fused Adam over the stack, member views,
-`to`, the MLP and GRU blocks, the online actor belief) is `StackedAgent`'s; this module holds what is
-SAC's.
-
-Why one stacked update equals K independent runs' updates: `slatectl.agents.stacked` and
-docs/population.md. What is SAC's in that argument: the temperature (log α, α), the target networks
-(Polyak per element) and the action boxes are per member, and there is no gradient clipping or other
-coupling across parameters; each member draws from its own generator in a fixed order and shape (randperm
-of the replay, then next-state noise, then current-state noise; one (B, A) draw per acting step).
+`SACAgent` is one run's layout (a `sac-*` checkpoint is its state dict), `StackedSAC` the math for K ≥ 1
+runs (docs/population.md, "Stacked SAC"). What is SAC's in the argument that one stacked update is K runs'
+updates: the temperature, the target networks and the action boxes are per member, nothing couples
+parameters across members (no gradient clipping), and member k draws from its own generator in a fixed
+order and shape (randperm of the replay, then next-state noise, then current-state noise; one (B, A)
+draw per acting step).
 """
 
 from __future__ import annotations
@@ -98,10 +87,8 @@ class SACParams:
 
 
 class SACAgent(Agent):
-    """One SAC run's layout, which `StackedSAC` is built from: the submodules, buffers and parameters name
-    the state-dict keys (a checkpoint is this module's state dict) and the three optimizers say which
-    tensor each trains, in which order (a resume state holds their states). No acting or learning here:
-    that is `StackedSAC`'s, for K ≥ 1 such layouts. `ranker` turns an action into a slate (GeMS or TopK)."""
+    """One SAC run's layout (`slatectl.agents.base.Agent`), which `StackedSAC` is built from; `ranker` turns
+    an action into a slate (GeMS or TopK)."""
 
     def __init__(self, params: SACParams, num_items: int, slate_size: int, action_center: torch.Tensor,
                  action_scale: torch.Tensor, critic_action_dim: int | None = None, ranker: Ranker | None = None):
@@ -152,6 +139,7 @@ class StackedSAC(StackedAgent):
     (SAC+TopK ideal / MF). Built from K `SACAgent` layouts with identical architecture."""
 
     online_belief = "actor_belief"
+    nets = ("actor", "q1", "q2", "q1_target", "q2_target")
     #: The member layout class this stacks, and the rankers its `act` knows.
     layout: type[SACAgent] = SACAgent
     rankers: tuple[type, ...] = (GeMSRanker, TopKRanker)
@@ -168,15 +156,12 @@ class StackedSAC(StackedAgent):
         self._update_count = int(self.tensors["update_count"][0])
 
     def _net_prefixes(self, reference: SACAgent) -> tuple[str, ...]:
-        nets = ("actor", "q1", "q2", "q1_target", "q2_target")
-        if type(reference.ranker) is GeMSRanker:
-            nets += ("ranker.gems.decoder",)
-        return nets
+        return self.nets + (("ranker.gems.decoder",) if type(reference.ranker) is GeMSRanker else ())
 
     def _check_members(self, members: list[SACAgent]) -> None:
-        """Layouts of class `layout` with one of `rankers` only (WkNN's are not GeMS/TopK SAC's), equal
-        hyper-parameters (`StackedAgent`), and one ranker kind and action and item dimensions (a GeMS
-        latent size is not a hyper-parameter of the agent)."""
+        """Layouts of class `layout` with one of `rankers` (WkNN's are not GeMS/TopK SAC's), equal
+        hyper-parameters, one ranker kind and action and item dimensions (a GeMS latent size is not a
+        hyper-parameter of the agent)."""
         if any(type(m) is not self.layout or type(m.ranker) not in self.rankers for m in members):
             raise TypeError(f"{type(self).__name__} stacks {self.layout.__name__} layouts ranking with "
                             + " or ".join(r.__name__ for r in self.rankers))
@@ -192,17 +177,15 @@ class StackedSAC(StackedAgent):
 
     # -- batched building blocks -------------------------------------------------------------------------
     def _q_pair(self, nets: tuple[str, str], states: Tensor, actions: Tensor, members: slice = slice(None)) -> Tensor:
-        """(Q_a, Q_b)(s, a) of two critic MLPs of identical shape in one pass: (K, M, 2).
-
-        One matmul serves both nets per layer: the first layers (same input [s, a]) are laid side by side
-        (output 2·hidden, bias folded in), later hidden layers block-diagonally (the zero blocks add exact
-        zeros), and the output units each read their own net's half (layers: slatectl/agents/critic_pair.py),
-        so member k's column j equals `nets[j]` applied alone, up to summation order."""
+        """(Q_a, Q_b)(s, a) of two critic MLPs of identical shape in one pass, one matmul per layer for both
+        (slatectl/agents/critic_pair.py): (K, M, 2), member k's column j `nets[j]` applied alone up to
+        summation order. Later hidden layers are block-diagonal (the zero blocks add exact zeros)."""
         a, b = nets
-        for i in self._linear_indices(a):
+        depth = len(self._layers[a])
+        for i in range(0, depth, 2):
             wa, wb = self.tensors[f"{a}.{i}.weight"][members], self.tensors[f"{b}.{i}.weight"][members]  # (k, out, in)
             ba, bb = self.tensors[f"{a}.{i}.bias"][members], self.tensors[f"{b}.{i}.bias"][members]
-            if i == 0:
+            if i == 0:  # side by side, the bias folded in as a last weight column
                 w = torch.cat([torch.cat([wa, ba.unsqueeze(-1)], dim=-1),
                                torch.cat([wb, bb.unsqueeze(-1)], dim=-1)], dim=1)  # (K, 2·out, in + 1)
                 x = input_layer(states, actions, w)
@@ -210,17 +193,15 @@ class StackedSAC(StackedAgent):
                 x = output_layer(x, torch.cat([wa, wb], dim=1), torch.cat([ba, bb], dim=-1))
             else:
                 x = torch.baddbmm(torch.cat([ba, bb], dim=-1).unsqueeze(1), x, block_diagonal(wa, wb))
-            if self._relu_after(a, i):
+            if i + 1 < depth:
                 x = x.relu_()
         return x
 
     def _member_chunks(self, rows: int, width: int) -> list[slice]:
         """Slices of the members whose (members, rows, width) float32 activations stay within
-        `_CPU_BLOCK_BYTES` on a CPU (all members at once on other devices). Why: the Q-nets' and policy's
-        passes over (K, 2,000, 256…512) activations are memory-bound there, and a large block leaves the
-        cache (and, freshly allocated, may come as new mmapped pages that are faulted in: 24 ms to ReLU a
-        24 MB tensor against 2 ms for 12 MB, measured); smaller blocks stay in cache and are reused from
-        the heap. Each member's values are the same up to float rounding either way (tested)."""
+        `_CPU_BLOCK_BYTES` on a CPU (all members at once on other devices): the Q-nets' and policy's passes
+        over (K, 2,000, 256…512) activations are memory-bound there, and cache-sized blocks are faster
+        (BENCHMARKS.md, "Kernel notes: stacked agents and SAC"). Same values up to float rounding (tested)."""
         if self.device.type != "cpu":
             return [slice(None)]
         per_chunk = max(1, _CPU_BLOCK_BYTES // max(1, rows * width * 4))
@@ -240,7 +221,8 @@ class StackedSAC(StackedAgent):
 
     def _policy_head(self, states: Tensor, fold_bias: bool = False) -> tuple[Tensor, Tensor]:
         if fold_bias:  # many rows: the training pass, in member chunks
-            out = self._chunked(lambda m, x: self._sequential("actor", x, True, m), max(self.params.hidden_pinet), states)
+            width = max(self.params.hidden_pinet)
+            out = self._chunked(lambda m, x: self._sequential("actor", x, True, m), width, states)
         else:
             out = self._sequential("actor", states)
         mean, log_std = out.chunk(2, dim=-1)
@@ -251,9 +233,8 @@ class StackedSAC(StackedAgent):
 
     def squash(self, mean: Tensor, log_std: Tensor, noise: Tensor,
                with_log_prob: bool = True) -> tuple[Tensor, Tensor | None]:
-        """Reparameterised a ~ π(·|s) and log π(a|s) (tanh correction, no scale Jacobian) from the policy
-        head's (K, M, A) mean and log std at s and the members' (K, M, A) noise (None for log π without
-        `with_log_prob`: acting does not use it)."""
+        """Reparameterised a ~ π(·|s) and log π(a|s) from the policy head's (K, M, A) mean and log std and
+        the members' (K, M, A) noise (log π None without `with_log_prob`: acting does not use it)."""
         u = mean + log_std.exp() * noise
         squashed = torch.tanh(u)
         center, scale = self._box()
@@ -275,41 +256,33 @@ class StackedSAC(StackedAgent):
 
     @torch.no_grad()
     def rank(self, actions: Tensor) -> Tensor:
-        """(K, B, A) actions → (K, B, slate) slates, each member with its own ranker's tables (rankers.py)."""
+        """(K, B, A) actions → (K, B, slate) slates, each member with its own ranker's tables (rankers.py):
+        TopK the items with the largest ⟨e_i, a⟩, sorted; GeMS per slot the decoder's argmax item (the first
+        maximal one), as `GeMS.rank`."""
+        K, B, _ = actions.shape
         if self.ranker_kind is TopKRanker:
-            # The K items with the largest ⟨e_i, a⟩ over member k's item table, sorted.
             scores = torch.bmm(actions, self.tensors["ranker.item_embeddings"].transpose(1, 2))
             return scores.topk(self.slate_size, dim=-1, sorted=True).indices
-        return self._rank_gems(actions)
-
-    def _rank_gems(self, actions: Tensor) -> Tensor:
-        """Per slot the argmax item of member k's GeMS decoder (first maximal item), as `GeMS.rank`."""
-        K, B, _ = actions.shape
         h = self._sequential("ranker.gems.decoder", actions, frozen=True)
         queries = torch.baddbmm(*self._linear_operands("ranker.gems.slate_head.weight", "ranker.gems.slate_head.bias",
                                                        h, frozen=True))
         queries = queries.reshape(K, B * self.slate_size, self.item_dim)
         table_t = self._frozen_transposed("ranker.gems.item_embeddings.weight")  # (K, D, N)
         if queries.device.type == "cpu" and queries.shape[1] >= _RANK_CHUNK_ROWS:
-            # Many users per member (collection): `first_argmax_of_products` per member, which reuses one
-            # score buffer and finds the argmax in two levels (amax of groups, then within the best group).
-            # Batched scores of fresh (K, rows, N) blocks cost 3.5x more per row at 1,000 users (first-touch
-            # pages of a new 8 MB block each time, then an index-tracking max): measured 12.8k against 21k
-            # transitions/s of SAC+GeMS collection, 1 thread.
+            # Many users per member (collection): fresh batched (K, rows, N) score blocks cost far more per row
+            # than `first_argmax_of_products` per member (one reused buffer, a two-level argmax; BENCHMARKS.md).
             return torch.stack([first_argmax_of_products(queries[k], table_t[k]) for k in range(K)]).view(
                 K, B, self.slate_size)
         ranks = torch.empty(K, queries.shape[1], dtype=torch.int64, device=queries.device)
         rows = max(64, _RANK_CHUNK_ROWS // K)  # the (K, rows, N) score block stays the size of one member's
         for start in range(0, queries.shape[1], rows):
-            block = torch.bmm(queries[:, start:start + rows], table_t)
-            ranks[:, start:start + rows] = block.max(dim=-1).indices
+            ranks[:, start:start + rows] = torch.bmm(queries[:, start:start + rows], table_t).max(dim=-1).indices
         return ranks.view(K, B, self.slate_size)
 
     @torch.no_grad()
     def act(self, mode: ActMode, generators: list[torch.Generator],
             envs: MemberEnvs | None = None) -> tuple[Tensor, Tensor]:
-        """(slates (K, B, slate), actions (K, B, A)) in `mode` (module docstring), member k drawing from
-        `generators[k]`: (B, A) uniforms in the random phase, (B, A) normals when exploring."""
+        """Draws per member: (B, A) uniforms in the random phase, (B, A) normals when exploring."""
         state = self.belief_state()
         if mode == "random":
             center, scale = self._box()
@@ -319,8 +292,7 @@ class StackedSAC(StackedAgent):
         return self.rank(action), action
 
     def _policy_action(self, mode: ActMode, state: Tensor, generators: list[torch.Generator]) -> Tensor:
-        """The actor's action (K, B, A) on states (K, B, S): "explore" samples it (a (B, A) normal draw per
-        member), "greedy" is center + scale·tanh(mean)."""
+        """The actor's action (K, B, A) on states (K, B, S) in mode "explore" or "greedy"."""
         if mode == "explore":
             return self.squash(*self._policy_head(state), self._noise(generators, state.shape[1]), False)[0]
         if mode == "greedy":
@@ -331,13 +303,10 @@ class StackedSAC(StackedAgent):
     # -- training ---------------------------------------------------------------------------------------
     def update(self, batch: EpisodeBatch, generators: list[torch.Generator],
                backward: Callable[[Tensor], None] = default_backward) -> list[dict[str, float]]:
-        """One SAC update of every member on its own batch: `batch` fields have a leading K dimension.
-
-        The five steps of the module docstring, member by member, with three savings that change no value:
-        the policy head runs once over all H + 1 belief states of every episode (the critic target uses
-        the next-state rows, the actor loss the current-state rows; the actor's weights do not change in
-        between), Q1 and Q2 (and their targets) run as one pair (`_q_pair`), and the metrics reach the host
-        in one transfer (no per-member sync). Steps in order: critic, actor, temperature, targets."""
+        """Steps 1–5 of the module docstring for every member on its own batch (fields with a leading K
+        dimension). The policy head runs once over all H + 1 belief states of every episode (the critic
+        target uses the next-state rows, the actor loss the current-state rows; the actor's weights do not
+        change in between), and the metrics reach the host in one transfer (no per-member sync)."""
         K, E, H = batch.rewards.shape
         n = E * H
         actor_states = self.encode_episodes("actor_belief", batch.slates, batch.clicks)  # (K, E, H+1, S)
@@ -348,76 +317,45 @@ class StackedSAC(StackedAgent):
         mean, log_std = mean.view(K, E, H + 1, -1), log_std.view(K, E, H + 1, -1)
         next_policy = (mean[:, :, 1:].reshape(K, n, -1), log_std[:, :, 1:].reshape(K, n, -1))
         policy = (mean[:, :, :H].reshape(K, n, -1), log_std[:, :, :H].reshape(K, n, -1))
-        critic_loss, q = self._critic_step(batch, s_c, critic_states[:, :, 1:].reshape(K, n, -1).detach(), next_policy,
-                                           alpha, generators, backward)
-        actor_loss, log_prob = self._actor_step(s_c.detach(), policy, alpha, generators, backward)
-        columns = {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(), "alpha": alpha[:, 0],
-                   "q_mean": q[..., 0].detach().mean(dim=1), "log_pi": log_prob.detach().mean(dim=1)}
-        if self.params.auto_entropy:
-            columns["alpha_loss"] = self._temperature_step(log_prob.detach(), backward)
-        self._target_step()
-        return member_metrics(columns)
 
-    def _critic_step(self, batch: EpisodeBatch, s_c: Tensor, s_c_next: Tensor, next_policy: tuple[Tensor, Tensor],
-                     alpha: Tensor, generators: list[torch.Generator], backward) -> tuple[Tensor, Tensor]:
-        """Σ_k ½(MSE(Q1_k, y_k) + MSE(Q2_k, y_k)), y = r + γ·(1 − done)·(min Q'(s', ã') − α log π(ã'|s'))
-        with ã' sampled from the current policy; one optimizer step. Returns ((K,) loss, (K, n, 2) Q)."""
-        K, E, H = batch.rewards.shape
-        n = E * H
-        not_done = torch.ones(E, H, device=batch.rewards.device)
+        not_done = torch.ones(E, H, device=batch.rewards.device)  # 2. critic
         not_done[:, -1] = 0.0
         with torch.no_grad():
             next_actions, next_log_prob = self.squash(*next_policy, self._noise(generators, n))
+            s_c_next = critic_states[:, :, 1:].reshape(K, n, -1)
             next_q = self._critic_value(s_c_next, next_actions, target=True) - alpha * next_log_prob
             target = batch.rewards.reshape(K, n) + self.params.gamma * not_done.reshape(1, n) * next_q
         q = self._q_values(("q1", "q2"), s_c, batch.actions.reshape(K, n, -1))  # (K, n, 2)
         critic_loss = 0.5 * (q - target.unsqueeze(-1)).pow(2).mean(dim=1).sum(dim=-1)  # (K,)
-        critic = self.optimizers["critic"]
-        critic.zero_grad(set_to_none=True)
-        backward(critic_loss.sum())
-        critic.step()
-        return critic_loss, q
+        self._optimizer_step("critic", critic_loss, backward)
 
-    def _actor_step(self, states: Tensor, policy: tuple[Tensor, Tensor], alpha: Tensor,
-                    generators: list[torch.Generator], backward) -> tuple[Tensor, Tensor]:
-        """mean(α log π(ã|s) − min Q(s, ã)) with the critic's weights frozen for this backward and its
-        states detached; one optimizer step. Returns ((K,) loss, (K, n) log π)."""
-        critic_weights = [self.tensors[n_] for n_ in self.tensors if n_.startswith(("q1.", "q2."))]
-        for t in critic_weights:
+        critic_weights = [self.tensors[name] for name in self.tensors if name.startswith(("q1.", "q2."))]
+        for t in critic_weights:  # 3. actor, the critics' weights frozen for this backward
             t.requires_grad_(False)
         try:
-            new_actions, log_prob = self.squash(*policy, self._noise(generators, states.shape[1]))
-            actor_loss = (alpha * log_prob - self._critic_value(states, new_actions)).mean(dim=1)
-            actor = self.optimizers["actor"]
-            actor.zero_grad(set_to_none=True)
-            backward(actor_loss.sum())
+            new_actions, log_prob = self.squash(*policy, self._noise(generators, n))
+            actor_loss = (alpha * log_prob - self._critic_value(s_c.detach(), new_actions)).mean(dim=1)
+            self._optimizer_step("actor", actor_loss, backward)
         finally:
             for t in critic_weights:
                 t.requires_grad_(True)
-        actor.step()
-        return actor_loss, log_prob
+        columns = {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(), "alpha": alpha[:, 0],
+                   "q_mean": q[..., 0].detach().mean(dim=1), "log_pi": log_prob.detach().mean(dim=1)}
 
-    def _temperature_step(self, log_prob: Tensor, backward) -> Tensor:
-        """Per member: −mean(α (log π + target entropy)) through log α; α = exp(log α) after the step."""
-        log_alpha = self.tensors["log_alpha"]
-        alpha_loss = -(log_alpha.exp().unsqueeze(1) * (log_prob + self.target_entropy)).mean(dim=1)
-        temperature = self.optimizers["alpha"]
-        temperature.zero_grad(set_to_none=True)
-        backward(alpha_loss.sum())
-        temperature.step()
-        with torch.no_grad():
-            self.tensors["alpha"].copy_(log_alpha.detach().exp())
-        return alpha_loss.detach()
+        if self.params.auto_entropy:  # 4. temperature
+            log_alpha = self.tensors["log_alpha"]
+            alpha_loss = -(log_alpha.exp().unsqueeze(1) * (log_prob.detach() + self.target_entropy)).mean(dim=1)
+            self._optimizer_step("alpha", alpha_loss, backward)
+            with torch.no_grad():
+                self.tensors["alpha"].copy_(log_alpha.detach().exp())
+            columns["alpha_loss"] = alpha_loss.detach()
 
-    @torch.no_grad()
-    def _target_step(self) -> None:
-        """Polyak averaging of both critics' targets every `target_update_frequency` updates (elementwise,
-        so per member)."""
-        self.tensors["update_count"] += 1
+        self.tensors["update_count"] += 1  # 5. targets
         self._update_count += 1
         if self._update_count % self.params.target_update_frequency == 0:
             for net in ("q1", "q2"):
                 self._polyak(net, self.params.tau)
+        return member_metrics(columns)
 
 
 # -- builders -----------------------------------------------------------------------------------------
@@ -430,8 +368,9 @@ def build_sac_gems(params: SACParams, env: TopicRec, inputs: AgentInputs) -> SAC
         raise BadInput(f"the GeMS model is for {gems.num_items} items × {gems.slate_size} slots; "
                        f"the environment has {cfg.num_items} × {cfg.slate_size}.")
     ranker = GeMSRanker(gems)
-    if torch.as_tensor(center).numel() != ranker.action_dim:
-        raise BadInput(f"GeMS bounds have {torch.as_tensor(center).numel()} dims; the latent space has {ranker.action_dim}.")
+    dims = torch.as_tensor(center).numel()
+    if dims != ranker.action_dim:
+        raise BadInput(f"GeMS bounds have {dims} dims; the latent space has {ranker.action_dim}.")
     return SACAgent(params, cfg.num_items, cfg.slate_size, center, scale, ranker=ranker)
 
 

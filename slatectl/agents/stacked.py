@@ -1,36 +1,10 @@
-"""The stacked agent: what the trainer and collection drive, and the pieces every agent's stacked form shares.
-
-An agent's stacked form holds K ≥ 1 members of one agent type (a lone run is K = 1) with every tensor of
-the members' layouts (`slatectl.agents.base.Agent`) stacked along a leading member dimension under the
-same key (`belief.gru.weight_ih_l0` → (K, 60, 210), `q.0.weight` → (K, 256, 20), …). It holds all of the
-agent's math. The trainer (`slatectl.train.loop`) and collection talk to it through `StackedAgent`'s
-public methods only:
-
-- `set_step(step)` (the training step before each batch of episodes and each update; agents with a
-  schedule, SlateQ's ε, use it), `train()`, `eval()`;
-- `begin_episodes(slates, clicks)`, `observe(slates, clicks)`, `belief_state()`: the online belief of
-  all members, observations (K, B, slate);
-- `act(mode, generators, envs)` → (slates (K, B, slate), raw actions (K, B, A)) with mode "random" (the
-  reference's random phase), "explore" (the training action) or "greedy" (evaluation): member k draws
-  its randomness from `generators[k]`; `envs` (the `MemberEnvs`) is there for privileged agents (SlateQ
-  reads relevances);
-- `update(batch, generators, backward)` → one metrics dict per member: one update of every member on its
-  own batch (fields with a leading K dimension); each loss goes through `backward` (the harness's);
-- `member_state_dict(k)` / `load_member_state_dict(k, state)`, `member_optimizer_states(k)` /
-  `load_optimizer_states(states)`: member k as its layout's state dict and optimizer states (checkpoints
-  and resume states are per run); `to(device)`.
-
-Why one update of the stack is K separate updates: each loss is the sum over members of the member's own
-loss, member k's loss depends only on slice k of the stacked tensors (so the gradient of the sum w.r.t.
-slice k is member k's gradient), and Adam is elementwise with a step count shared by members that update
-together (docs/population.md).
-
-Shared pieces: building the stacked tensors and the optimizers over them from the K layouts (keys,
-optimizer membership and order; Adam runs fused over the stacked tensors and a member exports its
-layout's kernel settings), the member views, `to(device)` (weights and optimizer state), an MLP of
-Linear/ReLU layers as batched matmuls (`_sequential`), and the GRU belief (`GRUBelief`'s layout) as
-batched ops: item lookup in the K tables laid end to end, the input projection of all steps as one
-`baddbmm`, then nn.GRU's cell (gates r, z, n) per step for all members.
+"""The stacked agent: K ≥ 1 members of one agent type (a lone run is K = 1), every tensor of the members'
+layouts (`slatectl.agents.base.Agent`) stacked along a leading member dimension under the same key
+(`belief.gru.weight_ih_l0` → (K, 60, 210), `q.0.weight` → (K, 256, 20), …). It holds all of the agent's math;
+the trainer (`slatectl.train.loop`) and collection use only `StackedAgent`'s public methods. The protocol,
+the shared building blocks and why one update of the stack is K separate updates (each loss is the sum of
+the members' own losses, each depending only on its own slices; Adam is elementwise with a shared step
+count): docs/population.md, "Agents" and "Stacked SAC".
 """
 
 from __future__ import annotations
@@ -85,12 +59,12 @@ class StackedAgent:
                 self.tensors[n].requires_grad_(True)
             hyper = {k: v for k, v in group.items() if k != "params"}
             self._layout_kernels[opt_name] = {k: hyper[k] for k in _KERNEL_CHOICES if k in hyper}
-            self.optimizers[opt_name] = type(optimizer)([self.tensors[n] for n in names],
-                                                        **{**hyper, **_stacked_kernels(optimizer, hyper)})
+            if isinstance(optimizer, torch.optim.Adam) and "fused" in hyper and not hyper.get("differentiable"):
+                hyper.update(fused=True, foreach=None)  # same formula per element; other optimizers as the layout's
+            self.optimizers[opt_name] = type(optimizer)([self.tensors[n] for n in names], **hyper)
         self._layers = {prefix: list(reference.get_submodule(prefix)) for prefix in self._net_prefixes(reference)}
         for prefix, layers in self._layers.items():
-            kinds = [type(layer) for layer in layers]
-            if kinds[::2] != [nn.Linear] * len(kinds[::2]) or kinds[1::2] != [nn.ReLU] * len(kinds[1::2]):
+            if any(type(layer) is not (nn.ReLU if i % 2 else nn.Linear) for i, layer in enumerate(layers)):
                 raise TypeError(f"{prefix}: only Linear layers, each followed by a ReLU or not, can be stacked")
         self._hidden: Tensor | None = None
         self._acting_views: dict[str, tuple[int, Tensor, Tensor]] = {}  # `_linear_operands`
@@ -120,10 +94,14 @@ class StackedAgent:
 
     def act(self, mode: ActMode, generators: list[torch.Generator],
             envs: MemberEnvs | None = None) -> tuple[Tensor, Tensor]:
+        """(slates (K, B, slate), raw actions (K, B, A)) in mode "random" (the reference's random phase),
+        "explore" (the training action) or "greedy" (evaluation); member k draws from `generators[k]`."""
         raise NotImplementedError
 
     def update(self, batch: EpisodeBatch, generators: list[torch.Generator],
                backward: Callable[[Tensor], None] = default_backward) -> list[dict[str, float]]:
+        """One update of every member on its own batch (fields with a leading K dimension), each loss
+        through `backward` (the harness's) → one metrics dict per member."""
         raise NotImplementedError
 
     # -- member views ------------------------------------------------------------------------------
@@ -182,12 +160,6 @@ class StackedAgent:
         return self
 
     # -- batched building blocks -------------------------------------------------------------------
-    def _relu_after(self, prefix: str, i: int) -> bool:
-        return i + 1 < len(self._layers[prefix])
-
-    def _linear_indices(self, prefix: str) -> list[int]:
-        return list(range(0, len(self._layers[prefix]), 2))  # Linear, ReLU, Linear, … (checked at init)
-
     def _sequential(self, prefix: str, x: Tensor, fold_bias: bool = False, members: slice = slice(None),
                     frozen: bool = False) -> Tensor:
         """A member nn.Sequential of Linear/ReLU layers, applied per member: x (K, M, in) → (K, M, out).
@@ -197,16 +169,18 @@ class StackedAgent:
         becomes a last weight column against a column of ones, so the first matmul writes its output once
         instead of copying the bias there first and accumulating onto it. `members`: the members whose
         rows x holds (a slice of the stack). `frozen`: weights that never train (`_linear_operands`)."""
-        for i in self._linear_indices(prefix):
+        depth = len(self._layers[prefix])
+        for i in range(0, depth, 2):  # Linear, ReLU, Linear, … (checked at init)
             if members == slice(None) and not (fold_bias and i == 0):
                 x = torch.baddbmm(*self._linear_operands(f"{prefix}.{i}.weight", f"{prefix}.{i}.bias", x, frozen))
             else:
                 w, b = self.tensors[f"{prefix}.{i}.weight"][members], self.tensors[f"{prefix}.{i}.bias"][members]
                 if fold_bias and i == 0:
-                    x = torch.bmm(with_ones(x), torch.cat([w, b.unsqueeze(-1)], dim=-1).transpose(1, 2))
+                    ones = x.new_ones(*x.shape[:-1], 1)
+                    x = torch.bmm(torch.cat([x, ones], dim=-1), torch.cat([w, b.unsqueeze(-1)], dim=-1).transpose(1, 2))
                 else:
                     x = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
-            if self._relu_after(prefix, i):
+            if i + 1 < depth:
                 x = x.relu_()
         return x
 
@@ -214,9 +188,9 @@ class StackedAgent:
                          frozen: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         """The `baddbmm` arguments of a stacked Linear on x (K, M, in): ((K, 1, out) bias, x, (K, in, out)
         weightᵀ). Without autograd (acting) the two views are kept between calls and made again when `to`
-        moves the storage: at one user per member an acting step is ~170 tiny ops, a sixth of them making
-        these views. (Views kept from a no-grad call must not enter a graph, hence only then.) A `frozen`
-        weight (one that never trains: GeMS decoding) comes as a contiguous copy (`_frozen_transposed`)."""
+        moves the storage: an acting step is mostly tiny ops, many of them making these views (views kept
+        from a no-grad call must not enter a graph, hence only then). A `frozen` weight (one that never
+        trains: GeMS decoding) comes as a contiguous copy (`_frozen_transposed`)."""
         w, b = self.tensors[weight], self.tensors[bias]
         if frozen:
             return b.unsqueeze(1), x, self._frozen_transposed(weight)
@@ -229,10 +203,9 @@ class StackedAgent:
 
     def _frozen_transposed(self, name: str) -> Tensor:
         """A stacked matrix that never trains (K, a, b) as a contiguous (K, b, a) copy, made again whenever
-        it changes (new storage after `to`, or a bumped version after `load_member_state_dict`). Why:
-        acting multiplies a few rows per member by the GeMS decoder's weights and item table every step, a
-        read of every weight; this layout streams them faster than the transposed view (decoder layers at
-        K = 6: 84 against 175 µs per call in the training loop)."""
+        it changes (new storage after `to`, or a bumped version after `load_member_state_dict`). Acting reads
+        the GeMS decoder's weights and item table every step, and this layout streams them faster than the
+        transposed view (see BENCHMARKS.md, "Kernel notes: stacked agents and SAC")."""
         matrix = self.tensors[name]
         key = (matrix.data_ptr(), matrix._version)
         cached = self._frozen_copies.get(name)
@@ -253,44 +226,40 @@ class StackedAgent:
         ids = ids + offsets
         return table.reshape(K * N, D).index_select(0, ids.reshape(-1)).view(*ids.shape, D)
 
-    def _features(self, belief: str, slates: Tensor, clicks: Tensor) -> Tensor:
-        """(K, …, S) items and clicks → (K, …, S·(D+1)), each member with its own belief item table."""
+    def _gru_input(self, belief: str, slates: Tensor, clicks: Tensor) -> Tensor:
+        """(K, …, S) items and clicks → the input half of the GRU gates (K, …, 3·state): the features (each
+        member's own item rows, each followed by its click bit) of all steps through one matmul."""
         emb = self._member_rows(f"{belief}.item_embeddings.weight", slates)
-        return torch.cat([emb, clicks.to(emb.dtype).unsqueeze(-1)], dim=-1).flatten(-2)
-
-    def _gru_input(self, belief: str, features: Tensor) -> Tensor:
-        """The input half of the GRU gates for all steps at once: one matmul over (K, …, features)."""
-        shape = features.shape
-        x = features.reshape(shape[0], -1, shape[-1])
+        features = torch.cat([emb, clicks.to(emb.dtype).unsqueeze(-1)], dim=-1).flatten(-2)
+        x = features.reshape(features.shape[0], -1, features.shape[-1])
         gates = torch.baddbmm(*self._linear_operands(f"{belief}.gru.weight_ih_l0", f"{belief}.gru.bias_ih_l0", x))
-        return gates.view(*shape[:-1], gates.shape[-1])
+        return gates.view(*features.shape[:-1], gates.shape[-1])
 
-    def _gru_cell(self, belief: str, gates_in: Tensor, h: Tensor) -> Tensor:
-        """nn.GRU's cell (gates r, z, n in PyTorch's order) for (K, B, 3S) input gates and (K, B, S) state."""
+    def encode_episodes(self, belief: str, slates: Tensor, clicks: Tensor) -> Tensor:
+        """(K, E, T, S) slates and clicks → (K, E, T, state) beliefs from a zero state (GRUBelief's), the
+        recurrence through `gru_unroll` (its backward is written out)."""
+        gates = self._gru_input(belief, slates, clicks)
+        return gru_unroll(gates, self.tensors[f"{belief}.gru.weight_hh_l0"], self.tensors[f"{belief}.gru.bias_hh_l0"])
+
+    def _belief_step(self, belief: str, h: Tensor | None, slates: Tensor, clicks: Tensor) -> Tensor:
+        """One online step of a belief, nn.GRU's cell (gates r, z, n): (K, B, S) observations onto state h
+        (zeros when None)."""
+        gates_in = self._gru_input(belief, slates, clicks)
+        if h is None:
+            h = gates_in.new_zeros(*gates_in.shape[:2], self.params.belief_state_dim)
         gates_h = torch.baddbmm(*self._linear_operands(f"{belief}.gru.weight_hh_l0", f"{belief}.gru.bias_hh_l0", h))
         S = h.shape[-1]
-        # r and z in one sigmoid, n = tanh(i_n + r·h_n) as one addcmul, n + z(h − n) as one lerp: the
-        # unroll is T small steps, so each step's op count is most of its cost (and its backward's).
+        # r and z in one sigmoid, n = tanh(i_n + r·h_n) as one addcmul, n + z(h − n) as one lerp: few ops per step.
         rz = torch.sigmoid(gates_in[..., :2 * S] + gates_h[..., :2 * S])
         n = torch.tanh(torch.addcmul(gates_in[..., 2 * S:], rz[..., :S], gates_h[..., 2 * S:]))
         return torch.lerp(n, h, rz[..., S:])
 
-    def encode_episodes(self, belief: str, slates: Tensor, clicks: Tensor) -> Tensor:
-        """(K, E, T, S) slates and clicks → (K, E, T, state) beliefs from a zero state (GRUBelief's).
-
-        The input gates of all steps in one matmul, then the recurrence for all members per step with a
-        hand-written backward (`gru_unroll`: the unroll is T tiny steps, whose autograd graph cost twice
-        their forward). PyTorch's own GRU over a group of members with a block-diagonal recurrent weight
-        was tried and measured slower on CPU."""
-        gates = self._gru_input(belief, self._features(belief, slates, clicks))
-        return gru_unroll(gates, self.tensors[f"{belief}.gru.weight_hh_l0"], self.tensors[f"{belief}.gru.bias_hh_l0"])
-
-    def _belief_step(self, belief: str, h: Tensor | None, slates: Tensor, clicks: Tensor) -> Tensor:
-        """One online step of a belief: (K, B, S) observations onto state h (zeros when None)."""
-        gates = self._gru_input(belief, self._features(belief, slates, clicks))
-        if h is None:
-            h = gates.new_zeros(*gates.shape[:2], self.params.belief_state_dim)
-        return self._gru_cell(belief, gates, h)
+    def _optimizer_step(self, name: str, loss: Tensor, backward: Callable[[Tensor], None]) -> None:
+        """One step of optimizer `name` on the members' (K,) losses: their sum through `backward`."""
+        optimizer = self.optimizers[name]
+        optimizer.zero_grad(set_to_none=True)
+        backward(loss.sum())
+        optimizer.step()
 
     @torch.no_grad()
     def _polyak(self, net: str, tau: float, due: Tensor | None = None) -> None:
@@ -312,9 +281,8 @@ class StackedAgent:
                     fill: Callable[[Tensor, torch.Generator], None], device: torch.device,
                     dtype: torch.dtype = torch.float32) -> Tensor:
         """(K, *shape): member k's rows filled in place by `fill(rows, generators[k])` (`uniform_`, `normal_`,
-        `random_`: what `torch.rand` / `randn` / `randint` draw); fewer ops than K tensors stacked (acting
-        draws at every step). Drawn on the generators' device (the CPU), then moved, so a run draws the
-        same on every device."""
+        `random_`: what `torch.rand` / `randn` / `randint` draw), on the generators' device (the CPU), then
+        moved, so a run draws the same on every device."""
         out = torch.empty(len(generators), *shape, dtype=dtype, device=generators[0].device)
         for g, rows in zip(generators, out.unbind(0)):
             fill(rows, g)
@@ -343,9 +311,8 @@ class StackedAgent:
 
 
 class StackedSlatePicker(StackedAgent):
-    """Base of the stacked agents that pick slates directly (SlateQ, REINFORCE): no continuous action,
-    so the raw actions are (K, B, 0); a random-phase step is `_random_slates`, the others
-    `_pick_slates`. Such agents set `num_items` and `slate_size`."""
+    """Base of the stacked agents that pick slates directly (SlateQ, REINFORCE; they set `num_items` and
+    `slate_size`): raw actions (K, B, 0), random-phase slates `_random_slates`, the others `_pick_slates`."""
 
     @torch.no_grad()
     def act(self, mode: ActMode, generators: list[torch.Generator],
@@ -372,16 +339,3 @@ def member_metrics(columns: dict[str, Tensor]) -> list[dict[str, float]]:
     dtypes, so every value stays exact (counts < 2²⁴ are exact even in float32)."""
     rows = torch.stack([c.detach() for c in columns.values()], dim=1).tolist()
     return [dict(zip(columns, row)) for row in rows]
-
-
-def with_ones(x: Tensor) -> Tensor:
-    """x (…, d) → (…, d + 1) with a last column of ones (a folded-in bias multiplies it)."""
-    return torch.cat([x, x.new_ones(*x.shape[:-1], 1)], dim=-1)
-
-
-def _stacked_kernels(optimizer: torch.optim.Optimizer, hyper: dict) -> dict:
-    """Fused Adam for the stacked tensors: one kernel per tensor for all members, on CPU and CUDA alike
-    (Adam's formula per element is unchanged). Other optimizers keep the member's settings."""
-    if isinstance(optimizer, torch.optim.Adam) and "fused" in hyper and not hyper.get("differentiable", False):
-        return {"fused": True, "foreach": None}
-    return {}
