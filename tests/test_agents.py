@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from slatectl.agents import AGENTS, AgentInputs, trainable_agents
-from slatectl.agents.rankers import GeMSRanker, TopKRanker
+from slatectl.agents.rankers import GeMSRanker
 from slatectl.agents.sac import SACAgent, SACParams, StackedSAC, build_sac_topk
 from slatectl.agents.wknn import StackedWkNN, WolpertingerSAC
 from slatectl.config_tools import build_config
@@ -161,11 +161,12 @@ def test_sac_actions_in_box_and_greedy_deterministic(name, env, inputs):
 def test_topk_ranker_returns_true_top10(env):
     g = torch.Generator().manual_seed(3)
     table, queries = torch.randn(N, 20, generator=g), torch.randn(16, 20, generator=g)
-    slates = StackedSAC([build_sac_topk(SACParams(), env, table)]).rank(queries[None])[0]
+    layout = build_sac_topk(SACParams(), env, table)
+    slates = StackedSAC([layout]).rank(queries[None])[0]
     expected = torch.argsort(queries @ table.T, dim=1, descending=True)[:, :K]
     assert torch.equal(slates, expected)
     assert all(len(set(row.tolist())) == K for row in slates)
-    center, scale = TopKRanker(table).action_bounds()
+    center, scale = layout.action_center, layout.action_scale  # the box: the table's per-dimension range
     assert torch.allclose(center - scale, table.min(0).values) and torch.allclose(center + scale, table.max(0).values)
 
 

@@ -1,9 +1,8 @@
 """The stacked agents' GRU unroll over whole episodes, with a hand-written backward.
 
-`gru_unroll(gates_in, weight_hh, bias_hh)`: (K, E, T, 3S) input gates (the input half, computed for all
-steps at once by the caller, so its gradient flows through the caller's input projection), (K, 3S, S)
-recurrent weights, (K, 3S) recurrent biases → (K, E, T, S) hidden states h_1 … h_T from h_0 = 0: nn.GRU's
-cell (gates r, z, n in PyTorch's order) for K members at once,
+`gru_unroll(gates_in, weight_hh, bias_hh)`: (K, E, T, 3S) input gates (computed by the caller for all steps
+at once), (K, 3S, S) recurrent weights, (K, 3S) biases → (K, E, T, S) states h_1 … h_T from h_0 = 0 by
+nn.GRU's cell (gates r, z, n in PyTorch's order), K members at once:
 
     g_h  = h_{t-1} W_hhᵀ + b_hh                   (one batched matmul per step, all members)
     r, z = σ(g_in[r, z] + g_h[r, z])
@@ -23,9 +22,8 @@ is the chain rule written out, dh being ∂L/∂h_t:
 
 with the per-step factors (1 − z)(1 − n²), (h_{t-1} − n) σ'(z) and g_h[n] σ'(r) computed once for all
 steps (σ' = σ(1 − σ)), and the weight gradients from all steps at once: ∂L/∂W_hh = Σ_t (∂L/∂g_h,t)ᵀ h_{t-1}
-(one batched matmul over E·T rows), ∂L/∂b_hh = Σ_t ∂L/∂g_h,t. Buffers are time-major (T, K, E, ·) so that
-every step reads and writes contiguous blocks. Values equal autograd's up to float summation order
-(tests/test_batched_gru.py).
+(one batched matmul), ∂L/∂b_hh = Σ_t ∂L/∂g_h,t. Buffers are time-major (T, K, E, ·): each step reads and
+writes contiguous blocks. Values equal autograd's up to summation order (tests/test_batched_gru.py).
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
-"""The layers of SAC's two critics (Q1, Q2, or their targets) evaluated as one pair, for K stacked members
-(`StackedSAC._q_pair`): first layers side by side, later hidden layers block-diagonal, output layers each
-on its own half of the hidden units.
-
-The input and output layers have a hand-written backward: the kernels autograd picks for these shapes are
-slow on a CPU (figures: BENCHMARKS.md, "Kernel notes: stacked agents and SAC"). Values equal autograd's
-through the same forward up to summation order (tests/test_sac_population_kernels.py checks both against
-finite differences).
+"""The layers of SAC's two critics evaluated as one pair for K stacked members (`StackedSAC._q_pair`), with
+a hand-written backward: autograd's kernels for these shapes are slow on a CPU (BENCHMARKS.md, "Kernel notes:
+stacked agents and SAC"). Values equal autograd's up to summation order (tests/test_sac_population_kernels.py
+checks both against finite differences).
 """
 
 from __future__ import annotations

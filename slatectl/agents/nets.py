@@ -1,5 +1,4 @@
-"""Small building blocks shared by the agents' layouts and stacked forms: MLPs, target copies, first clicks,
-the checks every agent's params share."""
+"""Building blocks of the agents' layouts: MLPs, target copies, first clicks, the checks all params share."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""The pretrained inputs handed to agent builders, and the checks every builder shares.
-
-`AgentInputs` is what `spec.build(params, env, inputs)` receives: only the fields its `needs` name are
-filled. The training side finds or builds them in the registry (`slatectl.train.assembly`).
-"""
+"""The pretrained inputs handed to agent builders (`spec.build(params, env, inputs)`: only the fields its `needs`
+name are filled; `slatectl.train.assembly` finds or builds them), and the checks every builder shares."""
 
 from __future__ import annotations
 

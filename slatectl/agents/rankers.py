@@ -1,12 +1,7 @@
-"""Rankers: frozen maps from a continuous action to a slate of K item ids (reference notes §5, §7.3), and
-the action box (center, scale) the SAC actor acts in. No parameter of a ranker trains or receives gradients.
-
-- `TopKRanker` (SAC+TopK): the action is a query vector in item-embedding space; the slate is the K
-  items with the largest dot product ⟨e_i, a⟩, sorted in decreasing order (distinct items).
-- `GeMSRanker` (SAC+GeMS): the action is a GeMS latent z; the frozen decoder gives item logits per
-  slot and each slot takes its argmax independently (duplicates possible), as in the reference.
-
-`StackedSAC.rank` ranks with each member's tables.
+"""Rankers: frozen maps from a continuous action to a slate of K item ids (reference notes §5, §7.3); no
+parameter of a ranker trains. `StackedSAC.rank` ranks with each member's tables: TopK (SAC+TopK) the K items
+with the largest ⟨e_i, a⟩ for a query a in item-embedding space, sorted (distinct items); GeMS (SAC+GeMS)
+per slot the argmax item of the frozen decoder's logits for a latent z (duplicates possible, as the reference).
 """
 
 from __future__ import annotations
@@ -25,13 +20,11 @@ _GROUP_SIZES = (100, 80, 64, 50, 40, 32, 25, 20, 16)
 def first_argmax_of_products(queries: torch.Tensor, table_t: torch.Tensor) -> torch.Tensor:
     """(R, D) queries, (D, N) item table → (R,) index of the largest ⟨q, e_i⟩, the first one on ties.
 
-    Exactly `(queries @ table_t).max(dim=-1).indices` (the same matrix product, one block of rows at a
-    time, which gives each row the same values), faster on a CPU, where GeMS decoding for many users is the
-    hottest part of collecting with SAC+GeMS (BENCHMARKS.md): the index-tracking `max` over N items costs
-    more than the product and values-only `amax` is much cheaper, so the argmax is done in two levels: the
-    best group of G items by `amax` (the first group holding the row's maximum), then the first maximal
-    item of that group — the index `max` returns (torch documents `argmax` and `max` as returning the first
-    maximal index on ties). Its caller uses it on a CPU only (batched `max` elsewhere).
+    Exactly `(queries @ table_t).max(dim=-1).indices` (the same product, a block of rows at a time), faster
+    on a CPU (GeMS decoding for many users; BENCHMARKS.md), where the index-tracking `max` costs more than
+    the product and values-only `amax` is much cheaper: the best group of G items by `amax` (the first group
+    holding the row's maximum), then the first maximal item of that group — the index `max` returns (torch
+    documents `argmax` and `max` as returning the first maximal index on ties). CPU only: its caller's.
     """
     rows, n_items = queries.shape[0], table_t.shape[1]
     out = torch.empty(rows, dtype=torch.int64, device=queries.device)
@@ -68,7 +61,6 @@ def item_table_box(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class Ranker(nn.Module):
     """A frozen ranker's tables (part of the agent's state dict) and its kind."""
 
-    slate_size: int
     action_dim: int
 
     def train(self, mode: bool = True) -> "Ranker":
@@ -85,11 +77,7 @@ class TopKRanker(Ranker):
         if table.ndim != 2 or table.shape[0] < slate_size:
             raise ValueError(f"TopK needs an (N, D) item table with N >= {slate_size}, got {tuple(table.shape)}")
         self.register_buffer("item_embeddings", table)
-        self.slate_size = slate_size
         self.action_dim = table.shape[1]
-
-    def action_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return item_table_box(self.item_embeddings)
 
 
 class GeMSRanker(Ranker):
@@ -101,5 +89,4 @@ class GeMSRanker(Ranker):
         for p in self.gems.parameters():
             p.requires_grad_(False)
         self.gems.eval()
-        self.slate_size = int(gems.slate_size)
         self.action_dim = int(gems.latent_dim)

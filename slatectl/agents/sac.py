@@ -1,36 +1,29 @@
-"""SAC with GRU beliefs and a frozen ranker: SAC+GeMS, SAC+TopK (ideal), SAC+TopK (MF) (notes §7.1–7.3).
+"""SAC with GRU beliefs and a frozen ranker: SAC+GeMS, SAC+TopK (ideal), SAC+TopK (MF) (notes §7.1–7.3,
+docs/algorithms.md §4–5). The agent acts in a continuous space (a GeMS latent, or a TopK query vector) and a
+frozen ranker turns the action into a slate. One update, on E whole episodes (E·H transitions, H = 100):
 
-The agent acts in a continuous action space (a GeMS latent z, or a TopK query vector) and a frozen
-ranker turns the action into a slate. What one update does, on a batch of E whole episodes
-(E·H transitions, H = 100):
-
-1. Re-encode the episodes with the actor's and the critic's GRU beliefs (each has its own item table),
-   from a zero hidden state: s_t = belief after o_0 … o_t, t = 0 … H. Transition t is
-   (s_t, a_t, r_t, s_{t+1}); next states come from the same online GRU, detached (no target encoder);
-   done = 1 on the last transition (t = H − 1), 0 elsewhere.
-2. Critic (Adam, `q_lr`, over Q1 + Q2 + critic belief): y = r + γ(1 − done)[min(Q1', Q2')(s'_c, a')
+1. Re-encode the episodes with the actor's and the critic's GRU beliefs (each its own item table) from a
+   zero state: s_t = belief after o_0 … o_t; s_{t+1} from the same online GRU, detached (no target
+   encoder); done = 1 on the last transition (t = H − 1), 0 elsewhere.
+2. Critic (Adam `q_lr` over Q1, Q2, critic belief): y = r + γ(1 − done)[min(Q1', Q2')(s'_c, a')
    − α log π(a'|s'_a)], a' ~ π(·|s'_a); loss ½(MSE(Q1(s_c, a), y) + MSE(Q2(s_c, a), y)).
-3. Actor (Adam, `pi_lr`, over the policy MLP + actor belief): a ~ π(·|s_a) reparameterised;
+3. Actor (Adam `pi_lr` over the policy MLP, actor belief): a ~ π(·|s_a) reparameterised;
    loss mean(α log π(a|s_a) − min(Q1, Q2)(s_c.detach(), a)).
 4. Temperature (auto_entropy, Adam `alpha_lr` on log α, init 0): loss −mean(exp(log α)·(log π + H̄)
-   .detach()) with H̄ = −a_dim; α becomes exp(log α). The configured `alpha` (0.2) is the α of the
-   first update only (then α ≈ 1 and adapts), exactly as in the reference.
-5. Polyak: Q' ← τQ + (1 − τ)Q' every `target_update_frequency` (1) updates, τ = 0.002.
+   .detach()), H̄ = −a_dim; then α = exp(log α). The configured `alpha` (0.2) is the α of the first
+   update only (then α ≈ 1 and adapts), exactly as in the reference.
+5. Polyak: Q' ← τQ + (1 − τ)Q' every `target_update_frequency` updates.
 
-Policy: s_a → hidden_pinet (256) → ReLU → (mean, log std) with log std clamped to [−20, 2];
-u ~ 𝒩(mean, std), action = center + scale·tanh(u); log π = Σ[log 𝒩(u) − log(1 − tanh²u + 1e-6)]
-(the reference omits the −Σ log scale Jacobian term; kept). Critics [s_c, a] → hidden_qnet (256) →
-ReLU → 1. Acting modes: "random" = center + scale·(U(0, 1) − 0.5) (the middle half of the box, as the
-reference's random phase), "explore" = sampled action, "greedy" = center + scale·tanh(mean).
-Only the actor's belief runs online. The box (center, scale): GeMS → the aggregated-posterior bounds
-computed at pretraining (`inputs.gems_bounds`); TopK → per-dimension min/max of the ranker's item table.
+Policy: (mean, log std clamped to [−20, 2]) = MLP(s_a); u ~ 𝒩(mean, std), action = center + scale·tanh(u);
+log π = Σ[log 𝒩(u) − log(1 − tanh²u + 1e-6)] (the reference omits the −Σ log scale term; kept). Critics:
+MLP([s_c, a]) → 1. Acting: "random" = center + scale·(U(0, 1) − 0.5) (the middle half of the box, as the
+reference's random phase), "explore" = sampled, "greedy" = center + scale·tanh(mean); only the actor's
+belief runs online. The box (center, scale): GeMS → the aggregated-posterior bounds computed at pretraining
+(`inputs.gems_bounds`); TopK → per-dimension min/max of the ranker's item table.
 
-`SACAgent` is one run's layout (a `sac-*` checkpoint is its state dict), `StackedSAC` the math for K ≥ 1
-runs (docs/population.md, "Stacked SAC"). What is SAC's in the argument that one stacked update is K runs'
-updates: the temperature, the target networks and the action boxes are per member, nothing couples
-parameters across members (no gradient clipping), and member k draws from its own generator in a fixed
-order and shape (randperm of the replay, then next-state noise, then current-state noise; one (B, A)
-draw per acting step).
+Stacked (docs/population.md, "Stacked SAC"): temperature, targets and boxes are per member, nothing couples
+members' parameters (no gradient clipping), and member k draws from its own generator in a fixed order and
+shape (randperm of the replay, next-state noise, current-state noise; one (B, A) draw per acting step).
 """
 
 from __future__ import annotations
@@ -47,7 +40,7 @@ from slatectl.agents.belief import GRUBelief
 from slatectl.agents.critic_pair import block_diagonal, input_layer, output_layer
 from slatectl.agents.nets import common_checks, frozen_copy, mlp
 from slatectl.agents.pretrained import AgentInputs, checked_item_table, require_input
-from slatectl.agents.rankers import GeMSRanker, Ranker, TopKRanker, first_argmax_of_products
+from slatectl.agents.rankers import GeMSRanker, Ranker, TopKRanker, first_argmax_of_products, item_table_box
 from slatectl.agents.spec import AgentSpec, register_agent
 from slatectl.agents.stacked import StackedAgent, member_metrics
 from slatectl.config_tools import check_params
@@ -121,25 +114,22 @@ class SACAgent(Agent):
         self.register_buffer("alpha", torch.tensor(float(params.alpha)))
         self.register_buffer("update_count", torch.zeros((), dtype=torch.int64))
 
-        self.critic_optimizer = torch.optim.Adam(
-            [*self.q1.parameters(), *self.q2.parameters(), *self.critic_belief.parameters()], lr=params.q_lr)
-        self.actor_optimizer = torch.optim.Adam(
-            [*self.actor.parameters(), *self.actor_belief.parameters()], lr=params.pi_lr)
-        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=params.alpha_lr)
+        self._optimizers = {
+            "critic": torch.optim.Adam([*self.q1.parameters(), *self.q2.parameters(),
+                                        *self.critic_belief.parameters()], lr=params.q_lr),
+            "actor": torch.optim.Adam([*self.actor.parameters(), *self.actor_belief.parameters()], lr=params.pi_lr)}
+        if params.auto_entropy:
+            self._optimizers["alpha"] = torch.optim.Adam([self.log_alpha], lr=params.alpha_lr)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        named = {"critic": self.critic_optimizer, "actor": self.actor_optimizer}
-        if self.params.auto_entropy:
-            named["alpha"] = self.alpha_optimizer
-        return named
+        return self._optimizers
 
 
 class StackedSAC(StackedAgent):
-    """K ≥ 1 SAC runs with stacked weights, all with GeMS rankers (SAC+GeMS) or all with TopK rankers
-    (SAC+TopK ideal / MF). Built from K `SACAgent` layouts with identical architecture."""
+    """K ≥ 1 SAC runs (`SACAgent` layouts of one architecture), all with GeMS or all with TopK rankers."""
 
     online_belief = "actor_belief"
-    nets = ("actor", "q1", "q2", "q1_target", "q2_target")
+    nets = ("actor", "q1", "q2", "q1_target", "q2_target", "ranker.gems.decoder")
     #: The member layout class this stacks, and the rankers its `act` knows.
     layout: type[SACAgent] = SACAgent
     rankers: tuple[type, ...] = (GeMSRanker, TopKRanker)
@@ -155,13 +145,9 @@ class StackedSAC(StackedAgent):
         # Host copy of the members' (shared) update count: deciding a Polyak step needs no device sync.
         self._update_count = int(self.tensors["update_count"][0])
 
-    def _net_prefixes(self, reference: SACAgent) -> tuple[str, ...]:
-        return self.nets + (("ranker.gems.decoder",) if type(reference.ranker) is GeMSRanker else ())
-
     def _check_members(self, members: list[SACAgent]) -> None:
-        """Layouts of class `layout` with one of `rankers` (WkNN's are not GeMS/TopK SAC's), equal
-        hyper-parameters, one ranker kind and action and item dimensions (a GeMS latent size is not a
-        hyper-parameter of the agent)."""
+        """Layouts of class `layout` with one of `rankers`, equal hyper-parameters, one ranker kind and action
+        and item dimensions (a GeMS latent size is not a hyper-parameter of the agent)."""
         if any(type(m) is not self.layout or type(m.ranker) not in self.rankers for m in members):
             raise TypeError(f"{type(self).__name__} stacks {self.layout.__name__} layouts ranking with "
                             + " or ".join(r.__name__ for r in self.rankers))
@@ -178,8 +164,8 @@ class StackedSAC(StackedAgent):
     # -- batched building blocks -------------------------------------------------------------------------
     def _q_pair(self, nets: tuple[str, str], states: Tensor, actions: Tensor, members: slice = slice(None)) -> Tensor:
         """(Q_a, Q_b)(s, a) of two critic MLPs of identical shape in one pass, one matmul per layer for both
-        (slatectl/agents/critic_pair.py): (K, M, 2), member k's column j `nets[j]` applied alone up to
-        summation order. Later hidden layers are block-diagonal (the zero blocks add exact zeros)."""
+        (critic_pair.py; zero blocks add exact zeros): (K, M, 2), member k's column j `nets[j]` alone, up to
+        summation order."""
         a, b = nets
         depth = len(self._layers[a])
         for i in range(0, depth, 2):
@@ -317,7 +303,6 @@ class StackedSAC(StackedAgent):
         mean, log_std = mean.view(K, E, H + 1, -1), log_std.view(K, E, H + 1, -1)
         next_policy = (mean[:, :, 1:].reshape(K, n, -1), log_std[:, :, 1:].reshape(K, n, -1))
         policy = (mean[:, :, :H].reshape(K, n, -1), log_std[:, :, :H].reshape(K, n, -1))
-
         not_done = torch.ones(E, H, device=batch.rewards.device)  # 2. critic
         not_done[:, -1] = 0.0
         with torch.no_grad():
@@ -328,7 +313,6 @@ class StackedSAC(StackedAgent):
         q = self._q_values(("q1", "q2"), s_c, batch.actions.reshape(K, n, -1))  # (K, n, 2)
         critic_loss = 0.5 * (q - target.unsqueeze(-1)).pow(2).mean(dim=1).sum(dim=-1)  # (K,)
         self._optimizer_step("critic", critic_loss, backward)
-
         critic_weights = [self.tensors[name] for name in self.tensors if name.startswith(("q1.", "q2."))]
         for t in critic_weights:  # 3. actor, the critics' weights frozen for this backward
             t.requires_grad_(False)
@@ -341,7 +325,6 @@ class StackedSAC(StackedAgent):
                 t.requires_grad_(True)
         columns = {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(), "alpha": alpha[:, 0],
                    "q_mean": q[..., 0].detach().mean(dim=1), "log_pi": log_prob.detach().mean(dim=1)}
-
         if self.params.auto_entropy:  # 4. temperature
             log_alpha = self.tensors["log_alpha"]
             alpha_loss = -(log_alpha.exp().unsqueeze(1) * (log_prob.detach() + self.target_entropy)).mean(dim=1)
@@ -349,7 +332,6 @@ class StackedSAC(StackedAgent):
             with torch.no_grad():
                 self.tensors["alpha"].copy_(log_alpha.detach().exp())
             columns["alpha_loss"] = alpha_loss.detach()
-
         self.tensors["update_count"] += 1  # 5. targets
         self._update_count += 1
         if self._update_count % self.params.target_update_frequency == 0:
@@ -377,7 +359,7 @@ def build_sac_gems(params: SACParams, env: TopicRec, inputs: AgentInputs) -> SAC
 def build_sac_topk(params: SACParams, env: TopicRec, table: torch.Tensor) -> SACAgent:
     """SAC+TopK ranking with the (N, D) item table `table`."""
     ranker = TopKRanker(table, env.config.slate_size)
-    center, scale = ranker.action_bounds()
+    center, scale = item_table_box(ranker.item_embeddings)
     return SACAgent(params, env.config.num_items, env.config.slate_size, center, scale, ranker=ranker)
 
 

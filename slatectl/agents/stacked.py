@@ -1,10 +1,7 @@
 """The stacked agent: K ≥ 1 members of one agent type (a lone run is K = 1), every tensor of the members'
-layouts (`slatectl.agents.base.Agent`) stacked along a leading member dimension under the same key
-(`belief.gru.weight_ih_l0` → (K, 60, 210), `q.0.weight` → (K, 256, 20), …). It holds all of the agent's math;
-the trainer (`slatectl.train.loop`) and collection use only `StackedAgent`'s public methods. The protocol,
-the shared building blocks and why one update of the stack is K separate updates (each loss is the sum of
-the members' own losses, each depending only on its own slices; Adam is elementwise with a shared step
-count): docs/population.md, "Agents" and "Stacked SAC".
+layouts (`slatectl.agents.base.Agent`) stacked along a leading member dimension under the same key. It holds
+all of the agent's math; the trainer and collection use only `StackedAgent`'s public methods. The protocol,
+the shared blocks and why one update of the stack is K separate updates: docs/population.md, "Agents".
 """
 
 from __future__ import annotations
@@ -19,16 +16,15 @@ from slatectl.agents.batched_gru import gru_unroll
 from slatectl.sim.member_envs import MemberEnvs
 
 
-#: Optimizer settings that choose a kernel, not the arithmetic: the stacked optimizers use PyTorch's fused
-#: Adam (one kernel over each stacked tensor, on CPU and CUDA); member states are exported with the
-#: member layouts' own values so a checkpointed run keeps its own kernel choice.
+#: Optimizer settings that choose a kernel, not the arithmetic: the stacked optimizers use fused Adam; member
+#: states are exported with the layouts' own values, so a checkpointed run keeps its own kernel choice.
 _KERNEL_CHOICES = ("foreach", "fused")
 
 
 class StackedAgent:
     """Base of the stacked agents: the layouts of K runs of one class and hyper-parameters, stacked."""
 
-    #: Prefixes of the members' nn.Sequential MLPs that `_sequential` evaluates stacked.
+    #: Prefixes of the members' nn.Sequential MLPs that `_sequential` evaluates stacked (if the layout has them).
     nets: tuple[str, ...] = ()
     #: The member's GRU belief that runs online while acting.
     online_belief: str = "belief"
@@ -38,7 +34,6 @@ class StackedAgent:
             raise ValueError("a population needs at least one member")
         self._check_members(members)
         reference = members[0]
-        self.members = members
         self.K = len(members)
         self.params = reference.params
         self.action_dim = reference.action_dim
@@ -62,7 +57,8 @@ class StackedAgent:
             if isinstance(optimizer, torch.optim.Adam) and "fused" in hyper and not hyper.get("differentiable"):
                 hyper.update(fused=True, foreach=None)  # same formula per element; other optimizers as the layout's
             self.optimizers[opt_name] = type(optimizer)([self.tensors[n] for n in names], **hyper)
-        self._layers = {prefix: list(reference.get_submodule(prefix)) for prefix in self._net_prefixes(reference)}
+        modules = dict(reference.named_modules())
+        self._layers = {prefix: list(modules[prefix]) for prefix in self.nets if prefix in modules}
         for prefix, layers in self._layers.items():
             if any(type(layer) is not (nn.ReLU if i % 2 else nn.Linear) for i, layer in enumerate(layers)):
                 raise TypeError(f"{prefix}: only Linear layers, each followed by a ReLU or not, can be stacked")
@@ -74,13 +70,8 @@ class StackedAgent:
     def _check_members(self, members: list[Agent]) -> None:
         """Which members this class stacks: one class, equal hyper-parameters (a subclass may check more)."""
         reference = members[0]
-        for m in members:
-            if type(m) is not type(reference) or m.params != reference.params:
-                raise ValueError(f"{type(self).__name__} stacks agents of one class with equal hyper-parameters")
-
-    def _net_prefixes(self, reference: Agent) -> tuple[str, ...]:
-        """The member MLPs that `_sequential` evaluates stacked (`nets`, unless they depend on the members)."""
-        return self.nets
+        if any(type(m) is not type(reference) or m.params != reference.params for m in members):
+            raise ValueError(f"{type(self).__name__} stacks agents of one class with equal hyper-parameters")
 
     # -- the loop's contract -----------------------------------------------------------------------
     def set_step(self, step: int) -> None:
@@ -133,17 +124,14 @@ class StackedAgent:
         the stacked optimizers' kernel settings."""
         for name, optimizer in self.optimizers.items():
             per_member = [s[name] for s in member_states]
-            state = {}
-            for i, first in per_member[0]["state"].items():
-                state[i] = {key: v.clone() if key == "step" else torch.stack([m["state"][i][key] for m in per_member])
-                            for key, v in first.items()}
+            state = {i: {key: v.clone() if key == "step" else torch.stack([m["state"][i][key] for m in per_member])
+                         for key, v in first.items()} for i, first in per_member[0]["state"].items()}
             kernels = {k: optimizer.param_groups[0][k] for k in _KERNEL_CHOICES if k in optimizer.param_groups[0]}
             groups = [{**g, **kernels} for g in per_member[0]["param_groups"]]
             optimizer.load_state_dict({"state": state, "param_groups": groups})
 
     def to(self, device: torch.device | str) -> "StackedAgent":
-        """Move the stacked tensors (they stay the optimizers' parameters) and the optimizer state (e.g.
-        after `load_optimizer_states`); call before any update."""
+        """Move the stacked tensors (still the optimizers' parameters) and optimizer state; call before updates."""
         device = torch.device(device)
         if device != self.device:
             with torch.no_grad():
@@ -162,13 +150,10 @@ class StackedAgent:
     # -- batched building blocks -------------------------------------------------------------------
     def _sequential(self, prefix: str, x: Tensor, fold_bias: bool = False, members: slice = slice(None),
                     frozen: bool = False) -> Tensor:
-        """A member nn.Sequential of Linear/ReLU layers, applied per member: x (K, M, in) → (K, M, out).
-
-        ReLU runs in place on the matmul's output (a matmul saves its inputs, not its output, for backward:
-        one (K, M, hidden) buffer less per layer). `fold_bias` (for many rows M): the first layer's bias
-        becomes a last weight column against a column of ones, so the first matmul writes its output once
-        instead of copying the bias there first and accumulating onto it. `members`: the members whose
-        rows x holds (a slice of the stack). `frozen`: weights that never train (`_linear_operands`)."""
+        """A member nn.Sequential of Linear/ReLU layers, applied per member: x (K, M, in) → (K, M, out), for the
+        `members` whose rows x holds. ReLU runs in place (a matmul saves its inputs, not its output, for
+        backward). `fold_bias` (many rows): the first bias becomes a last weight column against a column of
+        ones, so the first matmul writes its output once. `frozen`: weights that never train."""
         depth = len(self._layers[prefix])
         for i in range(0, depth, 2):  # Linear, ReLU, Linear, … (checked at init)
             if members == slice(None) and not (fold_bias and i == 0):
@@ -186,11 +171,10 @@ class StackedAgent:
 
     def _linear_operands(self, weight: str, bias: str, x: Tensor,
                          frozen: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-        """The `baddbmm` arguments of a stacked Linear on x (K, M, in): ((K, 1, out) bias, x, (K, in, out)
-        weightᵀ). Without autograd (acting) the two views are kept between calls and made again when `to`
-        moves the storage: an acting step is mostly tiny ops, many of them making these views (views kept
-        from a no-grad call must not enter a graph, hence only then). A `frozen` weight (one that never
-        trains: GeMS decoding) comes as a contiguous copy (`_frozen_transposed`)."""
+        """The `baddbmm` arguments of a stacked Linear on x (K, M, in): ((K, 1, out) bias, x, (K, in, out) weightᵀ).
+        Without autograd (acting: many tiny ops) the views are kept between calls, made again when `to` moves
+        the storage (views from a no-grad call must not enter a graph); a `frozen` weight comes as a contiguous
+        copy (`_frozen_transposed`). Figures: BENCHMARKS.md, "Kernel notes: stacked agents and SAC"."""
         w, b = self.tensors[weight], self.tensors[bias]
         if frozen:
             return b.unsqueeze(1), x, self._frozen_transposed(weight)
@@ -202,10 +186,9 @@ class StackedAgent:
         return cached[1], x, cached[2]
 
     def _frozen_transposed(self, name: str) -> Tensor:
-        """A stacked matrix that never trains (K, a, b) as a contiguous (K, b, a) copy, made again whenever
-        it changes (new storage after `to`, or a bumped version after `load_member_state_dict`). Acting reads
-        the GeMS decoder's weights and item table every step, and this layout streams them faster than the
-        transposed view (see BENCHMARKS.md, "Kernel notes: stacked agents and SAC")."""
+        """A stacked matrix that never trains (K, a, b) as a contiguous (K, b, a) copy (acting reads GeMS's whole
+        decoder every step: faster than the transposed view), made again when it changes (new storage after
+        `to`, or a bumped version after `load_member_state_dict`)."""
         matrix = self.tensors[name]
         key = (matrix.data_ptr(), matrix._version)
         cached = self._frozen_copies.get(name)
@@ -219,11 +202,9 @@ class StackedAgent:
         table = self.tensors[table_name]  # (K, N, D)
         K, N, D = table.shape
         key = (N, ids.dim(), ids.device)
-        offsets = self._row_offsets.get(key)
-        if offsets is None:  # member k's rows start at k·N
-            offsets = (torch.arange(K, device=ids.device) * N).view(K, *([1] * (ids.dim() - 1)))
-            self._row_offsets[key] = offsets
-        ids = ids + offsets
+        if key not in self._row_offsets:  # member k's rows start at k·N
+            self._row_offsets[key] = (torch.arange(K, device=ids.device) * N).view(K, *([1] * (ids.dim() - 1)))
+        ids = ids + self._row_offsets[key]
         return table.reshape(K * N, D).index_select(0, ids.reshape(-1)).view(*ids.shape, D)
 
     def _gru_input(self, belief: str, slates: Tensor, clicks: Tensor) -> Tensor:
@@ -270,11 +251,9 @@ class StackedAgent:
         target = [self.tensors[name.replace(f"{net}.", f"{net}_target.", 1)] for name in names]
         if due is None or bool(due.all()):
             torch._foreach_lerp_(target, online, tau)
-            return
-        if not bool(due.any()):
-            return
-        for t, o in zip(target, online):
-            t.lerp_(o, (due.to(t.dtype) * tau).view(-1, *([1] * (t.dim() - 1))))
+        elif bool(due.any()):
+            for t, o in zip(target, online):
+                t.lerp_(o, (due.to(t.dtype) * tau).view(-1, *([1] * (t.dim() - 1))))
 
     @staticmethod
     def _per_member(generators: list[torch.Generator], shape: tuple[int, ...],
