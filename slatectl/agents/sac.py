@@ -50,7 +50,7 @@ from slatectl.sim.topicrec import TopicRec
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
-#: Largest activation block of one training kernel on a CPU (`StackedSAC._member_chunks`).
+#: Largest activation block of one training kernel on a CPU (`StackedSAC._chunked`).
 _CPU_BLOCK_BYTES = 8 << 20
 #: Rows of slot queries scored against the item table at once when ranking (keeps the block in cache).
 _RANK_CHUNK_ROWS = 2048
@@ -100,7 +100,6 @@ class SACAgent(Agent):
         self.register_buffer("action_scale", scale)
         a_dim, s_dim = self.action_dim, params.belief_state_dim
         q_in = s_dim + (critic_action_dim if critic_action_dim is not None else a_dim)
-
         self.actor_belief = GRUBelief(num_items, params.item_embedd_dim, slate_size, s_dim)
         self.critic_belief = GRUBelief(num_items, params.item_embedd_dim, slate_size, s_dim)
         self.actor = mlp(s_dim, params.hidden_pinet, 2 * a_dim)
@@ -113,7 +112,6 @@ class SACAgent(Agent):
         # The α used by the next update: the configured value first, then exp(log α) (reference behaviour).
         self.register_buffer("alpha", torch.tensor(float(params.alpha)))
         self.register_buffer("update_count", torch.zeros((), dtype=torch.int64))
-
         self._optimizers = {
             "critic": torch.optim.Adam([*self.q1.parameters(), *self.q2.parameters(),
                                         *self.critic_belief.parameters()], lr=params.q_lr),
@@ -183,21 +181,15 @@ class StackedSAC(StackedAgent):
                 x = x.relu_()
         return x
 
-    def _member_chunks(self, rows: int, width: int) -> list[slice]:
-        """Slices of the members whose (members, rows, width) float32 activations stay within
-        `_CPU_BLOCK_BYTES` on a CPU (all members at once on other devices): the Q-nets' and policy's passes
-        over (K, 2,000, 256…512) activations are memory-bound there, and cache-sized blocks are faster
-        (BENCHMARKS.md, "Kernel notes: stacked agents and SAC"). Same values up to float rounding (tested)."""
-        if self.device.type != "cpu":
-            return [slice(None)]
-        per_chunk = max(1, _CPU_BLOCK_BYTES // max(1, rows * width * 4))
-        return [slice(start, min(start + per_chunk, self.K)) for start in range(0, self.K, per_chunk)]
-
     def _chunked(self, fn: Callable[..., Tensor], width: int, *xs: Tensor) -> Tensor:
-        """fn(members, *x[members]) for each member chunk (`_member_chunks`), concatenated: (K, M, ·)."""
-        chunks = self._member_chunks(xs[0].shape[1], width)
-        if len(chunks) == 1:
+        """fn(members, *x[members]) over slices of the members whose (members, rows, width) float32 activations
+        stay within `_CPU_BLOCK_BYTES` on a CPU, concatenated: (K, M, ·); all members at once elsewhere. These
+        passes over (K, 2,000, 256…512) activations are memory-bound on a CPU, where cache-sized blocks are
+        faster (BENCHMARKS.md, "Kernel notes: stacked agents and SAC"); same values up to rounding (tested)."""
+        per_chunk = max(1, _CPU_BLOCK_BYTES // max(1, xs[0].shape[1] * width * 4))
+        if self.device.type != "cpu" or per_chunk >= self.K:
             return fn(slice(None), *xs)
+        chunks = [slice(start, start + per_chunk) for start in range(0, self.K, per_chunk)]
         return torch.cat([fn(m, *(x[m] for x in xs)) for m in chunks], dim=0)
 
     def _q_values(self, nets: tuple[str, str], states: Tensor, actions: Tensor) -> Tensor:
@@ -238,13 +230,12 @@ class StackedSAC(StackedAgent):
     def _noise(self, generators: list[torch.Generator], rows: int, uniform: bool = False) -> Tensor:
         """(K, rows, A) draws, member k's from generator k (CPU generators, the draws moved to the device)."""
         fill = (lambda t, g: t.uniform_(generator=g)) if uniform else (lambda t, g: t.normal_(generator=g))
-        return self._per_member(generators, (rows, self.action_dim), fill, self.device)
+        return self._per_member(generators, (rows, self.action_dim), fill)
 
     @torch.no_grad()
     def rank(self, actions: Tensor) -> Tensor:
-        """(K, B, A) actions → (K, B, slate) slates, each member with its own ranker's tables (rankers.py):
-        TopK the items with the largest ⟨e_i, a⟩, sorted; GeMS per slot the decoder's argmax item (the first
-        maximal one), as `GeMS.rank`."""
+        """(K, B, A) actions → (K, B, slate) slates, each member with its own ranker's tables (rankers.py); GeMS
+        takes the first maximal item per slot, as `GeMS.rank`."""
         K, B, _ = actions.shape
         if self.ranker_kind is TopKRanker:
             scores = torch.bmm(actions, self.tensors["ranker.item_embeddings"].transpose(1, 2))
@@ -289,10 +280,8 @@ class StackedSAC(StackedAgent):
     # -- training ---------------------------------------------------------------------------------------
     def update(self, batch: EpisodeBatch, generators: list[torch.Generator],
                backward: Callable[[Tensor], None] = default_backward) -> list[dict[str, float]]:
-        """Steps 1–5 of the module docstring for every member on its own batch (fields with a leading K
-        dimension). The policy head runs once over all H + 1 belief states of every episode (the critic
-        target uses the next-state rows, the actor loss the current-state rows; the actor's weights do not
-        change in between), and the metrics reach the host in one transfer (no per-member sync)."""
+        """Steps 1–5 of the module docstring, every member on its own batch (leading K dimension). The policy
+        head runs once over all H + 1 states (the actor's weights do not change between the two uses)."""
         K, E, H = batch.rewards.shape
         n = E * H
         actor_states = self.encode_episodes("actor_belief", batch.slates, batch.clicks)  # (K, E, H+1, S)

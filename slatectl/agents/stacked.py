@@ -102,8 +102,7 @@ class StackedAgent:
 
     @torch.no_grad()
     def load_member_state_dict(self, k: int, state: dict[str, Tensor]) -> None:
-        different = set(self.tensors) ^ set(state)
-        if different:
+        if different := set(self.tensors) ^ set(state):
             raise KeyError(f"member state does not match the agent: {sorted(different)[:5]}")
         for name, t in self.tensors.items():
             t[k].copy_(state[name].to(t.device, t.dtype))
@@ -134,16 +133,13 @@ class StackedAgent:
         """Move the stacked tensors (still the optimizers' parameters) and optimizer state; call before updates."""
         device = torch.device(device)
         if device != self.device:
-            with torch.no_grad():
-                for t in self.tensors.values():
-                    t.data = t.data.to(device)
-                for optimizer in self.optimizers.values():
-                    for state in optimizer.state.values():
-                        for key, value in state.items():
-                            # Adam keeps a scalar `step` on the host unless fused (then with the params)
-                            if torch.is_tensor(value) and (key != "step" or value.dim() > 0 or
-                                                           optimizer.param_groups[0].get("fused")):
-                                state[key] = value.to(device)
+            for t in self.tensors.values():
+                t.data = t.data.to(device)
+            for optimizer in self.optimizers.values():
+                fused = optimizer.param_groups[0].get("fused")  # Adam's scalar `step` stays on the host unless fused
+                for state in optimizer.state.values():
+                    state.update({key: value.to(device) for key, value in state.items()
+                                  if torch.is_tensor(value) and (key != "step" or value.dim() > 0 or fused)})
             self.device = device
         return self
 
@@ -217,14 +213,12 @@ class StackedAgent:
         return gates.view(*features.shape[:-1], gates.shape[-1])
 
     def encode_episodes(self, belief: str, slates: Tensor, clicks: Tensor) -> Tensor:
-        """(K, E, T, S) slates and clicks → (K, E, T, state) beliefs from a zero state (GRUBelief's), the
-        recurrence through `gru_unroll` (its backward is written out)."""
+        """(K, E, T, S) slates and clicks → (K, E, T, state) beliefs from a zero state (`gru_unroll`)."""
         gates = self._gru_input(belief, slates, clicks)
         return gru_unroll(gates, self.tensors[f"{belief}.gru.weight_hh_l0"], self.tensors[f"{belief}.gru.bias_hh_l0"])
 
     def _belief_step(self, belief: str, h: Tensor | None, slates: Tensor, clicks: Tensor) -> Tensor:
-        """One online step of a belief, nn.GRU's cell (gates r, z, n): (K, B, S) observations onto state h
-        (zeros when None)."""
+        """One online step of nn.GRU's cell: (K, B, S) observations onto state h (zeros when None)."""
         gates_in = self._gru_input(belief, slates, clicks)
         if h is None:
             h = gates_in.new_zeros(*gates_in.shape[:2], self.params.belief_state_dim)
@@ -255,23 +249,20 @@ class StackedAgent:
             for t, o in zip(target, online):
                 t.lerp_(o, (due.to(t.dtype) * tau).view(-1, *([1] * (t.dim() - 1))))
 
-    @staticmethod
-    def _per_member(generators: list[torch.Generator], shape: tuple[int, ...],
-                    fill: Callable[[Tensor, torch.Generator], None], device: torch.device,
-                    dtype: torch.dtype = torch.float32) -> Tensor:
+    def _per_member(self, generators: list[torch.Generator], shape: tuple[int, ...],
+                    fill: Callable[[Tensor, torch.Generator], None], dtype: torch.dtype = torch.float32) -> Tensor:
         """(K, *shape): member k's rows filled in place by `fill(rows, generators[k])` (`uniform_`, `normal_`,
-        `random_`: what `torch.rand` / `randn` / `randint` draw), on the generators' device (the CPU), then
-        moved, so a run draws the same on every device."""
+        `random_`: as `torch.rand` / `randn` / `randint` draw) on the generators' device (the CPU), then
+        moved to the agent's, so a run draws the same on every device."""
         out = torch.empty(len(generators), *shape, dtype=dtype, device=generators[0].device)
         for g, rows in zip(generators, out.unbind(0)):
             fill(rows, g)
-        return out.to(device)
+        return out.to(self.device)
 
     def _random_slates(self, generators: list[torch.Generator], users: int) -> Tensor:
-        """A random-phase slate per user, member k's from its generator as `randint(N, (B, slate))` would
-        draw: (K, B, slate). Agents that pick items set `num_items` and `slate_size`."""
+        """(K, B, slate) random-phase slates, member k's drawn as `randint(N, (B, slate))` (needs `num_items`)."""
         return self._per_member(generators, (users, self.slate_size),
-                                lambda rows, g: rows.random_(0, self.num_items, generator=g), self.device, torch.int64)
+                                lambda rows, g: rows.random_(0, self.num_items, generator=g), torch.int64)
 
     # -- acting: the online belief, (K, B, ·) -------------------------------------------------------
     @torch.no_grad()
@@ -313,8 +304,7 @@ class StackedSlatePicker(StackedAgent):
 
 
 def member_metrics(columns: dict[str, Tensor]) -> list[dict[str, float]]:
-    """Per-member metrics ({name: (K,) tensor}) as one dict of floats per member, copied to the host in
-    one transfer (a separate read per value would wait for a GPU each time). Stacking promotes mixed
-    dtypes, so every value stays exact (counts < 2²⁴ are exact even in float32)."""
+    """Per-member metrics ({name: (K,) tensor}) as one dict of floats per member, in one host transfer (not
+    one wait for a GPU per value); stacking promotes mixed dtypes, so counts < 2²⁴ stay exact."""
     rows = torch.stack([c.detach() for c in columns.values()], dim=1).tolist()
     return [dict(zip(columns, row)) for row in rows]
