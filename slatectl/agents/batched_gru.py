@@ -84,15 +84,14 @@ class _GRUUnroll(torch.autograd.Function):
             torch.mul(a_n, r_[t], out=ggh_n[t])
             if t:  # the carry into step t − 1, plus that step's own output gradient
                 dh = torch.baddbmm(torch.addcmul(go[t - 1], z_[t], dh), ggh[t], weight_hh)
-        grad_gates_in = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_gates_in = torch.cat([grad_gh[..., :2 * S], grad_in_n], dim=-1).permute(1, 2, 0, 3)
+        grad_weight = None
         if ctx.needs_input_grad[1]:
             rows = grad_gh.transpose(0, 1).reshape(K, T * E, 3 * S)
             grad_weight = torch.bmm(rows.transpose(1, 2), previous.transpose(0, 1).reshape(K, T * E, S))
-        if ctx.needs_input_grad[2]:
-            grad_bias = grad_gh.sum(dim=(0, 2))
-        return grad_gates_in, grad_weight, grad_bias
+        grad_gates_in = None
+        if ctx.needs_input_grad[0]:
+            grad_gates_in = torch.cat([grad_gh[..., :2 * S], grad_in_n], dim=-1).permute(1, 2, 0, 3)
+        return grad_gates_in, grad_weight, grad_gh.sum(dim=(0, 2)) if ctx.needs_input_grad[2] else None
 
 
 gru_unroll = _GRUUnroll.apply

@@ -26,15 +26,10 @@ class _InputLayer(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, weight = ctx.saved_tensors
-        S = ctx.state_dim
-        grad_states = grad_actions = grad_weight = None
-        if ctx.needs_input_grad[0]:
-            grad_states = torch.bmm(grad, weight[:, :, :S])
-        if ctx.needs_input_grad[1]:
-            grad_actions = torch.bmm(grad, weight[:, :, S:-1])
-        if ctx.needs_input_grad[2]:
-            grad_weight = torch.bmm(x.transpose(1, 2), grad).transpose(1, 2)
-        return grad_states, grad_actions, grad_weight
+        S, needs = ctx.state_dim, ctx.needs_input_grad
+        return (torch.bmm(grad, weight[:, :, :S]) if needs[0] else None,
+                torch.bmm(grad, weight[:, :, S:-1]) if needs[1] else None,
+                torch.bmm(x.transpose(1, 2), grad).transpose(1, 2) if needs[2] else None)
 
 
 class _OutputLayer(torch.autograd.Function):
@@ -53,15 +48,12 @@ class _OutputLayer(torch.autograd.Function):
         hidden, weight = ctx.saved_tensors
         K, M, _ = grad_q.shape
         H = weight.shape[-1]
-        grad_hidden = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_hidden = (grad_q.unsqueeze(-1) * weight.unsqueeze(1)).view(K, M, 2 * H)
-        if ctx.needs_input_grad[1]:
+        needs, grad_weight = ctx.needs_input_grad, None
+        if needs[1]:
             both = torch.bmm(grad_q.transpose(1, 2), hidden)  # (K, 2, 2H): each critic's row, both halves
             grad_weight = torch.stack([both[:, 0, :H], both[:, 1, H:]], dim=1)
-        if ctx.needs_input_grad[2]:
-            grad_bias = grad_q.sum(dim=1)
-        return grad_hidden, grad_weight, grad_bias
+        grad_hidden = (grad_q.unsqueeze(-1) * weight.unsqueeze(1)).view(K, M, 2 * H) if needs[0] else None
+        return grad_hidden, grad_weight, grad_q.sum(dim=1) if needs[2] else None
 
 
 input_layer = _InputLayer.apply

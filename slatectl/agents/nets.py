@@ -11,21 +11,14 @@ from torch import nn
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
     """in → (Linear → ReLU) per hidden size → Linear → out (the reference's `hidden_layers_*` nets)."""
-    layers: list[nn.Module] = []
-    last = in_dim
-    for width in hidden:
-        layers += [nn.Linear(last, width), nn.ReLU()]
-        last = width
-    layers.append(nn.Linear(last, out_dim))
-    return nn.Sequential(*layers)
+    widths = [in_dim, *hidden]
+    layers = [layer for a, b in zip(widths, hidden) for layer in (nn.Linear(a, b), nn.ReLU())]
+    return nn.Sequential(*layers, nn.Linear(widths[-1], out_dim))
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A deep copy with gradients off (target networks)."""
-    clone = copy.deepcopy(module)
-    for p in clone.parameters():
-        p.requires_grad_(False)
-    return clone
+    return copy.deepcopy(module).requires_grad_(False)
 
 
 def first_click_index(clicks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -85,8 +85,5 @@ class GeMSRanker(Ranker):
 
     def __init__(self, gems: nn.Module):
         super().__init__()
-        self.gems = gems
-        for p in self.gems.parameters():
-            p.requires_grad_(False)
-        self.gems.eval()
+        self.gems = gems.requires_grad_(False).eval()
         self.action_dim = int(gems.latent_dim)

@@ -161,9 +161,8 @@ class StackedSAC(StackedAgent):
 
     # -- batched building blocks -------------------------------------------------------------------------
     def _q_pair(self, nets: tuple[str, str], states: Tensor, actions: Tensor, members: slice = slice(None)) -> Tensor:
-        """(Q_a, Q_b)(s, a) of two critic MLPs of identical shape in one pass, one matmul per layer for both
-        (critic_pair.py; zero blocks add exact zeros): (K, M, 2), member k's column j `nets[j]` alone, up to
-        summation order."""
+        """(Q_a, Q_b)(s, a) of two critic MLPs of one shape in one pass, one matmul per layer for both (critic_pair.py):
+        (K, M, 2), member k's column j `nets[j]` alone up to summation order (zero blocks add exact zeros)."""
         a, b = nets
         depth = len(self._layers[a])
         for i in range(0, depth, 2):
@@ -213,8 +212,7 @@ class StackedSAC(StackedAgent):
                with_log_prob: bool = True) -> tuple[Tensor, Tensor | None]:
         """Reparameterised a ~ π(·|s) and log π(a|s) from the policy head's (K, M, A) mean and log std and
         the members' (K, M, A) noise (log π None without `with_log_prob`: acting does not use it)."""
-        u = mean + log_std.exp() * noise
-        squashed = torch.tanh(u)
+        squashed = torch.tanh(mean + log_std.exp() * noise)
         center, scale = self._box()
         if not with_log_prob:
             return center + scale * squashed, None

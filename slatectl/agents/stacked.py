@@ -78,10 +78,9 @@ class StackedAgent:
         """The training step of every member (they move in lockstep); agents with a schedule override."""
 
     def train(self) -> None:
-        pass  # no dropout / batch norm in the agents: train and eval modes are the same computation
+        """No dropout / batch norm in the agents: train and eval modes are the same computation."""
 
-    def eval(self) -> None:
-        pass
+    eval = train
 
     def act(self, mode: ActMode, generators: list[torch.Generator],
             envs: MemberEnvs | None = None) -> tuple[Tensor, Tensor]:
