@@ -1,9 +1,6 @@
-"""GRU belief encoder (reference notes §7.1, docs/algorithms.md §4): the click history → a belief state.
-
-The layout only (the parameters and their names in a checkpoint); the stacked agents run it for K members
-at once (`StackedAgent.encode_episodes` for whole episodes, `observe` online): nn.GRU's cell, the same
-states up to float rounding. The reference's unused "reduction" MLP is not built.
-"""
+"""GRU belief encoder (reference notes §7.1, docs/algorithms.md §4): the click history → a belief state. The
+layout only; the stacked agents run it (`StackedAgent.encode_episodes`, `observe`: nn.GRU's cell, the same
+states up to float rounding). The reference's unused "reduction" MLP is not built."""
 
 from __future__ import annotations
 

@@ -23,9 +23,8 @@ def frozen_copy(module: nn.Module) -> nn.Module:
 
 def first_click_index(clicks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(…, K) clicks → (rank of the first click (…), whether the slate has a click (…))."""
-    has_click = clicks.sum(dim=-1) > 0
-    # argmax returns the first maximal index; ranks without a click give 0 and are masked by has_click.
-    return clicks.argmax(dim=-1), has_click
+    # argmax returns the first maximal index; ranks without a click give 0 and are masked by the second.
+    return clicks.argmax(dim=-1), clicks.sum(dim=-1) > 0
 
 
 def common_checks(p) -> list[tuple[bool, str]]:

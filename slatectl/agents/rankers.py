@@ -1,7 +1,6 @@
-"""Rankers: frozen maps from a continuous action to a slate of K item ids (reference notes §5, §7.3); no
-parameter of a ranker trains. `StackedSAC.rank` ranks with each member's tables: TopK (SAC+TopK) the K items
-with the largest ⟨e_i, a⟩ for a query a in item-embedding space, sorted (distinct items); GeMS (SAC+GeMS)
-per slot the argmax item of the frozen decoder's logits for a latent z (duplicates possible, as the reference).
+"""Rankers: frozen maps from a continuous action to a slate (reference notes §5, §7.3). `StackedSAC.rank` ranks
+with each member's tables: TopK the K items with the largest ⟨e_i, a⟩ for a query a, sorted (distinct items);
+GeMS per slot the argmax item of the frozen decoder's logits for a latent z (duplicates possible, as the reference).
 """
 
 from __future__ import annotations

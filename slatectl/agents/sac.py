@@ -80,8 +80,7 @@ class SACParams:
 
 
 class SACAgent(Agent):
-    """One SAC run's layout (`slatectl.agents.base.Agent`), which `StackedSAC` is built from; `ranker` turns
-    an action into a slate (GeMS or TopK)."""
+    """One SAC run's layout (`slatectl.agents.base.Agent`); `ranker` (GeMS or TopK) turns an action into a slate."""
 
     def __init__(self, params: SACParams, num_items: int, slate_size: int, action_center: torch.Tensor,
                  action_scale: torch.Tensor, critic_action_dim: int | None = None, ranker: Ranker | None = None):
@@ -192,7 +191,6 @@ class StackedSAC(StackedAgent):
         return torch.cat([fn(m, *(x[m] for x in xs)) for m in chunks], dim=0)
 
     def _q_values(self, nets: tuple[str, str], states: Tensor, actions: Tensor) -> Tensor:
-        """`_q_pair` for all members, in member chunks: (K, M, 2)."""
         return self._chunked(lambda m, s, a: self._q_pair(nets, s, a, m), 2 * max(self.params.hidden_qnet),
                              states, actions)
 
@@ -246,18 +244,17 @@ class StackedSAC(StackedAgent):
         if queries.device.type == "cpu" and queries.shape[1] >= _RANK_CHUNK_ROWS:
             # Many users per member (collection): fresh batched (K, rows, N) score blocks cost far more per row
             # than `first_argmax_of_products` per member (one reused buffer, a two-level argmax; BENCHMARKS.md).
-            return torch.stack([first_argmax_of_products(queries[k], table_t[k]) for k in range(K)]).view(
-                K, B, self.slate_size)
-        ranks = torch.empty(K, queries.shape[1], dtype=torch.int64, device=queries.device)
-        rows = max(64, _RANK_CHUNK_ROWS // K)  # the (K, rows, N) score block stays the size of one member's
-        for start in range(0, queries.shape[1], rows):
-            ranks[:, start:start + rows] = torch.bmm(queries[:, start:start + rows], table_t).max(dim=-1).indices
+            ranks = torch.stack([first_argmax_of_products(queries[k], table_t[k]) for k in range(K)])
+        else:
+            ranks = torch.empty(K, queries.shape[1], dtype=torch.int64, device=queries.device)
+            rows = max(64, _RANK_CHUNK_ROWS // K)  # the (K, rows, N) score block stays the size of one member's
+            for start in range(0, queries.shape[1], rows):
+                ranks[:, start:start + rows] = torch.bmm(queries[:, start:start + rows], table_t).max(dim=-1).indices
         return ranks.view(K, B, self.slate_size)
 
     @torch.no_grad()
     def act(self, mode: ActMode, generators: list[torch.Generator],
             envs: MemberEnvs | None = None) -> tuple[Tensor, Tensor]:
-        """Draws per member: (B, A) uniforms in the random phase, (B, A) normals when exploring."""
         state = self.belief_state()
         if mode == "random":
             center, scale = self._box()
@@ -286,10 +283,10 @@ class StackedSAC(StackedAgent):
         critic_states = self.encode_episodes("critic_belief", batch.slates, batch.clicks)
         s_c = critic_states[:, :, :H].reshape(K, n, -1)
         alpha = self.tensors["alpha"].detach().clone().unsqueeze(1)  # (K, 1)
-        mean, log_std = self._policy_head(actor_states.reshape(K, E * (H + 1), -1), fold_bias=True)
-        mean, log_std = mean.view(K, E, H + 1, -1), log_std.view(K, E, H + 1, -1)
-        next_policy = (mean[:, :, 1:].reshape(K, n, -1), log_std[:, :, 1:].reshape(K, n, -1))
-        policy = (mean[:, :, :H].reshape(K, n, -1), log_std[:, :, :H].reshape(K, n, -1))
+        all_states = actor_states.reshape(K, E * (H + 1), -1)
+        head = [t.view(K, E, H + 1, -1) for t in self._policy_head(all_states, fold_bias=True)]
+        next_policy = [t[:, :, 1:].reshape(K, n, -1) for t in head]  # (mean, log std) at s_{t+1} and at s_t
+        policy = [t[:, :, :H].reshape(K, n, -1) for t in head]
         not_done = torch.ones(E, H, device=batch.rewards.device)  # 2. critic
         not_done[:, -1] = 0.0
         with torch.no_grad():
@@ -344,7 +341,6 @@ def build_sac_gems(params: SACParams, env: TopicRec, inputs: AgentInputs) -> SAC
 
 
 def build_sac_topk(params: SACParams, env: TopicRec, table: torch.Tensor) -> SACAgent:
-    """SAC+TopK ranking with the (N, D) item table `table`."""
     ranker = TopKRanker(table, env.config.slate_size)
     center, scale = item_table_box(ranker.item_embeddings)
     return SACAgent(params, env.config.num_items, env.config.slate_size, center, scale, ranker=ranker)

@@ -107,8 +107,7 @@ class StackedAgent:
             t[k].copy_(state[name].to(t.device, t.dtype))
 
     def member_optimizer_states(self, k: int) -> dict[str, dict]:
-        """Member k's optimizer states in its layout's format (same parameter order; shared `step`; the
-        layout optimizer's own kernel settings)."""
+        """Member k's optimizer states in its layout's format (its parameter order, shared `step`, its kernels)."""
         out = {}
         for name, optimizer in self.optimizers.items():
             full = optimizer.state_dict()
@@ -118,8 +117,7 @@ class StackedAgent:
         return out
 
     def load_optimizer_states(self, member_states: list[dict[str, dict]]) -> None:
-        """Restore from K layout-format optimizer states (all members at the same update count), keeping
-        the stacked optimizers' kernel settings."""
+        """Restore K layout-format optimizer states (members at one update count), keeping the stacked kernels."""
         for name, optimizer in self.optimizers.items():
             per_member = [s[name] for s in member_states]
             state = {i: {key: v.clone() if key == "step" else torch.stack([m["state"][i][key] for m in per_member])
