@@ -9,10 +9,9 @@ nn.GRU's cell (gates r, z, n in PyTorch's order), K members at once:
     n    = tanh(g_in[n] + r ⊙ g_h[n])
     h_t  = n + z ⊙ (h_{t-1} − n)                  (= (1 − z) ⊙ n + z ⊙ h_{t-1})
 
-Why written out: each of the T = 101 steps is a handful of tiny ops, whose autograd graph costs twice the
-forward (docs/population.md, "What was made faster"). The forward is 5 ops per step (one matmul gives the
-r, z pre-activations and g_h[n]: input gates and b_hh are added beforehand); the backward, 6 ops per step,
-is the chain rule written out, dh being ∂L/∂h_t:
+Why: each of the T = 101 steps is a few tiny ops, whose autograd graph costs twice the forward. Here the
+forward is 5 ops per step (one matmul gives the r, z pre-activations and g_h[n]: input gates and b_hh are
+added beforehand), the backward the chain rule written out, 6 ops per step, dh being ∂L/∂h_t:
 
     a_n  = dh ⊙ (1 − z) ⊙ (1 − n²)               (∂L/∂ pre-activation of n = ∂L/∂g_in[n])
     a_z  = dh ⊙ (h_{t-1} − n) ⊙ σ'(z)            (∂L/∂g_in[z] = ∂L/∂g_h[z])

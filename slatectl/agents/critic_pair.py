@@ -12,9 +12,8 @@ from torch import Tensor
 
 class _InputLayer(torch.autograd.Function):
     """states (K, M, S), actions (K, M, A), weight (K, out, S + A + 1) with the bias as last column →
-    [s, a, 1] @ weightᵀ (K, M, out). Backward computes only the input gradient an update needs: ∂L/∂s in
-    the critic step (the critic belief learns through it; the replayed actions are data), ∂L/∂a in the
-    actor step (the states are detached there), each one matmul with the matching columns of W."""
+    [s, a, 1] @ weightᵀ (K, M, out). Backward computes only the input gradient an update needs, one matmul
+    with W's matching columns: ∂L/∂s in the critic step (the replayed actions are data), ∂L/∂a in the actor's."""
 
     @staticmethod
     def forward(ctx, states: Tensor, actions: Tensor, weight: Tensor) -> Tensor:

@@ -23,7 +23,7 @@ def first_argmax_of_products(queries: torch.Tensor, table_t: torch.Tensor) -> to
     on a CPU (GeMS decoding for many users; BENCHMARKS.md), where the index-tracking `max` costs more than
     the product and values-only `amax` is much cheaper: the best group of G items by `amax` (the first group
     holding the row's maximum), then the first maximal item of that group — the index `max` returns (torch
-    documents `argmax` and `max` as returning the first maximal index on ties). CPU only: its caller's.
+    documents `argmax` and `max` as returning the first maximal index on ties). Its caller uses it on CPUs.
     """
     rows, n_items = queries.shape[0], table_t.shape[1]
     out = torch.empty(rows, dtype=torch.int64, device=queries.device)
