@@ -16,21 +16,17 @@ G_t = Σ_{k ≥ t} γ^{k−t} r_k the discounted (γ = 0.8) return-to-go from st
 term. Adam `pi_lr` (3e-3) over the policy MLP and the actor belief.
 
 Reference quirks — what we do:
-(a) Off-by-one pairing: the reference pairs state s_t (which already contains o_t) with the first click
-    of o_t, i.e. an item drawn by the policy at s_{t−1}, weighted by the return-to-go G_t of a_t.
-    **Not reproduced by default** (`pair_state_with_shown_clicks: false`: j_t is the first click of
-    o_{t+1}, the slate drawn at s_t): clearly a bug (the log-probability is not that of the action the
-    return is credited to). `true` reproduces it.
+(a) Off-by-one pairing: the reference pairs s_t (which already contains o_t) with the first click of
+    o_t, an item drawn at s_{t−1}, weighted by the return-to-go G_t of a_t: clearly a bug (the
+    log-probability is not that of the action the return is credited to), **not reproduced by default**
+    (`pair_state_with_shown_clicks: false`: j_t is the first click of o_{t+1}, the slate drawn at s_t);
+    `true` reproduces it.
 (b) No baseline, training during the random phase on random-slate episodes (whose items were not drawn
     from π — the update is then not a policy gradient): kept, it is the published baseline.
 
-The stacked form (`StackedReinforce`, what the trainer and collection run; a lone run is K = 1) stacks
-the member layouts' state dicts (`belief.*`, `policy.*`) along a leading member dimension
-(`StackedAgent`); one Adam over the stacked tensors is the K members' Adams (they all update at every
-step). Member k draws from its own generator, in this order and these shapes: `randint(N, (B, slate))`
-per random-phase step, `multinomial(π (B, N), slate, replacement=True)` per exploring step (the
-members' policies are evaluated stacked, then each member samples its own rows). The loss is the one
-above per member, summed over members.
+`ReinforceSoftmax` is a member's layout; `StackedReinforce` (what the trainer and collection run; a lone
+run is K = 1) holds the math: its stacked state and per-member draws are in docs/population.md
+("REINFORCE"). The stacked loss is the sum over members of the loss above.
 """
 
 from __future__ import annotations
@@ -42,7 +38,7 @@ from torch import Tensor
 
 from slatectl.agents.base import ActMode, Agent, EpisodeBatch, default_backward
 from slatectl.agents.belief import GRUBelief
-from slatectl.agents.nets import common_checks, first_click_index, mlp
+from slatectl.agents.nets import common_checks, mlp
 from slatectl.agents.pretrained import AgentInputs
 from slatectl.agents.spec import AgentSpec, register_agent
 from slatectl.agents.stacked import StackedSlatePicker, member_metrics
@@ -80,8 +76,7 @@ def discounted_returns(rewards: Tensor, gamma: float) -> Tensor:
 
 
 class ReinforceSoftmax(Agent):
-    """One member's layout: the modules and optimizer that `StackedReinforce` is built from, and what a
-    member's checkpoint is written as (its state dict). It does not act or learn itself."""
+    """A member's layout (see `Agent`)."""
 
     updates_during_random_phase = True
 
@@ -101,7 +96,6 @@ class StackedReinforce(StackedSlatePicker):
     """K REINFORCE members stacked (the module doc): sampling from π and the update."""
 
     nets = ("policy",)
-    online_belief = "belief"
 
     def __init__(self, members: list[ReinforceSoftmax]):
         super().__init__(members)
@@ -121,12 +115,7 @@ class StackedReinforce(StackedSlatePicker):
         j_t the first clicked item of the slate paired with s_t (quirk (a))."""
         K, E, H = batch.rewards.shape
         states = self.encode_episodes("belief", batch.slates, batch.clicks)  # (K, E, H+1, S)
-        if self.params.pair_state_with_shown_clicks:
-            slates, clicks = batch.slates[:, :, :H], batch.clicks[:, :, :H]
-        else:
-            slates, clicks = batch.slates[:, :, 1:], batch.clicks[:, :, 1:]
-        rank, has_click = first_click_index(clicks)  # (K, E, H)
-        items = slates.gather(3, rank[..., None]).squeeze(3)
+        items, has_click = batch.first_clicks(self.params.pair_state_with_shown_clicks)  # (K, E, H)
         logits = self._sequential("policy", states[:, :, :H].reshape(K, E * H, -1)).view(K, E, H, -1)
         log_pi = torch.log_softmax(logits, dim=-1).gather(3, items[..., None]).squeeze(3)
         # 1 − (1 − π)^K computed as −expm1(K·log1p(−π)) (same value, no cancellation for small π).

@@ -18,40 +18,32 @@ is that slate's embedding in the proto-action layout.
 
 Reference quirks — what we do (each one is a parameter, so the reference behaviour stays reachable):
 
-(i) Item table. The reference ranks with a frozen deep copy of the **critic belief's from-scratch
-    (random N(0, 1)) item table**, taken at construction; the `ideal` table named in its config is never
-    used and the paper says WkNN uses MF embeddings. **Reproduced by default** (`item_table:
-    critic-belief`): it is what produced the published "performs very poorly" numbers, it keeps WkNN an
-    agent that uses no hidden environment information, and the intended fix is ambiguous (config: ideal =
-    privileged; paper: MF; or the belief's *trained* table). `item_table: mf` (needs the MF input) and
-    `item_table: ideal` (privileged) are available.
-(ii) Critic action off by one. The reference trains the critic on the embeddings of the slate observed
-    *in* s_t (the slate shown before a_t, i.e. produced by a_{t−1}) instead of the slate a_t produced.
-    **Not reproduced by default** (`critic_on_shown_slate: false`): it is clearly a bug (the regression
-    target r_t + γV(s_{t+1}) is paired with an action that did not cause it). `true` reproduces it.
+(i) Item table. The reference ranks with a frozen copy of the **critic belief's from-scratch (random
+    N(0, 1)) item table**, taken at construction; the `ideal` table its config names is never used and
+    the paper says WkNN uses MF embeddings. **Reproduced by default** (`item_table: critic-belief`): it
+    produced the published "performs very poorly" numbers, it keeps WkNN free of hidden environment
+    information, and the intended fix is ambiguous (ideal, MF or the belief's *trained* table).
+    `item_table: mf` (needs the MF input) and `item_table: ideal` (privileged) are available.
+(ii) Critic action off by one. The reference trains the critic on the slate observed *in* s_t (produced
+    by a_{t−1}), not the slate a_t produced: clearly a bug (the target r_t + γV(s_{t+1}) is paired with
+    an action that did not cause it), **not reproduced by default** (`critic_on_shown_slate: false`);
+    `true` reproduces it.
 (iii) Proto-action layout. The reference's kNN layer reads the 200 numbers dim-major (a 20 × 10 view:
-    slot r's query is every 10th number) while the critic reads action vectors slot-major (10 × 20), and
-    the actor loss feeds the raw proto-action to the critic — the two disagree on which numbers belong
-    to which slot. **Not reproduced by default** (`proto_layout: slot-major`: the kNN layer reads the
-    proto-action slot-major, as the critic does): clearly a bug. `proto_layout: dim-major` reproduces
-    it. (The box is per-dimension bounds tiled slot-major; with the default random table all dimensions
-    have nearly the same range, so the layout barely matters for the box.)
+    slot r's query is every 10th number) while the critic, fed the raw proto-action by the actor loss,
+    reads them slot-major (10 × 20): clearly a bug, **not reproduced by default** (`proto_layout:
+    slot-major`: the kNN layer reads slot-major too); `dim-major` reproduces it. (The box is the
+    per-dimension bounds tiled slot-major; with the default random table all dimensions have nearly the
+    same range, so the layout barely matters for the box.)
 (iv) Which belief scores the candidates online. The notes say only the actor's GRU runs online, so the
     reference presumably feeds the actor's belief state to the target Q1 while ranking (the critic was
-    trained on the critic belief's states). The notes do not state it; **we run the critic's belief
-    online and rank with it** (`rank_state: critic`); `rank_state: actor` reproduces the inferred
-    reference behaviour.
+    trained on the critic belief's states); the notes do not say. **We run the critic's belief online and
+    rank with it** (`rank_state: critic`); `rank_state: actor` reproduces the inferred behaviour.
 Kept as in the reference: target Q1 (not Q2, not the online critic) scores the candidates; k = 10;
 `full_slate` true (the only mode implemented); target entropy −K·D = −200.
 
-Two classes, as in `sac.py`: `WolpertingerSAC` is one run's layout (a `SACAgent` with the item table it
-ranks with, `item_table`, a buffer of its state dict, and its squared norms); `StackedWkNN` is
-`StackedSAC` with the Wolpertinger slate layer, for K ≥ 1 runs at once: each member ranks in its own
-item table (stacked like the weights) with its own target Q1, one batched Q1 call per slot for all
-members' B·k candidate slates; the critic belief also runs online when it ranks (`rank_state: critic`,
-the default); the slates' embeddings are handed to `StackedSAC.update` as the batch's actions. Member
-k draws from its generator `randint(N, (B, slate))` per random-phase step, `randn(B, K·D)` per exploring
-step, then the SAC update's draws.
+As in `sac.py`, `WolpertingerSAC` is one run's layout (a `SACAgent` with its `item_table` buffer and the
+table's squared norms) and `StackedWkNN` is `StackedSAC` with the Wolpertinger slate layer (its stacked
+state, batching and per-member draws: docs/population.md, "SAC+WkNN").
 """
 
 from __future__ import annotations
@@ -131,18 +123,11 @@ class StackedWkNN(StackedSAC):
 
     def __init__(self, members: list[WolpertingerSAC]):
         super().__init__(members)
-        reference = members[0]
-        self.num_items = reference.num_items
-        self.item_dim = reference.item_dim
-        self.k = reference.k
+        self.num_items, self.item_dim, self.k = members[0].num_items, members[0].item_dim, members[0].k
         self.online_critic = self.params.rank_state == "critic"  # quirk (iv)
         self._critic_hidden: Tensor | None = None
 
     # -- member k's item table ---------------------------------------------------------------------
-    def _lookup(self, items: Tensor) -> Tensor:
-        """(K, …) item ids → (K, …, D) rows of each member's own item table."""
-        return self._member_rows("item_table", items)
-
     def _queries(self, proto: Tensor) -> Tensor:
         """(K, B, slate·D) proto-actions → (K, B, slate, D) per-slot queries (layout: quirk iii)."""
         K, B = proto.shape[:2]
@@ -157,15 +142,11 @@ class StackedWkNN(StackedSAC):
 
     # -- acting ------------------------------------------------------------------------------------
     @torch.no_grad()
-    def begin_episodes(self, slates: Tensor, clicks: Tensor) -> None:
-        self._critic_hidden = None
-        super().begin_episodes(slates, clicks)
-
-    @torch.no_grad()
     def observe(self, slates: Tensor, clicks: Tensor) -> None:
+        if self.online_critic:  # `begin_episodes` clears the actor's belief first: then the critic's starts anew
+            hidden = self._critic_hidden if self._hidden is not None else None
+            self._critic_hidden = self._belief_step("critic_belief", hidden, slates, clicks)
         super().observe(slates, clicks)
-        if self.online_critic:
-            self._critic_hidden = self._belief_step("critic_belief", self._critic_hidden, slates, clicks)
 
     def candidates(self, proto: Tensor) -> Tensor:
         """(K, B, slate·D) → (K, B, slate, k) the k items nearest (Euclidean) to each slot's query."""
@@ -181,7 +162,7 @@ class StackedWkNN(StackedSAC):
         cand = self.candidates(proto)  # (K, B, slate, k)
         K, B, S, k = cand.shape
         D = self.item_dim
-        cand_emb = self._lookup(cand)  # (K, B, slate, k, D)
+        cand_emb = self._member_rows("item_table", cand)  # (K, B, slate, k, D)
         chosen = torch.empty(K, B, S, dtype=torch.int64, device=proto.device)
         chosen_emb = torch.empty(K, B, S, D, device=proto.device)
         state_rep = states[:, :, None, :].expand(K, B, k, states.shape[-1])
@@ -193,7 +174,7 @@ class StackedWkNN(StackedSAC):
             q = self._sequential("q1_target", x).view(K, B, k)
             best = q.argmax(dim=2, keepdim=True)
             chosen[:, :, r] = cand[:, :, r].gather(2, best).squeeze(2)
-            chosen_emb[:, :, r] = self._lookup(chosen[:, :, r])
+            chosen_emb[:, :, r] = self._member_rows("item_table", chosen[:, :, r])
         return chosen
 
     @torch.no_grad()
@@ -202,7 +183,7 @@ class StackedWkNN(StackedSAC):
         state = self.belief_state()
         if mode == "random":
             slates = self._random_slates(generators, state.shape[1])
-            return slates, self._as_proto(self._lookup(slates))
+            return slates, self._as_proto(self._member_rows("item_table", slates))
         proto = self._policy_action(mode, state, generators)
         return self.wolpertinger_slate(proto, self._critic_hidden if self.online_critic else state), proto
 
@@ -211,19 +192,18 @@ class StackedWkNN(StackedSAC):
                backward=default_backward) -> list[dict[str, float]]:
         """StackedSAC.update with the critic's actions = the slates' embeddings, slot-major (quirk ii picks
         which slates)."""
-        H = batch.rewards.shape[2]
-        slates = batch.slates[:, :, :H] if self.params.critic_on_shown_slate else batch.rec_slates
-        return super().update(replace(batch, actions=self._lookup(slates).flatten(-2)), generators, backward)
+        slates = batch.slates[:, :, :-1] if self.params.critic_on_shown_slate else batch.rec_slates
+        actions = self._member_rows("item_table", slates).flatten(-2)
+        return super().update(replace(batch, actions=actions), generators, backward)
 
 
 def build_sac_wknn(params: WkNNParams, env: TopicRec, inputs: AgentInputs) -> WolpertingerSAC:
-    cfg = env.config
     table = None
     if params.item_table == "ideal":
         table = checked_item_table(env.item_embeddings, env, "the environment's item table")
     elif params.item_table == "mf":
         table = checked_item_table(require_input(inputs, "mf", "sac-wknn"), env, "the MF item table")
-    return WolpertingerSAC(params, cfg.num_items, cfg.slate_size, table)
+    return WolpertingerSAC(params, env.config.num_items, env.config.slate_size, table)
 
 
 register_agent(AgentSpec("sac-wknn", "SAC+WkNN", WkNNParams, build_sac_wknn, population=StackedWkNN))
