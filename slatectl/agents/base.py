@@ -56,12 +56,9 @@ class EpisodeBatch:
 
 
 class Agent(nn.Module):
-    """A member's layout: one run's weights, buffers and optimizers, with no acting or learning.
-
-    The submodules, parameters and buffers name the state-dict keys (a checkpoint is this module's state
-    dict); `optimizers()` says which tensor each optimizer trains, in which order (a resume state holds
-    their states). The agent's math is its stacked form's (`slatectl.agents.stacked.StackedAgent`), built
-    from K ≥ 1 such layouts; a lone run is K = 1. Subclasses set `params` and `action_dim`."""
+    """A member's layout: one run's weights, buffers and optimizers (a checkpoint is its state dict; a resume
+    state holds its optimizers' states), with no acting or learning: that is its stacked form's
+    (`slatectl.agents.stacked.StackedAgent`, built from K ≥ 1 such layouts). Subclasses set `params`."""
 
     params: object
     #: Width of the raw action stored with each step (a GeMS latent, a TopK query; 0: slates only).

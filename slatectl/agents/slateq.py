@@ -4,39 +4,35 @@ Q̄(s, i) per item: s_c (critic GRU belief, 20) → hidden_qnet (256) → ReLU �
 target copy (τ = 0.002 every `target_update_frequency` updates). The slate value decomposes as
 Q(s, A) = Σ_{i∈A} P(i | s, A)·Q̄(s, i); the agent knows the true relevances and click model ("TT"):
 
-- Acting: "greedy" (evaluation) = the top-K items of ρ_i·Q̄(s, i), sorted, with ρ the true current
-  relevances read from the environment (privileged); "explore" = per user, with probability ε a whole
-  random slate (K i.i.d. items, duplicates possible, as in the reference), else greedy; "random" = random
-  slates. ε = ε_end + (1 − ε_end)·exp(−step/ε_decay) = 0.01 + 0.99·exp(−step/1000), step = the training
-  step (episodes completed, the reference's global_step), set by the trainer (`set_step`) before each
-  batch of episodes and each update; `update` also advances it by one, so the schedule stays sensible
-  without `set_step`. It is a buffer (saved with the weights): a resumed run continues the schedule.
-- Training (first-click assumption), Adam `q_lr` (1e-3) over the Q-net and the critic belief: keep the
-  transitions whose clicked slate has a click; j = its first clicked item; target y = 1 + γ(1 − done)·
-  Σ_{k∈A'} P(k | s', A')·Q̄'(s', k), where A' = top-K of ρ'·Q̄'(s') with ρ' the relevances recomputed
-  from the true next user embedding (`batch.user_states`, no boredom mask) and P(k | s', A') the true
-  per-position click probabilities (position bias and diversity penalty); loss MSE(Q̄(s_t, j), y)
-  averaged over the kept transitions. s' from the same online GRU, detached; done = 1 on the last
-  transition (the reference's common POMDP frame).
+- Acting: "greedy" (evaluation) = the top-K items of ρ_i·Q̄(s, i), sorted, ρ the true current relevances
+  read from the environment; "explore" = per user, with probability ε a whole random slate (K i.i.d.
+  items), else greedy; "random" = random slates. ε = ε_end + (1 − ε_end)·exp(−step/ε_decay) = 0.01 +
+  0.99·exp(−step/1000), step = the training step (episodes completed, the reference's global_step), set
+  by the trainer (`set_step`) before each batch of episodes and each update; `update` also advances it,
+  so the schedule stays sensible without `set_step`. It is a buffer: a resumed run continues it.
+- Training (first-click assumption), Adam `q_lr` (1e-3) over the Q-net and the critic belief: on the
+  transitions whose clicked slate has a click, j = its first clicked item, target y = 1 + γ(1 − done)·
+  Σ_{k∈A'} P(k | s', A')·Q̄'(s', k), A' = top-K of ρ'·Q̄'(s') with ρ' the relevances of the true next user
+  embedding (`batch.user_states`, no boredom mask) and P(k | s', A') the true per-position click
+  probabilities (position bias, diversity penalty); loss MSE(Q̄(s_t, j), y) over those transitions. s'
+  from the same online GRU, detached; done = 1 on the last transition (the reference's POMDP frame).
 
 Reference quirks — what we do:
-(a) Off-by-one pairing: the reference pairs s_t (which already contains o_t) with the first click of
-    o_t, the click a_{t−1} caused: clearly a bug, **not reproduced by default**
-    (`pair_state_with_shown_clicks: false` pairs s_t with the clicks of o_{t+1}, which a_t produced);
-    `true` reproduces it.
-(b) Boredom in the acting relevances: the reference's `get_relevances()` zeroes the wrong slice of the
-    user vector for a bored topic b ([S·b, (S+1)·b) instead of [S·b, S·b + S)), so boredom is mostly
-    ignored: clearly a bug, **not reproduced by default** (`act_relevance: masked`: the simulator's
-    relevances with bored topics zeroed, `env.relevances()`); `reference-slice` reproduces the slice as
-    the notes describe it; `unmasked` ignores boredom (as the training target does).
-(c) The training target's relevances have no boredom mask (the next boredom state is not in the batch):
-    kept, it is the reference's target.
+(a) The reference pairs s_t (which already contains o_t) with the first click of o_t, caused by a_{t−1}:
+    clearly a bug, **not reproduced by default** (`pair_state_with_shown_clicks: false` pairs s_t with
+    the clicks of o_{t+1}, which a_t produced); `true` reproduces it.
+(b) For a bored topic b the reference's `get_relevances()` zeroes the wrong slice of the user vector
+    ([S·b, (S+1)·b) instead of [S·b, S·b + S)), so boredom is mostly ignored when acting: clearly a bug,
+    **not reproduced by default** (`act_relevance: masked`: the simulator's relevances with bored topics
+    zeroed); `reference-slice` reproduces the slice as the notes describe it; `unmasked` ignores boredom
+    (as the training target does).
+(c) The target's relevances have no boredom mask (the next boredom state is not in the batch): kept.
 (d) Exploration slates drawn with replacement: kept (no measurable effect).
 
 `SlateQ` is a member's layout; `StackedSlateQ` (what the trainer and collection run; a lone run is K = 1)
-holds the math. Its stacked state, each member's own env (click model, penalty), the per-member draws and
-why a member with a click-free batch skips its update but not Adam's step count: docs/population.md
-("SlateQ" and "Known difference").
+holds the math. Its stacked state, each member's own env, the per-member draws, and why a member with a
+click-free batch skips its update but not Adam's step count: docs/population.md ("SlateQ", "Known
+difference").
 """
 
 from __future__ import annotations
@@ -114,7 +110,7 @@ class SlateQ(Agent):
 
 
 class StackedSlateQ(StackedSlatePicker):
-    """K SlateQ members stacked (the module doc): acting, the ε schedule and the update."""
+    """K SlateQ members stacked: acting, the ε schedule and the update (the module doc)."""
 
     nets = ("q", "q_target")
 

@@ -1,49 +1,40 @@
 """SAC+WkNN: SAC with a Wolpertinger (k-nearest-neighbour) slate layer (notes §7.4; Dulac-Arnold et al. 2015).
 
 The actor outputs a proto-action of K·D = 200 numbers (K = 10 slots × D = 20 embedding dims) in the box
-of per-dimension min/max of the agent's item table (repeated for each slot). Turning it into a slate:
+of per-dimension min/max of the agent's item table (tiled over the slots). Turning it into a slate:
+1. one D-dim query per slot (layout: quirk iii);
+2. per slot, the `wolpertinger_k` = 10 items nearest to the query (Euclidean) are candidates;
+3. the slots are filled greedily in rank order: for slot r, each candidate c is scored by the *target* Q1
+   on the slate [items chosen for slots < r, c repeated in slots r … K−1]; the best is kept (an item may
+   fill several slots, as in the reference).
+The critic reads [s_c (20), the slate's item embeddings slot-major (200)]; the rest is the SAC of `sac.py`
+(target entropy −K·D = −200). The actor is trained through Q(s_c, raw proto-action), and the critic
+target uses the raw proto-action sampled at s'. "random" mode: K i.i.d. uniform items (duplicates
+possible); the raw action is that slate's embedding in the proto-action layout.
 
-1. read the proto-action as one D-dim query per slot (layout: see quirk iii);
-2. per slot, the `wolpertinger_k` = 10 items nearest to the query in Euclidean distance are candidates;
-3. fill the slots greedily in rank order: for slot r, every candidate c is scored by the *target* Q1 on
-   the slate [items chosen for slots < r, c repeated in slots r … K−1]; the best is kept (the same item
-   may be chosen for several slots, as in the reference).
-
-The critic reads [s_c (20), the slate's item embeddings concatenated slot-major (200)]. Everything else
-is the SAC of `sac.py` (twin critics, Polyak, auto-entropy with target entropy −200, γ 0.8, …). The actor
-is trained through Q(s_c, proto-action) (the raw proto-action is fed to the critic), and the critic
-target uses a' = the raw proto-action sampled at s'. Random phase ("random" mode): uniformly random slates
-(K i.i.d. items, duplicates possible) as for the reference's ranker-less agents; the returned raw action
-is that slate's embedding in the proto-action layout.
-
-Reference quirks — what we do (each one is a parameter, so the reference behaviour stays reachable):
-
-(i) Item table. The reference ranks with a frozen copy of the **critic belief's from-scratch (random
-    N(0, 1)) item table**, taken at construction; the `ideal` table its config names is never used and
-    the paper says WkNN uses MF embeddings. **Reproduced by default** (`item_table: critic-belief`): it
-    produced the published "performs very poorly" numbers, it keeps WkNN free of hidden environment
-    information, and the intended fix is ambiguous (ideal, MF or the belief's *trained* table).
-    `item_table: mf` (needs the MF input) and `item_table: ideal` (privileged) are available.
-(ii) Critic action off by one. The reference trains the critic on the slate observed *in* s_t (produced
-    by a_{t−1}), not the slate a_t produced: clearly a bug (the target r_t + γV(s_{t+1}) is paired with
-    an action that did not cause it), **not reproduced by default** (`critic_on_shown_slate: false`);
-    `true` reproduces it.
-(iii) Proto-action layout. The reference's kNN layer reads the 200 numbers dim-major (a 20 × 10 view:
-    slot r's query is every 10th number) while the critic, fed the raw proto-action by the actor loss,
-    reads them slot-major (10 × 20): clearly a bug, **not reproduced by default** (`proto_layout:
-    slot-major`: the kNN layer reads slot-major too); `dim-major` reproduces it. (The box is the
-    per-dimension bounds tiled slot-major; with the default random table all dimensions have nearly the
-    same range, so the layout barely matters for the box.)
-(iv) Which belief scores the candidates online. The notes say only the actor's GRU runs online, so the
-    reference presumably feeds the actor's belief state to the target Q1 while ranking (the critic was
-    trained on the critic belief's states); the notes do not say. **We run the critic's belief online and
-    rank with it** (`rank_state: critic`); `rank_state: actor` reproduces the inferred behaviour.
+Reference quirks — what we do (each one a parameter, so the reference behaviour stays reachable):
+(i) Item table: the reference ranks with a frozen copy of the critic belief's from-scratch (N(0, 1))
+    table, taken at construction, though its config names `ideal` and the paper says MF. **Reproduced
+    by default** (`item_table: critic-belief`): it gave the published "very poor" numbers, keeps WkNN free
+    of hidden environment information, and the intended fix is ambiguous (ideal, MF, the belief's trained
+    table); `item_table: mf` (needs the MF input) and `ideal` (privileged) are available.
+(ii) The critic is trained on the slate observed *in* s_t (produced by a_{t−1}), not the slate a_t
+    produced: clearly a bug (the target r_t + γV(s_{t+1}) is paired with an action that did not cause
+    it), **not reproduced by default** (`critic_on_shown_slate: false`; `true` reproduces it).
+(iii) The kNN layer reads the proto-action dim-major (20 × 10: slot r's query is every 10th number) while
+    the critic, fed the raw proto-action by the actor loss, reads it slot-major (10 × 20): clearly a bug,
+    **not reproduced by default** (`proto_layout: slot-major`; `dim-major` reproduces it). The box is
+    tiled slot-major; with the random table all dimensions have nearly the same range, so the layout
+    barely matters for the box.
+(iv) The notes say only the actor's GRU runs online, so the reference presumably ranks with the actor's
+    belief state (the critic was trained on the critic belief's); the notes do not say. **We run the
+    critic's belief online and rank with it** (`rank_state: critic`; `actor` reproduces the inferred
+    reference behaviour).
 Kept as in the reference: target Q1 (not Q2, not the online critic) scores the candidates; k = 10;
-`full_slate` true (the only mode implemented); target entropy −K·D = −200.
+`full_slate` true (the only mode implemented).
 
-As in `sac.py`, `WolpertingerSAC` is one run's layout (a `SACAgent` with its `item_table` buffer and the
-table's squared norms) and `StackedWkNN` is `StackedSAC` with the Wolpertinger slate layer (its stacked
-state, batching and per-member draws: docs/population.md, "SAC+WkNN").
+`WolpertingerSAC` is one run's layout (a `SACAgent` with its `item_table` buffer and the table's squared
+norms); `StackedWkNN` is `StackedSAC` with the slate layer (docs/population.md, "SAC+WkNN").
 """
 
 from __future__ import annotations
@@ -93,8 +84,7 @@ class WkNNParams(SACParams):
 
 
 class WolpertingerSAC(SACAgent):
-    """One SAC+WkNN run's layout (see `SACAgent`), which `StackedWkNN` is built from: the critic reads
-    [state, slate embedding] and the box is the item table's per-dimension range, tiled slot-major."""
+    """One SAC+WkNN run's layout (see `SACAgent` and the module doc)."""
 
     def __init__(self, params: WkNNParams, num_items: int, slate_size: int, item_table: torch.Tensor | None):
         """item_table None = a frozen copy of the critic belief's initial (random) table (quirk i)."""
@@ -127,13 +117,12 @@ class StackedWkNN(StackedSAC):
         self.online_critic = self.params.rank_state == "critic"  # quirk (iv)
         self._critic_hidden: Tensor | None = None
 
-    # -- member k's item table ---------------------------------------------------------------------
+    # -- the proto-action's layout -----------------------------------------------------------------
     def _queries(self, proto: Tensor) -> Tensor:
         """(K, B, slate·D) proto-actions → (K, B, slate, D) per-slot queries (layout: quirk iii)."""
-        K, B = proto.shape[:2]
         if self.params.proto_layout == "dim-major":
-            return proto.view(K, B, self.item_dim, self.slate_size).transpose(2, 3)
-        return proto.view(K, B, self.slate_size, self.item_dim)
+            return proto.unflatten(2, (self.item_dim, self.slate_size)).transpose(2, 3)
+        return proto.unflatten(2, (self.slate_size, self.item_dim))
 
     def _as_proto(self, slot_vectors: Tensor) -> Tensor:
         if self.params.proto_layout == "dim-major":
