@@ -4,9 +4,8 @@ Policy: s_a (actor GRU belief, 20) → hidden_pinet (256) → ReLU → N (1000) 
 - "explore" (training): the slate is K = 10 i.i.d. draws from π (with replacement, duplicates possible);
 - "greedy" (evaluation): the K most probable items, sorted;
 - "random" (the loop's random phase): K i.i.d. uniform items.
-The agent trains from the very first episode (`updates_during_random_phase = True`, as the reference:
-only SAC/SlateQ skip updates during the random phase) on its replay of `capacity` 1 episode with
-`batch_size` 1: each update uses the latest episode only.
+It trains from the first episode (`updates_during_random_phase`; quirk b) on the latest episode only
+(`capacity` = `batch_size` = 1).
 
 Loss per episode, summed over its steps whose clicked slate has a click (averaged over the episodes of a
 batch, which is the plain sum for the reference's batch of 1):
@@ -24,9 +23,8 @@ Reference quirks — what we do:
 (b) No baseline, training during the random phase on random-slate episodes (whose items were not drawn
     from π — the update is then not a policy gradient): kept, it is the published baseline.
 
-`ReinforceSoftmax` is a member's layout; `StackedReinforce` (what the trainer and collection run; a lone
-run is K = 1) holds the math: its stacked state and per-member draws are in docs/population.md
-("REINFORCE"). The stacked loss is the sum over members of the loss above.
+`ReinforceSoftmax` is a member's layout, `StackedReinforce` the math of K ≥ 1 members (the sum of their
+losses; its stacked state and per-member draws: docs/population.md, "REINFORCE").
 """
 
 from __future__ import annotations
@@ -124,7 +122,6 @@ class StackedReinforce(StackedSlatePicker):
 
     def update(self, batch: EpisodeBatch, generators: list[torch.Generator],
                backward=default_backward) -> list[dict[str, float]]:
-        """One update of every member on its own batch (fields with a leading K dimension)."""
         returns = discounted_returns(batch.rewards, self.params.gamma)
         log_terms, has_click = self.clicked_item_log_terms(batch)
         loss = -(returns * log_terms * has_click.to(log_terms.dtype)).sum(dim=2).mean(dim=1)  # (K,)

@@ -29,10 +29,8 @@ Reference quirks — what we do:
 (c) The target's relevances have no boredom mask (the next boredom state is not in the batch): kept.
 (d) Exploration slates drawn with replacement: kept (no measurable effect).
 
-`SlateQ` is a member's layout; `StackedSlateQ` (what the trainer and collection run; a lone run is K = 1)
-holds the math. Its stacked state, each member's own env, the per-member draws, and why a member with a
-click-free batch skips its update but not Adam's step count: docs/population.md ("SlateQ", "Known
-difference").
+`SlateQ` is a member's layout, `StackedSlateQ` the math of K ≥ 1 members (its stacked state, per-member
+envs and draws, and a member with a click-free batch: docs/population.md, "SlateQ", "Known difference").
 """
 
 from __future__ import annotations
@@ -131,7 +129,6 @@ class StackedSlateQ(StackedSlatePicker):
 
     # -- schedule ----------------------------------------------------------------------------------
     def set_step(self, step: int) -> None:
-        """The training step (episodes completed) that drives ε (kept in the `step` buffer)."""
         self.tensors["step"].fill_(int(step))
         self._step = int(step)
 
@@ -142,7 +139,6 @@ class StackedSlateQ(StackedSlatePicker):
 
     @property
     def epsilon(self) -> float:
-        """ε = ε_end + (1 − ε_end)·exp(−step/ε_decay) at the shared training step."""
         p = self.params
         return p.epsilon_end + (1.0 - p.epsilon_end) * math.exp(-self._step / p.epsilon_decay)
 
@@ -195,7 +191,6 @@ class StackedSlateQ(StackedSlatePicker):
 
     def update(self, batch: EpisodeBatch, generators: list[torch.Generator],
                backward=default_backward) -> list[dict[str, float]]:
-        """One update of every member on its own batch (fields with a leading K dimension)."""
         p = self.params
         K, E, H = batch.rewards.shape
         n = E * H

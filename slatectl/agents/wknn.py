@@ -14,18 +14,16 @@ possible); the raw action is that slate's embedding in the proto-action layout.
 
 Reference quirks — what we do (each one a parameter, so the reference behaviour stays reachable):
 (i) Item table: the reference ranks with a frozen copy of the critic belief's from-scratch (N(0, 1))
-    table, taken at construction, though its config names `ideal` and the paper says MF. **Reproduced
-    by default** (`item_table: critic-belief`): it gave the published "very poor" numbers, keeps WkNN free
-    of hidden environment information, and the intended fix is ambiguous (ideal, MF, the belief's trained
-    table); `item_table: mf` (needs the MF input) and `ideal` (privileged) are available.
+    table, though its config names `ideal` and the paper says MF. **Reproduced by default** (`item_table:
+    critic-belief`): it gave the published "very poor" numbers, uses no hidden env information, and the
+    fix is ambiguous (ideal, MF, the trained table); `mf` (needs the MF input), `ideal` (privileged).
 (ii) The critic is trained on the slate observed *in* s_t (produced by a_{t−1}), not the slate a_t
     produced: clearly a bug (the target r_t + γV(s_{t+1}) is paired with an action that did not cause
     it), **not reproduced by default** (`critic_on_shown_slate: false`; `true` reproduces it).
 (iii) The kNN layer reads the proto-action dim-major (20 × 10: slot r's query is every 10th number) while
     the critic, fed the raw proto-action by the actor loss, reads it slot-major (10 × 20): clearly a bug,
-    **not reproduced by default** (`proto_layout: slot-major`; `dim-major` reproduces it). The box is
-    tiled slot-major; with the random table all dimensions have nearly the same range, so the layout
-    barely matters for the box.
+    **not reproduced by default** (`proto_layout: slot-major`; `dim-major` reproduces it). (The box is
+    tiled slot-major: with the random table all dimensions have nearly the same range anyway.)
 (iv) The notes say only the actor's GRU runs online, so the reference presumably ranks with the actor's
     belief state (the critic was trained on the critic belief's); the notes do not say. **We run the
     critic's belief online and rank with it** (`rank_state: critic`; `actor` reproduces the inferred
@@ -101,8 +99,7 @@ class WolpertingerSAC(SACAgent):
         center, scale = item_table_box(table)
         self.action_center.copy_(center.repeat(slate_size))  # tiled: index i ↔ dim i mod D
         self.action_scale.copy_(scale.repeat(slate_size))
-        self.item_dim = dim
-        self.k = min(params.wolpertinger_k, num_items)
+        self.item_dim, self.k = dim, min(params.wolpertinger_k, num_items)
 
 
 class StackedWkNN(StackedSAC):
