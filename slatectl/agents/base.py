@@ -16,7 +16,7 @@ o_0 … o_t.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Callable, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
@@ -24,7 +24,6 @@ from torch import nn
 from slatectl.agents.nets import first_click_index
 
 ActMode = Literal["random", "explore", "greedy"]
-Backward = Callable[[torch.Tensor], None]
 
 
 def default_backward(loss: torch.Tensor) -> None:

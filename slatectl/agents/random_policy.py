@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from slatectl.agents.base import ActMode, Agent, EpisodeBatch, Backward, default_backward
+from slatectl.agents.base import ActMode, Agent, EpisodeBatch, default_backward
 from slatectl.agents.pretrained import AgentInputs
 from slatectl.agents.spec import AgentSpec, register_agent
 from slatectl.agents.stacked import StackedAgent
@@ -76,7 +76,7 @@ class StackedRandom(StackedAgent):
         return slates.view(self.K, self._users, -1), torch.zeros(self.K, self._users, 0, device=self.device)
 
     def update(self, batch: EpisodeBatch, generators: list[torch.Generator],
-               backward: Backward = default_backward) -> list[dict[str, float]]:
+               backward=default_backward) -> list[dict[str, float]]:
         return [{} for _ in range(self.K)]
 
 
