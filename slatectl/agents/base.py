@@ -55,9 +55,10 @@ class EpisodeBatch:
 
 
 class Agent(nn.Module):
-    """A member's layout: one run's weights, buffers and optimizers (a checkpoint is its state dict; a resume
-    state holds its optimizers' states), with no acting or learning: that is its stacked form's
-    (`slatectl.agents.stacked.StackedAgent`, built from K ≥ 1 such layouts). Subclasses set `params`."""
+    """A member's layout: one run's weights, buffers and optimizers (a checkpoint is its state dict;
+    `optimizers()` says which tensors each trains, in which order; a resume state holds their states), with
+    no acting or learning: that is its stacked form's (`slatectl.agents.stacked.StackedAgent`, built from
+    K ≥ 1 such layouts). Subclasses set `params`."""
 
     params: object
     #: Width of the raw action stored with each step (a GeMS latent, a TopK query; 0: slates only).
