@@ -1,17 +1,7 @@
-"""The agents and their registry (docs/algorithms.md §4–5).
+"""The agents and their registry (docs/algorithms.md §4–5; the modules: docs/architecture.md).
 
-`AGENTS[name]` is the `AgentSpec` each agent module registers for itself (`slatectl.agents.spec`):
-its params dataclass, builder, needed pretrained inputs and flags. Importing this package imports every
-agent module, which fills `AGENTS` in this order.
-
-Modules: `base` (the member layout every agent builds on, the episode batch), `stacked` (the
-`StackedAgent` base the trainer and collection drive: K ≥ 1 members in lockstep), `spec` (AgentSpec,
-AGENTS, register_agent), `pretrained` (AgentInputs and the builders' shared input checks), `belief` (the
-GRU belief's layout), `batched_gru` (the members' GRU unroll), `rankers` (TopK, GeMS), `critic_pair` (SAC's
-two critics as one pair), `nets` (small shared pieces); then one file per algorithm, each its layout, its
-stacked form with all its math, its builder and its registration: `sac` (SAC+GeMS, SAC+TopK ideal/MF),
-`wknn` (SAC+WkNN), `slateq`, `reinforce`, `random_policy` (the uniform random policy, used by
-collection, not trainable).
+`AGENTS[name]` is the `AgentSpec` each agent module registers for itself (`slatectl.agents.spec`); importing
+this package imports every agent module, which fills `AGENTS` in the order below.
 """
 
 from __future__ import annotations

@@ -1,10 +1,5 @@
-"""What every agent file builds on: the member layout (`Agent`) and the episode data its update takes.
-
-An agent is one file (`sac.py`, `slateq.py`, …): its params dataclass, its layout (an `Agent`: one run's
-weights and optimizers), its stacked form (a `slatectl.agents.stacked.StackedAgent` over K ≥ 1 layouts,
-which holds all of the agent's math: acting, the online belief, the update), its builder, and one
-`register_agent(AgentSpec(..., population=StackedForm))` (`slatectl.agents.spec`). The trainer and
-collection drive only the stacked form; a lone run is K = 1.
+"""What every agent file builds on (docs/architecture.md, `slatectl/agents/`): the member layout (`Agent`)
+and the episode data its stacked form's update takes.
 
 Episode data handed to an update (all tensors on the agent's device; the stacked form takes them with a
 leading member dimension K):
@@ -21,13 +16,14 @@ o_0 … o_t.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Callable, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 
+from slatectl.agents.nets import first_click_index
+
 ActMode = Literal["random", "explore", "greedy"]
-Backward = Callable[[torch.Tensor], None]
 
 
 def default_backward(loss: torch.Tensor) -> None:
@@ -50,19 +46,19 @@ class EpisodeBatch:
     def to(self, device: torch.device | str) -> "EpisodeBatch":
         return EpisodeBatch(*(getattr(self, f.name).to(device) for f in fields(self)))
 
-    def select(self, index: int | slice) -> "EpisodeBatch":
-        """Episodes `index` (an int keeps a batch of one)."""
-        part = slice(index, index + 1) if isinstance(index, int) else index
-        return EpisodeBatch(*(getattr(self, f.name)[part] for f in fields(self)))
+    def first_clicks(self, shown: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(…, H) the first clicked item of the slate paired with the state after o_0 … o_t, and whether it
+        has a click: o_{t+1} (the slate a_t produced), or o_t with `shown` (the reference's off-by-one)."""
+        part = slice(0, -1) if shown else slice(1, None)
+        rank, has_click = first_click_index(self.clicks[..., part, :])
+        return self.slates[..., part, :].gather(-1, rank[..., None]).squeeze(-1), has_click
 
 
 class Agent(nn.Module):
-    """A member's layout: one run's weights, buffers and optimizers, with no acting or learning.
-
-    The submodules, parameters and buffers name the state-dict keys (a checkpoint is this module's state
-    dict); `optimizers()` says which tensor each optimizer trains, in which order (a resume state holds
-    their states). The agent's math is its stacked form's (`slatectl.agents.stacked.StackedAgent`), built
-    from K ≥ 1 such layouts; a lone run is K = 1. Subclasses set `params` and `action_dim`."""
+    """A member's layout: one run's weights, buffers and optimizers (a checkpoint is its state dict;
+    `optimizers()` says which tensors each trains, in which order; a resume state holds their states), with
+    no acting or learning: that is its stacked form's (`slatectl.agents.stacked.StackedAgent`, built from
+    K ≥ 1 such layouts). Subclasses set `params`."""
 
     params: object
     #: Width of the raw action stored with each step (a GeMS latent, a TopK query; 0: slates only).

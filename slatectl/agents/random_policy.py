@@ -1,12 +1,9 @@
-"""The uniform random slate policy as an agent (the `random` quality of collected datasets).
+"""The uniform random slate policy as an agent (the `random` quality of collected datasets; not trainable).
 
-It acts the same in every mode: K distinct uniformly random items per user, drawn from the simulator's
-per-user counter streams (`slatectl.sim.policies.RandomSlatePolicy`) keyed by the (user id, seed) of
-the episode, so a user's slates do not depend on the batch it is simulated in. It has no belief (an
-empty (B, 0) state), no action vector, nothing to learn, and is not trainable.
-
-`RandomAgent` is the member layout (nothing to hold); `StackedRandom` plays K members, the ids and
-each member's seed coming from the members' envs (`MemberEnvs.user_streams`).
+In every mode, member k's user u gets K distinct uniformly random items from the simulator's per-user
+counter streams (`slatectl.sim.policies.RandomSlatePolicy`) for user u and member k's seed
+(`MemberEnvs.user_streams`, made at the first `act` of each set of episodes), so a user's slates do not
+depend on the batch it is simulated in. No belief (an empty (B, 0) state), no action, nothing to learn.
 """
 
 from __future__ import annotations
@@ -15,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from slatectl.agents.base import ActMode, Agent, EpisodeBatch, Backward, default_backward
+from slatectl.agents.base import ActMode, Agent, EpisodeBatch, default_backward
 from slatectl.agents.pretrained import AgentInputs
 from slatectl.agents.spec import AgentSpec, register_agent
 from slatectl.agents.stacked import StackedAgent
@@ -37,15 +34,13 @@ class RandomParams:
 
 
 class RandomAgent(Agent):
-    """A member's layout: no weights, no optimizer (`StackedRandom` draws the slates)."""
+    """A member's layout: no weights, no optimizer."""
 
 
 class StackedRandom(StackedAgent):
-    """K random policies (no weights): member k's user u draws the simulator's random-policy slates for
-    user u and member k's seed. The streams are made at the first `act` of each set of episodes, from the
-    envs."""
+    """K random policies (the module doc)."""
 
-    def __init__(self, members: list[RandomAgent]):  # nothing to stack: no weights, no optimizers
+    def __init__(self, members: list[RandomAgent]):  # nothing to stack (`StackedAgent.__init__` needs weights)
         if not members:
             raise ValueError("a population needs at least one member")
         if any(type(m) is not RandomAgent for m in members):
@@ -57,10 +52,6 @@ class StackedRandom(StackedAgent):
         self.tensors, self.optimizers, self._layout_kernels = {}, {}, {}
         self._users = 0
         self._streams: CounterRNG | None = None
-
-    def to(self, device: torch.device | str) -> "StackedRandom":
-        self.device = torch.device(device)
-        return self
 
     @torch.no_grad()
     def begin_episodes(self, slates: torch.Tensor, clicks: torch.Tensor) -> None:
@@ -85,7 +76,7 @@ class StackedRandom(StackedAgent):
         return slates.view(self.K, self._users, -1), torch.zeros(self.K, self._users, 0, device=self.device)
 
     def update(self, batch: EpisodeBatch, generators: list[torch.Generator],
-               backward: Backward = default_backward) -> list[dict[str, float]]:
+               backward=default_backward) -> list[dict[str, float]]:
         return [{} for _ in range(self.K)]
 
 

@@ -4,9 +4,8 @@ Policy: s_a (actor GRU belief, 20) → hidden_pinet (256) → ReLU → N (1000) 
 - "explore" (training): the slate is K = 10 i.i.d. draws from π (with replacement, duplicates possible);
 - "greedy" (evaluation): the K most probable items, sorted;
 - "random" (the loop's random phase): K i.i.d. uniform items.
-The agent trains from the very first episode (`updates_during_random_phase = True`, as the reference:
-only SAC/SlateQ skip updates during the random phase) on its replay of `capacity` 1 episode with
-`batch_size` 1: each update uses the latest episode only.
+It trains from the first episode (`updates_during_random_phase`; quirk b) on the latest episode only
+(`capacity` = `batch_size` = 1).
 
 Loss per episode, summed over its steps whose clicked slate has a click (averaged over the episodes of a
 batch, which is the plain sum for the reference's batch of 1):
@@ -16,21 +15,16 @@ G_t = Σ_{k ≥ t} γ^{k−t} r_k the discounted (γ = 0.8) return-to-go from st
 term. Adam `pi_lr` (3e-3) over the policy MLP and the actor belief.
 
 Reference quirks — what we do:
-(a) Off-by-one pairing: the reference pairs state s_t (which already contains o_t) with the first click
-    of o_t, i.e. an item drawn by the policy at s_{t−1}, weighted by the return-to-go G_t of a_t.
-    **Not reproduced by default** (`pair_state_with_shown_clicks: false`: j_t is the first click of
-    o_{t+1}, the slate drawn at s_t): clearly a bug (the log-probability is not that of the action the
-    return is credited to). `true` reproduces it.
+(a) Off-by-one pairing: the reference pairs s_t (which already contains o_t) with the first click of
+    o_t, an item drawn at s_{t−1}, weighted by the return-to-go G_t of a_t: clearly a bug (the
+    log-probability is not that of the action the return is credited to), **not reproduced by default**
+    (`pair_state_with_shown_clicks: false`: j_t is the first click of o_{t+1}, the slate drawn at s_t);
+    `true` reproduces it.
 (b) No baseline, training during the random phase on random-slate episodes (whose items were not drawn
     from π — the update is then not a policy gradient): kept, it is the published baseline.
 
-The stacked form (`StackedReinforce`, what the trainer and collection run; a lone run is K = 1) stacks
-the member layouts' state dicts (`belief.*`, `policy.*`) along a leading member dimension
-(`StackedAgent`); one Adam over the stacked tensors is the K members' Adams (they all update at every
-step). Member k draws from its own generator, in this order and these shapes: `randint(N, (B, slate))`
-per random-phase step, `multinomial(π (B, N), slate, replacement=True)` per exploring step (the
-members' policies are evaluated stacked, then each member samples its own rows). The loss is the one
-above per member, summed over members.
+`ReinforceSoftmax` is a member's layout, `StackedReinforce` the math of K ≥ 1 members (the sum of their
+losses; its stacked state and per-member draws: docs/population.md, "REINFORCE").
 """
 
 from __future__ import annotations
@@ -42,7 +36,7 @@ from torch import Tensor
 
 from slatectl.agents.base import ActMode, Agent, EpisodeBatch, default_backward
 from slatectl.agents.belief import GRUBelief
-from slatectl.agents.nets import common_checks, first_click_index, mlp
+from slatectl.agents.nets import common_checks, mlp
 from slatectl.agents.pretrained import AgentInputs
 from slatectl.agents.spec import AgentSpec, register_agent
 from slatectl.agents.stacked import StackedSlatePicker, member_metrics
@@ -80,8 +74,7 @@ def discounted_returns(rewards: Tensor, gamma: float) -> Tensor:
 
 
 class ReinforceSoftmax(Agent):
-    """One member's layout: the modules and optimizer that `StackedReinforce` is built from, and what a
-    member's checkpoint is written as (its state dict). It does not act or learn itself."""
+    """A member's layout (see `Agent`)."""
 
     updates_during_random_phase = True
 
@@ -101,7 +94,6 @@ class StackedReinforce(StackedSlatePicker):
     """K REINFORCE members stacked (the module doc): sampling from π and the update."""
 
     nets = ("policy",)
-    online_belief = "belief"
 
     def __init__(self, members: list[ReinforceSoftmax]):
         super().__init__(members)
@@ -121,12 +113,7 @@ class StackedReinforce(StackedSlatePicker):
         j_t the first clicked item of the slate paired with s_t (quirk (a))."""
         K, E, H = batch.rewards.shape
         states = self.encode_episodes("belief", batch.slates, batch.clicks)  # (K, E, H+1, S)
-        if self.params.pair_state_with_shown_clicks:
-            slates, clicks = batch.slates[:, :, :H], batch.clicks[:, :, :H]
-        else:
-            slates, clicks = batch.slates[:, :, 1:], batch.clicks[:, :, 1:]
-        rank, has_click = first_click_index(clicks)  # (K, E, H)
-        items = slates.gather(3, rank[..., None]).squeeze(3)
+        items, has_click = batch.first_clicks(self.params.pair_state_with_shown_clicks)  # (K, E, H)
         logits = self._sequential("policy", states[:, :, :H].reshape(K, E * H, -1)).view(K, E, H, -1)
         log_pi = torch.log_softmax(logits, dim=-1).gather(3, items[..., None]).squeeze(3)
         # 1 − (1 − π)^K computed as −expm1(K·log1p(−π)) (same value, no cancellation for small π).
@@ -135,7 +122,6 @@ class StackedReinforce(StackedSlatePicker):
 
     def update(self, batch: EpisodeBatch, generators: list[torch.Generator],
                backward=default_backward) -> list[dict[str, float]]:
-        """One update of every member on its own batch (fields with a leading K dimension)."""
         returns = discounted_returns(batch.rewards, self.params.gamma)
         log_terms, has_click = self.clicked_item_log_terms(batch)
         loss = -(returns * log_terms * has_click.to(log_terms.dtype)).sum(dim=2).mean(dim=1)  # (K,)

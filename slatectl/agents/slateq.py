@@ -4,69 +4,46 @@ Q̄(s, i) per item: s_c (critic GRU belief, 20) → hidden_qnet (256) → ReLU �
 target copy (τ = 0.002 every `target_update_frequency` updates). The slate value decomposes as
 Q(s, A) = Σ_{i∈A} P(i | s, A)·Q̄(s, i); the agent knows the true relevances and click model ("TT"):
 
-- Acting (greedy): the top-K items of ρ_i·Q̄(s, i), sorted, with ρ the true current relevances read
-  from the environment (privileged). "explore": with probability ε the whole slate is random (K i.i.d.
-  items, duplicates possible, as in the reference), else greedy, per user; ε = ε_end + (1 − ε_end)·
-  exp(−step/ε_decay) = 0.01 + 0.99·exp(−step/1000) with step = the training step (episodes completed,
-  the reference's global_step). The trainer calls `set_step(step)` before each batch of episodes and
-  each update; `update` also advances the counter by one so that the agent keeps a sensible schedule
-  when driven without `set_step`. The step is a buffer (saved with the weights), so a resumed run
-  continues the schedule. "random": random slates. "greedy" is used for evaluation.
-- Training (first-click assumption), Adam `q_lr` (1e-3) over the Q-net and the critic belief: keep the
-  transitions whose clicked slate has a click; j = its first clicked item; target y = 1 + γ(1 − done)·
-  Σ_{k∈A'} P(k | s', A')·Q̄'(s', k), where A' = top-K of ρ'·Q̄'(s') with ρ' the relevances recomputed
-  from the true next user embedding (`batch.user_states`, no boredom mask) and P(k | s', A') the true
-  per-position click probabilities (position bias and diversity penalty); loss MSE(Q̄(s_t, j), y)
-  averaged over the kept transitions. s' from the same online GRU, detached; done = 1 on the last
-  transition (the reference's common POMDP frame).
+- Acting: "greedy" (evaluation) = the top-K items of ρ_i·Q̄(s, i), sorted, ρ the true current relevances
+  read from the environment; "explore" = per user, with probability ε a whole random slate (K i.i.d.
+  items), else greedy; "random" = random slates. ε = ε_end + (1 − ε_end)·exp(−step/ε_decay) = 0.01 +
+  0.99·exp(−step/1000), step = the training step (episodes completed, the reference's global_step), set
+  by the trainer (`set_step`) before each batch of episodes and each update; `update` also advances it,
+  so the schedule stays sensible without `set_step`. It is a buffer: a resumed run continues it.
+- Training (first-click assumption), Adam `q_lr` (1e-3) over the Q-net and the critic belief: on the
+  transitions whose clicked slate has a click, j = its first clicked item, target y = 1 + γ(1 − done)·
+  Σ_{k∈A'} P(k | s', A')·Q̄'(s', k), A' = top-K of ρ'·Q̄'(s') with ρ' the relevances of the true next user
+  embedding (`batch.user_states`, no boredom mask) and P(k | s', A') the true per-position click
+  probabilities (position bias, diversity penalty); loss MSE(Q̄(s_t, j), y) over those transitions. s'
+  from the same online GRU, detached; done = 1 on the last transition (the reference's POMDP frame).
 
 Reference quirks — what we do:
-(a) Off-by-one pairing: the reference pairs state s_t (which already contains o_t) with the first click
-    of o_t, i.e. the click caused by a_{t−1}. **Not reproduced by default**
-    (`pair_state_with_shown_clicks: false`: s_t is paired with the clicks of o_{t+1}, the observation
-    a_t produced): clearly a bug. `true` reproduces it.
-(b) Boredom in the acting relevances: the reference's `get_relevances()` zeroes the wrong slice of the
-    user vector for a bored topic b (entries [S·b, (S+1)·b) instead of [S·b, S·b + S)), so boredom is
-    mostly ignored. **Not reproduced by default** (`act_relevance: masked`: the simulator's true current
-    relevances, bored topics zeroed, `env.relevances()`): clearly a bug. `act_relevance:
-    reference-slice` reproduces the slice literally as the notes describe it; `act_relevance: unmasked`
-    ignores boredom entirely (matching the training target, which never sees boredom).
-(c) The training target uses relevances without a boredom mask (the next boredom state is not stored):
-    kept (that is the reference's target, and the next-state boredom is not part of the batch).
+(a) The reference pairs s_t (which already contains o_t) with the first click of o_t, caused by a_{t−1}:
+    clearly a bug, **not reproduced by default** (`pair_state_with_shown_clicks: false` pairs s_t with
+    the clicks of o_{t+1}, which a_t produced); `true` reproduces it.
+(b) For a bored topic b the reference's `get_relevances()` zeroes the wrong slice of the user vector
+    ([S·b, (S+1)·b) instead of [S·b, S·b + S)), so boredom is mostly ignored when acting: clearly a bug,
+    **not reproduced by default** (`act_relevance: masked`: the simulator's relevances with bored topics
+    zeroed); `reference-slice` reproduces the slice as the notes describe it; `unmasked` ignores boredom
+    (as the training target does).
+(c) The target's relevances have no boredom mask (the next boredom state is not in the batch): kept.
 (d) Exploration slates drawn with replacement: kept (no measurable effect).
 
-The stacked form (`StackedSlateQ`, what the trainer and collection run; a lone run is K = 1) stacks the
-member layouts' state dicts (`belief.*`, `q.*`, `q_target.*`, the privileged click-model buffers
-`env_items`, `env_item_topics`, `propensities`, the quirk-(b) `slice_mask`, the schedule buffers `step`
-and `update_count`) along a leading member dimension (`StackedAgent`); a member's environment constants
-that are not in its state dict (max score, diversity penalty) stay per member. Each member keeps its own
-env's item table, click model and penalty, so a mixed-env population trains each member against its own
-env. Acting reads the relevances from the population's batched simulator (each user's own env); member
-k draws its exploration from its own generator: `rand(B)` per exploring step, then `randint(N, (B,
-slate))` only when one of its users explores; `randint(N, (B, slate))` per random-phase step. ε follows
-the shared training step (members move in lockstep). The update evaluates the Q-nets on every
-transition and masks the squared errors of those without a click, so member k's loss is the mean over
-its own kept transitions.
-
-A member whose whole batch has no click skips its update (no optimizer step, no Polyak step): its
-weights, Adam moments and target net are left as they were, but Adam's step count is shared with the
-members that do update, so its later bias corrections count one step more than a lone run's. With the
-reference's batch of 20 episodes × 100 steps a click-free batch does not occur in practice.
+`SlateQ` is a member's layout, `StackedSlateQ` the math of K ≥ 1 members (its stacked state, per-member
+envs and draws, and a member with a click-free batch: docs/population.md, "SlateQ", "Known difference").
 """
 
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from torch import Tensor
 
 from slatectl.agents.base import ActMode, Agent, EpisodeBatch, default_backward
 from slatectl.agents.belief import GRUBelief
-from slatectl.agents.nets import common_checks, first_click_index, frozen_copy, mlp
+from slatectl.agents.nets import common_checks, frozen_copy, mlp
 from slatectl.agents.pretrained import AgentInputs
 from slatectl.agents.spec import AgentSpec, register_agent
 from slatectl.agents.stacked import StackedSlatePicker, member_metrics
@@ -104,14 +81,12 @@ class SlateQParams:
 
 
 class SlateQ(Agent):
-    """One member's layout: the modules, buffers and optimizer that `StackedSlateQ` is built from, and
-    what a member's checkpoint is written as (its state dict). It does not act or learn itself."""
+    """A member's layout (see `Agent`); `inputs` is unused (the `AgentSpec.build` signature)."""
 
-    def __init__(self, params: SlateQParams, env: TopicRec):
+    def __init__(self, params: SlateQParams, env: TopicRec, inputs: AgentInputs | None = None):
         super().__init__()
-        cfg = env.config
+        cfg = self.env_config = env.config
         self.params = params
-        self.num_items, self.slate_size = cfg.num_items, cfg.slate_size
         self.belief = GRUBelief(cfg.num_items, params.item_embedd_dim, cfg.slate_size, params.belief_state_dim)
         self.q = mlp(params.belief_state_dim, params.hidden_qnet, cfg.num_items)
         self.q_target = frozen_copy(self.q)
@@ -119,9 +94,7 @@ class SlateQ(Agent):
         self.register_buffer("env_items", env.item_embeddings.detach().clone().float())
         self.register_buffer("env_item_topics", env.item_topics.detach().clone().long())
         self.register_buffer("propensities", env.propensities.detach().clone().float())
-        self.max_score, self.offset, self.slope = env.max_score, cfg.offset, cfg.slope
-        self.num_topics, self.diversity_threshold = cfg.num_topics, cfg.diversity_threshold
-        self.diversity_penalty = cfg.diversity_penalty
+        self.max_score = env.max_score
         # Reference slice bug (quirk b): bored topic b zeroes user entries [S·b, (S+1)·b).
         d = torch.arange(cfg.embedding_dim)
         b = torch.arange(cfg.num_topics)[:, None]
@@ -135,19 +108,16 @@ class SlateQ(Agent):
 
 
 class StackedSlateQ(StackedSlatePicker):
-    """K SlateQ members stacked (the module doc): acting, the ε schedule and the update."""
+    """K SlateQ members stacked: acting, the ε schedule and the update (the module doc)."""
 
     nets = ("q", "q_target")
-    online_belief = "belief"
 
     def __init__(self, members: list[SlateQ]):
         super().__init__(members)
-        reference = members[0]
-        self.num_items, self.slate_size = reference.num_items, reference.slate_size
-        # Shared by every env (MixedTopicRec checks): the click model's shape constants.
-        self.offset, self.slope = reference.offset, reference.slope
-        self.num_topics, self.diversity_threshold = reference.num_topics, reference.diversity_threshold
-        self.diversity_penalties = [m.diversity_penalty for m in members]
+        # The click model's shape constants are shared by every env (MixedTopicRec checks); the penalty is not.
+        self.env_config = cfg = members[0].env_config
+        self.num_items, self.slate_size = cfg.num_items, cfg.slate_size
+        self.diversity_penalties = [m.env_config.diversity_penalty for m in members]
         self.max_score = torch.tensor([m.max_score for m in members], dtype=torch.float32).view(-1, 1, 1)
         # Host copy of the members' (shared) `step` buffer: ε at every acting step needs no device read.
         self._step = int(self.tensors["step"][0])
@@ -159,7 +129,6 @@ class StackedSlateQ(StackedSlatePicker):
 
     # -- schedule ----------------------------------------------------------------------------------
     def set_step(self, step: int) -> None:
-        """The training step (episodes completed) that drives ε (kept in the `step` buffer)."""
         self.tensors["step"].fill_(int(step))
         self._step = int(step)
 
@@ -170,7 +139,6 @@ class StackedSlateQ(StackedSlatePicker):
 
     @property
     def epsilon(self) -> float:
-        """ε = ε_end + (1 − ε_end)·exp(−step/ε_decay) at the shared training step."""
         p = self.params
         return p.epsilon_end + (1.0 - p.epsilon_end) * math.exp(-self._step / p.epsilon_decay)
 
@@ -211,30 +179,25 @@ class StackedSlateQ(StackedSlatePicker):
         simulator's click model with each member's own env (`slatectl.sim.click_model`)."""
         q_next = self._sequential("q_target", s_next)  # (K, n, N)
         scores = torch.bmm(users, self.tensors["env_items"].transpose(1, 2)) / self.max_score
-        rel_next = relevance(scores, self.offset, self.slope)
+        rel_next = relevance(scores, self.env_config.offset, self.env_config.slope)
         next_slates = (rel_next * q_next).topk(self.slate_size, dim=2).indices  # A'
         topics = self.tensors["env_item_topics"].gather(1, next_slates.flatten(1)).view_as(next_slates)
         slate_relevance = rel_next.gather(2, next_slates)
         probs = torch.stack([
-            click_probabilities(slate_relevance[k], topics[k], self.tensors["propensities"][k], self.num_topics,
-                                self.diversity_threshold, penalty)
+            click_probabilities(slate_relevance[k], topics[k], self.tensors["propensities"][k],
+                                self.env_config.num_topics, self.env_config.diversity_threshold, penalty)
             for k, penalty in enumerate(self.diversity_penalties)])
         return (probs * q_next.gather(2, next_slates)).sum(dim=2)
 
     def update(self, batch: EpisodeBatch, generators: list[torch.Generator],
                backward=default_backward) -> list[dict[str, float]]:
-        """One update of every member on its own batch (fields with a leading K dimension)."""
         p = self.params
         K, E, H = batch.rewards.shape
         n = E * H
         epsilon = self.epsilon
         states = self.encode_episodes("belief", batch.slates, batch.clicks)  # (K, E, H+1, S)
-        if p.pair_state_with_shown_clicks:  # quirk (a)
-            slates, clicks = batch.slates[:, :, :H], batch.clicks[:, :, :H]
-        else:
-            slates, clicks = batch.slates[:, :, 1:], batch.clicks[:, :, 1:]
-        rank, kept = first_click_index(clicks.reshape(K, n, -1))  # kept: (K, n) the transitions trained on
-        items = slates.reshape(K, n, -1).gather(2, rank[..., None]).squeeze(2)
+        items, kept = batch.first_clicks(p.pair_state_with_shown_clicks)  # quirk (a)
+        items, kept = items.reshape(K, n), kept.reshape(K, n)  # kept: the transitions trained on
         not_done = torch.ones(E, H, device=states.device)
         not_done[:, -1] = 0.0
         kept_count = kept.sum(dim=1)  # (K,)
@@ -256,14 +219,22 @@ class StackedSlateQ(StackedSlatePicker):
         return [{"kept_transitions": row["kept_transitions"], "epsilon": epsilon, **row} for row in rows]
 
     def _step_members(self, loss: Tensor, active: Tensor, backward) -> None:
-        """Adam and Polyak steps of the members `active` (K,) on their losses (K,); every member's
-        schedule step advances."""
+        """Adam and Polyak steps of the members `active` (K,) on their losses (K,): the others' weights and
+        Adam moments are put back after the shared Adam step (its step count still advances: docs/population.md).
+        Every member's schedule step advances."""
         if bool(active.any()):
             optimizer = self.optimizers["q"]
             optimizer.zero_grad(set_to_none=True)
             backward(loss.sum())
-            with self._frozen_members(optimizer, ~active):
-                optimizer.step()
+            frozen = ~active
+            saved = [] if bool(active.all()) else [
+                (t, {key: v[frozen].clone() for key, v in [("param", t), *optimizer.state[t].items()] if key != "step"})
+                for t in optimizer.param_groups[0]["params"]]
+            optimizer.step()
+            with torch.no_grad():
+                for t, values in saved:
+                    for key, value in values.items():
+                        (t if key == "param" else optimizer.state[t][key])[frozen] = value
         with torch.no_grad():
             self.tensors["step"] += 1
             self._step += 1
@@ -271,26 +242,5 @@ class StackedSlateQ(StackedSlatePicker):
             self._polyak("q", self.params.tau,
                          active & (self.tensors["update_count"] % self.params.target_update_frequency == 0))
 
-    @contextmanager
-    def _frozen_members(self, optimizer: torch.optim.Optimizer, frozen: Tensor) -> Iterator[None]:
-        """Undo the optimizer step for the members `frozen` (K,): their weights and Adam moments are put
-        back (only the step count, shared by all members, still advances; see the module doc)."""
-        if not bool(frozen.any()):
-            yield
-            return
-        params = optimizer.param_groups[0]["params"]
-        saved = [{"param": t[frozen].clone(), **{key: v[frozen].clone() for key, v in optimizer.state[t].items()
-                                                if key != "step"}} for t in params]
-        yield
-        with torch.no_grad():
-            for t, kept in zip(params, saved):
-                t[frozen] = kept.pop("param")
-                for key, value in kept.items():
-                    optimizer.state[t][key][frozen] = value
 
-
-def build_slateq(params: SlateQParams, env: TopicRec, inputs: AgentInputs) -> SlateQ:
-    return SlateQ(params, env)
-
-
-register_agent(AgentSpec("slateq", "SlateQ", SlateQParams, build_slateq, privileged=True, population=StackedSlateQ))
+register_agent(AgentSpec("slateq", "SlateQ", SlateQParams, SlateQ, privileged=True, population=StackedSlateQ))

@@ -1,24 +1,7 @@
-"""What an agent module declares about itself, and the `AGENTS` table the modules register into.
+"""What an agent module declares about itself (`AgentSpec`), and the `AGENTS` table the modules register into.
 
 Each agent module ends with `register_agent(AgentSpec(...))` (as d3rlpy's algorithm registry does), so
 adding an agent means adding one module and importing it in `slatectl.agents`; nothing else lists agents.
-
-An `AgentSpec` holds:
-- `name` (the CLI name) and `display_name` (the reference/paper name);
-- `params_cls`: the typed dataclass of the agent's hyper-parameters (defaults = the reference values,
-  also in configs/agents/<name>.yaml); every one has `capacity` and `batch_size` (in episodes) for the
-  loop's replay and a `validate()` that raises `BadInput`;
-- `build(params, env, inputs) -> Agent`, one run's layout (weights and optimizers), with `inputs` an
-  `AgentInputs` (pretrained pieces);
-- `needs`: the pretrained inputs the agent needs with its default params (`PRETRAINED_INPUTS`);
-  `spec.needs_for(params)` gives them for a particular params value (a params class may define
-  `needs()` when they depend on its values, as WkNN's `item_table: mf`);
-- `privileged`: whether it reads hidden environment state (the paper's "disclosed env.");
-- `trainable`: False for fixed policies (the random policy) that collection uses but `train` refuses;
-- `population`: the agent's stacked form, which holds all its math and is what the trainer and collection
-  drive: K ≥ 1 members of this agent in lockstep, built from their K layouts
-  (`slatectl.agents.stacked.StackedAgent`; a lone run is K = 1). A trainable agent needs one (the trainer
-  refuses an agent without).
 """
 
 from __future__ import annotations
@@ -40,13 +23,20 @@ PRETRAINED_INPUTS = ("gems", "mf")
 
 @dataclass(frozen=True)
 class AgentSpec:
-    name: str
-    display_name: str
+    name: str  # the CLI name
+    display_name: str  # the reference's / paper's name
+    #: The typed hyper-parameters (defaults = the reference's, also in configs/agents/<name>.yaml); each has
+    #: `capacity` and `batch_size` (in episodes) for the loop's replay and a `validate()` raising `BadInput`.
     params_cls: type
+    #: (params, env, inputs: the pretrained pieces) → one run's layout (`Agent`: weights and optimizers).
     build: Callable[[Any, "TopicRec", "AgentInputs"], "Agent"]
+    #: Pretrained inputs needed with the default params; a params class whose needs depend on its values
+    #: (WkNN's `item_table: mf`) defines `needs()`, and `needs_for(params)` asks it.
     needs: tuple[str, ...] = ()
-    privileged: bool = False
-    trainable: bool = True
+    privileged: bool = False  # reads hidden environment state (the paper's "disclosed env.")
+    trainable: bool = True  # False for fixed policies (the random policy): collection uses them, `train` refuses
+    #: The stacked form (`slatectl.agents.stacked.StackedAgent`: K ≥ 1 members in lockstep, all the agent's
+    #: math), which the trainer and collection drive; a trainable agent needs one.
     population: Callable[[list["Agent"]], "StackedAgent"] | None = None
 
     def needs_for(self, params: Any) -> tuple[str, ...]:

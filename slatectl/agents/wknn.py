@@ -1,57 +1,38 @@
 """SAC+WkNN: SAC with a Wolpertinger (k-nearest-neighbour) slate layer (notes §7.4; Dulac-Arnold et al. 2015).
 
 The actor outputs a proto-action of K·D = 200 numbers (K = 10 slots × D = 20 embedding dims) in the box
-of per-dimension min/max of the agent's item table (repeated for each slot). Turning it into a slate:
+of per-dimension min/max of the agent's item table (tiled over the slots). Turning it into a slate:
+1. one D-dim query per slot (layout: quirk iii);
+2. per slot, the `wolpertinger_k` = 10 items nearest to the query (Euclidean) are candidates;
+3. the slots are filled greedily in rank order: for slot r, each candidate c is scored by the *target* Q1
+   on the slate [items chosen for slots < r, c repeated in slots r … K−1]; the best is kept (an item may
+   fill several slots, as in the reference).
+The critic reads [s_c (20), the slate's item embeddings slot-major (200)]; the rest is the SAC of `sac.py`
+(target entropy −K·D = −200). The actor is trained through Q(s_c, raw proto-action), and the critic
+target uses the raw proto-action sampled at s'. "random" mode: K i.i.d. uniform items (duplicates
+possible); the raw action is that slate's embedding in the proto-action layout.
 
-1. read the proto-action as one D-dim query per slot (layout: see quirk iii);
-2. per slot, the `wolpertinger_k` = 10 items nearest to the query in Euclidean distance are candidates;
-3. fill the slots greedily in rank order: for slot r, every candidate c is scored by the *target* Q1 on
-   the slate [items chosen for slots < r, c repeated in slots r … K−1]; the best is kept (the same item
-   may be chosen for several slots, as in the reference).
-
-The critic reads [s_c (20), the slate's item embeddings concatenated slot-major (200)]. Everything else
-is the SAC of `sac.py` (twin critics, Polyak, auto-entropy with target entropy −200, γ 0.8, …). The actor
-is trained through Q(s_c, proto-action) (the raw proto-action is fed to the critic), and the critic
-target uses a' = the raw proto-action sampled at s'. Random phase ("random" mode): uniformly random slates
-(K i.i.d. items, duplicates possible) as for the reference's ranker-less agents; the returned raw action
-is that slate's embedding in the proto-action layout.
-
-Reference quirks — what we do (each one is a parameter, so the reference behaviour stays reachable):
-
-(i) Item table. The reference ranks with a frozen deep copy of the **critic belief's from-scratch
-    (random N(0, 1)) item table**, taken at construction; the `ideal` table named in its config is never
-    used and the paper says WkNN uses MF embeddings. **Reproduced by default** (`item_table:
-    critic-belief`): it is what produced the published "performs very poorly" numbers, it keeps WkNN an
-    agent that uses no hidden environment information, and the intended fix is ambiguous (config: ideal =
-    privileged; paper: MF; or the belief's *trained* table). `item_table: mf` (needs the MF input) and
-    `item_table: ideal` (privileged) are available.
-(ii) Critic action off by one. The reference trains the critic on the embeddings of the slate observed
-    *in* s_t (the slate shown before a_t, i.e. produced by a_{t−1}) instead of the slate a_t produced.
-    **Not reproduced by default** (`critic_on_shown_slate: false`): it is clearly a bug (the regression
-    target r_t + γV(s_{t+1}) is paired with an action that did not cause it). `true` reproduces it.
-(iii) Proto-action layout. The reference's kNN layer reads the 200 numbers dim-major (a 20 × 10 view:
-    slot r's query is every 10th number) while the critic reads action vectors slot-major (10 × 20), and
-    the actor loss feeds the raw proto-action to the critic — the two disagree on which numbers belong
-    to which slot. **Not reproduced by default** (`proto_layout: slot-major`: the kNN layer reads the
-    proto-action slot-major, as the critic does): clearly a bug. `proto_layout: dim-major` reproduces
-    it. (The box is per-dimension bounds tiled slot-major; with the default random table all dimensions
-    have nearly the same range, so the layout barely matters for the box.)
-(iv) Which belief scores the candidates online. The notes say only the actor's GRU runs online, so the
-    reference presumably feeds the actor's belief state to the target Q1 while ranking (the critic was
-    trained on the critic belief's states). The notes do not state it; **we run the critic's belief
-    online and rank with it** (`rank_state: critic`); `rank_state: actor` reproduces the inferred
-    reference behaviour.
+Reference quirks — what we do (each one a parameter, so the reference behaviour stays reachable):
+(i) Item table: the reference ranks with a frozen copy of the critic belief's from-scratch (N(0, 1))
+    table, though its config names `ideal` and the paper says MF. **Reproduced by default** (`item_table:
+    critic-belief`): it gave the published "very poor" numbers, uses no hidden env information, and the
+    fix is ambiguous (ideal, MF, the trained table); `mf` (needs the MF input), `ideal` (privileged).
+(ii) The critic is trained on the slate observed *in* s_t (produced by a_{t−1}), not the slate a_t
+    produced: clearly a bug (the target r_t + γV(s_{t+1}) is paired with an action that did not cause
+    it), **not reproduced by default** (`critic_on_shown_slate: false`; `true` reproduces it).
+(iii) The kNN layer reads the proto-action dim-major (20 × 10: slot r's query is every 10th number) while
+    the critic, fed the raw proto-action by the actor loss, reads it slot-major (10 × 20): clearly a bug,
+    **not reproduced by default** (`proto_layout: slot-major`; `dim-major` reproduces it). (The box is
+    tiled slot-major: with the random table all dimensions have nearly the same range anyway.)
+(iv) The notes say only the actor's GRU runs online, so the reference presumably ranks with the actor's
+    belief state (the critic was trained on the critic belief's); the notes do not say. **We run the
+    critic's belief online and rank with it** (`rank_state: critic`; `actor` reproduces the inferred
+    reference behaviour).
 Kept as in the reference: target Q1 (not Q2, not the online critic) scores the candidates; k = 10;
-`full_slate` true (the only mode implemented); target entropy −K·D = −200.
+`full_slate` true (the only mode implemented).
 
-Two classes, as in `sac.py`: `WolpertingerSAC` is one run's layout (a `SACAgent` with the item table it
-ranks with, `item_table`, a buffer of its state dict, and its squared norms); `StackedWkNN` is
-`StackedSAC` with the Wolpertinger slate layer, for K ≥ 1 runs at once: each member ranks in its own
-item table (stacked like the weights) with its own target Q1, one batched Q1 call per slot for all
-members' B·k candidate slates; the critic belief also runs online when it ranks (`rank_state: critic`,
-the default); the slates' embeddings are handed to `StackedSAC.update` as the batch's actions. Member
-k draws from its generator `randint(N, (B, slate))` per random-phase step, `randn(B, K·D)` per exploring
-step, then the SAC update's draws.
+`WolpertingerSAC` is one run's layout (a `SACAgent` with its `item_table` buffer and the table's squared
+norms); `StackedWkNN` is `StackedSAC` with the slate layer (docs/population.md, "SAC+WkNN").
 """
 
 from __future__ import annotations
@@ -101,8 +82,7 @@ class WkNNParams(SACParams):
 
 
 class WolpertingerSAC(SACAgent):
-    """One SAC+WkNN run's layout (see `SACAgent`), which `StackedWkNN` is built from: the critic reads
-    [state, slate embedding] and the box is the item table's per-dimension range, tiled slot-major."""
+    """One SAC+WkNN run's layout (see `SACAgent` and the module doc)."""
 
     def __init__(self, params: WkNNParams, num_items: int, slate_size: int, item_table: torch.Tensor | None):
         """item_table None = a frozen copy of the critic belief's initial (random) table (quirk i)."""
@@ -119,8 +99,7 @@ class WolpertingerSAC(SACAgent):
         center, scale = item_table_box(table)
         self.action_center.copy_(center.repeat(slate_size))  # tiled: index i ↔ dim i mod D
         self.action_scale.copy_(scale.repeat(slate_size))
-        self.item_dim = dim
-        self.k = min(params.wolpertinger_k, num_items)
+        self.item_dim, self.k = dim, min(params.wolpertinger_k, num_items)
 
 
 class StackedWkNN(StackedSAC):
@@ -131,24 +110,16 @@ class StackedWkNN(StackedSAC):
 
     def __init__(self, members: list[WolpertingerSAC]):
         super().__init__(members)
-        reference = members[0]
-        self.num_items = reference.num_items
-        self.item_dim = reference.item_dim
-        self.k = reference.k
+        self.num_items, self.item_dim, self.k = members[0].num_items, members[0].item_dim, members[0].k
         self.online_critic = self.params.rank_state == "critic"  # quirk (iv)
         self._critic_hidden: Tensor | None = None
 
-    # -- member k's item table ---------------------------------------------------------------------
-    def _lookup(self, items: Tensor) -> Tensor:
-        """(K, …) item ids → (K, …, D) rows of each member's own item table."""
-        return self._member_rows("item_table", items)
-
+    # -- the proto-action's layout -----------------------------------------------------------------
     def _queries(self, proto: Tensor) -> Tensor:
         """(K, B, slate·D) proto-actions → (K, B, slate, D) per-slot queries (layout: quirk iii)."""
-        K, B = proto.shape[:2]
         if self.params.proto_layout == "dim-major":
-            return proto.view(K, B, self.item_dim, self.slate_size).transpose(2, 3)
-        return proto.view(K, B, self.slate_size, self.item_dim)
+            return proto.unflatten(2, (self.item_dim, self.slate_size)).transpose(2, 3)
+        return proto.unflatten(2, (self.slate_size, self.item_dim))
 
     def _as_proto(self, slot_vectors: Tensor) -> Tensor:
         if self.params.proto_layout == "dim-major":
@@ -157,15 +128,11 @@ class StackedWkNN(StackedSAC):
 
     # -- acting ------------------------------------------------------------------------------------
     @torch.no_grad()
-    def begin_episodes(self, slates: Tensor, clicks: Tensor) -> None:
-        self._critic_hidden = None
-        super().begin_episodes(slates, clicks)
-
-    @torch.no_grad()
     def observe(self, slates: Tensor, clicks: Tensor) -> None:
+        if self.online_critic:  # `begin_episodes` clears the actor's belief first: then the critic's starts anew
+            hidden = self._critic_hidden if self._hidden is not None else None
+            self._critic_hidden = self._belief_step("critic_belief", hidden, slates, clicks)
         super().observe(slates, clicks)
-        if self.online_critic:
-            self._critic_hidden = self._belief_step("critic_belief", self._critic_hidden, slates, clicks)
 
     def candidates(self, proto: Tensor) -> Tensor:
         """(K, B, slate·D) → (K, B, slate, k) the k items nearest (Euclidean) to each slot's query."""
@@ -181,7 +148,7 @@ class StackedWkNN(StackedSAC):
         cand = self.candidates(proto)  # (K, B, slate, k)
         K, B, S, k = cand.shape
         D = self.item_dim
-        cand_emb = self._lookup(cand)  # (K, B, slate, k, D)
+        cand_emb = self._member_rows("item_table", cand)  # (K, B, slate, k, D)
         chosen = torch.empty(K, B, S, dtype=torch.int64, device=proto.device)
         chosen_emb = torch.empty(K, B, S, D, device=proto.device)
         state_rep = states[:, :, None, :].expand(K, B, k, states.shape[-1])
@@ -193,7 +160,7 @@ class StackedWkNN(StackedSAC):
             q = self._sequential("q1_target", x).view(K, B, k)
             best = q.argmax(dim=2, keepdim=True)
             chosen[:, :, r] = cand[:, :, r].gather(2, best).squeeze(2)
-            chosen_emb[:, :, r] = self._lookup(chosen[:, :, r])
+            chosen_emb[:, :, r] = self._member_rows("item_table", chosen[:, :, r])
         return chosen
 
     @torch.no_grad()
@@ -202,7 +169,7 @@ class StackedWkNN(StackedSAC):
         state = self.belief_state()
         if mode == "random":
             slates = self._random_slates(generators, state.shape[1])
-            return slates, self._as_proto(self._lookup(slates))
+            return slates, self._as_proto(self._member_rows("item_table", slates))
         proto = self._policy_action(mode, state, generators)
         return self.wolpertinger_slate(proto, self._critic_hidden if self.online_critic else state), proto
 
@@ -211,19 +178,18 @@ class StackedWkNN(StackedSAC):
                backward=default_backward) -> list[dict[str, float]]:
         """StackedSAC.update with the critic's actions = the slates' embeddings, slot-major (quirk ii picks
         which slates)."""
-        H = batch.rewards.shape[2]
-        slates = batch.slates[:, :, :H] if self.params.critic_on_shown_slate else batch.rec_slates
-        return super().update(replace(batch, actions=self._lookup(slates).flatten(-2)), generators, backward)
+        slates = batch.slates[:, :, :-1] if self.params.critic_on_shown_slate else batch.rec_slates
+        actions = self._member_rows("item_table", slates).flatten(-2)
+        return super().update(replace(batch, actions=actions), generators, backward)
 
 
 def build_sac_wknn(params: WkNNParams, env: TopicRec, inputs: AgentInputs) -> WolpertingerSAC:
-    cfg = env.config
     table = None
     if params.item_table == "ideal":
         table = checked_item_table(env.item_embeddings, env, "the environment's item table")
     elif params.item_table == "mf":
         table = checked_item_table(require_input(inputs, "mf", "sac-wknn"), env, "the MF item table")
-    return WolpertingerSAC(params, cfg.num_items, cfg.slate_size, table)
+    return WolpertingerSAC(params, env.config.num_items, env.config.slate_size, table)
 
 
 register_agent(AgentSpec("sac-wknn", "SAC+WkNN", WkNNParams, build_sac_wknn, population=StackedWkNN))
