@@ -125,10 +125,7 @@ class StackedReinforce(StackedSlatePicker):
         returns = discounted_returns(batch.rewards, self.params.gamma)
         log_terms, has_click = self.clicked_item_log_terms(batch)
         loss = -(returns * log_terms * has_click.to(log_terms.dtype)).sum(dim=2).mean(dim=1)  # (K,)
-        optimizer = self.optimizers["policy"]
-        optimizer.zero_grad(set_to_none=True)
-        backward(loss.sum())
-        optimizer.step()
+        self._optimizer_step("policy", loss, backward)
         episode_returns = batch.rewards.sum(dim=2).mean(dim=1)
         clicked = has_click.sum(dim=(1, 2)).to(loss.dtype)
         return member_metrics({"loss": loss, "return": episode_returns, "clicked_steps": clicked})
