@@ -61,7 +61,7 @@ from slatectl.train.evaluation import Evaluation, TestResult, evaluate_members, 
 from slatectl.train.lifecycle import Heartbeat, StopRequests, signal_exit_code
 from slatectl.train.metrics_log import MetricsLog
 from slatectl.train.population import Member, check_population, claim_members, group_runs, membership, new_group_id
-from slatectl.train.progress import SilentReporter, TrainingProgress, TrainingReporter
+from slatectl.train.progress import TrainingProgress, TrainingReporter
 from slatectl.train.replay import EpisodeReplay
 from slatectl.train.schedule import StepSchedule
 
@@ -95,7 +95,7 @@ class Trainer:
         if self.spec.population is None:
             raise BadInput(f"agent {configs[0].agent_name!r} has no stacked form and cannot train.")
         self.registry = registry
-        self.reporter = reporter or SilentReporter()
+        self.reporter = reporter or TrainingReporter()
         self.logs_dir = logs_dir
         # `auto` (the default) takes CUDA when torch sees a GPU and says so; `cuda` without one is BadInput.
         # The runs record the resolved device, and a GeMS a run pretrains for itself is pretrained there.
