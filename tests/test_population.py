@@ -22,7 +22,7 @@ from slatectl.sim.member_envs import MemberEnvs
 from slatectl.train.config import resolve_run_config
 from slatectl.train.loop import RunInterrupted, Trainer
 from slatectl.train.episodes import member_episodes, play_member_episodes, stack_batches
-from slatectl.train.population import group_runs, membership, population_configs
+from slatectl.train.population import group_runs, population_configs
 from training_helpers import StopAt
 
 SMALL = [
@@ -356,7 +356,8 @@ def test_resume_refuses_a_group_with_a_live_member_and_leaves_the_others_as_they
     configs = _configs(["focused_topdown"], SEEDS[:2])
     with open_registry(settings) as registry:
         runs = [registry.start_run(c.agent_name, c.env, c.training.seed,
-                                   {**c.to_dict(), "population": membership("g-live", k, 2)}, group_id="g-live")
+                                   {**c.to_dict(), "population": {"group": "g-live", "member": k, "size": 2}},
+                                   group_id="g-live")
                 for k, c in enumerate(configs)]
         registry.finish_run(runs[0].id, status="interrupted")
         with Session(registry.engine) as session:  # member 1 is alive in another process

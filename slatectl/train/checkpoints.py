@@ -32,9 +32,7 @@ class ResumeState:
     val: Evaluation
 
     def to_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "agent": self.agent, "optimizers": self.optimizers, "replay": self.replay,
-                "torch_rng": self.torch_rng,
-                "val": {"mean": self.val.mean, "std": self.val.std, "episodes": self.val.episodes}}
+        return {**vars(self), "val": {**vars(self.val)}}  # shallow copies: the tensors are saved as they are
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ResumeState":
@@ -50,18 +48,17 @@ def register_resume_state(registry: Registry, run_id: int, env_name: str, state:
 
 def register_checkpoint(registry: Registry, run_id: int, step: int, agent_state: dict[str, Any], val: Evaluation,
                         episode_length: int | None, trained: bool | None = None) -> Checkpoint:
-    """The one path by which weights become a registered checkpoint (training loops and
+    """The one path by which weights become a registered checkpoint (the trainer and
     `slatectl.lightning.RegistryCheckpoint`): the store writes the file (temp + fsync + rename, SHA-256),
     then the row. `trained`: True for agents that update from the first episode; None lets the registry
     apply the random-phase rule (step > training.random_steps) from the run's config. `episode_length`:
     None when a step is not an episode (a Lightning optimizer step), leaving episodes/env_steps empty.
-    Idempotent per (run, step): a resumed or retried run that saves a step again gets the registered
-    checkpoint back."""
-    episodes = step if episode_length is not None else None
-    env_steps = step * episode_length if episode_length is not None else None
+    Idempotent per (run, step): a run that saves a step again gets the registered checkpoint back."""
+    weights = {k: (v.detach().to("cpu") if isinstance(v, torch.Tensor) else v) for k, v in agent_state.items()}
     return registry.register_checkpoint(
-        run_id, step, cpu_state(agent_state), val_return_mean=val.mean, val_return_std=val.std,
-        val_episodes=val.episodes, episodes=episodes, env_steps=env_steps, trained=trained, existing_ok=True)
+        run_id, step, weights, val_return_mean=val.mean, val_return_std=val.std, val_episodes=val.episodes,
+        episodes=None if episode_length is None else step,
+        env_steps=None if episode_length is None else step * episode_length, trained=trained, existing_ok=True)
 
 
 def resume_states_by_step(registry: Registry, run_id: int, env_name: str) -> dict[int, Artifact]:
@@ -77,6 +74,3 @@ def load_resume_state(registry: Registry, artifact: Artifact) -> ResumeState:
     """A registered resume state (hash-checked on load)."""
     return ResumeState.from_dict(registry.load_artifact_state(artifact.id))
 
-
-def cpu_state(state: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v.detach().to("cpu") if isinstance(v, torch.Tensor) else v) for k, v in state.items()}

@@ -1,17 +1,7 @@
-"""The metrics log of a run, through Lightning Fabric's loggers: one CSV row per logged step
-(`<logs>/run-<id>.csv`), and TensorBoard scalars (`<logs>/tensorboard/run-<id>/`) when the `tensorboard`
-package is installed.
-
-Lightning's CSVLogger as it stands writes `<root>/<name>/<version>/metrics.csv`, deletes that file when it
-opens a non-empty folder, buffers rows and sorts its columns, so `RunCSVLogger` replaces its file writer
-(its `experiment`) with `RunMetricsFile`: the file stays where users and `inspect`/plot scripts find it,
-with the columns `step`, `episode_return`, `val_return` first, then every metric an agent's `update`
-returned in the order they first appeared. Every row is on disk (flushed) when `write` returns, so a kill
-loses no finished step; a row that brings a new metric rewrites the file once with the wider header
-(storage/atomic.py), so every row stays aligned with it.
-
-Resume: opening the log at step S keeps the rows with step ≤ S (later ones are redone after a kill), and
-the TensorBoard writer purges its events after S, so neither has a step twice.
+"""The metrics log of a run through Lightning Fabric's loggers: `<logs>/run-<id>.csv` (`RunCSVLogger`, with
+slatectl's own file writer `RunMetricsFile`) and TensorBoard scalars in `<logs>/tensorboard/run-<id>/` when
+the `tensorboard` package is installed. docs/lightning.md says why the writer is our own (the file's place,
+its column order, a flush per row) and how a resumed log has no step twice.
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
-"""What is truly about several runs trained together (`slatectl.train.loop.Trainer` with K > 1): the
-members' configs (envs × seeds), the checks that they can run in lockstep, the group id and each member's
-place in it, finding and claiming a group's runs to resume it, and what the trainer keeps per member.
-
-Each member is an ordinary run in the registry with the population's `group_id`; its config also carries
-`population = {group, member, size}`.
-"""
+"""What is about several runs trained together (`slatectl.train.loop.Trainer` with K > 1): the members'
+configs (envs × seeds), the checks that they can run in lockstep, the group id, finding and claiming a
+group's runs to resume it, and what the trainer keeps per member."""
 
 from __future__ import annotations
 
@@ -51,11 +47,6 @@ def check_population(configs: list[RunConfig]) -> None:
 
 def new_group_id() -> str:
     return f"pop-{uuid.uuid4().hex[:12]}"
-
-
-def membership(group: str, member: int, size: int) -> dict:
-    """What a member run's config records about its place in the group."""
-    return {"group": group, "member": member, "size": size}
 
 
 def group_runs(registry: Registry, group: str) -> list[Run]:

@@ -2,13 +2,10 @@
 
 Stored as preallocated tensors (a ring) rather than a deque of objects so sampling a batch is one gather.
 Item ids are kept as int16 and clicks as uint8; `rec_slates` is not stored because it equals
-`slates[:, 1:]`. The resume state (`state_dict`) holds only the filled episodes, as compact copies in
-the stored dtypes (about 20 KB per episode: 196 MB for a full 10,000-episode replay, a few MB early in a
-run), and loads back into the same ring positions so that sampling after `--resume` is exact.
-
-The ring lives on `device` (the agent's: episodes played on a GPU stay there, and a sampled batch needs
-no host transfer); the sampled episode indices are drawn on the CPU generator whatever the device (the
-same draws as before, sent as 20 indices), and the resume state is always copied to the CPU.
+`slates[:, 1:]`. The resume state holds only the filled episodes, in the stored dtypes (sizes: BENCHMARKS.md,
+"Disk use of a training run"), and loads back into the same ring positions so that sampling after
+`--resume` is exact. The ring lives on the agent's device (a sampled batch needs no host transfer); the
+sampled indices are drawn on the CPU generator whatever the device (the same draws on every device).
 """
 
 from __future__ import annotations
