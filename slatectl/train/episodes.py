@@ -59,9 +59,8 @@ def play_member_episodes(envs: MemberEnvs, agent: StackedAgent, user_ids: torch.
     return EpisodeBatch(slates, clicks, actions, slates[:, :, 1:], rewards, user_states)
 
 
-def member_episodes(batch: EpisodeBatch, k: int, rows: slice | None = None) -> EpisodeBatch:
+def member_episodes(batch: EpisodeBatch, k: int, rows: slice = slice(None)) -> EpisodeBatch:
     """Member k's episodes (rows `rows`, default all) of a population batch, as a solo batch."""
-    rows = rows if rows is not None else slice(None)
     return EpisodeBatch(*(getattr(batch, f)[k, rows] for f in batch.__dataclass_fields__))
 
 

@@ -52,20 +52,18 @@ class StopRequests:
 
 
 class Heartbeat:
-    """Renews the leases of `run_ids` (`registry.heartbeat`) at most every `every_s` seconds, by default a
-    quarter of the lease (`settings.lease_seconds()`); `beat_if_due` is cheap enough to call after every
-    batch of steps."""
+    """Renews the leases of `run_ids` (`registry.heartbeat`) at most every quarter of a lease
+    (`settings.lease_seconds()`); `beat_if_due` is cheap enough to call after every batch of steps."""
 
-    def __init__(self, registry, run_ids: list[int], every_s: float | None = None, clock=time.monotonic):
-        self.registry, self.run_ids, self.clock = registry, run_ids, clock
-        self.every_s = lease_seconds() / 4 if every_s is None else every_s
+    def __init__(self, registry, run_ids: list[int]):
+        self.registry, self.run_ids, self.every_s = registry, run_ids, lease_seconds() / 4
         self._beat()
 
     def beat_if_due(self) -> None:
-        if self.clock() - self._last >= self.every_s:
+        if time.monotonic() - self._last >= self.every_s:
             self._beat()
 
     def _beat(self) -> None:
-        self._last = self.clock()
+        self._last = time.monotonic()
         for run_id in self.run_ids:
             self.registry.heartbeat(run_id)

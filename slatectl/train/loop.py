@@ -30,7 +30,6 @@ from typing import Any, Sequence
 
 import torch
 
-from slatectl.agents import AGENTS
 from slatectl.agents.base import ActMode
 from slatectl.agents.stacked import StackedAgent
 from slatectl.domain import DeviceChoice
@@ -77,7 +76,7 @@ class Trainer:
                  reporter: TrainingReporter | None = None, logs_dir: Path | None = None):
         configs = [configs] if isinstance(configs, RunConfig) else list(configs)
         check_population(configs)
-        self.spec = AGENTS[configs[0].agent_name]
+        self.spec = configs[0].spec
         if self.spec.population is None:
             raise BadInput(f"agent {configs[0].agent_name!r} has no stacked form and cannot train.")
         self.registry = registry
@@ -96,14 +95,12 @@ class Trainer:
         self.update_times: deque[float] = deque(maxlen=50)  # the progress display's mean update time
         self.group: str | None = None
 
-    # ------------------------------------------------------------------ entry points
     def run(self, command: str | None = None, group: str | None = None) -> list[TrainResult]:
         """Train new runs. One config trains a solo run unless `group` is given; several always form a
         group (`group`, or a new id)."""
         members = self.build_members()
         self.group = group or (new_group_id() if len(members) > 1 else None)
-        warning = self.training.untrained_warning(members[0].agent.updates_during_random_phase)
-        if warning:
+        if warning := self.training.untrained_warning(members[0].agent.updates_during_random_phase):
             self.reporter.message(warning)
         for k, m in enumerate(members):
             config = recorded_config(m.config, self.device)
@@ -120,19 +117,14 @@ class Trainer:
         return self._train(members, self.stack(members), first_step=0)
 
     @classmethod
-    def resume(cls, registry: Registry, run_id: int, reporter: TrainingReporter | None = None,
+    def resume(cls, registry: Registry, target: int | str, reporter: TrainingReporter | None = None,
                logs_dir: Path | None = None) -> list[TrainResult]:
-        """Continue one recorded run from its newest resume state."""
-        run = registry.get_run(run_id)
-        return cls(registry, run_config_from_dict(run.config), reporter, logs_dir)._claim_and_resume([run], None)
-
-    @classmethod
-    def resume_group(cls, registry: Registry, group: str, reporter: TrainingReporter | None = None,
-                     logs_dir: Path | None = None) -> list[TrainResult]:
-        """Continue every member of `group` from the newest step whose resume state all of them have."""
-        runs = group_runs(registry, group)
-        return cls(registry, [run_config_from_dict(r.config) for r in runs], reporter, logs_dir)._claim_and_resume(
-            runs, group)
+        """Continue run `target` (an id) from its newest resume state, or every member of population `target`
+        (a group id) from the newest step whose resume state all of them have."""
+        group = None if isinstance(target, int) else target
+        runs = [registry.get_run(target)] if group is None else group_runs(registry, group)
+        trainer = cls(registry, [run_config_from_dict(r.config) for r in runs], reporter, logs_dir)
+        return trainer._claim_and_resume(runs, group)
 
     def build_members(self, runs: list[Run] | None = None) -> list[Member]:
         """Each member built as its solo run builds its agent (docs/population.md; the missing GeMS of several
@@ -155,7 +147,6 @@ class Trainer:
         """The members' agents in the stacked form their spec names (`AgentSpec.population`)."""
         return self.spec.population([m.agent for m in members])
 
-    # ------------------------------------------------------------------ resuming
     def _claim_and_resume(self, runs: list[Run], group: str | None) -> list[TrainResult]:
         self.group = group
         claim_members(self.registry, runs)  # refuses (BadInput) a run whose lease is still live
@@ -198,7 +189,6 @@ class Trainer:
         agent.load_optimizer_states(optimizer_states)
         agent.set_step(step)
 
-    # ------------------------------------------------------------------ the loop
     def _train(self, members: list[Member], agent: StackedAgent, first_step: int) -> list[TrainResult]:
         t = self.training
         agent.to(self.device)
@@ -231,11 +221,10 @@ class Trainer:
                          if stops.requested is None else [])
                 stopped_by = stops.requested
         except BaseException as exc:  # a second Ctrl-C: `interrupted`; any other error: `failed` with it
+            interrupted = isinstance(exc, KeyboardInterrupt)
             for m in members:
-                if isinstance(exc, KeyboardInterrupt):
-                    self.registry.finish_run(m.run_id, status="interrupted")
-                else:
-                    self.registry.finish_run(m.run_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
+                self.registry.finish_run(m.run_id, status="interrupted" if interrupted else "failed",
+                                         error=None if interrupted else f"{type(exc).__name__}: {exc}"[:500])
             raise
         finally:
             for log in logs:
@@ -265,8 +254,8 @@ class Trainer:
                 metrics = self.harness.update(agent, batch.to(self.device), generators)  # metrics read once
                 self.update_times.append(time.perf_counter() - started)
             step += 1
-        episode_returns = returns.tolist()  # one host read per batch of steps
-        return step, [{"step": step, "episode_return": r, **m} for r, m in zip(episode_returns, metrics)]
+        # returns.tolist(): one host read per batch of steps
+        return step, [{"step": step, "episode_return": r, **m} for r, m in zip(returns.tolist(), metrics)]
 
     def _validate(self, members: list[Member], agent: StackedAgent, envs: MemberEnvs, step: int,
                   rows: list[dict[str, Any]]) -> float:
@@ -307,7 +296,6 @@ class Trainer:
                              f"every member is marked interrupted and keeps its checkpoints. Continue it with "
                              f"`slatectl train {members[0].config.agent_name} --resume {self.group}`.", stopped_by)
 
-    # ------------------------------------------------------------------ pieces
     def _save(self, members: list[Member], agent: StackedAgent, step: int, vals: list[Evaluation]) -> None:
         """Every resume state, then every checkpoint, then pruning (module doc)."""
         states = [ResumeState(step, agent.member_state_dict(k), agent.member_optimizer_states(k), m.replay.state_dict(),
@@ -328,7 +316,6 @@ class Trainer:
 
     def _name(self, members: list[Member]) -> str:
         return f"run {members[0].run_id}" if self.group is None else f"population {self.group} ({len(members)} runs)"
-
 
 
 def recorded_config(config: RunConfig, device: torch.device) -> dict[str, Any]:

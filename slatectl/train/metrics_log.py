@@ -17,9 +17,6 @@ from lightning_fabric.loggers import CSVLogger, Logger, TensorBoardLogger
 from slatectl.errors import BadInput
 from slatectl.storage.atomic import write_atomically
 
-LEADING_COLUMNS = ["step", "episode_return", "val_return"]
-
-
 class MetricsLog:
     """A run's metrics log. `folder` None logs nothing. `resume_step` S: continue the log of a resumed run
     from step S (rows after S dropped). `tensorboard`: None writes TensorBoard events when the package is
@@ -80,7 +77,7 @@ class RunMetricsFile:
 
     def __init__(self, path: Path, resume_step: int | None = None):
         self.path = path
-        self.columns = list(LEADING_COLUMNS)
+        self.columns = ["step", "episode_return", "val_return"]  # then the metrics in the order they come
         self.metrics: list[dict[str, Any]] = []  # rows logged and not saved yet (the CSVLogger's name)
         rows: list[dict[str, str]] = []
         if resume_step is not None and path.exists():
@@ -88,7 +85,6 @@ class RunMetricsFile:
                 reader = csv.DictReader(handle)
                 self.columns = _merge_columns(self.columns, reader.fieldnames or [])
                 rows = [row for row in reader if row.get("step") and int(row["step"]) <= resume_step]
-        self._handle = None
         self._rewrite(rows)  # a fresh run starts an empty file; a resumed one drops the steps it redoes
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
@@ -110,9 +106,7 @@ class RunMetricsFile:
         self.metrics = []
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        self._handle.close()  # closing a closed file does nothing
 
     def _rewrite(self, rows: list[dict[str, Any]]) -> None:
         text = io.StringIO()

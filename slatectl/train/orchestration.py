@@ -5,8 +5,7 @@ Every run's config is resolved (and so validated) before the first one starts, s
 environment fails before any work. With `jobs` > 1 the runs go to a pool of worker processes, each with
 `slatectl --threads` torch threads, by default its share of the cores (cores ÷ the runs that run at once,
 slatectl/threads.py), so K runs do not oversubscribe the cores; each worker reports with plain progress
-lines labelled by agent/env. A population's member seeds are S, S+1, …, S+N−1 with S = --seed (default:
-the configured training seed), the same for every env; members are ordered env-major.
+lines labelled by agent/env.
 """
 
 from __future__ import annotations
@@ -24,8 +23,6 @@ from slatectl.train.loop import TrainResult, Trainer
 from slatectl.threads import configure_torch_threads
 from slatectl.train.population import new_group_id, population_configs
 from slatectl.train.progress import PlainReporter, TrainingReporter
-
-ReporterFactory = Callable[[str], TrainingReporter]
 
 
 def resolve_run_configs(agent: str, envs: Sequence[str], config_file: Path | None = None, overrides: list[str] | None = None,
@@ -47,7 +44,7 @@ def train_one(settings: Settings, config: RunConfig, command: str, reporter: Tra
 
 
 def train_runs(settings: Settings, configs: list[RunConfig], command: str, jobs: int = 1,
-               reporter_for: ReporterFactory | None = None) -> Iterator[TrainResult]:
+               reporter_for: Callable[[str], TrainingReporter] | None = None) -> Iterator[TrainResult]:
     """Train every config, `jobs` at a time; yields each result in the order of `configs`."""
     if jobs < 1:
         raise BadInput(f"--jobs must be >= 1 (got {jobs}).")
@@ -73,6 +70,7 @@ def _train_in_worker(settings: Settings, config: RunConfig, command: str, jobs: 
 def train_population(settings: Settings, agent: str, envs: Sequence[str], seeds: int, config_file: Path | None,
                      overrides: list[str], cli_training: dict[str, Any], command: str,
                      reporter: TrainingReporter) -> list[TrainResult]:
+    """Every env × seeds S, S+1, …, S+N−1 (S = the configured training seed), env-major, as one group."""
     if seeds < 1:
         raise BadInput(f"--seeds must be >= 1 (got {seeds}).")
     base = resolve_run_configs(agent, envs, config_file, overrides, cli_training)
@@ -86,6 +84,4 @@ def train_population(settings: Settings, agent: str, envs: Sequence[str], seeds:
 def resume_training(settings: Settings, target: int | str, reporter: TrainingReporter) -> list[TrainResult]:
     """Continue run `target` (an id), or every member of population `target` (a group id)."""
     with open_registry(settings) as registry:
-        if isinstance(target, int):
-            return Trainer.resume(registry, target, reporter, logs_dir=logs_dir(settings))
-        return Trainer.resume_group(registry, target, reporter, logs_dir=logs_dir(settings))
+        return Trainer.resume(registry, target, reporter, logs_dir=logs_dir(settings))

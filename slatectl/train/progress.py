@@ -62,10 +62,13 @@ class PhaseClock:
         self.phase_random = first_step < random_steps
         self.phase_start = (clock(), first_step)
 
-    def update(self, step: int) -> None:
-        if self.phase_random and step >= self.random_steps:
+    def update(self, step: int) -> bool:
+        """Whether the random phase ended at `step` (the learning phase's rate starts there)."""
+        ended = self.phase_random and step >= self.random_steps
+        if ended:
             self.phase_random = False
             self.phase_start = (self.clock(), step)
+        return ended
 
     def rate(self, step: int) -> float | None:
         started, first = self.phase_start
@@ -84,14 +87,9 @@ class PhaseClock:
 
 
 def format_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
+    minutes, seconds = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
 
 
 def random_phase_label(random_steps: int, updates_during_random_phase: bool = False) -> str:
@@ -112,8 +110,8 @@ def describe(progress: TrainingProgress, clock: PhaseClock) -> str:
         parts.append(f"{per_s} steps/s{update}")
     elif updating:
         parts.append(f"update {1000 * progress.update_seconds:,.0f} ms per step")
-    parts.append(f"return {progress.episode_return:.1f}")
-    parts.append("val —" if progress.val_return is None else f"val {progress.val_return:.1f}")
+    parts += [f"return {progress.episode_return:.1f}",
+              "val —" if progress.val_return is None else f"val {progress.val_return:.1f}"]
     remaining = clock.remaining(progress.step, progress.total_steps)
     if progress.step < progress.total_steps and progress.random_phase and progress.random_steps < progress.total_steps:
         parts.append("random phase ends in " + ("…" if remaining is None else f"~{format_duration(remaining)}"))
@@ -128,24 +126,18 @@ class PlainReporter(TrainingReporter):
 
     def __init__(self, label: str, stream: TextIO | None = None, every_s: float = 10.0, clock=time.perf_counter):
         self.label, self.stream, self.every_s, self.clock = label, stream or sys.stderr, every_s, clock
-        self._phase_clock: PhaseClock | None = None
-        self._last_line = -float("inf")
-        self._was_random = False
 
     def message(self, text: str) -> None:
         print(f"{self.label}: {text}", file=self.stream, flush=True)
 
     def start(self, total_steps: int, first_step: int, random_steps: int) -> None:
         self._phase_clock = PhaseClock(first_step, random_steps, self.clock)
-        self._was_random = first_step < random_steps
         self._last_line = self.clock()
-        if self._was_random:
+        if first_step < random_steps:
             self.message(f"random phase: random actions until step {random_steps:,}")
 
     def advance(self, progress: TrainingProgress) -> None:
-        self._phase_clock.update(progress.step)
-        phase_ended = self._was_random and not progress.random_phase
-        self._was_random = progress.random_phase
+        phase_ended = self._phase_clock.update(progress.step)
         now = self.clock()
         if now - self._last_line < self.every_s and not phase_ended and progress.step < progress.total_steps:
             return
@@ -160,9 +152,7 @@ class RichReporter(TrainingReporter):
 
     def __init__(self, label: str, console: Console):
         self.label, self.console = label, console
-        self.progress: Progress | None = None
-        self.task = None
-        self._phase_clock: PhaseClock | None = None
+        self.progress: Progress | None = None  # the bar, from `start` to `stop`
 
     def message(self, text: str) -> None:
         self.console.print(f"[dim]{self.label}[/] {text}", highlight=False)

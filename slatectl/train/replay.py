@@ -23,12 +23,9 @@ class EpisodeReplay:
     def __init__(self, capacity: int, batch_size: int, device: torch.device | str = "cpu"):
         if capacity < 1 or batch_size < 1:
             raise ValueError("capacity and batch size must be >= 1")
-        self.capacity = capacity
-        self.batch_size = batch_size
-        self.device = torch.device(device)
-        self.storage: dict[str, torch.Tensor] | None = None
-        self.size = 0
-        self.next_slot = 0
+        self.capacity, self.batch_size, self.device = capacity, batch_size, torch.device(device)
+        self.storage: dict[str, torch.Tensor] | None = None  # allocated by the first `add`
+        self.size, self.next_slot = 0, 0
 
     def _allocate(self, like: dict[str, torch.Tensor]) -> None:
         self.storage = {f: torch.zeros((self.capacity, *like[f].shape[1:]), dtype=_STORED_DTYPES.get(f, like[f].dtype),
