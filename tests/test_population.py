@@ -53,7 +53,7 @@ def _first_update(registry, configs, explore_steps=0):
     Returns (members, stacked agent, episodes, sampled batch, per-member metrics, exploring episodes)."""
     trainer = Trainer(registry, configs)
     members = trainer.build_members()
-    agent = trainer.stack(members)
+    agent = trainer.spec.population([m.agent for m in members])
     envs = MemberEnvs([m.env for m in members])
     generators = [m.generator for m in members]
     seeds = [c.training.seed for c in configs]

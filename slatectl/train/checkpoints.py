@@ -1,14 +1,10 @@
-"""Checkpoints and resume states of a run: what is saved at a save step, and how a run is resumed.
-
-At each save step, in this order:
-1. the resume state (agent weights and schedule buffers, optimizer states, the filled part of the
-   replay, the torch RNG, the step and its validation result) is registered as an artifact of kind
-   `resume-state` (the store writes it to a temporary file, fsyncs and renames: atomic);
-2. the checkpoint (agent weights) is registered with its validation return;
-3. older resume states of the run beyond the newest `keep` are pruned.
-A kill between 1 and 2 leaves a resume state whose checkpoint `--resume` registers; a kill before 3
-leaves one resume state too many, pruned by the next save (or `registry gc`). Never a checkpoint that
-cannot be resumed from, never a pruned state that is the newest.
+"""Checkpoints and resume states of a run. At each save step, in this order: (1) the resume state
+(`ResumeState`: the agent's weights and buffers, optimizer states, the filled replay, the torch RNG, the
+validation) is registered as a `resume-state` artifact, written atomically by the store; (2) the checkpoint
+(agent weights) with its validation return; (3) the run's resume states beyond the newest `keep` are pruned.
+A kill between 1 and 2 leaves a resume state whose checkpoint `--resume` registers; a kill before 3 leaves
+one resume state too many, pruned by the next save (or `registry gc`). Never a checkpoint that cannot be
+resumed from, never a pruned state that is the newest.
 """
 
 from __future__ import annotations
@@ -33,12 +29,6 @@ class ResumeState:
 
     def to_dict(self) -> dict[str, Any]:
         return {**vars(self), "val": {**vars(self.val)}}  # shallow copies: the tensors are saved as they are
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ResumeState":
-        val = data["val"]
-        return cls(int(data["step"]), data["agent"], data["optimizers"], data["replay"], data["torch_rng"],
-                   Evaluation(float(val["mean"]), float(val["std"]), int(val["episodes"])))
 
 
 def register_resume_state(registry: Registry, run_id: int, env_name: str, state: ResumeState) -> None:
@@ -72,5 +62,6 @@ def resume_states_by_step(registry: Registry, run_id: int, env_name: str) -> dic
 
 def load_resume_state(registry: Registry, artifact: Artifact) -> ResumeState:
     """A registered resume state (hash-checked on load)."""
-    return ResumeState.from_dict(registry.load_artifact_state(artifact.id))
+    data = registry.load_artifact_state(artifact.id)
+    return ResumeState(**{**data, "val": Evaluation(**data["val"])})
 

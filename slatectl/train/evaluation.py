@@ -46,8 +46,8 @@ def evaluate_members(envs: MemberEnvs, agent: StackedAgent, episodes: int, seed:
     return [Evaluation(float(r.mean()), float(r.std()) if episodes > 1 else 0.0, episodes) for r in returns]
 
 
-def test_checkpoints(registry: Registry, run_ids: list[int], envs: MemberEnvs, agent: StackedAgent, episodes: int,
-                     seed: int, keep_going: Callable[[], bool]) -> list[list[TestResult]]:
+def record_checkpoint_tests(registry: Registry, run_ids: list[int], envs: MemberEnvs, agent: StackedAgent,
+                            episodes: int, seed: int, keep_going: Callable[[], bool]) -> list[list[TestResult]]:
     """Test and record every checkpoint of every member run, all members at once per step: member k's slot
     holds its checkpoint of that step (a member without one keeps other weights, whose return is not
     recorded). `keep_going()` False before a step stops early. Overwrites the stacked weights: call it when
@@ -67,6 +67,3 @@ def test_checkpoints(registry: Registry, run_ids: list[int], envs: MemberEnvs, a
             results[k].append(TestResult(checkpoint.id, checkpoint.step, bool(checkpoint.is_best),
                                          float(checkpoint.val_return_mean), result.mean, result.std, episodes))
     return results
-
-
-test_checkpoints.__test__ = False  # not a pytest test function

@@ -14,8 +14,7 @@ saves (phase by phase, so a kill part-way leaves a step every run can resume fro
 
 Lightning Fabric (`slatectl.harness.TrainingHarness`) picks the device and precision, seeds, and runs the
 agent's update (docs/lightning.md); the loop itself is our own code. On a GPU the simulator, the agent and
-the replay all live on it: acting sends nothing to the host per env step, and the host reads values once
-per batch of steps (the mean returns, and the update's metrics in one transfer).
+the replay all live on it, and the host reads values once per batch of steps (returns, update metrics).
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ from slatectl.train.checkpoints import (ResumeState, load_resume_state, register
                                         resume_states_by_step)
 from slatectl.train.config import RunConfig, run_config_from_dict
 from slatectl.train.episodes import member_episodes, play_member_episodes, stack_batches
-from slatectl.train.evaluation import Evaluation, TestResult, evaluate_members, test_checkpoints
+from slatectl.train.evaluation import Evaluation, TestResult, evaluate_members, record_checkpoint_tests
 from slatectl.train.lifecycle import Heartbeat, StopRequests, signal_exit_code
 from slatectl.train.metrics_log import MetricsLog
 from slatectl.train.population import Member, check_population, claim_members, group_runs, new_group_id
@@ -114,7 +113,7 @@ class Trainer:
                               if self.group is None else
                               f"population {self.group}: {len(members)} runs of {cfg.agent_name} (runs "
                               f"{members[0].run_id}–{members[-1].run_id}), {steps} each on {self.device.type}")
-        return self._train(members, self.stack(members), first_step=0)
+        return self._train(members, self.spec.population([m.agent for m in members]), first_step=0)
 
     @classmethod
     def resume(cls, registry: Registry, target: int | str, reporter: TrainingReporter | None = None,
@@ -143,10 +142,6 @@ class Trainer:
                                   EpisodeReplay(cfg.agent.capacity, cfg.agent.batch_size, self.device)))
         return members
 
-    def stack(self, members: list[Member]) -> StackedAgent:
-        """The members' agents in the stacked form their spec names (`AgentSpec.population`)."""
-        return self.spec.population([m.agent for m in members])
-
     def _claim_and_resume(self, runs: list[Run], group: str | None) -> list[TrainResult]:
         self.group = group
         claim_members(self.registry, runs)  # refuses (BadInput) a run whose lease is still live
@@ -156,7 +151,7 @@ class Trainer:
                 m.run_id = run.id
                 m.recorded_validations = {v.step for v in self.registry.validations(run.id)}
                 m.recorded_checkpoints = {c.step for c in self.registry.list_checkpoints(run_id=run.id)}
-            agent = self.stack(members)
+            agent = self.spec.population([m.agent for m in members])
             states = [resume_states_by_step(self.registry, m.run_id, m.config.env) for m in members]
             common = set.intersection(*(set(s) for s in states))
             step = max(common, default=0)
@@ -216,8 +211,8 @@ class Trainer:
                     heartbeat.beat_if_due()
                     return stops.requested is None
 
-                tests = (test_checkpoints(self.registry, [m.run_id for m in members], envs, agent, t.test_episodes,
-                                          t.test_seed, keep_going=keep_testing)
+                tests = (record_checkpoint_tests(self.registry, [m.run_id for m in members], envs, agent,
+                                                 t.test_episodes, t.test_seed, keep_going=keep_testing)
                          if stops.requested is None else [])
                 stopped_by = stops.requested
         except BaseException as exc:  # a second Ctrl-C: `interrupted`; any other error: `failed` with it
@@ -272,7 +267,7 @@ class Trainer:
         if len(members) > 1:
             text = ", ".join(f"{env} {sum(v) / len(v):.1f}" for env, v in per_env.items())
             self.reporter.message(f"step {step:,}: mean validation return per env: {text}")
-        if self.schedule.saves_at(step):
+        if step in self.schedule.save_steps:
             self._save(members, agent, step, vals)
         return sum(v.mean for v in vals) / len(vals)
 

@@ -57,8 +57,7 @@ class PhaseClock:
     MIN_SECONDS = 2.0  # no rate before the phase has run this long (a first batch is not representative)
 
     def __init__(self, first_step: int, random_steps: int, clock=time.perf_counter):
-        self.clock = clock
-        self.random_steps = random_steps
+        self.clock, self.random_steps = clock, random_steps
         self.phase_random = first_step < random_steps
         self.phase_start = (clock(), first_step)
 
@@ -73,17 +72,13 @@ class PhaseClock:
     def rate(self, step: int) -> float | None:
         started, first = self.phase_start
         elapsed = self.clock() - started
-        if elapsed < self.MIN_SECONDS or step <= first:
-            return None
-        return (step - first) / elapsed
+        return None if elapsed < self.MIN_SECONDS or step <= first else (step - first) / elapsed
 
     def remaining(self, step: int, total: int) -> float | None:
         """Seconds to the end of the run (learning phase) or of the random phase (random phase)."""
         rate = self.rate(step)
-        if rate is None:
-            return None
         end = min(self.random_steps, total) if self.phase_random else total
-        return max(end - step, 0) / rate
+        return None if rate is None else max(end - step, 0) / rate
 
 
 def format_duration(seconds: float) -> str:

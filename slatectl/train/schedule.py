@@ -41,6 +41,3 @@ class StepSchedule:
 
     def validates_at(self, step: int) -> bool:
         return step % self.training.val_every == 0 or step in self.save_steps
-
-    def saves_at(self, step: int) -> bool:
-        return step in self.save_steps
