@@ -5,9 +5,6 @@ SIGHUP (a scheduler's kill, a closed terminal) and the first Ctrl-C only record 
 checks `requested` between batches of steps, where everything registered so far is complete, and ends
 the run as `interrupted`. A second Ctrl-C raises KeyboardInterrupt at once, as usual. The previous
 handlers are restored when the block ends.
-
-The heartbeat renews the runs' leases while they are alive, so that `--resume` can refuse a run that is
-still running elsewhere and `inspect` can tell a dead run (stale lease) from a live one.
 """
 
 from __future__ import annotations
@@ -52,8 +49,9 @@ class StopRequests:
 
 
 class Heartbeat:
-    """Renews the leases of `run_ids` (`registry.heartbeat`) at most every quarter of a lease
-    (`settings.lease_seconds()`); `beat_if_due` is cheap enough to call after every batch of steps."""
+    """Renews the leases of `run_ids` at most every quarter of a lease (`settings.lease_seconds()`), so that
+    `--resume` can refuse a run still running elsewhere and `inspect` can tell a dead run (stale lease) from a
+    live one; `beat_if_due` is cheap enough to call after every batch of steps."""
 
     def __init__(self, registry, run_ids: list[int]):
         self.registry, self.run_ids, self.every_s = registry, run_ids, lease_seconds() / 4

@@ -78,9 +78,8 @@ class Trainer:
         self.spec = configs[0].spec
         if self.spec.population is None:
             raise BadInput(f"agent {configs[0].agent_name!r} has no stacked form and cannot train.")
-        self.registry = registry
+        self.registry, self.logs_dir = registry, logs_dir
         self.reporter = reporter or TrainingReporter()
-        self.logs_dir = logs_dir
         # `auto` (the default) takes CUDA when torch sees a GPU and says so; `cuda` without one is BadInput.
         self.harness = training_harness(configs[0].training.device, configs[0].training.precision,
                                         say=self.reporter.message)  # Lightning Fabric: device, precision

@@ -2,10 +2,9 @@
 (`--seeds N` or `--env E1,E2,…`: its members in lockstep in one process, one group), and `--resume`.
 
 Every run's config is resolved (and so validated) before the first one starts, so a bad key or
-environment fails before any work. With `jobs` > 1 the runs go to a pool of worker processes, each with
-`slatectl --threads` torch threads, by default its share of the cores (cores ÷ the runs that run at once,
-slatectl/threads.py), so K runs do not oversubscribe the cores; each worker reports with plain progress
-lines labelled by agent/env.
+environment fails before any work. With `jobs` > 1 the runs go to worker processes, each with `slatectl
+--threads` torch threads, by default its share of the cores (slatectl/threads.py), so K runs do not
+oversubscribe the cores; each reports with plain progress lines labelled by agent/env.
 """
 
 from __future__ import annotations
