@@ -67,16 +67,14 @@ def group_runs(registry: Registry, group: str) -> list[Run]:
 def claim_members(registry: Registry, runs: list[Run]) -> None:
     """Take every member's lease, or none: when one member's lease is still live (BadInput naming its
     holder), the members claimed before it get their previous status back."""
-    claimed: list[Run] = []
-    try:
-        for run in runs:
+    for member, run in enumerate(runs):
+        try:
             registry.claim_run(run.id)
-            claimed.append(run)
-    except BadInput:
-        for run in claimed:  # a `running` member here had a stale lease: its process is gone
-            registry.finish_run(run.id, status="interrupted" if run.status == "running" else run.status,
-                                error=run.error)
-        raise
+        except BadInput:
+            for earlier in runs[:member]:  # a `running` member here had a stale lease: its process is gone
+                registry.finish_run(earlier.id, status="interrupted" if earlier.status == "running" else earlier.status,
+                                    error=earlier.error)
+            raise
 
 
 @dataclass
