@@ -1,7 +1,8 @@
 """Write a file so that it either exists complete and durable under its final name, or not at all.
 
 A crash at any point leaves at most a temp file (prefix `.tmp-`) beside the final name; readers never
-see a partial file under a final name, and an existing final name is never replaced.
+see a partial file under a final name, and an existing final name is never replaced (unless a caller that
+rewrites one file whole, such as a run's metrics log, asks for it with `replace=True`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(final: Path, write: Callable[[BinaryIO], T]) -> T:
+def write_atomically(final: Path, write: Callable[[BinaryIO], T], replace: bool = False) -> T:
     """Run `write(handle)` on a temp file in the final directory, fsync it, rename it into place."""
     directory = final.parent
     directory.mkdir(parents=True, exist_ok=True)
@@ -40,7 +41,7 @@ def write_atomically(final: Path, write: Callable[[BinaryIO], T]) -> T:
             handle.flush()
             os.fsync(handle.fileno())
         # Names come from uuid4, so this only trips on a bug; os.replace alone would silently overwrite.
-        if final.exists():
+        if final.exists() and not replace:
             raise FileExistsError(f"refusing to overwrite {final}")
         os.replace(temp, final)
     except BaseException:

@@ -116,7 +116,7 @@ def test_an_interrupted_and_resumed_population_logs_each_members_steps_once(tmp_
         runs = group_runs(registry, "g-logs")
         for run in runs:  # the kill came after step 17; the common resume state is at step 12
             assert max(int(r["step"]) for r in _rows(logs / f"run-{run.id}.csv")[1]) >= 17
-        Trainer.resume_group(registry, "g-logs", logs_dir=logs)
+        Trainer.resume(registry, "g-logs", logs_dir=logs)
         assert [r.status for r in group_runs(registry, "g-logs")] == ["finished", "finished"]
     for run in runs:
         _, rows = _rows(logs / f"run-{run.id}.csv")

@@ -22,7 +22,7 @@ from slatectl.sim.member_envs import MemberEnvs
 from slatectl.train.config import resolve_run_config
 from slatectl.train.loop import RunInterrupted, Trainer
 from slatectl.train.episodes import member_episodes, play_member_episodes, stack_batches
-from slatectl.train.population import group_runs, membership, population_configs
+from slatectl.train.population import group_runs, population_configs
 from training_helpers import StopAt
 
 SMALL = [
@@ -53,7 +53,7 @@ def _first_update(registry, configs, explore_steps=0):
     Returns (members, stacked agent, episodes, sampled batch, per-member metrics, exploring episodes)."""
     trainer = Trainer(registry, configs)
     members = trainer.build_members()
-    agent = trainer.stack(members)
+    agent = trainer.spec.population([m.agent for m in members])
     envs = MemberEnvs([m.env for m in members])
     generators = [m.generator for m in members]
     seeds = [c.training.seed for c in configs]
@@ -307,7 +307,7 @@ def test_resume_group_continues_every_member_as_an_uninterrupted_population(sett
         assert [r.status for r in members] == ["interrupted", "interrupted"]
         assert all(r.group_id == "g-interrupted" for r in members)
         assert [[c.step for c in registry.list_checkpoints(run_id=r.id)] for r in members] == [[12], [12]]
-        resumed = Trainer.resume_group(registry, "g-interrupted")
+        resumed = Trainer.resume(registry, "g-interrupted")
         straight = Trainer(registry, configs).run(command="test")
         assert [r.status for r in group_runs(registry, "g-interrupted")] == ["finished", "finished"]
         for a, b in zip(resumed, straight):
@@ -318,7 +318,7 @@ def test_resume_group_continues_every_member_as_an_uninterrupted_population(sett
             for name in state_a:
                 torch.testing.assert_close(state_a[name], state_b[name], atol=1e-6, rtol=1e-5, msg=name)
         with pytest.raises(BadInput):
-            Trainer.resume_group(registry, "no-such-group")
+            Trainer.resume(registry, "no-such-group")
 
 
 def test_a_kill_between_members_checkpoints_is_completed_by_resume(settings, monkeypatch):
@@ -338,7 +338,7 @@ def test_a_kill_between_members_checkpoints_is_completed_by_resume(settings, mon
         members = group_runs(registry, "g-half-saved")
         assert [r.status for r in members] == ["failed", "failed"]
         assert [[c.step for c in registry.list_checkpoints(run_id=r.id)] for r in members] == [[6, 12], [6]]
-        results = Trainer.resume_group(registry, "g-half-saved")
+        results = Trainer.resume(registry, "g-half-saved")
         assert [[c.step for c in r.checkpoints] for r in results] == [[6, 12], [6, 12]]
         assert [r.status for r in group_runs(registry, "g-half-saved")] == ["finished", "finished"]
         assert all(c.test_episodes == 8 for r in results for c in r.checkpoints)
@@ -356,7 +356,8 @@ def test_resume_refuses_a_group_with_a_live_member_and_leaves_the_others_as_they
     configs = _configs(["focused_topdown"], SEEDS[:2])
     with open_registry(settings) as registry:
         runs = [registry.start_run(c.agent_name, c.env, c.training.seed,
-                                   {**c.to_dict(), "population": membership("g-live", k, 2)}, group_id="g-live")
+                                   {**c.to_dict(), "population": {"group": "g-live", "member": k, "size": 2}},
+                                   group_id="g-live")
                 for k, c in enumerate(configs)]
         registry.finish_run(runs[0].id, status="interrupted")
         with Session(registry.engine) as session:  # member 1 is alive in another process
@@ -365,7 +366,7 @@ def test_resume_refuses_a_group_with_a_live_member_and_leaves_the_others_as_they
             session.add(row)
             session.commit()
         with pytest.raises(BadInput, match="being worked on"):
-            Trainer.resume_group(registry, "g-live")
+            Trainer.resume(registry, "g-live")
         assert [r.status for r in group_runs(registry, "g-live")] == ["interrupted", "running"]
         assert registry.get_run(runs[1].id).host == "elsewhere"
 

@@ -20,9 +20,8 @@ from slatectl.harness import PRECISIONS
 from slatectl.registry import explain_untrained_ahead, require_writable, untrained_ahead
 from slatectl.threads import configure_torch_threads
 from slatectl.train.loop import TrainResult
-from slatectl.train.orchestration import resolve_run_configs, resume_run, train_runs
+from slatectl.train.orchestration import resolve_run_configs, resume_training, train_population, train_runs
 from slatectl.sim.config import select_envs
-from slatectl.train.population_runs import resume_population, train_population
 from slatectl.train.progress import make_reporter
 
 
@@ -82,11 +81,10 @@ def train(
                                        "--device": device, "--jobs": None if jobs == 1 else jobs,
                                        "--keep-resume": keep_resume, "--precision": precision})
         configure_torch_threads(settings.threads)
-        if not resume.isdigit():
-            for result in resume_population(settings, resume, make_reporter(f"population {resume}", err_console)):
-                render_result(result)
-            return
-        render_result(resume_run(settings, _run_id(resume), make_reporter(f"run {resume}", err_console)))
+        target = _run_id(resume) if resume.isdigit() else resume
+        label = f"run {resume}" if resume.isdigit() else f"population {resume}"
+        for result in resume_training(settings, target, make_reporter(label, err_console)):
+            render_result(result)
         return
     if agent is None:
         raise BadInput("give the AGENT to train (see `slatectl train --help`), or --resume RUN_ID|GROUP.")

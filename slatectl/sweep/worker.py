@@ -85,7 +85,7 @@ def _train(settings: Settings, registry: Registry, task_id: int, lease_s: float)
                 _wait(lambda r=run: _try(lambda: registry.claim_run(r.id, stale_after_s=lease_s)), lease_s,
                       f"run {run.id}")
         reporter.message(f"resuming population {task.group_id} (attempt {task.attempts})")
-        results = Trainer.resume_group(registry, task.group_id, reporter, logs_dir=logs_dir(settings))
+        results = Trainer.resume(registry, task.group_id, reporter, logs_dir=logs_dir(settings))
         return [r.run_id for r in results]
     for run in runs:  # an attempt that died while recording its members: those runs never trained
         registry.finish_run(run.id, status="failed", error="its sweep task was restarted before every member was recorded")

@@ -1,9 +1,6 @@
-"""The one way an agent is assembled from a run's config: training, `--resume` and collection use it.
-
-`build_agent(config, inputs)` makes the environment and the agent; the pretrained inputs come either
-from `ensure_agent_inputs` (a new run: found in the registry, or built once and registered) or from
-`registered_agent_inputs` (a recorded run: exactly the artifacts it recorded, files hash-checked).
-"""
+"""The one way an agent is assembled from a run's config (`build_agent`): training, `--resume` and collection
+use it, with the pretrained inputs of a new run (`ensure_agent_inputs`) or those a run recorded
+(`registered_agent_inputs`)."""
 
 from __future__ import annotations
 
@@ -34,25 +31,19 @@ def ensure_agent_inputs(registry: Registry, config: RunConfig, say: Say) -> Reso
         return ResolvedInputs(AgentInputs())
     env = make_env(config.env)
     logged = pretrained.ensure_logged_data(registry, env, config.logged, say=say)
-    values: dict = {}
     ids = [logged.id]
     if "gems" in needs:
-        artifact = pretrained.ensure_gems(registry, env, logged, config.gems, config.training.seed, say=say)
-        values["gems"], values["gems_bounds"] = pretrained.load_gems(registry, artifact)
-        ids.append(artifact.id)
+        ids.append(pretrained.ensure_gems(registry, env, logged, config.gems, config.training.seed, say=say).id)
     if "mf" in needs:
-        artifact = pretrained.ensure_mf(registry, env, logged, config.mf, MF_SEED, say=say)
-        values["mf"] = pretrained.load_mf(registry, artifact)
-        ids.append(artifact.id)
-    return ResolvedInputs(AgentInputs(**values), ids)
+        ids.append(pretrained.ensure_mf(registry, env, logged, config.mf, MF_SEED, say=say).id)
+    return registered_agent_inputs(registry, ids)
 
 
 def ensure_population_gems(registry: Registry, configs: Sequence[RunConfig], say: Say) -> None:
     """The GeMS of every member that needs one, found or pretrained together: the missing ones train as
     stacked populations (`pretrained.ensure_gems_population`), under the keys `ensure_agent_inputs` then
     finds them by. Nothing draws from the global RNG here (logged data is counter-based, GeMS pretraining
-    forks the RNG state or uses its own generators), so the members' streams are unchanged. Called by
-    `PopulationTrainer.build_members` before it builds the members."""
+    forks the RNG state or uses its own generators), so the members' streams are unchanged."""
     requests = []
     for config in configs:
         if "gems" in config.spec.needs_for(config.agent):

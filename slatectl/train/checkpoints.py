@@ -1,14 +1,10 @@
-"""Checkpoints and resume states of a run: what is saved at a save step, and how a run is resumed.
-
-At each save step, in this order:
-1. the resume state (agent weights and schedule buffers, optimizer states, the filled part of the
-   replay, the torch RNG, the step and its validation result) is registered as an artifact of kind
-   `resume-state` (the store writes it to a temporary file, fsyncs and renames: atomic);
-2. the checkpoint (agent weights) is registered with its validation return;
-3. older resume states of the run beyond the newest `keep` are pruned.
-A kill between 1 and 2 leaves a resume state whose checkpoint `--resume` registers; a kill before 3
-leaves one resume state too many, pruned by the next save (or `registry gc`). Never a checkpoint that
-cannot be resumed from, never a pruned state that is the newest.
+"""Checkpoints and resume states of a run. At each save step, in this order: (1) the resume state
+(`ResumeState`: the agent's weights and buffers, optimizer states, the filled replay, the torch RNG, the
+validation) is registered as a `resume-state` artifact, written atomically by the store; (2) the checkpoint
+(agent weights) with its validation return; (3) the run's resume states beyond the newest `keep` are pruned.
+A kill between 1 and 2 leaves a resume state whose checkpoint `--resume` registers; a kill before 3 leaves
+one resume state too many, pruned by the next save (or `registry gc`). Never a checkpoint that cannot be
+resumed from, never a pruned state that is the newest.
 """
 
 from __future__ import annotations
@@ -32,15 +28,7 @@ class ResumeState:
     val: Evaluation
 
     def to_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "agent": self.agent, "optimizers": self.optimizers, "replay": self.replay,
-                "torch_rng": self.torch_rng,
-                "val": {"mean": self.val.mean, "std": self.val.std, "episodes": self.val.episodes}}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ResumeState":
-        val = data["val"]
-        return cls(int(data["step"]), data["agent"], data["optimizers"], data["replay"], data["torch_rng"],
-                   Evaluation(float(val["mean"]), float(val["std"]), int(val["episodes"])))
+        return {**vars(self), "val": {**vars(self.val)}}  # shallow copies: the tensors are saved as they are
 
 
 def register_resume_state(registry: Registry, run_id: int, env_name: str, state: ResumeState) -> None:
@@ -50,18 +38,17 @@ def register_resume_state(registry: Registry, run_id: int, env_name: str, state:
 
 def register_checkpoint(registry: Registry, run_id: int, step: int, agent_state: dict[str, Any], val: Evaluation,
                         episode_length: int | None, trained: bool | None = None) -> Checkpoint:
-    """The one path by which weights become a registered checkpoint (training loops and
+    """The one path by which weights become a registered checkpoint (the trainer and
     `slatectl.lightning.RegistryCheckpoint`): the store writes the file (temp + fsync + rename, SHA-256),
     then the row. `trained`: True for agents that update from the first episode; None lets the registry
     apply the random-phase rule (step > training.random_steps) from the run's config. `episode_length`:
     None when a step is not an episode (a Lightning optimizer step), leaving episodes/env_steps empty.
-    Idempotent per (run, step): a resumed or retried run that saves a step again gets the registered
-    checkpoint back."""
-    episodes = step if episode_length is not None else None
-    env_steps = step * episode_length if episode_length is not None else None
+    Idempotent per (run, step): a run that saves a step again gets the registered checkpoint back."""
+    weights = {k: (v.detach().to("cpu") if isinstance(v, torch.Tensor) else v) for k, v in agent_state.items()}
     return registry.register_checkpoint(
-        run_id, step, cpu_state(agent_state), val_return_mean=val.mean, val_return_std=val.std,
-        val_episodes=val.episodes, episodes=episodes, env_steps=env_steps, trained=trained, existing_ok=True)
+        run_id, step, weights, val_return_mean=val.mean, val_return_std=val.std, val_episodes=val.episodes,
+        episodes=None if episode_length is None else step,
+        env_steps=None if episode_length is None else step * episode_length, trained=trained, existing_ok=True)
 
 
 def resume_states_by_step(registry: Registry, run_id: int, env_name: str) -> dict[int, Artifact]:
@@ -75,8 +62,6 @@ def resume_states_by_step(registry: Registry, run_id: int, env_name: str) -> dic
 
 def load_resume_state(registry: Registry, artifact: Artifact) -> ResumeState:
     """A registered resume state (hash-checked on load)."""
-    return ResumeState.from_dict(registry.load_artifact_state(artifact.id))
+    data = registry.load_artifact_state(artifact.id)
+    return ResumeState(**{**data, "val": Evaluation(**data["val"])})
 
-
-def cpu_state(state: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v.detach().to("cpu") if isinstance(v, torch.Tensor) else v) for k, v in state.items()}

@@ -26,6 +26,7 @@ from slatectl.sim.config import load_env_config
 from slatectl.sim.seeds import TEST_SEED, VALIDATION_SEED
 
 MF_SEED = 2022  # reference train_MF seed
+SECTIONS = ("training", "agent", "logged", "gems", "mf")  # of a run's config, in this order
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,11 @@ class TrainingConfig:
 
     def validate(self) -> None:
         flags = {"max_steps": " (--steps)", "keep_resume": " (--keep-resume)", "save_every": " (--save-every)"}
+        minimum = {**dict.fromkeys(("max_steps", "val_every", "val_episodes", "test_episodes", "parallel_episodes",
+                                    "random_phase_batch", "keep_resume"), 1), "random_steps": 0, "save_every": 0}
         check_params("training", [
-            *((getattr(self, name) >= 1, f"training.{name}{flags.get(name, '')} must be >= 1 (got {getattr(self, name)})")
-              for name in ("max_steps", "val_every", "val_episodes", "test_episodes", "parallel_episodes",
-                           "random_phase_batch", "keep_resume")),
-            *((getattr(self, name) >= 0, f"training.{name}{flags.get(name, '')} must be >= 0 (got {getattr(self, name)})")
-              for name in ("random_steps", "save_every")),
+            *((getattr(self, name) >= low, f"training.{name}{flags.get(name, '')} must be >= {low} (got "
+               f"{getattr(self, name)})") for name, low in minimum.items()),
             (self.precision in PRECISIONS,
              f"training.precision (--precision) must be one of {', '.join(PRECISIONS)} (got {self.precision!r})"),
             # Lightning's seed_everything seeds numpy, which takes 32-bit seeds.
@@ -91,8 +91,8 @@ class RunConfig:
         return AGENTS[self.agent_name]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"agent_name": self.agent_name, "env": self.env, "training": asdict(self.training),
-                "agent": asdict(self.agent), "logged": asdict(self.logged), "gems": asdict(self.gems), "mf": asdict(self.mf)}
+        return {"agent_name": self.agent_name, "env": self.env,
+                **{name: asdict(getattr(self, name)) for name in SECTIONS}}
 
 
 def _configs_file(*parts: str) -> dict[str, Any]:
@@ -122,29 +122,17 @@ def resolve_run_config(agent_name: str, env: str, config_file: Path | None = Non
     for key, value in (cli_training or {}).items():
         if value is not None:
             data.setdefault("training", {})[key] = value
-    unknown = sorted(set(data) - {"training", "agent", "logged", "gems", "mf"})
+    unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
-        raise BadInput(f"unknown config section(s) {', '.join(unknown)}. Sections: training, agent, logged, gems, mf.")
-    return RunConfig(
-        agent_name=agent_name,
-        env=env,
-        training=build_config(TrainingConfig, data["training"], "training."),
-        agent=build_config(AGENTS[agent_name].params_cls, data["agent"], "agent."),
-        logged=build_config(LoggedDataConfig, data["logged"], "logged."),
-        gems=build_config(GeMSConfig, data["gems"], "gems."),
-        mf=build_config(MFConfig, data["mf"], "mf."),
-    )
+        raise BadInput(f"unknown config section(s) {', '.join(unknown)}. Sections: {', '.join(SECTIONS)}.")
+    return run_config_from_dict({"agent_name": agent_name, "env": env, **data})
 
 
 def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Rebuild a stored resolved config (for --resume and collection); keys other than the config's
     sections (the run's recorded `runtime`) are ignored. Keys added since the run was recorded take
-    their defaults."""
-    return RunConfig(
-        agent_name=data["agent_name"], env=data["env"],
-        training=build_config(TrainingConfig, data["training"], "training."),
-        agent=build_config(AGENTS[data["agent_name"]].params_cls, data["agent"], "agent."),
-        logged=build_config(LoggedDataConfig, data["logged"], "logged."),
-        gems=build_config(GeMSConfig, data["gems"], "gems."),
-        mf=build_config(MFConfig, data["mf"], "mf."),
-    )
+    their defaults. Each section is built into its typed config and validated (`build_config`)."""
+    classes = {"training": TrainingConfig, "agent": AGENTS[data["agent_name"]].params_cls,
+               "logged": LoggedDataConfig, "gems": GeMSConfig, "mf": MFConfig}
+    return RunConfig(data["agent_name"], data["env"],
+                     **{name: build_config(classes[name], data[name], f"{name}.") for name in SECTIONS})

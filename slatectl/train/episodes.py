@@ -1,10 +1,6 @@
-"""Play whole episodes of an agent in the simulator, batched over users (training, validation, test,
-collection), over a stacked agent's K members (K = 1 for a lone run or a dataset): `begin_member_episodes`
-and `member_step`, the two moves of every such loop (observations go to the agent's device, slates to the
-simulator's; with both on one device nothing is copied and no env step waits for the host; agents never
-put oracle positions in a slate, and saying so spares the simulator a per-step check);
-`play_member_episodes`, the trainer's loop; `member_episodes` / `stack_batches` between a member's
-episodes and the stacked layout."""
+"""Play whole episodes of a stacked agent's K members in the simulator (K = 1 for a lone run or a dataset),
+batched over users: training, validation, test and collection. Observations go to the agent's device, slates
+to the simulator's; with both on one device nothing is copied and no env step waits for the host."""
 
 from __future__ import annotations
 
@@ -32,7 +28,7 @@ def member_step(envs: MemberEnvs, agent: StackedAgent, mode: ActMode,
     """One step of every member's users: the agent acts in `mode` (member k drawing from `generators[k]`),
     the envs step, the agent observes. Returns the raw actions (K, B, A) and the step's result."""
     slate, action = agent.act(mode, generators, envs)
-    result = envs.step(slate.to(envs.device), oracle=False)
+    result = envs.step(slate.to(envs.device), oracle=False)  # agents never put oracle positions in a slate: no check
     observation = result.observation
     agent.observe(observation.slate.to(agent.device), observation.clicks.to(agent.device))
     return action, result
@@ -41,11 +37,8 @@ def member_step(envs: MemberEnvs, agent: StackedAgent, mode: ActMode,
 @torch.no_grad()
 def play_member_episodes(envs: MemberEnvs, agent: StackedAgent, user_ids: torch.Tensor, seeds: list[int],
                          mode: ActMode, generators: list[torch.Generator]) -> EpisodeBatch:
-    """The trainer's episodes: member k plays users `user_ids` of its env with seed `seeds[k]`, through
-    `begin_member_episodes` and `member_step` (the moves collection's recorder makes too).
-
-    Returns an `EpisodeBatch` whose fields have a leading member dimension (K, B, …), on the simulator's
-    device (`envs.device`)."""
+    """The trainer's episodes: member k plays users `user_ids` of its env with seed `seeds[k]` (the moves
+    collection's recorder makes too). An `EpisodeBatch` of (K, B, …) fields on the simulator's device."""
     cfg = envs.config
     K, B, H, S = envs.members, user_ids.shape[0], cfg.episode_length, cfg.slate_size
     on = {"device": envs.device}  # the episode buffers live with the simulator
@@ -66,9 +59,8 @@ def play_member_episodes(envs: MemberEnvs, agent: StackedAgent, user_ids: torch.
     return EpisodeBatch(slates, clicks, actions, slates[:, :, 1:], rewards, user_states)
 
 
-def member_episodes(batch: EpisodeBatch, k: int, rows: slice | None = None) -> EpisodeBatch:
+def member_episodes(batch: EpisodeBatch, k: int, rows: slice = slice(None)) -> EpisodeBatch:
     """Member k's episodes (rows `rows`, default all) of a population batch, as a solo batch."""
-    rows = rows if rows is not None else slice(None)
     return EpisodeBatch(*(getattr(batch, f)[k, rows] for f in batch.__dataclass_fields__))
 
 

@@ -1,5 +1,5 @@
-"""Validation and test: the greedy policy of every member on fixed users (seeds in `slatectl.sim.seeds`, overridable
-per run as training.val_seed / training.test_seed), all users at once since the policy is fixed."""
+"""Validation and test: the greedy policy of every member on fixed users (seeds in `slatectl.sim.seeds`,
+overridable per run as training.val_seed / training.test_seed), all users at once since the policy is fixed."""
 
 from __future__ import annotations
 
@@ -46,13 +46,12 @@ def evaluate_members(envs: MemberEnvs, agent: StackedAgent, episodes: int, seed:
     return [Evaluation(float(r.mean()), float(r.std()) if episodes > 1 else 0.0, episodes) for r in returns]
 
 
-def test_checkpoints(registry: Registry, run_ids: list[int], envs: MemberEnvs, agent: StackedAgent, episodes: int,
-                     seed: int, keep_going: Callable[[], bool] = lambda: True) -> list[list[TestResult]]:
-    """Test every checkpoint of every member run on the fixed test users and record each result, all
-    members at once per step: member k's slot of the stacked agent holds its checkpoint of that step (a
-    member without one keeps other weights, whose return is not recorded). `keep_going` is asked before
-    each step (False stops early: a stop request, the heartbeat's chance to run). Overwrites the stacked
-    weights: call it when training is over."""
+def record_checkpoint_tests(registry: Registry, run_ids: list[int], envs: MemberEnvs, agent: StackedAgent,
+                            episodes: int, seed: int, keep_going: Callable[[], bool]) -> list[list[TestResult]]:
+    """Test and record every checkpoint of every member run, all members at once per step: member k's slot
+    holds its checkpoint of that step (a member without one keeps other weights, whose return is not
+    recorded). `keep_going()` False before a step stops early. Overwrites the stacked weights: call it when
+    training is over."""
     checkpoints = [{c.step: c for c in registry.list_checkpoints(run_id=run_id)} for run_id in run_ids]
     results: list[list[TestResult]] = [[] for _ in run_ids]
     for step in sorted(set().union(*checkpoints)):
@@ -68,6 +67,3 @@ def test_checkpoints(registry: Registry, run_ids: list[int], envs: MemberEnvs, a
             results[k].append(TestResult(checkpoint.id, checkpoint.step, bool(checkpoint.is_best),
                                          float(checkpoint.val_return_mean), result.mean, result.std, episodes))
     return results
-
-
-test_checkpoints.__test__ = False  # not a pytest test function

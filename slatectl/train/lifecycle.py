@@ -1,15 +1,10 @@
 """A run's life in the registry: stop requests (signals) and the heartbeat that keeps its lease.
 
-Stop requests: SIGTERM, SIGHUP and Ctrl-C make a run stop at its next safe point.
-
 While a `StopRequests` block is active (main thread only: Python delivers signals there), SIGTERM and
 SIGHUP (a scheduler's kill, a closed terminal) and the first Ctrl-C only record the request; the loop
 checks `requested` between batches of steps, where everything registered so far is complete, and ends
 the run as `interrupted`. A second Ctrl-C raises KeyboardInterrupt at once, as usual. The previous
 handlers are restored when the block ends.
-
-Heartbeat: while the run is alive it renews its lease about every 30 s, so that `--resume` can refuse
-a run that is still running elsewhere and `inspect` can tell a dead run (stale lease) from a live one.
 """
 
 from __future__ import annotations
@@ -26,8 +21,8 @@ STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signa
 
 
 def signal_exit_code(signal_name: str) -> int:
-    """The exit code of a command stopped by a signal: 128 + its number, as shells report a program the
-    signal killed (130 for Ctrl-C / SIGINT, 143 for SIGTERM, 129 for SIGHUP)."""
+    """128 + the signal's number, as shells report a program the signal killed (130 for Ctrl-C / SIGINT,
+    143 for SIGTERM, 129 for SIGHUP)."""
     return 128 + int(signal.Signals[signal_name])
 
 
@@ -54,18 +49,19 @@ class StopRequests:
 
 
 class Heartbeat:
-    """Renews the run's lease in the registry (`registry.heartbeat`) at most every `every_s` seconds;
-    `beat_if_due` is cheap enough to call after every batch of steps. Default: a quarter of the lease
-    (`settings.lease_seconds()`, 30 s of the default 120 s)."""
+    """Renews the leases of `run_ids` at most every quarter of a lease (`settings.lease_seconds()`), so that
+    `--resume` can refuse a run still running elsewhere and `inspect` can tell a dead run (stale lease) from a
+    live one; `beat_if_due` is cheap enough to call after every batch of steps."""
 
-    def __init__(self, registry, run_id: int, every_s: float | None = None, clock=time.monotonic):
-        every_s = lease_seconds() / 4 if every_s is None else every_s
-        self.registry, self.run_id, self.every_s, self.clock = registry, run_id, every_s, clock
-        self.registry.heartbeat(run_id)
-        self._last = clock()
+    def __init__(self, registry, run_ids: list[int]):
+        self.registry, self.run_ids, self.every_s = registry, run_ids, lease_seconds() / 4
+        self._beat()
 
     def beat_if_due(self) -> None:
-        now = self.clock()
-        if now - self._last >= self.every_s:
-            self.registry.heartbeat(self.run_id)
-            self._last = now
+        if time.monotonic() - self._last >= self.every_s:
+            self._beat()
+
+    def _beat(self) -> None:
+        self._last = time.monotonic()
+        for run_id in self.run_ids:
+            self.registry.heartbeat(run_id)

@@ -2,34 +2,19 @@
 
 One *step* is the reference's global_step: one training episode of H = 100 env steps followed by one
 agent update (updates are skipped while step < random_steps, except for agents that train from the start).
-Validation runs every `val_every` steps and at every save step; each save step registers a resume state
-and a checkpoint per run (`checkpoints.py`). At the end every saved checkpoint is tested (`evaluation.py`).
+Steps go in batches (`schedule.py`). Validation runs every `val_every` steps and at every save step; each
+save step registers a resume state and a checkpoint per run (`checkpoints.py`). At the end every saved
+checkpoint is tested (`evaluation.py`).
 
-Every run is an ordinary run in the registry (its own seed, env, config, lease, validations, checkpoints
-at exactly the requested steps, resume states). The runs of one request train together: at every step
-each plays its own training episode(s) (its own users: its env, its seed) and makes its own update on a
-batch of its own replay, on the schedule of `StepSchedule`; their weights are stacked along a leading
-member dimension so one batched kernel serves all of them (the agent's `AgentSpec.population`, a
-`StackedAgent`; docs/population.md). With K = 1 that is a solo run (no group); with K > 1 the runs share
-a `group_id` and their configs carry `population = {group, member, size}`. Member k of a population is
-the solo run of its env and seed: same initial weights (built after the same `seed_everything`), same
-episodes, same replay indices and noise (its generator continues the global RNG stream after the agent
-is built), same update — up to float rounding of kernels over K members instead of one.
+Every run is an ordinary run in the registry; each plays its own episodes and makes its own update on a
+batch of its own replay, with the runs' weights stacked along a leading member dimension so one batched
+kernel serves all of them (the agent's `AgentSpec.population`, a `StackedAgent`). Member k is the solo
+run of its env and seed up to float rounding. docs/population.md says how, and how groups, leases, stops,
+saves (phase by phase, so a kill part-way leaves a step every run can resume from) and resumes go.
 
-Batching that keeps the algorithm's semantics: random-phase episodes are collected `random_phase_batch`
-at a time (the policy is random there), validation and test run all their users at once (the policy is
-fixed); `parallel_episodes` (default 1, the reference) trades policy freshness for speed.
-
-Saving at a save step goes phase by phase over the runs (every resume state, then every checkpoint,
-then pruning), so a kill part-way leaves a step whose resume state every run still has: `--resume`
-continues from the newest step common to the runs. SIGTERM/SIGHUP/Ctrl-C stop between batches of steps
-and mark every run `interrupted` (`lifecycle.py`); checkpoints stay registered.
-
-Lightning Fabric (`slatectl.harness.TrainingHarness`) picks the device and precision, seeds and launches;
-the loop itself is our own code, and the agent's update runs through the harness (Fabric's autocast and
-backward). On a GPU the simulator, the agent
-and the replay all live on it: acting sends nothing to the host per env step, and the host reads values
-once per batch of steps (the mean returns, and the update's metrics in one transfer).
+Lightning Fabric (`slatectl.harness.TrainingHarness`) picks the device and precision, seeds, and runs the
+agent's update (docs/lightning.md); the loop itself is our own code. On a GPU the simulator, the agent and
+the replay all live on it, and the host reads values once per batch of steps (returns, update metrics).
 """
 
 from __future__ import annotations
@@ -44,7 +29,6 @@ from typing import Any, Sequence
 
 import torch
 
-from slatectl.agents import AGENTS
 from slatectl.agents.base import ActMode
 from slatectl.agents.stacked import StackedAgent
 from slatectl.domain import DeviceChoice
@@ -57,18 +41,18 @@ from slatectl.train.checkpoints import (ResumeState, load_resume_state, register
                                         resume_states_by_step)
 from slatectl.train.config import RunConfig, run_config_from_dict
 from slatectl.train.episodes import member_episodes, play_member_episodes, stack_batches
-from slatectl.train.evaluation import Evaluation, TestResult, evaluate_members, test_checkpoints
+from slatectl.train.evaluation import Evaluation, TestResult, evaluate_members, record_checkpoint_tests
 from slatectl.train.lifecycle import Heartbeat, StopRequests, signal_exit_code
 from slatectl.train.metrics_log import MetricsLog
-from slatectl.train.population import Member, check_population, claim_members, group_runs, membership, new_group_id
-from slatectl.train.progress import SilentReporter, TrainingProgress, TrainingReporter
+from slatectl.train.population import Member, check_population, claim_members, group_runs, new_group_id
+from slatectl.train.progress import TrainingProgress, TrainingReporter
 from slatectl.train.replay import EpisodeReplay
 from slatectl.train.schedule import StepSchedule
 
 
 class RunInterrupted(JobFailed):
     """The runs stopped at a safe point on a signal; they are recorded as `interrupted` and can be resumed.
-    Its exit code is the shell's for that signal (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP)."""
+    Its exit code is the shell's for that signal (`signal_exit_code`)."""
 
     def __init__(self, message: str, signal_name: str = "SIGINT") -> None:
         super().__init__(message)
@@ -91,62 +75,58 @@ class Trainer:
                  reporter: TrainingReporter | None = None, logs_dir: Path | None = None):
         configs = [configs] if isinstance(configs, RunConfig) else list(configs)
         check_population(configs)
-        self.spec = AGENTS[configs[0].agent_name]
+        self.spec = configs[0].spec
         if self.spec.population is None:
             raise BadInput(f"agent {configs[0].agent_name!r} has no stacked form and cannot train.")
-        self.registry = registry
-        self.reporter = reporter or SilentReporter()
-        self.logs_dir = logs_dir
+        self.registry, self.logs_dir = registry, logs_dir
+        self.reporter = reporter or TrainingReporter()
         # `auto` (the default) takes CUDA when torch sees a GPU and says so; `cuda` without one is BadInput.
-        # The runs record the resolved device, and a GeMS a run pretrains for itself is pretrained there.
         self.harness = training_harness(configs[0].training.device, configs[0].training.precision,
                                         say=self.reporter.message)  # Lightning Fabric: device, precision
         self.device = self.harness.device
-        self.configs = [on_device(cfg, self.device) for cfg in configs]
+        # The resolved device (never `auto`) is recorded, and `gems.accelerator` follows it; on a CPU both
+        # are "cpu", the values every earlier run recorded, so a CPU run's config and GeMS are unchanged.
+        self.configs = [replace(cfg, training=replace(cfg.training, device=DeviceChoice(self.device.type)),
+                                gems=replace(cfg.gems, accelerator=self.device.type)) for cfg in configs]
         self.training = self.configs[0].training
         self.schedule = StepSchedule(self.training)
         self.update_times: deque[float] = deque(maxlen=50)  # the progress display's mean update time
         self.group: str | None = None
 
-    # ------------------------------------------------------------------ entry points
     def run(self, command: str | None = None, group: str | None = None) -> list[TrainResult]:
         """Train new runs. One config trains a solo run unless `group` is given; several always form a
         group (`group`, or a new id)."""
         members = self.build_members()
         self.group = group or (new_group_id() if len(members) > 1 else None)
-        warning = self.training.untrained_warning(members[0].agent.updates_during_random_phase)
-        if warning:
+        if warning := self.training.untrained_warning(members[0].agent.updates_during_random_phase):
             self.reporter.message(warning)
         for k, m in enumerate(members):
             config = recorded_config(m.config, self.device)
             if self.group is not None:
-                config["population"] = membership(self.group, k, len(members))
+                config["population"] = {"group": self.group, "member": k, "size": len(members)}
             m.run_id = self.registry.start_run(m.config.agent_name, m.config.env, m.config.training.seed, config,
                                                command=command or shlex.join(sys.argv), inputs=m.inputs.artifact_ids,
                                                group_id=self.group).id
-        self.reporter.message(self._describe(members))
-        return self._train(members, self.stack(members), first_step=0)
+        cfg, steps = members[0].config, f"{self.training.max_steps:,} steps"
+        self.reporter.message(f"run {members[0].run_id}: {cfg.agent_name} on {cfg.env}, {steps} on {self.device.type}"
+                              if self.group is None else
+                              f"population {self.group}: {len(members)} runs of {cfg.agent_name} (runs "
+                              f"{members[0].run_id}–{members[-1].run_id}), {steps} each on {self.device.type}")
+        return self._train(members, self.spec.population([m.agent for m in members]), first_step=0)
 
     @classmethod
-    def resume(cls, registry: Registry, run_id: int, reporter: TrainingReporter | None = None,
+    def resume(cls, registry: Registry, target: int | str, reporter: TrainingReporter | None = None,
                logs_dir: Path | None = None) -> list[TrainResult]:
-        """Continue one recorded run from its newest resume state."""
-        run = registry.get_run(run_id)
-        return cls(registry, run_config_from_dict(run.config), reporter, logs_dir)._claim_and_resume([run], None)
-
-    @classmethod
-    def resume_group(cls, registry: Registry, group: str, reporter: TrainingReporter | None = None,
-                     logs_dir: Path | None = None) -> list[TrainResult]:
-        """Continue every member of `group` from the newest step whose resume state all of them have."""
-        runs = group_runs(registry, group)
+        """Continue run `target` (an id) from its newest resume state, or every member of population `target`
+        (a group id) from the newest step whose resume state all of them have."""
+        group = None if isinstance(target, int) else target
+        runs = [registry.get_run(target)] if group is None else group_runs(registry, group)
         trainer = cls(registry, [run_config_from_dict(r.config) for r in runs], reporter, logs_dir)
         return trainer._claim_and_resume(runs, group)
 
     def build_members(self, runs: list[Run] | None = None) -> list[Member]:
-        """Each member built exactly as a solo run builds its agent: seed_everything(seed), then the agent
-        (pretrained inputs are found or built with forked RNG state, so they do not shift the stream; the
-        missing GeMS of several members are first pretrained as one stack); a resumed member from exactly
-        the inputs its run recorded."""
+        """Each member built as its solo run builds its agent (docs/population.md; the missing GeMS of several
+        members first pretrained as one stack); a resumed member from exactly the inputs its run recorded."""
         members: list[Member] = []
         if runs is None:
             ensure_population_gems(self.registry, self.configs, self.reporter.message)
@@ -161,11 +141,6 @@ class Trainer:
                                   EpisodeReplay(cfg.agent.capacity, cfg.agent.batch_size, self.device)))
         return members
 
-    def stack(self, members: list[Member]) -> StackedAgent:
-        """The members' agents in the stacked form their spec names (`AgentSpec.population`)."""
-        return self.spec.population([m.agent for m in members])
-
-    # ------------------------------------------------------------------ resuming
     def _claim_and_resume(self, runs: list[Run], group: str | None) -> list[TrainResult]:
         self.group = group
         claim_members(self.registry, runs)  # refuses (BadInput) a run whose lease is still live
@@ -175,7 +150,7 @@ class Trainer:
                 m.run_id = run.id
                 m.recorded_validations = {v.step for v in self.registry.validations(run.id)}
                 m.recorded_checkpoints = {c.step for c in self.registry.list_checkpoints(run_id=run.id)}
-            agent = self.stack(members)
+            agent = self.spec.population([m.agent for m in members])
             states = [resume_states_by_step(self.registry, m.run_id, m.config.env) for m in members]
             common = set.intersection(*(set(s) for s in states))
             step = max(common, default=0)
@@ -208,13 +183,12 @@ class Trainer:
         agent.load_optimizer_states(optimizer_states)
         agent.set_step(step)
 
-    # ------------------------------------------------------------------ the loop
     def _train(self, members: list[Member], agent: StackedAgent, first_step: int) -> list[TrainResult]:
         t = self.training
         agent.to(self.device)
         envs = MemberEnvs([m.env for m in members], self.device)  # the simulator on the agent's device
         logs = [MetricsLog(self.logs_dir, m.run_id, resume_step=first_step if first_step else None) for m in members]
-        heartbeats = [Heartbeat(self.registry, m.run_id) for m in members]
+        heartbeat = Heartbeat(self.registry, [m.run_id for m in members])
         last_val: float | None = None
         step = first_step
         self.reporter.start(t.max_steps, first_step, t.random_steps)
@@ -226,22 +200,25 @@ class Trainer:
                         last_val = self._validate(members, agent, envs, step, rows)
                     for log, row in zip(logs, rows):
                         log.write(row)
-                    self._report(members, step, rows, last_val)
-                    for heartbeat in heartbeats:
-                        heartbeat.beat_if_due()
+                    mean_return = sum(row["episode_return"] for row in rows) / len(rows)
+                    update_s = sum(self.update_times) / len(self.update_times) if self.update_times else None
+                    self.reporter.advance(TrainingProgress(step, t.max_steps, t.random_steps, mean_return, last_val,
+                                                           update_s, agent.updates_during_random_phase))
+                    heartbeat.beat_if_due()
 
                 def keep_testing() -> bool:
-                    for heartbeat in heartbeats:
-                        heartbeat.beat_if_due()
+                    heartbeat.beat_if_due()
                     return stops.requested is None
 
-                tests = (test_checkpoints(self.registry, [m.run_id for m in members], envs, agent, t.test_episodes,
-                                          t.test_seed, keep_going=keep_testing)
+                tests = (record_checkpoint_tests(self.registry, [m.run_id for m in members], envs, agent,
+                                                 t.test_episodes, t.test_seed, keep_going=keep_testing)
                          if stops.requested is None else [])
                 stopped_by = stops.requested
-        except BaseException as exc:
+        except BaseException as exc:  # a second Ctrl-C: `interrupted`; any other error: `failed` with it
+            interrupted = isinstance(exc, KeyboardInterrupt)
             for m in members:
-                finish_after_error(self.registry, m.run_id, exc)
+                self.registry.finish_run(m.run_id, status="interrupted" if interrupted else "failed",
+                                         error=None if interrupted else f"{type(exc).__name__}: {exc}"[:500])
             raise
         finally:
             for log in logs:
@@ -271,42 +248,14 @@ class Trainer:
                 metrics = self.harness.update(agent, batch.to(self.device), generators)  # metrics read once
                 self.update_times.append(time.perf_counter() - started)
             step += 1
-        episode_returns = returns.tolist()  # one host read per batch of steps
-        return step, [{"step": step, "episode_return": r, **m} for r, m in zip(episode_returns, metrics)]
+        # returns.tolist(): one host read per batch of steps
+        return step, [{"step": step, "episode_return": r, **m} for r, m in zip(returns.tolist(), metrics)]
 
     def _validate(self, members: list[Member], agent: StackedAgent, envs: MemberEnvs, step: int,
                   rows: list[dict[str, Any]]) -> float:
-        """Every member's validation (recorded, and in its row), then the save when `step` is a save step;
-        returns the members' mean validation return."""
+        """Every member's validation (recorded once per step, and in its row), then the save when `step` is
+        a save step; returns the members' mean validation return."""
         vals = evaluate_members(envs, agent, self.training.val_episodes, self.training.val_seed)
-        self._record_validations(members, step, vals, rows)
-        if self.schedule.saves_at(step):
-            self._save(members, agent, step, vals)
-        return sum(v.mean for v in vals) / len(vals)
-
-    def _report(self, members: list[Member], step: int, rows: list[dict[str, Any]], last_val: float | None) -> None:
-        t = self.training
-        returns = [row["episode_return"] for row in rows]
-        update_seconds = sum(self.update_times) / len(self.update_times) if self.update_times else None
-        self.reporter.advance(TrainingProgress(step, t.max_steps, t.random_steps, sum(returns) / len(returns),
-                                               last_val, update_seconds, members[0].agent.updates_during_random_phase))
-
-    def _conclude(self, members: list[Member], stopped_by: str | None, step: int,
-                  tests: list[list[TestResult]]) -> list[TrainResult]:
-        """Every run `finished` with its checkpoints and tests; or, stopped by a signal, `interrupted`."""
-        if stopped_by is not None:
-            for m in members:
-                self.registry.finish_run(m.run_id, status="interrupted")
-            raise RunInterrupted(self._interrupted_message(members, stopped_by, step), stopped_by)
-        results = []
-        for m, member_tests in zip(members, tests):
-            self.registry.finish_run(m.run_id, status="finished")
-            results.append(TrainResult(run_id=m.run_id, checkpoints=self.registry.list_checkpoints(run_id=m.run_id),
-                                       tests=member_tests))
-        return results
-
-    # ------------------------------------------------------------------ pieces
-    def _record_validations(self, members: list[Member], step: int, vals: list[Evaluation], rows: list[dict]) -> None:
         per_env: dict[str, list[float]] = {}
         for m, val, row in zip(members, vals, rows):
             row["val_return"] = val.mean
@@ -317,6 +266,29 @@ class Trainer:
         if len(members) > 1:
             text = ", ".join(f"{env} {sum(v) / len(v):.1f}" for env, v in per_env.items())
             self.reporter.message(f"step {step:,}: mean validation return per env: {text}")
+        if step in self.schedule.save_steps:
+            self._save(members, agent, step, vals)
+        return sum(v.mean for v in vals) / len(vals)
+
+    def _conclude(self, members: list[Member], stopped_by: str | None, step: int,
+                  tests: list[list[TestResult]]) -> list[TrainResult]:
+        """Every run `finished` with its checkpoints and tests; or, stopped by a signal, `interrupted`."""
+        if stopped_by is None:
+            for m in members:
+                self.registry.finish_run(m.run_id, status="finished")
+            return [TrainResult(m.run_id, self.registry.list_checkpoints(run_id=m.run_id), member_tests)
+                    for m, member_tests in zip(members, tests)]
+        for m in members:
+            self.registry.finish_run(m.run_id, status="interrupted")
+        if self.group is None:
+            run_id = members[0].run_id
+            kept = len(self.registry.list_checkpoints(run_id=run_id))
+            raise RunInterrupted(f"run {run_id} stopped by {stopped_by} at step {step:,} and is marked interrupted; "
+                                 f"its {kept} checkpoint{'' if kept == 1 else 's'} stay registered. Continue it "
+                                 f"with `slatectl train --resume {run_id}`.", stopped_by)
+        raise RunInterrupted(f"population {self.group} ({len(members)} runs) stopped by {stopped_by} at step {step:,}; "
+                             f"every member is marked interrupted and keeps its checkpoints. Continue it with "
+                             f"`slatectl train {members[0].config.agent_name} --resume {self.group}`.", stopped_by)
 
     def _save(self, members: list[Member], agent: StackedAgent, step: int, vals: list[Evaluation]) -> None:
         """Every resume state, then every checkpoint, then pruning (module doc)."""
@@ -331,39 +303,13 @@ class Trainer:
             self.registry.prune_resume_states(m.run_id, keep=self.training.keep_resume)
 
     def _register_checkpoint(self, m: Member, step: int, weights: dict, val: Evaluation) -> None:
+        # `trained` True for agents that update in the random phase too; None lets the registry's step rule decide
         register_checkpoint(self.registry, m.run_id, step, weights, val, m.env.config.episode_length,
-                            trained_from_start(m.agent.updates_during_random_phase))
+                            True if m.agent.updates_during_random_phase else None)
         m.recorded_checkpoints.add(step)
 
     def _name(self, members: list[Member]) -> str:
         return f"run {members[0].run_id}" if self.group is None else f"population {self.group} ({len(members)} runs)"
-
-    def _describe(self, members: list[Member]) -> str:
-        cfg = members[0].config
-        if self.group is None:
-            return f"run {members[0].run_id}: {cfg.agent_name} on {cfg.env}, {self.training.max_steps:,} steps on {self.device.type}"
-        return (f"population {self.group}: {len(members)} runs of {cfg.agent_name} (runs {members[0].run_id}–"
-                f"{members[-1].run_id}), {self.training.max_steps:,} steps each on {self.device.type}")
-
-    def _interrupted_message(self, members: list[Member], stopped_by: str, step: int) -> str:
-        agent = members[0].config.agent_name
-        if self.group is None:
-            run_id = members[0].run_id
-            kept = len(self.registry.list_checkpoints(run_id=run_id))
-            return (f"run {run_id} stopped by {stopped_by} at step {step:,} and is marked interrupted; its {kept} "
-                    f"checkpoint{'' if kept == 1 else 's'} stay registered. Continue it with "
-                    f"`slatectl train --resume {run_id}`.")
-        return (f"population {self.group} ({len(members)} runs) stopped by {stopped_by} at step {step:,}; every "
-                f"member is marked interrupted and keeps its checkpoints. Continue it with "
-                f"`slatectl train {agent} --resume {self.group}`.")
-
-
-def on_device(config: RunConfig, device: torch.device) -> RunConfig:
-    """`config` with its device resolved (`auto` → cpu or cuda): the run records where it ran, and the
-    GeMS a run pretrains for itself is pretrained there too (`gems.accelerator`). On a CPU both are
-    "cpu", the values every earlier run recorded, so a CPU run's config and GeMS inputs are unchanged."""
-    return replace(config, training=replace(config.training, device=DeviceChoice(device.type)),
-                   gems=replace(config.gems, accelerator=device.type))
 
 
 def recorded_config(config: RunConfig, device: torch.device) -> dict[str, Any]:
@@ -372,15 +318,3 @@ def recorded_config(config: RunConfig, device: torch.device) -> dict[str, Any]:
     recorded["training"]["device"] = device.type  # never `auto`: a resumed run continues where it ran
     return {**recorded, "runtime": {"torch_threads": torch.get_num_threads(), "device": str(device)}}
 
-
-def finish_after_error(registry: Registry, run_id: int, exc: BaseException) -> None:
-    """End a run that an exception stopped: `interrupted` for a second Ctrl-C, `failed` with the error else."""
-    if isinstance(exc, KeyboardInterrupt):
-        registry.finish_run(run_id, status="interrupted")
-    else:
-        registry.finish_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
-
-
-def trained_from_start(updates_during_random_phase: bool) -> bool | None:
-    """True for agents that update in the random phase too; None lets the registry's step rule decide."""
-    return True if updates_during_random_phase else None

@@ -1,19 +1,7 @@
-"""The metrics log of a run, written through Lightning Fabric's loggers: one CSV row per logged step
-(`<logs>/run-<id>.csv`, a `CSVLogger`), and TensorBoard scalars (`<logs>/tensorboard/run-<id>/`, a
-`TensorBoardLogger`) when the `tensorboard` package is installed.
-
-What Lightning's CSVLogger gives as it stands would not do for a run's log: it writes
-`<root>/<name>/<version>/metrics.csv`, deletes that file when it opens a non-empty folder, buffers rows,
-and sorts its columns alphabetically. `RunCSVLogger` is that logger with its file writer (its
-`experiment`) replaced by `RunMetricsFile`, which keeps the file where users and `inspect`/plot scripts
-find it and the columns in their documented order: `step`, `episode_return`, `val_return` first, then
-every metric an agent's `update` returned, in the order they first appeared (SAC's
-critic_loss/actor_loss/alpha/…, SlateQ's q_loss/epsilon/…, REINFORCE's loss/…). Every row is on disk
-when `write` returns (flushed, as a kill loses no finished step); when a row brings a new metric the file
-is rewritten once with the wider header (temp + fsync + rename), so every row stays aligned with it.
-
-Resume: opening the log at step S keeps the rows with step ≤ S and drops the later ones (they are redone
-after a kill), and the TensorBoard writer purges its events after S, so neither has a step twice.
+"""The metrics log of a run through Lightning Fabric's loggers: `<logs>/run-<id>.csv` (`RunCSVLogger`, with
+slatectl's own file writer `RunMetricsFile`) and TensorBoard scalars in `<logs>/tensorboard/run-<id>/` when
+the `tensorboard` package is installed. docs/lightning.md says why the writer is our own (the file's place,
+its column order, a flush per row) and how a resumed log has no step twice.
 """
 
 from __future__ import annotations
@@ -21,17 +9,13 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from lightning_fabric.loggers import CSVLogger, Logger, TensorBoardLogger
 
 from slatectl.errors import BadInput
-
-LEADING_COLUMNS = ["step", "episode_return", "val_return"]
-
+from slatectl.storage.atomic import write_atomically
 
 class MetricsLog:
     """A run's metrics log. `folder` None logs nothing. `resume_step` S: continue the log of a resumed run
@@ -48,17 +32,14 @@ class MetricsLog:
         self.csv = RunCSVLogger(self.path, resume_step)
         self.loggers.append(self.csv)
         if tensorboard is not False:
-            board = _tensorboard_logger(folder / "tensorboard", f"run-{run_id}",
-                                        purge_step=None if resume_step is None else resume_step + 1)
-            if board is None and tensorboard:
-                raise BadInput('TensorBoard logging was asked for but the tensorboard package is not installed '
-                               '(pip install "slatectl[tensorboard]").')
-            if board is not None:
-                self.loggers.append(board)
-
-    @property
-    def columns(self) -> list[str]:
-        return self.csv.experiment.columns if self.path is not None else list(LEADING_COLUMNS)
+            try:  # needs the `tensorboard` (or tensorboardX) package; without it the CSV alone is written
+                self.loggers.append(TensorBoardLogger(folder / "tensorboard", name="", version=f"run-{run_id}",
+                                                      default_hp_metric=False,
+                                                      purge_step=None if resume_step is None else resume_step + 1))
+            except ModuleNotFoundError:
+                if tensorboard:
+                    raise BadInput('TensorBoard logging was asked for but the tensorboard package is not '
+                                   'installed (pip install "slatectl[tensorboard]").') from None
 
     def write(self, row: dict[str, Any]) -> None:
         """Log one step's row (`step` and the metrics; None values are left out)."""
@@ -80,8 +61,7 @@ class MetricsLog:
 
 
 class RunCSVLogger(CSVLogger):
-    """Lightning's CSVLogger writing one run's rows to `path` through `RunMetricsFile` (module doc),
-    each row saved as it is logged."""
+    """Lightning's CSVLogger writing one run's rows to `path` through `RunMetricsFile`, each as it is logged."""
 
     def __init__(self, path: Path, resume_step: int | None = None):
         super().__init__(root_dir=path.parent, name="", version=path.stem, flush_logs_every_n_steps=1)
@@ -97,7 +77,7 @@ class RunMetricsFile:
 
     def __init__(self, path: Path, resume_step: int | None = None):
         self.path = path
-        self.columns = list(LEADING_COLUMNS)
+        self.columns = ["step", "episode_return", "val_return"]  # then the metrics in the order they come
         self.metrics: list[dict[str, Any]] = []  # rows logged and not saved yet (the CSVLogger's name)
         rows: list[dict[str, str]] = []
         if resume_step is not None and path.exists():
@@ -105,7 +85,6 @@ class RunMetricsFile:
                 reader = csv.DictReader(handle)
                 self.columns = _merge_columns(self.columns, reader.fieldnames or [])
                 rows = [row for row in reader if row.get("step") and int(row["step"]) <= resume_step]
-        self._handle = None
         self._rewrite(rows)  # a fresh run starts an empty file; a resumed one drops the steps it redoes
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
@@ -127,31 +106,15 @@ class RunMetricsFile:
         self.metrics = []
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        self._handle.close()  # closing a closed file does nothing
 
     def _rewrite(self, rows: list[dict[str, Any]]) -> None:
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=self.columns)
         writer.writeheader()
         writer.writerows(rows)
-        _replace_file(self.path, text.getvalue())
+        write_atomically(self.path, lambda handle: handle.write(text.getvalue().encode()), replace=True)
         self._handle = self.path.open("a", newline="")
-
-
-def _replace_file(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, fsync it, and rename it over `path`."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def _merge_columns(columns: list[str], more: list[str]) -> list[str]:
@@ -163,11 +126,3 @@ def _format(value: Any) -> Any:
         return f"{value:.6g}" if math.isfinite(value) else str(value)
     return value
 
-
-def _tensorboard_logger(root: Path, version: str, purge_step: int | None) -> TensorBoardLogger | None:
-    """Lightning's TensorBoardLogger writing to `root/version` when `tensorboard` (or tensorboardX) is
-    installed; None otherwise (CSV only). `purge_step` drops events at and after that step (a resume)."""
-    try:
-        return TensorBoardLogger(root, name="", version=version, default_hp_metric=False, purge_step=purge_step)
-    except ModuleNotFoundError:
-        return None

@@ -1,10 +1,6 @@
-"""What is truly about several runs trained together (`slatectl.train.loop.Trainer` with K > 1): the
-members' configs (envs × seeds), the checks that they can run in lockstep, the group id and each member's
-place in it, finding and claiming a group's runs to resume it, and what the trainer keeps per member.
-
-Each member is an ordinary run in the registry with the population's `group_id`; its config also carries
-`population = {group, member, size}`.
-"""
+"""What is about several runs trained together (`slatectl.train.loop.Trainer` with K > 1): the members'
+configs (envs × seeds), the checks that they can run in lockstep, the group id, finding and claiming a
+group's runs to resume it, and what the trainer keeps per member."""
 
 from __future__ import annotations
 
@@ -53,11 +49,6 @@ def new_group_id() -> str:
     return f"pop-{uuid.uuid4().hex[:12]}"
 
 
-def membership(group: str, member: int, size: int) -> dict:
-    """What a member run's config records about its place in the group."""
-    return {"group": group, "member": member, "size": size}
-
-
 def group_runs(registry: Registry, group: str) -> list[Run]:
     """The member runs of a group, in member order; BadInput when the group is unknown or incomplete."""
     if not group.strip():  # an empty filter would match every run in the registry
@@ -76,16 +67,14 @@ def group_runs(registry: Registry, group: str) -> list[Run]:
 def claim_members(registry: Registry, runs: list[Run]) -> None:
     """Take every member's lease, or none: when one member's lease is still live (BadInput naming its
     holder), the members claimed before it get their previous status back."""
-    claimed: list[Run] = []
-    try:
-        for run in runs:
+    for member, run in enumerate(runs):
+        try:
             registry.claim_run(run.id)
-            claimed.append(run)
-    except BadInput:
-        for run in claimed:  # a `running` member here had a stale lease: its process is gone
-            registry.finish_run(run.id, status="interrupted" if run.status == "running" else run.status,
-                                error=run.error)
-        raise
+        except BadInput:
+            for earlier in runs[:member]:  # a `running` member here had a stale lease: its process is gone
+                registry.finish_run(earlier.id, status="interrupted" if earlier.status == "running" else earlier.status,
+                                    error=earlier.error)
+            raise
 
 
 @dataclass

@@ -2,14 +2,10 @@
 
 The loop calls `start`, then `advance(TrainingProgress)` after every batch of steps, then `stop`;
 `message` is for one-off lines (inputs being built, warnings, "resuming run 3 at step 2,000").
-
-- ETA: from the average rate of the current phase (random phase, then learning), which is stable (a
-  moving window of a few batches jumps with every validation pause). During the random phase the
-  learning rate is not known yet, so the report says when the random phase ends instead of guessing.
-- The random phase is labelled: "random phase: no updates until step N".
-- Numbers are formatted for people: thousands separators, one decimal for returns, no `None`.
-Without a terminal (CI, a log file) `PlainReporter` prints one line every `every_s` seconds (10 by
-default), at the end of the random phase and at the last step.
+The ETA comes from the average rate of the current phase (random, then learning), which is stable where
+a moving window of a few batches jumps with every validation pause; during the random phase the learning
+rate is not known yet, so the report says when the random phase ends instead of guessing. Numbers are
+for people: thousands separators, one decimal for returns, no `None`.
 """
 
 from __future__ import annotations
@@ -17,7 +13,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
-from typing import Protocol, TextIO
+from typing import TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -39,14 +35,9 @@ class TrainingProgress:
         return self.step < self.random_steps
 
 
-class TrainingReporter(Protocol):
-    def message(self, text: str) -> None: ...
-    def start(self, total_steps: int, first_step: int, random_steps: int) -> None: ...
-    def advance(self, progress: TrainingProgress) -> None: ...
-    def stop(self) -> None: ...
+class TrainingReporter:
+    """What the loop reports to; this base reports nothing (the default: a run with no display)."""
 
-
-class SilentReporter:
     def message(self, text: str) -> None:
         pass
 
@@ -66,45 +57,34 @@ class PhaseClock:
     MIN_SECONDS = 2.0  # no rate before the phase has run this long (a first batch is not representative)
 
     def __init__(self, first_step: int, random_steps: int, clock=time.perf_counter):
-        self.clock = clock
-        self.random_steps = random_steps
+        self.clock, self.random_steps = clock, random_steps
         self.phase_random = first_step < random_steps
         self.phase_start = (clock(), first_step)
 
-    def update(self, step: int) -> None:
-        if self.phase_random and step >= self.random_steps:
+    def update(self, step: int) -> bool:
+        """Whether the random phase ended at `step` (the learning phase's rate starts there)."""
+        ended = self.phase_random and step >= self.random_steps
+        if ended:
             self.phase_random = False
             self.phase_start = (self.clock(), step)
+        return ended
 
     def rate(self, step: int) -> float | None:
         started, first = self.phase_start
         elapsed = self.clock() - started
-        if elapsed < self.MIN_SECONDS or step <= first:
-            return None
-        return (step - first) / elapsed
+        return None if elapsed < self.MIN_SECONDS or step <= first else (step - first) / elapsed
 
     def remaining(self, step: int, total: int) -> float | None:
         """Seconds to the end of the run (learning phase) or of the random phase (random phase)."""
         rate = self.rate(step)
-        if rate is None:
-            return None
         end = min(self.random_steps, total) if self.phase_random else total
-        return max(end - step, 0) / rate
+        return None if rate is None else max(end - step, 0) / rate
 
 
 def format_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
+    minutes, seconds = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
-
-
-def format_rate(per_s: float) -> str:
-    return f"{per_s:.1f}" if per_s >= 1 else f"{per_s:.2f}"
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
 
 
 def random_phase_label(random_steps: int, updates_during_random_phase: bool = False) -> str:
@@ -115,52 +95,44 @@ def random_phase_label(random_steps: int, updates_during_random_phase: bool = Fa
 
 def describe(progress: TrainingProgress, clock: PhaseClock) -> str:
     """The status text shared by both reporters (everything but the step counter)."""
-    parts = []
-    if progress.random_phase:
-        parts.append(random_phase_label(progress.random_steps, progress.updates_during_random_phase))
+    parts = [random_phase_label(progress.random_steps, progress.updates_during_random_phase)] \
+        if progress.random_phase else []
     rate = clock.rate(progress.step)
     updating = progress.update_seconds is not None and (progress.updates_during_random_phase or not progress.random_phase)
-    # A step is one episode then one update: the update's share of it, not a second rate beside steps/s.
-    update = f" (update {1000 * progress.update_seconds:,.0f} ms of each)" if updating else ""
-    if rate is not None:
-        parts.append(f"{format_rate(rate)} steps/s{update}")
+    if rate is not None:  # a step is one episode then one update: the update's share, not a second rate
+        update = f" (update {1000 * progress.update_seconds:,.0f} ms of each)" if updating else ""
+        per_s = f"{rate:.1f}" if rate >= 1 else f"{rate:.2f}"
+        parts.append(f"{per_s} steps/s{update}")
     elif updating:
         parts.append(f"update {1000 * progress.update_seconds:,.0f} ms per step")
-    parts.append(f"return {progress.episode_return:.1f}")
-    parts.append("val —" if progress.val_return is None else f"val {progress.val_return:.1f}")
+    parts += [f"return {progress.episode_return:.1f}",
+              "val —" if progress.val_return is None else f"val {progress.val_return:.1f}"]
     remaining = clock.remaining(progress.step, progress.total_steps)
-    if progress.step >= progress.total_steps:
-        pass
-    elif progress.random_phase and progress.random_steps < progress.total_steps:
+    if progress.step < progress.total_steps and progress.random_phase and progress.random_steps < progress.total_steps:
         parts.append("random phase ends in " + ("…" if remaining is None else f"~{format_duration(remaining)}"))
-    else:
+    elif progress.step < progress.total_steps:
         parts.append("ETA " + ("estimating…" if remaining is None else format_duration(remaining)))
     return ", ".join(parts)
 
 
-class PlainReporter:
-    """One plain progress line every `every_s` seconds (for logs and CI)."""
+class PlainReporter(TrainingReporter):
+    """One plain line every `every_s` seconds, at the end of the random phase and at the last step (for
+    logs and CI)."""
 
     def __init__(self, label: str, stream: TextIO | None = None, every_s: float = 10.0, clock=time.perf_counter):
         self.label, self.stream, self.every_s, self.clock = label, stream or sys.stderr, every_s, clock
-        self._phase_clock: PhaseClock | None = None
-        self._last_line = -float("inf")
-        self._was_random = False
 
     def message(self, text: str) -> None:
-        self._write(f"{self.label}: {text}")
+        print(f"{self.label}: {text}", file=self.stream, flush=True)
 
     def start(self, total_steps: int, first_step: int, random_steps: int) -> None:
         self._phase_clock = PhaseClock(first_step, random_steps, self.clock)
-        self._was_random = first_step < random_steps
         self._last_line = self.clock()
-        if self._was_random:
+        if first_step < random_steps:
             self.message(f"random phase: random actions until step {random_steps:,}")
 
     def advance(self, progress: TrainingProgress) -> None:
-        self._phase_clock.update(progress.step)
-        phase_ended = self._was_random and not progress.random_phase
-        self._was_random = progress.random_phase
+        phase_ended = self._phase_clock.update(progress.step)
         now = self.clock()
         if now - self._last_line < self.every_s and not phase_ended and progress.step < progress.total_steps:
             return
@@ -169,21 +141,13 @@ class PlainReporter:
         self.message(f"step {progress.step:,}/{progress.total_steps:,} ({share:.0f}%), "
                      + describe(progress, self._phase_clock))
 
-    def stop(self) -> None:
-        pass
 
-    def _write(self, line: str) -> None:
-        print(line, file=self.stream, flush=True)
-
-
-class RichReporter:
+class RichReporter(TrainingReporter):
     """A live progress bar with the same status text (for terminals)."""
 
     def __init__(self, label: str, console: Console):
         self.label, self.console = label, console
-        self.progress: Progress | None = None
-        self.task = None
-        self._phase_clock: PhaseClock | None = None
+        self.progress: Progress | None = None  # the bar, from `start` to `stop`
 
     def message(self, text: str) -> None:
         self.console.print(f"[dim]{self.label}[/] {text}", highlight=False)
@@ -209,6 +173,4 @@ class RichReporter:
 
 def make_reporter(label: str, console: Console) -> TrainingReporter:
     """A live bar when `console` is a terminal, plain periodic lines otherwise."""
-    if console.is_terminal:
-        return RichReporter(label, console)
-    return PlainReporter(label, console.file)
+    return RichReporter(label, console) if console.is_terminal else PlainReporter(label, console.file)

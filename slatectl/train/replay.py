@@ -2,13 +2,10 @@
 
 Stored as preallocated tensors (a ring) rather than a deque of objects so sampling a batch is one gather.
 Item ids are kept as int16 and clicks as uint8; `rec_slates` is not stored because it equals
-`slates[:, 1:]`. The resume state (`state_dict`) holds only the filled episodes, as compact copies in
-the stored dtypes (about 20 KB per episode: 196 MB for a full 10,000-episode replay, a few MB early in a
-run), and loads back into the same ring positions so that sampling after `--resume` is exact.
-
-The ring lives on `device` (the agent's: episodes played on a GPU stay there, and a sampled batch needs
-no host transfer); the sampled episode indices are drawn on the CPU generator whatever the device (the
-same draws as before, sent as 20 indices), and the resume state is always copied to the CPU.
+`slates[:, 1:]`. The resume state holds only the filled episodes, in the stored dtypes (sizes: BENCHMARKS.md,
+"Disk use of a training run"), and loads back into the same ring positions so that sampling after
+`--resume` is exact. The ring lives on the agent's device (a sampled batch needs no host transfer); the
+sampled indices are drawn on the CPU generator whatever the device (the same draws on every device).
 """
 
 from __future__ import annotations
@@ -26,12 +23,9 @@ class EpisodeReplay:
     def __init__(self, capacity: int, batch_size: int, device: torch.device | str = "cpu"):
         if capacity < 1 or batch_size < 1:
             raise ValueError("capacity and batch size must be >= 1")
-        self.capacity = capacity
-        self.batch_size = batch_size
-        self.device = torch.device(device)
-        self.storage: dict[str, torch.Tensor] | None = None
-        self.size = 0
-        self.next_slot = 0
+        self.capacity, self.batch_size, self.device = capacity, batch_size, torch.device(device)
+        self.storage: dict[str, torch.Tensor] | None = None  # allocated by the first `add`
+        self.size, self.next_slot = 0, 0
 
     def _allocate(self, like: dict[str, torch.Tensor]) -> None:
         self.storage = {f: torch.zeros((self.capacity, *like[f].shape[1:]), dtype=_STORED_DTYPES.get(f, like[f].dtype),

@@ -1,8 +1,10 @@
-"""The step schedule of the training loop (K ≥ 1 runs in lockstep).
+"""The step schedule of the training loop (K ≥ 1 runs in lockstep): which steps validate and save, how many
+episodes the next batch plays, and whether a step updates the agent.
 
-Which steps validate and save, how many episodes the next batch plays (random-phase episodes in blocks of
-`random_phase_batch`, learning episodes `parallel_episodes` at a time, never across a validation or save
-step or the end of the random phase), and whether a step updates the agent.
+Batching keeps the algorithm's semantics: random-phase episodes are played `random_phase_batch` at a time
+(the policy is random there), learning episodes `parallel_episodes` at a time (default 1, the reference;
+more trades policy freshness for speed), and no batch crosses a validation or save step or the end of the
+random phase.
 """
 
 from __future__ import annotations
@@ -22,22 +24,16 @@ class StepSchedule:
 
     def batches(self, first_step: int, keep_going: Callable[[], bool]) -> Iterator[tuple[int, int, ActMode]]:
         """(first step, episodes, act mode) of each batch from `first_step` to the end, while `keep_going()`."""
-        step = first_step
-        while step < self.training.max_steps and keep_going():
-            count = self.episodes_at(step)
-            yield step, count, "random" if self.random_phase(step) else "explore"
-            step += count
-
-    def random_phase(self, step: int) -> bool:
-        return step < self.training.random_steps
-
-    def episodes_at(self, step: int) -> int:
-        """Episodes of the batch that starts after `step` steps."""
         t = self.training
-        next_boundary = next((b for b in self.boundaries if b > step), t.max_steps)
-        if self.random_phase(step):
-            return min(t.random_phase_batch, next_boundary - step, t.random_steps - step)
-        return min(t.parallel_episodes, next_boundary - step)
+        step = first_step
+        while step < t.max_steps and keep_going():
+            next_boundary = next((b for b in self.boundaries if b > step), t.max_steps)
+            if step < t.random_steps:
+                count = min(t.random_phase_batch, next_boundary - step, t.random_steps - step)
+            else:
+                count = min(t.parallel_episodes, next_boundary - step)
+            yield step, count, "random" if step < t.random_steps else "explore"
+            step += count
 
     def updates_at(self, step: int, updates_during_random_phase: bool) -> bool:
         """Whether step `step` (0-based, its episode just played) is followed by an update."""
@@ -45,6 +41,3 @@ class StepSchedule:
 
     def validates_at(self, step: int) -> bool:
         return step % self.training.val_every == 0 or step in self.save_steps
-
-    def saves_at(self, step: int) -> bool:
-        return step in self.save_steps
