@@ -3,9 +3,9 @@
 See docs/algorithms.md §2–3. Library code only: registering artifacts and the CLI live elsewhere.
 Modules: `gems` (the model), `gems_stack` (its objective over a leading member dimension K ≥ 1),
 `gems_train` (GeMSConfig, train_gems for one member, train_gems_population for several), `mf` (MFConfig,
-BPRMatrixFactorization, train_mf); both train on a pytorch_lightning Trainer (`gems_lightning`,
-`mf_lightning`, imported only when they train) around hand-written steps, with the plain PyTorch loops
-kept as `engine="loop"`. Names are re-exported lazily so that importing one part does not import the others.
+BPRMatrixFactorization, train_mf); both fits run on a pytorch_lightning Trainer (`lightning_engine`,
+imported only when they train) or on the plain loop `engine="loop"` (`engines`). Names are re-exported
+lazily so that importing one part does not import the others.
 """
 
 from __future__ import annotations
