@@ -170,6 +170,9 @@ class _Step:
         self.stack, self.optimizer, self.config, self.noise, self.loss_sum = stack, optimizer, config, noise, loss_sum
         self.slates, self.clicks = train
 
+    def parameters(self) -> list[Tensor]:
+        return self.stack.parameters()
+
     def __call__(self, index: Tensor) -> None:
         slates, clicks = member_rows(self.slates, index).long(), member_rows(self.clicks, index).float()
         noise = member_noise(self.noise, (index.shape[-1], self.stack.latent_dim), index.device)
@@ -232,7 +235,7 @@ class _CapturedStep:
         if self.graph is None:
             return False
         # An eager partial batch sets .grad to None; the graph keeps writing these buffers.
-        self.graph_gradients = [p.grad for p in self.eager.stack.parameters()]
+        self.graph_gradients = [p.grad for p in self.eager.parameters()]
         return True
 
 
