@@ -87,7 +87,8 @@ def test_first_batch_losses_and_gradients_match_the_solo_model():
         loss = reference_terms(model, slates[k], clicks[k], config.lambda_click, config.lambda_KL, eps)["total"]
         loss.backward()
         assert abs(losses[k].item() - loss.item()) < 1e-5
-        gradients = stack.member_gradients(k)
+        # member k's gradients, shaped as its solo GeMS parameters (the stack holds Linear weights transposed)
+        gradients = {name: t.grad[k].T if name in stack.transposed else t.grad[k] for name, t in stack.tensors.items()}
         for name, parameter in model.named_parameters():
             assert torch.allclose(gradients[name], parameter.grad, rtol=1e-4, atol=1e-6), name
 

@@ -1,19 +1,13 @@
 """Pretraining GeMS on logged slates for K ≥ 1 members in lockstep (docs/algorithms.md §2): `train_gems` is
 one member; `train_gems_population` trains several (envs, seeds; `pretrain gems --env all`) as stacks. The
-objective over the member dimension is `gems_stack.py`'s; `GeMSFit` is what either engine runs
-(`engines.py`).
+objective is `gems_stack.py`'s; `GeMSFit` is what either engine runs (`engines.py`).
 
-Member k of a stack makes the draws it would make alone: initial weights under `seeded(seed, device)`;
-sampling noise from its own generator (on the CPU continuing the global state after its initialisation,
-on CUDA a CUDA generator seeded with the seed); each epoch's order from its own CPU generator seeded with
-the seed; its own best epoch. One Adam over the stacked tensors is K Adams (one shared step count), so
-only members with equal settings and row counts share a stack (`stack_groups`).
-
-Written for the device's limit (docs §2 "On a device"): the rows are moved to the device once (compact
-dtypes), each epoch's order is drawn on the CPU and moved once, a batch is a gather on the device, and
-the losses are read once per epoch. On CUDA the full-batch step is replayed from a CUDA graph
-(`cuda_graph`): two launches per batch instead of ~150 from Python; the CPU step is compute-bound, so it
-stays eager.
+Member k of a stack makes the draws it would make alone (initial weights, sampling noise, epoch orders:
+docs §2 "Several envs at once") and keeps its own best epoch. One Adam over the stacked tensors is K
+Adams (one shared step count), so only members with equal settings and row counts share a stack
+(`stack_groups`). Device rules (docs §2 "On a device"): rows moved to the device once, each epoch's order
+drawn on the CPU and moved once, losses read once per epoch, and on CUDA the full-batch step replayed
+from a CUDA graph (`cuda_graph`).
 """
 
 from __future__ import annotations
@@ -22,7 +16,7 @@ import dataclasses
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -42,8 +36,7 @@ MemberProgressCallback = Callable[[int, dict[str, float]], None]
 BatchCallback = Callable[[int, int, int], None]  # (epoch, batches done in it, batches per epoch)
 #: Set to "0" to run the CUDA training step eagerly instead of replaying a captured CUDA graph.
 CUDA_GRAPH_ENV = "SLATECTL_GEMS_CUDA_GRAPH"
-#: Validation slates per member and chunk of the final metrics (item scores are chunk × slate × N floats).
-METRICS_CHUNK = 2_048
+METRICS_CHUNK = 2_048  # validation slates per member and chunk of the final metrics
 VALIDATION_METRICS = ("slate_ce", "click_bce", "kl", "slate_accuracy", "click_accuracy")
 
 
@@ -84,15 +77,10 @@ class GeMSConfig:
             (self.accelerator in ("cpu", "cuda"), f"gems.accelerator must be cpu or cuda (got {self.accelerator!r})"),
         ])
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def build_gems(config: GeMSConfig, slate_size: int = 10) -> GeMS:
     return GeMS(config.num_items, slate_size, config.item_dim, config.latent_dim, config.reparam_noise)  # type: ignore[arg-type]
 
-
-# -- data and members ---------------------------------------------------------------------------------
 
 
 def split_logged(slates: Tensor, clicks: Tensor, config: GeMSConfig) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
@@ -157,8 +145,6 @@ def _initial_models(members: Sequence[GeMSMember], slate_size: int,
                 noise.append(torch.Generator(device=device).manual_seed(member.seed))
     return models, noise
 
-
-# -- the step -----------------------------------------------------------------------------------------
 
 
 class _Step:
@@ -239,8 +225,6 @@ class _CapturedStep:
         return True
 
 
-# -- the fit: what both engines run ------------------------------------------------------------------------
-
 
 @dataclass
 class FitOutcome:
@@ -302,18 +286,23 @@ class GeMSFit(ChunkedFit):
         return False
 
     @torch.no_grad()
-    def validation_losses(self) -> Tensor:
-        """(K,) mean validation losses (z = mu), batches of `batch_size` in file order."""
+    def validation_means(self, names: tuple[str, ...], chunk: int) -> Tensor:
+        """(len(names), K) means over each member's validation slates (z = mu) of the named loss terms and
+        accuracies (`GeMSStack.terms`, `.accuracies`), in chunks of `chunk` rows in file order; NaN (0/0)
+        without validation slates."""
         slates, clicks = self.val
-        total = torch.zeros(slates.shape[0], device=slates.device)
-        for start in range(0, slates.shape[1], self.config.batch_size):
-            s, c = slates[:, start:start + self.config.batch_size].long(), clicks[:, start:start + self.config.batch_size].float()
-            total += self.stack.terms(s, c, self.config.lambda_click, self.config.lambda_KL, noise=None)["total"] * s.shape[1]
-        return total / slates.shape[1]
+        sums = torch.zeros(len(names), slates.shape[0], device=slates.device)
+        for start in range(0, slates.shape[1], chunk):
+            s, c = slates[:, start:start + chunk].long(), clicks[:, start:start + chunk].float()
+            values = self.stack.terms(s, c, self.config.lambda_click, self.config.lambda_KL, noise=None)
+            if "slate_accuracy" in names:
+                values.update(self.stack.accuracies(s, c))
+            sums += torch.stack([values[name] for name in names]) * s.shape[1]
+        return sums / slates.shape[1]
 
     def end_epoch(self, epoch: int) -> None:
         has_val = self.val[0].shape[1] > 0
-        val_losses = self.validation_losses() if has_val else torch.full_like(self.loss_sum, math.nan)
+        val_losses = self.validation_means(("total",), self.config.batch_size)[0]  # batches as in training
         train_losses, val_values = torch.stack([self.loss_sum / max(self.rows, 1), val_losses]).tolist()
         for k, outcome in enumerate(self.outcomes):
             row = {"epoch": float(epoch), "train_loss": train_losses[k], "val_loss": val_values[k]}
@@ -328,23 +317,18 @@ class GeMSFit(ChunkedFit):
                 self.progress_callback(k, dict(row))
 
 
-# -- entry points -------------------------------------------------------------------------------------
-
 
 def train_gems(slates: Tensor, clicks: Tensor, config: GeMSConfig, seed: int,
                progress_callback: ProgressCallback | None = None, batch_callback: BatchCallback | None = None,
                cuda_graph: bool | None = None, engine: str = DEFAULT_ENGINE) -> tuple[GeMS, dict[str, Any]]:
-    """Train GeMS on logged slates; return the best-validation model (CPU, eval mode) and metrics.
-
-    slates/clicks: (E, H, K) logged episodes or (M, K) slates, episode-major. A stack of one member
-    (`train_stacked_gems`); the caller's RNG is left untouched and a seed fully fixes the result on a
-    given device (CPU runs are bit-reproducible; CUDA runs up to the GPU's nondeterministic reductions).
-    `cuda_graph` replays the training step from a CUDA graph on CUDA (ignored on the CPU); None reads
-    CUDA_GRAPH_ENV (on unless it is "0"), the switch for runs started from the CLI. `batch_callback` is
-    called after each batch is *queued* (on CUDA the device may still be behind). `engine`: one of
-    `engines.ENGINES`. `config.validate()` runs first: a config built in Python is refused (BadInput
-    listing every bad key) before any work, as one from a config file is.
-    """
+    """Train GeMS on logged slates, (E, H, K) episodes or (M, K) slates, episode-major: a stack of one
+    (`train_stacked_gems`). Returns the best-validation model (CPU, eval mode) and metrics. The caller's
+    RNG is left untouched and a seed fixes the result on a given device (bit for bit on the CPU).
+    `cuda_graph` replays the step from a CUDA graph on CUDA (ignored on the CPU); None reads CUDA_GRAPH_ENV
+    (on unless it is "0"), the switch for runs started from the CLI. `batch_callback` is called after each
+    batch is *queued* (on CUDA the device may still be behind). `engine`: one of `engines.ENGINES`.
+    `config.validate()` runs first: a config built in Python is refused (BadInput listing every bad key)
+    before any work, as one from a config file is."""
     member_progress = None if progress_callback is None else lambda k, row: progress_callback(row)
     return train_stacked_gems([GeMSMember(slates, clicks, config, seed)], member_progress, batch_callback,
                               cuda_graph, engine)[0]
@@ -404,8 +388,10 @@ def _results(fit: GeMSFit, models: list[GeMS]) -> list[tuple[GeMS, dict[str, Any
             fit.stack.load_member_state_dict(k, outcome.best_state)
         models[k].load_state_dict(fit.stack.member_state_dict(k))
         models[k].eval()
+    # the final metrics in larger chunks: item scores are chunk × slate × N floats
+    means = fit.validation_means(VALIDATION_METRICS, max(1, METRICS_CHUNK // fit.stack.members)).tolist()
     results = []
-    for model, outcome, val_metrics in zip(models, fit.outcomes, _validation_metrics(fit.stack, *fit.val, fit.config)):
+    for k, (model, outcome) in enumerate(zip(models, fit.outcomes)):
         history = outcome.history
         kept = outcome.best_epoch if outcome.best_epoch >= 0 else len(history) - 1
         results.append((model, {
@@ -417,24 +403,8 @@ def _results(fit: GeMSFit, models: list[GeMS]) -> list[tuple[GeMS, dict[str, Any
             "n_train_slates": fit.rows,
             "n_val_slates": int(fit.val[0].shape[1]),
             "history": history,
-            **val_metrics,
+            **{f"val_{name}": means[i][k] for i, name in enumerate(VALIDATION_METRICS)},
             "cuda_graph": fit.replaying,
         }))
     return results
 
-
-@torch.no_grad()
-def _validation_metrics(stack: GeMSStack, slates: Tensor, clicks: Tensor, config: GeMSConfig) -> list[dict[str, float]]:
-    """Per member, the means over its validation slates (z = mu) of the loss terms and accuracies, with
-    the weights the stack holds; NaN without validation slates."""
-    K, rows = slates.shape[:2]
-    if rows == 0:
-        return [{f"val_{name}": math.nan for name in VALIDATION_METRICS} for _ in range(K)]
-    sums = torch.zeros(len(VALIDATION_METRICS), K, device=slates.device)
-    chunk = max(1, METRICS_CHUNK // K)
-    for start in range(0, rows, chunk):
-        s, c = slates[:, start:start + chunk].long(), clicks[:, start:start + chunk].float()
-        values = {**stack.terms(s, c, config.lambda_click, config.lambda_KL, noise=None), **stack.accuracies(s, c)}
-        sums += torch.stack([values[name] for name in VALIDATION_METRICS]) * s.shape[1]
-    means = (sums / rows).tolist()
-    return [{f"val_{name}": means[i][k] for i, name in enumerate(VALIDATION_METRICS)} for k in range(K)]

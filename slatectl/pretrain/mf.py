@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -55,9 +55,6 @@ class MFConfig:
             (self.weight_decay >= 0, f"mf.weight_decay must be >= 0 (got {self.weight_decay})"),
         ])
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def bpr_loss(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
     """Mean of -log σ(s_pos - s_neg) (Rendle et al. 2009), over positives and their negatives.
@@ -94,8 +91,6 @@ class BPRMatrixFactorization(nn.Module):
     def loss(self, users: Tensor, positives: Tensor, negatives: Tensor) -> Tensor:
         return bpr_loss(self.score(users, positives), self.score(users, negatives))
 
-
-# -- data ---------------------------------------------------------------------------------------------
 
 
 def click_positives(slates: Tensor, clicks: Tensor) -> tuple[Tensor, Tensor]:
@@ -147,8 +142,6 @@ def fold_in_evaluate(item_table: Tensor, pairs: FoldInPairs) -> dict[str, float]
     neg = torch.einsum("bd,bnd->bn", users, item_table[pairs.negative_item])
     return {"loss": bpr_loss(pos, neg).item(), "auc": ranking_auc(pos, neg)}
 
-
-# -- training -----------------------------------------------------------------------------------------
 
 
 def train_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int,
