@@ -1,23 +1,27 @@
-"""How a pretraining fit (`gems_train.GeMSFit`, `mf.MFFit`) runs its epochs: on a pytorch_lightning
-Trainer (`lightning_engine.py`, the default) or on the plain loop (`engine="loop"`, kept as the Trainer's
-oracle and for `bench/gems_throughput.py --ab`). Both drive the same fit, so a seed gives the same weights
-bit for bit on either (tests/test_gems_lightning.py, tests/test_mf_lightning.py; docs/lightning.md).
+"""How a pretraining fit (`gems_train.GeMSFit`, `mf.MFFit`) runs: its epochs on a pytorch_lightning Trainer
+(`lightning_engine.py`, the default) or on the plain loop (`engine="loop"`, kept as the Trainer's oracle
+and for `bench/gems_throughput.py --ab`). Both drive the same fit, so a seed gives the same weights bit
+for bit on either (tests/test_gems_lightning.py, tests/test_mf_lightning.py; docs/lightning.md). And the
+one rule of every fit: a loss that is not finite has diverged (typically a learning rate far too high)
+and fails the fit, so that no NaN model is ever registered.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Callable
 
 import torch
+
+from slatectl.errors import JobFailed
 
 
 class ChunkedFit:
     """What an engine drives. An epoch is `begin_epoch`, `run_chunk` per chunk of `chunk_batches` batches
     (True: training stops there), `end_epoch`. Chunks, not batches, because a Trainer's per-call work
-    (~0.1 ms) is paid once per chunk. Subclasses set `optimizer`, `device`, `config` (its `batch_size`
-    and `max_epochs`) and `batches_per_epoch`."""
+    (~0.1 ms) is paid once per chunk. A fit sets `optimizer` (raw: the fit steps it), `device`, `config`
+    (with `batch_size`, `max_epochs`) and `batches_per_epoch`."""
 
     chunk_batches: int
     optimizer: torch.optim.Optimizer
@@ -40,8 +44,7 @@ class ChunkedFit:
 
 
 class EpochChunks:
-    """A fit's epochs as an iterable with a length (a Trainer's data loader): iterating starts an epoch,
-    and the epoch's order is drawn then, as the plain loop draws it."""
+    """A fit's epochs as an iterable with a length (a Trainer's data loader): iterating starts an epoch."""
 
     def __init__(self, fit: ChunkedFit) -> None:
         self.fit = fit
@@ -81,3 +84,12 @@ DEFAULT_ENGINE = "lightning"
 def check_engine(engine: str) -> None:
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+
+
+def require_finite_losses(model: str, losses: Mapping[str, float], when: str, optional: tuple[str, ...] = ()) -> None:
+    """JobFailed (exit 1) naming the first loss that is NaN or infinite; the caller registers nothing.
+    `optional` names losses that are NaN by design in this run (no validation rows): not checked."""
+    for name, value in losses.items():
+        if name not in optional and not math.isfinite(value):
+            raise JobFailed(f"{model} training diverged: the {name} is {value} at {when}, so no model was "
+                            "registered. Lower the learning rate and run it again.")

@@ -25,8 +25,7 @@ from torch import Tensor
 from slatectl.config_tools import check_params
 from slatectl.harness import capture_cuda_graph, seeded, torch_device
 from slatectl.pretrain.data import check_logged_pair, num_validation
-from slatectl.pretrain.divergence import require_finite_losses
-from slatectl.pretrain.engines import DEFAULT_ENGINE, ENGINES, ChunkedFit, check_engine
+from slatectl.pretrain.engines import DEFAULT_ENGINE, ENGINES, ChunkedFit, check_engine, require_finite_losses
 from slatectl.pretrain.gems import GeMS
 from slatectl.pretrain.gems_stack import GeMSStack, member_noise, member_rows, stack_clicks, stack_rows
 

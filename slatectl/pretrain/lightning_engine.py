@@ -1,11 +1,7 @@
 """The default engine of the pretraining fits (`engines.py`): a `pytorch_lightning.Trainer` over `FitModule`
-(docs/lightning.md, "Pretraining on Lightning").
-
-The Trainer owns what it does well: the device (accelerator, one device), the epoch loop and its hooks.
-The optimisation is the fit's: manual optimisation of its raw Adam (so that a CUDA graph can capture
-the GeMS step), its data where the fit put them, its own best epoch, early stopping, progress and
-validation. Lightning's `global_step` counts the steps of its own wrapped optimizers, so it stays 0; the
-fits count their own batches.
+(docs/lightning.md, "Pretraining on Lightning"). The Trainer owns the device and the epoch loop with its
+hooks; the optimisation is the fit's (manual, on its raw Adam, so that a CUDA graph can capture the GeMS
+step), and so are its data, best epoch, early stopping, progress and validation.
 """
 
 from __future__ import annotations

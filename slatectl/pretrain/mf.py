@@ -24,8 +24,7 @@ from torch import Tensor, nn
 
 from slatectl.config_tools import check_params
 from slatectl.pretrain.data import check_logged_pair, num_validation
-from slatectl.pretrain.divergence import require_finite_losses
-from slatectl.pretrain.engines import DEFAULT_ENGINE, ENGINES, ChunkedFit, check_engine
+from slatectl.pretrain.engines import DEFAULT_ENGINE, ENGINES, ChunkedFit, check_engine, require_finite_losses
 
 
 @dataclass(frozen=True)
@@ -113,13 +112,10 @@ class FoldInPairs:
     def __len__(self) -> int:
         return int(self.target_item.shape[0])
 
-    def to(self, device: torch.device | str) -> "FoldInPairs":
-        return FoldInPairs(self.history_user.to(device), self.history_item.to(device), self.num_users,
-                           self.target_user.to(device), self.target_item.to(device), self.negative_item.to(device))
 
-
-def fold_in_pairs(slates: Tensor, clicks: Tensor, num_items: int, num_neg: int, generator: torch.Generator) -> FoldInPairs:
-    """Build validation pairs from (E_val, H, K) episodes; users without clicks in either half are dropped."""
+def fold_in_pairs(slates: Tensor, clicks: Tensor, num_items: int, num_neg: int, generator: torch.Generator,
+                  device: torch.device | str = "cpu") -> FoldInPairs:
+    """Validation pairs from (E_val, H, K) episodes, on `device`; users without clicks in either half are dropped."""
     half = slates.shape[1] // 2
     hist_user, hist_item = click_positives(slates[:, :half], clicks[:, :half])
     tgt_user, tgt_item = click_positives(slates[:, half:], clicks[:, half:])
@@ -128,7 +124,8 @@ def fold_in_pairs(slates: Tensor, clicks: Tensor, num_items: int, num_neg: int, 
     keep = has_history[tgt_user]
     tgt_user, tgt_item = tgt_user[keep], tgt_item[keep]
     negatives = torch.randint(num_items, (tgt_item.shape[0], num_neg), generator=generator)
-    return FoldInPairs(hist_user, hist_item, slates.shape[0], tgt_user, tgt_item, negatives)
+    return FoldInPairs(hist_user.to(device), hist_item.to(device), slates.shape[0], tgt_user.to(device),
+                       tgt_item.to(device), negatives.to(device))
 
 
 @torch.no_grad()
@@ -146,14 +143,11 @@ def fold_in_evaluate(item_table: Tensor, pairs: FoldInPairs) -> dict[str, float]
 
 def train_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int,
              device: torch.device | str = "cpu", engine: str = DEFAULT_ENGINE) -> tuple[Tensor, dict[str, Any]]:
-    """Train BPR-MF on (E, H, K) logged episodes; return the item table (num_items, dim, on the CPU)
-    with the best validation loss, and metrics.
-
-    Evaluation every `eval_every_batches` steps and once more at the end of training; stop after
-    `patience` evaluations without improvement. Without validation users the final table is returned.
-    `engine`: one of `engines.ENGINES`. `config.validate()` runs first: a config built in Python is
-    refused (BadInput listing every bad key) before any work, as one from a config file is.
-    """
+    """Train BPR-MF on (E, H, K) logged episodes; return the item table (num_items, dim, on the CPU) with
+    the best validation loss (evaluated every `eval_every_batches` steps and at the end; training stops
+    after `patience` evaluations without improvement; without validation users: the final table) and
+    metrics. `engine`: one of `engines.ENGINES`. `config.validate()` runs first: a config built in Python
+    is refused (BadInput listing every bad key) before any work, as one from a config file is."""
     config.validate()
     check_engine(engine)
     # Gradients on whatever global grad mode the caller left (simulator rollouts switch it off).
@@ -165,11 +159,10 @@ def train_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int,
 
 
 class MFFit(ChunkedFit):
-    """One BPR-MF training as an engine runs it (`engines.ChunkedFit`): a chunk is (positives' rows,
-    their negatives); a stop by patience or by the batch cap ends training at that batch; `result` at the end.
-
-    Set up in the order the draws were always made: validation pairs (their negatives from the CPU
-    generator of the epoch draws), training positives, then the model under a forked global RNG."""
+    """One BPR-MF training as an engine runs it (`engines.ChunkedFit`): a chunk is (positives' rows, their
+    negatives); patience or the batch cap stops training at that batch; `result` at the end. Set up in the
+    order the draws were always made: validation pairs (their negatives from the CPU generator of the
+    epoch draws), training positives, then the model under a forked global RNG."""
 
     chunk_batches = 256  # an MF batch costs ~0.1–0.5 ms on a CPU, Lightning's call ~0.1 ms
 
@@ -181,7 +174,7 @@ class MFFit(ChunkedFit):
         self.n_val = num_validation(slates.shape[0], config.val_fraction)
         self.generator = torch.Generator().manual_seed(seed)
         self.pairs = fold_in_pairs(slates[:self.n_val], clicks[:self.n_val], config.num_items, config.num_neg_samples,
-                                   self.generator).to(device)
+                                   self.generator, device)
         train_user, train_item = click_positives(slates[self.n_val:], clicks[self.n_val:])
         if train_item.numel() == 0:
             raise ValueError("no clicks in the training episodes: nothing to learn from")
