@@ -179,7 +179,6 @@ class _SlotCrossEntropy(torch.autograd.Function):
         return grad_queries, None, None, None
 
 
-
 def stack_rows(parts: list[Tensor], num_items: int, device: torch.device) -> Tensor:
     """(K, rows, slate) item ids on the device in the narrowest integer type that holds them (int16 for
     1,000 items: six reference-size logs take 1.1 GB, not 4.3 GB in int64); widened per batch."""

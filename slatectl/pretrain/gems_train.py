@@ -1,13 +1,9 @@
 """Pretraining GeMS on logged slates for K ≥ 1 members in lockstep (docs/algorithms.md §2): `train_gems` is
-one member; `train_gems_population` trains several (envs, seeds; `pretrain gems --env all`) as stacks. The
-objective is `gems_stack.py`'s; `GeMSFit` is what either engine runs (`engines.py`).
-
-Member k of a stack makes the draws it would make alone (initial weights, sampling noise, epoch orders:
-docs §2 "Several envs at once") and keeps its own best epoch. One Adam over the stacked tensors is K
-Adams (one shared step count), so only members with equal settings and row counts share a stack
-(`stack_groups`). Device rules (docs §2 "On a device"): rows moved to the device once, each epoch's order
-drawn on the CPU and moved once, losses read once per epoch, and on CUDA the full-batch step replayed
-from a CUDA graph (`cuda_graph`).
+one member; `train_gems_population` trains several (envs, seeds; `pretrain gems --env all`) as stacks.
+The objective is `gems_stack.py`'s; `GeMSFit` is what either engine runs (`engines.py`). Member k of a
+stack makes the draws it would make alone and keeps its own best epoch (docs §2 "Several envs at once");
+one Adam over the stacked tensors is K Adams (one shared step count), so only members with equal
+settings and row counts share a stack (`stack_groups`). Device rules: docs §2 "On a device".
 """
 
 from __future__ import annotations
@@ -62,13 +58,14 @@ class GeMSConfig:
 
     def validate(self) -> None:
         check_params("gems", [
-            (self.lambda_prior == 0.0,
-             f"gems.lambda_prior must be 0.0: GeMS uses a fixed N(0, I) prior (reference behaviour) (got {self.lambda_prior})"),
+            (self.lambda_prior == 0.0, "gems.lambda_prior must be 0.0: GeMS uses a fixed N(0, I) prior (reference "
+                                       f"behaviour) (got {self.lambda_prior})"),
             (self.reparam_noise in ("variance", "std"),
              f"gems.reparam_noise must be 'variance' or 'std' (got {self.reparam_noise!r})"),
             *((getattr(self, name) >= 1, f"gems.{name} must be >= 1 (got {getattr(self, name)})")
               for name in ("latent_dim", "batch_size", "max_epochs", "num_items", "item_dim")),
-            (self.max_slates is None or self.max_slates >= 2, f"gems.max_slates must be >= 2 or null (got {self.max_slates})"),
+            (self.max_slates is None or self.max_slates >= 2,
+             f"gems.max_slates must be >= 2 or null (got {self.max_slates})"),
             (0.0 <= self.val_fraction < 1.0, f"gems.val_fraction must lie in [0, 1) (got {self.val_fraction})"),
             (math.isfinite(self.lr) and self.lr > 0, f"gems.lr must be finite and > 0 (got {self.lr})"),
             *((getattr(self, name) >= 0, f"gems.{name} is a loss weight and must be >= 0 (got {getattr(self, name)})")
@@ -78,11 +75,12 @@ class GeMSConfig:
 
 
 def build_gems(config: GeMSConfig, slate_size: int = 10) -> GeMS:
-    return GeMS(config.num_items, slate_size, config.item_dim, config.latent_dim, config.reparam_noise)  # type: ignore[arg-type]
+    return GeMS(config.num_items, slate_size, config.item_dim, config.latent_dim,
+                config.reparam_noise)  # type: ignore[arg-type]
 
 
-
-def split_logged(slates: Tensor, clicks: Tensor, config: GeMSConfig) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+def split_logged(slates: Tensor, clicks: Tensor,
+                 config: GeMSConfig) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
     """Flatten (E, H, K) to (E·H, K) if needed, cap at max_slates, hold out the leading val_fraction.
 
     For episode-major rows the leading rows are the first episodes; with 3-D input the cut is made on
@@ -132,7 +130,7 @@ def stack_groups(members: Sequence[GeMSMember]) -> list[list[int]]:
 def _initial_models(members: Sequence[GeMSMember], slate_size: int,
                     device: torch.device) -> tuple[list[GeMS], list[torch.Generator]]:
     """Each member's initial GeMS (on the CPU) and the generator of its sampling noise, at the state the
-    global one is in right after the initialisation (module docstring)."""
+    global one is in right after the initialisation (docs §2)."""
     models, noise = [], []
     for member in members:
         with seeded(member.seed, device):
@@ -143,7 +141,6 @@ def _initial_models(members: Sequence[GeMSMember], slate_size: int,
             else:
                 noise.append(torch.Generator(device=device).manual_seed(member.seed))
     return models, noise
-
 
 
 class _Step:
@@ -224,7 +221,6 @@ class _CapturedStep:
         return True
 
 
-
 @dataclass
 class FitOutcome:
     """One member's epochs: history rows, the best validation epoch and a CPU copy of its weights."""
@@ -257,7 +253,6 @@ class GeMSFit(ChunkedFit):
         self.step: _Step | _CapturedStep = _CapturedStep(eager, config.batch_size, self.device) if capture else eager
         self.outcomes = [FitOutcome(history=[]) for _ in range(stack.members)]
         self.batches_per_epoch = math.ceil(self.rows / config.batch_size)
-        self.batches_done = 0
         self._epoch_batches = 0
 
     @property
@@ -268,8 +263,9 @@ class GeMSFit(ChunkedFit):
     def epoch_chunks(self, rows: int) -> tuple[Tensor, ...]:
         """Every member's row order of the epoch, a fresh permutation from its generator or file order, drawn
         on the CPU (the same batches on every device) and moved to the device in one copy."""
-        order = [torch.arange(self.rows) if g is None else torch.randperm(self.rows, generator=g) for g in self.shuffles]
-        return torch.stack(order).to(self.device).split(rows, dim=1)
+        order = torch.stack([torch.arange(self.rows) if generator is None else
+                             torch.randperm(self.rows, generator=generator) for generator in self.shuffles])
+        return order.to(self.device).split(rows, dim=1)
 
     def begin_epoch(self) -> None:
         self.loss_sum.zero_()
@@ -278,7 +274,6 @@ class GeMSFit(ChunkedFit):
     def run_chunk(self, epoch: int, chunk: Tensor) -> bool:
         for index in chunk.split(self.config.batch_size, dim=1):
             self.step(index)
-            self.batches_done += 1
             self._epoch_batches += 1
             if self.batch_callback is not None:
                 self.batch_callback(epoch, self._epoch_batches, self.batches_per_epoch)
@@ -314,7 +309,6 @@ class GeMSFit(ChunkedFit):
             outcome.history.append(row)
             if self.progress_callback is not None:
                 self.progress_callback(k, dict(row))
-
 
 
 def train_gems(slates: Tensor, clicks: Tensor, config: GeMSConfig, seed: int,

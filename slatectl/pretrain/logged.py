@@ -55,8 +55,7 @@ def generate_logged_data(env: TopicRec, config: LoggedDataConfig, batch_size: in
     block, so the step loop does not wait for the device. `config.validate()` runs first, so a caller
     that built the config in Python gets the BadInput a config file would (before any simulation)."""
     config.validate()
-    cfg = env.config
-    E, H, K = config.episodes, cfg.episode_length, cfg.slate_size
+    E, H, K = config.episodes, env.config.episode_length, env.config.slate_size
     slates = torch.empty(E, H, K, dtype=torch.int16, device="cpu")
     clicks = torch.empty(E, H, K, dtype=torch.uint8, device="cpu")
     policy = EpsGreedyOraclePolicy(config.epsilon)
@@ -75,5 +74,5 @@ def generate_logged_data(env: TopicRec, config: LoggedDataConfig, batch_size: in
             slates[first : first + B] = batch_slates.cpu()
             clicks[first : first + B] = batch_clicks.cpu()
             if on_batch is not None:
-                on_batch(first + ids.numel())
+                on_batch(first + B)
     return LoggedData(slates=slates, clicks=clicks)

@@ -1,14 +1,10 @@
 """BPR matrix factorisation on logged clicks: item embeddings for SAC+TopK (MF) (docs/algorithms.md §3).
 
-Each logged episode is a user; every click (episode, item) is a positive; negatives are uniform items.
-The first `val_fraction` of the episodes are validation users. They are unseen by training, so they are
-*folded in*: a validation user's vector is the mean item embedding of its clicks in the first half of
-its episode, and it is scored on its second-half clicks against fixed uniform negatives. The
-reference's validation bugs (training during validation, user-id collisions, batch×batch scores) are
-deliberately not reproduced. Seeds are explicit (one CPU generator for the data order and negatives, a
-forked global RNG for the initial weights), so a seed fixes the result and the caller's RNG is left
-untouched. On `device` (cpu | cuda) the positives live on the device, and the training loss is summed
-there and read at evaluations only, so no batch waits for the host.
+Each logged episode is a user and every click (episode, item) a positive; negatives are uniform items.
+The first `val_fraction` of the episodes are validation users, unseen by training, so they are *folded
+in* (`fold_in_pairs`); the reference's validation bugs are deliberately not reproduced (docs §3). Seeds
+are explicit (one CPU generator for the data order and negatives, a forked global RNG for the initial
+weights), so a seed fixes the result and the caller's RNG is left untouched.
 """
 
 from __future__ import annotations
@@ -48,7 +44,8 @@ class MFConfig:
             *((getattr(self, name) >= 1, f"mf.{name} must be >= 1 (got {getattr(self, name)})")
               for name in ("embedding_dim", "num_items", "batch_size", "num_neg_samples", "patience",
                            "eval_every_batches", "max_epochs")),
-            (self.max_batches is None or self.max_batches >= 1, f"mf.max_batches must be >= 1 or null (got {self.max_batches})"),
+            (self.max_batches is None or self.max_batches >= 1,
+             f"mf.max_batches must be >= 1 or null (got {self.max_batches})"),
             (0.0 <= self.val_fraction < 1.0, f"mf.val_fraction must lie in [0, 1) (got {self.val_fraction})"),
             (self.lr > 0, f"mf.lr must be > 0 (got {self.lr})"),
             (self.weight_decay >= 0, f"mf.weight_decay must be >= 0 (got {self.weight_decay})"),
@@ -81,15 +78,11 @@ class BPRMatrixFactorization(nn.Module):
 
     def score(self, users: Tensor, items: Tensor) -> Tensor:
         """users (B,), items (B,) or (B, n) -> scores of the same shape as items."""
-        u = self.user_embeddings(users)
-        v = self.item_embeddings(items)
-        if items.ndim == 2:
-            return torch.einsum("bd,bnd->bn", u, v)
-        return (u * v).sum(-1)
+        u, v = self.user_embeddings(users), self.item_embeddings(items)
+        return torch.einsum("bd,bnd->bn", u, v) if items.ndim == 2 else (u * v).sum(-1)
 
     def loss(self, users: Tensor, positives: Tensor, negatives: Tensor) -> Tensor:
         return bpr_loss(self.score(users, positives), self.score(users, negatives))
-
 
 
 def click_positives(slates: Tensor, clicks: Tensor) -> tuple[Tensor, Tensor]:
@@ -100,7 +93,8 @@ def click_positives(slates: Tensor, clicks: Tensor) -> tuple[Tensor, Tensor]:
 
 @dataclass(frozen=True)
 class FoldInPairs:
-    """Validation users folded in from their first-half clicks, scored on their second-half clicks."""
+    """Validation users folded in: a user's vector is the mean item embedding of its first-half clicks, and
+    it is scored on its second-half clicks against fixed uniform negatives."""
 
     history_user: Tensor  # (n_hist,) validation-user index of each first-half click
     history_item: Tensor  # (n_hist,)
@@ -131,14 +125,13 @@ def fold_in_pairs(slates: Tensor, clicks: Tensor, num_items: int, num_neg: int, 
 @torch.no_grad()
 def fold_in_evaluate(item_table: Tensor, pairs: FoldInPairs) -> dict[str, float]:
     """BPR loss and AUC of held-out clicks vs negatives, users = mean of their history items."""
-    dim = item_table.shape[1]
-    sums = torch.zeros(pairs.num_users, dim, device=item_table.device).index_add_(0, pairs.history_user, item_table[pairs.history_item])
+    sums = torch.zeros(pairs.num_users, item_table.shape[1], device=item_table.device)
+    sums.index_add_(0, pairs.history_user, item_table[pairs.history_item])
     counts = torch.bincount(pairs.history_user, minlength=pairs.num_users).clamp(min=1).unsqueeze(1)
     users = (sums / counts)[pairs.target_user]
     pos = (users * item_table[pairs.target_item]).sum(-1)
     neg = torch.einsum("bd,bnd->bn", users, item_table[pairs.negative_item])
     return {"loss": bpr_loss(pos, neg).item(), "auc": ranking_auc(pos, neg)}
-
 
 
 def train_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int,
@@ -202,9 +195,9 @@ class MFFit(ChunkedFit):
         same numbers as one call per batch. A run cut short mid-epoch draws negatives it does not use,
         but nothing is drawn after it, so the result is the same."""
         self.epoch += 1
-        positives = self.train_item.shape[0]
+        positives, negatives_each = self.train_item.shape[0], self.config.num_neg_samples
         order = torch.randperm(positives, generator=self.generator)
-        negatives = torch.randint(self.config.num_items, (positives, self.config.num_neg_samples), generator=self.generator)
+        negatives = torch.randint(self.config.num_items, (positives, negatives_each), generator=self.generator)
         return zip(order.to(self.device).split(rows), negatives.to(self.device).split(rows))
 
     def run_chunk(self, epoch: int, chunk: tuple[Tensor, Tensor]) -> bool:
@@ -234,7 +227,8 @@ class MFFit(ChunkedFit):
         table = self.model.item_embeddings.weight.detach()
         scores = fold_in_evaluate(table, self.pairs)
         train_loss = self._pop_train_loss()
-        require_finite_losses("MF", {"training loss": train_loss, "validation loss": scores["loss"]}, f"batch {self.batch}")
+        require_finite_losses("MF", {"training loss": train_loss, "validation loss": scores["loss"]},
+                              f"batch {self.batch}")
         self.last_evaluated = self.batch
         self.history.append({"batch": float(self.batch), "train_loss": train_loss, "val_loss": scores["loss"],
                              "val_auc": scores["auc"]})

@@ -105,11 +105,11 @@ def ensure_gems_population(registry: Registry, requests: list[GeMSRequest], say:
     (file, then row, as ensure_gems), so an interrupted call keeps the stacks it finished."""
     keys = [build_key(GEMS_KIND, r.env.config.name, r.identity()) for r in requests]  # each its build lock's key
     artifacts: dict[str, Artifact] = {}
-    missing: dict[str, int] = {}  # key → the first request that asks for it (its build lock is ours)
-    elsewhere: dict[str, int] = {}  # key → request whose GeMS another worker is building
+    missing: dict[str, GeMSRequest] = {}  # whose build lock is ours
+    elsewhere: dict[str, GeMSRequest] = {}  # whose GeMS another worker is building
     holder = lock_holder()
     with ExitStack() as locks:
-        for index, (request, key) in enumerate(zip(requests, keys)):
+        for request, key in zip(requests, keys):
             if key in artifacts or key in missing or key in elsewhere:
                 continue
             found = registry.find_artifact(GEMS_KIND, request.env.config.name, config=request.identity())
@@ -117,23 +117,20 @@ def ensure_gems_population(registry: Registry, requests: list[GeMSRequest], say:
                 locks.enter_context(holding(registry, key, holder))
                 found = registry.find_artifact(GEMS_KIND, request.env.config.name, config=request.identity())
                 if found is None:
-                    missing[key] = index
+                    missing[key] = request
                     continue
             if found is not None:
                 artifacts[key] = found
             else:
-                elsewhere[key] = index
-        todo = [requests[i] for i in missing.values()]
-        logs: dict[int, LoggedData] = {}  # by artifact id: seeds of one env share their logged data
-        for request in todo:
-            if request.logged.id not in logs:
-                logs[request.logged.id] = load_logged_data(registry, request.logged)
+                elsewhere[key] = request
+        todo, todo_keys = list(missing.values()), list(missing)
+        logged = {r.logged.id: r.logged for r in todo}  # seeds of one env share their logged data: loaded once
+        logs = {artifact_id: load_logged_data(registry, artifact) for artifact_id, artifact in logged.items()}
         members = [request.member(logs[request.logged.id]) for request in todo]
         for group in stack_groups(members):
             trained = _pretrain_stack(registry, [todo[g] for g in group], [members[g] for g in group], say)
-            artifacts.update(zip([list(missing)[g] for g in group], trained))
-    for key, index in elsewhere.items():  # wait for them (or build them, should their builder have died)
-        request = requests[index]
+            artifacts.update(zip([todo_keys[g] for g in group], trained))
+    for key, request in elsewhere.items():  # wait for them (or build them, should their builder have died)
         artifacts[key] = ensure_gems(registry, request.env, request.logged, request.config, request.seed, say=say)
     return [artifacts[key] for key in keys]
 
