@@ -1,9 +1,8 @@
-"""How a pretraining fit (`gems_train.GeMSFit`, `mf.MFFit`) runs: its epochs on a pytorch_lightning Trainer
-(`lightning_engine.py`, the default) or on the plain loop (`engine="loop"`, kept as the Trainer's oracle
-and for `bench/gems_throughput.py --ab`). Both drive the same fit, so a seed gives the same weights bit
-for bit on either (tests/test_gems_lightning.py, tests/test_mf_lightning.py; docs/lightning.md). And the
-one rule of every fit: a loss that is not finite has diverged (typically a learning rate far too high)
-and fails the fit, so that no NaN model is ever registered.
+"""How a pretraining fit (`gems_train.GeMSFit`, `mf.MFFit`) runs: on a pytorch_lightning Trainer
+(`lightning_engine.py`, the default) or on the plain loop (`engine="loop"`: the Trainer's oracle in the
+tests and `bench/gems_throughput.py --ab`); both drive the same fit, so a seed gives the same weights bit
+for bit (docs/lightning.md). And every fit's rule: a loss that is not finite has diverged (typically a
+learning rate far too high) and fails the fit, so that no NaN model is ever registered.
 """
 
 from __future__ import annotations

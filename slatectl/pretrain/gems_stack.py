@@ -121,8 +121,7 @@ class GeMSStack:
         z = mu if noise is None else reparameterise(mu, logvar, noise, self.reparam_noise)
         queries, click_logits = self.decode_trunk(z)
         K = slates.shape[0]
-        # The item table is detached: the reconstruction loss does not move it (the reference learns the
-        # table only through the encoder; GeMS.decode does the same).
+        # the item table detached, as in GeMS.decode: the table learns only through the encoder
         slate_ce = _SlotCrossEntropy.apply(queries, self.tensors["item_embeddings.weight"].detach(), slates.view(K, -1),
                                            self._scores_buffer)
         click_bce = F.binary_cross_entropy_with_logits(click_logits, clicks, reduction="none").view(K, -1).mean(1)

@@ -129,17 +129,15 @@ def stack_groups(members: Sequence[GeMSMember]) -> list[list[int]]:
 
 def _initial_models(members: Sequence[GeMSMember], slate_size: int,
                     device: torch.device) -> tuple[list[GeMS], list[torch.Generator]]:
-    """Each member's initial GeMS (on the CPU) and the generator of its sampling noise, at the state the
-    global one is in right after the initialisation (docs §2)."""
+    """Each member's initial GeMS (on the CPU) and the generator of its sampling noise: on the CPU at the
+    state the global one is in right after the initialisation (docs §2)."""
     models, noise = [], []
     for member in members:
         with seeded(member.seed, device):
             models.append(build_gems(member.config, slate_size))
-            if device.type == "cpu":
-                noise.append(torch.Generator())
-                noise[-1].set_state(torch.get_rng_state())
-            else:
-                noise.append(torch.Generator(device=device).manual_seed(member.seed))
+            generator = torch.Generator(device=device)  # on CUDA a CUDA generator seeded with the seed
+            noise.append(generator.set_state(torch.get_rng_state()) if device.type == "cpu" else
+                         generator.manual_seed(member.seed))
     return models, noise
 
 
@@ -166,13 +164,12 @@ class _Step:
 
 
 class _CapturedStep:
-    """CUDA: the full-batch step recorded once as a CUDA graph, then replayed with new row indices.
-
-    Semantics are the eager step's: the first `WARMUP_STEPS` full batches run eagerly on a side stream
-    (capture needs warmed-up kernels and allocator; these are real steps of the schedule), the next
-    batch's step is recorded and replayed, and so is every later full batch. The sampling noise comes
-    from the members' CUDA generators, registered with the graph so that every replay advances them. A
-    smaller last batch of an epoch runs eagerly (a graph has fixed shapes). Adam must be `capturable`."""
+    """CUDA: the full-batch step recorded once as a CUDA graph, then replayed with new row indices, with the
+    eager step's semantics: the first `WARMUP_STEPS` full batches run eagerly on a side stream (capture
+    needs warmed-up kernels and allocator; they are real steps of the schedule), the next one is recorded
+    and replayed, and so is every later full batch; a smaller last batch runs eagerly (a graph has fixed
+    shapes). The members' CUDA noise generators are registered with the graph, so every replay advances
+    them. Adam must be `capturable`."""
 
     WARMUP_STEPS = 3
 

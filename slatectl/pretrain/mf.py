@@ -53,10 +53,8 @@ class MFConfig:
 
 
 def bpr_loss(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
-    """Mean of -log σ(s_pos - s_neg) (Rendle et al. 2009), over positives and their negatives.
-
-    pos_scores (B,), neg_scores (B, n_neg). log-sigmoid instead of the reference's log(σ + 1e-7): the
-    same value without underflow."""
+    """Mean of -log σ(s_pos - s_neg) (Rendle et al. 2009) over positives (B,) and their negatives (B, n_neg);
+    log-sigmoid instead of the reference's log(σ + 1e-7): the same value without underflow."""
     return -F.logsigmoid(pos_scores.unsqueeze(1) - neg_scores).mean()
 
 
@@ -80,9 +78,6 @@ class BPRMatrixFactorization(nn.Module):
         """users (B,), items (B,) or (B, n) -> scores of the same shape as items."""
         u, v = self.user_embeddings(users), self.item_embeddings(items)
         return torch.einsum("bd,bnd->bn", u, v) if items.ndim == 2 else (u * v).sum(-1)
-
-    def loss(self, users: Tensor, positives: Tensor, negatives: Tensor) -> Tensor:
-        return bpr_loss(self.score(users, positives), self.score(users, negatives))
 
 
 def click_positives(slates: Tensor, clicks: Tensor) -> tuple[Tensor, Tensor]:
@@ -188,12 +183,10 @@ class MFFit(ChunkedFit):
         self.history: list[dict[str, float]] = []
 
     def epoch_chunks(self, rows: int) -> Iterator[tuple[Tensor, Tensor]]:
-        """The epoch's order of the positives and their negatives (one row per positive), on the device.
-
-        Both come from the CPU generator in the order the batch loop used to draw them (the permutation,
-        then each batch's negatives): CPU integer draws are serial, so one call for the epoch yields the
-        same numbers as one call per batch. A run cut short mid-epoch draws negatives it does not use,
-        but nothing is drawn after it, so the result is the same."""
+        """The epoch's order of the positives and their negatives (one row per positive), on the device, from
+        the CPU generator in the order the batch loop used to draw them (the permutation, then each batch's
+        negatives): CPU integer draws are serial, so one call per epoch yields the numbers of one call per
+        batch. A run cut short mid-epoch draws negatives it does not use, but nothing after them."""
         self.epoch += 1
         positives, negatives_each = self.train_item.shape[0], self.config.num_neg_samples
         order = torch.randperm(positives, generator=self.generator)
@@ -203,7 +196,8 @@ class MFFit(ChunkedFit):
     def run_chunk(self, epoch: int, chunk: tuple[Tensor, Tensor]) -> bool:
         size = self.config.batch_size
         for rows, negatives in zip(chunk[0].split(size), chunk[1].split(size)):
-            loss = self.model.loss(self.train_user[rows], self.train_item[rows], negatives)
+            users = self.train_user[rows]
+            loss = bpr_loss(self.model.score(users, self.train_item[rows]), self.model.score(users, negatives))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

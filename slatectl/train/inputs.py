@@ -96,13 +96,10 @@ def ensure_gems(registry: Registry, env: TopicRec, logged: Artifact, config: GeM
 
 def ensure_gems_population(registry: Registry, requests: list[GeMSRequest], say: Say = print) -> list[Artifact]:
     """One GeMS artifact per request (in order): found in the registry, or pretrained together with the
-    other missing ones as stacked populations (`slatectl.pretrain.gems_train`) and registered.
-
-    The cache key is ensure_gems's: a stacked member is the solo algorithm (same data, seed, draws, batch
-    order, Adam) computed with batched kernels, so it differs from the solo result only by float rounding,
-    as a run with another thread count does; a solo run reuses a stacked member's artifact and vice versa.
-    Equal requests are trained once. Each stack's members are registered as soon as the stack finishes
-    (file, then row, as ensure_gems), so an interrupted call keeps the stacks it finished."""
+    other missing ones as stacks and registered; equal requests are trained once. The cache key is
+    ensure_gems's: a stacked member is the solo algorithm computed with batched kernels, so it differs from
+    the solo result only by float rounding, as a run with another thread count does. Each stack's members
+    are registered (file, then row) as soon as it finishes, so an interrupted call keeps the stacks it finished."""
     keys = [build_key(GEMS_KIND, r.env.config.name, r.identity()) for r in requests]  # each its build lock's key
     artifacts: dict[str, Artifact] = {}
     missing: dict[str, GeMSRequest] = {}  # whose build lock is ours
