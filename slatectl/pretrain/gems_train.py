@@ -87,9 +87,8 @@ def split_logged(slates: Tensor, clicks: Tensor,
     an episode boundary (unless max_slates cuts inside an episode)."""
     check_logged_pair(slates, clicks, ndim=(2, 3))
     steps_per_episode = slates.shape[1] if slates.ndim == 3 else 1
-    slates, clicks = slates.reshape(-1, slates.shape[-1]), clicks.reshape(-1, clicks.shape[-1])
-    if config.max_slates is not None:
-        slates, clicks = slates[: config.max_slates], clicks[: config.max_slates]
+    slates = slates.reshape(-1, slates.shape[-1])[:config.max_slates]  # [:None]: every slate
+    clicks = clicks.reshape(-1, clicks.shape[-1])[:config.max_slates]
     rows = slates.shape[0]
     if rows % steps_per_episode == 0 and rows // steps_per_episode >= 2:
         n_val = num_validation(rows // steps_per_episode, config.val_fraction) * steps_per_episode
@@ -311,14 +310,12 @@ class GeMSFit(ChunkedFit):
 def train_gems(slates: Tensor, clicks: Tensor, config: GeMSConfig, seed: int,
                progress_callback: ProgressCallback | None = None, batch_callback: BatchCallback | None = None,
                cuda_graph: bool | None = None, engine: str = DEFAULT_ENGINE) -> tuple[GeMS, dict[str, Any]]:
-    """Train GeMS on logged slates, (E, H, K) episodes or (M, K) slates, episode-major: a stack of one
-    (`train_stacked_gems`). Returns the best-validation model (CPU, eval mode) and metrics. The caller's
-    RNG is left untouched and a seed fixes the result on a given device (bit for bit on the CPU).
-    `cuda_graph` replays the step from a CUDA graph on CUDA (ignored on the CPU); None reads CUDA_GRAPH_ENV
-    (on unless it is "0"), the switch for runs started from the CLI. `batch_callback` is called after each
-    batch is *queued* (on CUDA the device may still be behind). `engine`: one of `engines.ENGINES`.
-    `config.validate()` runs first: a config built in Python is refused (BadInput listing every bad key)
-    before any work, as one from a config file is."""
+    """Train GeMS on logged slates, (E, H, K) episodes or (M, K) slates, episode-major, as a stack of one;
+    return the best-validation model (CPU, eval mode) and metrics. The caller's RNG is left untouched and a
+    seed fixes the result on a given device (bit for bit on the CPU). `cuda_graph`: replay the step from a
+    CUDA graph on CUDA; None reads CUDA_GRAPH_ENV (on unless "0"), the CLI's switch. `batch_callback` is
+    called after each batch is *queued*. `engine`: one of `engines.ENGINES`. `config.validate()` runs
+    first: a config built in Python is refused (BadInput) before any work, as one from a file is."""
     member_progress = None if progress_callback is None else lambda k, row: progress_callback(row)
     return train_stacked_gems([GeMSMember(slates, clicks, config, seed)], member_progress, batch_callback,
                               cuda_graph, engine)[0]

@@ -63,7 +63,7 @@ def ensure_logged_data(registry: Registry, env: TopicRec, config: LoggedDataConf
 
 
 def load_logged_data(registry: Registry, artifact: Artifact) -> LoggedData:
-    return LoggedData.from_state_dict(registry.load_artifact_state(artifact.id))
+    return LoggedData(**registry.load_artifact_state(artifact.id))  # its `state_dict()`
 
 
 @dataclass(frozen=True)
