@@ -87,9 +87,8 @@ class GeMS(nn.Module):
         high = torch.full((self.latent_dim,), float("-inf"))
         device = self.item_embeddings.weight.device
         for start in range(0, slates.shape[0], chunk_size):
-            mu, logvar = self.encode(
-                slates[start : start + chunk_size].to(device), clicks[start : start + chunk_size].to(device)
-            )
+            mu, logvar = self.encode(slates[start:start + chunk_size].to(device),
+                                     clicks[start:start + chunk_size].to(device))
             sigma = (0.5 * logvar).exp()
             low = torch.minimum(low, (mu - sigma).min(dim=0).values.cpu())
             high = torch.maximum(high, (mu + sigma).max(dim=0).values.cpu())

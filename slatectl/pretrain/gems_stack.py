@@ -1,12 +1,11 @@
 """The GeMS objective over a leading member dimension K ≥ 1 (docs/algorithms.md §2): the one place its
 math is written. A solo pretraining is K = 1; `pretrain gems --env all` stacks several envs' GeMS.
 
-Each member's negative ELBO, CE + λ_click·BCE + λ_KL·KL, is a mean over its own rows: member k's terms
-depend only on slice k of the stacked tensors, so the gradient of their sum w.r.t. slice k is member k's
-own gradient, and one elementwise Adam over the stacked tensors is K solo Adams. Every layer is one
-batched matmul for all members (not `slatectl.agents.stacked`'s helpers: pretrain may not import agents,
-docs/architecture.md); the item lookup reads the K item tables laid end to end (member k's ids offset by
-k·N). The trained weights go back as solo `GeMS` state dicts, the form RL, collection and the registry use.
+Each member's negative ELBO, CE + λ_click·BCE + λ_KL·KL, is a mean over its own rows, so the gradient of
+their sum w.r.t. slice k of the stacked tensors is member k's own, and one elementwise Adam over them is K
+solo Adams. Every layer is one batched matmul for all members (not `slatectl.agents.stacked`'s helpers:
+pretrain may not import agents); the item lookup reads the K item tables laid end to end (member k's ids
+offset by k·N). Trained weights go back as solo `GeMS` state dicts (RL, collection and the registry's form).
 """
 
 from __future__ import annotations

@@ -251,11 +251,6 @@ class GeMSFit(ChunkedFit):
         self.batches_per_epoch = math.ceil(self.rows / config.batch_size)
         self._epoch_batches = 0
 
-    @property
-    def replaying(self) -> bool:
-        """Whether full batches were replayed from a CUDA graph (False on the CPU, or if capture failed)."""
-        return isinstance(self.step, _CapturedStep) and self.step.replaying
-
     def epoch_chunks(self, rows: int) -> tuple[Tensor, ...]:
         """Every member's row order of the epoch, a fresh permutation from its generator or file order, drawn
         on the CPU (the same batches on every device) and moved to the device in one copy."""
@@ -391,7 +386,7 @@ def _results(fit: GeMSFit, models: list[GeMS]) -> list[tuple[GeMS, dict[str, Any
             "n_val_slates": int(fit.val[0].shape[1]),
             "history": history,
             **{f"val_{name}": means[i][k] for i, name in enumerate(VALIDATION_METRICS)},
-            "cuda_graph": fit.replaying,
+            "cuda_graph": isinstance(fit.step, _CapturedStep) and fit.step.replaying,  # False if capture failed
         }))
     return results
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytorch_lightning as pl
@@ -44,19 +42,8 @@ class FitModule(pl.LightningModule):
 
 
 def fit_with_trainer(fit: ChunkedFit) -> None:
-    """Train `fit` with a Trainer on its device that logs, checkpoints, validates and prints nothing of its own."""
-    device = fit.device
-    with quiet_lightning():
-        trainer = pl.Trainer(accelerator=device.type, devices=[device.index or 0] if device.type == "cuda" else 1,
-                             max_epochs=fit.config.max_epochs, logger=False, enable_checkpointing=False,
-                             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                             limit_val_batches=0)
-        trainer.fit(FitModule(fit))
-
-
-@contextmanager
-def quiet_lightning() -> Iterator[None]:
-    """Lightning's start-up notes ("GPU available: …", tips) go to its loggers at INFO; slatectl's own
+    """Train `fit` with a Trainer on its device that logs, checkpoints, validates and prints nothing of its
+    own. Lightning's start-up notes ("GPU available: …", tips) go to its loggers at INFO; slatectl's own
     progress lines are the command's output, so they are held back to warnings while the Trainer runs.
     Lightning 2.6's batch flattening trips torch's LeafSpec deprecation on every fit: not ours to fix."""
     loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric")]
@@ -66,7 +53,12 @@ def quiet_lightning() -> Iterator[None]:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-            yield
+            device = fit.device
+            trainer = pl.Trainer(accelerator=device.type, devices=[device.index or 0] if device.type == "cuda" else 1,
+                                 max_epochs=fit.config.max_epochs, logger=False, enable_checkpointing=False,
+                                 enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                                 limit_val_batches=0)
+            trainer.fit(FitModule(fit))
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)

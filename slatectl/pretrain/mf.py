@@ -147,10 +147,9 @@ def train_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int,
 
 
 class MFFit(ChunkedFit):
-    """One BPR-MF training as an engine runs it (`engines.ChunkedFit`): a chunk is (positives' rows, their
-    negatives); patience or the batch cap stops training at that batch; `result` at the end. Set up in the
-    order the draws were always made: validation pairs (their negatives from the CPU generator of the
-    epoch draws), training positives, then the model under a forked global RNG."""
+    """One BPR-MF training as an engine runs it (`engines.ChunkedFit`), a chunk being (positives' rows, their
+    negatives); `result` at the end. Set up in the order the draws were always made: validation pairs (their
+    negatives from the epoch draws' CPU generator), training positives, the model under a forked global RNG."""
 
     chunk_batches = 256  # an MF batch costs ~0.1–0.5 ms on a CPU, Lightning's call ~0.1 ms
 

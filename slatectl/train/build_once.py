@@ -1,11 +1,10 @@
 """Shared inputs built once across processes and machines: a registry-level build lock with a lease.
 
 `built_once(registry, key, find, build)` returns `find()` when the input is registered; otherwise it takes
-the registry's build lock on `key` and builds (renewing the lease from a background thread while the
-build runs), or — when another worker holds the lock — waits, polling `find()`, until that worker has
-registered the input. A builder that dies stops renewing; its lease expires after `lease_seconds()` and a
-waiting worker takes the lock over and builds. The lock lives in the registry, so workers on different
-machines see it (a file lock would not span machines, nor survive a lost machine cleanly).
+the build lock on `key` and builds (renewing the lease from a background thread), or, while another worker
+holds the lock, polls `find()`. A builder that dies stops renewing; its lease expires after
+`lease_seconds()` and a waiting worker takes the lock over. The lock lives in the registry, so workers on
+different machines see it (a file lock would not span machines, nor survive a lost machine cleanly).
 """
 
 from __future__ import annotations
@@ -64,10 +63,6 @@ class PeriodicRenewal:
             except Exception:  # a build's registration is idempotent by key lookup at the end; a task's
                 if self.stop_on_error:  # runs are guarded by their own leases
                     return
-
-
-def try_lock(registry: Registry, key: str, holder: str) -> bool:
-    return registry.acquire_build_lock(key, holder, lease_seconds())
 
 
 @contextmanager

@@ -1,9 +1,7 @@
-"""The pretrained inputs an agent needs (logged data → GeMS / MF), found in the registry or built once.
-
-Each input is a registered artifact keyed by its config (env, parameters, seed); a second run with the
-same settings reuses it. Lineage: logged data ← env; GeMS and MF ← logged data. Each is built under the
-registry's build lock on its key (`build_once.py`): of several processes (or machines) that need the
-same missing input, one builds it and the others wait for it.
+"""The pretrained inputs an agent needs (logged data → GeMS / MF), found in the registry or built once: each
+is an artifact keyed by its config (env, parameters, seed), built under the registry's build lock on that
+key (`build_once.py`), so of several processes (or machines) that need it, one builds and the others wait.
+Lineage: logged data ← env; GeMS and MF ← logged data.
 """
 
 from __future__ import annotations
@@ -17,7 +15,8 @@ from typing import Any, Callable
 import torch
 
 from slatectl.registry import Artifact, Registry
-from slatectl.train.build_once import build_key, built_once, holding, lock_holder, try_lock
+from slatectl.settings import lease_seconds
+from slatectl.train.build_once import build_key, built_once, holding, lock_holder
 from slatectl.train.progress import format_duration
 from slatectl.pretrain.gems import GeMS
 from slatectl.pretrain.gems_train import GeMSConfig, GeMSMember, build_gems, stack_groups, train_stacked_gems
@@ -110,7 +109,7 @@ def ensure_gems_population(registry: Registry, requests: list[GeMSRequest], say:
             if key in artifacts or key in missing or key in elsewhere:
                 continue
             found = registry.find_artifact(GEMS_KIND, request.env.config.name, config=request.identity())
-            if found is None and try_lock(registry, key, holder):
+            if found is None and registry.acquire_build_lock(key, holder, lease_seconds()):
                 locks.enter_context(holding(registry, key, holder))
                 found = registry.find_artifact(GEMS_KIND, request.env.config.name, config=request.identity())
                 if found is None:
@@ -142,8 +141,7 @@ def _pretrain_stack(registry: Registry, requests: list[GeMSRequest], members: li
     names = [r.env.config.name + ("" if len(seeds) == 1 else f" (seed {r.seed})") for r in requests]
     stack = f" as one stack of {len(requests)}" if several else ""
     epochs = f"{config.max_epochs} epoch" + ("" if config.max_epochs == 1 else "s")
-    slates = members[0].slates.numel() // members[0].slates.shape[-1]
-    slates = slates if config.max_slates is None else min(slates, config.max_slates)
+    slates = len(members[0].slates.reshape(-1, members[0].slates.shape[-1])[:config.max_slates])
     say(f"pretraining GeMS for {', '.join(names)}{stack} (latent dim {config.latent_dim}, {epochs} over {slates:,} "
         f"logged slates{' each' if several else ''}{f', seed {seeds.pop()}' if len(seeds) == 1 else ''}); "
         "progress is reported every quarter epoch")
