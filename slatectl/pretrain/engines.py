@@ -69,8 +69,7 @@ def fit_loop(fit: ChunkedFit) -> None:
 
 
 def _fit_with_trainer(fit: ChunkedFit) -> None:
-    # Lightning is imported when a fit trains, not when this module is (compute commands that reuse a
-    # registered GeMS or MF never pay its import; docs/architecture.md rule 4).
+    # Lightning is imported when a fit trains, not with this module (start-up: docs/architecture.md rule 4).
     from slatectl.pretrain.lightning_engine import fit_with_trainer
 
     fit_with_trainer(fit)

@@ -44,9 +44,7 @@ class GeMS(nn.Module):
         """(B, K) items, (B, K) clicks -> (mu, logvar), each (B, d). Compact dtypes (int16 ids, uint8
         clicks) are accepted and widened here."""
         emb = self.item_embeddings(slates.long()).flatten(1)  # (B, K*D), slot-major
-        x = torch.cat([emb, clicks.to(emb.dtype)], dim=1)
-        mu, logvar = self.encoder(x).chunk(2, dim=1)
-        return mu, logvar
+        return self.encoder(torch.cat([emb, clicks.to(emb.dtype)], dim=1)).chunk(2, dim=1)
 
     def _slot_queries(self, h: Tensor) -> Tensor:
         """Decoder trunk output (B, hidden) -> one query vector per slot (B, K, item_dim)."""
@@ -55,11 +53,9 @@ class GeMS(nn.Module):
     def decode(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """z (B, d) -> item logits (B, K, N) and click logits (B, K)."""
         h = self.decoder(z)
-        slot_queries = self._slot_queries(h)
-        # Detached: the reconstruction loss must not move the item table (the reference learns the
-        # table only through the encoder). Forward values are unaffected.
-        item_logits = slot_queries @ self.item_embeddings.weight.detach().T
-        return item_logits, self.click_head(h)
+        # Detached: the reconstruction loss must not move the item table (the reference learns the table
+        # only through the encoder). Forward values are unaffected.
+        return self._slot_queries(h) @ self.item_embeddings.weight.detach().T, self.click_head(h)
 
     @torch.no_grad()
     def rank(self, z: Tensor, chunk_rows: int = 2048) -> Tensor:
