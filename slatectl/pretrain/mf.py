@@ -4,7 +4,7 @@ Each logged episode is a user and every click (episode, item) a positive; negati
 The first `val_fraction` of the episodes are validation users, unseen by training, so they are *folded
 in* (`fold_in_pairs`); the reference's validation bugs are deliberately not reproduced (docs §3). Seeds
 are explicit (one CPU generator for the data order and negatives, a forked global RNG for the initial
-weights), so a seed fixes the result and the caller's RNG is left untouched.
+weights), so a seed fixes the result and the caller's RNG is left untouched. Device rules: docs §2.
 """
 
 from __future__ import annotations
