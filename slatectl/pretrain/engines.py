@@ -19,13 +19,12 @@ from slatectl.errors import JobFailed
 class ChunkedFit:
     """What an engine drives. An epoch is `begin_epoch`, `run_chunk` per chunk of `chunk_batches` batches
     (True: training stops there), `end_epoch`. Chunks, not batches, because a Trainer's per-call work
-    (~0.1 ms) is paid once per chunk. A fit sets `optimizer` (raw: the fit steps it), `device`, `config`
-    (with `batch_size`, `max_epochs`) and `batches_per_epoch`."""
+    (~0.1 ms) is paid once per chunk."""
 
     chunk_batches: int
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer  # raw: the fit steps it
     device: torch.device
-    config: Any
+    config: Any  # with `batch_size` and `max_epochs`
     batches_per_epoch: int
 
     def epoch_chunks(self, rows: int) -> Iterable[Any]:

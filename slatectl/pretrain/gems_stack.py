@@ -177,17 +177,15 @@ class _SlotCrossEntropy(torch.autograd.Function):
         return grad_queries, None, None, None
 
 
-def stack_rows(parts: list[Tensor], num_items: int, device: torch.device) -> Tensor:
-    """(K, rows, slate) item ids on the device in the narrowest integer type that holds them (int16 for
-    1,000 items: six reference-size logs take 1.1 GB, not 4.3 GB in int64); widened per batch."""
-    dtype = torch.int16 if num_items <= 2**15 else torch.int32 if num_items <= 2**31 else torch.int64
-    return torch.stack([p.to(dtype) for p in parts]).to(device)
-
-
-def stack_clicks(parts: list[Tensor], device: torch.device) -> Tensor:
-    """(K, rows, slate) clicks on the device: uint8 when every click is 0 or 1 (exact), float32 otherwise."""
-    binary = all(bool(((p == 0) | (p == 1)).all()) for p in parts)
-    return torch.stack([p.to(torch.uint8 if binary else torch.float32) for p in parts]).to(device)
+def stack_logged(parts: list[tuple[Tensor, Tensor]], num_items: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The members' (slates, clicks), each (rows, slate), as two (K, rows, slate) tensors on the device in
+    compact dtypes, widened per batch: item ids in the narrowest integer type that holds them (int16 for
+    1,000 items: six reference-size logs take 1.1 GB, not 4.3 GB in int64); clicks uint8 when every click
+    is 0 or 1 (exact), float32 otherwise."""
+    ids = torch.int16 if num_items <= 2**15 else torch.int32 if num_items <= 2**31 else torch.int64
+    binary = all(bool(((clicks == 0) | (clicks == 1)).all()) for _, clicks in parts)
+    return (torch.stack([slates.to(ids) for slates, _ in parts]).to(device),
+            torch.stack([clicks.to(torch.uint8 if binary else torch.float32) for _, clicks in parts]).to(device))
 
 
 def member_rows(rows: Tensor, index: Tensor) -> Tensor:

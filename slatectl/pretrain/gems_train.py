@@ -23,7 +23,7 @@ from slatectl.harness import capture_cuda_graph, seeded, torch_device
 from slatectl.pretrain.data import check_logged_pair, num_validation
 from slatectl.pretrain.engines import DEFAULT_ENGINE, ENGINES, ChunkedFit, check_engine, require_finite_losses
 from slatectl.pretrain.gems import GeMS
-from slatectl.pretrain.gems_stack import GeMSStack, member_noise, member_rows, stack_clicks, stack_rows
+from slatectl.pretrain.gems_stack import GeMSStack, member_noise, member_rows, stack_logged
 
 ProgressCallback = Callable[[dict[str, float]], None]
 #: (member index in the input order, the epoch row a lone run's ProgressCallback gets)
@@ -352,8 +352,7 @@ def train_stacked_gems(members: Sequence[GeMSMember], progress_callback: MemberP
     config = members[0].config
     device = torch_device(config.accelerator)
     models, noise = _initial_models(members, splits[0][0][0].shape[1], device)
-    train, val = ((stack_rows([s[part][0] for s in splits], config.num_items, device),
-                   stack_clicks([s[part][1] for s in splits], device)) for part in (0, 1))
+    train, val = (stack_logged([split[part] for split in splits], config.num_items, device) for part in (0, 1))
     shuffles = [torch.Generator().manual_seed(m.seed) if config.shuffle else None for m in members]
     # enable_grad: independent of a global grad mode the caller left off (simulator rollouts do).
     with torch.enable_grad():
