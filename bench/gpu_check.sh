@@ -98,7 +98,7 @@ echo "== torch"
 PYTHONSAFEPATH=1 $PY - <<'EOF' 2>&1 | tee "$LOGS/torch.log"
 import torch
 import slatectl, slatectl.registry, slatectl.train.loop, slatectl.train.population, slatectl.collect.collector, pytest, hypothesis
-import pytorch_lightning, slatectl.pretrain.gems_lightning
+import pytorch_lightning, slatectl.pretrain.lightning_engine
 print(f"slatectl from {slatectl.__path__[0]}")
 print(torch.__version__, torch.cuda.is_available())
 EOF

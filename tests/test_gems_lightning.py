@@ -1,4 +1,4 @@
-"""GeMS pretraining on the Lightning Trainer (`slatectl/pretrain/gems_lightning.py`) against the plain loop
+"""GeMS pretraining on the Lightning Trainer (`slatectl/pretrain/lightning_engine.py`) against the plain loop
 it replaced as the default (`engine="loop"`, kept callable for exactly this comparison): both drive the
 same `GeMSFit`, so the same seed gives the same weights, history and best epoch, alone or in a stack."""
 
@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from gems_oracle import reference_terms
-from slatectl.pretrain import gems_lightning
 from slatectl.pretrain.gems_stack import GeMSStack
-from slatectl.pretrain.gems_lightning import EpochChunks
+from slatectl.pretrain.engines import EpochChunks
 from slatectl.pretrain.gems_train import (DEFAULT_ENGINE, GeMSConfig, GeMSFit, GeMSMember, build_gems, split_logged,
                                           train_gems, train_gems_population)
 
@@ -76,7 +75,7 @@ def test_chunking_batches_per_training_step_changes_nothing(monkeypatch):
     config = GeMSConfig(max_epochs=2, batch_size=16, latent_dim=8)
     states, batches = [], []
     for chunk in (1, 5, 1000):
-        monkeypatch.setattr(gems_lightning, "CHUNK_BATCHES", chunk)
+        monkeypatch.setattr(GeMSFit, "chunk_batches", chunk)
         seen: list[tuple[int, int, int]] = []
         model, metrics = train_gems(slates, clicks, config, 3, batch_callback=lambda *args: seen.append(args))
         states.append(model.state_dict())
@@ -100,7 +99,9 @@ def _fit(rows: int, batch_size: int, seeds: tuple[int, ...]) -> GeMSFit:
 
 
 def test_epoch_chunks_cover_every_row_once_per_epoch_in_the_generators_order():
-    chunks = EpochChunks(_fit(rows=103, batch_size=10, seeds=(9, 4)), chunk_batches=4)
+    fit = _fit(rows=103, batch_size=10, seeds=(9, 4))
+    fit.chunk_batches = 4
+    chunks = EpochChunks(fit)
     assert len(chunks) == 3
     expected = [torch.Generator().manual_seed(9), torch.Generator().manual_seed(4)]
     for _ in range(2):  # each iteration is an epoch with fresh permutations, drawn as the plain loop draws them

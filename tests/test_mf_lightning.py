@@ -1,4 +1,4 @@
-"""BPR-MF pretraining on the Lightning Trainer (`slatectl/pretrain/mf_lightning.py`) against the plain loop
+"""BPR-MF pretraining on the Lightning Trainer (`slatectl/pretrain/lightning_engine.py`) against the plain loop
 (`engine="loop"`, kept callable for this comparison): same seed, same item table and metrics, including
 early stopping in the middle of an epoch, a batch cap and the chunking of batches per training_step."""
 
@@ -9,8 +9,7 @@ import math
 import pytest
 import torch
 
-from slatectl.pretrain.mf import MFConfig, train_mf
-from slatectl.pretrain import mf_lightning
+from slatectl.pretrain.mf import MFConfig, MFFit, train_mf
 
 from synthetic_logged import topic_user_clicks
 
@@ -50,7 +49,7 @@ def test_chunking_batches_per_training_step_changes_nothing(monkeypatch):
     config = MFConfig(eval_every_batches=5, patience=3, max_epochs=2, batch_size=64, lr=0.01)
     results = []
     for chunk in (1, 3, 10_000):
-        monkeypatch.setattr(mf_lightning, "CHUNK_BATCHES", chunk)
+        monkeypatch.setattr(MFFit, "chunk_batches", chunk)
         results.append(train_mf(slates, clicks, config, seed=2))
     same_result(results[0], results[1])
     same_result(results[0], results[2])

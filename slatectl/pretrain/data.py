@@ -1,8 +1,6 @@
-"""Shapes and splits of the logged data used for pretraining.
-
-Logged data from the simulator: `slates` (E, H, K) item ids and `clicks` (E, H, K) in {0, 1}, episodes
-in collection order. Both pretraining jobs hold out the *first* fraction of episodes for validation,
-as the reference does.
+"""Shapes and splits of the logged data used for pretraining: `slates` (E, H, K) item ids and `clicks`
+(E, H, K) in {0, 1}, episodes in collection order. Both pretraining jobs hold out the *first* fraction of
+episodes for validation, as the reference does.
 """
 
 from __future__ import annotations

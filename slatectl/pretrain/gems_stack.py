@@ -1,17 +1,11 @@
 """The GeMS objective over a leading member dimension K ≥ 1 (docs/algorithms.md §2): the one place its
 math is written. A solo pretraining is K = 1; `pretrain gems --env all` stacks several envs' GeMS.
 
-`GeMSStack` holds K members' GeMS weights stacked (K, …) under the solo state-dict keys and computes each
-member's negative ELBO, CE + λ_click·BCE + λ_KL·KL with every term a mean over that member's own rows.
-Member k's terms depend only on slice k of the stacked tensors, so the gradient of their sum w.r.t.
-slice k is member k's own gradient, and one elementwise Adam over the stacked tensors is K solo Adams.
-
-Every layer is one batched matmul for all members (`baddbmm` over (K, rows, in), the Linear weights held
-as (K, in, out); `member_state_dict` gives them back in the solo layout); the item lookup reads the K
-item tables laid end to end (member k's ids offset by k·N); the slot cross-entropy is written out
-(`_SlotCrossEntropy`). The layers are batched matmuls here rather than `slatectl.agents.stacked`'s
-helpers: pretrain may not import agents (docs/architecture.md, dependency rules). The trained weights are
-returned as solo `GeMS` modules (`gems.py`), the form RL, collection and the registry use.
+Each member's negative ELBO, CE + λ_click·BCE + λ_KL·KL, is a mean over its own rows, so the gradient of
+their sum w.r.t. slice k of the stacked tensors is member k's own, and one elementwise Adam over them is K
+solo Adams. Every layer is one batched matmul for all members (not `slatectl.agents.stacked`'s helpers:
+pretrain may not import agents); the item lookup reads the K item tables laid end to end (member k's ids
+offset by k·N). Trained weights go back as solo `GeMS` state dicts (RL, collection and the registry's form).
 """
 
 from __future__ import annotations
@@ -81,17 +75,10 @@ class GeMSStack:
         for name, tensor in self.tensors.items():
             tensor[k].copy_(self._layout(name, state[name].unsqueeze(0)).squeeze(0))
 
-    def member_gradients(self, k: int) -> dict[str, Tensor]:
-        """Member k's gradients, keyed and shaped as its solo GeMS parameters."""
-        return {name: self._layout(name, t.grad[k:k + 1]).squeeze(0) for name, t in self.tensors.items()
-                if t.grad is not None}
-
     def _scores_buffer(self, shape: tuple[int, int, int], like: Tensor) -> Tensor:
-        """The (K, B·slate, N) item-score block of `_SlotCrossEntropy`, one buffer kept between steps.
-
-        Why: at K = 6 the block is 61 MB, above glibc's largest mmap threshold, so a fresh one is mapped
-        and page-faulted in at every step (the scores' products measured 35 ms instead of 15 ms per step
-        on one thread). Safe because a step's backward runs before the next loss is computed (autograd's
+        """The (K, B·slate, N) item-score block of `_SlotCrossEntropy`, one buffer kept between steps: a
+        large fresh block would be mapped and page-faulted in at every step (BENCHMARKS.md, "Kernel notes:
+        pretrain"). Safe because a step's backward runs before the next loss is computed (autograd's
         version check would refuse a saved block overwritten before its backward)."""
         numel = shape[0] * shape[1] * shape[2]
         if self._scores is None or self._scores.numel() < numel or self._scores.dtype != like.dtype:
@@ -133,8 +120,7 @@ class GeMSStack:
         z = mu if noise is None else reparameterise(mu, logvar, noise, self.reparam_noise)
         queries, click_logits = self.decode_trunk(z)
         K = slates.shape[0]
-        # The item table is detached: the reconstruction loss does not move it (the reference learns the
-        # table only through the encoder; GeMS.decode does the same).
+        # the item table detached, as in GeMS.decode: the table learns only through the encoder
         slate_ce = _SlotCrossEntropy.apply(queries, self.tensors["item_embeddings.weight"].detach(), slates.view(K, -1),
                                            self._scores_buffer)
         click_bce = F.binary_cross_entropy_with_logits(click_logits, clicks, reduction="none").view(K, -1).mean(1)
@@ -159,10 +145,9 @@ class _SlotCrossEntropy(torch.autograd.Function):
     Same value as `F.cross_entropy` of the item logits up to rounding, written out because on the CPU the
     (K, B·slate, N) item scores are most of a step's memory traffic: the scores are turned into the softmax
     in place and kept for the backward (grad = (softmax − one-hot) · table / rows), instead of autograd's
-    scores, log-softmax, zero-filled NLL gradient and log-softmax backward (measured 1.4× faster at
-    K = 6 on one thread). The scores are one `mm` per member into a block kept between steps
-    (`GeMSStack._scores_buffer`): the CPU `bmm` of these shapes ((2560 × 20) · (20 × 1000) per
-    member) measured about 2× slower."""
+    scores, log-softmax, zero-filled NLL gradient and log-softmax backward. The scores are one `mm` per
+    member into a block kept between steps (`GeMSStack._scores_buffer`), faster than one CPU `bmm` at these
+    shapes (BENCHMARKS.md, "Kernel notes: pretrain")."""
 
     @staticmethod
     def forward(ctx, queries: Tensor, table: Tensor, targets: Tensor,
@@ -186,26 +171,21 @@ class _SlotCrossEntropy(torch.autograd.Function):
         probs, table_t, targets = ctx.saved_tensors
         probs.scatter_add_(2, targets.unsqueeze(2), probs.new_full((*targets.shape, 1), -1.0))  # softmax − one-hot
         # (tableᵀ · (softmax − one-hot)ᵀ)ᵀ: the same product as (softmax − one-hot) · table, in the operand
-        # order the CPU matmul runs faster for these shapes (12.6 against 19 ms at K = 6, one thread).
+        # order the CPU matmul runs faster for these shapes (BENCHMARKS.md, "Kernel notes: pretrain").
         grad_queries = torch.bmm(table_t, probs.transpose(1, 2)).transpose(1, 2)
         grad_queries = grad_queries.mul((grad / probs.shape[1]).view(-1, 1, 1))
         return grad_queries, None, None, None
 
 
-# -- the members' rows and noise ------------------------------------------------------------------------
-
-
-def stack_rows(parts: list[Tensor], num_items: int, device: torch.device) -> Tensor:
-    """(K, rows, slate) item ids on the device in the narrowest integer type that holds them (int16 for
-    1,000 items: six reference-size logs take 1.1 GB, not 4.3 GB in int64); widened per batch."""
-    dtype = torch.int16 if num_items <= 2**15 else torch.int32 if num_items <= 2**31 else torch.int64
-    return torch.stack([p.to(dtype) for p in parts]).to(device)
-
-
-def stack_clicks(parts: list[Tensor], device: torch.device) -> Tensor:
-    """(K, rows, slate) clicks on the device: uint8 when every click is 0 or 1 (exact), float32 otherwise."""
-    binary = all(bool(((p == 0) | (p == 1)).all()) for p in parts)
-    return torch.stack([p.to(torch.uint8 if binary else torch.float32) for p in parts]).to(device)
+def stack_logged(parts: list[tuple[Tensor, Tensor]], num_items: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The members' (slates, clicks), each (rows, slate), as two (K, rows, slate) tensors on the device in
+    compact dtypes, widened per batch: item ids in the narrowest integer type that holds them (int16 for
+    1,000 items: six reference-size logs take 1.1 GB, not 4.3 GB in int64); clicks uint8 when every click
+    is 0 or 1 (exact), float32 otherwise."""
+    ids = torch.int16 if num_items <= 2**15 else torch.int32 if num_items <= 2**31 else torch.int64
+    binary = all(bool(((clicks == 0) | (clicks == 1)).all()) for _, clicks in parts)
+    return (torch.stack([slates.to(ids) for slates, _ in parts]).to(device),
+            torch.stack([clicks.to(torch.uint8 if binary else torch.float32) for _, clicks in parts]).to(device))
 
 
 def member_rows(rows: Tensor, index: Tensor) -> Tensor:

@@ -1,23 +1,9 @@
-"""Pretraining GeMS on logged slates (docs/algorithms.md §2), for K ≥ 1 members in lockstep: `train_gems`
-is one member; `train_gems_population` trains several (envs, seeds; `pretrain gems --env all`) as stacks.
-The objective over the member dimension is `gems_stack.py`'s; the epochs run on a Lightning Trainer by
-default (`gems_lightning.py`) or on the plain loop (`engine="loop"`), both driving the same `GeMSFit`.
-
-Reference schedule: first 10 % of the logged episodes are validation, the rest training, flattened to
-single slates; batch 256; Adam 1e-3; `max_epochs` epochs (15 in pretrain_GeMS.yml); the weights of the
-epoch with the lowest validation loss (decoded from z = mu) are kept.
-
-Member k of a stack makes the draws it would make alone: initial weights under `seeded(seed, device)`;
-sampling noise from its own generator (on the CPU continuing the global state after its initialisation,
-on CUDA a CUDA generator seeded with the seed); each epoch's order from its own CPU generator seeded with
-the seed; its own best epoch. One Adam over the stacked tensors is K Adams (one shared step count), so
-only members with equal settings and row counts share a stack (`stack_groups`).
-
-Written for the device's limit: the rows are moved to the device once (compact dtypes), each epoch's
-order is drawn on the CPU (the same on every device) and moved once, a batch is a gather on the device,
-and the losses are read once per epoch. On CUDA the full-batch step is recorded once as a CUDA graph and
-replayed (`cuda_graph`, on by default there): two launches per batch instead of ~150 from Python
-(~290 batches/s eager on an H200 for ~1 GFLOP per batch); the CPU step is compute-bound, so it stays eager.
+"""Pretraining GeMS on logged slates for K ≥ 1 members in lockstep (docs/algorithms.md §2): `train_gems` is
+one member; `train_gems_population` trains several (envs, seeds; `pretrain gems --env all`) as stacks.
+The objective is `gems_stack.py`'s; `GeMSFit` is what either engine runs (`engines.py`). Member k of a
+stack makes the draws it would make alone and keeps its own best epoch (docs §2 "Several envs at once");
+one Adam over the stacked tensors is K Adams (one shared step count), so only members with equal
+settings and row counts share a stack (`stack_groups`). Device rules: docs §2 "On a device".
 """
 
 from __future__ import annotations
@@ -26,7 +12,7 @@ import dataclasses
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,9 +21,9 @@ from torch import Tensor
 from slatectl.config_tools import check_params
 from slatectl.harness import capture_cuda_graph, seeded, torch_device
 from slatectl.pretrain.data import check_logged_pair, num_validation
-from slatectl.pretrain.divergence import require_finite_losses
+from slatectl.pretrain.engines import DEFAULT_ENGINE, ENGINES, ChunkedFit, check_engine, require_finite_losses
 from slatectl.pretrain.gems import GeMS
-from slatectl.pretrain.gems_stack import GeMSStack, member_noise, member_rows, stack_clicks, stack_rows
+from slatectl.pretrain.gems_stack import GeMSStack, member_noise, member_rows, stack_logged
 
 ProgressCallback = Callable[[dict[str, float]], None]
 #: (member index in the input order, the epoch row a lone run's ProgressCallback gets)
@@ -45,8 +31,8 @@ MemberProgressCallback = Callable[[int, dict[str, float]], None]
 BatchCallback = Callable[[int, int, int], None]  # (epoch, batches done in it, batches per epoch)
 #: Set to "0" to run the CUDA training step eagerly instead of replaying a captured CUDA graph.
 CUDA_GRAPH_ENV = "SLATECTL_GEMS_CUDA_GRAPH"
-#: Validation slates per member and chunk of the final metrics (item scores are chunk × slate × N floats).
-METRICS_CHUNK = 2_048
+METRICS_CHUNK = 2_048  # validation slates per member and chunk of the final metrics
+VALIDATION_METRICS = ("slate_ce", "click_bce", "kl", "slate_accuracy", "click_accuracy")
 
 
 @dataclass(frozen=True)
@@ -72,13 +58,14 @@ class GeMSConfig:
 
     def validate(self) -> None:
         check_params("gems", [
-            (self.lambda_prior == 0.0,
-             f"gems.lambda_prior must be 0.0: GeMS uses a fixed N(0, I) prior (reference behaviour) (got {self.lambda_prior})"),
+            (self.lambda_prior == 0.0, "gems.lambda_prior must be 0.0: GeMS uses a fixed N(0, I) prior (reference "
+                                       f"behaviour) (got {self.lambda_prior})"),
             (self.reparam_noise in ("variance", "std"),
              f"gems.reparam_noise must be 'variance' or 'std' (got {self.reparam_noise!r})"),
             *((getattr(self, name) >= 1, f"gems.{name} must be >= 1 (got {getattr(self, name)})")
               for name in ("latent_dim", "batch_size", "max_epochs", "num_items", "item_dim")),
-            (self.max_slates is None or self.max_slates >= 2, f"gems.max_slates must be >= 2 or null (got {self.max_slates})"),
+            (self.max_slates is None or self.max_slates >= 2,
+             f"gems.max_slates must be >= 2 or null (got {self.max_slates})"),
             (0.0 <= self.val_fraction < 1.0, f"gems.val_fraction must lie in [0, 1) (got {self.val_fraction})"),
             (math.isfinite(self.lr) and self.lr > 0, f"gems.lr must be finite and > 0 (got {self.lr})"),
             *((getattr(self, name) >= 0, f"gems.{name} is a loss weight and must be >= 0 (got {getattr(self, name)})")
@@ -86,39 +73,22 @@ class GeMSConfig:
             (self.accelerator in ("cpu", "cuda"), f"gems.accelerator must be cpu or cuda (got {self.accelerator!r})"),
         ])
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def build_gems(config: GeMSConfig, slate_size: int = 10) -> GeMS:
-    return GeMS(
-        num_items=config.num_items,
-        slate_size=slate_size,
-        item_dim=config.item_dim,
-        latent_dim=config.latent_dim,
-        reparam_noise=config.reparam_noise,  # type: ignore[arg-type]
-    )
+    return GeMS(config.num_items, slate_size, config.item_dim, config.latent_dim,
+                config.reparam_noise)  # type: ignore[arg-type]
 
 
-# -- data and members ---------------------------------------------------------------------------------
-
-
-def epoch_order(rows: int, generator: torch.Generator | None) -> Tensor:
-    """One epoch's row order (on the CPU): a fresh permutation from `generator`, or file order. Drawn on
-    the CPU so that a seed gives the same batch order on every device."""
-    return torch.arange(rows) if generator is None else torch.randperm(rows, generator=generator)
-
-
-def split_logged(slates: Tensor, clicks: Tensor, config: GeMSConfig) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+def split_logged(slates: Tensor, clicks: Tensor,
+                 config: GeMSConfig) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
     """Flatten (E, H, K) to (E·H, K) if needed, cap at max_slates, hold out the leading val_fraction.
 
     For episode-major rows the leading rows are the first episodes; with 3-D input the cut is made on
     an episode boundary (unless max_slates cuts inside an episode)."""
     check_logged_pair(slates, clicks, ndim=(2, 3))
     steps_per_episode = slates.shape[1] if slates.ndim == 3 else 1
-    slates, clicks = slates.reshape(-1, slates.shape[-1]), clicks.reshape(-1, clicks.shape[-1])
-    if config.max_slates is not None:
-        slates, clicks = slates[: config.max_slates], clicks[: config.max_slates]
+    slates = slates.reshape(-1, slates.shape[-1])[:config.max_slates]  # [:None]: every slate
+    clicks = clicks.reshape(-1, clicks.shape[-1])[:config.max_slates]
     rows = slates.shape[0]
     if rows % steps_per_episode == 0 and rows // steps_per_episode >= 2:
         n_val = num_validation(rows // steps_per_episode, config.val_fraction) * steps_per_episode
@@ -156,28 +126,18 @@ def stack_groups(members: Sequence[GeMSMember]) -> list[list[int]]:
     return list(groups.values())
 
 
-def _noise_generator(seed: int, device: torch.device) -> torch.Generator:
-    """Called inside `seeded(seed, device)` right after the member's initialisation: the generator of its
-    sampling noise, at the state the global one is in then (module docstring)."""
-    if device.type == "cpu":
-        generator = torch.Generator()
-        generator.set_state(torch.get_rng_state())
-        return generator
-    return torch.Generator(device=device).manual_seed(seed)
-
-
 def _initial_models(members: Sequence[GeMSMember], slate_size: int,
                     device: torch.device) -> tuple[list[GeMS], list[torch.Generator]]:
-    """Each member's initial GeMS (on the CPU) and sampling-noise generator."""
+    """Each member's initial GeMS (on the CPU) and the generator of its sampling noise: on the CPU at the
+    state the global one is in right after the initialisation (docs §2)."""
     models, noise = [], []
     for member in members:
         with seeded(member.seed, device):
             models.append(build_gems(member.config, slate_size))
-            noise.append(_noise_generator(member.seed, device))
+            generator = torch.Generator(device=device)  # on CUDA a CUDA generator seeded with the seed
+            noise.append(generator.set_state(torch.get_rng_state()) if device.type == "cpu" else
+                         generator.manual_seed(member.seed))
     return models, noise
-
-
-# -- the step -----------------------------------------------------------------------------------------
 
 
 class _Step:
@@ -203,13 +163,12 @@ class _Step:
 
 
 class _CapturedStep:
-    """CUDA: the full-batch step recorded once as a CUDA graph, then replayed with new row indices.
-
-    Semantics are the eager step's: the first `WARMUP_STEPS` full batches run eagerly on a side stream
-    (capture needs warmed-up kernels and allocator; these are real steps of the schedule), the next
-    batch's step is recorded and replayed, and so is every later full batch. The sampling noise comes
-    from the members' CUDA generators, registered with the graph so that every replay advances them. A
-    smaller last batch of an epoch runs eagerly (a graph has fixed shapes). Adam must be `capturable`."""
+    """CUDA: the full-batch step recorded once as a CUDA graph, then replayed with new row indices, with the
+    eager step's semantics: the first `WARMUP_STEPS` full batches run eagerly on a side stream (capture
+    needs warmed-up kernels and allocator; they are real steps of the schedule), the next one is recorded
+    and replayed, and so is every later full batch; a smaller last batch runs eagerly (a graph has fixed
+    shapes). The members' CUDA noise generators are registered with the graph, so every replay advances
+    them. Adam must be `capturable`."""
 
     WARMUP_STEPS = 3
 
@@ -258,9 +217,6 @@ class _CapturedStep:
         return True
 
 
-# -- the fit: what both engines run ------------------------------------------------------------------------
-
-
 @dataclass
 class FitOutcome:
     """One member's epochs: history rows, the best validation epoch and a CPU copy of its weights."""
@@ -271,9 +227,13 @@ class FitOutcome:
     best_state: dict[str, Tensor] | None = None
 
 
-class GeMSFit:
-    """The epochs of one stack as calls an engine makes: `begin_epoch`, `epoch_order`, `run_batch` per
-    batch of (K, B) rows, `end_epoch` (the one host read: losses, validation, best epoch, progress)."""
+class GeMSFit(ChunkedFit):
+    """The epochs of one stack as an engine runs them (`engines.ChunkedFit`); a chunk is (K, rows) row ids,
+    and `end_epoch` makes the epoch's one host read (losses, validation, best epoch, progress)."""
+
+    #: Lightning's per-call cost is ~0.1 ms against ~5–30 ms per GeMS batch on a CPU; 32 makes it
+    #: negligible there and keeps launches flowing on CUDA.
+    chunk_batches = 32
 
     def __init__(self, stack: GeMSStack, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor],
                  config: GeMSConfig, noise: list[torch.Generator], shuffles: list[torch.Generator | None],
@@ -289,42 +249,45 @@ class GeMSFit:
         self.step: _Step | _CapturedStep = _CapturedStep(eager, config.batch_size, self.device) if capture else eager
         self.outcomes = [FitOutcome(history=[]) for _ in range(stack.members)]
         self.batches_per_epoch = math.ceil(self.rows / config.batch_size)
-        self.batches_done = 0
         self._epoch_batches = 0
 
-    @property
-    def replaying(self) -> bool:
-        """Whether full batches were replayed from a CUDA graph (False on the CPU, or if capture failed)."""
-        return isinstance(self.step, _CapturedStep) and self.step.replaying
+    def epoch_chunks(self, rows: int) -> tuple[Tensor, ...]:
+        """Every member's row order of the epoch, a fresh permutation from its generator or file order, drawn
+        on the CPU (the same batches on every device) and moved to the device in one copy."""
+        order = torch.stack([torch.arange(self.rows) if generator is None else
+                             torch.randperm(self.rows, generator=generator) for generator in self.shuffles])
+        return order.to(self.device).split(rows, dim=1)
 
     def begin_epoch(self) -> None:
         self.loss_sum.zero_()
         self._epoch_batches = 0
 
-    def epoch_order(self) -> Tensor:
-        """(K, rows) every member's row order of the epoch, drawn now and moved to the device in one copy."""
-        return torch.stack([epoch_order(self.rows, g) for g in self.shuffles]).to(self.device)
-
-    def run_batch(self, epoch: int, index: Tensor) -> None:
-        self.step(index)
-        self.batches_done += 1
-        self._epoch_batches += 1
-        if self.batch_callback is not None:
-            self.batch_callback(epoch, self._epoch_batches, self.batches_per_epoch)
+    def run_chunk(self, epoch: int, chunk: Tensor) -> bool:
+        for index in chunk.split(self.config.batch_size, dim=1):
+            self.step(index)
+            self._epoch_batches += 1
+            if self.batch_callback is not None:
+                self.batch_callback(epoch, self._epoch_batches, self.batches_per_epoch)
+        return False
 
     @torch.no_grad()
-    def validation_losses(self) -> Tensor:
-        """(K,) mean validation losses (z = mu), batches of `batch_size` in file order."""
+    def validation_means(self, names: tuple[str, ...], chunk: int) -> Tensor:
+        """(len(names), K) means over each member's validation slates (z = mu) of the named loss terms and
+        accuracies (`GeMSStack.terms`, `.accuracies`), in chunks of `chunk` rows in file order; NaN (0/0)
+        without validation slates."""
         slates, clicks = self.val
-        total = torch.zeros(slates.shape[0], device=slates.device)
-        for start in range(0, slates.shape[1], self.config.batch_size):
-            s, c = slates[:, start:start + self.config.batch_size].long(), clicks[:, start:start + self.config.batch_size].float()
-            total += self.stack.terms(s, c, self.config.lambda_click, self.config.lambda_KL, noise=None)["total"] * s.shape[1]
-        return total / slates.shape[1]
+        sums = torch.zeros(len(names), slates.shape[0], device=slates.device)
+        for start in range(0, slates.shape[1], chunk):
+            s, c = slates[:, start:start + chunk].long(), clicks[:, start:start + chunk].float()
+            values = self.stack.terms(s, c, self.config.lambda_click, self.config.lambda_KL, noise=None)
+            if "slate_accuracy" in names:
+                values.update(self.stack.accuracies(s, c))
+            sums += torch.stack([values[name] for name in names]) * s.shape[1]
+        return sums / slates.shape[1]
 
     def end_epoch(self, epoch: int) -> None:
         has_val = self.val[0].shape[1] > 0
-        val_losses = self.validation_losses() if has_val else torch.full_like(self.loss_sum, math.nan)
+        val_losses = self.validation_means(("total",), self.config.batch_size)[0]  # batches as in training
         train_losses, val_values = torch.stack([self.loss_sum / max(self.rows, 1), val_losses]).tolist()
         for k, outcome in enumerate(self.outcomes):
             row = {"epoch": float(epoch), "train_loss": train_losses[k], "val_loss": val_values[k]}
@@ -339,46 +302,15 @@ class GeMSFit:
                 self.progress_callback(k, dict(row))
 
 
-def _fit_loop(fit: GeMSFit) -> None:
-    """The plain loop (`engine="loop"`)."""
-    for epoch in range(fit.config.max_epochs):
-        fit.begin_epoch()
-        for index in fit.epoch_order().split(fit.config.batch_size, dim=1):
-            fit.run_batch(epoch, index)
-        fit.end_epoch(epoch)
-
-
-def _fit_with_trainer(fit: GeMSFit) -> None:
-    # Lightning is imported when GeMS trains, not when this module is (compute commands that reuse a
-    # registered GeMS never pay its import; docs/architecture.md rule 4).
-    from slatectl.pretrain.gems_lightning import fit_with_trainer
-
-    fit_with_trainer(fit)
-
-
-#: How the epochs run: "lightning" (a pytorch_lightning.Trainer over `gems_lightning.GeMSModule`) or
-#: "loop" (`_fit_loop`); both drive the same `GeMSFit`, so they give the same weights for a seed.
-ENGINES: dict[str, Callable[[GeMSFit], None]] = {"lightning": _fit_with_trainer, "loop": _fit_loop}
-DEFAULT_ENGINE = "lightning"
-
-
-# -- entry points -------------------------------------------------------------------------------------
-
-
 def train_gems(slates: Tensor, clicks: Tensor, config: GeMSConfig, seed: int,
                progress_callback: ProgressCallback | None = None, batch_callback: BatchCallback | None = None,
                cuda_graph: bool | None = None, engine: str = DEFAULT_ENGINE) -> tuple[GeMS, dict[str, Any]]:
-    """Train GeMS on logged slates; return the best-validation model (CPU, eval mode) and metrics.
-
-    slates/clicks: (E, H, K) logged episodes or (M, K) slates, episode-major. A stack of one member
-    (`train_stacked_gems`); the caller's RNG is left untouched and a seed fully fixes the result on a
-    given device (CPU runs are bit-reproducible; CUDA runs up to the GPU's nondeterministic reductions).
-    `cuda_graph` replays the training step from a CUDA graph on CUDA (ignored on the CPU); None reads
-    CUDA_GRAPH_ENV (on unless it is "0"), the switch for runs started from the CLI. `batch_callback` is
-    called after each batch is *queued* (on CUDA the device may still be behind). `engine`: one of ENGINES.
-    `config.validate()` runs first (in `train_stacked_gems`): a config built in Python is refused
-    (BadInput listing every bad key) before any work, as one from a config file is.
-    """
+    """Train GeMS on logged slates, (E, H, K) episodes or (M, K) slates, episode-major, as a stack of one;
+    return the best-validation model (CPU, eval mode) and metrics. The caller's RNG is left untouched and a
+    seed fixes the result on a given device (bit for bit on the CPU). `cuda_graph`: replay the step from a
+    CUDA graph on CUDA; None reads CUDA_GRAPH_ENV (on unless "0"), the CLI's switch. `batch_callback` is
+    called after each batch is *queued*. `engine`: one of `engines.ENGINES`. `config.validate()` runs
+    first: a config built in Python is refused (BadInput) before any work, as one from a file is."""
     member_progress = None if progress_callback is None else lambda k, row: progress_callback(row)
     return train_stacked_gems([GeMSMember(slates, clicks, config, seed)], member_progress, batch_callback,
                               cuda_graph, engine)[0]
@@ -390,16 +322,16 @@ def train_gems_population(members: Sequence[GeMSMember], progress_callback: Memb
     """Every member trained as its own `train_gems` run would be, stack by stack (`stack_groups`); one
     (model, metrics) per member in the input order. Callbacks get member indices in the input order.
     Every member's `config.validate()` runs first, so one bad config is refused before any stack trains."""
-    _validate_configs(members)
-    results: list[tuple[GeMS, dict[str, Any]] | None] = [None] * len(members)
+    for member in members:
+        member.config.validate()
+    results: dict[int, tuple[GeMS, dict[str, Any]]] = {}
     for group in stack_groups(members):
         member_progress = None
         if progress_callback is not None:
             member_progress = lambda k, row, group=group: progress_callback(group[k], row)  # noqa: E731
-        trained = _train_stack([members[i] for i in group], member_progress, batch_callback, cuda_graph, engine)
-        for index, result in zip(group, trained):
-            results[index] = result
-    return [r for r in results if r is not None]
+        trained = train_stacked_gems([members[i] for i in group], member_progress, batch_callback, cuda_graph, engine)
+        results.update(zip(group, trained))
+    return [results[i] for i in range(len(members))]
 
 
 def train_stacked_gems(members: Sequence[GeMSMember], progress_callback: MemberProgressCallback | None = None,
@@ -407,20 +339,9 @@ def train_stacked_gems(members: Sequence[GeMSMember], progress_callback: MemberP
                        engine: str = DEFAULT_ENGINE) -> list[tuple[GeMS, dict[str, Any]]]:
     """One stack: members that share a stack key (ValueError otherwise); see the module docstring. Every
     member's `config.validate()` runs first (BadInput before any work)."""
-    _validate_configs(members)
-    return _train_stack(members, progress_callback, batch_callback, cuda_graph, engine)
-
-
-def _validate_configs(members: Sequence[GeMSMember]) -> None:
     for member in members:
         member.config.validate()
-
-
-def _train_stack(members: Sequence[GeMSMember], progress_callback: MemberProgressCallback | None,
-                 batch_callback: BatchCallback | None, cuda_graph: bool | None, engine: str) -> list[tuple[GeMS, dict[str, Any]]]:
-    """`train_stacked_gems` for members whose configs are validated."""
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    check_engine(engine)
     if not members:
         raise ValueError("a stack needs at least one member")
     if len(members) > 1 and len({_stack_key(m) for m in members}) != 1:
@@ -431,60 +352,40 @@ def _train_stack(members: Sequence[GeMSMember], progress_callback: MemberProgres
     config = members[0].config
     device = torch_device(config.accelerator)
     models, noise = _initial_models(members, splits[0][0][0].shape[1], device)
-    train = (stack_rows([s[0][0] for s in splits], config.num_items, device), stack_clicks([s[0][1] for s in splits], device))
-    val = (stack_rows([s[1][0] for s in splits], config.num_items, device), stack_clicks([s[1][1] for s in splits], device))
+    train, val = (stack_logged([split[part] for split in splits], config.num_items, device) for part in (0, 1))
     shuffles = [torch.Generator().manual_seed(m.seed) if config.shuffle else None for m in members]
     # enable_grad: independent of a global grad mode the caller left off (simulator rollouts do).
     with torch.enable_grad():
         fit = GeMSFit(GeMSStack(models, device), train, val, config, noise, shuffles, progress_callback,
                       batch_callback, cuda_graph)
         ENGINES[engine](fit)
-    return _results(fit, models, train[0].shape[1])
+    return _results(fit, models)
 
 
-def _results(fit: GeMSFit, models: list[GeMS], n_train: int) -> list[tuple[GeMS, dict[str, Any]]]:
+def _results(fit: GeMSFit, models: list[GeMS]) -> list[tuple[GeMS, dict[str, Any]]]:
     """Each member's kept model (its best validation epoch's weights, else the last) and metrics."""
     for k, outcome in enumerate(fit.outcomes):
         if outcome.best_state is not None:
             fit.stack.load_member_state_dict(k, outcome.best_state)
         models[k].load_state_dict(fit.stack.member_state_dict(k))
         models[k].eval()
-    validation = _validation_metrics(fit.stack, *fit.val, fit.config)
+    # the final metrics in larger chunks: item scores are chunk × slate × N floats
+    means = fit.validation_means(VALIDATION_METRICS, max(1, METRICS_CHUNK // fit.stack.members)).tolist()
     results = []
-    for model, outcome, val_metrics in zip(models, fit.outcomes, validation):
+    for k, (model, outcome) in enumerate(zip(models, fit.outcomes)):
         history = outcome.history
         kept = outcome.best_epoch if outcome.best_epoch >= 0 else len(history) - 1
-        metrics: dict[str, Any] = {
+        results.append((model, {
             "epochs_run": len(history),
             "best_epoch": kept,
             "train_loss": history[-1]["train_loss"] if history else math.nan,
             "train_loss_best_epoch": history[kept]["train_loss"] if history else math.nan,
             "val_loss": outcome.best_val_loss if outcome.best_state is not None else math.nan,
-            "n_train_slates": n_train,
+            "n_train_slates": fit.rows,
             "n_val_slates": int(fit.val[0].shape[1]),
             "history": history,
-            **val_metrics,
-            "cuda_graph": fit.replaying,
-        }
-        results.append((model, metrics))
+            **{f"val_{name}": means[i][k] for i, name in enumerate(VALIDATION_METRICS)},
+            "cuda_graph": isinstance(fit.step, _CapturedStep) and fit.step.replaying,  # False if capture failed
+        }))
     return results
 
-
-VALIDATION_METRICS = ("slate_ce", "click_bce", "kl", "slate_accuracy", "click_accuracy")
-
-
-@torch.no_grad()
-def _validation_metrics(stack: GeMSStack, slates: Tensor, clicks: Tensor, config: GeMSConfig) -> list[dict[str, float]]:
-    """Per member, the means over its validation slates (z = mu) of the loss terms and accuracies, with
-    the weights the stack holds; NaN without validation slates."""
-    K, rows = slates.shape[:2]
-    if rows == 0:
-        return [{f"val_{name}": math.nan for name in VALIDATION_METRICS} for _ in range(K)]
-    sums = torch.zeros(len(VALIDATION_METRICS), K, device=slates.device)
-    chunk = max(1, METRICS_CHUNK // K)
-    for start in range(0, rows, chunk):
-        s, c = slates[:, start:start + chunk].long(), clicks[:, start:start + chunk].float()
-        values = {**stack.terms(s, c, config.lambda_click, config.lambda_KL, noise=None), **stack.accuracies(s, c)}
-        sums += torch.stack([values[name] for name in VALIDATION_METRICS]) * s.shape[1]
-    means = (sums / rows).tolist()
-    return [{f"val_{name}": means[i][k] for i, name in enumerate(VALIDATION_METRICS)} for k in range(K)]

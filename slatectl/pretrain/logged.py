@@ -38,10 +38,6 @@ class LoggedData:
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"slates": self.slates, "clicks": self.clicks}
 
-    @classmethod
-    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> "LoggedData":
-        return cls(slates=state["slates"], clicks=state["clicks"])
-
     @property
     def episode_returns(self) -> torch.Tensor:
         return self.clicks.sum(dim=(1, 2), dtype=torch.float64)
@@ -49,14 +45,12 @@ class LoggedData:
 
 def generate_logged_data(env: TopicRec, config: LoggedDataConfig, batch_size: int = 4096,
                          on_batch: Callable[[int], None] | None = None) -> LoggedData:
-    """Episodes 0 … E−1 (user id = episode index) of the ε-greedy oracle, simulated `batch_size` at a time.
-
-    Simulated on the env's device; each batch is recorded there and copied to the (CPU) result in one
-    block, so the step loop does not wait for the device. `config.validate()` runs first, so a caller
-    that built the config in Python gets the BadInput a config file would (before any simulation)."""
+    """Episodes 0 … E−1 (user id = episode index) of the ε-greedy oracle, simulated `batch_size` at a time
+    on the env's device; each batch is copied to the (CPU) result in one block, so the step loop does not
+    wait for the device. `config.validate()` runs first: a config built in Python gets the BadInput a
+    config file would, before any simulation."""
     config.validate()
-    cfg = env.config
-    E, H, K = config.episodes, cfg.episode_length, cfg.slate_size
+    E, H, K = config.episodes, env.config.episode_length, env.config.slate_size
     slates = torch.empty(E, H, K, dtype=torch.int16, device="cpu")
     clicks = torch.empty(E, H, K, dtype=torch.uint8, device="cpu")
     policy = EpsGreedyOraclePolicy(config.epsilon)
@@ -75,5 +69,5 @@ def generate_logged_data(env: TopicRec, config: LoggedDataConfig, batch_size: in
             slates[first : first + B] = batch_slates.cpu()
             clicks[first : first + B] = batch_clicks.cpu()
             if on_batch is not None:
-                on_batch(first + ids.numel())
+                on_batch(first + B)
     return LoggedData(slates=slates, clicks=clicks)

@@ -1,22 +1,17 @@
 """BPR matrix factorisation on logged clicks: item embeddings for SAC+TopK (MF) (docs/algorithms.md §3).
 
-Each logged episode is a user; every click (episode, item) is a positive; negatives are uniform items.
-The first `val_fraction` of the episodes are validation users. They are unseen by training, so they are
-*folded in*: a validation user's vector is the mean item embedding of its clicks in the first half of
-its episode, and it is scored on its second-half clicks against fixed uniform negatives. The
-reference's validation bugs (training during validation, user-id collisions, batch×batch scores) are
-deliberately not reproduced. Like every training loop here it is plain PyTorch (`slatectl.harness`) with
-explicit seeds (one CPU generator for the data order and negatives, a forked global RNG for the initial
-weights), so a seed fixes the result and the caller's RNG is left untouched. On `device` (cpu | cuda)
-the positives live on the device; each epoch's order and negatives are drawn on the CPU generator in one
-go (the same numbers as drawing them batch by batch) and moved once, and the training loss is summed on
-the device and read at each evaluation, so no batch waits for the host.
+Each logged episode is a user and every click (episode, item) a positive; negatives are uniform items.
+The first `val_fraction` of the episodes are validation users, unseen by training, so they are *folded
+in* (`fold_in_pairs`); the reference's validation bugs are deliberately not reproduced (docs §3). Seeds
+are explicit (one CPU generator for the data order and negatives, a forked global RNG for the initial
+weights), so a seed fixes the result and the caller's RNG is left untouched. Device rules: docs §2.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,7 +20,7 @@ from torch import Tensor, nn
 
 from slatectl.config_tools import check_params
 from slatectl.pretrain.data import check_logged_pair, num_validation
-from slatectl.pretrain.divergence import require_finite_losses
+from slatectl.pretrain.engines import DEFAULT_ENGINE, ENGINES, ChunkedFit, check_engine, require_finite_losses
 
 
 @dataclass(frozen=True)
@@ -49,21 +44,17 @@ class MFConfig:
             *((getattr(self, name) >= 1, f"mf.{name} must be >= 1 (got {getattr(self, name)})")
               for name in ("embedding_dim", "num_items", "batch_size", "num_neg_samples", "patience",
                            "eval_every_batches", "max_epochs")),
-            (self.max_batches is None or self.max_batches >= 1, f"mf.max_batches must be >= 1 or null (got {self.max_batches})"),
+            (self.max_batches is None or self.max_batches >= 1,
+             f"mf.max_batches must be >= 1 or null (got {self.max_batches})"),
             (0.0 <= self.val_fraction < 1.0, f"mf.val_fraction must lie in [0, 1) (got {self.val_fraction})"),
             (self.lr > 0, f"mf.lr must be > 0 (got {self.lr})"),
             (self.weight_decay >= 0, f"mf.weight_decay must be >= 0 (got {self.weight_decay})"),
         ])
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def bpr_loss(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
-    """Mean of -log σ(s_pos - s_neg) (Rendle et al. 2009), over positives and their negatives.
-
-    pos_scores (B,), neg_scores (B, n_neg). log-sigmoid instead of the reference's log(σ + 1e-7): the
-    same value without underflow."""
+    """Mean of -log σ(s_pos - s_neg) (Rendle et al. 2009) over positives (B,) and their negatives (B, n_neg);
+    log-sigmoid instead of the reference's log(σ + 1e-7): the same value without underflow."""
     return -F.logsigmoid(pos_scores.unsqueeze(1) - neg_scores).mean()
 
 
@@ -85,17 +76,8 @@ class BPRMatrixFactorization(nn.Module):
 
     def score(self, users: Tensor, items: Tensor) -> Tensor:
         """users (B,), items (B,) or (B, n) -> scores of the same shape as items."""
-        u = self.user_embeddings(users)
-        v = self.item_embeddings(items)
-        if items.ndim == 2:
-            return torch.einsum("bd,bnd->bn", u, v)
-        return (u * v).sum(-1)
-
-    def loss(self, users: Tensor, positives: Tensor, negatives: Tensor) -> Tensor:
-        return bpr_loss(self.score(users, positives), self.score(users, negatives))
-
-
-# -- data ---------------------------------------------------------------------------------------------
+        u, v = self.user_embeddings(users), self.item_embeddings(items)
+        return torch.einsum("bd,bnd->bn", u, v) if items.ndim == 2 else (u * v).sum(-1)
 
 
 def click_positives(slates: Tensor, clicks: Tensor) -> tuple[Tensor, Tensor]:
@@ -106,7 +88,8 @@ def click_positives(slates: Tensor, clicks: Tensor) -> tuple[Tensor, Tensor]:
 
 @dataclass(frozen=True)
 class FoldInPairs:
-    """Validation users folded in from their first-half clicks, scored on their second-half clicks."""
+    """Validation users folded in: a user's vector is the mean item embedding of its first-half clicks, and
+    it is scored on its second-half clicks against fixed uniform negatives."""
 
     history_user: Tensor  # (n_hist,) validation-user index of each first-half click
     history_item: Tensor  # (n_hist,)
@@ -118,13 +101,10 @@ class FoldInPairs:
     def __len__(self) -> int:
         return int(self.target_item.shape[0])
 
-    def to(self, device: torch.device | str) -> "FoldInPairs":
-        return FoldInPairs(self.history_user.to(device), self.history_item.to(device), self.num_users,
-                           self.target_user.to(device), self.target_item.to(device), self.negative_item.to(device))
 
-
-def fold_in_pairs(slates: Tensor, clicks: Tensor, num_items: int, num_neg: int, generator: torch.Generator) -> FoldInPairs:
-    """Build validation pairs from (E_val, H, K) episodes; users without clicks in either half are dropped."""
+def fold_in_pairs(slates: Tensor, clicks: Tensor, num_items: int, num_neg: int, generator: torch.Generator,
+                  device: torch.device | str = "cpu") -> FoldInPairs:
+    """Validation pairs from (E_val, H, K) episodes, on `device`; users without clicks in either half are dropped."""
     half = slates.shape[1] // 2
     hist_user, hist_item = click_positives(slates[:, :half], clicks[:, :half])
     tgt_user, tgt_item = click_positives(slates[:, half:], clicks[:, half:])
@@ -133,14 +113,15 @@ def fold_in_pairs(slates: Tensor, clicks: Tensor, num_items: int, num_neg: int, 
     keep = has_history[tgt_user]
     tgt_user, tgt_item = tgt_user[keep], tgt_item[keep]
     negatives = torch.randint(num_items, (tgt_item.shape[0], num_neg), generator=generator)
-    return FoldInPairs(hist_user, hist_item, slates.shape[0], tgt_user, tgt_item, negatives)
+    return FoldInPairs(hist_user.to(device), hist_item.to(device), slates.shape[0], tgt_user.to(device),
+                       tgt_item.to(device), negatives.to(device))
 
 
 @torch.no_grad()
 def fold_in_evaluate(item_table: Tensor, pairs: FoldInPairs) -> dict[str, float]:
     """BPR loss and AUC of held-out clicks vs negatives, users = mean of their history items."""
-    dim = item_table.shape[1]
-    sums = torch.zeros(pairs.num_users, dim, device=item_table.device).index_add_(0, pairs.history_user, item_table[pairs.history_item])
+    sums = torch.zeros(pairs.num_users, item_table.shape[1], device=item_table.device)
+    sums.index_add_(0, pairs.history_user, item_table[pairs.history_item])
     counts = torch.bincount(pairs.history_user, minlength=pairs.num_users).clamp(min=1).unsqueeze(1)
     users = (sums / counts)[pairs.target_user]
     pos = (users * item_table[pairs.target_item]).sum(-1)
@@ -148,24 +129,15 @@ def fold_in_evaluate(item_table: Tensor, pairs: FoldInPairs) -> dict[str, float]
     return {"loss": bpr_loss(pos, neg).item(), "auc": ranking_auc(pos, neg)}
 
 
-# -- training -----------------------------------------------------------------------------------------
-
-
 def train_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int,
-             device: torch.device | str = "cpu", engine: str = "lightning") -> tuple[Tensor, dict[str, Any]]:
-    """Train BPR-MF on (E, H, K) logged episodes; return the item table (num_items, dim, on the CPU)
-    with the best validation loss, and metrics.
-
-    Evaluation every `eval_every_batches` steps and once more at the end of training; stop after
-    `patience` evaluations without improvement. Without validation users the final table is returned.
-    `engine`: "lightning" (a pytorch_lightning.Trainer over `mf_lightning.MFModule`, the default) or
-    "loop" (`_fit_loop`); both drive the same `MFFit`, so they give the same table for a seed.
-    `config.validate()` runs first: a config built in Python is refused (BadInput listing every bad key)
-    before any work, as one from a config file is.
-    """
+             device: torch.device | str = "cpu", engine: str = DEFAULT_ENGINE) -> tuple[Tensor, dict[str, Any]]:
+    """Train BPR-MF on (E, H, K) logged episodes; return the item table (num_items, dim, on the CPU) with
+    the best validation loss (evaluated every `eval_every_batches` steps and at the end; training stops
+    after `patience` evaluations without improvement; without validation users: the final table) and
+    metrics. `engine`: one of `engines.ENGINES`. `config.validate()` runs first: a config built in Python
+    is refused (BadInput listing every bad key) before any work, as one from a config file is."""
     config.validate()
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    check_engine(engine)
     # Gradients on whatever global grad mode the caller left (simulator rollouts switch it off).
     with torch.enable_grad():
         fit = MFFit(slates, clicks, config, seed, torch.device(device))
@@ -174,12 +146,12 @@ def train_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int,
     return table.cpu(), metrics
 
 
-class MFFit:
-    """One BPR-MF training as the calls an engine makes, the same for both: `epoch_draws` when an epoch
-    starts, `run_batch` per batch (True when training must stop there), `result` at the end.
+class MFFit(ChunkedFit):
+    """One BPR-MF training as an engine runs it (`engines.ChunkedFit`), a chunk being (positives' rows, their
+    negatives); `result` at the end. Set up in the order the draws were always made: validation pairs (their
+    negatives from the epoch draws' CPU generator), training positives, the model under a forked global RNG."""
 
-    Set up in the order the draws were always made: validation pairs (their negatives from the CPU
-    generator of the epoch draws), training positives, then the model under a forked global RNG."""
+    chunk_batches = 256  # an MF batch costs ~0.1–0.5 ms on a CPU, Lightning's call ~0.1 ms
 
     def __init__(self, slates: Tensor, clicks: Tensor, config: MFConfig, seed: int, device: torch.device) -> None:
         check_logged_pair(slates, clicks, ndim=(3,))
@@ -189,7 +161,7 @@ class MFFit:
         self.n_val = num_validation(slates.shape[0], config.val_fraction)
         self.generator = torch.Generator().manual_seed(seed)
         self.pairs = fold_in_pairs(slates[:self.n_val], clicks[:self.n_val], config.num_items, config.num_neg_samples,
-                                   self.generator).to(device)
+                                   self.generator, device)
         train_user, train_item = click_positives(slates[self.n_val:], clicks[self.n_val:])
         if train_item.numel() == 0:
             raise ValueError("no clicks in the training episodes: nothing to learn from")
@@ -199,142 +171,88 @@ class MFFit:
             model = BPRMatrixFactorization(slates.shape[0] - self.n_val, config.num_items, config.embedding_dim)
         self.model = model.to(device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.state = _EarlyStopping(config.patience)
-        self.window = _RunningMean(device)  # training loss since the last evaluation
+        self.batches_per_epoch = math.ceil(self.train_item.shape[0] / config.batch_size)
         self.batch, self.epoch = 0, 0
         self.max_batches = config.max_batches if config.max_batches is not None else math.inf
+        # The training loss since the last evaluation, summed on the device (float64, as Python floats were).
+        self.loss_total, self.loss_count = torch.zeros((), dtype=torch.float64, device=device), 0
+        # Early stopping: the best evaluation's table, and evaluations since it.
+        self.best_loss, self.best_batch, self.best_table = math.inf, 0, None
+        self.bad_evaluations, self.last_evaluated, self.stop = 0, -1, False
+        self.history: list[dict[str, float]] = []
 
-    @property
-    def finished(self) -> bool:
-        return self.epoch >= self.config.max_epochs or self.batch >= self.max_batches or self.state.stop
-
-    @property
-    def batches_per_epoch(self) -> int:
-        return math.ceil(self.train_item.shape[0] / self.config.batch_size)
-
-    def epoch_draws(self) -> tuple[Tensor, Tensor]:
-        """The next epoch's order of the positives and their negatives (`_epoch_draws`)."""
+    def epoch_chunks(self, rows: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """The epoch's order of the positives and their negatives (one row per positive), on the device, from
+        the CPU generator in the order the batch loop used to draw them (the permutation, then each batch's
+        negatives): CPU integer draws are serial, so one call per epoch yields the numbers of one call per
+        batch. A run cut short mid-epoch draws negatives it does not use, but nothing after them."""
         self.epoch += 1
-        return _epoch_draws(self.train_item.shape[0], self.config, self.generator, self.device)
+        positives, negatives_each = self.train_item.shape[0], self.config.num_neg_samples
+        order = torch.randperm(positives, generator=self.generator)
+        negatives = torch.randint(self.config.num_items, (positives, negatives_each), generator=self.generator)
+        return zip(order.to(self.device).split(rows), negatives.to(self.device).split(rows))
 
-    def run_batch(self, rows: Tensor, negatives: Tensor) -> bool:
-        loss = self.model.loss(self.train_user[rows], self.train_item[rows], negatives)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.batch += 1
-        self.window.add(loss.detach())
-        if self.batch % self.config.eval_every_batches == 0 and len(self.pairs):
-            self.evaluate()
-        return self.state.stop or self.batch >= self.max_batches
+    def run_chunk(self, epoch: int, chunk: tuple[Tensor, Tensor]) -> bool:
+        size = self.config.batch_size
+        for rows, negatives in zip(chunk[0].split(size), chunk[1].split(size)):
+            users = self.train_user[rows]
+            loss = bpr_loss(self.model.score(users, self.train_item[rows]), self.model.score(users, negatives))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.batch += 1
+            self.loss_total += loss.detach()
+            self.loss_count += 1
+            if self.batch % self.config.eval_every_batches == 0 and len(self.pairs):
+                self.evaluate()
+            if self.stop or self.batch >= self.max_batches:
+                return True
+        return False
+
+    def _pop_train_loss(self) -> float:
+        mean = self.loss_total.item() / self.loss_count if self.loss_count else math.nan
+        self.loss_total.zero_()
+        self.loss_count = 0
+        return mean
 
     def evaluate(self) -> None:
-        scores = fold_in_evaluate(self.model.item_embeddings.weight.detach(), self.pairs)
-        train_loss = self.window.pop()
-        require_finite_losses("MF", {"training loss": train_loss, "validation loss": scores["loss"]}, f"batch {self.batch}")
-        self.state.update(self.batch, scores, train_loss, self.model)
+        """Fold-in validation of the current table: kept if it is the best, a stop after `patience` that are not."""
+        table = self.model.item_embeddings.weight.detach()
+        scores = fold_in_evaluate(table, self.pairs)
+        train_loss = self._pop_train_loss()
+        require_finite_losses("MF", {"training loss": train_loss, "validation loss": scores["loss"]},
+                              f"batch {self.batch}")
+        self.last_evaluated = self.batch
+        self.history.append({"batch": float(self.batch), "train_loss": train_loss, "val_loss": scores["loss"],
+                             "val_auc": scores["auc"]})
+        if scores["loss"] < self.best_loss:
+            self.best_loss, self.best_batch, self.bad_evaluations = scores["loss"], self.batch, 0
+            self.best_table = table.clone()
+        else:
+            self.bad_evaluations += 1
+            self.stop = self.bad_evaluations >= self.config.patience
 
     def result(self) -> tuple[Tensor, dict[str, Any]]:
         """The best item table and the metrics. The final weights are evaluated too, so that a run cut by
         max_batches/max_epochs between two evaluation points chooses among all the weights it produced."""
-        if len(self.pairs) and self.state.last_batch != self.batch:
+        validated = len(self.pairs) > 0
+        if validated and self.last_evaluated != self.batch:
             self.evaluate()
-        state = self.state
-        final_train_loss = state.history[-1]["train_loss"] if state.history else self.window.pop()
+        final_train_loss = self.history[-1]["train_loss"] if self.history else self._pop_train_loss()
         if self.batch:
             require_finite_losses("MF", {"training loss": final_train_loss}, f"batch {self.batch}")
-        table = state.best_table if state.best_table is not None else self.model.item_embeddings.weight.detach().clone()
-        validated = len(self.pairs) > 0
+        table = self.best_table if self.best_table is not None else self.model.item_embeddings.weight.detach().clone()
         return table, {
             "batches": self.batch,
             "epochs_started": self.epoch,
-            "stopped_early": state.stop,
-            "best_batch": state.best_batch,
-            "val_loss": state.best_loss if validated else math.nan,
+            "stopped_early": self.stop,
+            "best_batch": self.best_batch,
+            "val_loss": self.best_loss if validated else math.nan,
             "val_auc": fold_in_evaluate(table, self.pairs)["auc"] if validated else math.nan,
             "train_loss": final_train_loss,
             "n_train_users": self.model.user_embeddings.num_embeddings,
             "n_train_positives": int(self.train_item.shape[0]),
             "n_val_users": self.n_val,
             "n_val_pairs": len(self.pairs),
-            "history": state.history,
+            "history": self.history,
         }
-
-
-def _fit_loop(fit: MFFit) -> None:
-    """The plain loop (`engine="loop"`)."""
-    while not fit.finished:
-        order, negatives = fit.epoch_draws()
-        for start in range(0, order.shape[0], fit.config.batch_size):
-            end = start + fit.config.batch_size
-            if fit.run_batch(order[start:end], negatives[start:end]):
-                break
-
-
-def _epoch_draws(positives: int, config: MFConfig, generator: torch.Generator,
-                 device: torch.device) -> tuple[Tensor, Tensor]:
-    """An epoch's order of the positives and its negatives (one row per positive), on `device`.
-
-    Both come from the CPU generator in the order the batch loop used to draw them (the permutation,
-    then each batch's negatives): CPU integer draws are serial, so one call for the epoch yields the
-    same numbers as one call per batch. A run cut short mid-epoch draws negatives it does not use,
-    but nothing is drawn after it, so the result is the same."""
-    order = torch.randperm(positives, generator=generator)
-    negatives = torch.randint(config.num_items, (positives, config.num_neg_samples), generator=generator)
-    return order.to(device), negatives.to(device)
-
-
-class _RunningMean:
-    """Mean of the batch losses since the last `pop`, summed on the device (float64, as Python floats
-    were) and read only by `pop`."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.total = torch.zeros((), dtype=torch.float64, device=device)
-        self.count = 0
-
-    def add(self, value: Tensor) -> None:
-        self.total += value
-        self.count += 1
-
-    def pop(self) -> float:
-        mean = self.total.item() / self.count if self.count else math.nan
-        self.total.zero_()
-        self.count = 0
-        return mean
-
-
-class _EarlyStopping:
-    """Keeps the item table of the best validation loss; stops after `patience` non-improvements."""
-
-    def __init__(self, patience: int) -> None:
-        self.patience = patience
-        self.best_loss = math.inf
-        self.best_batch = 0
-        self.best_table: Tensor | None = None
-        self.bad_evaluations = 0
-        self.last_batch = -1
-        self.history: list[dict[str, float]] = []
-        self.stop = False
-
-    def update(self, batch: int, scores: dict[str, float], train_loss: float, model: BPRMatrixFactorization) -> None:
-        self.last_batch = batch
-        self.history.append(
-            {"batch": float(batch), "train_loss": train_loss, "val_loss": scores["loss"], "val_auc": scores["auc"]}
-        )
-        if scores["loss"] < self.best_loss:
-            self.best_loss, self.best_batch, self.bad_evaluations = scores["loss"], batch, 0
-            self.best_table = model.item_embeddings.weight.detach().clone()
-        else:
-            self.bad_evaluations += 1
-            self.stop = self.bad_evaluations >= self.patience
-
-
-def _fit_with_trainer(fit: MFFit) -> None:
-    # Lightning is imported when MF trains, not when this module is (start-up; docs/architecture.md rule 4).
-    from slatectl.pretrain.mf_lightning import fit_with_trainer
-
-    fit_with_trainer(fit)
-
-
-#: How the batches run; both engines drive the same `MFFit`, so they give the same item table for a seed.
-ENGINES = {"lightning": _fit_with_trainer, "loop": _fit_loop}

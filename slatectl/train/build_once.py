@@ -1,11 +1,10 @@
 """Shared inputs built once across processes and machines: a registry-level build lock with a lease.
 
 `built_once(registry, key, find, build)` returns `find()` when the input is registered; otherwise it takes
-the registry's build lock on `key` and builds (renewing the lease from a background thread while the
-build runs), or — when another worker holds the lock — waits, polling `find()`, until that worker has
-registered the input. A builder that dies stops renewing; its lease expires after `lease_seconds()` and a
-waiting worker takes the lock over and builds. The lock lives in the registry, so workers on different
-machines see it (a file lock would not span machines, nor survive a lost machine cleanly).
+the build lock on `key` and builds (renewing the lease from a background thread), or, while another worker
+holds the lock, polls `find()`. A builder that dies stops renewing; its lease expires after
+`lease_seconds()` and a waiting worker takes the lock over. The lock lives in the registry, so workers on
+different machines see it (a file lock would not span machines, nor survive a lost machine cleanly).
 """
 
 from __future__ import annotations
@@ -15,6 +14,8 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Callable, Mapping, TypeVar
 
 from slatectl.registry import Registry, config_hash
@@ -64,12 +65,15 @@ class PeriodicRenewal:
                     return
 
 
-def _renewer(registry: Registry, key: str, holder: str, lease_s: float) -> PeriodicRenewal:
-    return PeriodicRenewal(f"build-lock {key}", lease_s, lambda: registry.renew_build_lock(key, holder, lease_s))
-
-
-def try_lock(registry: Registry, key: str, holder: str) -> bool:
-    return registry.acquire_build_lock(key, holder, lease_seconds())
+@contextmanager
+def holding(registry: Registry, key: str, holder: str, lease_s: float | None = None) -> Iterator[None]:
+    """Renews an already acquired lock while the block runs, and releases it at the end."""
+    lease_s = lease_seconds() if lease_s is None else lease_s
+    try:
+        with PeriodicRenewal(f"build-lock {key}", lease_s, lambda: registry.renew_build_lock(key, holder, lease_s)):
+            yield
+    finally:
+        registry.release_build_lock(key, holder)
 
 
 def built_once(registry: Registry, key: str, find: Callable[[], T | None], build: Callable[[], T],
@@ -82,34 +86,10 @@ def built_once(registry: Registry, key: str, find: Callable[[], T | None], build
             return found
         lease_s = lease_seconds()
         if registry.acquire_build_lock(key, holder, lease_s):
-            try:
+            with holding(registry, key, holder, lease_s):
                 found = find()  # registered between our look and our lock
-                if found is not None:
-                    return found
-                with _renewer(registry, key, holder, lease_s):
-                    return build()
-            finally:
-                registry.release_build_lock(key, holder)
+                return found if found is not None else build()
         if not said:
             say(f"another worker is building {key.split(':')[0]} for {key.split(':')[1]}; waiting for it")
             said = True
         time.sleep(poll_s)
-
-
-def holding(registry: Registry, key: str, holder: str):
-    """A context that renews an already acquired lock and releases it at the end."""
-    return _Held(registry, key, holder)
-
-
-class _Held:
-    def __init__(self, registry: Registry, key: str, holder: str) -> None:
-        self.registry, self.key, self.holder = registry, key, holder
-        self._renewer = _renewer(registry, key, holder, lease_seconds())
-
-    def __enter__(self) -> "_Held":
-        self._renewer.__enter__()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._renewer.__exit__(*exc_info)
-        self.registry.release_build_lock(self.key, self.holder)

@@ -1,26 +1,25 @@
-"""The pretrained inputs an agent needs (logged data → GeMS / MF), found in the registry or built once.
-
-Each input is a registered artifact keyed by its config (env, parameters, seed); a second run with the
-same settings reuses it. Lineage: logged data ← env; GeMS and MF ← logged data. Each is built under the
-registry's build lock on its key (`build_once.py`): of several processes (or machines) that need the
-same missing input, one builds it and the others wait for it.
+"""The pretrained inputs an agent needs (logged data → GeMS / MF), found in the registry or built once: each
+is an artifact keyed by its config (env, parameters, seed), built under the registry's build lock on that
+key (`build_once.py`), so of several processes (or machines) that need it, one builds and the others wait.
+Lineage: logged data ← env; GeMS and MF ← logged data.
 """
 
 from __future__ import annotations
 
 import hashlib
-from contextlib import ExitStack
-import json
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import torch
 
 from slatectl.registry import Artifact, Registry
-from slatectl.train.build_once import build_key, built_once, holding, lock_holder, try_lock
+from slatectl.settings import lease_seconds
+from slatectl.train.build_once import build_key, built_once, holding, lock_holder
+from slatectl.train.progress import format_duration
 from slatectl.pretrain.gems import GeMS
-from slatectl.pretrain.gems_train import GeMSConfig, GeMSMember, build_gems, stack_groups, train_gems, train_stacked_gems
+from slatectl.pretrain.gems_train import GeMSConfig, GeMSMember, build_gems, stack_groups, train_stacked_gems
 from slatectl.pretrain.logged import LoggedData, LoggedDataConfig, generate_logged_data
 from slatectl.pretrain.mf import MFConfig, train_mf
 from slatectl.sim.topicrec import TopicRec
@@ -38,74 +37,32 @@ def env_table_sha256(env: TopicRec) -> str:
     return hashlib.sha256(env.item_embeddings.detach().cpu().numpy().tobytes()).hexdigest()
 
 
-def _env_identity(env: TopicRec) -> dict[str, Any]:
-    return {"env": env.config.name, "env_config": env.config.to_dict(), "item_table_sha256": env_table_sha256(env)}
+def _ensure(registry: Registry, kind: str, env_name: str, identity: dict[str, Any], build: Callable[[], Artifact],
+            say: Say) -> Artifact:
+    """The artifact of `kind` registered under `identity`, or the one `build()` registers (once across workers)."""
+    return built_once(registry, build_key(kind, env_name, identity),
+                      lambda: registry.find_artifact(kind, env_name, config=identity), build, say)
 
 
 def ensure_logged_data(registry: Registry, env: TopicRec, config: LoggedDataConfig, say: Say = print,
                        on_batch: Callable[[int], None] | None = None) -> Artifact:
-    identity = {**_env_identity(env), "logged": asdict(config)}
+    name = env.config.name
+    identity = {"env": name, "env_config": env.config.to_dict(), "item_table_sha256": env_table_sha256(env),
+                "logged": asdict(config)}
 
     def build() -> Artifact:
-        return _build_logged_data(registry, env, config, identity, say, on_batch)
+        say(f"building logged data for {name}: {config.episodes:,} episodes of the ε-greedy oracle "
+            f"(ε = {config.epsilon})")
+        data = generate_logged_data(env, config, on_batch=on_batch)
+        returns = data.episode_returns
+        return registry.register_artifact(LOGGED_KIND, name, data.state_dict(), config=identity, metrics={
+            "episodes": config.episodes, "mean_return": float(returns.mean()), "std_return": float(returns.std())})
 
-    return built_once(registry, build_key(LOGGED_KIND, env.config.name, identity),
-                      lambda: registry.find_artifact(LOGGED_KIND, env.config.name, config=identity), build, say)
-
-
-def _build_logged_data(registry: Registry, env: TopicRec, config: LoggedDataConfig, identity: dict[str, Any],
-                       say: Say, on_batch: Callable[[int], None] | None) -> Artifact:
-    say(f"building logged data for {env.config.name}: {config.episodes:,} episodes of the ε-greedy oracle (ε = {config.epsilon})")
-    data = generate_logged_data(env, config, on_batch=on_batch)
-    returns = data.episode_returns
-    metrics = {"episodes": config.episodes, "mean_return": float(returns.mean()), "std_return": float(returns.std())}
-    return registry.register_artifact(LOGGED_KIND, env.config.name, data.state_dict(), config=identity, metrics=metrics)
+    return _ensure(registry, LOGGED_KIND, name, identity, build, say)
 
 
 def load_logged_data(registry: Registry, artifact: Artifact) -> LoggedData:
-    return LoggedData.from_state_dict(registry.load_artifact_state(artifact.id))
-
-
-def _gems_identity(env_name: str, logged: Artifact, config: GeMSConfig, seed: int) -> dict[str, Any]:
-    """A GeMS artifact's cache key, the same for a solo and a stacked pretraining (see ensure_gems_population)."""
-    return {"env": env_name, "logged_artifact": logged.id, "gems": asdict(config), "seed": seed}
-
-
-def _logged_slates(data: LoggedData, config: GeMSConfig) -> int:
-    slates = data.slates.numel() // data.slates.shape[-1]
-    return slates if config.max_slates is None else min(slates, config.max_slates)
-
-
-def _register_gems(registry: Registry, env_name: str, logged: Artifact, identity: dict[str, Any], data: LoggedData,
-                   model: GeMS, metrics: dict[str, Any]) -> Artifact:
-    """The trained model with its action bounds (from the first BOUNDS_EPISODES logged episodes) as an
-    artifact: the file is written completely, then the registry row."""
-    bounds_slates = data.slates[:BOUNDS_EPISODES].long().flatten(0, 1)
-    bounds_clicks = data.clicks[:BOUNDS_EPISODES].float().flatten(0, 1)
-    center, scale = model.action_bounds(bounds_slates, bounds_clicks)
-    state = {"model": model.state_dict(), "action_center": center, "action_scale": scale}
-    return registry.register_artifact(GEMS_KIND, env_name, state, config=identity,
-                                      metrics=_jsonable(metrics), parents=[logged.id])
-
-
-def ensure_gems(registry: Registry, env: TopicRec, logged: Artifact, config: GeMSConfig, seed: int, say: Say = print,
-                progress: Callable[[dict[str, float]], None] | None = None) -> Artifact:
-    identity = _gems_identity(env.config.name, logged, config, seed)
-    return built_once(registry, build_key(GEMS_KIND, env.config.name, identity),
-                      lambda: registry.find_artifact(GEMS_KIND, env.config.name, config=identity),
-                      lambda: _build_gems(registry, env, logged, config, seed, identity, say, progress), say)
-
-
-def _build_gems(registry: Registry, env: TopicRec, logged: Artifact, config: GeMSConfig, seed: int,
-                identity: dict[str, Any], say: Say, progress) -> Artifact:
-    data = load_logged_data(registry, logged)
-    epochs = f"{config.max_epochs} epoch" + ("" if config.max_epochs == 1 else "s")
-    say(f"pretraining GeMS for {env.config.name} (latent dim {config.latent_dim}, {epochs} over "
-        f"{_logged_slates(data, config):,} logged slates, seed {seed}); progress is reported every quarter epoch")
-    reports = _GeMSProgress(config.max_epochs, say)
-    model, metrics = train_gems(data.slates.long(), data.clicks.float(), config, seed,
-                                progress_callback=progress or reports.epoch_done, batch_callback=reports.batch_done)
-    return _register_gems(registry, env.config.name, logged, identity, data, model, metrics)
+    return LoggedData(**registry.load_artifact_state(artifact.id))  # its `state_dict()`
 
 
 @dataclass(frozen=True)
@@ -117,80 +74,96 @@ class GeMSRequest:
     config: GeMSConfig
     seed: int
 
+    def identity(self) -> dict[str, Any]:
+        """The artifact's cache key, the same for a solo and a stacked pretraining (see ensure_gems_population)."""
+        return {"env": self.env.config.name, "logged_artifact": self.logged.id, "gems": asdict(self.config),
+                "seed": self.seed}
+
+    def member(self, data: LoggedData) -> GeMSMember:
+        return GeMSMember(data.slates, data.clicks, self.config, self.seed)
+
+
+def ensure_gems(registry: Registry, env: TopicRec, logged: Artifact, config: GeMSConfig, seed: int,
+                say: Say = print) -> Artifact:
+    request = GeMSRequest(env, logged, config, seed)
+
+    def build() -> Artifact:
+        return _pretrain_stack(registry, [request], [request.member(load_logged_data(registry, logged))], say)[0]
+
+    return _ensure(registry, GEMS_KIND, env.config.name, request.identity(), build, say)
+
 
 def ensure_gems_population(registry: Registry, requests: list[GeMSRequest], say: Say = print) -> list[Artifact]:
     """One GeMS artifact per request (in order): found in the registry, or pretrained together with the
-    other missing ones as stacked populations (`slatectl.pretrain.gems_train`) and registered.
-
-    The cache key is ensure_gems's: a stacked member is the solo algorithm (same data, seed, draws, batch
-    order, Adam) computed with batched kernels, so it differs from the solo result only by float rounding,
-    as a run with another thread count does; a solo run reuses a stacked member's artifact and vice versa.
-    Equal requests are trained once. Each stack's members are registered as soon as the stack finishes
-    (file, then row, as ensure_gems), so an interrupted call keeps the stacks it finished."""
-    identities = [_gems_identity(r.env.config.name, r.logged, r.config, r.seed) for r in requests]
-    keys = [json.dumps(identity, sort_keys=True) for identity in identities]
+    other missing ones as stacks and registered; equal requests are trained once. The cache key is
+    ensure_gems's: a stacked member is the solo algorithm computed with batched kernels, so it differs from
+    the solo result only by float rounding, as a run with another thread count does. Each stack's members
+    are registered (file, then row) as soon as it finishes, so an interrupted call keeps the stacks it finished."""
+    keys = [build_key(GEMS_KIND, r.env.config.name, r.identity()) for r in requests]  # each its build lock's key
     artifacts: dict[str, Artifact] = {}
-    missing: dict[str, int] = {}  # key → the first request that asks for it (its build lock is ours)
-    elsewhere: dict[str, int] = {}  # key → request whose GeMS another worker is building
+    missing: dict[str, GeMSRequest] = {}  # whose build lock is ours
+    elsewhere: dict[str, GeMSRequest] = {}  # whose GeMS another worker is building
     holder = lock_holder()
     with ExitStack() as locks:
-        for index, (request, identity, key) in enumerate(zip(requests, identities, keys)):
+        for request, key in zip(requests, keys):
             if key in artifacts or key in missing or key in elsewhere:
                 continue
-            found = registry.find_artifact(GEMS_KIND, request.env.config.name, config=identity)
-            lock = build_key(GEMS_KIND, request.env.config.name, identity)
-            if found is None and try_lock(registry, lock, holder):
-                locks.enter_context(holding(registry, lock, holder))
-                found = registry.find_artifact(GEMS_KIND, request.env.config.name, config=identity)
+            found = registry.find_artifact(GEMS_KIND, request.env.config.name, config=request.identity())
+            if found is None and registry.acquire_build_lock(key, holder, lease_seconds()):
+                locks.enter_context(holding(registry, key, holder))
+                found = registry.find_artifact(GEMS_KIND, request.env.config.name, config=request.identity())
                 if found is None:
-                    missing[key] = index
+                    missing[key] = request
                     continue
             if found is not None:
                 artifacts[key] = found
             else:
-                elsewhere[key] = index
-        _pretrain_stacks(registry, requests, identities, keys, list(missing.values()), artifacts, say)
-    for key, index in elsewhere.items():  # wait for them (or build them, should their builder have died)
-        request = requests[index]
+                elsewhere[key] = request
+        todo, todo_keys = list(missing.values()), list(missing)
+        logged = {r.logged.id: r.logged for r in todo}  # seeds of one env share their logged data: loaded once
+        logs = {artifact_id: load_logged_data(registry, artifact) for artifact_id, artifact in logged.items()}
+        members = [request.member(logs[request.logged.id]) for request in todo]
+        for group in stack_groups(members):
+            trained = _pretrain_stack(registry, [todo[g] for g in group], [members[g] for g in group], say)
+            artifacts.update(zip([todo_keys[g] for g in group], trained))
+    for key, request in elsewhere.items():  # wait for them (or build them, should their builder have died)
         artifacts[key] = ensure_gems(registry, request.env, request.logged, request.config, request.seed, say=say)
     return [artifacts[key] for key in keys]
 
 
-def _pretrain_stacks(registry: Registry, requests: list[GeMSRequest], identities: list[dict[str, Any]],
-                     keys: list[str], todo: list[int], artifacts: dict[str, Artifact], say: Say) -> None:
-    """Pretrain the GeMS of requests `todo` as stacked populations and register each (into `artifacts`)."""
-    logs: dict[int, LoggedData] = {}  # by artifact id: seeds of one env share their logged data
-    for i in todo:
-        if requests[i].logged.id not in logs:
-            logs[requests[i].logged.id] = load_logged_data(registry, requests[i].logged)
-    data = {i: logs[requests[i].logged.id] for i in todo}
-    members = [GeMSMember(data[i].slates, data[i].clicks, requests[i].config, requests[i].seed) for i in todo]
-    for group in stack_groups(members):
-        indices = [todo[g] for g in group]
-        config = requests[indices[0]].config
-        epochs = f"{config.max_epochs} epoch" + ("" if config.max_epochs == 1 else "s")
-        seeds = set(requests[i].seed for i in indices)
-        # a member's name in the progress lines: its env, and its seed where the seeds differ
-        names = [requests[i].env.config.name + ("" if len(seeds) == 1 else f" (seed {requests[i].seed})")
-                 for i in indices]
-        seed_text = f", seed {seeds.pop()}" if len(seeds) == 1 else ""
-        say(f"pretraining GeMS for {', '.join(names)} as one stack of {len(indices)} (latent dim {config.latent_dim}, "
-            f"{epochs} over {_logged_slates(data[indices[0]], config):,} logged slates each{seed_text}); "
-            "progress is reported every quarter epoch")
-        reports = _GeMSProgress(config.max_epochs, say, label=f"GeMS stack of {len(indices)}")
-        trained = train_stacked_gems([members[g] for g in group],
-                                     progress_callback=lambda k, row: reports.epoch_done(row, label=f"GeMS {names[k]}"),
-                                     batch_callback=reports.batch_done)
-        for i, (model, metrics) in zip(indices, trained):
-            request = requests[i]
-            artifacts[keys[i]] = _register_gems(registry, request.env.config.name, request.logged, identities[i],
-                                                data[i], model, metrics)
+def _pretrain_stack(registry: Registry, requests: list[GeMSRequest], members: list[GeMSMember],
+                    say: Say) -> list[Artifact]:
+    """Pretrain the requests' GeMS as one stack (one member: a solo run) and register each with its action
+    bounds (from the first BOUNDS_EPISODES logged episodes): the file written completely, then the row."""
+    config, several = requests[0].config, len(requests) > 1
+    seeds = {r.seed for r in requests}
+    # a member's name in the progress lines: its env, and its seed where the seeds differ
+    names = [r.env.config.name + ("" if len(seeds) == 1 else f" (seed {r.seed})") for r in requests]
+    stack = f" as one stack of {len(requests)}" if several else ""
+    epochs = f"{config.max_epochs} epoch" + ("" if config.max_epochs == 1 else "s")
+    slates = len(members[0].slates.reshape(-1, members[0].slates.shape[-1])[:config.max_slates])
+    say(f"pretraining GeMS for {', '.join(names)}{stack} (latent dim {config.latent_dim}, {epochs} over {slates:,} "
+        f"logged slates{' each' if several else ''}{f', seed {seeds.pop()}' if len(seeds) == 1 else ''}); "
+        "progress is reported every quarter epoch")
+    reports = _GeMSProgress(config.max_epochs, say, f"GeMS stack of {len(requests)}" if several else "GeMS")
+    labels = [f"GeMS {name}" if several else "GeMS" for name in names]
+    trained = train_stacked_gems(members, progress_callback=lambda k, row: reports.epoch_done(row, labels[k]),
+                                 batch_callback=reports.batch_done)
+    artifacts = []
+    for request, member, (model, metrics) in zip(requests, members, trained):
+        center, scale = model.action_bounds(member.slates[:BOUNDS_EPISODES].long().flatten(0, 1),
+                                            member.clicks[:BOUNDS_EPISODES].float().flatten(0, 1))
+        state = {"model": model.state_dict(), "action_center": center, "action_scale": scale}
+        artifacts.append(registry.register_artifact(GEMS_KIND, request.env.config.name, state,
+                                                    config=request.identity(), metrics=metrics,
+                                                    parents=[request.logged.id]))
+    return artifacts
 
 
 class _GeMSProgress:
     """Plain progress lines for a long pretraining (hours at the reference size on a CPU), with an ETA."""
 
-    def __init__(self, epochs: int, say: Say, label: str = "GeMS"):
+    def __init__(self, epochs: int, say: Say, label: str):
         self.epochs, self.say, self.label = epochs, say, label
         self.started = time.perf_counter()
 
@@ -201,55 +174,35 @@ class _GeMSProgress:
         fraction = (epoch + done / total) / self.epochs
         elapsed = time.perf_counter() - self.started
         self.say(f"{self.label} epoch {epoch + 1}/{self.epochs}: {done:,}/{total:,} batches; "
-                 f"{_duration(elapsed)} elapsed, about {_duration(elapsed / fraction - elapsed)} left")
+                 f"{format_duration(elapsed)} elapsed, about {format_duration(elapsed / fraction - elapsed)} left")
 
-    def epoch_done(self, row: dict[str, float], label: str | None = None) -> None:
-        self.say(f"{label or self.label} epoch {int(row['epoch']) + 1}/{self.epochs} done: train loss {row['train_loss']:.4f}, "
-                 f"validation loss {row['val_loss']:.4f} ({_duration(time.perf_counter() - self.started)} elapsed)")
-
-
-def _duration(seconds: float) -> str:
-    minutes = int(seconds // 60)
-    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min {int(seconds % 60):02d} s"
+    def epoch_done(self, row: dict[str, float], label: str) -> None:
+        elapsed = format_duration(time.perf_counter() - self.started)
+        self.say(f"{label} epoch {int(row['epoch']) + 1}/{self.epochs} done: train loss {row['train_loss']:.4f}, "
+                 f"validation loss {row['val_loss']:.4f} ({elapsed} elapsed)")
 
 
-def load_gems(registry: Registry, artifact: Artifact):
+def load_gems(registry: Registry, artifact: Artifact) -> tuple[GeMS, tuple[torch.Tensor, torch.Tensor]]:
     state = registry.load_artifact_state(artifact.id)
-    config = GeMSConfig(**artifact.config["gems"])
-    model = build_gems(config)
+    model = build_gems(GeMSConfig(**artifact.config["gems"]))
     model.load_state_dict(state["model"])
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model.eval().requires_grad_(False)
     return model, (state["action_center"], state["action_scale"])
 
 
 def ensure_mf(registry: Registry, env: TopicRec, logged: Artifact, config: MFConfig, seed: int, say: Say = print,
               device: str = "cpu") -> Artifact:
     identity = {"env": env.config.name, "logged_artifact": logged.id, "mf": asdict(config), "seed": seed}
-    return built_once(registry, build_key(MF_KIND, env.config.name, identity),
-                      lambda: registry.find_artifact(MF_KIND, env.config.name, config=identity),
-                      lambda: _build_mf(registry, env, logged, config, seed, identity, say, device), say)
 
+    def build() -> Artifact:
+        say(f"pretraining MF item embeddings for {env.config.name} (BPR, seed {seed})")
+        data = load_logged_data(registry, logged)
+        table, metrics = train_mf(data.slates.long(), data.clicks.float(), config, seed, device=device)
+        return registry.register_artifact(MF_KIND, env.config.name, {"item_embeddings": table}, config=identity,
+                                          metrics=metrics, parents=[logged.id])
 
-def _build_mf(registry: Registry, env: TopicRec, logged: Artifact, config: MFConfig, seed: int,
-              identity: dict[str, Any], say: Say, device: str) -> Artifact:
-    say(f"pretraining MF item embeddings for {env.config.name} (BPR, seed {seed})")
-    data = load_logged_data(registry, logged)
-    table, metrics = train_mf(data.slates.long(), data.clicks.float(), config, seed, device=device)
-    return registry.register_artifact(MF_KIND, env.config.name, {"item_embeddings": table}, config=identity,
-                                      metrics=_jsonable(metrics), parents=[logged.id])
+    return _ensure(registry, MF_KIND, env.config.name, identity, build, say)
 
 
 def load_mf(registry: Registry, artifact: Artifact) -> torch.Tensor:
     return registry.load_artifact_state(artifact.id)["item_embeddings"]
-
-
-def _jsonable(metrics: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in metrics.items():
-        if isinstance(value, torch.Tensor):
-            value = value.tolist()
-        if isinstance(value, (int, float, str, bool, list, type(None))):
-            out[key] = value
-    return out
