@@ -21,8 +21,6 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
-from slatectl.agents.nets import first_click_index
-
 ActMode = Literal["random", "explore", "greedy"]
 
 
@@ -50,7 +48,9 @@ class EpisodeBatch:
         """(…, H) the first clicked item of the slate paired with the state after o_0 … o_t, and whether it
         has a click: o_{t+1} (the slate a_t produced), or o_t with `shown` (the reference's off-by-one)."""
         part = slice(0, -1) if shown else slice(1, None)
-        rank, has_click = first_click_index(self.clicks[..., part, :])
+        clicks = self.clicks[..., part, :]
+        # argmax returns the first maximal index; slates without a click give 0 and are masked by has_click.
+        rank, has_click = clicks.argmax(dim=-1), clicks.sum(dim=-1) > 0
         return self.slates[..., part, :].gather(-1, rank[..., None]).squeeze(-1), has_click
 
 
@@ -67,5 +67,5 @@ class Agent(nn.Module):
     updates_during_random_phase: ClassVar[bool] = False
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        """Named optimizers, saved with resume state and restored on `--resume` (none: a fixed policy)."""
-        return {}
+        """The layout's named `_optimizers`, saved with resume state, restored on `--resume` (none: a fixed policy)."""
+        return getattr(self, "_optimizers", {})

@@ -1,11 +1,10 @@
-"""Building blocks of the agents' layouts: MLPs, target copies, first clicks, the checks all params share."""
+"""Building blocks of the agents' layouts: MLPs, target copies, the checks all params share."""
 
 from __future__ import annotations
 
 import copy
 from typing import Sequence
 
-import torch
 from torch import nn
 
 
@@ -19,12 +18,6 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A deep copy with gradients off (target networks)."""
     return copy.deepcopy(module).requires_grad_(False)
-
-
-def first_click_index(clicks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(…, K) clicks → (rank of the first click (…), whether the slate has a click (…))."""
-    # argmax returns the first maximal index; ranks without a click give 0 and are masked by the second.
-    return clicks.argmax(dim=-1), clicks.sum(dim=-1) > 0
 
 
 def common_checks(p) -> list[tuple[bool, str]]:

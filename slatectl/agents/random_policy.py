@@ -36,22 +36,20 @@ class RandomParams:
 class RandomAgent(Agent):
     """A member's layout: no weights, no optimizer."""
 
+    params = RandomParams()
+
 
 class StackedRandom(StackedAgent):
     """K random policies (the module doc)."""
 
-    def __init__(self, members: list[RandomAgent]):  # nothing to stack (`StackedAgent.__init__` needs weights)
-        if not members:
-            raise ValueError("a population needs at least one member")
-        if any(type(m) is not RandomAgent for m in members):
-            raise ValueError("StackedRandom stacks RandomAgent members")
-        self.members, self.K = members, len(members)
-        self.params = RandomParams()
-        self.action_dim, self.updates_during_random_phase = 0, False
-        self.device = torch.device("cpu")
-        self.tensors, self.optimizers, self._layout_kernels = {}, {}, {}
+    def __init__(self, members: list[RandomAgent]):
+        super().__init__(members)
         self._users = 0
         self._streams: CounterRNG | None = None
+
+    def _check_members(self, members: list[RandomAgent]) -> None:
+        if any(type(m) is not RandomAgent for m in members):
+            raise ValueError("StackedRandom stacks RandomAgent members")
 
     @torch.no_grad()
     def begin_episodes(self, slates: torch.Tensor, clicks: torch.Tensor) -> None:

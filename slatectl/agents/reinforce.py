@@ -84,10 +84,8 @@ class ReinforceSoftmax(Agent):
         self.num_items, self.slate_size = num_items, slate_size
         self.belief = GRUBelief(num_items, params.item_embedd_dim, slate_size, params.belief_state_dim)
         self.policy = mlp(params.belief_state_dim, params.hidden_pinet, num_items)
-        self.optimizer = torch.optim.Adam([*self.policy.parameters(), *self.belief.parameters()], lr=params.pi_lr)
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"policy": self.optimizer}
+        self._optimizers = {
+            "policy": torch.optim.Adam([*self.policy.parameters(), *self.belief.parameters()], lr=params.pi_lr)}
 
 
 class StackedReinforce(StackedSlatePicker):

@@ -101,10 +101,7 @@ class SlateQ(Agent):
         self.register_buffer("slice_mask", ((d >= cfg.topic_size * b) & (d < (cfg.topic_size + 1) * b)).float())
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
         self.register_buffer("update_count", torch.zeros((), dtype=torch.int64))
-        self.optimizer = torch.optim.Adam([*self.q.parameters(), *self.belief.parameters()], lr=params.q_lr)
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"q": self.optimizer}
+        self._optimizers = {"q": torch.optim.Adam([*self.q.parameters(), *self.belief.parameters()], lr=params.q_lr)}
 
 
 class StackedSlateQ(StackedSlatePicker):
@@ -198,19 +195,17 @@ class StackedSlateQ(StackedSlatePicker):
         states = self.encode_episodes("belief", batch.slates, batch.clicks)  # (K, E, H+1, S)
         items, kept = batch.first_clicks(p.pair_state_with_shown_clicks)  # quirk (a)
         items, kept = items.reshape(K, n), kept.reshape(K, n)  # kept: the transitions trained on
-        not_done = torch.ones(E, H, device=states.device)
-        not_done[:, -1] = 0.0
+        not_done = (torch.arange(n, device=states.device) % H < H - 1).float()  # (n,): row e·H + t
         kept_count = kept.sum(dim=1)  # (K,)
-        active = kept_count > 0
         count = kept_count.clamp(min=1).to(states.dtype)
         with torch.no_grad():
             next_value = self.next_value(states[:, :, 1:].reshape(K, n, -1).detach(),
                                          batch.user_states[:, :, 1:].reshape(K, n, -1))
-            target = 1.0 + p.gamma * not_done.reshape(1, n) * next_value  # (K, n)
+            target = 1.0 + p.gamma * not_done * next_value  # (K, n)
         q = self._sequential("q", states[:, :, :H].reshape(K, n, -1)).gather(2, items[..., None]).squeeze(2)
         squared = torch.where(kept, (q - target).pow(2), torch.zeros_like(q))
         loss = squared.sum(dim=1) / count  # (K,): each member's MSE over its kept transitions
-        self._step_members(loss, active, backward)
+        self._step_members(loss, kept_count > 0, backward)
         q_sum = torch.where(kept, q.detach(), torch.zeros_like(q)).sum(dim=1)
         target_sum = torch.where(kept, target, torch.zeros_like(target)).sum(dim=1)
         # A member without a kept transition reports zeros: its masked sums are 0 and its count is clamped to 1.
@@ -223,14 +218,11 @@ class StackedSlateQ(StackedSlatePicker):
         Adam moments are put back after the shared Adam step (its step count still advances: docs/population.md).
         Every member's schedule step advances."""
         if bool(active.any()):
-            optimizer = self.optimizers["q"]
-            optimizer.zero_grad(set_to_none=True)
-            backward(loss.sum())
-            frozen = ~active
+            optimizer, frozen = self.optimizers["q"], ~active
             saved = [] if bool(active.all()) else [
                 (t, {key: v[frozen].clone() for key, v in [("param", t), *optimizer.state[t].items()] if key != "step"})
                 for t in optimizer.param_groups[0]["params"]]
-            optimizer.step()
+            self._optimizer_step("q", loss, backward)
             with torch.no_grad():
                 for t, values in saved:
                     for key, value in values.items():

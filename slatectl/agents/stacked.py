@@ -39,7 +39,7 @@ class StackedAgent:
         self.action_dim = reference.action_dim
         self.updates_during_random_phase = reference.updates_during_random_phase
         states = [m.state_dict() for m in members]
-        self.device = next(iter(states[0].values())).device
+        self.device = next(iter(states[0].values())).device if states[0] else torch.device("cpu")  # (no weights)
         self.tensors: dict[str, Tensor] = {
             name: torch.stack([s[name].detach() for s in states]).clone() for name in states[0]}
         name_of = {id(p): n for n, p in reference.named_parameters()}
