@@ -13,13 +13,12 @@ from dataclasses import dataclass
 import torch
 
 from slatectl.agents.base import ActMode, Agent, EpisodeBatch, default_backward
-from slatectl.agents.pretrained import AgentInputs
 from slatectl.agents.spec import AgentSpec, register_agent
 from slatectl.agents.stacked import StackedAgent
 from slatectl.sim.member_envs import MemberEnvs
 from slatectl.sim.policies import POLICY_STREAM
 from slatectl.sim.rng import CounterRNG
-from slatectl.sim.topicrec import DRAWS_PER_STEP, TopicRec
+from slatectl.sim.topicrec import DRAWS_PER_STEP
 
 
 @dataclass(frozen=True)
@@ -78,8 +77,5 @@ class StackedRandom(StackedAgent):
         return [{} for _ in range(self.K)]
 
 
-def build_random(params: RandomParams, env: TopicRec, inputs: AgentInputs) -> RandomAgent:
-    return RandomAgent()
-
-
-register_agent(AgentSpec("random", "Random", RandomParams, build_random, trainable=False, population=StackedRandom))
+register_agent(AgentSpec("random", "Random", RandomParams, lambda params, env, inputs: RandomAgent(), trainable=False,
+                         population=StackedRandom))

@@ -22,9 +22,6 @@ Reference quirks — what we do:
     `true` reproduces it.
 (b) No baseline, training during the random phase on random-slate episodes (whose items were not drawn
     from π — the update is then not a policy gradient): kept, it is the published baseline.
-
-`ReinforceSoftmax` is a member's layout, `StackedReinforce` the math of K ≥ 1 members (the sum of their
-losses; its stacked state and per-member draws: docs/population.md, "REINFORCE").
 """
 
 from __future__ import annotations
@@ -89,7 +86,8 @@ class ReinforceSoftmax(Agent):
 
 
 class StackedReinforce(StackedSlatePicker):
-    """K REINFORCE members stacked (the module doc): sampling from π and the update."""
+    """K REINFORCE members stacked (the module doc): sampling from π and the update of the sum of their losses
+    (its stacked state and per-member draws: docs/population.md, "REINFORCE")."""
 
     nets = ("policy",)
 

@@ -155,7 +155,6 @@ class StackedSAC(StackedAgent):
         super().load_member_state_dict(k, state)
         self._update_count = int(self.tensors["update_count"][0])
 
-    # -- batched building blocks -------------------------------------------------------------------------
     def _q_pair(self, nets: tuple[str, str], states: Tensor, actions: Tensor, members: slice = slice(None)) -> Tensor:
         """(Q_a, Q_b)(s, a) of two critic MLPs of one shape in one pass, one matmul per layer for both (critic_pair.py):
         (K, M, 2), member k's column j `nets[j]` alone up to summation order (zero blocks add exact zeros)."""
@@ -269,7 +268,6 @@ class StackedSAC(StackedAgent):
             return center + scale * torch.tanh(self._policy_head(state)[0])
         raise ValueError(f"unknown act mode {mode!r}")
 
-    # -- training ---------------------------------------------------------------------------------------
     def update(self, batch: EpisodeBatch, generators: list[torch.Generator],
                backward: Callable[[Tensor], None] = default_backward) -> list[dict[str, float]]:
         """Steps 1–5 of the module docstring, every member on its own batch (leading K dimension). The policy
@@ -319,8 +317,6 @@ class StackedSAC(StackedAgent):
                 self._polyak(net, self.params.tau)
         return member_metrics(columns)
 
-
-# -- builders -----------------------------------------------------------------------------------------
 
 def build_sac_gems(params: SACParams, env: TopicRec, inputs: AgentInputs) -> SACAgent:
     gems = require_input(inputs, "gems", "sac-gems")

@@ -28,9 +28,6 @@ Reference quirks — what we do:
     (as the training target does).
 (c) The target's relevances have no boredom mask (the next boredom state is not in the batch): kept.
 (d) Exploration slates drawn with replacement: kept (no measurable effect).
-
-`SlateQ` is a member's layout, `StackedSlateQ` the math of K ≥ 1 members (its stacked state, per-member
-envs and draws, and a member with a click-free batch: docs/population.md, "SlateQ", "Known difference").
 """
 
 from __future__ import annotations
@@ -105,7 +102,8 @@ class SlateQ(Agent):
 
 
 class StackedSlateQ(StackedSlatePicker):
-    """K SlateQ members stacked: acting, the ε schedule and the update (the module doc)."""
+    """K SlateQ members stacked: acting, the ε schedule and the update (the module doc; its stacked state, per-member
+    envs and draws, a member with a click-free batch: docs/population.md, "SlateQ", "Known difference")."""
 
     nets = ("q", "q_target")
 
@@ -124,7 +122,6 @@ class StackedSlateQ(StackedSlatePicker):
         self.max_score = self.max_score.to(self.device)
         return self
 
-    # -- schedule ----------------------------------------------------------------------------------
     def set_step(self, step: int) -> None:
         self.tensors["step"].fill_(int(step))
         self._step = int(step)
@@ -139,7 +136,6 @@ class StackedSlateQ(StackedSlatePicker):
         p = self.params
         return p.epsilon_end + (1.0 - p.epsilon_end) * math.exp(-self._step / p.epsilon_decay)
 
-    # -- acting ------------------------------------------------------------------------------------
     def acting_relevances(self, env: TopicRec) -> Tensor:
         """(rows, N) relevances the members rank with: a privileged read of the (batched) simulator `env`,
         quirk (b) choosing how boredom enters."""
@@ -169,7 +165,6 @@ class StackedSlateQ(StackedSlatePicker):
                     slates[k] = torch.where(explore[:, None].to(state.device), random.to(state.device), slates[k])
         return slates
 
-    # -- training ----------------------------------------------------------------------------------
     def next_value(self, s_next: Tensor, users: Tensor) -> Tensor:
         """(K, n) Σ_{k∈A'} P(k | s', A')·Q̄'(s', k) from next beliefs (K, n, S) and true next user
         embeddings (K, n, D): A' = top-K of ρ'·Q̄'(s'), ρ' without a boredom mask (quirk c), P the

@@ -94,7 +94,6 @@ class StackedAgent:
         through `backward` (the harness's) → one metrics dict per member."""
         raise NotImplementedError
 
-    # -- member views ------------------------------------------------------------------------------
     def member_state_dict(self, k: int) -> dict[str, Tensor]:
         """Member k's weights as its layout's state dict (on CPU): an ordinary per-run checkpoint."""
         return {name: t[k].detach().to("cpu").clone() for name, t in self.tensors.items()}
@@ -140,7 +139,6 @@ class StackedAgent:
             self.device = device
         return self
 
-    # -- batched building blocks -------------------------------------------------------------------
     def _sequential(self, prefix: str, x: Tensor, fold_bias: bool = False, members: slice = slice(None),
                     frozen: bool = False) -> Tensor:
         """A member nn.Sequential of Linear/ReLU layers, applied per member: x (K, M, in) → (K, M, out), for the

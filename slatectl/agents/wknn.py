@@ -30,9 +30,6 @@ Reference quirks — what we do (each one a parameter, so the reference behaviou
     reference behaviour).
 Kept as in the reference: target Q1 (not Q2, not the online critic) scores the candidates; k = 10;
 `full_slate` true (the only mode implemented).
-
-`WolpertingerSAC` is one run's layout (a `SACAgent` with its `item_table` buffer and the table's squared
-norms); `StackedWkNN` is `StackedSAC` with the slate layer (docs/population.md, "SAC+WkNN").
 """
 
 from __future__ import annotations
@@ -82,7 +79,7 @@ class WkNNParams(SACParams):
 
 
 class WolpertingerSAC(SACAgent):
-    """One SAC+WkNN run's layout (see `SACAgent` and the module doc)."""
+    """One SAC+WkNN run's layout: a `SACAgent` with its `item_table` buffer and the table's squared norms."""
 
     def __init__(self, params: WkNNParams, num_items: int, slate_size: int, item_table: torch.Tensor | None):
         """item_table None = a frozen copy of the critic belief's initial (random) table (quirk i)."""
@@ -91,9 +88,8 @@ class WolpertingerSAC(SACAgent):
         dim = params.item_embedd_dim if item_table is None else item_table.shape[1]
         placeholder = torch.zeros(slate_size * dim)
         super().__init__(params, num_items, slate_size, placeholder, placeholder, critic_action_dim=slate_size * dim)
-        if item_table is None:
-            item_table = self.critic_belief.item_embeddings.weight.detach().clone()
-        table = torch.as_tensor(item_table, dtype=torch.float32).detach().clone()
+        table = (self.critic_belief.item_embeddings.weight if item_table is None
+                 else torch.as_tensor(item_table, dtype=torch.float32)).detach().clone()
         self.register_buffer("item_table", table)
         self.register_buffer("item_sq_norms", table.pow(2).sum(dim=1))
         center, scale = item_table_box(table)
@@ -103,7 +99,7 @@ class WolpertingerSAC(SACAgent):
 
 
 class StackedWkNN(StackedSAC):
-    """K ≥ 1 SAC+WkNN runs stacked: `StackedSAC` with the Wolpertinger slate layer (module docstring)."""
+    """K ≥ 1 SAC+WkNN runs stacked: `StackedSAC` with the slate layer (module doc; docs/population.md, "SAC+WkNN")."""
 
     layout = WolpertingerSAC
     rankers = (type(None),)  # the slate layer below ranks
@@ -114,7 +110,6 @@ class StackedWkNN(StackedSAC):
         self.online_critic = self.params.rank_state == "critic"  # quirk (iv)
         self._critic_hidden: Tensor | None = None
 
-    # -- the proto-action's layout -----------------------------------------------------------------
     def _queries(self, proto: Tensor) -> Tensor:
         """(K, B, slate·D) proto-actions → (K, B, slate, D) per-slot queries (layout: quirk iii)."""
         if self.params.proto_layout == "dim-major":
@@ -126,7 +121,6 @@ class StackedWkNN(StackedSAC):
             return slot_vectors.transpose(2, 3).flatten(2)
         return slot_vectors.flatten(2)
 
-    # -- acting ------------------------------------------------------------------------------------
     @torch.no_grad()
     def observe(self, slates: Tensor, clicks: Tensor) -> None:
         if self.online_critic:  # `begin_episodes` clears the actor's belief first: then the critic's starts anew
@@ -173,7 +167,6 @@ class StackedWkNN(StackedSAC):
         proto = self._policy_action(mode, state, generators)
         return self.wolpertinger_slate(proto, self._critic_hidden if self.online_critic else state), proto
 
-    # -- training ----------------------------------------------------------------------------------
     def update(self, batch: EpisodeBatch, generators: list[torch.Generator],
                backward=default_backward) -> list[dict[str, float]]:
         """StackedSAC.update with the critic's actions = the slates' embeddings, slot-major (quirk ii picks
