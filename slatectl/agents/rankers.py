@@ -60,8 +60,6 @@ def item_table_box(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class Ranker(nn.Module):
     """A frozen ranker's tables (part of the agent's state dict) and its kind."""
 
-    action_dim: int
-
     def train(self, mode: bool = True) -> "Ranker":
         # Frozen: the agent's .train() must not switch a ranker out of eval mode.
         return super().train(False)
@@ -76,7 +74,6 @@ class TopKRanker(Ranker):
         if table.ndim != 2 or table.shape[0] < slate_size:
             raise ValueError(f"TopK needs an (N, D) item table with N >= {slate_size}, got {tuple(table.shape)}")
         self.register_buffer("item_embeddings", table)
-        self.action_dim = table.shape[1]
 
 
 class GeMSRanker(Ranker):
@@ -85,4 +82,3 @@ class GeMSRanker(Ranker):
     def __init__(self, gems: nn.Module):
         super().__init__()
         self.gems = gems.requires_grad_(False).eval()
-        self.action_dim = int(gems.latent_dim)

@@ -325,11 +325,10 @@ def build_sac_gems(params: SACParams, env: TopicRec, inputs: AgentInputs) -> SAC
     if int(gems.num_items) != cfg.num_items or int(gems.slate_size) != cfg.slate_size:
         raise BadInput(f"the GeMS model is for {gems.num_items} items × {gems.slate_size} slots; "
                        f"the environment has {cfg.num_items} × {cfg.slate_size}.")
-    ranker = GeMSRanker(gems)
     dims = torch.as_tensor(center).numel()
-    if dims != ranker.action_dim:
-        raise BadInput(f"GeMS bounds have {dims} dims; the latent space has {ranker.action_dim}.")
-    return SACAgent(params, cfg.num_items, cfg.slate_size, center, scale, ranker=ranker)
+    if dims != int(gems.latent_dim):
+        raise BadInput(f"GeMS bounds have {dims} dims; the latent space has {gems.latent_dim}.")
+    return SACAgent(params, cfg.num_items, cfg.slate_size, center, scale, ranker=GeMSRanker(gems))
 
 
 def build_sac_topk(params: SACParams, env: TopicRec, table: torch.Tensor) -> SACAgent:
