@@ -10,8 +10,8 @@ import math
 from torch import Tensor
 
 
-def check_logged_pair(slates: Tensor, clicks: Tensor, ndim: tuple[int, ...]) -> None:
-    """Raise ValueError unless slates/clicks have equal shapes of an allowed rank and sane values."""
+def check_logged_pair(slates: Tensor, clicks: Tensor, ndim: tuple[int, ...], num_items: int) -> None:
+    """Raise ValueError unless slates/clicks have equal shapes of an allowed rank and item ids in [0, num_items)."""
     if slates.shape != clicks.shape:
         raise ValueError(f"slates {tuple(slates.shape)} and clicks {tuple(clicks.shape)} differ in shape")
     if slates.ndim not in ndim:
@@ -20,6 +20,8 @@ def check_logged_pair(slates: Tensor, clicks: Tensor, ndim: tuple[int, ...]) -> 
         raise ValueError("slates must hold integer item ids")
     if slates.numel() and int(slates.min()) < 0:
         raise ValueError("slates contain negative item ids (unfilled oracle slots?); log the shown slates")
+    if slates.numel() and int(slates.max()) >= num_items:
+        raise ValueError(f"item id {int(slates.max())} >= num_items {num_items}")
 
 
 def num_validation(n: int, val_fraction: float) -> int:

@@ -1,8 +1,7 @@
 """How a pretraining fit (`gems_train.GeMSFit`, `mf.MFFit`) runs: on a pytorch_lightning Trainer
-(`lightning_engine.py`, the default) or on the plain loop (`engine="loop"`: the Trainer's oracle in the
-tests and `bench/gems_throughput.py --ab`); both drive the same fit, so a seed gives the same weights bit
-for bit (docs/lightning.md). And every fit's rule: a loss that is not finite has diverged (typically a
-learning rate far too high) and fails the fit, so that no NaN model is ever registered.
+(`lightning_engine.py`, the default) or on the plain loop (`engine="loop"`), the same weights bit for bit
+(docs/lightning.md, "Pretraining on Lightning"). And every fit's rule: a loss that is not finite has
+diverged (typically a learning rate far too high) and fails the fit, so that no NaN model is registered.
 """
 
 from __future__ import annotations
@@ -18,8 +17,7 @@ from slatectl.errors import JobFailed
 
 class ChunkedFit:
     """What an engine drives. An epoch is `begin_epoch`, `run_chunk` per chunk of `chunk_batches` batches
-    (True: training stops there), `end_epoch`. Chunks, not batches, because a Trainer's per-call work
-    (~0.1 ms) is paid once per chunk."""
+    (True: training stops there), `end_epoch`; chunks, so that a Trainer's per-call work is paid per chunk."""
 
     chunk_batches: int
     optimizer: torch.optim.Optimizer  # raw: the fit steps it

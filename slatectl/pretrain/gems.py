@@ -18,9 +18,8 @@ DECODER_HIDDEN = (256, 512)
 
 
 class GeMS(nn.Module):
-    """Slate VAE: q(z | slate, clicks) and p(slate, clicks | z) with a fixed N(0, I) prior. `reparam_noise`
-    is the training sampler (`gems_stack.reparameterise`): the reference's SAC+GeMS results come from
-    latent spaces trained with "variance", hence the default (docs §2)."""
+    """Slate VAE: q(z | slate, clicks) and p(slate, clicks | z) with a fixed N(0, I) prior. `reparam_noise` is
+    the training sampler (`gems_stack.reparameterise`; "variance", the reference's, by default: docs §2)."""
 
     def __init__(self, num_items: int = 1000, slate_size: int = 10, item_dim: int = 20, latent_dim: int = 32,
                  reparam_noise: ReparamNoise = "variance") -> None:
@@ -74,11 +73,9 @@ class GeMS(nn.Module):
         """Box of the aggregated posterior: per latent dim, [min(mu - sigma), max(mu + sigma)], as (center,
         scale) with scale = (high - low) / 2 and center = low + scale, so that center + scale * tanh(u) spans
         exactly the box. sigma = exp(logvar / 2) whatever the training noise was (as the reference).
-        Encodes in chunks to bound memory."""
+        Encodes in chunks to bound memory (GeMS has no train/eval-dependent layer: its mode is left alone)."""
         if slates.shape[0] == 0:
             raise ValueError("action_bounds needs at least one slate")
-        was_training = self.training
-        self.eval()
         low = torch.full((self.latent_dim,), float("inf"))
         high = torch.full((self.latent_dim,), float("-inf"))
         device = self.item_embeddings.weight.device
@@ -88,6 +85,5 @@ class GeMS(nn.Module):
             sigma = (0.5 * logvar).exp()
             low = torch.minimum(low, (mu - sigma).min(dim=0).values.cpu())
             high = torch.maximum(high, (mu + sigma).max(dim=0).values.cpu())
-        self.train(was_training)
         scale = (high - low) / 2
         return low + scale, scale

@@ -23,10 +23,8 @@ DECODER_LAYERS = ("decoder.0", "decoder.2")
 
 
 def gaussian_kl_to_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
-    """(K,) KL(N(mu, exp(logvar)) || N(0, I)) of each member, averaged over its batch *and* latent dims.
-
-    The reference averages over latent dims instead of summing; that average is what λ_KL = 1.0 was
-    tuned against, so we keep it."""
+    """(K,) KL(N(mu, exp(logvar)) || N(0, I)) of each member, averaged over its batch *and* latent dims: the
+    reference averages over latent dims instead of summing, and λ_KL = 1.0 was tuned against that average."""
     return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0).view(mu.shape[0], -1).mean(1)
 
 
@@ -76,10 +74,9 @@ class GeMSStack:
             tensor[k].copy_(self._layout(name, state[name].unsqueeze(0)).squeeze(0))
 
     def _scores_buffer(self, shape: tuple[int, int, int], like: Tensor) -> Tensor:
-        """The (K, B·slate, N) item-score block of `_SlotCrossEntropy`, one buffer kept between steps: a
-        large fresh block would be mapped and page-faulted in at every step (BENCHMARKS.md, "Kernel notes:
-        pretrain"). Safe because a step's backward runs before the next loss is computed (autograd's
-        version check would refuse a saved block overwritten before its backward)."""
+        """The (K, B·slate, N) item-score block of `_SlotCrossEntropy`, one buffer kept between steps, not a
+        fresh block mapped and page-faulted in at every step (BENCHMARKS.md, "Kernel notes: pretrain"). Safe:
+        a step's backward runs before the next loss (autograd's version check would refuse it otherwise)."""
         numel = shape[0] * shape[1] * shape[2]
         if self._scores is None or self._scores.numel() < numel or self._scores.dtype != like.dtype:
             self._scores = like.new_empty(numel)
@@ -140,14 +137,10 @@ class GeMSStack:
 
 class _SlotCrossEntropy(torch.autograd.Function):
     """(K,) member means of cross_entropy(queries[k] @ table[k]ᵀ, targets[k]) with the gradient w.r.t. the
-    queries only (the table is the detached item table).
-
-    Same value as `F.cross_entropy` of the item logits up to rounding, written out because on the CPU the
-    (K, B·slate, N) item scores are most of a step's memory traffic: the scores are turned into the softmax
-    in place and kept for the backward (grad = (softmax − one-hot) · table / rows), instead of autograd's
-    scores, log-softmax, zero-filled NLL gradient and log-softmax backward. The scores are one `mm` per
-    member into a block kept between steps (`GeMSStack._scores_buffer`), faster than one CPU `bmm` at these
-    shapes (BENCHMARKS.md, "Kernel notes: pretrain")."""
+    queries only (the table is the detached item table); why it is written out: docs §2 "The slot
+    cross-entropy". The scores become the softmax in place, kept for the backward (grad = (softmax − one-hot)
+    · table / rows); they are one `mm` per member into a block kept between steps (`_scores_buffer`), faster
+    than one CPU `bmm` at these shapes (BENCHMARKS.md, "Kernel notes: pretrain")."""
 
     @staticmethod
     def forward(ctx, queries: Tensor, table: Tensor, targets: Tensor,
@@ -179,9 +172,8 @@ class _SlotCrossEntropy(torch.autograd.Function):
 
 def stack_logged(parts: list[tuple[Tensor, Tensor]], num_items: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """The members' (slates, clicks), each (rows, slate), as two (K, rows, slate) tensors on the device in
-    compact dtypes, widened per batch: item ids in the narrowest integer type that holds them (int16 for
-    1,000 items: six reference-size logs take 1.1 GB, not 4.3 GB in int64); clicks uint8 when every click
-    is 0 or 1 (exact), float32 otherwise."""
+    compact dtypes, widened per batch (BENCHMARKS.md, "Kernel notes: pretrain chunks and dtypes"): item ids
+    in the narrowest integer type that holds them; clicks uint8 when every click is 0 or 1 (exact), else float32."""
     ids = torch.int16 if num_items <= 2**15 else torch.int32 if num_items <= 2**31 else torch.int64
     binary = all(bool(((clicks == 0) | (clicks == 1)).all()) for _, clicks in parts)
     return (torch.stack([slates.to(ids) for slates, _ in parts]).to(device),

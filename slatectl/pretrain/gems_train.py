@@ -1,9 +1,8 @@
-"""Pretraining GeMS on logged slates for K ≥ 1 members in lockstep (docs/algorithms.md §2): `train_gems` is
-one member; `train_gems_population` trains several (envs, seeds; `pretrain gems --env all`) as stacks.
-The objective is `gems_stack.py`'s; `GeMSFit` is what either engine runs (`engines.py`). Member k of a
-stack makes the draws it would make alone and keeps its own best epoch (docs §2 "Several envs at once");
-one Adam over the stacked tensors is K Adams (one shared step count), so only members with equal
-settings and row counts share a stack (`stack_groups`). Device rules: docs §2 "On a device".
+"""Pretraining GeMS on logged slates for K ≥ 1 members in lockstep (docs/algorithms.md §2, "Several envs
+at once" and "On a device"): `train_gems` trains one, `train_gems_population` several (envs, seeds) as
+stacks of the `gems_stack.py` objective, run by `GeMSFit` on either engine (`engines.py`). One Adam over
+the stacked tensors has one shared step count, so only members with equal settings and row counts share a
+stack (`stack_groups`).
 """
 
 from __future__ import annotations
@@ -85,7 +84,7 @@ def split_logged(slates: Tensor, clicks: Tensor,
 
     For episode-major rows the leading rows are the first episodes; with 3-D input the cut is made on
     an episode boundary (unless max_slates cuts inside an episode)."""
-    check_logged_pair(slates, clicks, ndim=(2, 3))
+    check_logged_pair(slates, clicks, ndim=(2, 3), num_items=config.num_items)
     steps_per_episode = slates.shape[1] if slates.ndim == 3 else 1
     slates = slates.reshape(-1, slates.shape[-1])[:config.max_slates]  # [:None]: every slate
     clicks = clicks.reshape(-1, clicks.shape[-1])[:config.max_slates]
@@ -94,8 +93,6 @@ def split_logged(slates: Tensor, clicks: Tensor,
         n_val = num_validation(rows // steps_per_episode, config.val_fraction) * steps_per_episode
     else:
         n_val = num_validation(rows, config.val_fraction)
-    if int(slates.max()) >= config.num_items:
-        raise ValueError(f"item id {int(slates.max())} >= num_items {config.num_items}")
     return (slates[n_val:], clicks[n_val:]), (slates[:n_val], clicks[:n_val])
 
 
@@ -110,16 +107,14 @@ class GeMSMember:
 
 
 def _stack_key(member: GeMSMember) -> tuple:
-    """What members of one stack share: the config except `max_slates` (it only sets the row counts),
-    the slate size and the training/validation row counts."""
+    """What one stack's members share: the config but `max_slates` (it only sets row counts), slate size, row counts."""
     (train_slates, _), (val_slates, _) = split_logged(member.slates, member.clicks, member.config)
     return (dataclasses.replace(member.config, max_slates=None), train_slates.shape[1], train_slates.shape[0],
             val_slates.shape[0])
 
 
 def stack_groups(members: Sequence[GeMSMember]) -> list[list[int]]:
-    """The members' indices grouped into stacks (members that can train in lockstep), in first-seen order.
-    Raises ValueError on a member whose data or config `train_gems` would reject."""
+    """The members' indices grouped into stacks, in first-seen order (ValueError on data `train_gems` rejects)."""
     groups: dict[tuple, list[int]] = {}
     for index, member in enumerate(members):
         groups.setdefault(_stack_key(member), []).append(index)
@@ -163,12 +158,9 @@ class _Step:
 
 
 class _CapturedStep:
-    """CUDA: the full-batch step recorded once as a CUDA graph, then replayed with new row indices, with the
-    eager step's semantics: the first `WARMUP_STEPS` full batches run eagerly on a side stream (capture
-    needs warmed-up kernels and allocator; they are real steps of the schedule), the next one is recorded
-    and replayed, and so is every later full batch; a smaller last batch runs eagerly (a graph has fixed
-    shapes). The members' CUDA noise generators are registered with the graph, so every replay advances
-    them. Adam must be `capturable`."""
+    """CUDA: the full-batch step recorded once as a CUDA graph and replayed with new row indices (docs §2 "On
+    a device"). The first `WARMUP_STEPS` full batches run eagerly on a side stream (capture needs warmed-up
+    kernels and allocator; they are real steps); a smaller last batch runs eagerly (a graph has fixed shapes)."""
 
     WARMUP_STEPS = 3
 
@@ -231,9 +223,7 @@ class GeMSFit(ChunkedFit):
     """The epochs of one stack as an engine runs them (`engines.ChunkedFit`); a chunk is (K, rows) row ids,
     and `end_epoch` makes the epoch's one host read (losses, validation, best epoch, progress)."""
 
-    #: Lightning's per-call cost is ~0.1 ms against ~5–30 ms per GeMS batch on a CPU; 32 makes it
-    #: negligible there and keeps launches flowing on CUDA.
-    chunk_batches = 32
+    chunk_batches = 32  # why 32: BENCHMARKS.md, "Kernel notes: pretrain chunks and dtypes"
 
     def __init__(self, stack: GeMSStack, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor],
                  config: GeMSConfig, noise: list[torch.Generator], shuffles: list[torch.Generator | None],
@@ -272,9 +262,8 @@ class GeMSFit(ChunkedFit):
 
     @torch.no_grad()
     def validation_means(self, names: tuple[str, ...], chunk: int) -> Tensor:
-        """(len(names), K) means over each member's validation slates (z = mu) of the named loss terms and
-        accuracies (`GeMSStack.terms`, `.accuracies`), in chunks of `chunk` rows in file order; NaN (0/0)
-        without validation slates."""
+        """(len(names), K) means over each member's validation slates (z = mu) of the named `GeMSStack.terms`
+        and `.accuracies`, in chunks of `chunk` rows in file order; NaN (0/0) without validation slates."""
         slates, clicks = self.val
         sums = torch.zeros(len(names), slates.shape[0], device=slates.device)
         for start in range(0, slates.shape[1], chunk):
@@ -309,8 +298,7 @@ def train_gems(slates: Tensor, clicks: Tensor, config: GeMSConfig, seed: int,
     return the best-validation model (CPU, eval mode) and metrics. The caller's RNG is left untouched and a
     seed fixes the result on a given device (bit for bit on the CPU). `cuda_graph`: replay the step from a
     CUDA graph on CUDA; None reads CUDA_GRAPH_ENV (on unless "0"), the CLI's switch. `batch_callback` is
-    called after each batch is *queued*. `engine`: one of `engines.ENGINES`. `config.validate()` runs
-    first: a config built in Python is refused (BadInput) before any work, as one from a file is."""
+    called after each batch is *queued*. `engine`: one of `engines.ENGINES`."""
     member_progress = None if progress_callback is None else lambda k, row: progress_callback(row)
     return train_stacked_gems([GeMSMember(slates, clicks, config, seed)], member_progress, batch_callback,
                               cuda_graph, engine)[0]
@@ -321,14 +309,13 @@ def train_gems_population(members: Sequence[GeMSMember], progress_callback: Memb
                           engine: str = DEFAULT_ENGINE) -> list[tuple[GeMS, dict[str, Any]]]:
     """Every member trained as its own `train_gems` run would be, stack by stack (`stack_groups`); one
     (model, metrics) per member in the input order. Callbacks get member indices in the input order.
-    Every member's `config.validate()` runs first, so one bad config is refused before any stack trains."""
+    Every config is validated before any stack trains."""
     for member in members:
         member.config.validate()
     results: dict[int, tuple[GeMS, dict[str, Any]]] = {}
     for group in stack_groups(members):
-        member_progress = None
-        if progress_callback is not None:
-            member_progress = lambda k, row, group=group: progress_callback(group[k], row)  # noqa: E731
+        member_progress = None if progress_callback is None else (
+            lambda k, row, group=group: progress_callback(group[k], row))
         trained = train_stacked_gems([members[i] for i in group], member_progress, batch_callback, cuda_graph, engine)
         results.update(zip(group, trained))
     return [results[i] for i in range(len(members))]
@@ -337,8 +324,7 @@ def train_gems_population(members: Sequence[GeMSMember], progress_callback: Memb
 def train_stacked_gems(members: Sequence[GeMSMember], progress_callback: MemberProgressCallback | None = None,
                        batch_callback: BatchCallback | None = None, cuda_graph: bool | None = None,
                        engine: str = DEFAULT_ENGINE) -> list[tuple[GeMS, dict[str, Any]]]:
-    """One stack: members that share a stack key (ValueError otherwise); see the module docstring. Every
-    member's `config.validate()` runs first (BadInput before any work)."""
+    """One stack: members that share a stack key (ValueError otherwise)."""
     for member in members:
         member.config.validate()
     check_engine(engine)
@@ -378,8 +364,8 @@ def _results(fit: GeMSFit, models: list[GeMS]) -> list[tuple[GeMS, dict[str, Any
         results.append((model, {
             "epochs_run": len(history),
             "best_epoch": kept,
-            "train_loss": history[-1]["train_loss"] if history else math.nan,
-            "train_loss_best_epoch": history[kept]["train_loss"] if history else math.nan,
+            "train_loss": history[-1]["train_loss"],  # max_epochs >= 1: never empty
+            "train_loss_best_epoch": history[kept]["train_loss"],
             "val_loss": outcome.best_val_loss if outcome.best_state is not None else math.nan,
             "n_train_slates": fit.rows,
             "n_val_slates": int(fit.val[0].shape[1]),

@@ -1,7 +1,6 @@
 """The default engine of the pretraining fits (`engines.py`): a `pytorch_lightning.Trainer` over `FitModule`
-(docs/lightning.md, "Pretraining on Lightning"). The Trainer owns the device and the epoch loop with its
-hooks; the optimisation is the fit's (manual, on its raw Adam, so that a CUDA graph can capture the GeMS
-step), and so are its data, best epoch, early stopping, progress and validation.
+(docs/lightning.md, "Pretraining on Lightning"). The Trainer owns the device and the epoch loop; all else
+is the fit's, its optimisation too (manual, on its raw Adam, so that a CUDA graph can capture GeMS's step).
 """
 
 from __future__ import annotations
@@ -43,9 +42,8 @@ class FitModule(pl.LightningModule):
 
 def fit_with_trainer(fit: ChunkedFit) -> None:
     """Train `fit` with a Trainer on its device that logs, checkpoints, validates and prints nothing of its
-    own. Lightning's start-up notes ("GPU available: …", tips) go to its loggers at INFO; slatectl's own
-    progress lines are the command's output, so they are held back to warnings while the Trainer runs.
-    Lightning 2.6's batch flattening trips torch's LeafSpec deprecation on every fit: not ours to fix."""
+    own: its start-up notes (INFO: "GPU available: …", tips) are held back while it runs (slatectl's progress
+    lines are the output), as is the LeafSpec deprecation Lightning 2.6 trips on every fit (not ours to fix)."""
     loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:

@@ -47,8 +47,7 @@ def generate_logged_data(env: TopicRec, config: LoggedDataConfig, batch_size: in
                          on_batch: Callable[[int], None] | None = None) -> LoggedData:
     """Episodes 0 … E−1 (user id = episode index) of the ε-greedy oracle, simulated `batch_size` at a time
     on the env's device; each batch is copied to the (CPU) result in one block, so the step loop does not
-    wait for the device. `config.validate()` runs first: a config built in Python gets the BadInput a
-    config file would, before any simulation."""
+    wait for the device."""
     config.validate()
     E, H, K = config.episodes, env.config.episode_length, env.config.slate_size
     slates = torch.empty(E, H, K, dtype=torch.int16, device="cpu")

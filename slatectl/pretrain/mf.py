@@ -2,9 +2,7 @@
 
 Each logged episode is a user and every click (episode, item) a positive; negatives are uniform items.
 The first `val_fraction` of the episodes are validation users, unseen by training, so they are *folded
-in* (`fold_in_pairs`); the reference's validation bugs are deliberately not reproduced (docs §3). Seeds
-are explicit (one CPU generator for the data order and negatives, a forked global RNG for the initial
-weights), so a seed fixes the result and the caller's RNG is left untouched. Device rules: docs §2.
+in* (`fold_in_pairs`); the reference's validation bugs are deliberately not reproduced (docs §3).
 """
 
 from __future__ import annotations
@@ -108,9 +106,7 @@ def fold_in_pairs(slates: Tensor, clicks: Tensor, num_items: int, num_neg: int, 
     half = slates.shape[1] // 2
     hist_user, hist_item = click_positives(slates[:, :half], clicks[:, :half])
     tgt_user, tgt_item = click_positives(slates[:, half:], clicks[:, half:])
-    has_history = torch.zeros(slates.shape[0], dtype=torch.bool)
-    has_history[hist_user] = True
-    keep = has_history[tgt_user]
+    keep = torch.isin(tgt_user, hist_user)
     tgt_user, tgt_item = tgt_user[keep], tgt_item[keep]
     negatives = torch.randint(num_items, (tgt_item.shape[0], num_neg), generator=generator)
     return FoldInPairs(hist_user.to(device), hist_item.to(device), slates.shape[0], tgt_user.to(device),
@@ -134,8 +130,9 @@ def train_mf(slates: Tensor, clicks: Tensor, config: MFConfig, seed: int,
     """Train BPR-MF on (E, H, K) logged episodes; return the item table (num_items, dim, on the CPU) with
     the best validation loss (evaluated every `eval_every_batches` steps and at the end; training stops
     after `patience` evaluations without improvement; without validation users: the final table) and
-    metrics. `engine`: one of `engines.ENGINES`. `config.validate()` runs first: a config built in Python
-    is refused (BadInput listing every bad key) before any work, as one from a config file is."""
+    metrics. `engine`: one of `engines.ENGINES`. Seeds are explicit (a CPU generator for the data order
+    and negatives, a forked global RNG for the initial weights): the caller's RNG is left untouched. On a
+    device: docs §2 "On a device"."""
     config.validate()
     check_engine(engine)
     # Gradients on whatever global grad mode the caller left (simulator rollouts switch it off).
@@ -151,12 +148,10 @@ class MFFit(ChunkedFit):
     negatives); `result` at the end. Set up in the order the draws were always made: validation pairs (their
     negatives from the epoch draws' CPU generator), training positives, the model under a forked global RNG."""
 
-    chunk_batches = 256  # an MF batch costs ~0.1–0.5 ms on a CPU, Lightning's call ~0.1 ms
+    chunk_batches = 256  # why 256: BENCHMARKS.md, "Kernel notes: pretrain chunks and dtypes"
 
     def __init__(self, slates: Tensor, clicks: Tensor, config: MFConfig, seed: int, device: torch.device) -> None:
-        check_logged_pair(slates, clicks, ndim=(3,))
-        if slates.numel() and int(slates.max()) >= config.num_items:
-            raise ValueError(f"item id {int(slates.max())} >= num_items {config.num_items}")
+        check_logged_pair(slates, clicks, ndim=(3,), num_items=config.num_items)
         self.config, self.device = config, device
         self.n_val = num_validation(slates.shape[0], config.val_fraction)
         self.generator = torch.Generator().manual_seed(seed)
@@ -182,10 +177,9 @@ class MFFit(ChunkedFit):
         self.history: list[dict[str, float]] = []
 
     def epoch_chunks(self, rows: int) -> Iterator[tuple[Tensor, Tensor]]:
-        """The epoch's order of the positives and their negatives (one row per positive), on the device, from
-        the CPU generator in the order the batch loop used to draw them (the permutation, then each batch's
-        negatives): CPU integer draws are serial, so one call per epoch yields the numbers of one call per
-        batch. A run cut short mid-epoch draws negatives it does not use, but nothing after them."""
+        """The epoch's order of the positives and their negatives (one row per positive), on the device, drawn
+        as the batch loop drew them (the permutation, then the negatives): CPU integer draws are serial, so one
+        call per epoch gives one per batch's numbers. A cut run draws unused negatives, but nothing after them."""
         self.epoch += 1
         positives, negatives_each = self.train_item.shape[0], self.config.num_neg_samples
         order = torch.randperm(positives, generator=self.generator)
