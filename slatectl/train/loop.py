@@ -1,16 +1,12 @@
-"""The training loop: K ≥ 1 runs of one agent in lockstep; a solo run is a population of one.
+"""The training loop: K ≥ 1 runs of one agent in lockstep; a solo run is a population of one (docs/population.md
+says how members, groups, leases, stops, saves and resumes go).
 
 One *step* is the reference's global_step: one training episode of H = 100 env steps followed by one
 agent update (updates are skipped while step < random_steps, except for agents that train from the start).
 Steps go in batches (`schedule.py`). Validation runs every `val_every` steps and at every save step; each
 save step registers a resume state and a checkpoint per run (`checkpoints.py`). At the end every saved
-checkpoint is tested (`evaluation.py`).
-
-Every run is an ordinary run in the registry; each plays its own episodes and makes its own update on a
-batch of its own replay, with the runs' weights stacked along a leading member dimension so one batched
-kernel serves all of them (the agent's `AgentSpec.population`, a `StackedAgent`). Member k is the solo
-run of its env and seed up to float rounding. docs/population.md says how, and how groups, leases, stops,
-saves (phase by phase, so a kill part-way leaves a step every run can resume from) and resumes go.
+checkpoint is tested (`evaluation.py`). The runs' weights are stacked along a leading member dimension so
+one batched kernel serves all of them (the agent's `AgentSpec.population`, a `StackedAgent`).
 
 Lightning Fabric (`slatectl.harness.TrainingHarness`) picks the device and precision, seeds, and runs the
 agent's update (docs/lightning.md); the loop itself is our own code. On a GPU the simulator, the agent and
@@ -273,13 +269,11 @@ class Trainer:
     def _conclude(self, members: list[Member], stopped_by: str | None, step: int,
                   tests: list[list[TestResult]]) -> list[TrainResult]:
         """Every run `finished` with its checkpoints and tests; or, stopped by a signal, `interrupted`."""
+        for m in members:
+            self.registry.finish_run(m.run_id, status="finished" if stopped_by is None else "interrupted")
         if stopped_by is None:
-            for m in members:
-                self.registry.finish_run(m.run_id, status="finished")
             return [TrainResult(m.run_id, self.registry.list_checkpoints(run_id=m.run_id), member_tests)
                     for m, member_tests in zip(members, tests)]
-        for m in members:
-            self.registry.finish_run(m.run_id, status="interrupted")
         if self.group is None:
             run_id = members[0].run_id
             kept = len(self.registry.list_checkpoints(run_id=run_id))
@@ -291,7 +285,8 @@ class Trainer:
                              f"`slatectl train {members[0].config.agent_name} --resume {self.group}`.", stopped_by)
 
     def _save(self, members: list[Member], agent: StackedAgent, step: int, vals: list[Evaluation]) -> None:
-        """Every resume state, then every checkpoint, then pruning (module doc)."""
+        """Every resume state, then every checkpoint, then pruning: a kill part-way leaves a step every run can
+        resume from."""
         states = [ResumeState(step, agent.member_state_dict(k), agent.member_optimizer_states(k), m.replay.state_dict(),
                               m.generator.get_state(), vals[k]) for k, m in enumerate(members)]
         for m, state in zip(members, states):
