@@ -102,9 +102,7 @@ def ensure_gems_population(registry: Registry, requests: list[GeMSRequest], say:
     elsewhere: dict[str, GeMSRequest] = {}  # whose GeMS another worker is building
     holder, lease_s = lock_holder(), lease_seconds()
     with ExitStack() as locks:
-        for request, key in zip(requests, keys):
-            if key in artifacts or key in missing or key in elsewhere:
-                continue
+        for key, request in dict(zip(keys, requests)).items():
             found = registry.find_artifact(GEMS_KIND, request.env.config.name, config=request.identity())
             if found is None and registry.acquire_build_lock(key, holder, lease_s):
                 locks.enter_context(holding(registry, key, holder, lease_s))

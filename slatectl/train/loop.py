@@ -76,7 +76,6 @@ class Trainer:
             raise BadInput(f"agent {configs[0].agent_name!r} has no stacked form and cannot train.")
         self.registry, self.logs_dir = registry, logs_dir
         self.reporter = reporter or TrainingReporter()
-        # `auto` (the default) takes CUDA when torch sees a GPU and says so; `cuda` without one is BadInput.
         self.harness = training_harness(configs[0].training.device, configs[0].training.precision,
                                         say=self.reporter.message)  # Lightning Fabric: device, precision
         self.device = self.harness.device
@@ -227,7 +226,6 @@ class Trainer:
         """The `count` training episodes from `step` on, each step followed by its update when one is due;
         returns the step after them and each member's metrics row."""
         generators = [m.generator for m in members]
-        updates_in_random_phase = members[0].agent.updates_during_random_phase
         agent.train()
         agent.set_step(step)
         episodes = play_member_episodes(envs, agent, torch.arange(step, step + count),
@@ -237,7 +235,7 @@ class Trainer:
         for i in range(count):
             for k, m in enumerate(members):
                 m.replay.add(member_episodes(episodes, k, slice(i, i + 1)))
-            if self.schedule.updates_at(step, updates_in_random_phase) and members[0].replay.ready:
+            if self.schedule.updates_at(step, agent.updates_during_random_phase) and members[0].replay.ready:
                 agent.set_step(step)
                 started = time.perf_counter()
                 batch = stack_batches([m.replay.sample(m.generator) for m in members])
@@ -298,7 +296,6 @@ class Trainer:
             self.registry.prune_resume_states(m.run_id, keep=self.training.keep_resume)
 
     def _register_checkpoint(self, m: Member, step: int, weights: dict, val: Evaluation) -> None:
-        # `trained` True for agents that update in the random phase too; None lets the registry's step rule decide
         register_checkpoint(self.registry, m.run_id, step, weights, val, m.env.config.episode_length,
                             True if m.agent.updates_during_random_phase else None)
         m.recorded_checkpoints.add(step)
@@ -312,4 +309,3 @@ def recorded_config(config: RunConfig, device: torch.device) -> dict[str, Any]:
     recorded = config.to_dict()
     recorded["training"]["device"] = device.type  # never `auto`: a resumed run continues where it ran
     return {**recorded, "runtime": {"torch_threads": torch.get_num_threads(), "device": str(device)}}
-

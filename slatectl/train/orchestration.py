@@ -26,8 +26,7 @@ from slatectl.train.progress import PlainReporter, TrainingReporter
 
 def resolve_run_configs(agent: str, envs: Sequence[str], config_file: Path | None = None, overrides: list[str] | None = None,
                         cli_training: dict[str, Any] | None = None) -> list[RunConfig]:
-    """One resolved config per environment (`slatectl.sim.config.select_envs` parsed `--env`); BadInput
-    before any work."""
+    """One resolved config per environment of `--env` (parsed by `sim.config.select_envs`); BadInput before any work."""
     agent_spec(agent, trainable=True)
     return [resolve_run_config(agent, name, config_file, overrides, cli_training) for name in envs]
 

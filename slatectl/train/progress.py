@@ -143,7 +143,6 @@ class RichReporter(TrainingReporter):
 
     def __init__(self, label: str, console: Console):
         self.label, self.console = label, console
-        self.progress: Progress | None = None  # the bar, from `start` to `stop`
 
     def message(self, text: str) -> None:
         self.console.print(f"[dim]{self.label}[/] {text}", highlight=False)
@@ -157,14 +156,11 @@ class RichReporter(TrainingReporter):
         self.task = self.progress.add_task("train", total=total_steps, completed=first_step, status=status)
 
     def advance(self, progress: TrainingProgress) -> None:
-        if self.progress is not None:
-            self._phase_clock.update(progress.step)
-            self.progress.update(self.task, completed=progress.step, status=describe(progress, self._phase_clock))
+        self._phase_clock.update(progress.step)
+        self.progress.update(self.task, completed=progress.step, status=describe(progress, self._phase_clock))
 
     def stop(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
+        self.progress.stop()
 
 
 def make_reporter(label: str, console: Console) -> TrainingReporter:
