@@ -62,7 +62,7 @@ def registered_agent_inputs(registry: Registry, artifact_ids: Sequence[int]) -> 
         if artifact.kind == pretrained.GEMS_KIND:
             values["gems"], values["gems_bounds"] = pretrained.load_gems(registry, artifact)
         elif artifact.kind == pretrained.MF_KIND:
-            values["mf"] = pretrained.load_mf(registry, artifact)
+            values["mf"] = registry.load_artifact_state(artifact.id)["item_embeddings"]
     return ResolvedInputs(AgentInputs(**values), [int(i) for i in artifact_ids])
 
 

@@ -66,9 +66,8 @@ class PeriodicRenewal:
 
 
 @contextmanager
-def holding(registry: Registry, key: str, holder: str, lease_s: float | None = None) -> Iterator[None]:
+def holding(registry: Registry, key: str, holder: str, lease_s: float) -> Iterator[None]:
     """Renews an already acquired lock while the block runs, and releases it at the end."""
-    lease_s = lease_seconds() if lease_s is None else lease_s
     try:
         with PeriodicRenewal(f"build-lock {key}", lease_s, lambda: registry.renew_build_lock(key, holder, lease_s)):
             yield

@@ -54,14 +54,10 @@ def register_checkpoint(registry: Registry, run_id: int, step: int, agent_state:
 def resume_states_by_step(registry: Registry, run_id: int, env_name: str) -> dict[int, Artifact]:
     """The run's resume states still on disk by step (the newest artifact of a step if one was redone)."""
     states = [a for a in registry.list_artifacts(kind=RESUME_STATE_KIND, env=env_name) if a.run_id == run_id]
-    by_step: dict[int, Artifact] = {}
-    for artifact in sorted(states, key=lambda a: (a.config["step"], a.id)):
-        by_step[int(artifact.config["step"])] = artifact
-    return by_step
+    return {int(a.config["step"]): a for a in sorted(states, key=lambda a: (a.config["step"], a.id))}
 
 
 def load_resume_state(registry: Registry, artifact: Artifact) -> ResumeState:
     """A registered resume state (hash-checked on load)."""
     data = registry.load_artifact_state(artifact.id)
     return ResumeState(**{**data, "val": Evaluation(**data["val"])})
-

@@ -122,8 +122,7 @@ def resolve_run_config(agent_name: str, env: str, config_file: Path | None = Non
     for key, value in (cli_training or {}).items():
         if value is not None:
             data.setdefault("training", {})[key] = value
-    unknown = sorted(set(data) - set(SECTIONS))
-    if unknown:
+    if unknown := sorted(set(data) - set(SECTIONS)):
         raise BadInput(f"unknown config section(s) {', '.join(unknown)}. Sections: {', '.join(SECTIONS)}.")
     return run_config_from_dict({"agent_name": agent_name, "env": env, **data})
 

@@ -29,8 +29,7 @@ def member_step(envs: MemberEnvs, agent: StackedAgent, mode: ActMode,
     the envs step, the agent observes. Returns the raw actions (K, B, A) and the step's result."""
     slate, action = agent.act(mode, generators, envs)
     result = envs.step(slate.to(envs.device), oracle=False)  # agents never put oracle positions in a slate: no check
-    observation = result.observation
-    agent.observe(observation.slate.to(agent.device), observation.clicks.to(agent.device))
+    agent.observe(result.observation.slate.to(agent.device), result.observation.clicks.to(agent.device))
     return action, result
 
 

@@ -86,11 +86,8 @@ class GeMSRequest:
 def ensure_gems(registry: Registry, env: TopicRec, logged: Artifact, config: GeMSConfig, seed: int,
                 say: Say = print) -> Artifact:
     request = GeMSRequest(env, logged, config, seed)
-
-    def build() -> Artifact:
-        return _pretrain_stack(registry, [request], [request.member(load_logged_data(registry, logged))], say)[0]
-
-    return _ensure(registry, GEMS_KIND, env.config.name, request.identity(), build, say)
+    return _ensure(registry, GEMS_KIND, env.config.name, request.identity(), lambda: _pretrain_stack(
+        registry, [request], [request.member(load_logged_data(registry, logged))], say)[0], say)
 
 
 def ensure_gems_population(registry: Registry, requests: list[GeMSRequest], say: Say = print) -> list[Artifact]:
@@ -103,14 +100,12 @@ def ensure_gems_population(registry: Registry, requests: list[GeMSRequest], say:
     artifacts: dict[str, Artifact] = {}
     missing: dict[str, GeMSRequest] = {}  # whose build lock is ours
     elsewhere: dict[str, GeMSRequest] = {}  # whose GeMS another worker is building
-    holder = lock_holder()
+    holder, lease_s = lock_holder(), lease_seconds()
     with ExitStack() as locks:
-        for request, key in zip(requests, keys):
-            if key in artifacts or key in missing or key in elsewhere:
-                continue
+        for key, request in dict(zip(keys, requests)).items():
             found = registry.find_artifact(GEMS_KIND, request.env.config.name, config=request.identity())
-            if found is None and registry.acquire_build_lock(key, holder, lease_seconds()):
-                locks.enter_context(holding(registry, key, holder))
+            if found is None and registry.acquire_build_lock(key, holder, lease_s):
+                locks.enter_context(holding(registry, key, holder, lease_s))
                 found = registry.find_artifact(GEMS_KIND, request.env.config.name, config=request.identity())
                 if found is None:
                     missing[key] = request
@@ -202,7 +197,3 @@ def ensure_mf(registry: Registry, env: TopicRec, logged: Artifact, config: MFCon
                                           metrics=metrics, parents=[logged.id])
 
     return _ensure(registry, MF_KIND, env.config.name, identity, build, say)
-
-
-def load_mf(registry: Registry, artifact: Artifact) -> torch.Tensor:
-    return registry.load_artifact_state(artifact.id)["item_embeddings"]

@@ -55,13 +55,11 @@ class Heartbeat:
 
     def __init__(self, registry, run_ids: list[int]):
         self.registry, self.run_ids, self.every_s = registry, run_ids, lease_seconds() / 4
-        self._beat()
+        self._last = float("-inf")  # the first beat is at once
+        self.beat_if_due()
 
     def beat_if_due(self) -> None:
         if time.monotonic() - self._last >= self.every_s:
-            self._beat()
-
-    def _beat(self) -> None:
-        self._last = time.monotonic()
-        for run_id in self.run_ids:
-            self.registry.heartbeat(run_id)
+            self._last = time.monotonic()
+            for run_id in self.run_ids:
+                self.registry.heartbeat(run_id)

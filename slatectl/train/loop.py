@@ -1,16 +1,12 @@
-"""The training loop: K ≥ 1 runs of one agent in lockstep; a solo run is a population of one.
+"""The training loop: K ≥ 1 runs of one agent in lockstep; a solo run is a population of one (docs/population.md
+says how members, groups, leases, stops, saves and resumes go).
 
 One *step* is the reference's global_step: one training episode of H = 100 env steps followed by one
 agent update (updates are skipped while step < random_steps, except for agents that train from the start).
 Steps go in batches (`schedule.py`). Validation runs every `val_every` steps and at every save step; each
 save step registers a resume state and a checkpoint per run (`checkpoints.py`). At the end every saved
-checkpoint is tested (`evaluation.py`).
-
-Every run is an ordinary run in the registry; each plays its own episodes and makes its own update on a
-batch of its own replay, with the runs' weights stacked along a leading member dimension so one batched
-kernel serves all of them (the agent's `AgentSpec.population`, a `StackedAgent`). Member k is the solo
-run of its env and seed up to float rounding. docs/population.md says how, and how groups, leases, stops,
-saves (phase by phase, so a kill part-way leaves a step every run can resume from) and resumes go.
+checkpoint is tested (`evaluation.py`). The runs' weights are stacked along a leading member dimension so
+one batched kernel serves all of them (the agent's `AgentSpec.population`, a `StackedAgent`).
 
 Lightning Fabric (`slatectl.harness.TrainingHarness`) picks the device and precision, seeds, and runs the
 agent's update (docs/lightning.md); the loop itself is our own code. On a GPU the simulator, the agent and
@@ -80,7 +76,6 @@ class Trainer:
             raise BadInput(f"agent {configs[0].agent_name!r} has no stacked form and cannot train.")
         self.registry, self.logs_dir = registry, logs_dir
         self.reporter = reporter or TrainingReporter()
-        # `auto` (the default) takes CUDA when torch sees a GPU and says so; `cuda` without one is BadInput.
         self.harness = training_harness(configs[0].training.device, configs[0].training.precision,
                                         say=self.reporter.message)  # Lightning Fabric: device, precision
         self.device = self.harness.device
@@ -231,7 +226,6 @@ class Trainer:
         """The `count` training episodes from `step` on, each step followed by its update when one is due;
         returns the step after them and each member's metrics row."""
         generators = [m.generator for m in members]
-        updates_in_random_phase = members[0].agent.updates_during_random_phase
         agent.train()
         agent.set_step(step)
         episodes = play_member_episodes(envs, agent, torch.arange(step, step + count),
@@ -241,7 +235,7 @@ class Trainer:
         for i in range(count):
             for k, m in enumerate(members):
                 m.replay.add(member_episodes(episodes, k, slice(i, i + 1)))
-            if self.schedule.updates_at(step, updates_in_random_phase) and members[0].replay.ready:
+            if self.schedule.updates_at(step, agent.updates_during_random_phase) and members[0].replay.ready:
                 agent.set_step(step)
                 started = time.perf_counter()
                 batch = stack_batches([m.replay.sample(m.generator) for m in members])
@@ -273,13 +267,11 @@ class Trainer:
     def _conclude(self, members: list[Member], stopped_by: str | None, step: int,
                   tests: list[list[TestResult]]) -> list[TrainResult]:
         """Every run `finished` with its checkpoints and tests; or, stopped by a signal, `interrupted`."""
+        for m in members:
+            self.registry.finish_run(m.run_id, status="finished" if stopped_by is None else "interrupted")
         if stopped_by is None:
-            for m in members:
-                self.registry.finish_run(m.run_id, status="finished")
             return [TrainResult(m.run_id, self.registry.list_checkpoints(run_id=m.run_id), member_tests)
                     for m, member_tests in zip(members, tests)]
-        for m in members:
-            self.registry.finish_run(m.run_id, status="interrupted")
         if self.group is None:
             run_id = members[0].run_id
             kept = len(self.registry.list_checkpoints(run_id=run_id))
@@ -291,7 +283,8 @@ class Trainer:
                              f"`slatectl train {members[0].config.agent_name} --resume {self.group}`.", stopped_by)
 
     def _save(self, members: list[Member], agent: StackedAgent, step: int, vals: list[Evaluation]) -> None:
-        """Every resume state, then every checkpoint, then pruning (module doc)."""
+        """Every resume state, then every checkpoint, then pruning: a kill part-way leaves a step every run can
+        resume from."""
         states = [ResumeState(step, agent.member_state_dict(k), agent.member_optimizer_states(k), m.replay.state_dict(),
                               m.generator.get_state(), vals[k]) for k, m in enumerate(members)]
         for m, state in zip(members, states):
@@ -303,7 +296,6 @@ class Trainer:
             self.registry.prune_resume_states(m.run_id, keep=self.training.keep_resume)
 
     def _register_checkpoint(self, m: Member, step: int, weights: dict, val: Evaluation) -> None:
-        # `trained` True for agents that update in the random phase too; None lets the registry's step rule decide
         register_checkpoint(self.registry, m.run_id, step, weights, val, m.env.config.episode_length,
                             True if m.agent.updates_during_random_phase else None)
         m.recorded_checkpoints.add(step)
@@ -317,4 +309,3 @@ def recorded_config(config: RunConfig, device: torch.device) -> dict[str, Any]:
     recorded = config.to_dict()
     recorded["training"]["device"] = device.type  # never `auto`: a resumed run continues where it ran
     return {**recorded, "runtime": {"torch_threads": torch.get_num_threads(), "device": str(device)}}
-

@@ -17,6 +17,7 @@ from lightning_fabric.loggers import CSVLogger, Logger, TensorBoardLogger
 from slatectl.errors import BadInput
 from slatectl.storage.atomic import write_atomically
 
+
 class MetricsLog:
     """A run's metrics log. `folder` None logs nothing. `resume_step` S: continue the log of a resumed run
     from step S (rows after S dropped). `tensorboard`: None writes TensorBoard events when the package is
@@ -125,4 +126,3 @@ def _format(value: Any) -> Any:
     if isinstance(value, float):
         return f"{value:.6g}" if math.isfinite(value) else str(value)
     return value
-

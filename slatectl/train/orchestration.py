@@ -24,10 +24,10 @@ from slatectl.train.population import new_group_id, population_configs
 from slatectl.train.progress import PlainReporter, TrainingReporter
 
 
-def resolve_run_configs(agent: str, envs: Sequence[str], config_file: Path | None = None, overrides: list[str] | None = None,
+def resolve_run_configs(agent: str, envs: Sequence[str], config_file: Path | None = None,
+                        overrides: list[str] | None = None,
                         cli_training: dict[str, Any] | None = None) -> list[RunConfig]:
-    """One resolved config per environment (`slatectl.sim.config.select_envs` parsed `--env`); BadInput
-    before any work."""
+    """One resolved config per environment of `--env` (parsed by `sim.config.select_envs`); BadInput before any work."""
     agent_spec(agent, trainable=True)
     return [resolve_run_config(agent, name, config_file, overrides, cli_training) for name in envs]
 
@@ -36,7 +36,7 @@ def logs_dir(settings: Settings) -> Path:
     return settings.home / "logs"
 
 
-def train_one(settings: Settings, config: RunConfig, command: str, reporter: TrainingReporter | None = None) -> TrainResult:
+def train_one(settings: Settings, config: RunConfig, command: str, reporter: TrainingReporter | None) -> TrainResult:
     with open_registry(settings) as registry:
         (result,) = Trainer(registry, config, reporter, logs_dir=logs_dir(settings)).run(command=command)
         return result
@@ -77,7 +77,7 @@ def train_population(settings: Settings, agent: str, envs: Sequence[str], seeds:
     configs = population_configs(base, list(range(first_seed, first_seed + seeds)))
     with open_registry(settings) as registry:
         reporter.message(f"training a stacked population of {len(configs)} runs in lockstep in this process.")
-        return Trainer(registry, configs, reporter, logs_dir=logs_dir(settings)).run(command=command, group=new_group_id())
+        return Trainer(registry, configs, reporter, logs_dir(settings)).run(command, new_group_id())
 
 
 def resume_training(settings: Settings, target: int | str, reporter: TrainingReporter) -> list[TrainResult]:

@@ -30,10 +30,6 @@ class TrainingProgress:
     # all members); None before the first update
     updates_during_random_phase: bool = False  # REINFORCE: updates from the first step
 
-    @property
-    def random_phase(self) -> bool:
-        return self.step < self.random_steps
-
 
 class TrainingReporter:
     """What the loop reports to; this base reports nothing (the default: a run with no display)."""
@@ -95,10 +91,10 @@ def random_phase_label(random_steps: int, updates_during_random_phase: bool = Fa
 
 def describe(progress: TrainingProgress, clock: PhaseClock) -> str:
     """The status text shared by both reporters (everything but the step counter)."""
-    parts = [random_phase_label(progress.random_steps, progress.updates_during_random_phase)] \
-        if progress.random_phase else []
+    random_phase = progress.step < progress.random_steps
+    parts = [random_phase_label(progress.random_steps, progress.updates_during_random_phase)] if random_phase else []
     rate = clock.rate(progress.step)
-    updating = progress.update_seconds is not None and (progress.updates_during_random_phase or not progress.random_phase)
+    updating = progress.update_seconds is not None and (progress.updates_during_random_phase or not random_phase)
     if rate is not None:  # a step is one episode then one update: the update's share, not a second rate
         update = f" (update {1000 * progress.update_seconds:,.0f} ms of each)" if updating else ""
         per_s = f"{rate:.1f}" if rate >= 1 else f"{rate:.2f}"
@@ -108,7 +104,7 @@ def describe(progress: TrainingProgress, clock: PhaseClock) -> str:
     parts += [f"return {progress.episode_return:.1f}",
               "val —" if progress.val_return is None else f"val {progress.val_return:.1f}"]
     remaining = clock.remaining(progress.step, progress.total_steps)
-    if progress.step < progress.total_steps and progress.random_phase and progress.random_steps < progress.total_steps:
+    if progress.step < progress.total_steps and random_phase and progress.random_steps < progress.total_steps:
         parts.append("random phase ends in " + ("…" if remaining is None else f"~{format_duration(remaining)}"))
     elif progress.step < progress.total_steps:
         parts.append("ETA " + ("estimating…" if remaining is None else format_duration(remaining)))
@@ -147,7 +143,6 @@ class RichReporter(TrainingReporter):
 
     def __init__(self, label: str, console: Console):
         self.label, self.console = label, console
-        self.progress: Progress | None = None  # the bar, from `start` to `stop`
 
     def message(self, text: str) -> None:
         self.console.print(f"[dim]{self.label}[/] {text}", highlight=False)
@@ -161,14 +156,11 @@ class RichReporter(TrainingReporter):
         self.task = self.progress.add_task("train", total=total_steps, completed=first_step, status=status)
 
     def advance(self, progress: TrainingProgress) -> None:
-        if self.progress is not None:
-            self._phase_clock.update(progress.step)
-            self.progress.update(self.task, completed=progress.step, status=describe(progress, self._phase_clock))
+        self._phase_clock.update(progress.step)
+        self.progress.update(self.task, completed=progress.step, status=describe(progress, self._phase_clock))
 
     def stop(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
+        self.progress.stop()
 
 
 def make_reporter(label: str, console: Console) -> TrainingReporter:

@@ -69,8 +69,7 @@ class EpisodeReplay:
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.size = int(state["size"])
-        self.next_slot = int(state["next_slot"])
+        self.size, self.next_slot = int(state["size"]), int(state["next_slot"])
         self.storage = None
         if self.size:
             saved = {f: state[f"storage.{f}"] for f in _FIELDS}
