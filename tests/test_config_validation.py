@@ -83,6 +83,17 @@ def test_agent_params_report_every_bad_key_at_once():
         assert fragment in message, (fragment, message)
 
 
+def test_agent_choice_keys_name_their_choices_and_the_bad_value():
+    message = refusal(AGENTS["sac-wknn"].params_cls, {"item_table": "x", "proto_layout": "y", "rank_state": "z"},
+                      "agent.")
+    for fragment in ("agent.item_table must be one of critic-belief, ideal, mf (got 'x')",
+                     "agent.proto_layout must be one of slot-major, dim-major (got 'y')",
+                     "agent.rank_state must be one of critic, actor (got 'z')"):
+        assert fragment in message, (fragment, message)
+    message = refusal(AGENTS["slateq"].params_cls, {"act_relevance": "w"}, "agent.")
+    assert "agent.act_relevance must be one of masked, reference-slice, unmasked (got 'w')" in message
+
+
 def test_sweep_spec_reports_every_bad_key_at_once():
     message = refusal(SweepSpec, {"agents": ["no-such-agent"], "envs": ["nowhere"], "seeds": [1, 1], "steps": 0,
                                   "lease_timeout_s": 1}, "")

@@ -43,3 +43,9 @@ def common_checks(p) -> list[tuple[bool, str]]:
                 f"agent.{name} widths must be >= 1 (got {list(getattr(p, name))})")
                for name in ("hidden_qnet", "hidden_pinet") if hasattr(p, name)]
     return checks
+
+
+def one_of(p, name: str, choices) -> tuple[bool, str]:
+    """The check that params field `name` of `p` holds one of `choices`, with the message naming them."""
+    value = getattr(p, name)
+    return value in choices, f"agent.{name} must be one of {', '.join(choices)} (got {value!r})"

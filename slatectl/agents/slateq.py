@@ -40,7 +40,7 @@ from torch import Tensor
 
 from slatectl.agents.base import ActMode, Agent, EpisodeBatch, default_backward
 from slatectl.agents.belief import GRUBelief
-from slatectl.agents.nets import common_checks, frozen_copy, mlp
+from slatectl.agents.nets import common_checks, frozen_copy, mlp, one_of
 from slatectl.agents.pretrained import AgentInputs
 from slatectl.agents.spec import AgentSpec, register_agent
 from slatectl.agents.stacked import StackedSlatePicker, member_metrics
@@ -72,8 +72,7 @@ class SlateQParams:
         check_params("agent", common_checks(self) + [
             (0.0 <= self.epsilon_end <= 1.0, f"agent.epsilon_end must lie in [0, 1] (got {self.epsilon_end})"),
             (self.epsilon_decay > 0, f"agent.epsilon_decay must be > 0 (got {self.epsilon_decay})"),
-            (self.act_relevance in ACT_RELEVANCES,
-             f"agent.act_relevance must be one of {', '.join(ACT_RELEVANCES)} (got {self.act_relevance!r})"),
+            one_of(self, "act_relevance", ACT_RELEVANCES),
         ])
 
 

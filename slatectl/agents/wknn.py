@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from slatectl.agents.base import ActMode, EpisodeBatch, default_backward
-from slatectl.agents.nets import common_checks
+from slatectl.agents.nets import common_checks, one_of
 from slatectl.agents.pretrained import AgentInputs, checked_item_table, require_input
 from slatectl.agents.rankers import item_table_box
 from slatectl.agents.sac import SACAgent, SACParams, StackedSAC
@@ -69,9 +69,8 @@ class WkNNParams(SACParams):
             (self.alpha >= 0, f"agent.alpha must be >= 0 (got {self.alpha})"),
             (self.wolpertinger_k >= 1, f"agent.wolpertinger_k must be >= 1 (got {self.wolpertinger_k})"),
             (self.full_slate, "full_slate must be true (the only Wolpertinger mode implemented)"),
-            (self.item_table in ITEM_TABLES, f"agent.item_table must be one of {', '.join(ITEM_TABLES)} (got {self.item_table!r})"),
-            (self.proto_layout in LAYOUTS, f"agent.proto_layout must be one of {', '.join(LAYOUTS)} (got {self.proto_layout!r})"),
-            (self.rank_state in RANK_STATES, f"agent.rank_state must be one of {', '.join(RANK_STATES)} (got {self.rank_state!r})"),
+            one_of(self, "item_table", ITEM_TABLES), one_of(self, "proto_layout", LAYOUTS),
+            one_of(self, "rank_state", RANK_STATES),
         ])
 
     def needs(self) -> tuple[str, ...]:
