@@ -88,6 +88,7 @@ def _configs(args, population: int, overrides: list[str]):
 def worker(args) -> None:
     import torch
 
+    from slatectl.agents import AGENTS
     from slatectl.registry import open_registry
     from slatectl.settings import Settings
     from slatectl.train import population as population_module
@@ -109,6 +110,10 @@ def worker(args) -> None:
                      "training.val_every=100000", "training.save_every=0", "agent.capacity=200",
                      "logged.episodes=200", "gems.max_epochs=1", "gems.max_slates=4000"]
         reporter = Gate()
+    defaults = AGENTS[args.agent].params_cls()
+    if defaults.capacity == defaults.batch_size:  # on-policy (REINFORCE): its replay must hold one batch exactly
+        batch = [o.split("=")[1] for o in overrides if o.startswith("agent.batch_size=")]
+        overrides = [o for o in overrides if not o.startswith("agent.capacity=")] + [f"agent.capacity={b}" for b in batch]
     configs = _configs(args, args.population, overrides)
     with open_registry(Settings.resolve(home=home)) as registry:
         try:
