@@ -4,6 +4,7 @@ per step in `<logs>/run-<id>.csv`, TensorBoard scalars beside it, and no step tw
 import csv
 import importlib.util
 import math
+import time
 
 import pytest
 from lightning_fabric.loggers import CSVLogger, TensorBoardLogger
@@ -58,11 +59,17 @@ def test_rows_go_through_lightnings_loggers_to_the_runs_csv_and_tensorboard(tmp_
     assert "step" not in events.Tags()["scalars"]
 
 
-def test_a_resumed_log_drops_the_steps_after_the_resume_step_and_writes_each_step_once(tmp_path):
+def test_a_resumed_log_drops_the_steps_after_the_resume_step_and_writes_each_step_once(tmp_path, monkeypatch):
     first = MetricsLog(tmp_path, 3)
     for step in range(1, 8):
         first.write({"step": step, "episode_return": float(step), "q_loss": step / 8})
     first.close()  # killed after step 7; the resume state is at step 5
+    # The resumed process starts later. TensorBoard reads a run's event files in name order, and a name is
+    # `<whole seconds>.<host>.<pid>.<process-wide counter>`: two files of one process in one second sort by
+    # the counter as text, so its 9 → 10 would put the purging file first (this test then failed after
+    # tests/test_training.py). A clock one second on gives the resumed file the later name it has in use.
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 1.0)
     resumed = MetricsLog(tmp_path, 3, resume_step=5)
     for step in range(6, 10):
         resumed.write({"step": step, "episode_return": 10.0 + step, "q_loss": step / 8, "epsilon": 0.5})
