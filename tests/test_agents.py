@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from slatectl.agents import AGENTS, AgentInputs, trainable_agents
+from slatectl.agents.base import EpisodeBatch
 from slatectl.agents.rankers import GeMSRanker
 from slatectl.agents.sac import SACAgent, SACParams, StackedSAC, build_sac_topk
 from slatectl.agents.wknn import StackedWkNN, WolpertingerSAC
@@ -440,3 +441,16 @@ def test_stacking_refuses_members_it_cannot_run_together(env, inputs):
     narrow = dataclasses.replace(inputs, mf=inputs.mf[:, :8])  # an MF table of 8 dims, not 20
     with pytest.raises(ValueError, match="action and item dimensions"):
         StackedWkNN([build("sac-wknn", env, inputs, item_table="mf"), build("sac-wknn", env, narrow, item_table="mf")])
+
+
+def test_episode_batch_pairs_first_clicks_and_marks_only_each_episodes_last_step_done():
+    # one episode, H = 2 steps, observations o_0 … o_2 of 3-item slates (clicks per slot)
+    slates = torch.tensor([[[10, 11, 12], [20, 21, 22], [30, 31, 32]]])
+    clicks = torch.tensor([[[0, 1, 1], [0, 0, 0], [1, 0, 1]]])
+    batch = EpisodeBatch(slates, clicks, torch.zeros(1, 2, 1), slates[:, 1:], torch.zeros(1, 2), torch.zeros(1, 3, 1))
+    items, has_click = batch.first_clicks(shown=False)  # o_{t+1}: o_1 has no click, o_2's first click is 30
+    assert items[0, 1].item() == 30 and has_click.tolist() == [[False, True]]
+    items, has_click = batch.first_clicks(shown=True)  # quirk: o_t, o_0's first click is 11
+    assert items[0, 0].item() == 11 and has_click.tolist() == [[True, False]]
+    two_episodes = dataclasses.replace(batch, rewards=torch.zeros(2, 3))  # rows e·H + t with H = 3
+    assert two_episodes.not_done().tolist() == [1.0, 1.0, 0.0, 1.0, 1.0, 0.0]

@@ -53,6 +53,11 @@ class EpisodeBatch:
         rank, has_click = clicks.argmax(dim=-1), clicks.sum(dim=-1) > 0
         return self.slates[..., part, :].gather(-1, rank[..., None]).squeeze(-1), has_click
 
+    def not_done(self) -> torch.Tensor:
+        """(E·H,) 1 − done per transition in row order e·H + t: done only on an episode's last step (t = H − 1)."""
+        E, H = self.rewards.shape[-2:]
+        return (torch.arange(E * H, device=self.rewards.device) % H < H - 1).float()
+
 
 class Agent(nn.Module):
     """A member's layout: one run's weights, buffers and optimizers (a checkpoint is its state dict;

@@ -282,12 +282,11 @@ class StackedSAC(StackedAgent):
         head = [t.view(K, E, H + 1, -1) for t in self._policy_head(all_states, fold_bias=True)]
         next_policy = [t[:, :, 1:].reshape(K, n, -1) for t in head]  # (mean, log std) at s_{t+1} and at s_t
         policy = [t[:, :, :H].reshape(K, n, -1) for t in head]
-        not_done = (torch.arange(n, device=batch.rewards.device) % H < H - 1).float()  # 2. critic; row e·H + t
         with torch.no_grad():
             next_actions, next_log_prob = self.squash(*next_policy, self._noise(generators, n))
             s_c_next = critic_states[:, :, 1:].reshape(K, n, -1)
             next_q = self._critic_value(s_c_next, next_actions, target=True) - alpha * next_log_prob
-            target = batch.rewards.reshape(K, n) + self.params.gamma * not_done * next_q
+            target = batch.rewards.reshape(K, n) + self.params.gamma * batch.not_done() * next_q  # 2. critic
         q = self._q_values(("q1", "q2"), s_c, batch.actions.reshape(K, n, -1))  # (K, n, 2)
         critic_loss = 0.5 * (q - target.unsqueeze(-1)).pow(2).mean(dim=1).sum(dim=-1)  # (K,)
         self._optimizer_step("critic", critic_loss, backward)

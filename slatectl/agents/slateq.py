@@ -189,13 +189,12 @@ class StackedSlateQ(StackedSlatePicker):
         states = self.encode_episodes("belief", batch.slates, batch.clicks)  # (K, E, H+1, S)
         items, kept = batch.first_clicks(p.pair_state_with_shown_clicks)  # quirk (a)
         items, kept = items.reshape(K, n), kept.reshape(K, n)  # kept: the transitions trained on
-        not_done = (torch.arange(n, device=states.device) % H < H - 1).float()  # (n,): row e·H + t
         kept_count = kept.sum(dim=1)  # (K,)
         count = kept_count.clamp(min=1).to(states.dtype)
         with torch.no_grad():
             next_value = self.next_value(states[:, :, 1:].reshape(K, n, -1).detach(),
                                          batch.user_states[:, :, 1:].reshape(K, n, -1))
-            target = 1.0 + p.gamma * not_done * next_value  # (K, n)
+            target = 1.0 + p.gamma * batch.not_done() * next_value  # (K, n)
         q = self._sequential("q", states[:, :, :H].reshape(K, n, -1)).gather(2, items[..., None]).squeeze(2)
         squared = torch.where(kept, (q - target).pow(2), torch.zeros_like(q))
         loss = squared.sum(dim=1) / count  # (K,): each member's MSE over its kept transitions
